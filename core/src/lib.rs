@@ -1,0 +1,13 @@
+//! BareCount core: the logic shared by the Postgres extension and the Flight server.
+//!
+//! Nothing here talks to Postgres. Every function is tested with plain `cargo test`.
+
+pub mod content_hash;
+pub mod contract;
+pub mod ident;
+pub mod ledger;
+pub mod source;
+pub mod version;
+
+/// The BareCount version, as the extension and the server report it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,166 @@
+-- BareCount catalog: schemas, catalog tables, the ledger and their guards.
+-- Runs first (bootstrap) inside CREATE EXTENSION, in schema barecount.
+
+CREATE SCHEMA raw;
+COMMENT ON SCHEMA raw IS 'BareCount raw stores: one append-only table per dataset, every accepted row with its batch';
+CREATE SCHEMA gdp;
+COMMENT ON SCHEMA gdp IS 'BareCount golden data points: conformed tables built by models from raw stores';
+CREATE SCHEMA kpi;
+COMMENT ON SCHEMA kpi IS 'BareCount KPI stores: materialized KPI values per period and dimension';
+CREATE SCHEMA published;
+COMMENT ON SCHEMA published IS 'BareCount published store: immutable dataset versions (<dataset>__v<N>) and latest views (<dataset>)';
+COMMENT ON SCHEMA barecount IS 'BareCount API functions, catalog tables and the evidence ledger';
+
+-- Tenants -------------------------------------------------------------------------------------
+CREATE TABLE barecount.tenants (
+    tenant_id  text PRIMARY KEY CHECK (tenant_id ~ '^[a-z][a-z0-9_]{0,62}$'),
+    name       text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE barecount.tenants IS 'Tenants served by this database; every store and catalog row belongs to one';
+INSERT INTO barecount.tenants (tenant_id, name) VALUES ('default', 'Default tenant');
+
+CREATE FUNCTION barecount.current_tenant() RETURNS text
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $$ SELECT 'default'::text $$;
+COMMENT ON FUNCTION barecount.current_tenant() IS
+    'The tenant of the current session. Until role-to-tenant mapping lands, every session is tenant "default".';
+
+-- Refusing writes ------------------------------------------------------------------------------
+CREATE FUNCTION barecount._refuse_write() RETURNS trigger
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    AS $$
+BEGIN
+    RAISE EXCEPTION '% on %.% is not allowed: %', TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_ARGV[0]
+        USING ERRCODE = 'modifying_sql_data_not_permitted',
+              HINT = coalesce(TG_ARGV[1], 'This object is append-only or immutable by design.');
+END
+$$;
+COMMENT ON FUNCTION barecount._refuse_write() IS
+    'Trigger function that refuses the triggering write with SQLSTATE 2F002; TG_ARGV[0] says why, TG_ARGV[1] hints what to do instead';
+
+-- Contracts ------------------------------------------------------------------------------------
+CREATE TABLE barecount.contracts (
+    tenant_id      text NOT NULL REFERENCES barecount.tenants,
+    contract       text NOT NULL,
+    version        text NOT NULL,
+    version_sort   bigint[] NOT NULL,
+    status         text NOT NULL,
+    document       jsonb NOT NULL,
+    source_text    text NOT NULL,
+    source_sha256  text NOT NULL,
+    unsupported    text[] NOT NULL DEFAULT '{}',
+    registered_by  text NOT NULL DEFAULT current_user,
+    registered_at  timestamptz NOT NULL DEFAULT now(),
+    ledger_seq     bigint NOT NULL,
+    PRIMARY KEY (tenant_id, contract, version)
+);
+COMMENT ON TABLE barecount.contracts IS 'Registered data contract versions (ODCS v3), immutable once registered';
+CREATE TRIGGER contracts_immutable BEFORE UPDATE OR DELETE ON barecount.contracts
+    FOR EACH ROW EXECUTE FUNCTION barecount._refuse_write('contract versions are immutable', 'Register a new version instead.');
+CREATE TRIGGER contracts_no_truncate BEFORE TRUNCATE ON barecount.contracts
+    FOR EACH STATEMENT EXECUTE FUNCTION barecount._refuse_write('contract versions are immutable', 'Register a new version instead.');
+
+CREATE TABLE barecount.contract_datasets (
+    tenant_id        text NOT NULL,
+    contract         text NOT NULL,
+    contract_version text NOT NULL,
+    dataset          text NOT NULL,
+    row_schema       jsonb NOT NULL,
+    primary_key      text[] NOT NULL,
+    quality          jsonb NOT NULL,
+    PRIMARY KEY (tenant_id, dataset, contract, contract_version),
+    FOREIGN KEY (tenant_id, contract, contract_version) REFERENCES barecount.contracts
+);
+COMMENT ON TABLE barecount.contract_datasets IS 'Schema objects of each contract version: the dataset, its compiled JSON Schema 2020-12 row schema, key and quality rules';
+
+CREATE VIEW barecount.contract_versions AS
+    SELECT c.tenant_id, c.contract, c.version, c.status, c.registered_by, c.registered_at, c.ledger_seq,
+           array_agg(d.dataset ORDER BY d.dataset) AS datasets, c.unsupported
+    FROM barecount.contracts c JOIN barecount.contract_datasets d USING (tenant_id, contract)
+    WHERE d.contract_version = c.version
+    GROUP BY c.tenant_id, c.contract, c.version, c.status, c.registered_by, c.registered_at, c.ledger_seq, c.unsupported;
+COMMENT ON VIEW barecount.contract_versions IS 'One row per registered contract version with the datasets it declares';
+
+-- Ingest batches and quarantine ----------------------------------------------------------------
+CREATE TABLE barecount.batches (
+    tenant_id        text NOT NULL REFERENCES barecount.tenants,
+    batch_id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    dataset          text NOT NULL,
+    contract         text NOT NULL,
+    contract_version text NOT NULL,
+    rows_total       bigint NOT NULL,
+    rows_accepted    bigint NOT NULL,
+    rows_quarantined bigint NOT NULL,
+    content_hash     text NOT NULL,
+    ingested_by      text NOT NULL DEFAULT current_user,
+    ingested_at      timestamptz NOT NULL DEFAULT now(),
+    ledger_seq       bigint NOT NULL
+);
+COMMENT ON TABLE barecount.batches IS 'One row per ingest call: the dataset, the contract version rows were checked against, and counts';
+
+CREATE TABLE barecount.quarantine (
+    tenant_id      text NOT NULL REFERENCES barecount.tenants,
+    quarantine_id  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    batch_id       bigint NOT NULL REFERENCES barecount.batches,
+    dataset        text NOT NULL,
+    row_no         integer NOT NULL,
+    payload        jsonb NOT NULL,
+    errors         jsonb NOT NULL,
+    quarantined_at timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (batch_id, row_no)
+);
+COMMENT ON TABLE barecount.quarantine IS 'Rows that failed their contract, kept whole with every error (instance path, keyword, message)';
+CREATE TRIGGER quarantine_no_delete BEFORE DELETE ON barecount.quarantine
+    FOR EACH ROW EXECUTE FUNCTION barecount._refuse_write('quarantined rows are never deleted', 'Replay them once the contract or data is fixed.');
+
+-- Evidence ledger ------------------------------------------------------------------------------
+CREATE TABLE barecount.ledger (
+    seq          bigint PRIMARY KEY CHECK (seq > 0),
+    tenant_id    text NOT NULL REFERENCES barecount.tenants,
+    actor        text NOT NULL,
+    at           timestamptz NOT NULL,
+    event_type   text NOT NULL,
+    subject      text NOT NULL,
+    inputs       jsonb NOT NULL,
+    content_hash text,
+    prev_hash    text NOT NULL,
+    entry_hash   text NOT NULL UNIQUE
+);
+COMMENT ON TABLE barecount.ledger IS
+    'Append-only, hash-chained evidence ledger: each entry hashes its fields and the previous entry''s hash (SHA-256, canonical encoding barecount-ledger-v1)';
+REVOKE UPDATE, DELETE, TRUNCATE ON barecount.ledger FROM PUBLIC;
+CREATE TRIGGER ledger_append_only BEFORE UPDATE OR DELETE ON barecount.ledger
+    FOR EACH ROW EXECUTE FUNCTION barecount._refuse_write('the evidence ledger is append-only', 'Record a correcting event instead.');
+CREATE TRIGGER ledger_no_truncate BEFORE TRUNCATE ON barecount.ledger
+    FOR EACH STATEMENT EXECUTE FUNCTION barecount._refuse_write('the evidence ledger is append-only', 'Record a correcting event instead.');
+
+-- Published store catalog ----------------------------------------------------------------------
+CREATE TABLE barecount.datasets (
+    tenant_id      text NOT NULL REFERENCES barecount.tenants,
+    dataset        text NOT NULL,
+    latest_version integer NOT NULL,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, dataset)
+);
+COMMENT ON TABLE barecount.datasets IS 'Published datasets and their latest version';
+
+CREATE TABLE barecount.dataset_versions (
+    tenant_id    text NOT NULL,
+    dataset      text NOT NULL,
+    version      integer NOT NULL CHECK (version > 0),
+    relation     text NOT NULL UNIQUE,
+    source       text NOT NULL,
+    columns      jsonb NOT NULL,
+    row_count    bigint NOT NULL,
+    bytes        bigint NOT NULL,
+    content_hash text NOT NULL,
+    status       text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'deprecated', 'retired')),
+    published_by text NOT NULL DEFAULT current_user,
+    published_at timestamptz NOT NULL DEFAULT now(),
+    ledger_seq   bigint NOT NULL,
+    PRIMARY KEY (tenant_id, dataset, version),
+    FOREIGN KEY (tenant_id, dataset) REFERENCES barecount.datasets
+);
+COMMENT ON TABLE barecount.dataset_versions IS
+    'Immutable published versions: relation, column schema, row count, bytes, content hash (barecount-content-v1) and ledger receipt';

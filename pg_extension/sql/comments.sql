@@ -1,0 +1,12 @@
+-- Comments on the functions pgrx generates (runs last, inside CREATE EXTENSION).
+COMMENT ON FUNCTION barecount.version() IS 'BareCount extension version';
+COMMENT ON FUNCTION barecount.contract_register(text) IS
+    'Register a data contract version (ODCS v3, YAML or JSON text). Versions are immutable; the same content again is a no-op returning the existing version. Creates raw.<dataset> for each schema object and writes a ledger receipt.';
+COMMENT ON FUNCTION barecount.validate(text, jsonb) IS
+    'True when the row satisfies the latest contract version governing the dataset (JSON Schema 2020-12, formats asserted)';
+COMMENT ON FUNCTION barecount.validation_errors(text, jsonb) IS
+    'One row per error of the row against the latest contract version governing the dataset: instance path, schema keyword, message';
+COMMENT ON FUNCTION barecount.ingest(text, jsonb) IS
+    'Ingest a JSON array of rows: valid rows into raw.<dataset>, invalid rows into barecount.quarantine with every error, one batch and ledger receipt, all in the caller''s transaction';
+COMMENT ON FUNCTION barecount.publish(text, text) IS
+    'Publish a query, table or view as the next immutable version published.<dataset>__v<N>, repoint the view published.<dataset>, record schema, row count, bytes and content hash, write a ledger receipt and NOTIFY barecount_publish';

@@ -1,0 +1,251 @@
+//! Contract registry and row validation: `contract_register`, `validate`, `validation_errors`.
+
+use crate::errors::{OrRaise, SqlError};
+use crate::{ledger, tenant};
+use barecount_core::contract::{Contract, RowError, RowValidator};
+use barecount_core::ident::quote_ident;
+use barecount_core::ledger::canonical_json;
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use pgrx::JsonB;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// Register a data contract version from its YAML or JSON text.
+#[pg_extern(volatile, parallel_unsafe)]
+fn contract_register(
+    source: &str,
+) -> TableIterator<
+    'static,
+    (
+        name!(contract, String),
+        name!(version, String),
+        name!(created, bool),
+        name!(ledger_seq, i64),
+    ),
+> {
+    let contract = Contract::parse(source).or_raise();
+    let row = Spi::connect_mut(|client| register(client, &contract, source)).or_raise();
+    TableIterator::once(row)
+}
+
+fn register(
+    client: &mut SpiClient<'_>,
+    c: &Contract,
+    source: &str,
+) -> Result<(String, String, bool, i64), SqlError> {
+    let tenant_id = tenant::current(client)?;
+    let version = c.version.to_string();
+    let digest = hex::encode(Sha256::digest(canonical_json(&c.document)));
+    tenant::lock_object(client, "contract", &tenant_id, &c.name)?;
+
+    let existing = client.select(
+        "SELECT source_sha256, ledger_seq FROM barecount.contracts \
+         WHERE tenant_id = $1 AND contract = $2 AND version = $3",
+        Some(1),
+        &[tenant_id.as_str().into(), c.name.as_str().into(), version.as_str().into()],
+    )?;
+    if !existing.is_empty() {
+        let row = existing.first();
+        let old_digest = row.get::<String>(1)?.unwrap_or_default();
+        let seq = row.get::<i64>(2)?.unwrap_or_default();
+        if old_digest == digest {
+            return Ok((c.name.clone(), version, false, seq));
+        }
+        return Err(SqlError::new(
+            PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
+            format!("contract \"{}\" version {} is already registered with different content", c.name, version),
+        )
+        .detail("Registered contract versions are immutable.")
+        .hint("Bump the contract's version (e.g. to the next minor or major) and register it again."));
+    }
+
+    for s in &c.schemas {
+        let owner = client.select(
+            "SELECT contract FROM barecount.contract_datasets \
+             WHERE tenant_id = $1 AND dataset = $2 AND contract <> $3 LIMIT 1",
+            Some(1),
+            &[tenant_id.as_str().into(), s.name.as_str().into(), c.name.as_str().into()],
+        )?;
+        if !owner.is_empty() {
+            let other = owner.first().get::<String>(1)?.unwrap_or_default();
+            return Err(SqlError::new(
+                PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
+                format!("dataset \"{}\" is already governed by contract \"{other}\"", s.name),
+            )
+            .hint("A dataset belongs to one contract; register a new version of that contract instead."));
+        }
+    }
+
+    let datasets: Vec<&str> = c.schemas.iter().map(|s| s.name.as_str()).collect();
+    let receipt = ledger::append(
+        client,
+        &tenant_id,
+        "contract_register",
+        &format!("contract:{}@{}", c.name, version),
+        &json!({"contract": c.name, "version": version, "datasets": datasets}),
+        Some(&digest),
+    )?;
+    let sort = vec![
+        c.version.major as i64,
+        c.version.minor as i64,
+        c.version.patch as i64,
+        i64::from(c.version.pre.is_none()),
+    ];
+    client.update(
+        "INSERT INTO barecount.contracts \
+           (tenant_id, contract, version, version_sort, status, document, source_text, source_sha256, unsupported, ledger_seq) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        None,
+        &[
+            tenant_id.as_str().into(),
+            c.name.as_str().into(),
+            version.as_str().into(),
+            sort.into(),
+            c.status.as_str().into(),
+            JsonB(c.document.clone()).into(),
+            source.into(),
+            digest.as_str().into(),
+            c.unsupported_fields().into(),
+            receipt.seq.into(),
+        ],
+    )?;
+    for s in &c.schemas {
+        client.update(
+            "INSERT INTO barecount.contract_datasets \
+               (tenant_id, contract, contract_version, dataset, row_schema, primary_key, quality) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            None,
+            &[
+                tenant_id.as_str().into(),
+                c.name.as_str().into(),
+                version.as_str().into(),
+                s.name.as_str().into(),
+                JsonB(s.row_schema.clone()).into(),
+                s.primary_key.clone().into(),
+                JsonB(Value::Array(s.quality.clone())).into(),
+            ],
+        )?;
+        create_raw_store(client, &s.name)?;
+    }
+    Ok((c.name.clone(), version, true, receipt.seq))
+}
+
+fn create_raw_store(client: &mut SpiClient<'_>, dataset: &str) -> Result<(), SqlError> {
+    let t = format!("raw.{}", quote_ident(dataset));
+    let why = "raw stores are append-only";
+    let hint = "Ingest a correcting batch instead.";
+    client.update(
+        &format!(
+            "CREATE TABLE IF NOT EXISTS {t} (
+                tenant_id   text NOT NULL,
+                batch_id    bigint NOT NULL REFERENCES barecount.batches,
+                row_no      integer NOT NULL,
+                payload     jsonb NOT NULL,
+                ingested_at timestamptz NOT NULL DEFAULT now(),
+                PRIMARY KEY (batch_id, row_no));
+             COMMENT ON TABLE {t} IS 'BareCount raw store for dataset {dataset}: every accepted row, append-only';
+             CREATE OR REPLACE TRIGGER raw_append_only BEFORE UPDATE OR DELETE ON {t}
+                FOR EACH ROW EXECUTE FUNCTION barecount._refuse_write('{why}', '{hint}');
+             CREATE OR REPLACE TRIGGER raw_no_truncate BEFORE TRUNCATE ON {t}
+                FOR EACH STATEMENT EXECUTE FUNCTION barecount._refuse_write('{why}', '{hint}');"
+        ),
+        None,
+        &[],
+    )?;
+    Ok(())
+}
+
+/// The contract version governing a dataset, with its compiled validator.
+pub struct Governing {
+    pub contract: String,
+    pub version: String,
+    pub validator: Rc<RowValidator>,
+}
+
+type CacheKey = (String, String, String, String);
+
+thread_local! {
+    /// Compiled row schemas per backend. Contract versions are immutable, so an entry never goes
+    /// stale; registering a new version changes which key the lookup picks.
+    static VALIDATORS: RefCell<HashMap<CacheKey, Rc<RowValidator>>> = RefCell::new(HashMap::new());
+}
+
+pub fn governing(client: &SpiClient<'_>, tenant_id: &str, dataset: &str) -> Result<Governing, SqlError> {
+    let latest = client.select(
+        "SELECT d.contract, d.contract_version \
+           FROM barecount.contract_datasets d \
+           JOIN barecount.contracts c \
+             ON c.tenant_id = d.tenant_id AND c.contract = d.contract AND c.version = d.contract_version \
+          WHERE d.tenant_id = $1 AND d.dataset = $2 \
+          ORDER BY c.version_sort DESC LIMIT 1",
+        Some(1),
+        &[tenant_id.into(), dataset.into()],
+    )?;
+    if latest.is_empty() {
+        return Err(SqlError::new(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            format!("no registered contract declares dataset \"{dataset}\""),
+        )
+        .hint("Register a contract whose schema lists this dataset with barecount.contract_register(...)."));
+    }
+    let row = latest.first();
+    let contract = row.get::<String>(1)?.unwrap_or_default();
+    let version = row.get::<String>(2)?.unwrap_or_default();
+    let key = (tenant_id.to_owned(), contract.clone(), version.clone(), dataset.to_owned());
+    if let Some(v) = VALIDATORS.with(|c| c.borrow().get(&key).cloned()) {
+        return Ok(Governing { contract, version, validator: v });
+    }
+    let schema = client
+        .select(
+            "SELECT row_schema FROM barecount.contract_datasets \
+              WHERE tenant_id = $1 AND dataset = $2 AND contract = $3 AND contract_version = $4",
+            Some(1),
+            &[tenant_id.into(), dataset.into(), contract.as_str().into(), version.as_str().into()],
+        )?
+        .first()
+        .get::<JsonB>(1)?
+        .map(|j| j.0)
+        .unwrap_or(Value::Null);
+    let validator = Rc::new(RowValidator::new(dataset, &schema)?);
+    VALIDATORS.with(|c| c.borrow_mut().insert(key, validator.clone()));
+    Ok(Governing { contract, version, validator })
+}
+
+fn with_validator<T>(dataset: &str, f: impl FnOnce(&RowValidator) -> T) -> T {
+    let g = Spi::connect(|client| {
+        let tenant_id = tenant::current(client)?;
+        governing(client, &tenant_id, dataset)
+    })
+    .or_raise();
+    f(&g.validator)
+}
+
+/// True when the row satisfies the latest contract version governing the dataset.
+#[pg_extern(stable, parallel_safe)]
+fn validate(dataset: &str, row: JsonB) -> bool {
+    with_validator(dataset, |v| v.is_valid(&row.0))
+}
+
+/// Every reason the row fails the latest contract version governing the dataset.
+#[pg_extern(stable, parallel_safe)]
+fn validation_errors(
+    dataset: &str,
+    row: JsonB,
+) -> TableIterator<'static, (name!(instance_path, String), name!(keyword, String), name!(message, String))> {
+    let errors: Vec<RowError> = with_validator(dataset, |v| v.errors(&row.0));
+    TableIterator::new(errors.into_iter().map(|e| (e.instance_path, e.keyword, e.message)))
+}
+
+/// Errors as stored in quarantine: a JSON array of {instance_path, keyword, message}.
+pub fn errors_json(errors: &[RowError]) -> Value {
+    Value::Array(
+        errors
+            .iter()
+            .map(|e| json!({"instance_path": e.instance_path, "keyword": e.keyword, "message": e.message}))
+            .collect(),
+    )
+}

@@ -1,0 +1,151 @@
+//! `ingest`: rows into a raw store, each checked against its contract; failures to quarantine.
+
+use crate::contracts::{errors_json, governing};
+use crate::errors::{OrRaise, SqlError};
+use crate::{ledger, tenant};
+use barecount_core::content_hash::ContentHasher;
+use barecount_core::ident::quote_ident;
+use barecount_core::ledger::canonical_json;
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use pgrx::JsonB;
+use serde_json::{json, Value};
+
+/// Ingest a JSON array of rows into raw.<dataset>; rows failing the contract go to quarantine.
+#[pg_extern(volatile, parallel_unsafe)]
+fn ingest(
+    dataset: &str,
+    rows: JsonB,
+) -> TableIterator<
+    'static,
+    (
+        name!(batch_id, i64),
+        name!(accepted, i64),
+        name!(quarantined, i64),
+        name!(ledger_seq, i64),
+    ),
+> {
+    let Value::Array(items) = &rows.0 else {
+        SqlError::new(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("rows for dataset \"{dataset}\" must be a JSON array of objects"),
+        )
+        .hint("Wrap a single row in [ ... ], or aggregate rows with jsonb_agg(...).")
+        .raise()
+    };
+    let out = Spi::connect_mut(|client| run(client, dataset, items, &rows)).or_raise();
+    TableIterator::once(out)
+}
+
+fn run(
+    client: &mut SpiClient<'_>,
+    dataset: &str,
+    items: &[Value],
+    rows: &JsonB,
+) -> Result<(i64, i64, i64, i64), SqlError> {
+    let tenant_id = tenant::current(client)?;
+    let g = governing(client, &tenant_id, dataset)?;
+
+    let mut bad_rows: Vec<i32> = Vec::new();
+    let mut bad_errors: Vec<JsonB> = Vec::new();
+    let mut hasher = ContentHasher::new(&[("row_no", "integer"), ("payload", "jsonb")]);
+    for (i, row) in items.iter().enumerate() {
+        let row_no = i32::try_from(i + 1).map_err(|_| {
+            SqlError::new(PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED, "too many rows in one batch")
+                .hint("Split the batch into batches of at most 2^31-1 rows.")
+        })?;
+        let errors = g.validator.errors(row);
+        if !errors.is_empty() {
+            bad_rows.push(row_no);
+            bad_errors.push(JsonB(errors_json(&errors)));
+        }
+        hasher
+            .add_row(&[Some(row_no.to_string()), Some(canonical_json(row))])
+            .map_err(|e| SqlError::new(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string()))?;
+    }
+    let total = items.len() as i64;
+    let quarantined = bad_rows.len() as i64;
+    let accepted = total - quarantined;
+    let content_hash = hasher.finish();
+
+    let batch_id = client
+        .update("SELECT nextval(pg_get_serial_sequence('barecount.batches', 'batch_id'))", Some(1), &[])?
+        .first()
+        .get::<i64>(1)?
+        .unwrap_or_default();
+    let receipt = ledger::append(
+        client,
+        &tenant_id,
+        "ingest",
+        &format!("raw.{dataset}"),
+        &json!({
+            "batch_id": batch_id,
+            "dataset": dataset,
+            "contract": g.contract,
+            "contract_version": g.version,
+            "rows": total,
+            "accepted": accepted,
+            "quarantined": quarantined,
+        }),
+        Some(&content_hash),
+    )?;
+    client.update(
+        "INSERT INTO barecount.batches \
+           (tenant_id, batch_id, dataset, contract, contract_version, rows_total, rows_accepted, \
+            rows_quarantined, content_hash, ledger_seq) \
+         OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        None,
+        &[
+            tenant_id.as_str().into(),
+            batch_id.into(),
+            dataset.into(),
+            g.contract.as_str().into(),
+            g.version.as_str().into(),
+            total.into(),
+            accepted.into(),
+            quarantined.into(),
+            content_hash.as_str().into(),
+            receipt.seq.into(),
+        ],
+    )?;
+    client.update(
+        &format!(
+            "INSERT INTO raw.{} (tenant_id, batch_id, row_no, payload) \
+             SELECT $1, $2, e.n, e.p FROM jsonb_array_elements($3) WITH ORDINALITY AS e(p, n) \
+              WHERE e.n <> ALL($4::int[])",
+            quote_ident(dataset)
+        ),
+        None,
+        &[
+            tenant_id.as_str().into(),
+            batch_id.into(),
+            JsonB(rows.0.clone()).into(),
+            bad_rows.clone().into(),
+        ],
+    )?;
+    if quarantined > 0 {
+        client.update(
+            "INSERT INTO barecount.quarantine (tenant_id, batch_id, dataset, row_no, payload, errors) \
+             SELECT $1, $2, $3, q.n, $4::jsonb -> (q.n - 1), q.e \
+               FROM unnest($5::int[], $6::jsonb[]) AS q(n, e)",
+            None,
+            &[
+                tenant_id.as_str().into(),
+                batch_id.into(),
+                dataset.into(),
+                JsonB(rows.0.clone()).into(),
+                bad_rows.clone().into(),
+                bad_errors.into(),
+            ],
+        )?;
+        ledger::append(
+            client,
+            &tenant_id,
+            "quarantine",
+            &format!("quarantine:{dataset}"),
+            &json!({"batch_id": batch_id, "dataset": dataset, "rows": bad_rows, "ingest_seq": receipt.seq}),
+            None,
+        )?;
+    }
+    Ok((batch_id, accepted, quarantined, receipt.seq))
+}

@@ -1,0 +1,90 @@
+//! Appending to the evidence ledger, inside the caller's transaction.
+//!
+//! Concurrency: an append takes a transaction-scoped advisory lock before it reads the chain's
+//! tail, so appends serialize on the link step and the chain never forks; the lock is held until
+//! commit or rollback, and a rolled-back transaction leaves no entry (the sequence number is the
+//! tail's plus one, not a sequence object, so there are no gaps either).
+
+use crate::errors::SqlError;
+use barecount_core::ledger::{LedgerEntry, GENESIS_HASH};
+use pgrx::spi::SpiClient;
+use pgrx::JsonB;
+use serde_json::Value;
+
+/// Advisory lock key that serializes ledger appends (`hashtext('barecount.ledger')` is not
+/// stable across major versions, so the key is a constant).
+const LEDGER_LOCK_KEY: i64 = 0x4243_4c45_4447_4552; // "BCLEDGER"
+
+/// What an append returns: the entry's place and hash.
+#[derive(Debug, Clone)]
+pub struct Receipt {
+    pub seq: i64,
+    pub entry_hash: String,
+}
+
+pub fn append(
+    client: &mut SpiClient<'_>,
+    tenant_id: &str,
+    event_type: &str,
+    subject: &str,
+    inputs: &Value,
+    content_hash: Option<&str>,
+) -> Result<Receipt, SqlError> {
+    client.update("SELECT pg_advisory_xact_lock($1)", None, &[LEDGER_LOCK_KEY.into()])?;
+    let tail = client.select(
+        "SELECT seq, entry_hash FROM barecount.ledger ORDER BY seq DESC LIMIT 1",
+        Some(1),
+        &[],
+    )?;
+    let (prev_seq, prev_hash) = if tail.is_empty() {
+        (0_i64, GENESIS_HASH.to_owned())
+    } else {
+        let row = tail.first();
+        (row.get::<i64>(1)?.unwrap_or(0), row.get::<String>(2)?.unwrap_or_default())
+    };
+    // Normalize inputs through jsonb so the hash is computed over what is stored.
+    let meta = client
+        .select(
+            "SELECT $1::jsonb, current_user::text, now(), \
+                    to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+            Some(1),
+            &[JsonB(inputs.clone()).into()],
+        )?
+        .first();
+    let stored_inputs = meta.get::<JsonB>(1)?.map(|j| j.0).unwrap_or(Value::Null);
+    let actor = meta.get::<String>(2)?.unwrap_or_default();
+    let at = meta.get::<pgrx::datum::TimestampWithTimeZone>(3)?;
+    let at_text = meta.get::<String>(4)?.unwrap_or_default();
+    let seq = prev_seq + 1;
+    let entry = LedgerEntry {
+        seq,
+        tenant_id,
+        actor: &actor,
+        at: &at_text,
+        event_type,
+        subject,
+        inputs: &stored_inputs,
+        content_hash,
+        prev_hash: &prev_hash,
+    };
+    let entry_hash = entry.hash();
+    client.update(
+        "INSERT INTO barecount.ledger \
+           (seq, tenant_id, actor, at, event_type, subject, inputs, content_hash, prev_hash, entry_hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        None,
+        &[
+            seq.into(),
+            tenant_id.into(),
+            actor.as_str().into(),
+            at.into(),
+            event_type.into(),
+            subject.into(),
+            JsonB(stored_inputs.clone()).into(),
+            content_hash.into(),
+            prev_hash.as_str().into(),
+            entry_hash.as_str().into(),
+        ],
+    )?;
+    Ok(Receipt { seq, entry_hash })
+}

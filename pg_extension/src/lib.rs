@@ -1,0 +1,37 @@
+//! The `barecount` Postgres extension: a thin SQL layer over `barecount-core`.
+//!
+//! Catalog objects are in `sql/catalog.sql`; each module here holds the functions of one area.
+
+use pgrx::prelude::*;
+
+mod contracts;
+mod errors;
+mod ingest;
+mod ledger;
+mod publish;
+mod tenant;
+
+::pgrx::pg_module_magic!(name, version);
+
+extension_sql_file!("../sql/catalog.sql", name = "catalog", bootstrap);
+extension_sql_file!("../sql/comments.sql", name = "comments", finalize);
+
+/// BareCount extension version.
+#[pg_extern(immutable, parallel_safe)]
+fn version() -> &'static str {
+    barecount_core::VERSION
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+mod pg_tests;
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}

@@ -1,0 +1,169 @@
+//! `#[pg_test]`s: the SQL surface inside a real Postgres, one transaction per test.
+
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    const ORDERS: &str = include_str!("../../contracts/orders.yaml");
+
+    fn register_orders() {
+        Spi::run_with_args("SELECT barecount.contract_register($1)", &[ORDERS.into()]).unwrap();
+    }
+
+    fn sqlstate_of(query: &str) -> String {
+        // Run in a subtransaction via a DO block and report the SQLSTATE it raised.
+        let q = query.replace('\'', "''");
+        Spi::get_one::<String>(&format!(
+            "SELECT barecount_test_sqlstate('{q}')"
+        ))
+        .unwrap()
+        .unwrap_or_default()
+    }
+
+    fn install_sqlstate_helper() {
+        Spi::run(
+            "CREATE OR REPLACE FUNCTION barecount_test_sqlstate(q text) RETURNS text LANGUAGE plpgsql AS $$
+             BEGIN EXECUTE q; RETURN 'ok';
+             EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE; END $$",
+        )
+        .unwrap();
+    }
+
+    #[pg_test]
+    fn version_is_the_crate_version() {
+        assert_eq!(
+            Spi::get_one::<String>("SELECT barecount.version()").unwrap(),
+            Some(env!("CARGO_PKG_VERSION").to_owned())
+        );
+    }
+
+    #[pg_test]
+    fn schemas_and_catalog_exist_with_comments_and_tenant_id() {
+        for s in ["barecount", "raw", "gdp", "kpi", "published"] {
+            let c = Spi::get_one_with_args::<String>(
+                "SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = $1",
+                &[s.into()],
+            )
+            .unwrap();
+            assert!(c.is_some(), "schema {s} needs a comment");
+        }
+        let missing = Spi::get_one::<i64>(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = 'barecount' AND c.relkind = 'r'
+                AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant_id')",
+        )
+        .unwrap();
+        assert_eq!(missing, Some(0), "every catalog table carries tenant_id");
+        let uncommented = Spi::get_one::<i64>(
+            "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+              WHERE n.nspname = 'barecount' AND obj_description(p.oid, 'pg_proc') IS NULL",
+        )
+        .unwrap();
+        assert_eq!(uncommented, Some(0), "every function has a COMMENT");
+    }
+
+    #[pg_test]
+    fn register_is_idempotent_and_versions_are_immutable() {
+        register_orders();
+        let created = Spi::get_one_with_args::<bool>(
+            "SELECT created FROM barecount.contract_register($1)",
+            &[ORDERS.into()],
+        )
+        .unwrap();
+        assert_eq!(created, Some(false));
+        install_sqlstate_helper();
+        let changed = ORDERS.replace("minimum: 0", "minimum: 1");
+        let q = format!("SELECT barecount.contract_register('{}')", changed.replace('\'', "''"));
+        assert_eq!(sqlstate_of(&q), "42710");
+        assert_eq!(sqlstate_of("SELECT barecount.contract_register('kind: [')"), "22P02");
+        assert_eq!(sqlstate_of("UPDATE barecount.contracts SET status = 'x'"), "2F002");
+    }
+
+    #[pg_test]
+    fn validation_reports_every_error() {
+        register_orders();
+        let ok = Spi::get_one::<bool>(
+            r#"SELECT barecount.validate('orders', '{"order_id":"A1","order_date":"2024-01-05","store_id":"S1","region":"east","amount":10.5,"quantity":1}')"#,
+        )
+        .unwrap();
+        assert_eq!(ok, Some(true));
+        let n = Spi::get_one::<i64>(
+            r#"SELECT count(*) FROM barecount.validation_errors('orders', '{"order_date":"2024-02-30","amount":-3}')"#,
+        )
+        .unwrap();
+        assert!(n.unwrap_or(0) >= 3, "missing order_id, bad date, negative amount: {n:?}");
+        install_sqlstate_helper();
+        assert_eq!(sqlstate_of("SELECT barecount.validate('nope', '{}')"), "42704");
+    }
+
+    #[pg_test]
+    fn ingest_quarantines_and_writes_the_ledger() {
+        register_orders();
+        let (accepted, quarantined) = Spi::get_two::<i64, i64>(
+            r#"SELECT accepted, quarantined FROM barecount.ingest('orders', '[
+                {"order_id":"A1","order_date":"2024-01-05","store_id":"S1","region":"east","amount":10.5,"quantity":1},
+                {"order_id":"A2","order_date":"2024-01-06","store_id":"S1","region":"east","amount":-1,"quantity":1},
+                {"order_id":"A3","order_date":"2024-01-07","store_id":"S2","region":"west","amount":3,"quantity":2}]')"#,
+        )
+        .unwrap();
+        assert_eq!((accepted, quarantined), (Some(2), Some(1)));
+        assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM raw.orders").unwrap(), Some(2));
+        assert_eq!(
+            Spi::get_one::<String>("SELECT payload->>'order_id' FROM barecount.quarantine").unwrap(),
+            Some("A2".into())
+        );
+        let events = Spi::get_one::<String>(
+            "SELECT string_agg(event_type, ',' ORDER BY seq) FROM barecount.ledger",
+        )
+        .unwrap();
+        assert_eq!(events, Some("contract_register,ingest,quarantine".into()));
+        let chained = Spi::get_one::<bool>(
+            "SELECT bool_and(l.prev_hash = p.entry_hash) FROM barecount.ledger l
+               JOIN barecount.ledger p ON p.seq = l.seq - 1",
+        )
+        .unwrap();
+        assert_eq!(chained, Some(true));
+        install_sqlstate_helper();
+        assert_eq!(sqlstate_of("SELECT barecount.ingest('orders', '{}')"), "22023");
+        assert_eq!(sqlstate_of("DELETE FROM barecount.ledger"), "2F002");
+        assert_eq!(sqlstate_of("TRUNCATE barecount.ledger"), "2F002");
+        assert_eq!(sqlstate_of("UPDATE raw.orders SET payload = '{}'"), "2F002");
+    }
+
+    #[pg_test]
+    fn publish_creates_immutable_versions_and_a_latest_view() {
+        Spi::run("CREATE TABLE gdp.t AS SELECT g AS n, 'r' || (g % 3) AS region FROM generate_series(1, 10) g")
+            .unwrap();
+        let (v1, h1) = Spi::get_two::<i32, String>(
+            "SELECT version, content_hash FROM barecount.publish('tiny', 'gdp.t')",
+        )
+        .unwrap();
+        assert_eq!(v1, Some(1));
+        // the same rows in another order hash the same
+        let h1b = Spi::get_one::<String>(
+            "SELECT content_hash FROM barecount.publish('tiny', 'SELECT * FROM gdp.t ORDER BY n DESC')",
+        )
+        .unwrap();
+        assert_eq!(h1, h1b);
+        assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM published.tiny").unwrap(), Some(10));
+        Spi::run("SELECT barecount.publish('tiny', 'SELECT n, region, n * 2 AS twice FROM gdp.t WHERE n <= 4')").unwrap();
+        assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM published.tiny").unwrap(), Some(4));
+        assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM published.tiny__v1").unwrap(), Some(10));
+        assert_eq!(
+            Spi::get_one::<i32>("SELECT latest_version FROM barecount.datasets WHERE dataset = 'tiny'").unwrap(),
+            Some(3)
+        );
+        install_sqlstate_helper();
+        assert_eq!(sqlstate_of("DELETE FROM published.tiny__v1"), "2F002");
+        assert_eq!(sqlstate_of("INSERT INTO published.tiny__v1 VALUES (1, 'x')"), "2F002");
+        assert_eq!(sqlstate_of("TRUNCATE published.tiny__v1"), "2F002");
+        assert_eq!(sqlstate_of("SELECT barecount.publish('Bad Name', 'SELECT 1')"), "42602");
+        assert_eq!(sqlstate_of("SELECT barecount.publish('x', 'no_such_table')"), "42P01");
+        // a failed publish leaves nothing behind
+        assert_eq!(
+            Spi::get_one::<i64>("SELECT count(*) FROM barecount.dataset_versions WHERE dataset = 'x'").unwrap(),
+            Some(0)
+        );
+    }
+
+}

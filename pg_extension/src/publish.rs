@@ -1,0 +1,222 @@
+//! `publish`: an immutable, content-hashed version of a dataset and a view of the latest one.
+
+use crate::errors::{OrRaise, SqlError};
+use crate::{ledger, tenant};
+use barecount_core::content_hash::ContentHasher;
+use barecount_core::ident::{check_dataset_name, quote_ident, quote_literal};
+use barecount_core::source::{classify, Source};
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use pgrx::JsonB;
+use serde_json::{json, Value};
+
+/// One column of a published version.
+#[derive(Debug, Clone, PartialEq)]
+struct Column {
+    name: String,
+    ty: String,
+    nullable: bool,
+}
+
+/// Publish the rows of a query, table or view as the next immutable version of a dataset.
+#[pg_extern(volatile, parallel_unsafe)]
+fn publish(
+    dataset: &str,
+    source: &str,
+) -> TableIterator<
+    'static,
+    (
+        name!(dataset, String),
+        name!(version, i32),
+        name!(row_count, i64),
+        name!(content_hash, String),
+        name!(ledger_seq, i64),
+        name!(ledger_hash, String),
+    ),
+> {
+    check_dataset_name("dataset", dataset).or_raise();
+    let row = Spi::connect_mut(|client| run(client, dataset, source)).or_raise();
+    TableIterator::once(row)
+}
+
+fn source_query(client: &SpiClient<'_>, dataset: &str, source: &str) -> Result<String, SqlError> {
+    let rel_name = match classify(source) {
+        Source::Query(q) => return Ok(q.to_owned()),
+        Source::Relation(r) => r,
+        Source::Empty => return Err(SqlError::new(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("source for dataset \"{dataset}\" is empty"),
+        )
+        .hint("Pass a SELECT query or the name of a table or view.")),
+    };
+    let rel = client
+        .select("SELECT to_regclass($1)::text", Some(1), &[rel_name.into()])?
+        .first()
+        .get::<String>(1)?;
+    match rel {
+        Some(r) => Ok(format!("SELECT * FROM {r}")),
+        None => Err(SqlError::new(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+            format!("source \"{source}\" for dataset \"{dataset}\" is neither a query nor an existing table or view"),
+        )
+        .hint("Pass a SELECT query, or a table name such as kpi.daily_sales.")),
+    }
+}
+
+fn columns_of(client: &SpiClient<'_>, relation: &str) -> Result<Vec<Column>, SqlError> {
+    let rows = client.select(
+        "SELECT attname::text, format_type(atttypid, atttypmod), NOT attnotnull \
+           FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped \
+          ORDER BY attnum",
+        None,
+        &[relation.into()],
+    )?;
+    let mut out = Vec::new();
+    for r in rows {
+        out.push(Column {
+            name: r.get::<String>(1)?.unwrap_or_default(),
+            ty: r.get::<String>(2)?.unwrap_or_default(),
+            nullable: r.get::<bool>(3)?.unwrap_or(true),
+        });
+    }
+    Ok(out)
+}
+
+fn columns_json(cols: &[Column]) -> Value {
+    Value::Array(cols.iter().map(|c| json!({"name": c.name, "type": c.ty, "nullable": c.nullable})).collect())
+}
+
+/// Hashes a relation's rows with the canonical content encoding (barecount-content-v1).
+fn content_hash(client: &SpiClient<'_>, relation: &str, cols: &[Column]) -> Result<(String, i64), SqlError> {
+    let pairs: Vec<(&str, &str)> = cols.iter().map(|c| (c.name.as_str(), c.ty.as_str())).collect();
+    let mut hasher = ContentHasher::new(&pairs);
+    let cells: Vec<String> = cols.iter().map(|c| format!("{}::text", quote_ident(&c.name))).collect();
+    let query = format!("SELECT ARRAY[{}]::text[] FROM {relation}", cells.join(", "));
+    for row in client.select(&query, None, &[])? {
+        let values = row.get::<Vec<Option<String>>>(1)?.unwrap_or_default();
+        hasher
+            .add_row(&values)
+            .map_err(|e| SqlError::new(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string()))?;
+    }
+    let n = hasher.row_count() as i64;
+    Ok((hasher.finish(), n))
+}
+
+fn run(client: &mut SpiClient<'_>, dataset: &str, source: &str) -> Result<(String, i32, i64, String, i64, String), SqlError> {
+    let tenant_id = tenant::current(client)?;
+    let query = source_query(client, dataset, source)?;
+    tenant::lock_object(client, "publish", &tenant_id, dataset)?;
+
+    let prev = client.select(
+        "SELECT v.version, v.columns FROM barecount.datasets d \
+           JOIN barecount.dataset_versions v \
+             ON v.tenant_id = d.tenant_id AND v.dataset = d.dataset AND v.version = d.latest_version \
+          WHERE d.tenant_id = $1 AND d.dataset = $2",
+        Some(1),
+        &[tenant_id.as_str().into(), dataset.into()],
+    )?;
+    let (prev_version, prev_columns) = if prev.is_empty() {
+        (0, Value::Null)
+    } else {
+        let r = prev.first();
+        (r.get::<i32>(1)?.unwrap_or(0), r.get::<JsonB>(2)?.map(|j| j.0).unwrap_or(Value::Null))
+    };
+    let version = prev_version + 1;
+    let table = format!("{dataset}__v{version}");
+    let relation = format!("published.{}", quote_ident(&table));
+    let view = format!("published.{}", quote_ident(dataset));
+
+    client.update(&format!("CREATE TABLE {relation} AS {query}"), None, &[])?;
+    let cols = columns_of(client, &relation)?;
+    if cols.is_empty() {
+        return Err(SqlError::new(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("source for dataset \"{dataset}\" returns no columns"),
+        ));
+    }
+    let (hash, row_count) = content_hash(client, &relation, &cols)?;
+    let bytes = client
+        .select("SELECT pg_total_relation_size($1::regclass)", Some(1), &[relation.as_str().into()])?
+        .first()
+        .get::<i64>(1)?
+        .unwrap_or(0);
+    let cols_json = columns_json(&cols);
+
+    let why = quote_literal("published versions are immutable");
+    let hint = quote_literal("Publish a new version instead.");
+    client.update(
+        &format!(
+            "REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON {relation} FROM PUBLIC;
+             CREATE TRIGGER published_immutable BEFORE INSERT OR UPDATE OR DELETE ON {relation}
+                FOR EACH STATEMENT EXECUTE FUNCTION barecount._refuse_write({why}, {hint});
+             CREATE TRIGGER published_no_truncate BEFORE TRUNCATE ON {relation}
+                FOR EACH STATEMENT EXECUTE FUNCTION barecount._refuse_write({why}, {hint});
+             COMMENT ON TABLE {relation} IS {};",
+            quote_literal(&format!(
+                "BareCount published dataset {dataset}, version {version} (immutable); content hash {hash}"
+            ))
+        ),
+        None,
+        &[],
+    )?;
+    // A latest view whose columns only grow can be replaced in place; otherwise recreate it.
+    let grows = prev_columns.as_array().is_some_and(|old| {
+        cols_json.as_array().is_some_and(|new| new.len() >= old.len() && new[..old.len()] == old[..])
+    });
+    if !grows {
+        client.update(&format!("DROP VIEW IF EXISTS {view}"), None, &[])?;
+    }
+    client.update(
+        &format!(
+            "CREATE OR REPLACE VIEW {view} AS SELECT * FROM {relation};
+             COMMENT ON VIEW {view} IS {};",
+            quote_literal(&format!("BareCount published dataset {dataset}: latest version ({version})"))
+        ),
+        None,
+        &[],
+    )?;
+
+    let receipt = ledger::append(
+        client,
+        &tenant_id,
+        "publish",
+        &format!("published.{dataset}@{version}"),
+        &json!({"dataset": dataset, "version": version, "source": source, "row_count": row_count}),
+        Some(&hash),
+    )?;
+    if prev_version == 0 {
+        client.update(
+            "INSERT INTO barecount.datasets (tenant_id, dataset, latest_version) VALUES ($1, $2, $3)",
+            None,
+            &[tenant_id.as_str().into(), dataset.into(), version.into()],
+        )?;
+    } else {
+        client.update(
+            "UPDATE barecount.datasets SET latest_version = $3 WHERE tenant_id = $1 AND dataset = $2",
+            None,
+            &[tenant_id.as_str().into(), dataset.into(), version.into()],
+        )?;
+    }
+    client.update(
+        "INSERT INTO barecount.dataset_versions \
+           (tenant_id, dataset, version, relation, source, columns, row_count, bytes, content_hash, ledger_seq) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        None,
+        &[
+            tenant_id.as_str().into(),
+            dataset.into(),
+            version.into(),
+            format!("published.{table}").into(),
+            source.into(),
+            JsonB(cols_json).into(),
+            row_count.into(),
+            bytes.into(),
+            hash.as_str().into(),
+            receipt.seq.into(),
+        ],
+    )?;
+    let note = json!({"tenant": tenant_id, "dataset": dataset, "version": version, "content_hash": hash});
+    client.update("SELECT pg_notify('barecount_publish', $1)", None, &[note.to_string().into()])?;
+    Ok((dataset.to_owned(), version, row_count, hash, receipt.seq, receipt.entry_hash))
+}
+
