@@ -38,13 +38,20 @@ impl ContentHasher {
             put(&mut header, name.as_ref().as_bytes());
             put(&mut header, ty.as_ref().as_bytes());
         }
-        ContentHasher { header, width: columns.len(), rows: Vec::new() }
+        ContentHasher {
+            header,
+            width: columns.len(),
+            rows: Vec::new(),
+        }
     }
 
     /// Adds one row of text cells (`None` for NULL).
     pub fn add_row<S: AsRef<str>>(&mut self, cells: &[Option<S>]) -> Result<(), WidthMismatch> {
         if cells.len() != self.width {
-            return Err(WidthMismatch { expected: self.width, found: cells.len() });
+            return Err(WidthMismatch {
+                expected: self.width,
+                found: cells.len(),
+            });
         }
         let mut row = Vec::new();
         for cell in cells {
@@ -116,6 +123,12 @@ mod tests {
     #[test]
     fn width_is_checked() {
         let mut a = ContentHasher::new(&cols());
-        assert_eq!(a.add_row(&[Some("x")]), Err(WidthMismatch { expected: 2, found: 1 }));
+        assert_eq!(
+            a.add_row(&[Some("x")]),
+            Err(WidthMismatch {
+                expected: 2,
+                found: 1
+            })
+        );
     }
 }

@@ -47,7 +47,10 @@ pub enum ContractError {
     #[error("contract field \"{0}\" is missing")]
     MissingField(&'static str),
     #[error("contract field \"{field}\" must be {expected}")]
-    WrongType { field: String, expected: &'static str },
+    WrongType {
+        field: String,
+        expected: &'static str,
+    },
     #[error("contract \"kind\" must be \"DataContract\", found \"{0}\"")]
     WrongKind(String),
     #[error("contract version: {0}")]
@@ -55,7 +58,11 @@ pub enum ContractError {
     #[error("{0}")]
     Name(#[from] IdentError),
     #[error("property \"{property}\" of schema \"{schema}\" has unsupported logicalType \"{logical_type}\" (supported: string, integer, number, boolean, date, timestamp, object, array)")]
-    UnsupportedLogicalType { schema: String, property: String, logical_type: String },
+    UnsupportedLogicalType {
+        schema: String,
+        property: String,
+        logical_type: String,
+    },
     #[error("schema \"{0}\" is declared twice in the contract")]
     DuplicateSchema(String),
     #[error("property \"{property}\" is declared twice in schema \"{schema}\"")]
@@ -88,11 +95,17 @@ pub struct Contract {
     pub schemas: Vec<SchemaObject>,
 }
 
-fn field_str<'a>(obj: &'a Map<String, Value>, field: &'static str) -> Result<&'a str, ContractError> {
+fn field_str<'a>(
+    obj: &'a Map<String, Value>,
+    field: &'static str,
+) -> Result<&'a str, ContractError> {
     match obj.get(field) {
         None | Some(Value::Null) => Err(ContractError::MissingField(field)),
         Some(Value::String(s)) => Ok(s),
-        Some(_) => Err(ContractError::WrongType { field: field.to_owned(), expected: "a string" }),
+        Some(_) => Err(ContractError::WrongType {
+            field: field.to_owned(),
+            expected: "a string",
+        }),
     }
 }
 
@@ -101,7 +114,9 @@ impl Contract {
     pub fn parse(text: &str) -> Result<Self, ContractError> {
         let document: Value = match serde_json::from_str(text) {
             Ok(v) => v,
-            Err(_) => serde_norway::from_str(text).map_err(|e| ContractError::Syntax(e.to_string()))?,
+            Err(_) => {
+                serde_norway::from_str(text).map_err(|e| ContractError::Syntax(e.to_string()))?
+            }
         };
         Self::from_document(document)
     }
@@ -119,7 +134,10 @@ impl Contract {
             Some(Value::String(n)) => n.clone(),
             None | Some(Value::Null) => id.clone(),
             Some(_) => {
-                return Err(ContractError::WrongType { field: "name".into(), expected: "a string" })
+                return Err(ContractError::WrongType {
+                    field: "name".into(),
+                    expected: "a string",
+                })
             }
         };
         check_dataset_name("contract", &name)?;
@@ -128,7 +146,10 @@ impl Contract {
             Some(Value::String(s)) => s.clone(),
             None | Some(Value::Null) => "active".to_owned(),
             Some(_) => {
-                return Err(ContractError::WrongType { field: "status".into(), expected: "a string" })
+                return Err(ContractError::WrongType {
+                    field: "status".into(),
+                    expected: "a string",
+                })
             }
         };
         let schema_list = match obj.get("schema") {
@@ -151,7 +172,14 @@ impl Contract {
             }
             schemas.push(compiled);
         }
-        Ok(Contract { id, name, version, status, document, schemas })
+        Ok(Contract {
+            id,
+            name,
+            version,
+            status,
+            document,
+            schemas,
+        })
     }
 
     /// Document paths BareCount keeps but does not interpret (e.g. `team`, `schema[0].tags`).
@@ -225,15 +253,28 @@ fn compile_schema_object(index: usize, s: &Value) -> Result<SchemaObject, Contra
         })?;
         let pname = match p.get("name") {
             Some(Value::String(n)) if !n.is_empty() => n.clone(),
-            _ => return Err(ContractError::WrongType { field: field("name"), expected: "a non-empty string" }),
+            _ => {
+                return Err(ContractError::WrongType {
+                    field: field("name"),
+                    expected: "a non-empty string",
+                })
+            }
         };
         if properties.contains_key(&pname) {
-            return Err(ContractError::DuplicateProperty { schema: name.clone(), property: pname });
+            return Err(ContractError::DuplicateProperty {
+                schema: name.clone(),
+                property: pname,
+            });
         }
         let logical = match p.get("logicalType") {
             Some(Value::String(t)) => t.as_str(),
             None | Some(Value::Null) => "string",
-            Some(_) => return Err(ContractError::WrongType { field: field("logicalType"), expected: "a string" }),
+            Some(_) => {
+                return Err(ContractError::WrongType {
+                    field: field("logicalType"),
+                    expected: "a string",
+                })
+            }
         };
         let is_required = matches!(p.get("required"), Some(Value::Bool(true)));
         let is_pk = matches!(p.get("primaryKey"), Some(Value::Bool(true)));
@@ -281,7 +322,10 @@ fn compile_schema_object(index: usize, s: &Value) -> Result<SchemaObject, Contra
             prop_schema = json!({"anyOf": [prop_schema, {"type": "null"}]});
         }
         if is_pk {
-            let pos = p.get("primaryKeyPosition").and_then(Value::as_i64).unwrap_or(j as i64);
+            let pos = p
+                .get("primaryKeyPosition")
+                .and_then(Value::as_i64)
+                .unwrap_or(j as i64);
             pk.push((pos, pname.clone()));
         }
         properties.insert(pname, prop_schema);
@@ -300,7 +344,12 @@ fn compile_schema_object(index: usize, s: &Value) -> Result<SchemaObject, Contra
     };
     // make sure the compiled schema itself compiles
     crate::contract::RowValidator::new(&name, &row_schema)?;
-    Ok(SchemaObject { name, row_schema, primary_key: pk.into_iter().map(|(_, n)| n).collect(), quality })
+    Ok(SchemaObject {
+        name,
+        row_schema,
+        primary_key: pk.into_iter().map(|(_, n)| n).collect(),
+        quality,
+    })
 }
 
 /// One reason a row does not satisfy its row schema.
@@ -403,7 +452,8 @@ schema:
     fn validates_rows_with_reasons() {
         let c = Contract::parse(ORDERS).unwrap();
         let v = RowValidator::new("orders", &c.schemas[0].row_schema).unwrap();
-        let good = json!({"order_id": "A1", "order_date": "2024-03-01", "amount": 12.5, "region": null});
+        let good =
+            json!({"order_id": "A1", "order_date": "2024-03-01", "amount": 12.5, "region": null});
         assert!(v.is_valid(&good));
         assert!(v.errors(&good).is_empty());
         let bad = json!({"order_date": "2024-02-30", "amount": -1});
@@ -428,15 +478,34 @@ schema:
 
     #[test]
     fn refuses_bad_contracts() {
-        assert!(matches!(Contract::parse("a: [b"), Err(ContractError::Syntax(_))));
-        assert!(matches!(Contract::parse("[1,2]"), Err(ContractError::NotAnObject)));
+        assert!(matches!(
+            Contract::parse("a: [b"),
+            Err(ContractError::Syntax(_))
+        ));
+        assert!(matches!(
+            Contract::parse("[1,2]"),
+            Err(ContractError::NotAnObject)
+        ));
         let no_version = "apiVersion: v3\nkind: DataContract\nid: a\nschema: [{name: a}]";
-        assert!(matches!(Contract::parse(no_version), Err(ContractError::MissingField("version"))));
+        assert!(matches!(
+            Contract::parse(no_version),
+            Err(ContractError::MissingField("version"))
+        ));
         let bad_kind = "apiVersion: v3\nkind: Table\nid: a\nversion: 1.0.0\nschema: [{name: a}]";
-        assert!(matches!(Contract::parse(bad_kind), Err(ContractError::WrongKind(_))));
+        assert!(matches!(
+            Contract::parse(bad_kind),
+            Err(ContractError::WrongKind(_))
+        ));
         let bad_type = "apiVersion: v3\nkind: DataContract\nid: a\nversion: 1.0.0\nschema: [{name: a, properties: [{name: b, logicalType: uuid}]}]";
-        assert!(matches!(Contract::parse(bad_type), Err(ContractError::UnsupportedLogicalType { .. })));
-        let bad_name = "apiVersion: v3\nkind: DataContract\nid: A-B\nversion: 1.0.0\nschema: [{name: a}]";
-        assert!(matches!(Contract::parse(bad_name), Err(ContractError::Name(_))));
+        assert!(matches!(
+            Contract::parse(bad_type),
+            Err(ContractError::UnsupportedLogicalType { .. })
+        ));
+        let bad_name =
+            "apiVersion: v3\nkind: DataContract\nid: A-B\nversion: 1.0.0\nschema: [{name: a}]";
+        assert!(matches!(
+            Contract::parse(bad_name),
+            Err(ContractError::Name(_))
+        ));
     }
 }

@@ -25,15 +25,28 @@ pub fn check_dataset_name(what: &'static str, name: &str) -> Result<(), IdentErr
     }
     // room for "__v" + up to 9 digits
     if name.len() > MAX_IDENT_LEN - 12 {
-        return Err(IdentError::TooLong { what, name: name.to_owned() });
+        return Err(IdentError::TooLong {
+            what,
+            name: name.to_owned(),
+        });
     }
     let mut chars = name.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase());
-    if !first_ok || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
-        return Err(IdentError::BadCharacters { what, name: name.to_owned() });
+    if !first_ok
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        return Err(IdentError::BadCharacters {
+            what,
+            name: name.to_owned(),
+        });
     }
     if name.contains("__") {
-        return Err(IdentError::ReservedSeparator { what, name: name.to_owned() });
+        return Err(IdentError::ReservedSeparator {
+            what,
+            name: name.to_owned(),
+        });
     }
     Ok(())
 }
@@ -60,13 +73,31 @@ mod tests {
 
     #[test]
     fn refuses_bad_names() {
-        assert!(matches!(check_dataset_name("dataset", ""), Err(IdentError::Empty { .. })));
-        assert!(matches!(check_dataset_name("dataset", "Sales"), Err(IdentError::BadCharacters { .. })));
-        assert!(matches!(check_dataset_name("dataset", "1abc"), Err(IdentError::BadCharacters { .. })));
-        assert!(matches!(check_dataset_name("dataset", "a;drop"), Err(IdentError::BadCharacters { .. })));
-        assert!(matches!(check_dataset_name("dataset", "a__v1"), Err(IdentError::ReservedSeparator { .. })));
+        assert!(matches!(
+            check_dataset_name("dataset", ""),
+            Err(IdentError::Empty { .. })
+        ));
+        assert!(matches!(
+            check_dataset_name("dataset", "Sales"),
+            Err(IdentError::BadCharacters { .. })
+        ));
+        assert!(matches!(
+            check_dataset_name("dataset", "1abc"),
+            Err(IdentError::BadCharacters { .. })
+        ));
+        assert!(matches!(
+            check_dataset_name("dataset", "a;drop"),
+            Err(IdentError::BadCharacters { .. })
+        ));
+        assert!(matches!(
+            check_dataset_name("dataset", "a__v1"),
+            Err(IdentError::ReservedSeparator { .. })
+        ));
         let long = "a".repeat(60);
-        assert!(matches!(check_dataset_name("dataset", &long), Err(IdentError::TooLong { .. })));
+        assert!(matches!(
+            check_dataset_name("dataset", &long),
+            Err(IdentError::TooLong { .. })
+        ));
     }
 
     #[test]

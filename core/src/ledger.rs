@@ -166,7 +166,9 @@ mod tests {
 
     #[test]
     fn canonical_json_sorts_keys() {
-        assert_eq!(canonical_json(&json!({"b": 1, "a": {"d": [true, null], "c": "x"}})),
-            r#"{"a":{"c":"x","d":[true,null]},"b":1}"#);
+        assert_eq!(
+            canonical_json(&json!({"b": 1, "a": {"d": [true, null], "c": "x"}})),
+            r#"{"a":{"c":"x","d":[true,null]},"b":1}"#
+        );
     }
 }

@@ -30,12 +30,20 @@ impl SemVer {
             return Err(err());
         }
         let num = |s: &str| -> Result<u64, VersionError> {
-            if s.is_empty() || (s.len() > 1 && s.starts_with('0')) || !s.bytes().all(|b| b.is_ascii_digit()) {
+            if s.is_empty()
+                || (s.len() > 1 && s.starts_with('0'))
+                || !s.bytes().all(|b| b.is_ascii_digit())
+            {
                 return Err(err());
             }
             s.parse().map_err(|_| err())
         };
-        Ok(SemVer { major: num(parts[0])?, minor: num(parts[1])?, patch: num(parts[2])?, pre })
+        Ok(SemVer {
+            major: num(parts[0])?,
+            minor: num(parts[1])?,
+            patch: num(parts[2])?,
+            pre,
+        })
     }
 }
 

@@ -1,1 +1,22 @@
+//! barecount-flight: an Arrow Flight SQL server over BareCount's published datasets.
+//!
+//! Layers: `catalog`/`store`/`query` hold the data logic (what a tenant may read, loading
+//! versions into Arrow, SQL in DataFusion); `sql_service` speaks Flight SQL; `flight_service`
+//! is the tonic service (plain Flight paths, delegation); `app` builds and runs it.
 
+pub mod app;
+pub mod catalog;
+pub mod client;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod flight_service;
+pub mod query;
+pub mod sql_service;
+pub mod state;
+pub mod store;
+pub mod ticket;
+pub mod types;
+
+pub use app::Application;
+pub use config::Config;

@@ -46,7 +46,11 @@ fn register(
         "SELECT source_sha256, ledger_seq FROM barecount.contracts \
          WHERE tenant_id = $1 AND contract = $2 AND version = $3",
         Some(1),
-        &[tenant_id.as_str().into(), c.name.as_str().into(), version.as_str().into()],
+        &[
+            tenant_id.as_str().into(),
+            c.name.as_str().into(),
+            version.as_str().into(),
+        ],
     )?;
     if !existing.is_empty() {
         let row = existing.first();
@@ -57,10 +61,15 @@ fn register(
         }
         return Err(SqlError::new(
             PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
-            format!("contract \"{}\" version {} is already registered with different content", c.name, version),
+            format!(
+                "contract \"{}\" version {} is already registered with different content",
+                c.name, version
+            ),
         )
         .detail("Registered contract versions are immutable.")
-        .hint("Bump the contract's version (e.g. to the next minor or major) and register it again."));
+        .hint(
+            "Bump the contract's version (e.g. to the next minor or major) and register it again.",
+        ));
     }
 
     for s in &c.schemas {
@@ -68,7 +77,11 @@ fn register(
             "SELECT contract FROM barecount.contract_datasets \
              WHERE tenant_id = $1 AND dataset = $2 AND contract <> $3 LIMIT 1",
             Some(1),
-            &[tenant_id.as_str().into(), s.name.as_str().into(), c.name.as_str().into()],
+            &[
+                tenant_id.as_str().into(),
+                s.name.as_str().into(),
+                c.name.as_str().into(),
+            ],
         )?;
         if !owner.is_empty() {
             let other = owner.first().get::<String>(1)?.unwrap_or_default();
@@ -174,7 +187,11 @@ thread_local! {
     static VALIDATORS: RefCell<HashMap<CacheKey, Rc<RowValidator>>> = RefCell::new(HashMap::new());
 }
 
-pub fn governing(client: &SpiClient<'_>, tenant_id: &str, dataset: &str) -> Result<Governing, SqlError> {
+pub fn governing(
+    client: &SpiClient<'_>,
+    tenant_id: &str,
+    dataset: &str,
+) -> Result<Governing, SqlError> {
     let latest = client.select(
         "SELECT d.contract, d.contract_version \
            FROM barecount.contract_datasets d \
@@ -195,16 +212,30 @@ pub fn governing(client: &SpiClient<'_>, tenant_id: &str, dataset: &str) -> Resu
     let row = latest.first();
     let contract = row.get::<String>(1)?.unwrap_or_default();
     let version = row.get::<String>(2)?.unwrap_or_default();
-    let key = (tenant_id.to_owned(), contract.clone(), version.clone(), dataset.to_owned());
+    let key = (
+        tenant_id.to_owned(),
+        contract.clone(),
+        version.clone(),
+        dataset.to_owned(),
+    );
     if let Some(v) = VALIDATORS.with(|c| c.borrow().get(&key).cloned()) {
-        return Ok(Governing { contract, version, validator: v });
+        return Ok(Governing {
+            contract,
+            version,
+            validator: v,
+        });
     }
     let schema = client
         .select(
             "SELECT row_schema FROM barecount.contract_datasets \
               WHERE tenant_id = $1 AND dataset = $2 AND contract = $3 AND contract_version = $4",
             Some(1),
-            &[tenant_id.into(), dataset.into(), contract.as_str().into(), version.as_str().into()],
+            &[
+                tenant_id.into(),
+                dataset.into(),
+                contract.as_str().into(),
+                version.as_str().into(),
+            ],
         )?
         .first()
         .get::<JsonB>(1)?
@@ -212,7 +243,11 @@ pub fn governing(client: &SpiClient<'_>, tenant_id: &str, dataset: &str) -> Resu
         .unwrap_or(Value::Null);
     let validator = Rc::new(RowValidator::new(dataset, &schema)?);
     VALIDATORS.with(|c| c.borrow_mut().insert(key, validator.clone()));
-    Ok(Governing { contract, version, validator })
+    Ok(Governing {
+        contract,
+        version,
+        validator,
+    })
 }
 
 fn with_validator<T>(dataset: &str, f: impl FnOnce(&RowValidator) -> T) -> T {
@@ -235,9 +270,20 @@ fn validate(dataset: &str, row: JsonB) -> bool {
 fn validation_errors(
     dataset: &str,
     row: JsonB,
-) -> TableIterator<'static, (name!(instance_path, String), name!(keyword, String), name!(message, String))> {
+) -> TableIterator<
+    'static,
+    (
+        name!(instance_path, String),
+        name!(keyword, String),
+        name!(message, String),
+    ),
+> {
     let errors: Vec<RowError> = with_validator(dataset, |v| v.errors(&row.0));
-    TableIterator::new(errors.into_iter().map(|e| (e.instance_path, e.keyword, e.message)))
+    TableIterator::new(
+        errors
+            .into_iter()
+            .map(|e| (e.instance_path, e.keyword, e.message)),
+    )
 }
 
 /// Errors as stored in quarantine: a JSON array of {instance_path, keyword, message}.

@@ -17,7 +17,12 @@ pub struct SqlError {
 
 impl SqlError {
     pub fn new(code: PgSqlErrorCode, message: impl Into<String>) -> Self {
-        SqlError { code, message: message.into(), detail: None, hint: None }
+        SqlError {
+            code,
+            message: message.into(),
+            detail: None,
+            hint: None,
+        }
     }
 
     pub fn detail(mut self, detail: impl Into<String>) -> Self {
@@ -60,7 +65,10 @@ impl<T, E: Into<SqlError>> OrRaise<T> for Result<T, E> {
 
 impl From<pgrx::spi::Error> for SqlError {
     fn from(e: pgrx::spi::Error) -> Self {
-        SqlError::new(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("barecount: SPI call failed: {e}"))
+        SqlError::new(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            format!("barecount: SPI call failed: {e}"),
+        )
     }
 }
 

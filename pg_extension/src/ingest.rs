@@ -51,8 +51,11 @@ fn run(
     let mut hasher = ContentHasher::new(&[("row_no", "integer"), ("payload", "jsonb")]);
     for (i, row) in items.iter().enumerate() {
         let row_no = i32::try_from(i + 1).map_err(|_| {
-            SqlError::new(PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED, "too many rows in one batch")
-                .hint("Split the batch into batches of at most 2^31-1 rows.")
+            SqlError::new(
+                PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+                "too many rows in one batch",
+            )
+            .hint("Split the batch into batches of at most 2^31-1 rows.")
         })?;
         let errors = g.validator.errors(row);
         if !errors.is_empty() {
@@ -69,7 +72,11 @@ fn run(
     let content_hash = hasher.finish();
 
     let batch_id = client
-        .update("SELECT nextval(pg_get_serial_sequence('barecount.batches', 'batch_id'))", Some(1), &[])?
+        .update(
+            "SELECT nextval(pg_get_serial_sequence('barecount.batches', 'batch_id'))",
+            Some(1),
+            &[],
+        )?
         .first()
         .get::<i64>(1)?
         .unwrap_or_default();

@@ -30,7 +30,11 @@ pub fn append(
     inputs: &Value,
     content_hash: Option<&str>,
 ) -> Result<Receipt, SqlError> {
-    client.update("SELECT pg_advisory_xact_lock($1)", None, &[LEDGER_LOCK_KEY.into()])?;
+    client.update(
+        "SELECT pg_advisory_xact_lock($1)",
+        None,
+        &[LEDGER_LOCK_KEY.into()],
+    )?;
     let tail = client.select(
         "SELECT seq, entry_hash FROM barecount.ledger ORDER BY seq DESC LIMIT 1",
         Some(1),
@@ -40,7 +44,10 @@ pub fn append(
         (0_i64, GENESIS_HASH.to_owned())
     } else {
         let row = tail.first();
-        (row.get::<i64>(1)?.unwrap_or(0), row.get::<String>(2)?.unwrap_or_default())
+        (
+            row.get::<i64>(1)?.unwrap_or(0),
+            row.get::<String>(2)?.unwrap_or_default(),
+        )
     };
     // Normalize inputs through jsonb so the hash is computed over what is stored.
     let meta = client

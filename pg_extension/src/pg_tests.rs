@@ -13,11 +13,9 @@ mod tests {
     fn sqlstate_of(query: &str) -> String {
         // Run in a subtransaction via a DO block and report the SQLSTATE it raised.
         let q = query.replace('\'', "''");
-        Spi::get_one::<String>(&format!(
-            "SELECT barecount_test_sqlstate('{q}')"
-        ))
-        .unwrap()
-        .unwrap_or_default()
+        Spi::get_one::<String>(&format!("SELECT barecount_test_sqlstate('{q}')"))
+            .unwrap()
+            .unwrap_or_default()
     }
 
     fn install_sqlstate_helper() {
@@ -73,10 +71,19 @@ mod tests {
         assert_eq!(created, Some(false));
         install_sqlstate_helper();
         let changed = ORDERS.replace("minimum: 0", "minimum: 1");
-        let q = format!("SELECT barecount.contract_register('{}')", changed.replace('\'', "''"));
+        let q = format!(
+            "SELECT barecount.contract_register('{}')",
+            changed.replace('\'', "''")
+        );
         assert_eq!(sqlstate_of(&q), "42710");
-        assert_eq!(sqlstate_of("SELECT barecount.contract_register('kind: [')"), "22P02");
-        assert_eq!(sqlstate_of("UPDATE barecount.contracts SET status = 'x'"), "2F002");
+        assert_eq!(
+            sqlstate_of("SELECT barecount.contract_register('kind: [')"),
+            "22P02"
+        );
+        assert_eq!(
+            sqlstate_of("UPDATE barecount.contracts SET status = 'x'"),
+            "2F002"
+        );
     }
 
     #[pg_test]
@@ -91,9 +98,15 @@ mod tests {
             r#"SELECT count(*) FROM barecount.validation_errors('orders', '{"order_date":"2024-02-30","amount":-3}')"#,
         )
         .unwrap();
-        assert!(n.unwrap_or(0) >= 3, "missing order_id, bad date, negative amount: {n:?}");
+        assert!(
+            n.unwrap_or(0) >= 3,
+            "missing order_id, bad date, negative amount: {n:?}"
+        );
         install_sqlstate_helper();
-        assert_eq!(sqlstate_of("SELECT barecount.validate('nope', '{}')"), "42704");
+        assert_eq!(
+            sqlstate_of("SELECT barecount.validate('nope', '{}')"),
+            "42704"
+        );
     }
 
     #[pg_test]
@@ -107,9 +120,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!((accepted, quarantined), (Some(2), Some(1)));
-        assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM raw.orders").unwrap(), Some(2));
         assert_eq!(
-            Spi::get_one::<String>("SELECT payload->>'order_id' FROM barecount.quarantine").unwrap(),
+            Spi::get_one::<i64>("SELECT count(*) FROM raw.orders").unwrap(),
+            Some(2)
+        );
+        assert_eq!(
+            Spi::get_one::<String>("SELECT payload->>'order_id' FROM barecount.quarantine")
+                .unwrap(),
             Some("A2".into())
         );
         let events = Spi::get_one::<String>(
@@ -124,7 +141,10 @@ mod tests {
         .unwrap();
         assert_eq!(chained, Some(true));
         install_sqlstate_helper();
-        assert_eq!(sqlstate_of("SELECT barecount.ingest('orders', '{}')"), "22023");
+        assert_eq!(
+            sqlstate_of("SELECT barecount.ingest('orders', '{}')"),
+            "22023"
+        );
         assert_eq!(sqlstate_of("DELETE FROM barecount.ledger"), "2F002");
         assert_eq!(sqlstate_of("TRUNCATE barecount.ledger"), "2F002");
         assert_eq!(sqlstate_of("UPDATE raw.orders SET payload = '{}'"), "2F002");
@@ -145,25 +165,48 @@ mod tests {
         )
         .unwrap();
         assert_eq!(h1, h1b);
-        assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM published.tiny").unwrap(), Some(10));
-        Spi::run("SELECT barecount.publish('tiny', 'SELECT n, region, n * 2 AS twice FROM gdp.t WHERE n <= 4')").unwrap();
-        assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM published.tiny").unwrap(), Some(4));
-        assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM published.tiny__v1").unwrap(), Some(10));
         assert_eq!(
-            Spi::get_one::<i32>("SELECT latest_version FROM barecount.datasets WHERE dataset = 'tiny'").unwrap(),
+            Spi::get_one::<i64>("SELECT count(*) FROM published.tiny").unwrap(),
+            Some(10)
+        );
+        Spi::run("SELECT barecount.publish('tiny', 'SELECT n, region, n * 2 AS twice FROM gdp.t WHERE n <= 4')").unwrap();
+        assert_eq!(
+            Spi::get_one::<i64>("SELECT count(*) FROM published.tiny").unwrap(),
+            Some(4)
+        );
+        assert_eq!(
+            Spi::get_one::<i64>("SELECT count(*) FROM published.tiny__v1").unwrap(),
+            Some(10)
+        );
+        assert_eq!(
+            Spi::get_one::<i32>(
+                "SELECT latest_version FROM barecount.datasets WHERE dataset = 'tiny'"
+            )
+            .unwrap(),
             Some(3)
         );
         install_sqlstate_helper();
         assert_eq!(sqlstate_of("DELETE FROM published.tiny__v1"), "2F002");
-        assert_eq!(sqlstate_of("INSERT INTO published.tiny__v1 VALUES (1, 'x')"), "2F002");
+        assert_eq!(
+            sqlstate_of("INSERT INTO published.tiny__v1 VALUES (1, 'x')"),
+            "2F002"
+        );
         assert_eq!(sqlstate_of("TRUNCATE published.tiny__v1"), "2F002");
-        assert_eq!(sqlstate_of("SELECT barecount.publish('Bad Name', 'SELECT 1')"), "42602");
-        assert_eq!(sqlstate_of("SELECT barecount.publish('x', 'no_such_table')"), "42P01");
+        assert_eq!(
+            sqlstate_of("SELECT barecount.publish('Bad Name', 'SELECT 1')"),
+            "42602"
+        );
+        assert_eq!(
+            sqlstate_of("SELECT barecount.publish('x', 'no_such_table')"),
+            "42P01"
+        );
         // a failed publish leaves nothing behind
         assert_eq!(
-            Spi::get_one::<i64>("SELECT count(*) FROM barecount.dataset_versions WHERE dataset = 'x'").unwrap(),
+            Spi::get_one::<i64>(
+                "SELECT count(*) FROM barecount.dataset_versions WHERE dataset = 'x'"
+            )
+            .unwrap(),
             Some(0)
         );
     }
-
 }

@@ -43,11 +43,13 @@ fn source_query(client: &SpiClient<'_>, dataset: &str, source: &str) -> Result<S
     let rel_name = match classify(source) {
         Source::Query(q) => return Ok(q.to_owned()),
         Source::Relation(r) => r,
-        Source::Empty => return Err(SqlError::new(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("source for dataset \"{dataset}\" is empty"),
-        )
-        .hint("Pass a SELECT query or the name of a table or view.")),
+        Source::Empty => {
+            return Err(SqlError::new(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("source for dataset \"{dataset}\" is empty"),
+            )
+            .hint("Pass a SELECT query or the name of a table or view."))
+        }
     };
     let rel = client
         .select("SELECT to_regclass($1)::text", Some(1), &[rel_name.into()])?
@@ -83,14 +85,28 @@ fn columns_of(client: &SpiClient<'_>, relation: &str) -> Result<Vec<Column>, Sql
 }
 
 fn columns_json(cols: &[Column]) -> Value {
-    Value::Array(cols.iter().map(|c| json!({"name": c.name, "type": c.ty, "nullable": c.nullable})).collect())
+    Value::Array(
+        cols.iter()
+            .map(|c| json!({"name": c.name, "type": c.ty, "nullable": c.nullable}))
+            .collect(),
+    )
 }
 
 /// Hashes a relation's rows with the canonical content encoding (barecount-content-v1).
-fn content_hash(client: &SpiClient<'_>, relation: &str, cols: &[Column]) -> Result<(String, i64), SqlError> {
-    let pairs: Vec<(&str, &str)> = cols.iter().map(|c| (c.name.as_str(), c.ty.as_str())).collect();
+fn content_hash(
+    client: &SpiClient<'_>,
+    relation: &str,
+    cols: &[Column],
+) -> Result<(String, i64), SqlError> {
+    let pairs: Vec<(&str, &str)> = cols
+        .iter()
+        .map(|c| (c.name.as_str(), c.ty.as_str()))
+        .collect();
     let mut hasher = ContentHasher::new(&pairs);
-    let cells: Vec<String> = cols.iter().map(|c| format!("{}::text", quote_ident(&c.name))).collect();
+    let cells: Vec<String> = cols
+        .iter()
+        .map(|c| format!("{}::text", quote_ident(&c.name)))
+        .collect();
     let query = format!("SELECT ARRAY[{}]::text[] FROM {relation}", cells.join(", "));
     for row in client.select(&query, None, &[])? {
         let values = row.get::<Vec<Option<String>>>(1)?.unwrap_or_default();
@@ -102,7 +118,11 @@ fn content_hash(client: &SpiClient<'_>, relation: &str, cols: &[Column]) -> Resu
     Ok((hasher.finish(), n))
 }
 
-fn run(client: &mut SpiClient<'_>, dataset: &str, source: &str) -> Result<(String, i32, i64, String, i64, String), SqlError> {
+fn run(
+    client: &mut SpiClient<'_>,
+    dataset: &str,
+    source: &str,
+) -> Result<(String, i32, i64, String, i64, String), SqlError> {
     let tenant_id = tenant::current(client)?;
     let query = source_query(client, dataset, source)?;
     tenant::lock_object(client, "publish", &tenant_id, dataset)?;
@@ -119,7 +139,10 @@ fn run(client: &mut SpiClient<'_>, dataset: &str, source: &str) -> Result<(Strin
         (0, Value::Null)
     } else {
         let r = prev.first();
-        (r.get::<i32>(1)?.unwrap_or(0), r.get::<JsonB>(2)?.map(|j| j.0).unwrap_or(Value::Null))
+        (
+            r.get::<i32>(1)?.unwrap_or(0),
+            r.get::<JsonB>(2)?.map(|j| j.0).unwrap_or(Value::Null),
+        )
     };
     let version = prev_version + 1;
     let table = format!("{dataset}__v{version}");
@@ -136,7 +159,11 @@ fn run(client: &mut SpiClient<'_>, dataset: &str, source: &str) -> Result<(Strin
     }
     let (hash, row_count) = content_hash(client, &relation, &cols)?;
     let bytes = client
-        .select("SELECT pg_total_relation_size($1::regclass)", Some(1), &[relation.as_str().into()])?
+        .select(
+            "SELECT pg_total_relation_size($1::regclass)",
+            Some(1),
+            &[relation.as_str().into()],
+        )?
         .first()
         .get::<i64>(1)?
         .unwrap_or(0);
@@ -161,7 +188,9 @@ fn run(client: &mut SpiClient<'_>, dataset: &str, source: &str) -> Result<(Strin
     )?;
     // A latest view whose columns only grow can be replaced in place; otherwise recreate it.
     let grows = prev_columns.as_array().is_some_and(|old| {
-        cols_json.as_array().is_some_and(|new| new.len() >= old.len() && new[..old.len()] == old[..])
+        cols_json
+            .as_array()
+            .is_some_and(|new| new.len() >= old.len() && new[..old.len()] == old[..])
     });
     if !grows {
         client.update(&format!("DROP VIEW IF EXISTS {view}"), None, &[])?;
@@ -170,7 +199,9 @@ fn run(client: &mut SpiClient<'_>, dataset: &str, source: &str) -> Result<(Strin
         &format!(
             "CREATE OR REPLACE VIEW {view} AS SELECT * FROM {relation};
              COMMENT ON VIEW {view} IS {};",
-            quote_literal(&format!("BareCount published dataset {dataset}: latest version ({version})"))
+            quote_literal(&format!(
+                "BareCount published dataset {dataset}: latest version ({version})"
+            ))
         ),
         None,
         &[],
@@ -215,8 +246,19 @@ fn run(client: &mut SpiClient<'_>, dataset: &str, source: &str) -> Result<(Strin
             receipt.seq.into(),
         ],
     )?;
-    let note = json!({"tenant": tenant_id, "dataset": dataset, "version": version, "content_hash": hash});
-    client.update("SELECT pg_notify('barecount_publish', $1)", None, &[note.to_string().into()])?;
-    Ok((dataset.to_owned(), version, row_count, hash, receipt.seq, receipt.entry_hash))
+    let note =
+        json!({"tenant": tenant_id, "dataset": dataset, "version": version, "content_hash": hash});
+    client.update(
+        "SELECT pg_notify('barecount_publish', $1)",
+        None,
+        &[note.to_string().into()],
+    )?;
+    Ok((
+        dataset.to_owned(),
+        version,
+        row_count,
+        hash,
+        receipt.seq,
+        receipt.entry_hash,
+    ))
 }
-

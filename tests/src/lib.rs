@@ -1,1 +1,165 @@
+//! Harness for BareCount's end-to-end tests: a real Postgres (the cluster `make test` starts,
+//! named by `BARECOUNT_TEST_PG_URL`), a fresh database per test with the installed extension,
+//! and real barecount-flight servers on ephemeral ports.
+//!
+//! A missing server is a failure, never a skip.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use barecount_flight::{Application, Config};
+use rand::Rng;
+use tokio::sync::oneshot;
+use tokio_postgres::{Client, NoTls};
+
+pub const ORDERS_CONTRACT: &str = include_str!("../../contracts/orders.yaml");
+
+/// The URL of the test cluster's database, from the environment `make test` sets.
+pub fn base_url() -> String {
+    std::env::var("BARECOUNT_TEST_PG_URL").unwrap_or_else(|_| {
+        panic!("BARECOUNT_TEST_PG_URL is not set: run the end-to-end tests through `make test`, which starts Postgres")
+    })
+}
+
+/// The standalone barecount-flight `make test` starts against `BARECOUNT_TEST_PG_URL`.
+pub fn standalone_flight_url() -> String {
+    std::env::var("BARECOUNT_FLIGHT_URL").unwrap_or_else(|_| {
+        panic!("BARECOUNT_FLIGHT_URL is not set: run the end-to-end tests through `make test`, which starts barecount-flight")
+    })
+}
+
+pub async fn connect(url: &str) -> Client {
+    let (client, conn) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+/// A database of its own for one test, with `CREATE EXTENSION barecount` done.
+pub struct TestDb {
+    pub url: String,
+    pub client: Client,
+}
+
+pub async fn fresh_db() -> TestDb {
+    let base = base_url();
+    let admin = connect(&base).await;
+    let name = format!("bc_e2e_{:016x}", rand::rng().random::<u64>());
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    let url = match base.rsplit_once('/') {
+        Some((prefix, _db)) => format!("{prefix}/{name}"),
+        None => panic!("BARECOUNT_TEST_PG_URL must end in /<database>"),
+    };
+    let client = connect(&url).await;
+    client
+        .batch_execute("CREATE EXTENSION barecount")
+        .await
+        .unwrap();
+    TestDb { url, client }
+}
+
+/// A barecount-flight on an ephemeral loopback port, stopped when dropped.
+pub struct Flight {
+    pub url: String,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Flight {
+    pub async fn start(database_url: &str) -> Flight {
+        let app = Application::build(Config::local(database_url))
+            .await
+            .unwrap();
+        // build() has bound the socket, so the port accepts connections from here on.
+        let url = format!("http://{}", app.addr());
+        let (tx, rx) = oneshot::channel();
+        let handle = tokio::spawn(app.run_until(async {
+            let _ = rx.await;
+        }));
+        Flight {
+            url,
+            stop: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            h.await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The SQLSTATE of a failed statement.
+pub fn sqlstate(e: &tokio_postgres::Error) -> String {
+    e.code()
+        .map(|c| c.code().to_owned())
+        .unwrap_or_else(|| format!("no SQLSTATE: {e}"))
+}
+
+/// Deterministic sample orders: `n` valid rows plus the listed invalid ones.
+pub fn sample_orders(n: usize) -> Vec<serde_json::Value> {
+    let regions = ["east", "west", "north", "south"];
+    (0..n)
+        .map(|i| {
+            let day = i % 730;
+            let date = chrono_like_date(2023, day);
+            serde_json::json!({
+                "order_id": format!("A{i}"),
+                "order_date": date,
+                "store_id": format!("S{}", i % 17),
+                "region": regions[i % 4],
+                "amount": ((i * 37) % 10_000) as f64 / 100.0,
+                "quantity": 1 + i % 5,
+            })
+        })
+        .collect()
+}
+
+/// `day` days after January 1 of `year`, as YYYY-MM-DD (no calendar crate needed).
+fn chrono_like_date(year: i32, mut day: usize) -> String {
+    let mut y = year;
+    loop {
+        let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+        let len = if leap { 366 } else { 365 };
+        if day < len {
+            let months = [
+                31,
+                if leap { 29 } else { 28 },
+                31,
+                30,
+                31,
+                30,
+                31,
+                31,
+                30,
+                31,
+                30,
+                31,
+            ];
+            let mut m = 0;
+            while day >= months[m] {
+                day -= months[m];
+                m += 1;
+            }
+            return format!("{y:04}-{:02}-{:02}", m + 1, day + 1);
+        }
+        day -= len;
+        y += 1;
+    }
+}

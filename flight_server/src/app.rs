@@ -1,0 +1,97 @@
+//! Building and running the server: `Application::build(config)` binds the socket, so the port
+//! is known (and connectable) before `run_until_stopped()` serves.
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::flight_service::BareCountFlight;
+use crate::sql_service::SqlService;
+use crate::state::State;
+use crate::store::Store;
+use crate::ticket::TicketSigner;
+use arrow_flight::flight_service_server::FlightServiceServer;
+use rand::RngCore;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub struct Application {
+    listener: TcpListener,
+    addr: SocketAddr,
+    service: BareCountFlight,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(config.listen).await?;
+        let addr = listener.local_addr()?;
+        let key = match &config.ticket_secret {
+            Some(s) if !s.is_empty() => s.as_bytes().to_vec(),
+            _ => {
+                let mut k = vec![0u8; 32];
+                rand::rng().fill_bytes(&mut k);
+                k
+            }
+        };
+        let state = State {
+            tenant: config.tenant.clone(),
+            db: Arc::new(Db::new(config.database_url.clone())),
+            store: Arc::new(Store::default()),
+            signer: TicketSigner::new(key, config.ticket_ttl_secs),
+        };
+        if let Some(path) = &config.port_file {
+            tokio::fs::write(path, addr.port().to_string()).await?;
+        }
+        Ok(Application {
+            listener,
+            addr,
+            service: BareCountFlight {
+                sql: SqlService { state },
+            },
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Serves until `shutdown` completes.
+    pub async fn run_until<F: Future<Output = ()> + Send>(self, shutdown: F) -> anyhow::Result<()> {
+        tonic::transport::Server::builder()
+            .add_service(FlightServiceServer::new(self.service))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
+            .await?;
+        Ok(())
+    }
+
+    /// Serves until SIGINT or SIGTERM.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,44 @@
+//! Server configuration, from flags or environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(
+        long,
+        env = "BARECOUNT_FLIGHT_LISTEN",
+        default_value = "127.0.0.1:50051"
+    )]
+    pub listen: SocketAddr,
+    /// Postgres connection string of the database with the barecount extension.
+    #[arg(long, env = "BARECOUNT_DATABASE_URL")]
+    pub database_url: String,
+    /// Tenant whose published datasets this server serves.
+    #[arg(long, env = "BARECOUNT_TENANT", default_value = "default")]
+    pub tenant: String,
+    /// Secret that signs tickets; replicas behind one load balancer share it. Random if unset.
+    #[arg(long, env = "BARECOUNT_TICKET_SECRET", hide_env_values = true)]
+    pub ticket_secret: Option<String>,
+    /// How long a ticket stays valid, in seconds.
+    #[arg(long, env = "BARECOUNT_TICKET_TTL_SECS", default_value_t = 300)]
+    pub ticket_ttl_secs: u64,
+    /// Write the bound port to this file once the server accepts connections (for scripts).
+    #[arg(long)]
+    pub port_file: Option<PathBuf>,
+}
+
+impl Config {
+    /// A configuration for tests and embedding: an ephemeral loopback port.
+    pub fn local(database_url: impl Into<String>) -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            database_url: database_url.into(),
+            tenant: "default".into(),
+            ticket_secret: None,
+            ticket_ttl_secs: 300,
+            port_file: None,
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! Errors of the Flight layer and their one mapping to gRPC status codes.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum FlightError {
+    #[error("dataset \"{0}\" is not published for this tenant")]
+    UnknownDataset(String),
+    #[error("dataset \"{dataset}\" has no version {version} for this tenant")]
+    UnknownVersion { dataset: String, version: i32 },
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("invalid or expired ticket: {0}")]
+    BadTicket(String),
+    #[error("SQL error: {0}")]
+    Sql(String),
+    #[error("column \"{column}\" of \"{dataset}\" has type {pg_type}, which could not be read: {message}")]
+    Conversion {
+        dataset: String,
+        column: String,
+        pg_type: String,
+        message: String,
+    },
+    #[error("catalog database unavailable: {0}")]
+    Database(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<FlightError> for tonic::Status {
+    fn from(e: FlightError) -> Self {
+        let msg = e.to_string();
+        match e {
+            FlightError::UnknownDataset(_) | FlightError::UnknownVersion { .. } => {
+                tonic::Status::not_found(msg)
+            }
+            FlightError::InvalidRequest(_) | FlightError::Sql(_) => {
+                tonic::Status::invalid_argument(msg)
+            }
+            FlightError::BadTicket(_) => tonic::Status::unauthenticated(msg),
+            FlightError::Database(_) => tonic::Status::unavailable(msg),
+            FlightError::Conversion { .. } | FlightError::Internal(_) => {
+                tonic::Status::internal(msg)
+            }
+        }
+    }
+}
+
+impl From<datafusion::error::DataFusionError> for FlightError {
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        use datafusion::error::DataFusionError as D;
+        match e {
+            D::SQL(..) | D::Plan(_) | D::SchemaError(..) | D::NotImplemented(_) => {
+                FlightError::Sql(e.to_string())
+            }
+            other => FlightError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<arrow::error::ArrowError> for FlightError {
+    fn from(e: arrow::error::ArrowError) -> Self {
+        FlightError::Internal(e.to_string())
+    }
+}
+
+impl From<arrow_flight::error::FlightError> for FlightError {
+    fn from(e: arrow_flight::error::FlightError) -> Self {
+        FlightError::Internal(e.to_string())
+    }
+}
+
+impl From<tokio_postgres::Error> for FlightError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        FlightError::Database(e.to_string())
+    }
+}
+
+pub type Result<T, E = FlightError> = std::result::Result<T, E>;

@@ -1,0 +1,41 @@
+# Shared settings for BareCount's scripts. Source it; do not run it.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export ROOT
+# Build output lives outside the clone so fresh clones on this machine reuse it.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/barecount/target}"
+export PG_CONFIG="${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}"
+export PG_BIN="/usr/lib/postgresql/15/bin"
+# State of local clusters and servers (data directories, logs, ports).
+export BC_STATE="${BARECOUNT_STATE_DIR:-$ROOT/.bc}"
+export PATH="$HOME/.cargo/bin:$PATH"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# step NAME CMD...: runs a command and reports how long it took.
+step() {
+    local name="$1"; shift
+    local t0=$SECONDS
+    say "$name"
+    "$@"
+    printf '    (%s: %ss)\n' "$name" "$((SECONDS - t0))"
+}
+
+# A free TCP port on 127.0.0.1.
+free_port() {
+    python3 - <<'PY' 2>/dev/null || echo $((20000 + RANDOM % 20000))
+import socket
+s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()
+PY
+}
+
+# run_as_postgres CMD...: Postgres refuses to run as root.
+run_as_postgres() {
+    if [ "$(id -u)" = 0 ]; then
+        sudo -u postgres -- "$@"
+    else
+        "$@"
+    fi
+}

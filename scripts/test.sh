@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Every BareCount test, from a fresh machine: set-up, fmt, clippy, unit tests, pgrx tests, then
+# end-to-end tests against a throwaway Postgres cluster and a barecount-flight server.
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+cd "$ROOT"
+T0=$SECONDS
+
+step "set-up" "$ROOT/scripts/setup.sh"
+step "cargo fmt --check" cargo fmt --all --check
+step "cargo clippy -D warnings" cargo clippy --workspace --all-targets --quiet -- -D warnings
+step "unit tests (core, flight server)" cargo test --quiet -p barecount-core -p barecount-flight
+
+mkdir -p "$BC_STATE/pgrx"
+chown postgres:postgres "$BC_STATE/pgrx"
+step "pgrx #[pg_test]s" env -C pg_extension CARGO_PGRX_TEST_RUNAS=postgres \
+    CARGO_PGRX_TEST_PGDATA="$BC_STATE/pgrx/data" cargo pgrx test pg15
+
+step "install extension into Postgres 15" env -C pg_extension cargo pgrx install --pg-config "$PG_CONFIG"
+step "build barecount-flight" cargo build --quiet -p barecount-flight --bin barecount-flight
+step "build end-to-end tests" cargo test --quiet -p barecount-tests --no-run
+
+cleanup() {
+    "$ROOT/scripts/flight.sh" stop test || true
+    "$ROOT/scripts/cluster.sh" stop test || true
+}
+trap cleanup EXIT
+
+"$ROOT/scripts/cluster.sh" stop test
+rm -rf "$BC_STATE/test"
+port="$("$ROOT/scripts/cluster.sh" start test)"
+say "test cluster on 127.0.0.1:$port"
+psql -X -q -v ON_ERROR_STOP=1 "$("$ROOT/scripts/cluster.sh" url test postgres)" \
+    -c "CREATE DATABASE barecount_test" >/dev/null
+export BARECOUNT_TEST_PG_URL="$("$ROOT/scripts/cluster.sh" url test barecount_test)"
+psql -X -q -v ON_ERROR_STOP=1 "$BARECOUNT_TEST_PG_URL" -c "CREATE EXTENSION barecount" >/dev/null
+fport="$("$ROOT/scripts/flight.sh" start test "$BARECOUNT_TEST_PG_URL")"
+export BARECOUNT_FLIGHT_URL="http://127.0.0.1:$fport"
+say "barecount-flight on $BARECOUNT_FLIGHT_URL"
+
+step "end-to-end tests" cargo test --quiet -p barecount-tests
+
+say "all tests passed in $((SECONDS - T0))s"

@@ -1,0 +1,121 @@
+//! The SQL surface through a real client (tokio-postgres): errors carry specific SQLSTATEs and
+//! hints, and nothing is half-written.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use barecount_tests::{fresh_db, sqlstate, ORDERS_CONTRACT};
+
+#[tokio::test]
+async fn errors_are_specific_and_leave_nothing_behind() {
+    let db = fresh_db().await;
+    let pg = &db.client;
+
+    let e = pg
+        .query("SELECT barecount.contract_register('kind: [')", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "22P02");
+    let e = pg.query("SELECT barecount.contract_register('apiVersion: v3\nkind: DataContract\nid: x\nschema: [{name: x}]')", &[]).await.unwrap_err();
+    assert_eq!(sqlstate(&e), "22023");
+    let db_err = e.as_db_error().unwrap();
+    assert!(
+        db_err.message().contains("\"version\""),
+        "{}",
+        db_err.message()
+    );
+    assert!(db_err.hint().is_some());
+
+    let e = pg
+        .query("SELECT * FROM barecount.ingest('orders', '[]')", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42704", "no contract governs orders yet");
+
+    pg.query(
+        "SELECT barecount.contract_register($1)",
+        &[&ORDERS_CONTRACT],
+    )
+    .await
+    .unwrap();
+    let e = pg
+        .query("SELECT * FROM barecount.ingest('orders', '{\"a\":1}')", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "22023");
+    assert!(e.as_db_error().unwrap().message().contains("orders"));
+
+    let e = pg
+        .query(
+            "SELECT * FROM barecount.publish('x', 'SELECT 1/0 AS boom')",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "22012");
+    let left: i64 = pg
+        .query_one(
+            "SELECT (SELECT count(*) FROM barecount.dataset_versions) + (SELECT count(*) FROM pg_class WHERE relname LIKE 'x__v%')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        left, 0,
+        "a failed publish leaves no version, table or receipt"
+    );
+    let entries: i64 = pg
+        .query_one(
+            "SELECT count(*) FROM barecount.ledger WHERE event_type = 'publish'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(entries, 0);
+
+    let e = pg
+        .batch_execute("UPDATE barecount.ledger SET actor = 'mallory'")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "2F002");
+}
+
+#[tokio::test]
+async fn concurrent_ingests_keep_one_chain() {
+    let db = fresh_db().await;
+    db.client
+        .query(
+            "SELECT barecount.contract_register($1)",
+            &[&ORDERS_CONTRACT],
+        )
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let url = db.url.clone();
+        tasks.push(tokio::spawn(async move {
+            let c = barecount_tests::connect(&url).await;
+            for i in 0..10 {
+                let rows = serde_json::json!([{"order_id": format!("C{w}{i}"), "order_date": "2024-01-01",
+                    "store_id": "S1", "region": "east", "amount": 1, "quantity": 1}]);
+                c.query("SELECT * FROM barecount.ingest('orders', $1)", &[&rows]).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let r = db
+        .client
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE l.prev_hash = p.entry_hash), max(l.seq)
+               FROM barecount.ledger l JOIN barecount.ledger p ON p.seq = l.seq - 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (links, good, max): (i64, i64, i64) = (r.get(0), r.get(1), r.get(2));
+    assert_eq!(max, 41, "one registration and forty ingests, no gaps");
+    assert_eq!(links, 40);
+    assert_eq!(good, 40, "every entry links to its predecessor");
+}
