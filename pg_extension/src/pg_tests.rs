@@ -1,4 +1,5 @@
 //! `#[pg_test]`s: the SQL surface inside a real Postgres, one transaction per test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[pgrx::pg_schema]
 mod tests {
