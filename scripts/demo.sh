@@ -32,8 +32,8 @@ say "Postgres 15 on 127.0.0.1:$port: CREATE EXTENSION barecount"
 "${PSQL[@]}" -q -c "CREATE EXTENSION barecount" -c "SELECT barecount.version()"
 
 say "register the sample contract (contracts/orders.yaml)"
-"${PSQL[@]}" -v contract="$(cat contracts/orders.yaml)" \
-    -c "SELECT * FROM barecount.contract_register(:'contract')"
+# psql interpolates :'contract' only in scripts, not in -c
+"${PSQL[@]}" -v contract="$(cat contracts/orders.yaml)" <<<"SELECT * FROM barecount.contract_register(:'contract');"
 
 say "ingest the sample retail feed (deliberately invalid rows go to quarantine)"
 "${PSQL[@]}" -q -f sql/demo/01_sample_orders.sql

@@ -3,6 +3,6 @@
 set -euo pipefail
 psql=(psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "$POSTGRES_DB")
 "${psql[@]}" -c "CREATE EXTENSION barecount"
-"${psql[@]}" -v contract="$(cat /demo/contracts/orders.yaml)" -c "SELECT * FROM barecount.contract_register(:'contract')"
+"${psql[@]}" -v contract="$(cat /demo/contracts/orders.yaml)" <<<"SELECT * FROM barecount.contract_register(:'contract');"
 "${psql[@]}" -f /demo/sql/demo/01_sample_orders.sql
 "${psql[@]}" -f /demo/sql/demo/02_gdp_kpi_publish.sql

@@ -59,7 +59,7 @@ async fn main() -> anyhow::Result<()> {
             println!("{} published dataset(s) at {url}", listings.len());
             for l in listings {
                 println!(
-                    "  {} v{}: {} rows, content {} , ledger receipt #{} {}",
+                    "  {} v{}: {} rows, content hash {}, ledger receipt #{} {}",
                     l.dataset, l.version, l.row_count, l.content_hash, l.ledger_seq, l.ledger_hash
                 );
             }

@@ -192,8 +192,8 @@ fn run(
             .as_array()
             .is_some_and(|new| new.len() >= old.len() && new[..old.len()] == old[..])
     });
-    if !grows {
-        client.update(&format!("DROP VIEW IF EXISTS {view}"), None, &[])?;
+    if prev_version > 0 && !grows {
+        client.update(&format!("DROP VIEW {view}"), None, &[])?;
     }
     client.update(
         &format!(

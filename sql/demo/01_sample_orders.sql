@@ -1,6 +1,6 @@
 -- Generates a sample retail feed (about 6,000 order rows over 2023-2024, a few deliberately
 -- invalid) and ingests it into raw.orders through the orders contract.
-SELECT setseed(0.42);
+SELECT setseed(0.42) \g /dev/null
 
 WITH gen AS (
     SELECT g,
