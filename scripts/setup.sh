@@ -8,13 +8,14 @@ APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-client-15 libcla
 
 # --- can this machine be served? ------------------------------------------------------------
 missing=()
-if [ -r /etc/os-release ]; then
-    . /etc/os-release
+os_release="${BARECOUNT_OS_RELEASE:-/etc/os-release}"   # overridable so the refusal can be tested
+if [ -r "$os_release" ]; then
+    . "$os_release"
     if [ "${ID:-}" != debian ] || [ "${VERSION_ID:-}" != 12 ]; then
         missing+=("Debian 12 (found ${PRETTY_NAME:-unknown}); the packages below come from Debian 12's archive")
     fi
 else
-    missing+=("/etc/os-release (cannot tell the distribution; Debian 12 is required)")
+    missing+=("$os_release (cannot tell the distribution; Debian 12 is required)")
 fi
 command -v cargo >/dev/null || missing+=("cargo (install Rust 1.95 with rustup)")
 if command -v rustc >/dev/null; then

@@ -6,6 +6,19 @@ cd "$ROOT"
 T0=$SECONDS
 
 step "set-up" "$ROOT/scripts/setup.sh"
+
+refuses_unsupported_machine() {
+    local fake out
+    fake="$(mktemp)"
+    printf 'ID=ubuntu\nVERSION_ID="24.04"\nPRETTY_NAME="Ubuntu 24.04"\n' >"$fake"
+    if out="$(BARECOUNT_OS_RELEASE="$fake" "$ROOT/scripts/setup.sh" 2>&1)"; then
+        rm -f "$fake"; die "setup.sh accepted Ubuntu 24.04"
+    fi
+    rm -f "$fake"
+    grep -q "missing:" <<<"$out" && grep -q "Debian 12 (found Ubuntu 24.04)" <<<"$out" \
+        || die "setup.sh refused without saying what is missing: $out"
+}
+step "set-up refuses an unsupported machine" refuses_unsupported_machine
 step "cargo fmt --check" cargo fmt --all --check
 step "cargo clippy -D warnings" cargo clippy --workspace --all-targets --quiet -- -D warnings
 step "unit tests (core, flight server)" cargo test --quiet -p barecount-core -p barecount-flight

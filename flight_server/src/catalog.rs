@@ -5,6 +5,9 @@ use crate::db::Db;
 use crate::error::{FlightError, Result};
 use serde::Deserialize;
 
+/// The column of every published table that names its tenant.
+pub const TENANT_COLUMN: &str = "tenant_id";
+
 /// One column of a published version, as `barecount.dataset_versions.columns` records it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct PgColumn {
@@ -14,9 +17,10 @@ pub struct PgColumn {
     pub nullable: bool,
 }
 
-/// One published version of a dataset.
+/// One published version of a dataset, with the columns Flight serves (all but tenant_id).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VersionInfo {
+    pub tenant: String,
     pub dataset: String,
     pub version: i32,
     pub relation: String,
@@ -59,9 +63,13 @@ impl Catalog {
         let mut versions = Vec::with_capacity(rows.len());
         for r in rows {
             let columns_text: String = r.try_get(3)?;
-            let columns: Vec<PgColumn> = serde_json::from_str(&columns_text)
+            let mut columns: Vec<PgColumn> = serde_json::from_str(&columns_text)
                 .map_err(|e| FlightError::Internal(format!("bad column list in catalog: {e}")))?;
+            // Every published row carries tenant_id; the tenant is implied by the caller, so
+            // Flight serves the other columns and filters on it.
+            columns.retain(|c| c.name != TENANT_COLUMN);
             versions.push(VersionInfo {
+                tenant: tenant.to_owned(),
                 dataset: r.try_get(0)?,
                 version: r.try_get(1)?,
                 relation: r.try_get(2)?,

@@ -7,7 +7,7 @@ use crate::db::Db;
 use crate::error::{FlightError, Result};
 use crate::store::Store;
 use arrow::datatypes::SchemaRef;
-use datafusion::catalog::{MemorySchemaProvider, SchemaProvider, TableProvider};
+use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::datasource::MemTable;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -19,7 +19,6 @@ pub const SCHEMA_NAME: &str = "published";
 /// A tenant's published datasets as a DataFusion schema.
 #[derive(Debug)]
 struct PublishedSchema {
-    tenant: String,
     catalog: Catalog,
     db: Arc<Db>,
     store: Arc<Store>,
@@ -37,7 +36,7 @@ impl SchemaProvider for PublishedSchema {
         };
         let loaded = self
             .store
-            .get(&self.db, &self.tenant, v)
+            .get(&self.db, v)
             .await
             .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
         let table = MemTable::try_new(loaded.schema.clone(), vec![loaded.batches.clone()])?;
@@ -49,13 +48,8 @@ impl SchemaProvider for PublishedSchema {
     }
 }
 
-/// Builds a session for one tenant over a catalog snapshot.
-pub fn session(
-    tenant: &str,
-    catalog: Catalog,
-    db: Arc<Db>,
-    store: Arc<Store>,
-) -> Result<SessionContext> {
+/// Builds a session over one tenant's catalog snapshot.
+pub fn session(catalog: Catalog, db: Arc<Db>, store: Arc<Store>) -> Result<SessionContext> {
     let config = SessionConfig::new()
         .with_default_catalog_and_schema(CATALOG_NAME, SCHEMA_NAME)
         .with_information_schema(false);
@@ -63,16 +57,10 @@ pub fn session(
     let cat = ctx
         .catalog(CATALOG_NAME)
         .ok_or_else(|| FlightError::Internal("default catalog missing".into()))?;
-    // Drop the default empty schema and put the tenant's published schema in its place.
-    let _ = cat.register_schema("public", Arc::new(MemorySchemaProvider::new()));
+    // The tenant's published schema is the only one with tables.
     cat.register_schema(
         SCHEMA_NAME,
-        Arc::new(PublishedSchema {
-            tenant: tenant.to_owned(),
-            catalog,
-            db,
-            store,
-        }),
+        Arc::new(PublishedSchema { catalog, db, store }),
     )?;
     Ok(ctx)
 }

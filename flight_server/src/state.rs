@@ -31,6 +31,6 @@ impl State {
 
     pub async fn session(&self) -> Result<SessionContext> {
         let catalog = self.catalog().await?;
-        query::session(self.tenant(), catalog, self.db.clone(), self.store.clone())
+        query::session(catalog, self.db.clone(), self.store.clone())
     }
 }

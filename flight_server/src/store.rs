@@ -1,7 +1,7 @@
 //! Published versions as Arrow data, loaded once from Postgres and kept: versions are
 //! immutable, so a cached copy never goes stale (the key includes the content hash).
 
-use crate::catalog::VersionInfo;
+use crate::catalog::{VersionInfo, TENANT_COLUMN};
 use crate::db::Db;
 use crate::error::{FlightError, Result};
 use crate::types::{parse_decimal, ColumnKind};
@@ -51,9 +51,9 @@ pub fn arrow_schema(v: &VersionInfo) -> SchemaRef {
 }
 
 impl Store {
-    pub async fn get(&self, db: &Db, tenant: &str, v: &VersionInfo) -> Result<Arc<LoadedVersion>> {
+    pub async fn get(&self, db: &Db, v: &VersionInfo) -> Result<Arc<LoadedVersion>> {
         let key = (
-            tenant.to_owned(),
+            v.tenant.clone(),
             v.dataset.clone(),
             v.version,
             v.content_hash.clone(),
@@ -89,12 +89,13 @@ async fn load(db: &Db, v: &VersionInfo) -> Result<LoadedVersion> {
         .map(|(c, k)| k.select_expr(&quote_ident(&c.name)))
         .collect();
     let sql = format!(
-        "SELECT {} FROM {}",
+        "SELECT {} FROM {} WHERE {} = $1",
         exprs.join(", "),
-        quote_relation(&v.relation)
+        quote_relation(&v.relation),
+        quote_ident(TENANT_COLUMN)
     );
     let client = db.client().await?;
-    let rows = client.query(&sql, &[]).await?;
+    let rows = client.query(&sql, &[&v.tenant]).await?;
     let schema = arrow_schema(v);
     let mut batches = Vec::new();
     for chunk in rows.chunks(BATCH_ROWS) {

@@ -20,11 +20,6 @@ CREATE TABLE barecount.tenants (
 COMMENT ON TABLE barecount.tenants IS 'Tenants served by this database; every store and catalog row belongs to one';
 INSERT INTO barecount.tenants (tenant_id, name) VALUES ('default', 'Default tenant');
 
-CREATE FUNCTION barecount.current_tenant() RETURNS text
-    LANGUAGE sql STABLE PARALLEL SAFE
-    AS $$ SELECT 'default'::text $$;
-COMMENT ON FUNCTION barecount.current_tenant() IS
-    'The tenant of the current session. Until role-to-tenant mapping lands, every session is tenant "default".';
 
 -- Refusing writes ------------------------------------------------------------------------------
 CREATE FUNCTION barecount._refuse_write() RETURNS trigger
@@ -60,6 +55,8 @@ CREATE TRIGGER contracts_immutable BEFORE UPDATE OR DELETE ON barecount.contract
     FOR EACH ROW EXECUTE FUNCTION barecount._refuse_write('contract versions are immutable', 'Register a new version instead.');
 CREATE TRIGGER contracts_no_truncate BEFORE TRUNCATE ON barecount.contracts
     FOR EACH STATEMENT EXECUTE FUNCTION barecount._refuse_write('contract versions are immutable', 'Register a new version instead.');
+COMMENT ON TRIGGER contracts_immutable ON barecount.contracts IS 'Refuses UPDATE and DELETE: contract versions are immutable';
+COMMENT ON TRIGGER contracts_no_truncate ON barecount.contracts IS 'Refuses TRUNCATE: contract versions are immutable';
 
 CREATE TABLE barecount.contract_datasets (
     tenant_id        text NOT NULL,
@@ -74,7 +71,7 @@ CREATE TABLE barecount.contract_datasets (
 );
 COMMENT ON TABLE barecount.contract_datasets IS 'Schema objects of each contract version: the dataset, its compiled JSON Schema 2020-12 row schema, key and quality rules';
 
-CREATE VIEW barecount.contract_versions AS
+CREATE VIEW barecount.contract_versions WITH (security_invoker = true) AS
     SELECT c.tenant_id, c.contract, c.version, c.status, c.registered_by, c.registered_at, c.ledger_seq,
            array_agg(d.dataset ORDER BY d.dataset) AS datasets, c.unsupported
     FROM barecount.contracts c JOIN barecount.contract_datasets d USING (tenant_id, contract)
@@ -113,6 +110,7 @@ CREATE TABLE barecount.quarantine (
 COMMENT ON TABLE barecount.quarantine IS 'Rows that failed their contract, kept whole with every error (instance path, keyword, message)';
 CREATE TRIGGER quarantine_no_delete BEFORE DELETE ON barecount.quarantine
     FOR EACH ROW EXECUTE FUNCTION barecount._refuse_write('quarantined rows are never deleted', 'Replay them once the contract or data is fixed.');
+COMMENT ON TRIGGER quarantine_no_delete ON barecount.quarantine IS 'Refuses DELETE: quarantined rows wait for replay, never disappear';
 
 -- Evidence ledger ------------------------------------------------------------------------------
 CREATE TABLE barecount.ledger (
@@ -134,6 +132,8 @@ CREATE TRIGGER ledger_append_only BEFORE UPDATE OR DELETE ON barecount.ledger
     FOR EACH ROW EXECUTE FUNCTION barecount._refuse_write('the evidence ledger is append-only', 'Record a correcting event instead.');
 CREATE TRIGGER ledger_no_truncate BEFORE TRUNCATE ON barecount.ledger
     FOR EACH STATEMENT EXECUTE FUNCTION barecount._refuse_write('the evidence ledger is append-only', 'Record a correcting event instead.');
+COMMENT ON TRIGGER ledger_append_only ON barecount.ledger IS 'Refuses UPDATE and DELETE: the ledger is append-only';
+COMMENT ON TRIGGER ledger_no_truncate ON barecount.ledger IS 'Refuses TRUNCATE: the ledger is append-only';
 
 -- Published store catalog ----------------------------------------------------------------------
 CREATE TABLE barecount.datasets (

@@ -1,7 +1,7 @@
 //! Contract registry and row validation: `contract_register`, `validate`, `validation_errors`.
 
 use crate::errors::{OrRaise, SqlError};
-use crate::{ledger, tenant};
+use crate::{ledger, privilege, tenant};
 use barecount_core::contract::{Contract, RowError, RowValidator};
 use barecount_core::ident::quote_ident;
 use barecount_core::ledger::canonical_json;
@@ -28,7 +28,10 @@ fn contract_register(
     ),
 > {
     let contract = Contract::parse(source).or_raise();
-    let row = Spi::connect_mut(|client| register(client, &contract, source)).or_raise();
+    // No user SQL runs here, so the whole registration is a privileged section.
+    let row =
+        Spi::connect_mut(|client| privilege::as_owner(|| register(client, &contract, source)))
+            .or_raise();
     TableIterator::once(row)
 }
 
@@ -161,10 +164,14 @@ fn create_raw_store(client: &mut SpiClient<'_>, dataset: &str) -> Result<(), Sql
                 ingested_at timestamptz NOT NULL DEFAULT now(),
                 PRIMARY KEY (batch_id, row_no));
              COMMENT ON TABLE {t} IS 'BareCount raw store for dataset {dataset}: every accepted row, append-only';
+             SELECT barecount._protect_table('{t}'::regclass);
+             GRANT SELECT ON {t} TO barecount_engineer, barecount_publisher;
              CREATE OR REPLACE TRIGGER raw_append_only BEFORE UPDATE OR DELETE ON {t}
                 FOR EACH ROW EXECUTE FUNCTION barecount._refuse_write('{why}', '{hint}');
              CREATE OR REPLACE TRIGGER raw_no_truncate BEFORE TRUNCATE ON {t}
-                FOR EACH STATEMENT EXECUTE FUNCTION barecount._refuse_write('{why}', '{hint}');"
+                FOR EACH STATEMENT EXECUTE FUNCTION barecount._refuse_write('{why}', '{hint}');
+             COMMENT ON TRIGGER raw_append_only ON {t} IS 'Refuses UPDATE and DELETE: {why}';
+             COMMENT ON TRIGGER raw_no_truncate ON {t} IS 'Refuses TRUNCATE: {why}';"
         ),
         None,
         &[],

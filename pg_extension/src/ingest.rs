@@ -2,7 +2,7 @@
 
 use crate::contracts::{errors_json, governing};
 use crate::errors::{OrRaise, SqlError};
-use crate::{ledger, tenant};
+use crate::{ledger, privilege, tenant};
 use barecount_core::content_hash::ContentHasher;
 use barecount_core::ident::quote_ident;
 use barecount_core::ledger::canonical_json;
@@ -33,7 +33,9 @@ fn ingest(
         .hint("Wrap a single row in [ ... ], or aggregate rows with jsonb_agg(...).")
         .raise()
     };
-    let out = Spi::connect_mut(|client| run(client, dataset, items, &rows)).or_raise();
+    // No user SQL runs here, so the whole ingest is a privileged section.
+    let out = Spi::connect_mut(|client| privilege::as_owner(|| run(client, dataset, items, &rows)))
+        .or_raise();
     TableIterator::once(out)
 }
 

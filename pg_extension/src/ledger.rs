@@ -6,6 +6,7 @@
 //! tail's plus one, not a sequence object, so there are no gaps either).
 
 use crate::errors::SqlError;
+use crate::privilege;
 use barecount_core::ledger::{LedgerEntry, GENESIS_HASH};
 use pgrx::spi::SpiClient;
 use pgrx::JsonB;
@@ -23,6 +24,20 @@ pub struct Receipt {
 }
 
 pub fn append(
+    client: &mut SpiClient<'_>,
+    tenant_id: &str,
+    event_type: &str,
+    subject: &str,
+    inputs: &Value,
+    content_hash: Option<&str>,
+) -> Result<Receipt, SqlError> {
+    // The chain spans tenants, so its tail must be read past row-level security.
+    privilege::as_owner(|| {
+        append_as_owner(client, tenant_id, event_type, subject, inputs, content_hash)
+    })
+}
+
+fn append_as_owner(
     client: &mut SpiClient<'_>,
     tenant_id: &str,
     event_type: &str,
@@ -52,7 +67,7 @@ pub fn append(
     // Normalize inputs through jsonb so the hash is computed over what is stored.
     let meta = client
         .select(
-            "SELECT $1::jsonb, current_user::text, now(), \
+            "SELECT $1::jsonb, session_user::text, now(), \
                     to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
             Some(1),
             &[JsonB(inputs.clone()).into()],

@@ -8,13 +8,19 @@ mod contracts;
 mod errors;
 mod ingest;
 mod ledger;
+mod privilege;
 mod publish;
 mod tenant;
 
 ::pgrx::pg_module_magic!(name, version);
 
 extension_sql_file!("../sql/catalog.sql", name = "catalog", bootstrap);
-extension_sql_file!("../sql/comments.sql", name = "comments", finalize);
+extension_sql_file!(
+    "../sql/tenancy.sql",
+    name = "tenancy",
+    requires = ["catalog"]
+);
+extension_sql_file!("../sql/functions.sql", name = "functions", finalize);
 
 /// BareCount extension version.
 #[pg_extern(immutable, parallel_safe)]

@@ -62,6 +62,27 @@ mod tests {
     }
 
     #[pg_test]
+    fn every_object_created_along_the_pipeline_has_a_comment() {
+        register_orders();
+        Spi::run("SELECT barecount.publish('tiny', 'SELECT 1 AS one')").unwrap();
+        let uncommented = Spi::get_one::<String>(
+            "SELECT string_agg(what, ', ') FROM (
+               SELECT n.nspname || '.' || c.relname AS what
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE n.nspname IN ('barecount', 'raw', 'gdp', 'kpi', 'published')
+                  AND c.relkind IN ('r', 'v') AND obj_description(c.oid, 'pg_class') IS NULL
+               UNION ALL
+               SELECT t.tgname || ' on ' || t.tgrelid::regclass::text
+                 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+                 JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE n.nspname IN ('barecount', 'raw', 'published') AND NOT t.tgisinternal
+                  AND obj_description(t.oid, 'pg_trigger') IS NULL) x",
+        )
+        .unwrap();
+        assert_eq!(uncommented, None, "objects without a COMMENT");
+    }
+
+    #[pg_test]
     fn register_is_idempotent_and_versions_are_immutable() {
         register_orders();
         let created = Spi::get_one_with_args::<bool>(
@@ -153,7 +174,7 @@ mod tests {
 
     #[pg_test]
     fn publish_creates_immutable_versions_and_a_latest_view() {
-        Spi::run("CREATE TABLE gdp.t AS SELECT g AS n, 'r' || (g % 3) AS region FROM generate_series(1, 10) g")
+        Spi::run("CREATE TABLE gdp.t AS SELECT 'default'::text AS tenant_id, g AS n, 'r' || (g % 3) AS region FROM generate_series(1, 10) g")
             .unwrap();
         let (v1, h1) = Spi::get_two::<i32, String>(
             "SELECT version, content_hash FROM barecount.publish('tiny', 'gdp.t')",
@@ -170,7 +191,15 @@ mod tests {
             Spi::get_one::<i64>("SELECT count(*) FROM published.tiny").unwrap(),
             Some(10)
         );
-        Spi::run("SELECT barecount.publish('tiny', 'SELECT n, region, n * 2 AS twice FROM gdp.t WHERE n <= 4')").unwrap();
+        assert_eq!(
+            Spi::get_one::<i64>(
+                "SELECT count(*) FROM published.tiny__v1 WHERE tenant_id = 'default'"
+            )
+            .unwrap(),
+            Some(10),
+            "published rows carry their tenant"
+        );
+        Spi::run("SELECT barecount.publish('tiny', 'SELECT tenant_id, n, region, n * 2 AS twice FROM gdp.t WHERE n <= 4')").unwrap();
         assert_eq!(
             Spi::get_one::<i64>("SELECT count(*) FROM published.tiny").unwrap(),
             Some(4)
@@ -189,7 +218,7 @@ mod tests {
         install_sqlstate_helper();
         assert_eq!(sqlstate_of("DELETE FROM published.tiny__v1"), "2F002");
         assert_eq!(
-            sqlstate_of("INSERT INTO published.tiny__v1 VALUES (1, 'x')"),
+            sqlstate_of("INSERT INTO published.tiny__v1 VALUES ('default', 1, 'x')"),
             "2F002"
         );
         assert_eq!(sqlstate_of("TRUNCATE published.tiny__v1"), "2F002");

@@ -1,7 +1,7 @@
 //! `publish`: an immutable, content-hashed version of a dataset and a view of the latest one.
 
 use crate::errors::{OrRaise, SqlError};
-use crate::{ledger, tenant};
+use crate::{ledger, privilege, tenant};
 use barecount_core::content_hash::ContentHasher;
 use barecount_core::ident::{check_dataset_name, quote_ident, quote_literal};
 use barecount_core::source::{classify, Source};
@@ -9,6 +9,9 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::JsonB;
 use serde_json::{json, Value};
+
+/// The column that ties every published row to its tenant.
+const TENANT_COLUMN: &str = "tenant_id";
 
 /// One column of a published version.
 #[derive(Debug, Clone, PartialEq)]
@@ -84,6 +87,59 @@ fn columns_of(client: &SpiClient<'_>, relation: &str) -> Result<Vec<Column>, Sql
     Ok(out)
 }
 
+/// Every published row carries its tenant: a source without `tenant_id` gets the column (last,
+/// constant); a source with one must hold only the publishing tenant's rows.
+fn stamp_tenant(
+    client: &mut SpiClient<'_>,
+    dataset: &str,
+    relation: &str,
+    tenant_id: &str,
+    cols: &[Column],
+) -> Result<(), SqlError> {
+    match cols.iter().find(|c| c.name == TENANT_COLUMN) {
+        None => {
+            client.update(
+                &format!(
+                    "ALTER TABLE {relation} ADD COLUMN {TENANT_COLUMN} text NOT NULL DEFAULT {}",
+                    quote_literal(tenant_id)
+                ),
+                None,
+                &[],
+            )?;
+        }
+        Some(c) if c.ty != "text" => {
+            return Err(SqlError::new(
+                PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+                format!("column tenant_id of the source for dataset \"{dataset}\" has type {}, not text", c.ty),
+            )
+            .hint("Drop the column from the source; publish adds tenant_id itself."));
+        }
+        Some(_) => {
+            let foreign = client
+                .select(
+                    &format!(
+                        "SELECT count(*) FROM {relation} WHERE {TENANT_COLUMN} IS DISTINCT FROM $1"
+                    ),
+                    Some(1),
+                    &[tenant_id.into()],
+                )?
+                .first()
+                .get::<i64>(1)?
+                .unwrap_or(0);
+            if foreign > 0 {
+                return Err(SqlError::new(
+                    PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                    format!(
+                        "source for dataset \"{dataset}\" has {foreign} row(s) whose tenant_id is not the publishing tenant \"{tenant_id}\""
+                    ),
+                )
+                .hint("Publish only the current tenant's rows."));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn columns_json(cols: &[Column]) -> Value {
     Value::Array(
         cols.iter()
@@ -118,14 +174,50 @@ fn content_hash(
     Ok((hasher.finish(), n))
 }
 
-fn run(
+/// Where the source's rows wait between the caller's query and the privileged copy.
+const STAGING: &str = "pg_temp.barecount_publish_staging";
+
+type Published = (String, i32, i64, String, i64, String);
+
+fn run(client: &mut SpiClient<'_>, dataset: &str, source: &str) -> Result<Published, SqlError> {
+    let tenant_id = tenant::current(client)?;
+    let query = source_query(client, dataset, source)?;
+    // The source runs as the caller: its privileges and row-level security decide what it reads.
+    client.update(&format!("DROP TABLE IF EXISTS {STAGING}"), None, &[])?;
+    client.update(
+        &format!(
+            "CREATE TEMP TABLE {} ON COMMIT DROP AS {query}",
+            STAGING.trim_start_matches("pg_temp.")
+        ),
+        None,
+        &[],
+    )?;
+    let out = privilege::as_owner(|| publish_staged(client, dataset, source, &tenant_id))?;
+    client.update(&format!("DROP TABLE {STAGING}"), None, &[])?;
+    Ok(out)
+}
+
+/// Copies the staged rows into the next immutable version; runs as the extension owner.
+fn publish_staged(
     client: &mut SpiClient<'_>,
     dataset: &str,
     source: &str,
-) -> Result<(String, i32, i64, String, i64, String), SqlError> {
-    let tenant_id = tenant::current(client)?;
-    let query = source_query(client, dataset, source)?;
-    tenant::lock_object(client, "publish", &tenant_id, dataset)?;
+    tenant_id: &str,
+) -> Result<Published, SqlError> {
+    let tenant_id = tenant_id.to_owned();
+    tenant::lock_object(client, "publish", "*", dataset)?;
+    let taken = client.select(
+        "SELECT 1 FROM barecount.datasets WHERE dataset = $1 AND tenant_id <> $2",
+        Some(1),
+        &[dataset.into(), tenant_id.as_str().into()],
+    )?;
+    if !taken.is_empty() {
+        return Err(SqlError::new(
+            PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
+            format!("dataset name \"{dataset}\" is not available in this database"),
+        )
+        .hint("Published dataset names are unique across tenants; choose another name."));
+    }
 
     let prev = client.select(
         "SELECT v.version, v.columns FROM barecount.datasets d \
@@ -149,14 +241,20 @@ fn run(
     let relation = format!("published.{}", quote_ident(&table));
     let view = format!("published.{}", quote_ident(dataset));
 
-    client.update(&format!("CREATE TABLE {relation} AS {query}"), None, &[])?;
-    let cols = columns_of(client, &relation)?;
+    client.update(
+        &format!("CREATE TABLE {relation} AS SELECT * FROM {STAGING}"),
+        None,
+        &[],
+    )?;
+    let mut cols = columns_of(client, &relation)?;
     if cols.is_empty() {
         return Err(SqlError::new(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             format!("source for dataset \"{dataset}\" returns no columns"),
         ));
     }
+    stamp_tenant(client, dataset, &relation, &tenant_id, &cols)?;
+    cols = columns_of(client, &relation)?;
     let (hash, row_count) = content_hash(client, &relation, &cols)?;
     let bytes = client
         .select(
@@ -178,7 +276,11 @@ fn run(
                 FOR EACH STATEMENT EXECUTE FUNCTION barecount._refuse_write({why}, {hint});
              CREATE TRIGGER published_no_truncate BEFORE TRUNCATE ON {relation}
                 FOR EACH STATEMENT EXECUTE FUNCTION barecount._refuse_write({why}, {hint});
-             COMMENT ON TABLE {relation} IS {};",
+             COMMENT ON TRIGGER published_immutable ON {relation} IS {why};
+             COMMENT ON TRIGGER published_no_truncate ON {relation} IS {why};
+             COMMENT ON TABLE {relation} IS {};
+             SELECT barecount._protect_table('{relation}'::regclass);
+             GRANT SELECT ON {relation} TO barecount_reader;",
             quote_literal(&format!(
                 "BareCount published dataset {dataset}, version {version} (immutable); content hash {hash}"
             ))
@@ -197,7 +299,8 @@ fn run(
     }
     client.update(
         &format!(
-            "CREATE OR REPLACE VIEW {view} AS SELECT * FROM {relation};
+            "CREATE OR REPLACE VIEW {view} WITH (security_invoker = true) AS SELECT * FROM {relation};
+             GRANT SELECT ON {view} TO barecount_reader;
              COMMENT ON VIEW {view} IS {};",
             quote_literal(&format!(
                 "BareCount published dataset {dataset}: latest version ({version})"

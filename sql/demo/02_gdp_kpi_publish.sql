@@ -1,6 +1,7 @@
 -- Conform raw rows into a GDP table, build a small KPI, publish it.
 CREATE TABLE gdp.orders AS
-SELECT payload->>'order_id'               AS order_id,
+SELECT tenant_id,
+       payload->>'order_id'               AS order_id,
        (payload->>'order_date')::date     AS order_date,
        payload->>'store_id'               AS store_id,
        payload->>'region'                 AS region,
@@ -8,17 +9,18 @@ SELECT payload->>'order_id'               AS order_id,
        (payload->>'quantity')::integer    AS quantity,
        batch_id
   FROM raw.orders;
-ALTER TABLE gdp.orders ADD PRIMARY KEY (order_id);
+ALTER TABLE gdp.orders ADD PRIMARY KEY (tenant_id, order_id);
 COMMENT ON TABLE gdp.orders IS 'Conformed orders (GDP), one row per valid raw order';
 
 CREATE TABLE kpi.monthly_sales AS
-SELECT date_trunc('month', order_date)::date AS month,
+SELECT tenant_id,
+       date_trunc('month', order_date)::date AS month,
        region,
        count(*)                              AS orders,
        sum(quantity)::bigint                 AS units,
        sum(amount)::numeric(14,2)            AS net_sales
   FROM gdp.orders
- GROUP BY 1, 2;
+ GROUP BY 1, 2, 3;
 COMMENT ON TABLE kpi.monthly_sales IS 'Net sales, orders and units per month and region';
 
 SELECT dataset, version, row_count, content_hash, ledger_seq

@@ -16,13 +16,13 @@ use serde_json::json;
 
 const GDP_AND_KPI: &str = "
     CREATE TABLE gdp.orders AS
-      SELECT payload->>'order_id' AS order_id, (payload->>'order_date')::date AS order_date,
+      SELECT tenant_id, payload->>'order_id' AS order_id, (payload->>'order_date')::date AS order_date,
              payload->>'region' AS region, (payload->>'amount')::numeric(12,2) AS amount,
              (payload->>'quantity')::int AS quantity
         FROM raw.orders;
     CREATE TABLE kpi.sales_by_region AS
-      SELECT region, count(*) AS orders, sum(amount)::numeric(14,2) AS net_sales
-        FROM gdp.orders GROUP BY region;";
+      SELECT tenant_id, region, count(*) AS orders, sum(amount)::numeric(14,2) AS net_sales
+        FROM gdp.orders GROUP BY tenant_id, region;";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_rows_reach_a_flight_sql_client() {
@@ -122,6 +122,15 @@ async fn raw_rows_reach_a_flight_sql_client() {
     .await
     .unwrap();
     assert_eq!(schema.field(2).data_type(), &DataType::Decimal128(14, 2));
+    let tenant_col: String = pg
+        .query_one(
+            "SELECT string_agg(DISTINCT tenant_id, ',') FROM published.sales_by_region",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tenant_col, "default", "published rows carry their tenant");
     let total_rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     assert_eq!(total_rows, 4);
     let mut cents = 0_i64;
@@ -170,6 +179,16 @@ async fn raw_rows_reach_a_flight_sql_client() {
         .unwrap();
     assert_eq!(got.iter().map(|b| b.num_rows()).sum::<usize>(), 4);
     assert_eq!(got[0].schema().as_ref(), &advertised);
+    let names: Vec<&str> = advertised
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["region", "orders", "net_sales"],
+        "tenant_id is implied, not served"
+    );
     let listed: Vec<_> = plain
         .list_flights(Criteria::default())
         .await
@@ -188,9 +207,9 @@ async fn versions_are_pinned_and_errors_are_specific() {
     let db = fresh_db().await;
     let pg = &db.client;
     pg.batch_execute(
-        "CREATE TABLE gdp.t AS SELECT g AS n, 'r' || (g % 3) AS region FROM generate_series(1, 10) g;
+        "CREATE TABLE gdp.t AS SELECT 'default'::text AS tenant_id, g AS n, 'r' || (g % 3) AS region FROM generate_series(1, 10) g;
          SELECT barecount.publish('tiny', 'gdp.t');
-         SELECT barecount.publish('tiny', 'SELECT n, region FROM gdp.t WHERE n <= 3');",
+         SELECT barecount.publish('tiny', 'SELECT tenant_id, n, region FROM gdp.t WHERE n <= 3');",
     )
     .await
     .unwrap();

@@ -1,4 +1,4 @@
--- Comments on the functions pgrx generates (runs last, inside CREATE EXTENSION).
+-- Comments on and grants for the functions pgrx generates (runs last, inside CREATE EXTENSION).
 COMMENT ON FUNCTION barecount.version() IS 'BareCount extension version';
 COMMENT ON FUNCTION barecount.contract_register(text) IS
     'Register a data contract version (ODCS v3, YAML or JSON text). Versions are immutable; the same content again is a no-op returning the existing version. Creates raw.<dataset> for each schema object and writes a ledger receipt.';
@@ -10,3 +10,17 @@ COMMENT ON FUNCTION barecount.ingest(text, jsonb) IS
     'Ingest a JSON array of rows: valid rows into raw.<dataset>, invalid rows into barecount.quarantine with every error, one batch and ledger receipt, all in the caller''s transaction';
 COMMENT ON FUNCTION barecount.publish(text, text) IS
     'Publish a query, table or view as the next immutable version published.<dataset>__v<N>, repoint the view published.<dataset>, record schema, row count, bytes and content hash, write a ledger receipt and NOTIFY barecount_publish';
+
+-- Who may call what. Functions run as their caller; privileged writes happen inside the
+-- extension (see src/privilege.rs), so these grants are the gate.
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA barecount FROM PUBLIC;
+-- row-level security policies call these, so every role needs them
+GRANT EXECUTE ON FUNCTION barecount.current_tenant(), barecount._is_admin(), barecount.version() TO PUBLIC;
+GRANT EXECUTE ON FUNCTION barecount.contract_register(text), barecount.ingest(text, jsonb),
+                          barecount.validate(text, jsonb), barecount.validation_errors(text, jsonb)
+    TO barecount_engineer;
+GRANT EXECUTE ON FUNCTION barecount.publish(text, text) TO barecount_publisher;
+GRANT EXECUTE ON FUNCTION barecount.tenant_create(text, text), barecount.tenant_add_member(text, regrole),
+                          barecount.tenant_remove_member(regrole), barecount.act_as_tenant(text),
+                          barecount._require_admin(text)
+    TO barecount_admin;

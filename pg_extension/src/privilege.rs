@@ -1,0 +1,65 @@
+//! Privileged sections. BareCount's functions run as their caller (SECURITY INVOKER), so user
+//! SQL — a publish source, say — runs with the caller's privileges and row-level security. The
+//! writes only BareCount may make (ledger entries, catalog rows, raw stores, published
+//! versions) run inside [`as_owner`], which switches the current user to the extension's owner
+//! for the closure only, the way Postgres itself runs `REFRESH MATERIALIZED VIEW` as the
+//! view's owner. Nothing SQL-callable exposes this switch.
+//!
+//! The owner bypasses row-level security, so code inside [`as_owner`] filters by tenant itself.
+#![allow(unsafe_code)]
+
+use crate::errors::SqlError;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::cell::Cell;
+
+thread_local! {
+    static OWNER: Cell<Option<pg_sys::Oid>> = const { Cell::new(None) };
+}
+
+/// The role that owns the extension (and so its catalog tables).
+fn owner() -> Result<pg_sys::Oid, SqlError> {
+    if let Some(o) = OWNER.with(Cell::get) {
+        return Ok(o);
+    }
+    let oid = Spi::get_one::<pg_sys::Oid>(
+        "SELECT extowner FROM pg_extension WHERE extname = 'barecount'",
+    )?
+    .ok_or_else(|| {
+        SqlError::new(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            "extension barecount is not installed in this database",
+        )
+    })?;
+    OWNER.with(|c| c.set(Some(oid)));
+    Ok(oid)
+}
+
+/// Restores the caller's identity when dropped, also while a Postgres ERROR unwinds.
+struct Restore {
+    user: pg_sys::Oid,
+    context: i32,
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        // SAFETY: plain setters of backend-local state, restoring what GetUserIdAndSecContext read.
+        unsafe { pg_sys::SetUserIdAndSecContext(self.user, self.context) }
+    }
+}
+
+/// Runs `f` as the extension owner, then switches back to the caller.
+pub fn as_owner<T>(f: impl FnOnce() -> Result<T, SqlError>) -> Result<T, SqlError> {
+    let owner = owner()?;
+    let mut user = pg_sys::Oid::INVALID;
+    let mut context: i32 = 0;
+    // SAFETY: out-pointers to locals; backend-local state.
+    unsafe { pg_sys::GetUserIdAndSecContext(&mut user, &mut context) };
+    let _restore = Restore { user, context };
+    // SAFETY: as above; SECURITY_LOCAL_USERID_CHANGE marks the switch as local so SET ROLE
+    // and similar are refused while it lasts.
+    unsafe {
+        pg_sys::SetUserIdAndSecContext(owner, context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32)
+    };
+    f()
+}
