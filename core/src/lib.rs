@@ -4,9 +4,11 @@
 
 pub mod content_hash;
 pub mod contract;
+pub mod entitlement;
 pub mod ident;
 pub mod ledger;
 pub mod source;
+pub mod token;
 pub mod version;
 
 /// The BareCount version, as the extension and the server report it.

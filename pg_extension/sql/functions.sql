@@ -10,6 +10,16 @@ COMMENT ON FUNCTION barecount.ingest(text, jsonb) IS
     'Ingest a JSON array of rows: valid rows into raw.<dataset>, invalid rows into barecount.quarantine with every error, one batch and ledger receipt, all in the caller''s transaction';
 COMMENT ON FUNCTION barecount.publish(text, text) IS
     'Publish a query, table or view as the next immutable version published.<dataset>__v<N>, repoint the view published.<dataset>, record schema, row count, bytes and content hash, write a ledger receipt and NOTIFY barecount_publish';
+COMMENT ON FUNCTION barecount.token_create(text, text[], timestamptz, text) IS
+    'Create an access token for a tenant (publishers: own tenant; admins: any) with scopes read/export and an expiry within a year. Returns the token once; only a salted hash is stored.';
+COMMENT ON FUNCTION barecount.token_revoke(text) IS 'Revoke a token of the current tenant (admins: any); true if it was active';
+COMMENT ON FUNCTION barecount.token_list() IS 'Tokens of the current tenant with scopes, expiry and status; never secrets or hashes';
+COMMENT ON FUNCTION barecount.token_authenticate(text) IS
+    'For gateways (members of barecount_admin): the tenant and scopes of a valid token; SQLSTATE 28000 for an invalid, expired or revoked one';
+COMMENT ON FUNCTION barecount.entitlement_set(text, jsonb) IS
+    'Admins: set a tenant''s plan limits (max_datasets, max_published_versions, max_exports_per_day, max_rows_served_per_day; null = unlimited)';
+COMMENT ON FUNCTION barecount.usage_charge(text, text, bigint, bigint) IS
+    'For gateways: check the plan and meter a read or export (rows, bytes) for a tenant; SQLSTATE 53400 past a daily limit';
 
 -- Who may call what. Functions run as their caller; privileged writes happen inside the
 -- extension (see src/privilege.rs), so these grants are the gate.
@@ -23,4 +33,10 @@ GRANT EXECUTE ON FUNCTION barecount.publish(text, text) TO barecount_publisher;
 GRANT EXECUTE ON FUNCTION barecount.tenant_create(text, text), barecount.tenant_add_member(text, regrole),
                           barecount.tenant_remove_member(regrole), barecount.act_as_tenant(text),
                           barecount._require_admin(text)
+    TO barecount_admin;
+GRANT EXECUTE ON FUNCTION barecount.token_create(text, text[], timestamptz, text), barecount.token_revoke(text),
+                          barecount.token_list()
+    TO barecount_publisher;
+GRANT EXECUTE ON FUNCTION barecount.token_authenticate(text), barecount.entitlement_set(text, jsonb),
+                          barecount.usage_charge(text, text, bigint, bigint)
     TO barecount_admin;

@@ -232,3 +232,50 @@ GRANT SELECT ON barecount.contracts, barecount.contract_datasets, barecount.cont
                 barecount.batches, barecount.quarantine, barecount.ledger
     TO barecount_engineer, barecount_publisher;
 GRANT SELECT ON barecount.tenants, barecount.tenant_members TO barecount_reader;
+
+-- Tokens for non-SQL clients -------------------------------------------------------------------
+-- Only a salted hash of each secret is kept; nobody is granted SELECT on the table, the
+-- token functions read it for their own tenant.
+CREATE TABLE barecount.tokens (
+    tenant_id   text NOT NULL REFERENCES barecount.tenants,
+    token_id    text PRIMARY KEY,
+    name        text,
+    scopes      text[] NOT NULL,
+    salt        text NOT NULL,
+    secret_hash text NOT NULL,
+    created_by  name NOT NULL DEFAULT session_user,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    expires_at  timestamptz NOT NULL,
+    revoked_at  timestamptz,
+    revoked_by  name
+);
+COMMENT ON TABLE barecount.tokens IS 'Access tokens for non-SQL clients: scopes, expiry, revocation and a salted SHA-256 of the secret (never the secret)';
+SELECT barecount._protect_table('barecount.tokens');
+
+-- Plan limits ----------------------------------------------------------------------------------
+CREATE TABLE barecount.entitlements (
+    tenant_id               text PRIMARY KEY REFERENCES barecount.tenants,
+    max_datasets            integer CHECK (max_datasets >= 0),
+    max_published_versions  integer CHECK (max_published_versions >= 0),
+    max_exports_per_day     integer CHECK (max_exports_per_day >= 0),
+    max_rows_served_per_day bigint CHECK (max_rows_served_per_day >= 0),
+    updated_by              name NOT NULL DEFAULT session_user,
+    updated_at              timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE barecount.entitlements IS 'Per-tenant plan limits; NULL (or no row) means unlimited. Enforced where the action happens, with SQLSTATE 53400.';
+SELECT barecount._protect_table('barecount.entitlements');
+
+-- Metering -------------------------------------------------------------------------------------
+CREATE TABLE barecount.usage (
+    tenant_id text NOT NULL REFERENCES barecount.tenants,
+    day       date NOT NULL,
+    kind      text NOT NULL CHECK (kind IN ('ingest', 'materialize', 'publish', 'export', 'read')),
+    events    bigint NOT NULL DEFAULT 0,
+    rows      bigint NOT NULL DEFAULT 0,
+    bytes     bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant_id, day, kind)
+);
+COMMENT ON TABLE barecount.usage IS 'Usage per tenant, UTC day and kind (ingest, materialize, publish, export, read): events, rows, bytes';
+SELECT barecount._protect_table('barecount.usage');
+REVOKE ALL ON barecount.tokens, barecount.entitlements, barecount.usage FROM PUBLIC;
+GRANT SELECT ON barecount.entitlements, barecount.usage TO barecount_reader;

@@ -2,7 +2,7 @@
 
 use crate::contracts::{errors_json, governing};
 use crate::errors::{OrRaise, SqlError};
-use crate::{ledger, privilege, tenant};
+use crate::{access, ledger, privilege, tenant};
 use barecount_core::content_hash::ContentHasher;
 use barecount_core::ident::quote_ident;
 use barecount_core::ledger::canonical_json;
@@ -50,6 +50,7 @@ fn run(
 
     let mut bad_rows: Vec<i32> = Vec::new();
     let mut bad_errors: Vec<JsonB> = Vec::new();
+    let mut payload_bytes: i64 = 0;
     let mut hasher = ContentHasher::new(&[("row_no", "integer"), ("payload", "jsonb")]);
     for (i, row) in items.iter().enumerate() {
         let row_no = i32::try_from(i + 1).map_err(|_| {
@@ -64,8 +65,10 @@ fn run(
             bad_rows.push(row_no);
             bad_errors.push(JsonB(errors_json(&errors)));
         }
+        let canonical = canonical_json(row);
+        payload_bytes += canonical.len() as i64;
         hasher
-            .add_row(&[Some(row_no.to_string()), Some(canonical_json(row))])
+            .add_row(&[Some(row_no.to_string()), Some(canonical)])
             .map_err(|e| SqlError::new(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string()))?;
     }
     let total = items.len() as i64;
@@ -156,5 +159,6 @@ fn run(
             None,
         )?;
     }
+    access::meter(client, &tenant_id, "ingest", total, payload_bytes)?;
     Ok((batch_id, accepted, quarantined, receipt.seq))
 }

@@ -4,6 +4,7 @@
 
 use pgrx::prelude::*;
 
+mod access;
 mod contracts;
 mod errors;
 mod ingest;

@@ -1,8 +1,9 @@
 //! `publish`: an immutable, content-hashed version of a dataset and a view of the latest one.
 
 use crate::errors::{OrRaise, SqlError};
-use crate::{ledger, privilege, tenant};
+use crate::{access, ledger, privilege, tenant};
 use barecount_core::content_hash::ContentHasher;
+use barecount_core::entitlement::Limit;
 use barecount_core::ident::{check_dataset_name, quote_ident, quote_literal};
 use barecount_core::source::{classify, Source};
 use pgrx::prelude::*;
@@ -236,6 +237,10 @@ fn publish_staged(
             r.get::<JsonB>(2)?.map(|j| j.0).unwrap_or(Value::Null),
         )
     };
+    if prev_version == 0 {
+        access::enforce(client, &tenant_id, Limit::Datasets, 1)?;
+    }
+    access::enforce(client, &tenant_id, Limit::PublishedVersions, 1)?;
     let version = prev_version + 1;
     let table = format!("{dataset}__v{version}");
     let relation = format!("published.{}", quote_ident(&table));
@@ -349,6 +354,7 @@ fn publish_staged(
             receipt.seq.into(),
         ],
     )?;
+    access::meter(client, &tenant_id, "publish", row_count, bytes)?;
     let note =
         json!({"tenant": tenant_id, "dataset": dataset, "version": version, "content_hash": hash});
     client.update(

@@ -163,3 +163,48 @@ fn chrono_like_date(year: i32, mut day: usize) -> String {
         y += 1;
     }
 }
+
+/// Connects to `url` as another role (the test cluster trusts loopback connections).
+pub async fn connect_as(url: &str, role: &str) -> Client {
+    let mut cfg: tokio_postgres::Config = url.parse().unwrap();
+    cfg.user(role);
+    let (client, conn) = cfg
+        .connect(NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {url} as {role}: {e}"));
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+/// Creates a login role (cluster-wide, so the name is made unique), grants it BareCount roles
+/// and maps it to a tenant. Returns its name.
+pub async fn login_role(
+    admin: &Client,
+    prefix: &str,
+    grants: &[&str],
+    tenant: Option<&str>,
+) -> String {
+    let name = format!("{prefix}_{:08x}", rand::rng().random::<u32>());
+    admin
+        .batch_execute(&format!("CREATE ROLE {name} LOGIN"))
+        .await
+        .unwrap();
+    for g in grants {
+        admin
+            .batch_execute(&format!("GRANT {g} TO {name}"))
+            .await
+            .unwrap();
+    }
+    if let Some(t) = tenant {
+        admin
+            .execute(
+                "SELECT barecount.tenant_add_member($1, $2::text::regrole)",
+                &[&t, &name],
+            )
+            .await
+            .unwrap();
+    }
+    name
+}

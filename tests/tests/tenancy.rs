@@ -1,0 +1,640 @@
+//! Tenancy and access, adversarially: a reader, an engineer and a publisher of tenant "acme"
+//! go after tenant "globex"'s data through every table, view and function, and through the
+//! Flight server, and see or change nothing. Tokens, plan limits and metering too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use barecount_flight::client;
+use barecount_tests::{connect_as, fresh_db, login_role, sqlstate, ORDERS_CONTRACT};
+use serde_json::json;
+use tokio_postgres::Client;
+
+async fn count(c: &Client, sql: &str) -> i64 {
+    c.query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+}
+
+async fn refused(c: &Client, sql: &str) -> String {
+    match c.batch_execute(sql).await {
+        Ok(()) => panic!("expected an error from: {sql}"),
+        Err(e) => sqlstate(&e),
+    }
+}
+
+async fn affected(c: &Client, sql: &str) -> u64 {
+    c.execute(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+fn order(id: &str) -> serde_json::Value {
+    json!({"order_id": id, "order_date": "2024-05-01", "store_id": "S1", "region": "east", "amount": 10, "quantity": 1})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tenant_cannot_see_or_change_another() {
+    let db = fresh_db().await;
+    let su = &db.client;
+    su.batch_execute("SELECT barecount.tenant_create('acme', 'Acme'); SELECT barecount.tenant_create('globex', 'Globex');")
+        .await
+        .unwrap();
+    let a_reader = login_role(su, "a_reader", &["barecount_reader"], Some("acme")).await;
+    let a_eng = login_role(su, "a_eng", &["barecount_engineer"], Some("acme")).await;
+    let a_pub = login_role(su, "a_pub", &["barecount_publisher"], Some("acme")).await;
+    let b_eng = login_role(su, "b_eng", &["barecount_engineer"], Some("globex")).await;
+    let b_pub = login_role(su, "b_pub", &["barecount_publisher"], Some("globex")).await;
+    let nobody = login_role(su, "nobody", &[], None).await;
+    let orphan = login_role(su, "orphan", &["barecount_reader"], None).await;
+
+    // globex builds its pipeline
+    let be = connect_as(&db.url, &b_eng).await;
+    be.query(
+        "SELECT barecount.contract_register($1)",
+        &[&ORDERS_CONTRACT],
+    )
+    .await
+    .unwrap();
+    let rows = json!([order("G1"), order("G2"), order("G3"), {"order_id": "bad"}]);
+    be.query("SELECT * FROM barecount.ingest('orders', $1)", &[&rows])
+        .await
+        .unwrap();
+    be.batch_execute(
+        "CREATE TABLE gdp.b_orders AS SELECT tenant_id, payload->>'order_id' AS order_id FROM raw.orders",
+    )
+    .await
+    .unwrap();
+    let bp = connect_as(&db.url, &b_pub).await;
+    bp.query(
+        "SELECT * FROM barecount.publish('globex_sales', 'gdp.b_orders')",
+        &[],
+    )
+    .await
+    .unwrap();
+    let b_token: String = bp
+        .query_one("SELECT token_id FROM barecount.token_create('globex', ARRAY['read'], now() + interval '1 hour')", &[])
+        .await
+        .unwrap()
+        .get(0);
+
+    // acme builds a smaller one
+    let ae = connect_as(&db.url, &a_eng).await;
+    ae.query(
+        "SELECT barecount.contract_register($1)",
+        &[&ORDERS_CONTRACT],
+    )
+    .await
+    .unwrap();
+    ae.query(
+        "SELECT * FROM barecount.ingest('orders', $1)",
+        &[&json!([order("A1"), order("A2")])],
+    )
+    .await
+    .unwrap();
+    let ap = connect_as(&db.url, &a_pub).await;
+    ap.query(
+        "SELECT * FROM barecount.publish('acme_sales', 'SELECT tenant_id, payload->>''order_id'' AS order_id FROM raw.orders')",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        count(
+            &ap,
+            "SELECT row_count FROM barecount.dataset_versions WHERE dataset = 'acme_sales'"
+        )
+        .await,
+        2
+    );
+
+    // --- the reader ---------------------------------------------------------------------------
+    let r = connect_as(&db.url, &a_reader).await;
+    let tenant: String = r
+        .query_one("SELECT barecount.current_tenant()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tenant, "acme");
+    assert_eq!(
+        count(&r, "SELECT count(*) FROM published.acme_sales").await,
+        2
+    );
+    assert_eq!(
+        count(&r, "SELECT count(*) FROM published.globex_sales").await,
+        0
+    );
+    assert_eq!(
+        count(&r, "SELECT count(*) FROM published.globex_sales__v1").await,
+        0
+    );
+    assert_eq!(
+        count(
+            &r,
+            "SELECT count(*) FROM barecount.datasets WHERE tenant_id <> 'acme'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            &r,
+            "SELECT count(*) FROM barecount.dataset_versions WHERE tenant_id <> 'acme'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(count(&r, "SELECT count(*) FROM barecount.tenants").await, 1);
+    for sql in [
+        "SELECT * FROM raw.orders",
+        "SELECT * FROM barecount.ledger",
+        "SELECT * FROM barecount.quarantine",
+        "SELECT * FROM barecount.contracts",
+        "SELECT * FROM barecount.tokens",
+        "SELECT * FROM gdp.b_orders",
+        "UPDATE published.globex_sales__v1 SET order_id = 'x'",
+        "DELETE FROM published.globex_sales__v1",
+        "TRUNCATE published.globex_sales__v1",
+        "INSERT INTO barecount.datasets VALUES ('globex', 'x', 1)",
+        "SELECT barecount.publish('x', 'SELECT 1 AS one')",
+        "SELECT barecount.ingest('orders', '[]')",
+        "SELECT barecount.tenant_add_member('globex', current_user::regrole)",
+        "SELECT barecount.tenant_create('evil', 'Evil')",
+        "SELECT barecount.act_as_tenant('globex')",
+        "SELECT barecount.token_authenticate('bct_0000000000000000_0000000000000000000000000000000000000000000000000000000000000000')",
+        "SELECT barecount.usage_charge('globex', 'read', 0, 0)",
+        "SELECT barecount.entitlement_set('acme', '{\"max_datasets\": null}')",
+    ] {
+        assert_eq!(refused(&r, sql).await, "42501", "reader: {sql}");
+    }
+    // settings an ordinary session can change do not move it to another tenant
+    r.batch_execute("SELECT set_config('barecount.act_as_tenant', 'globex', false); SET barecount.tenant = 'globex'")
+        .await
+        .unwrap();
+    let tenant: String = r
+        .query_one("SELECT barecount.current_tenant()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tenant, "acme");
+    assert_eq!(
+        count(&r, "SELECT count(*) FROM published.globex_sales").await,
+        0
+    );
+    r.batch_execute("SET ROLE barecount_reader").await.unwrap();
+    assert_eq!(
+        count(&r, "SELECT count(*) FROM published.globex_sales").await,
+        0
+    );
+
+    // --- the engineer -------------------------------------------------------------------------
+    assert_eq!(count(&ae, "SELECT count(*) FROM raw.orders").await, 2);
+    assert_eq!(
+        count(
+            &ae,
+            "SELECT count(*) FROM raw.orders WHERE tenant_id = 'globex'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(&ae, "SELECT count(*) FROM barecount.quarantine").await,
+        0,
+        "globex's bad row is not visible"
+    );
+    assert_eq!(
+        count(
+            &ae,
+            "SELECT count(*) FROM barecount.batches WHERE tenant_id <> 'acme'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            &ae,
+            "SELECT count(*) FROM barecount.ledger WHERE tenant_id <> 'acme'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(&ae, "SELECT count(*) FROM barecount.contract_versions").await,
+        1
+    );
+    assert_eq!(count(&ae, "SELECT count(*) FROM gdp.b_orders").await, 0);
+    assert_eq!(
+        affected(&ae, "UPDATE gdp.b_orders SET order_id = 'hijacked'").await,
+        0
+    );
+    assert_eq!(affected(&ae, "DELETE FROM gdp.b_orders").await, 0);
+    for sql in [
+        "INSERT INTO raw.orders (tenant_id, batch_id, row_no, payload) VALUES ('globex', 1, 99, '{}')",
+        "UPDATE raw.orders SET payload = '{}'",
+        "DELETE FROM raw.orders",
+        "INSERT INTO barecount.ledger (seq, tenant_id, actor, at, event_type, subject, inputs, prev_hash, entry_hash) \
+            VALUES (999, 'globex', 'x', now(), 'publish', 'x', '{}', 'x', 'x')",
+        "UPDATE barecount.contracts SET status = 'retired'",
+        "DELETE FROM barecount.quarantine",
+        "ALTER TABLE gdp.b_orders DISABLE ROW LEVEL SECURITY",
+        "ALTER TABLE gdp.b_orders NO FORCE ROW LEVEL SECURITY",
+        "DROP TABLE gdp.b_orders",
+        "INSERT INTO gdp.b_orders (tenant_id, order_id) VALUES ('globex', 'forged')",
+        "CREATE TABLE gdp.stolen AS SELECT 'globex'::text AS tenant_id, 1 AS x",
+        "SELECT barecount.publish('x', 'SELECT 1 AS one')",
+    ] {
+        assert_eq!(refused(&ae, sql).await, "42501", "engineer: {sql}");
+    }
+    assert_eq!(
+        refused(&ae, "CREATE TABLE gdp.untagged AS SELECT 1 AS x").await,
+        "42P16"
+    );
+
+    // --- the publisher ------------------------------------------------------------------------
+    assert_eq!(
+        refused(
+            &ap,
+            "SELECT barecount.publish('globex_sales', 'SELECT 1 AS one')"
+        )
+        .await,
+        "42710"
+    );
+    assert_eq!(
+        refused(
+            &ap,
+            "SELECT barecount.publish('forged', 'SELECT ''globex''::text AS tenant_id, 1 AS x')"
+        )
+        .await,
+        "42501"
+    );
+    let leaked: i64 = ap
+        .query_one("SELECT row_count FROM barecount.publish('leak', 'SELECT tenant_id, order_id FROM gdp.b_orders')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        leaked, 0,
+        "a publish reads with the publisher's row-level security"
+    );
+    assert_eq!(
+        refused(
+            &ap,
+            "SELECT barecount.token_create('globex', ARRAY['read'], now() + interval '1 hour')"
+        )
+        .await,
+        "42501"
+    );
+    let revoked: bool = ap
+        .query_one("SELECT barecount.token_revoke($1)", &[&b_token])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!revoked, "another tenant's token cannot be revoked");
+    assert_eq!(
+        count(&ap, "SELECT count(*) FROM barecount.token_list()").await,
+        0
+    );
+
+    // --- roles of no tenant ------------------------------------------------------------------
+    let n = connect_as(&db.url, &nobody).await;
+    assert_eq!(
+        refused(&n, "SELECT barecount.current_tenant()").await,
+        "42501"
+    );
+    assert_eq!(
+        refused(&n, "SELECT * FROM published.globex_sales").await,
+        "42501"
+    );
+    let o = connect_as(&db.url, &orphan).await;
+    let t: Option<String> = o
+        .query_one("SELECT barecount.current_tenant()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(t, None, "a reader mapped to no tenant has none");
+    assert_eq!(
+        count(&o, "SELECT count(*) FROM published.globex_sales").await,
+        0
+    );
+    assert_eq!(
+        count(&o, "SELECT count(*) FROM barecount.datasets").await,
+        0
+    );
+
+    // --- globex's data is intact --------------------------------------------------------------
+    assert_eq!(
+        count(
+            su,
+            "SELECT count(*) FROM gdp.b_orders WHERE order_id LIKE 'G%'"
+        )
+        .await,
+        3
+    );
+    assert_eq!(
+        count(
+            su,
+            "SELECT count(*) FROM barecount.tokens WHERE revoked_at IS NULL"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(su, "SELECT count(*) FROM published.globex_sales__v1").await,
+        3
+    );
+
+    // --- through the Flight server ------------------------------------------------------------
+    let mut config = barecount_flight::Config::local(&db.url);
+    config.tenant = "acme".into();
+    let app = barecount_flight::Application::build(config).await.unwrap();
+    let url = format!("http://{}", app.addr());
+    let server = tokio::spawn(app.run_until_stopped());
+    let listed: Vec<String> = client::list(&url)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.dataset)
+        .collect();
+    assert!(listed.contains(&"acme_sales".to_owned()));
+    assert!(
+        !listed.iter().any(|d| d.starts_with("globex")),
+        "{listed:?}"
+    );
+    let err = client::query(&url, "SELECT * FROM globex_sales")
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("globex_sales"), "{err:#}");
+    let err = client::query(&url, "SELECT * FROM globex_sales__v1")
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("globex_sales"), "{err:#}");
+    server.abort();
+}
+
+#[tokio::test]
+async fn tokens_expire_and_revoke_and_keep_no_secret() {
+    let db = fresh_db().await;
+    let su = &db.client;
+    let row = su
+        .query_one(
+            "SELECT token_id, token FROM barecount.token_create('default', ARRAY['read', 'export'], now() + interval '1 hour', 'bi')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (id, token): (String, String) = (row.get(0), row.get(1));
+    let auth = su
+        .query_one(
+            "SELECT tenant_id, scopes, token_id FROM barecount.token_authenticate($1)",
+            &[&token],
+        )
+        .await
+        .unwrap();
+    assert_eq!(auth.get::<_, String>(0), "default");
+    assert_eq!(auth.get::<_, Vec<String>>(1), ["export", "read"]);
+    assert_eq!(auth.get::<_, String>(2), id);
+
+    let secret = token.rsplit('_').next().unwrap().to_owned();
+    let stored = count(
+        su,
+        &format!("SELECT count(*) FROM barecount.tokens t WHERE strpos(t::text, '{secret}') > 0"),
+    )
+    .await;
+    assert_eq!(stored, 0, "the secret is not stored anywhere in the row");
+
+    let mut tampered = token.clone();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == '0' { '1' } else { '0' });
+    let e = su
+        .query(
+            "SELECT * FROM barecount.token_authenticate($1)",
+            &[&tampered],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "28000");
+    let e = su
+        .query(
+            "SELECT * FROM barecount.token_authenticate('not a token')",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "28000");
+
+    assert!(su
+        .query_one("SELECT barecount.token_revoke($1)", &[&id])
+        .await
+        .unwrap()
+        .get::<_, bool>(0));
+    let e = su
+        .query("SELECT * FROM barecount.token_authenticate($1)", &[&token])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "28000");
+    let status: String = su
+        .query_one(
+            "SELECT status FROM barecount.token_list() WHERE token_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "revoked");
+
+    // expiry: a token that lives 300 ms works, then stops working
+    let short: String = su
+        .query_one("SELECT token FROM barecount.token_create('default', ARRAY['read'], clock_timestamp() + interval '300 milliseconds')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    su.query("SELECT * FROM barecount.token_authenticate($1)", &[&short])
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match su
+            .query("SELECT * FROM barecount.token_authenticate($1)", &[&short])
+            .await
+        {
+            Err(e) => {
+                assert_eq!(sqlstate(&e), "28000");
+                break;
+            }
+            Ok(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Ok(_) => panic!("token did not expire"),
+        }
+    }
+
+    for (sql, state) in [
+        (
+            "SELECT barecount.token_create('default', ARRAY['admin'], now() + interval '1 hour')",
+            "22023",
+        ),
+        (
+            "SELECT barecount.token_create('default', ARRAY[]::text[], now() + interval '1 hour')",
+            "22023",
+        ),
+        (
+            "SELECT barecount.token_create('default', ARRAY['read'], now() - interval '1 hour')",
+            "22023",
+        ),
+        (
+            "SELECT barecount.token_create('default', ARRAY['read'], now() + interval '2 years')",
+            "22023",
+        ),
+        (
+            "SELECT barecount.token_create('nope', ARRAY['read'], now() + interval '1 hour')",
+            "42704",
+        ),
+    ] {
+        assert_eq!(refused(su, sql).await, state, "{sql}");
+    }
+}
+
+#[tokio::test]
+async fn plan_limits_refuse_and_metering_counts_the_work() {
+    let db = fresh_db().await;
+    let su = &db.client;
+    su.query(
+        "SELECT barecount.contract_register($1)",
+        &[&ORDERS_CONTRACT],
+    )
+    .await
+    .unwrap();
+    let rows = json!([order("A1"), order("A2"), order("A3"), order("A4"), {"order_id": "bad"}]);
+    su.query("SELECT * FROM barecount.ingest('orders', $1)", &[&rows])
+        .await
+        .unwrap();
+    let usage = su
+        .query_one(
+            "SELECT events, rows, bytes FROM barecount.usage WHERE kind = 'ingest'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!((usage.get::<_, i64>(0), usage.get::<_, i64>(1)), (1, 5));
+    assert!(usage.get::<_, i64>(2) > 100, "payload bytes are counted");
+
+    su.execute("SELECT barecount.entitlement_set('default', '{\"max_datasets\": 1, \"max_published_versions\": 2}')", &[])
+        .await
+        .unwrap();
+    su.batch_execute(
+        "SELECT barecount.publish('d1', 'SELECT 1 AS x UNION ALL SELECT 2 UNION ALL SELECT 3')",
+    )
+    .await
+    .unwrap();
+    su.batch_execute("SELECT barecount.publish('d1', 'SELECT 1 AS x')")
+        .await
+        .unwrap();
+    let e = su
+        .batch_execute("SELECT barecount.publish('d1', 'SELECT 1 AS x')")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "53400");
+    let msg = e.as_db_error().unwrap().message().to_owned();
+    assert!(
+        msg.contains("\"default\"") && msg.contains("2 published versions"),
+        "{msg}"
+    );
+    let e = su
+        .batch_execute("SELECT barecount.publish('d2', 'SELECT 1 AS x')")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "53400");
+    assert!(e.as_db_error().unwrap().message().contains("1 datasets"));
+    let publish = su
+        .query_one(
+            "SELECT events, rows FROM barecount.usage WHERE kind = 'publish'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (publish.get::<_, i64>(0), publish.get::<_, i64>(1)),
+        (2, 4),
+        "refused publishes are not metered"
+    );
+
+    su.execute("SELECT barecount.entitlement_set('default', '{\"max_rows_served_per_day\": 100, \"max_exports_per_day\": 1}')", &[])
+        .await
+        .unwrap();
+    su.execute(
+        "SELECT barecount.usage_charge('default', 'read', 60, 6000)",
+        &[],
+    )
+    .await
+    .unwrap();
+    let e = su
+        .execute(
+            "SELECT barecount.usage_charge('default', 'read', 41, 100)",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "53400");
+    su.execute(
+        "SELECT barecount.usage_charge('default', 'read', 40, 100)",
+        &[],
+    )
+    .await
+    .unwrap();
+    su.execute(
+        "SELECT barecount.usage_charge('default', 'export', 10, 10)",
+        &[],
+    )
+    .await
+    .unwrap();
+    let e = su
+        .execute(
+            "SELECT barecount.usage_charge('default', 'export', 10, 10)",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "53400");
+    let read = su
+        .query_one(
+            "SELECT events, rows, bytes FROM barecount.usage WHERE kind = 'read'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            read.get::<_, i64>(0),
+            read.get::<_, i64>(1),
+            read.get::<_, i64>(2)
+        ),
+        (2, 100, 6100)
+    );
+
+    for (sql, state) in [
+        (
+            "SELECT barecount.entitlement_set('default', '{\"max_cats\": 1}')",
+            "22023",
+        ),
+        (
+            "SELECT barecount.entitlement_set('default', '{\"max_datasets\": -1}')",
+            "22023",
+        ),
+        (
+            "SELECT barecount.entitlement_set('default', '[1]')",
+            "22023",
+        ),
+        (
+            "SELECT barecount.usage_charge('default', 'ingest', 1, 1)",
+            "22023",
+        ),
+    ] {
+        assert_eq!(refused(su, sql).await, state, "{sql}");
+    }
+    // limits back to unlimited
+    su.execute("SELECT barecount.entitlement_set('default', '{\"max_datasets\": null, \"max_published_versions\": null}')", &[])
+        .await
+        .unwrap();
+    su.batch_execute("SELECT barecount.publish('d2', 'SELECT 1 AS x')")
+        .await
+        .unwrap();
+}
