@@ -21,6 +21,8 @@ pub enum FlightError {
         pg_type: String,
         message: String,
     },
+    #[error("{0}")]
+    LimitExceeded(String),
     #[error("catalog database unavailable: {0}")]
     Database(String),
     #[error("internal error: {0}")]
@@ -38,6 +40,7 @@ impl From<FlightError> for tonic::Status {
                 tonic::Status::invalid_argument(msg)
             }
             FlightError::BadTicket(_) => tonic::Status::unauthenticated(msg),
+            FlightError::LimitExceeded(_) => tonic::Status::resource_exhausted(msg),
             FlightError::Database(_) => tonic::Status::unavailable(msg),
             FlightError::Conversion { .. } | FlightError::Internal(_) => {
                 tonic::Status::internal(msg)
@@ -72,7 +75,14 @@ impl From<arrow_flight::error::FlightError> for FlightError {
 
 impl From<tokio_postgres::Error> for FlightError {
     fn from(e: tokio_postgres::Error) -> Self {
-        FlightError::Database(e.to_string())
+        match e.as_db_error() {
+            Some(db)
+                if db.code() == &tokio_postgres::error::SqlState::CONFIGURATION_LIMIT_EXCEEDED =>
+            {
+                FlightError::LimitExceeded(db.message().to_owned())
+            }
+            _ => FlightError::Database(e.to_string()),
+        }
     }
 }
 

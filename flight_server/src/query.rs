@@ -7,9 +7,9 @@ use crate::db::Db;
 use crate::error::{FlightError, Result};
 use crate::store::Store;
 use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::datasource::MemTable;
-use datafusion::execution::SendableRecordBatchStream;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use std::sync::Arc;
 
@@ -72,8 +72,8 @@ pub async fn plan_schema(ctx: &SessionContext, sql: &str) -> Result<SchemaRef> {
     Ok(plan.schema())
 }
 
-/// Runs a query and streams its batches.
-pub async fn execute(ctx: &SessionContext, sql: &str) -> Result<SendableRecordBatchStream> {
+/// Runs a query and collects its batches.
+pub async fn collect(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
     let df = ctx.sql(sql).await?;
-    Ok(df.execute_stream().await?)
+    Ok(df.collect().await?)
 }

@@ -105,10 +105,13 @@ impl SqlService {
         }
         let ctx = self.state.session().await?;
         let schema = query::plan_schema(&ctx, &claims.sql).await?;
-        let stream = query::execute(&ctx, &claims.sql).await?;
+        let batches = query::collect(&ctx, &claims.sql).await?;
+        // Rows served count against the tenant's plan before any leave the server.
+        let rows = batches.iter().map(RecordBatch::num_rows).sum();
+        let bytes = batches.iter().map(RecordBatch::get_array_memory_size).sum();
+        self.state.charge_read(rows, bytes).await?;
         let out_schema = schema.clone();
-        let batches = stream.map(move |b| {
-            let b = b.map_err(|e| arrow_flight::error::FlightError::ExternalError(Box::new(e)))?;
+        let batches = futures::stream::iter(batches).map(move |b| {
             // Serve exactly the advertised schema (field names, types and nullability).
             RecordBatch::try_new(out_schema.clone(), b.columns().to_vec()).map_err(Into::into)
         });

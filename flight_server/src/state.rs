@@ -29,6 +29,18 @@ impl State {
         Catalog::load(&self.db, self.tenant()).await
     }
 
+    /// Checks the tenant's plan and meters rows served (SQLSTATE 53400 becomes LimitExceeded).
+    pub async fn charge_read(&self, rows: usize, bytes: usize) -> Result<()> {
+        let client = self.db.client().await?;
+        client
+            .execute(
+                "SELECT barecount.usage_charge($1, 'read', $2, $3)",
+                &[&self.tenant(), &(rows as i64), &(bytes as i64)],
+            )
+            .await?;
+        Ok(())
+    }
+
     pub async fn session(&self) -> Result<SessionContext> {
         let catalog = self.catalog().await?;
         query::session(catalog, self.db.clone(), self.store.clone())

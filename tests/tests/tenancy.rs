@@ -638,3 +638,45 @@ async fn plan_limits_refuse_and_metering_counts_the_work() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flight_reads_are_metered_and_limited() {
+    let db = fresh_db().await;
+    let su = &db.client;
+    su.batch_execute(
+        "SELECT barecount.publish('ten', 'SELECT g AS n FROM generate_series(1, 10) g');
+         SELECT barecount.entitlement_set('default', '{\"max_rows_served_per_day\": 12}');",
+    )
+    .await
+    .unwrap();
+    let flight = barecount_tests::Flight::start(&db.url).await;
+    let (_, batches) = client::query(&flight.url, "SELECT n FROM ten WHERE n <= 3")
+        .await
+        .unwrap();
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
+    let err = client::query(&flight.url, "SELECT n FROM ten")
+        .await
+        .unwrap_err();
+    let status = err
+        .chain()
+        .find_map(|e| e.downcast_ref::<arrow::error::ArrowError>())
+        .map(|e| e.to_string());
+    let text = format!("{err:#} {status:?}");
+    assert!(
+        text.contains("plan limit of 12 rows served today"),
+        "{text}"
+    );
+    let read = su
+        .query_one(
+            "SELECT events, rows FROM barecount.usage WHERE kind = 'read'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (read.get::<_, i64>(0), read.get::<_, i64>(1)),
+        (1, 3),
+        "the refused read is not metered"
+    );
+    flight.stop().await;
+}
