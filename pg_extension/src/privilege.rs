@@ -35,27 +35,57 @@ fn owner() -> Result<pg_sys::Oid, SqlError> {
     Ok(oid)
 }
 
-/// Restores the caller's identity when dropped, also while a Postgres ERROR unwinds.
+/// Restores the caller's identity and settings when the section ends normally. While an ERROR
+/// unwinds, Postgres's (sub)transaction abort restores both itself, so nothing is done then.
 struct Restore {
     user: pg_sys::Oid,
     context: i32,
+    guc_nest_level: i32,
 }
 
 impl Drop for Restore {
     fn drop(&mut self) {
-        // SAFETY: plain setters of backend-local state, restoring what GetUserIdAndSecContext read.
-        unsafe { pg_sys::SetUserIdAndSecContext(self.user, self.context) }
+        if std::thread::panicking() {
+            return;
+        }
+        // SAFETY: backend-local state, restored to what was read before the switch; the same
+        // calls Postgres makes after a SECURITY DEFINER function with SET clauses returns.
+        unsafe {
+            pg_sys::SetUserIdAndSecContext(self.user, self.context);
+            pg_sys::AtEOXact_GUC(true, self.guc_nest_level);
+        }
     }
 }
 
-/// Runs `f` as the extension owner, then switches back to the caller.
+/// Runs `f` as the extension owner with `search_path = pg_catalog, pg_temp` (so objects the
+/// caller planted on its own search path are never resolved with the owner's rights), then
+/// switches back to the caller and its settings.
 pub fn as_owner<T>(f: impl FnOnce() -> Result<T, SqlError>) -> Result<T, SqlError> {
     let owner = owner()?;
     let mut user = pg_sys::Oid::INVALID;
     let mut context: i32 = 0;
     // SAFETY: out-pointers to locals; backend-local state.
     unsafe { pg_sys::GetUserIdAndSecContext(&mut user, &mut context) };
-    let _restore = Restore { user, context };
+    // SAFETY: opens a GUC nesting level that Restore (or the transaction's abort) closes.
+    let guc_nest_level = unsafe { pg_sys::NewGUCNestLevel() };
+    let _restore = Restore {
+        user,
+        context,
+        guc_nest_level,
+    };
+    // SAFETY: static NUL-terminated strings; GUC_ACTION_SAVE scopes the value to the level above.
+    unsafe {
+        pg_sys::set_config_option(
+            c"search_path".as_ptr(),
+            c"pg_catalog, pg_temp".as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+    }
     // SAFETY: as above; SECURITY_LOCAL_USERID_CHANGE marks the switch as local so SET ROLE
     // and similar are refused while it lasts.
     unsafe {

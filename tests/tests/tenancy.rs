@@ -249,6 +249,24 @@ async fn one_tenant_cannot_see_or_change_another() {
         "42P16"
     );
 
+    // objects planted on the caller's search path never run with the extension's rights
+    ae.batch_execute(
+        "CREATE FUNCTION gdp.now() RETURNS timestamptz LANGUAGE plpgsql AS
+           $$ BEGIN RAISE EXCEPTION 'hijacked as %', current_user; END $$;
+         CREATE FUNCTION gdp.jsonb_array_elements(jsonb) RETURNS SETOF jsonb LANGUAGE plpgsql AS
+           $$ BEGIN RAISE EXCEPTION 'hijacked as %', current_user; END $$;
+         SET search_path = gdp, pg_catalog;",
+    )
+    .await
+    .unwrap();
+    ae.query(
+        "SELECT * FROM barecount.ingest('orders', $1)",
+        &[&json!([order("A3")])],
+    )
+    .await
+    .unwrap();
+    ae.batch_execute("RESET search_path").await.unwrap();
+
     // --- the publisher ------------------------------------------------------------------------
     assert_eq!(
         refused(
