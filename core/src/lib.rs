@@ -7,6 +7,8 @@ pub mod contract;
 pub mod entitlement;
 pub mod ident;
 pub mod ledger;
+pub mod lineage;
+pub mod obligation;
 pub mod source;
 pub mod token;
 pub mod version;

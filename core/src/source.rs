@@ -32,6 +32,52 @@ pub fn classify(source: &str) -> Source<'_> {
     }
 }
 
+/// Relations a query reads, from its plan (`EXPLAIN (VERBOSE, FORMAT JSON)` output): each
+/// scan node's schema and relation name, in plan order, without duplicates. Views are already
+/// expanded by the planner, so these are the tables the rows come from. No SQL is parsed.
+pub fn relations_in_plan(plan: &serde_json::Value) -> Vec<(String, String)> {
+    fn walk(v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                if let (
+                    Some(serde_json::Value::String(schema)),
+                    Some(serde_json::Value::String(rel)),
+                ) = (map.get("Schema"), map.get("Relation Name"))
+                {
+                    let pair = (schema.clone(), rel.clone());
+                    if !out.contains(&pair) {
+                        out.push(pair);
+                    }
+                }
+                for child in map.values() {
+                    walk(child, out);
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|c| walk(c, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(plan, &mut out);
+    out
+}
+
+/// The lineage name of a relation: `published.<ds>__v<N>` is the version `published.<ds>@<N>`;
+/// system catalogs are not lineage; everything else is `schema.relation`.
+pub fn lineage_ref(schema: &str, relation: &str) -> Option<String> {
+    if schema == "pg_catalog" || schema == "information_schema" || schema.starts_with("pg_temp") {
+        return None;
+    }
+    if schema == "published" {
+        if let Some((ds, v)) = relation.rsplit_once("__v") {
+            if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+                return Some(format!("published.{ds}@{v}"));
+            }
+        }
+    }
+    Some(format!("{schema}.{relation}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,5 +98,27 @@ mod tests {
         assert_eq!(classify("selections"), Source::Relation("selections"));
         assert_eq!(classify("tablex"), Source::Relation("tablex"));
         assert_eq!(classify("   "), Source::Empty);
+    }
+
+    #[test]
+    fn finds_scanned_relations_in_a_plan() {
+        let plan = serde_json::json!([{"Plan": {"Node Type": "Hash Join", "Plans": [
+            {"Node Type": "Seq Scan", "Schema": "raw", "Relation Name": "orders", "Alias": "o"},
+            {"Node Type": "Hash", "Plans": [{"Node Type": "Seq Scan", "Schema": "published", "Relation Name": "sales__v2"}]},
+            {"Node Type": "Seq Scan", "Schema": "raw", "Relation Name": "orders", "Alias": "o2"}]}}]);
+        let rels = relations_in_plan(&plan);
+        assert_eq!(
+            rels,
+            vec![
+                ("raw".into(), "orders".into()),
+                ("published".into(), "sales__v2".into())
+            ]
+        );
+        assert_eq!(
+            lineage_ref("published", "sales__v2").as_deref(),
+            Some("published.sales@2")
+        );
+        assert_eq!(lineage_ref("raw", "orders").as_deref(), Some("raw.orders"));
+        assert_eq!(lineage_ref("pg_catalog", "pg_class"), None);
     }
 }

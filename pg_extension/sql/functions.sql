@@ -20,6 +20,18 @@ COMMENT ON FUNCTION barecount.entitlement_set(text, jsonb) IS
     'Admins: set a tenant''s plan limits (max_datasets, max_published_versions, max_exports_per_day, max_rows_served_per_day; null = unlimited)';
 COMMENT ON FUNCTION barecount.usage_charge(text, text, bigint, bigint) IS
     'For gateways: check the plan and meter a read or export (rows, bytes) for a tenant; SQLSTATE 53400 past a daily limit';
+COMMENT ON FUNCTION barecount.ledger_verify(bigint, text) IS
+    'Recompute the whole ledger chain (every hash, link and sequence number, and a kept digest if given); reports the first broken entry and why';
+COMMENT ON FUNCTION barecount.ledger_digest() IS
+    'The ledger''s last (seq, entry_hash): keep it outside the database and pass it to ledger_verify later to prove nothing up to it was rewritten or truncated';
+COMMENT ON FUNCTION barecount.verify_dataset(text, integer) IS
+    'Recompute a published version''s content hash (barecount-content-v1) and compare it with the catalog and the publish receipt; version NULL = latest';
+COMMENT ON FUNCTION barecount.lineage_upstream(text, integer) IS
+    'Everything an object (published.sales@3, published.sales, raw.orders, batch:7, contract:orders@1.0.0) came from, from the ledger''s recorded inputs';
+COMMENT ON FUNCTION barecount.lineage_downstream(text, integer) IS
+    'Everything recorded as made from an object, from the ledger''s recorded inputs';
+COMMENT ON FUNCTION barecount.obligation_define(text, text, text, jsonb, text) IS
+    'Define or replace an evidence obligation for the current tenant (publish events; rules validated_batches and receipt; severity error or warning)';
 
 -- Who may call what. Functions run as their caller; privileged writes happen inside the
 -- extension (see src/privilege.rs), so these grants are the gate.
@@ -40,3 +52,8 @@ GRANT EXECUTE ON FUNCTION barecount.token_create(text, text[], timestamptz, text
 GRANT EXECUTE ON FUNCTION barecount.token_authenticate(text), barecount.entitlement_set(text, jsonb),
                           barecount.usage_charge(text, text, bigint, bigint)
     TO barecount_admin;
+GRANT EXECUTE ON FUNCTION barecount.ledger_verify(bigint, text), barecount.ledger_digest(),
+                          barecount.verify_dataset(text, integer), barecount.lineage_upstream(text, integer),
+                          barecount.lineage_downstream(text, integer)
+    TO barecount_engineer, barecount_publisher;
+GRANT EXECUTE ON FUNCTION barecount.obligation_define(text, text, text, jsonb, text) TO barecount_publisher;

@@ -102,7 +102,13 @@ fn register(
         &tenant_id,
         "contract_register",
         &format!("contract:{}@{}", c.name, version),
-        &json!({"contract": c.name, "version": version, "datasets": datasets}),
+        &json!({
+            "inputs": [],
+            "outputs": datasets.iter().map(|d| format!("raw.{d}")).collect::<Vec<_>>(),
+            "contract": c.name,
+            "version": version,
+            "datasets": datasets,
+        }),
         Some(&digest),
     )?;
     let sort = vec![

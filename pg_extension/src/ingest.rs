@@ -89,8 +89,10 @@ fn run(
         client,
         &tenant_id,
         "ingest",
-        &format!("raw.{dataset}"),
+        &format!("batch:{batch_id}"),
         &json!({
+            "inputs": [format!("contract:{}@{}", g.contract, g.version)],
+            "outputs": [format!("raw.{dataset}")],
             "batch_id": batch_id,
             "dataset": dataset,
             "contract": g.contract,
@@ -154,8 +156,15 @@ fn run(
             client,
             &tenant_id,
             "quarantine",
-            &format!("quarantine:{dataset}"),
-            &json!({"batch_id": batch_id, "dataset": dataset, "rows": bad_rows, "ingest_seq": receipt.seq}),
+            &format!("quarantine:batch:{batch_id}"),
+            &json!({
+                "inputs": [format!("batch:{batch_id}")],
+                "outputs": [],
+                "batch_id": batch_id,
+                "dataset": dataset,
+                "rows": bad_rows,
+                "ingest_seq": receipt.seq,
+            }),
             None,
         )?;
     }

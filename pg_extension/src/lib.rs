@@ -7,8 +7,11 @@ use pgrx::prelude::*;
 mod access;
 mod contracts;
 mod errors;
+mod evidence;
 mod ingest;
 mod ledger;
+mod lineage;
+mod obligations;
 mod privilege;
 mod publish;
 mod tenant;
@@ -20,6 +23,11 @@ extension_sql_file!(
     "../sql/tenancy.sql",
     name = "tenancy",
     requires = ["catalog"]
+);
+extension_sql_file!(
+    "../sql/evidence.sql",
+    name = "evidence",
+    requires = ["tenancy"]
 );
 extension_sql_file!("../sql/functions.sql", name = "functions", finalize);
 

@@ -1,11 +1,11 @@
 //! `publish`: an immutable, content-hashed version of a dataset and a view of the latest one.
 
 use crate::errors::{OrRaise, SqlError};
-use crate::{access, ledger, privilege, tenant};
+use crate::{access, ledger, obligations, privilege, tenant};
 use barecount_core::content_hash::ContentHasher;
 use barecount_core::entitlement::Limit;
 use barecount_core::ident::{check_dataset_name, quote_ident, quote_literal};
-use barecount_core::source::{classify, Source};
+use barecount_core::source::{classify, lineage_ref, relations_in_plan, Source};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::JsonB;
@@ -16,7 +16,7 @@ const TENANT_COLUMN: &str = "tenant_id";
 
 /// One column of a published version.
 #[derive(Debug, Clone, PartialEq)]
-struct Column {
+pub(crate) struct Column {
     name: String,
     ty: String,
     nullable: bool,
@@ -69,7 +69,7 @@ fn source_query(client: &SpiClient<'_>, dataset: &str, source: &str) -> Result<S
     }
 }
 
-fn columns_of(client: &SpiClient<'_>, relation: &str) -> Result<Vec<Column>, SqlError> {
+pub(crate) fn columns_of(client: &SpiClient<'_>, relation: &str) -> Result<Vec<Column>, SqlError> {
     let rows = client.select(
         "SELECT attname::text, format_type(atttypid, atttypmod), NOT attnotnull \
            FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped \
@@ -150,7 +150,7 @@ fn columns_json(cols: &[Column]) -> Value {
 }
 
 /// Hashes a relation's rows with the canonical content encoding (barecount-content-v1).
-fn content_hash(
+pub(crate) fn content_hash(
     client: &SpiClient<'_>,
     relation: &str,
     cols: &[Column],
@@ -183,6 +183,7 @@ type Published = (String, i32, i64, String, i64, String);
 fn run(client: &mut SpiClient<'_>, dataset: &str, source: &str) -> Result<Published, SqlError> {
     let tenant_id = tenant::current(client)?;
     let query = source_query(client, dataset, source)?;
+    let inputs = plan_inputs(client, &query)?;
     // The source runs as the caller: its privileges and row-level security decide what it reads.
     client.update(&format!("DROP TABLE IF EXISTS {STAGING}"), None, &[])?;
     client.update(
@@ -193,9 +194,29 @@ fn run(client: &mut SpiClient<'_>, dataset: &str, source: &str) -> Result<Publis
         None,
         &[],
     )?;
-    let out = privilege::as_owner(|| publish_staged(client, dataset, source, &tenant_id))?;
+    let out = privilege::as_owner(|| publish_staged(client, dataset, source, &tenant_id, &inputs))?;
     client.update(&format!("DROP TABLE {STAGING}"), None, &[])?;
     Ok(out)
+}
+
+/// The lineage names of the relations the source reads, from its plan (views expanded).
+fn plan_inputs(client: &mut SpiClient<'_>, query: &str) -> Result<Vec<String>, SqlError> {
+    // a utility statement, so not through the read-only select path
+    let plan = client
+        .update(
+            &format!("EXPLAIN (VERBOSE, FORMAT JSON) {query}"),
+            None,
+            &[],
+        )?
+        .first()
+        .get::<pgrx::Json>(1)?
+        .map(|j| j.0)
+        .unwrap_or(Value::Null);
+    Ok(relations_in_plan(&plan)
+        .into_iter()
+        .filter_map(|(schema, rel)| lineage_ref(&schema, &rel))
+        .filter(|r| !r.starts_with("pg_temp"))
+        .collect())
 }
 
 /// Copies the staged rows into the next immutable version; runs as the extension owner.
@@ -204,6 +225,7 @@ fn publish_staged(
     dataset: &str,
     source: &str,
     tenant_id: &str,
+    inputs: &[String],
 ) -> Result<Published, SqlError> {
     let tenant_id = tenant_id.to_owned();
     tenant::lock_object(client, "publish", "*", dataset)?;
@@ -315,12 +337,22 @@ fn publish_staged(
         &[],
     )?;
 
+    let subject = format!("published.{dataset}@{version}");
+    let warnings = obligations::enforce(client, &tenant_id, "publish", dataset, &subject, inputs)?;
     let receipt = ledger::append(
         client,
         &tenant_id,
         "publish",
-        &format!("published.{dataset}@{version}"),
-        &json!({"dataset": dataset, "version": version, "source": source, "row_count": row_count}),
+        &subject,
+        &json!({
+            "inputs": inputs,
+            "outputs": [format!("published.{dataset}")],
+            "dataset": dataset,
+            "version": version,
+            "source": source,
+            "row_count": row_count,
+            "obligation_warnings": warnings,
+        }),
         Some(&hash),
     )?;
     if prev_version == 0 {

@@ -1,0 +1,533 @@
+//! The evidence ledger and lineage, against a real Postgres: every tamper kind — done as a
+//! superuser who switches the guards off — is found by ledger_verify; verify_dataset catches
+//! changed rows; lineage walks a multi-step pipeline; obligations refuse a publish that lacks
+//! evidence; every store-changing operation has its receipt, and an error leaves neither.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use barecount_core::ledger::LedgerEntry;
+use barecount_tests::{fresh_db, sqlstate, ORDERS_CONTRACT};
+use serde_json::{json, Value};
+use tokio_postgres::{Client, GenericClient};
+
+fn order(id: &str) -> Value {
+    json!({"order_id": id, "order_date": "2024-05-01", "store_id": "S1", "region": "east", "amount": 10, "quantity": 1})
+}
+
+async fn count(c: &Client, sql: &str) -> i64 {
+    c.query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+}
+
+/// (ok, first_broken_seq, reason)
+async fn verify<C: GenericClient>(
+    c: &C,
+    digest: Option<(i64, &str)>,
+) -> (bool, Option<i64>, Option<String>) {
+    let r = match digest {
+        None => {
+            c.query_one(
+                "SELECT ok, first_broken_seq, reason FROM barecount.ledger_verify()",
+                &[],
+            )
+            .await
+        }
+        Some((s, h)) => {
+            c.query_one(
+                "SELECT ok, first_broken_seq, reason FROM barecount.ledger_verify($1, $2)",
+                &[&s, &h],
+            )
+            .await
+        }
+    }
+    .unwrap();
+    (r.get(0), r.get(1), r.get(2))
+}
+
+/// A small pipeline: contract, three batches (one with a bad row), two publishes.
+async fn pipeline(c: &Client) {
+    c.query(
+        "SELECT barecount.contract_register($1)",
+        &[&ORDERS_CONTRACT],
+    )
+    .await
+    .unwrap();
+    c.query(
+        "SELECT * FROM barecount.ingest('orders', $1)",
+        &[&json!([order("A1"), order("A2")])],
+    )
+    .await
+    .unwrap();
+    c.query(
+        "SELECT * FROM barecount.ingest('orders', $1)",
+        &[&json!([order("A3"), {"order_id": "bad"}])],
+    )
+    .await
+    .unwrap();
+    c.batch_execute(
+        "SELECT barecount.publish('daily', 'SELECT tenant_id, payload->>''region'' AS region, count(*) AS n FROM raw.orders GROUP BY 1, 2')",
+    )
+    .await
+    .unwrap();
+    c.query(
+        "SELECT * FROM barecount.ingest('orders', $1)",
+        &[&json!([order("A4")])],
+    )
+    .await
+    .unwrap();
+    c.batch_execute("SELECT barecount.publish('top', 'SELECT * FROM published.daily WHERE n > 1')")
+        .await
+        .unwrap();
+}
+
+/// Runs `tamper` as a superuser with the ledger's guards off, checks what verification says,
+/// and rolls everything back.
+async fn tampered(
+    c: &mut Client,
+    tamper: &str,
+    digest: Option<(i64, &str)>,
+) -> (bool, Option<i64>, Option<String>) {
+    let tx = c.transaction().await.unwrap();
+    tx.batch_execute("ALTER TABLE barecount.ledger DISABLE TRIGGER USER")
+        .await
+        .unwrap();
+    tx.batch_execute(tamper).await.unwrap();
+    let r = verify(&tx, digest).await;
+    tx.rollback().await.unwrap();
+    r
+}
+
+fn rehash(e: &tokio_postgres::Row, seq: i64, prev: &str, subject: &str) -> String {
+    let inputs: Value = e.get("inputs");
+    let at: String = e.get("at_text");
+    let content: Option<String> = e.get("content_hash");
+    LedgerEntry {
+        seq,
+        tenant_id: e.get("tenant_id"),
+        actor: e.get("actor"),
+        at: &at,
+        event_type: e.get("event_type"),
+        subject,
+        inputs: &inputs,
+        content_hash: content.as_deref(),
+        prev_hash: prev,
+    }
+    .hash()
+}
+
+const ENTRY: &str = "SELECT seq, tenant_id, actor, event_type, subject, inputs, content_hash, prev_hash, entry_hash,
+                            to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS at_text
+                       FROM barecount.ledger WHERE seq = $1";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_tamper_kind_is_detected() {
+    let mut db = fresh_db().await;
+    pipeline(&db.client).await;
+    let c = &mut db.client;
+    let (ok, broken, _) = verify(c, None).await;
+    assert!(ok, "untouched ledger verifies: broken at {broken:?}");
+    let d = c
+        .query_one("SELECT seq, entry_hash FROM barecount.ledger_digest()", &[])
+        .await
+        .unwrap();
+    let (dseq, dhash): (i64, String) = (d.get(0), d.get(1));
+    assert_eq!(
+        dseq, 7,
+        "register, three ingests, one quarantine, two publishes"
+    );
+    assert!(verify(c, Some((dseq, &dhash))).await.0);
+
+    // the guards hold for everyone, the owner included, until a superuser switches them off
+    assert_eq!(
+        sqlstate(
+            &c.batch_execute("UPDATE barecount.ledger SET actor = 'x'")
+                .await
+                .unwrap_err()
+        ),
+        "2F002"
+    );
+    assert_eq!(
+        sqlstate(
+            &c.batch_execute("DELETE FROM barecount.ledger")
+                .await
+                .unwrap_err()
+        ),
+        "2F002"
+    );
+    assert_eq!(
+        sqlstate(
+            &c.batch_execute("TRUNCATE barecount.ledger")
+                .await
+                .unwrap_err()
+        ),
+        "2F002"
+    );
+
+    // changed payload
+    let r = tampered(
+        c,
+        "UPDATE barecount.ledger SET inputs = jsonb_set(inputs, '{accepted}', '999') WHERE seq = 2",
+        None,
+    )
+    .await;
+    assert_eq!((r.0, r.1), (false, Some(2)), "{r:?}");
+    assert!(r.2.unwrap().contains("changed"));
+    // deleted entry
+    let r = tampered(c, "DELETE FROM barecount.ledger WHERE seq = 3", None).await;
+    assert_eq!((r.0, r.1), (false, Some(3)), "{r:?}");
+    assert!(r.2.unwrap().contains("missing"));
+    // reordered entries (sequence numbers swapped)
+    let r = tampered(
+        c,
+        "UPDATE barecount.ledger SET seq = 1000 WHERE seq = 3; UPDATE barecount.ledger SET seq = 3 WHERE seq = 4;
+         UPDATE barecount.ledger SET seq = 4 WHERE seq = 1000;",
+        None,
+    )
+    .await;
+    assert_eq!((r.0, r.1), (false, Some(3)), "{r:?}");
+
+    // a forged entry, correctly hashed and linked, slipped in at 3 with the rest renumbered
+    let e2 = c.query_one(ENTRY, &[&2_i64]).await.unwrap();
+    let e3 = c.query_one(ENTRY, &[&3_i64]).await.unwrap();
+    let prev: String = e2.get("entry_hash");
+    let forged_hash = rehash(&e3, 3, &prev, "batch:999");
+    let r = tampered(
+        c,
+        &format!(
+            "UPDATE barecount.ledger SET seq = seq + 1000 WHERE seq >= 3;
+             UPDATE barecount.ledger SET seq = seq - 999 WHERE seq >= 1003;
+             INSERT INTO barecount.ledger (seq, tenant_id, actor, at, event_type, subject, inputs, content_hash, prev_hash, entry_hash)
+               SELECT 3, tenant_id, actor, at, event_type, 'batch:999', inputs, content_hash, '{prev}', '{forged_hash}'
+                 FROM barecount.ledger WHERE seq = 4;"
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (r.0, r.1),
+        (false, Some(4)),
+        "the forged entry checks out, the one after it does not: {r:?}"
+    );
+
+    // truncation of the tail: consistent on its own, caught by the kept digest
+    let r = tampered(c, "DELETE FROM barecount.ledger WHERE seq >= 7", None).await;
+    assert!(r.0, "a cut tail is a valid shorter chain");
+    let r = tampered(
+        c,
+        "DELETE FROM barecount.ledger WHERE seq >= 7",
+        Some((dseq, &dhash)),
+    )
+    .await;
+    assert_eq!((r.0, r.1), (false, Some(7)), "{r:?}");
+    assert!(r.2.unwrap().contains("tail"));
+
+    // a whole history rewritten consistently (entry 1's actor changed, everything rehashed):
+    // only the kept digest can tell
+    let mut script = String::from("UPDATE barecount.ledger SET actor = 'mallory' WHERE seq = 1;");
+    let mut prev = barecount_core::ledger::GENESIS_HASH.to_owned();
+    for seq in 1..=dseq {
+        let e = c.query_one(ENTRY, &[&seq]).await.unwrap();
+        let subject: String = e.get("subject");
+        let inputs: Value = e.get("inputs");
+        let content: Option<String> = e.get("content_hash");
+        let hash = LedgerEntry {
+            seq,
+            tenant_id: e.get("tenant_id"),
+            actor: if seq == 1 { "mallory" } else { e.get("actor") },
+            at: e.get("at_text"),
+            event_type: e.get("event_type"),
+            subject: &subject,
+            inputs: &inputs,
+            content_hash: content.as_deref(),
+            prev_hash: &prev,
+        }
+        .hash();
+        script.push_str(&format!(
+            "UPDATE barecount.ledger SET prev_hash = '{prev}', entry_hash = '{hash}' WHERE seq = {seq};"
+        ));
+        prev = hash;
+    }
+    let r = tampered(c, &script, None).await;
+    assert!(r.0, "a consistent rewrite passes without a digest: {r:?}");
+    let r = tampered(c, &script, Some((dseq, &dhash))).await;
+    assert_eq!((r.0, r.1), (false, Some(dseq)), "{r:?}");
+
+    // and after all that, nothing was really changed
+    assert!(verify(c, Some((dseq, &dhash))).await.0);
+}
+
+#[tokio::test]
+async fn verify_dataset_catches_changed_rows() {
+    let db = fresh_db().await;
+    let c = &db.client;
+    pipeline(c).await;
+    let r = c.query_one("SELECT ok, recorded_hash, computed_hash, row_count FROM barecount.verify_dataset('daily', 1)", &[]).await.unwrap();
+    assert!(r.get::<_, bool>(0));
+    assert_eq!(r.get::<_, String>(1), r.get::<_, String>(2));
+    assert!(c
+        .query_one("SELECT ok FROM barecount.verify_dataset('top')", &[])
+        .await
+        .unwrap()
+        .get::<_, bool>(0));
+    c.batch_execute(
+        "ALTER TABLE published.daily__v1 DISABLE TRIGGER USER;
+         UPDATE published.daily__v1 SET n = n + 1;
+         ALTER TABLE published.daily__v1 ENABLE TRIGGER USER;",
+    )
+    .await
+    .unwrap();
+    let r = c
+        .query_one(
+            "SELECT ok, recorded_hash, computed_hash FROM barecount.verify_dataset('daily', 1)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(!r.get::<_, bool>(0));
+    assert_ne!(r.get::<_, String>(1), r.get::<_, String>(2));
+    let e = c
+        .query("SELECT * FROM barecount.verify_dataset('daily', 9)", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42704");
+}
+
+#[tokio::test]
+async fn lineage_walks_a_multi_step_pipeline() {
+    let db = fresh_db().await;
+    let c = &db.client;
+    pipeline(c).await;
+    let up: Vec<(i32, String)> = c
+        .query("SELECT depth, object FROM barecount.lineage_upstream('published.top') ORDER BY depth, object", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let expect: Vec<(i32, String)> = [
+        (1, "published.daily@1"),
+        (2, "raw.orders"),
+        (3, "batch:1"),
+        (3, "batch:2"),
+        // the contract made raw.orders (registration creates the store) and governed the batches
+        (3, "contract:orders@1.0.0"),
+    ]
+    .iter()
+    .map(|(d, o)| (*d, o.to_string()))
+    .collect();
+    assert_eq!(
+        up, expect,
+        "batch 3 came after published.daily@1 and is not upstream of it"
+    );
+
+    let down: Vec<String> = c
+        .query(
+            "SELECT object FROM barecount.lineage_downstream('batch:1') ORDER BY depth, object",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        down.contains(&"published.daily@1".to_owned())
+            && down.contains(&"published.top@1".to_owned()),
+        "{down:?}"
+    );
+    let shallow = count(
+        c,
+        "SELECT count(*) FROM barecount.lineage_upstream('published.top@1', 1)",
+    )
+    .await;
+    assert_eq!(shallow, 1);
+    let e = c
+        .query(
+            "SELECT * FROM barecount.lineage_upstream('published.nothing')",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42704");
+}
+
+#[tokio::test]
+async fn obligations_refuse_a_publish_that_lacks_evidence() {
+    let db = fresh_db().await;
+    let c = &db.client;
+    pipeline(c).await;
+    c.batch_execute(
+        "SELECT barecount.obligation_define('validated', 'publish', 'daily', '{\"require\": \"validated_batches\"}');
+         SELECT barecount.obligation_define('modelled', 'publish', 'daily',
+             '{\"require\": \"receipt\", \"event_type\": \"model_run\", \"subject\": \"gdp.orders\"}');",
+    )
+    .await
+    .unwrap();
+    let e = c
+        .batch_execute("SELECT barecount.publish('daily', 'SELECT tenant_id, payload->>''region'' AS region FROM raw.orders')")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "55000");
+    let db_err = e.as_db_error().unwrap();
+    let detail = db_err.detail().unwrap_or_default().to_owned();
+    assert!(
+        detail.contains("validated: batch:2 has 1 quarantined row(s) not replayed"),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("modelled: no model_run receipt for gdp.orders"),
+        "{detail}"
+    );
+    assert!(
+        !detail.contains("batch:1 "),
+        "clean batches are not listed: {detail}"
+    );
+    assert_eq!(
+        count(
+            c,
+            "SELECT latest_version::bigint FROM barecount.datasets WHERE dataset = 'daily'"
+        )
+        .await,
+        1
+    );
+
+    // as warnings the same gaps are only recorded, in the receipt
+    c.batch_execute(
+        "SELECT barecount.obligation_define('validated', 'publish', 'daily', '{\"require\": \"validated_batches\"}', 'warning');
+         SELECT barecount.obligation_define('modelled', 'publish', 'daily',
+             '{\"require\": \"receipt\", \"event_type\": \"model_run\", \"subject\": \"gdp.orders\"}', 'warning');",
+    )
+    .await
+    .unwrap();
+    c.batch_execute("SELECT barecount.publish('daily', 'SELECT tenant_id, payload->>''region'' AS region FROM raw.orders')")
+        .await
+        .unwrap();
+    let warnings: Value = c
+        .query_one("SELECT inputs->'obligation_warnings' FROM barecount.ledger WHERE subject = 'published.daily@2'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(warnings.as_array().unwrap().len(), 2, "{warnings}");
+    // other datasets are not bound by daily's obligations
+    c.batch_execute("SELECT barecount.publish('other', 'SELECT 1 AS x')")
+        .await
+        .unwrap();
+    for (sql, state) in [
+        ("SELECT barecount.obligation_define('x', 'publish', '*', '{\"require\": \"magic\"}')", "22023"),
+        ("SELECT barecount.obligation_define('x', 'publish', '*', '{\"require\": \"validated_batches\"}', 'fatal')", "22023"),
+        ("SELECT barecount.obligation_define('x', 'export', '*', '{\"require\": \"validated_batches\"}')", "0A000"),
+    ] {
+        assert_eq!(sqlstate(&c.batch_execute(sql).await.unwrap_err()), state, "{sql}");
+    }
+}
+
+#[tokio::test]
+async fn every_operation_writes_its_receipt_and_an_error_leaves_neither() {
+    let mut db = fresh_db().await;
+    let c = &mut db.client;
+    async fn last_entry(c: &Client) -> (String, String) {
+        let r = c
+            .query_one(
+                "SELECT event_type, subject FROM barecount.ledger ORDER BY seq DESC LIMIT 1",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    }
+    c.query(
+        "SELECT barecount.contract_register($1)",
+        &[&ORDERS_CONTRACT],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        last_entry(c).await,
+        ("contract_register".into(), "contract:orders@1.0.0".into())
+    );
+    let batch: i64 = c
+        .query_one(
+            "SELECT batch_id FROM barecount.ingest('orders', $1)",
+            &[&json!([order("A1")])],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        last_entry(c).await,
+        ("ingest".into(), format!("batch:{batch}"))
+    );
+    c.batch_execute("SELECT barecount.publish('d', 'SELECT 1 AS x')")
+        .await
+        .unwrap();
+    assert_eq!(
+        last_entry(c).await,
+        ("publish".into(), "published.d@1".into())
+    );
+    c.batch_execute("SELECT barecount.obligation_define('o', 'publish', 'nothing', '{\"require\": \"validated_batches\"}')").await.unwrap();
+    assert_eq!(
+        last_entry(c).await,
+        ("obligation_define".into(), "obligation:o".into())
+    );
+    let entries = count(c, "SELECT count(*) FROM barecount.ledger").await;
+
+    // errors and rollbacks leave no receipt and no effect
+    let e = c
+        .batch_execute("SELECT barecount.publish('d', 'SELECT 1/0 AS x')")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "22012");
+    let tx = c.transaction().await.unwrap();
+    tx.query(
+        "SELECT barecount.contract_register($1)",
+        &[&ORDERS_CONTRACT.replace("1.0.0", "1.1.0")],
+    )
+    .await
+    .unwrap();
+    tx.query(
+        "SELECT * FROM barecount.ingest('orders', $1)",
+        &[&json!([order("A2"), {"bad": 1}])],
+    )
+    .await
+    .unwrap();
+    tx.batch_execute("SELECT barecount.publish('d', 'SELECT 2 AS x')")
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        count(c, "SELECT count(*) FROM barecount.ledger").await,
+        entries
+    );
+    assert_eq!(count(c, "SELECT count(*) FROM raw.orders").await, 1);
+    assert_eq!(
+        count(c, "SELECT count(*) FROM barecount.quarantine").await,
+        0
+    );
+    assert_eq!(
+        count(c, "SELECT count(*) FROM barecount.contracts").await,
+        1
+    );
+    assert_eq!(
+        count(c, "SELECT count(*) FROM barecount.dataset_versions").await,
+        1
+    );
+    assert_eq!(
+        count(c, "SELECT count(*) FROM pg_class WHERE relname = 'd__v2'").await,
+        0
+    );
+    assert!(verify(c, None).await.0);
+    // the next entry continues the chain without a gap
+    c.query(
+        "SELECT * FROM barecount.ingest('orders', $1)",
+        &[&json!([order("A3")])],
+    )
+    .await
+    .unwrap();
+    let (ok, _, _) = verify(c, None).await;
+    assert!(ok);
+    assert_eq!(
+        count(c, "SELECT max(seq) FROM barecount.ledger").await,
+        entries + 1
+    );
+}
