@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs the side-by-side benchmarks (release build) against a throwaway cluster.
-#   scripts/bench.sh [read options, e.g. --rows 1000000 --iterations 5]
+#   scripts/bench.sh read   [--rows 1000000 --iterations 5]
+#   scripts/bench.sh ingest [--rows 1000000 --batch 10000]
+#   scripts/bench.sh ledger [--seconds 5]
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$ROOT"
 "$ROOT/scripts/setup.sh" >/dev/null
@@ -13,4 +15,5 @@ rm -rf "$BC_STATE/bench"
 psql -X -q "$("$ROOT/scripts/cluster.sh" url bench postgres)" -c "CREATE DATABASE bench" >/dev/null
 url="$("$ROOT/scripts/cluster.sh" url bench bench)"
 psql -X -q "$url" -c "CREATE EXTENSION barecount" >/dev/null
-"$CARGO_TARGET_DIR/release/barecount-bench" read --pg-url "$url" "$@"
+bench="${1:?which benchmark: read, ingest or ledger}"; shift
+"$CARGO_TARGET_DIR/release/barecount-bench" "$bench" --pg-url "$url" "$@"

@@ -7,6 +7,16 @@
 //!   - BareCount: Flight SQL `SELECT * FROM <dataset>` (GetFlightInfo + DoGet) into Arrow
 //!     batches, first call (loads the version from Postgres) and warm calls (served from the
 //!     server's cache of immutable versions)
+//!
+//! `ingest`: load N order rows in batches
+//!   - baseline: the same rows, batch by batch, `INSERT ... SELECT FROM jsonb_array_elements`
+//!     into a plain table: no validation, no receipt
+//!   - BareCount: `barecount.ingest` (contract validation, quarantine, batch row, ledger receipt)
+//!
+//! `ledger`: evidence ledger throughput
+//!   - appends per second with 1, 4 and 16 concurrent writers (one-row ingests, one receipt each)
+//!   - `ledger_verify()` MB/s of canonical encoding hashed, beside this machine's raw SHA-256
+//!     throughput measured in the same run
 
 use anyhow::Context;
 use arrow::record_batch::RecordBatch;
@@ -24,6 +34,23 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Bench {
+    /// Ingest with validation and receipts vs a plain INSERT of the same rows.
+    Ingest {
+        #[arg(long, env = "BARECOUNT_BENCH_PG_URL")]
+        pg_url: String,
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: usize,
+        #[arg(long, default_value_t = 10_000)]
+        batch: usize,
+    },
+    /// Ledger appends with concurrent writers, and ledger_verify vs raw SHA-256.
+    Ledger {
+        #[arg(long, env = "BARECOUNT_BENCH_PG_URL")]
+        pg_url: String,
+        /// Seconds each writer count runs.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
     /// Read a whole published dataset: Postgres driver vs barecount-flight.
     Read {
         /// Database with the barecount extension installed.
@@ -156,6 +183,204 @@ async fn read(pg_url: String, rows: i64, iterations: usize) -> anyhow::Result<()
     Ok(())
 }
 
+const ORDERS_CONTRACT: &str = include_str!("../../contracts/orders.yaml");
+
+async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (c, conn) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(conn);
+    Ok(c)
+}
+
+fn orders(from: usize, n: usize) -> serde_json::Value {
+    let regions = ["east", "west", "north", "south"];
+    serde_json::Value::Array(
+        (from..from + n)
+            .map(|i| {
+                serde_json::json!({
+                    "order_id": format!("A{i}"),
+                    "order_date": format!("2024-{:02}-{:02}", 1 + i % 12, 1 + i % 28),
+                    "store_id": format!("S{}", i % 25),
+                    "region": regions[i % 4],
+                    "amount": (i % 10_000) as f64 / 100.0,
+                    "quantity": 1 + i % 5,
+                })
+            })
+            .collect(),
+    )
+}
+
+async fn ingest(pg_url: String, rows: usize, batch: usize) -> anyhow::Result<()> {
+    let pg = connect(&pg_url).await?;
+    pg.query(
+        "SELECT barecount.contract_register($1)",
+        &[&ORDERS_CONTRACT],
+    )
+    .await?;
+    pg.batch_execute(
+        "DROP TABLE IF EXISTS bench_plain;
+         CREATE TABLE bench_plain (tenant_id text NOT NULL, batch_id bigint NOT NULL, row_no integer NOT NULL,
+                                   payload jsonb NOT NULL, ingested_at timestamptz NOT NULL DEFAULT now(),
+                                   PRIMARY KEY (batch_id, row_no));",
+    )
+    .await?;
+    let batches: Vec<serde_json::Value> = (0..rows)
+        .step_by(batch)
+        .map(|i| orders(i, batch.min(rows - i)))
+        .collect();
+    // alternate the two sides batch by batch so both see the same machine state
+    let (mut plain, mut governed) = (Duration::ZERO, Duration::ZERO);
+    for (b, rows_json) in batches.iter().enumerate() {
+        let t = Instant::now();
+        pg.execute(
+            "INSERT INTO bench_plain (tenant_id, batch_id, row_no, payload)
+             SELECT 'default', $2, e.n, e.p FROM jsonb_array_elements($1) WITH ORDINALITY AS e(p, n)",
+            &[rows_json, &(b as i64)],
+        )
+        .await?;
+        plain += t.elapsed();
+        let t = Instant::now();
+        pg.query("SELECT * FROM barecount.ingest('orders', $1)", &[rows_json])
+            .await?;
+        governed += t.elapsed();
+    }
+    let n_plain: i64 = pg
+        .query_one("SELECT count(*) FROM bench_plain", &[])
+        .await?
+        .get(0);
+    let n_raw: i64 = pg
+        .query_one("SELECT count(*) FROM raw.orders", &[])
+        .await?
+        .get(0);
+    anyhow::ensure!(
+        n_plain as usize == rows && n_raw as usize == rows,
+        "row counts differ: {n_plain} plain, {n_raw} raw"
+    );
+    println!(
+        "ingest {rows} rows in batches of {batch} ({} batches)",
+        batches.len()
+    );
+    println!(
+        "  baseline  INSERT from jsonb, no validation, no receipt  {:>8.3} s  {:>10.0} rows/s",
+        secs(plain),
+        rows as f64 / secs(plain)
+    );
+    println!(
+        "  barecount ingest (validate, receipt, batch catalog)    {:>8.3} s  {:>10.0} rows/s",
+        secs(governed),
+        rows as f64 / secs(governed)
+    );
+    println!(
+        "  ratio barecount/baseline: {:.2}x",
+        secs(governed) / secs(plain)
+    );
+    Ok(())
+}
+
+async fn ledger(pg_url: String, seconds: u64) -> anyhow::Result<()> {
+    let pg = connect(&pg_url).await?;
+    pg.query(
+        "SELECT barecount.contract_register($1)",
+        &[&ORDERS_CONTRACT],
+    )
+    .await?;
+    println!("ledger appends: one-row ingests, one receipt each, {seconds} s per writer count");
+    let mut next_id = 10_000_000usize;
+    for writers in [1usize, 4, 16] {
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        let mut tasks = Vec::new();
+        for w in 0..writers {
+            let url = pg_url.clone();
+            let base = next_id + w * 1_000_000;
+            tasks.push(tokio::spawn(async move {
+                let c = connect(&url).await?;
+                let mut n = 0usize;
+                while Instant::now() < deadline {
+                    c.query(
+                        "SELECT * FROM barecount.ingest('orders', $1)",
+                        &[&orders(base + n, 1)],
+                    )
+                    .await?;
+                    n += 1;
+                }
+                anyhow::Ok(n)
+            }));
+        }
+        let mut total = 0;
+        for t in tasks {
+            total += t.await??;
+        }
+        next_id += writers * 1_000_000;
+        println!(
+            "  {writers:>2} writer(s): {:>8.0} appends/s",
+            total as f64 / seconds as f64
+        );
+    }
+    let (ok, broken): (bool, Option<i64>) = {
+        let r = pg
+            .query_one(
+                "SELECT ok, first_broken_seq FROM barecount.ledger_verify()",
+                &[],
+            )
+            .await?;
+        (r.get(0), r.get(1))
+    };
+    anyhow::ensure!(ok, "ledger broken at {broken:?} after concurrent appends");
+
+    let mut times = Vec::new();
+    let mut bytes = 0i64;
+    let mut entries = 0i64;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let r = pg
+            .query_one(
+                "SELECT checked, bytes_hashed FROM barecount.ledger_verify()",
+                &[],
+            )
+            .await?;
+        times.push(t.elapsed());
+        entries = r.get(0);
+        bytes = r.get(1);
+    }
+    let verify = median(times);
+    let mb = bytes as f64 / 1e6;
+    // raw SHA-256 on this machine: the same number of bytes, contiguous and in entry-sized pieces
+    let avg = (bytes / entries.max(1)).max(1) as usize;
+    let buf = vec![0x5au8; 64 << 20];
+    let t = Instant::now();
+    let _ = std::hint::black_box(sha256(&buf));
+    let contiguous = 64.0 * 1.048_576 / secs(t.elapsed());
+    let t = Instant::now();
+    for chunk in buf.chunks(avg) {
+        std::hint::black_box(sha256(chunk));
+    }
+    let pieces = 64.0 * 1.048_576 / secs(t.elapsed());
+    println!("ledger_verify over {entries} entries ({mb:.1} MB canonical encoding, {avg} B/entry), median of 5");
+    println!(
+        "  barecount ledger_verify         {:>8.3} s  {:>8.1} MB/s",
+        secs(verify),
+        mb / secs(verify)
+    );
+    println!(
+        "  raw SHA-256, contiguous         {:>8} {:>10.1} MB/s",
+        "", contiguous
+    );
+    println!(
+        "  raw SHA-256, {avg:>4} B pieces      {:>8} {:>10.1} MB/s",
+        "", pieces
+    );
+    println!(
+        "  ratio verify/raw: {:.2} (contiguous), {:.2} (entry-sized pieces)",
+        mb / secs(verify) / contiguous,
+        mb / secs(verify) / pieces
+    );
+    Ok(())
+}
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).into()
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().bench {
@@ -164,5 +389,11 @@ async fn main() -> anyhow::Result<()> {
             rows,
             iterations,
         } => read(pg_url, rows, iterations.max(1)).await,
+        Bench::Ingest {
+            pg_url,
+            rows,
+            batch,
+        } => ingest(pg_url, rows, batch.max(1)).await,
+        Bench::Ledger { pg_url, seconds } => ledger(pg_url, seconds.max(1)).await,
     }
 }
