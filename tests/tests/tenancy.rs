@@ -312,6 +312,43 @@ async fn one_tenant_cannot_see_or_change_another() {
         0
     );
 
+    // verification and lineage answer only about one's own tenant
+    assert_eq!(
+        refused(
+            &ap,
+            "SELECT * FROM barecount.verify_dataset('globex_sales')"
+        )
+        .await,
+        "42704"
+    );
+    assert_eq!(
+        refused(
+            &ap,
+            "SELECT * FROM barecount.lineage_upstream('published.globex_sales')"
+        )
+        .await,
+        "42704"
+    );
+    assert_eq!(
+        refused(&ae, "SELECT * FROM barecount.lineage_upstream('batch:1')").await,
+        "42704",
+        "batch 1 is globex's"
+    );
+    let down: Vec<String> = ae
+        .query(
+            "SELECT object FROM barecount.lineage_downstream('raw.orders')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        down.iter().any(|o| o.starts_with("published.acme_sales")),
+        "{down:?}"
+    );
+    assert!(!down.iter().any(|o| o.contains("globex")), "{down:?}");
     // --- roles of no tenant ------------------------------------------------------------------
     let n = connect_as(&db.url, &nobody).await;
     assert_eq!(
