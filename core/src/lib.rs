@@ -6,6 +6,7 @@ pub mod content_hash;
 pub mod contract;
 pub mod entitlement;
 pub mod ident;
+pub mod json_schema;
 pub mod ledger;
 pub mod lineage;
 pub mod obligation;

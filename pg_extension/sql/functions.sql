@@ -32,6 +32,12 @@ COMMENT ON FUNCTION barecount.lineage_downstream(text, integer) IS
     'Everything recorded as made from an object, from the ledger''s recorded inputs';
 COMMENT ON FUNCTION barecount.obligation_define(text, text, text, jsonb, text) IS
     'Define or replace an evidence obligation for the current tenant (publish events; rules validated_batches and receipt; severity error or warning)';
+COMMENT ON FUNCTION barecount.json_schema_validate(jsonb, jsonb) IS
+    'True when the instance is valid against the JSON Schema (2020-12 unless $schema says otherwise; format is an annotation); $refs resolve to registered resources only';
+COMMENT ON FUNCTION barecount.json_schema_errors(jsonb, jsonb) IS
+    'Every error of the instance against the JSON Schema: instance path, schema keyword, message';
+COMMENT ON FUNCTION barecount.json_schema_resource_put(text, jsonb) IS
+    'Register or replace the schema that a $ref URI resolves to, for the current tenant';
 
 -- Who may call what. Functions run as their caller; privileged writes happen inside the
 -- extension (see src/privilege.rs), so these grants are the gate.
@@ -57,3 +63,6 @@ GRANT EXECUTE ON FUNCTION barecount.ledger_verify(bigint, text), barecount.ledge
                           barecount.lineage_downstream(text, integer)
     TO barecount_engineer, barecount_publisher;
 GRANT EXECUTE ON FUNCTION barecount.obligation_define(text, text, text, jsonb, text) TO barecount_publisher;
+GRANT EXECUTE ON FUNCTION barecount.json_schema_validate(jsonb, jsonb), barecount.json_schema_errors(jsonb, jsonb),
+                          barecount.json_schema_resource_put(text, jsonb)
+    TO barecount_engineer;

@@ -14,6 +14,7 @@ mod lineage;
 mod obligations;
 mod privilege;
 mod publish;
+mod schemas;
 mod tenant;
 
 ::pgrx::pg_module_magic!(name, version);
@@ -27,6 +28,11 @@ extension_sql_file!(
 extension_sql_file!(
     "../sql/evidence.sql",
     name = "evidence",
+    requires = ["tenancy"]
+);
+extension_sql_file!(
+    "../sql/schemas.sql",
+    name = "schemas",
     requires = ["tenancy"]
 );
 extension_sql_file!("../sql/functions.sql", name = "functions", finalize);

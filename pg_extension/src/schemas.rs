@@ -1,0 +1,126 @@
+//! General JSON Schema validation from SQL: `json_schema_validate`, `json_schema_errors`, and
+//! `json_schema_resource_put` for the schemas `$ref`s resolve to.
+
+use crate::errors::{OrRaise, SqlError};
+use crate::{privilege, tenant};
+use barecount_core::contract::RowError;
+use barecount_core::json_schema::{SchemaError, SchemaValidator};
+use barecount_core::ledger::canonical_json;
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+impl From<SchemaError> for SqlError {
+    fn from(e: SchemaError) -> Self {
+        SqlError::new(PgSqlErrorCode::ERRCODE_INVALID_OBJECT_DEFINITION, e.to_string())
+            .hint("Check the schema against the JSON Schema 2020-12 meta-schema; $refs resolve only to resources registered with barecount.json_schema_resource_put.")
+    }
+}
+
+/// Compiled schemas per backend, keyed by tenant, schema digest and the state of the tenant's
+/// resources (so registering a resource invalidates what depended on the old set).
+type Key = (String, String, String);
+const CACHE_LIMIT: usize = 512;
+
+thread_local! {
+    static CACHE: RefCell<HashMap<Key, Rc<SchemaValidator>>> = RefCell::new(HashMap::new());
+}
+
+fn validator(schema: &Value) -> Rc<SchemaValidator> {
+    Spi::connect(|client| {
+        let tenant_id = tenant::current(client)?;
+        let generation = client
+            .select(
+                "SELECT count(*)::text || '/' || coalesce(max(registered_at)::text, '') \
+                   FROM barecount.json_schema_resources WHERE tenant_id = $1",
+                Some(1),
+                &[tenant_id.as_str().into()],
+            )?
+            .first()
+            .get::<String>(1)?
+            .unwrap_or_default();
+        let digest = hex::encode(Sha256::digest(canonical_json(schema)));
+        let key = (tenant_id.clone(), digest, generation);
+        if let Some(v) = CACHE.with(|c| c.borrow().get(&key).cloned()) {
+            return Ok(v);
+        }
+        let mut resources = HashMap::new();
+        let rows = client.select(
+            "SELECT uri, schema FROM barecount.json_schema_resources WHERE tenant_id = $1",
+            None,
+            &[tenant_id.as_str().into()],
+        )?;
+        for r in rows {
+            if let (Some(uri), Some(s)) = (r.get::<String>(1)?, r.get::<JsonB>(2)?) {
+                resources.insert(uri, s.0);
+            }
+        }
+        let v = Rc::new(SchemaValidator::new(schema, resources)?);
+        CACHE.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.len() >= CACHE_LIMIT {
+                c.clear();
+            }
+            c.insert(key, v.clone());
+        });
+        Ok::<_, SqlError>(v)
+    })
+    .or_raise()
+}
+
+/// True when `instance` is valid against `schema` (JSON Schema 2020-12 unless `$schema` says otherwise).
+#[pg_extern(stable, parallel_safe)]
+fn json_schema_validate(schema: JsonB, instance: JsonB) -> bool {
+    validator(&schema.0).is_valid(&instance.0)
+}
+
+/// Every error of `instance` against `schema`: instance path, schema keyword, message.
+#[pg_extern(stable, parallel_safe)]
+fn json_schema_errors(
+    schema: JsonB,
+    instance: JsonB,
+) -> TableIterator<
+    'static,
+    (
+        name!(instance_path, String),
+        name!(keyword, String),
+        name!(message, String),
+    ),
+> {
+    let errors: Vec<RowError> = validator(&schema.0).errors(&instance.0);
+    TableIterator::new(
+        errors
+            .into_iter()
+            .map(|e| (e.instance_path, e.keyword, e.message)),
+    )
+}
+
+/// Register (or replace) the schema a `$ref` URI resolves to, for the current tenant.
+#[pg_extern(volatile, parallel_unsafe)]
+fn json_schema_resource_put(uri: &str, schema: JsonB) {
+    if uri.contains('#') || uri.trim().is_empty() {
+        SqlError::new(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("resource URI \"{uri}\" must be non-empty and without a fragment"),
+        )
+        .raise()
+    }
+    Spi::connect_mut(|client| {
+        let tenant_id = tenant::current(client)?;
+        privilege::as_owner(|| {
+            client.update(
+                "INSERT INTO barecount.json_schema_resources (tenant_id, uri, schema) VALUES ($1, $2, $3) \
+                 ON CONFLICT (tenant_id, uri) DO UPDATE SET schema = excluded.schema, \
+                   registered_by = session_user, registered_at = clock_timestamp()",
+                None,
+                &[tenant_id.as_str().into(), uri.into(), schema.into()],
+            )?;
+            Ok(())
+        })
+    })
+    .or_raise()
+}
