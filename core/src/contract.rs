@@ -362,6 +362,56 @@ pub struct RowError {
     pub message: String,
 }
 
+/// Caps on the error text kept for quarantined rows, so a bad feed cannot fill the disk.
+#[derive(Debug, Clone)]
+pub struct ErrorBudget {
+    per_row: usize,
+    bytes_left: usize,
+}
+
+impl ErrorBudget {
+    pub fn new(per_row: usize, bytes_per_batch: usize) -> Self {
+        ErrorBudget {
+            per_row: per_row.max(1),
+            bytes_left: bytes_per_batch,
+        }
+    }
+
+    /// The errors to keep for one row: at most `per_row` of them (plus one `_truncated` note),
+    /// or only the note once the batch's byte budget is spent.
+    pub fn admit(&mut self, mut errors: Vec<RowError>) -> Vec<RowError> {
+        if errors.len() > self.per_row {
+            let extra = errors.len() - self.per_row;
+            errors.truncate(self.per_row);
+            errors.push(RowError {
+                instance_path: String::new(),
+                keyword: "_truncated".into(),
+                message: format!(
+                    "{extra} more error(s) not kept (barecount.max_errors_per_row = {})",
+                    self.per_row
+                ),
+            });
+        }
+        let size: usize = errors
+            .iter()
+            .map(|e| e.instance_path.len() + e.keyword.len() + e.message.len() + 48)
+            .sum();
+        if size > self.bytes_left {
+            self.bytes_left = 0;
+            return vec![RowError {
+                instance_path: String::new(),
+                keyword: "_truncated".into(),
+                message: format!(
+                    "{} error(s) not kept: the batch reached barecount.max_error_bytes_per_batch",
+                    errors.len()
+                ),
+            }];
+        }
+        self.bytes_left -= size;
+        errors
+    }
+}
+
 /// A compiled row schema, ready to validate many rows.
 pub struct RowValidator {
     validator: jsonschema::Validator,
@@ -507,5 +557,28 @@ schema:
             Contract::parse(bad_name),
             Err(ContractError::Name(_))
         ));
+    }
+
+    #[test]
+    fn error_budget_caps_rows_and_batches() {
+        let err = |i: usize| RowError {
+            instance_path: format!("/p{i}"),
+            keyword: "type".into(),
+            message: "x".repeat(10),
+        };
+        let mut b = ErrorBudget::new(2, 300);
+        let kept = b.admit((0..5).map(err).collect());
+        assert_eq!(kept.len(), 3);
+        assert_eq!(kept[2].keyword, "_truncated");
+        assert!(kept[2].message.starts_with("3 more"));
+        // the first row kept ~250 bytes, so the next row finds the 300-byte budget spent
+        let kept = b.admit((0..2).map(err).collect());
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].keyword, "_truncated");
+        let kept = b.admit(vec![err(9)]);
+        assert_eq!(
+            kept[0].keyword, "_truncated",
+            "once spent, the budget stays spent"
+        );
     }
 }

@@ -105,9 +105,12 @@ CREATE TABLE barecount.quarantine (
     payload        jsonb NOT NULL,
     errors         jsonb NOT NULL,
     quarantined_at timestamptz NOT NULL DEFAULT now(),
+    released_at    timestamptz,
+    released_by_contract_version text,
+    released_seq   bigint,
     UNIQUE (batch_id, row_no)
 );
-COMMENT ON TABLE barecount.quarantine IS 'Rows that failed their contract, kept whole with every error (instance path, keyword, message)';
+COMMENT ON TABLE barecount.quarantine IS 'Rows that failed their contract, kept whole with every error (instance path, keyword, message), until a replay releases them (released_at, the contract version that passed them, the replay receipt)';
 CREATE TRIGGER quarantine_no_delete BEFORE DELETE ON barecount.quarantine
     FOR EACH ROW EXECUTE FUNCTION barecount._refuse_write('quarantined rows are never deleted', 'Replay them once the contract or data is fixed.');
 COMMENT ON TRIGGER quarantine_no_delete ON barecount.quarantine IS 'Refuses DELETE: quarantined rows wait for replay, never disappear';

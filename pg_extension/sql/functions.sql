@@ -38,6 +38,12 @@ COMMENT ON FUNCTION barecount.json_schema_errors(jsonb, jsonb) IS
     'Every error of the instance against the JSON Schema: instance path, schema keyword, message';
 COMMENT ON FUNCTION barecount.json_schema_resource_put(text, jsonb) IS
     'Register or replace the schema that a $ref URI resolves to, for the current tenant';
+COMMENT ON FUNCTION barecount.quarantine_replay(text, bigint) IS
+    'Re-validate the dataset''s pending quarantined rows (all, or one batch''s) against the latest contract version and release those that now pass; writes a replay receipt naming each released row';
+COMMENT ON FUNCTION barecount.ingest_rows(text, jsonb[]) IS
+    'Ingest an array of jsonb rows (e.g. array_agg over a query): as ingest(text, jsonb)';
+COMMENT ON FUNCTION barecount.ingest_table(text, text) IS
+    'Ingest every row of a staging table or view (each row as a JSON object of its columns), read with the caller''s privileges: as ingest(text, jsonb)';
 
 -- Who may call what. Functions run as their caller; privileged writes happen inside the
 -- extension (see src/privilege.rs), so these grants are the gate.
@@ -66,3 +72,5 @@ GRANT EXECUTE ON FUNCTION barecount.obligation_define(text, text, text, jsonb, t
 GRANT EXECUTE ON FUNCTION barecount.json_schema_validate(jsonb, jsonb), barecount.json_schema_errors(jsonb, jsonb),
                           barecount.json_schema_resource_put(text, jsonb)
     TO barecount_engineer;
+GRANT EXECUTE ON FUNCTION barecount.quarantine_replay(text, bigint) TO barecount_engineer;
+GRANT EXECUTE ON FUNCTION barecount.ingest_rows(text, jsonb[]), barecount.ingest_table(text, text) TO barecount_engineer;

@@ -156,20 +156,27 @@ fn register(
     Ok((c.name.clone(), version, true, receipt.seq))
 }
 
+/// `raw.<dataset>` holds every received row, valid or not, append-only; the view
+/// `raw.<dataset>__accepted` holds the rows that flow on: valid on receipt, or released from
+/// quarantine by a replay.
 fn create_raw_store(client: &mut SpiClient<'_>, dataset: &str) -> Result<(), SqlError> {
     let t = format!("raw.{}", quote_ident(dataset));
+    let v = format!("raw.{}", quote_ident(&format!("{dataset}__accepted")));
     let why = "raw stores are append-only";
     let hint = "Ingest a correcting batch instead.";
     client.update(
         &format!(
             "CREATE TABLE IF NOT EXISTS {t} (
-                tenant_id   text NOT NULL,
-                batch_id    bigint NOT NULL REFERENCES barecount.batches,
-                row_no      integer NOT NULL,
-                payload     jsonb NOT NULL,
-                ingested_at timestamptz NOT NULL DEFAULT now(),
+                tenant_id        text NOT NULL,
+                batch_id         bigint NOT NULL REFERENCES barecount.batches,
+                row_no           integer NOT NULL,
+                payload          jsonb NOT NULL,
+                contract         text NOT NULL,
+                contract_version text NOT NULL,
+                valid            boolean NOT NULL,
+                received_at      timestamptz NOT NULL DEFAULT now(),
                 PRIMARY KEY (batch_id, row_no));
-             COMMENT ON TABLE {t} IS 'BareCount raw store for dataset {dataset}: every accepted row, append-only';
+             COMMENT ON TABLE {t} IS 'BareCount raw store for dataset {dataset}: every received row with its batch, contract version and validity on receipt; append-only';
              SELECT barecount._protect_table('{t}'::regclass);
              GRANT SELECT ON {t} TO barecount_engineer, barecount_publisher;
              CREATE OR REPLACE TRIGGER raw_append_only BEFORE UPDATE OR DELETE ON {t}
@@ -177,7 +184,14 @@ fn create_raw_store(client: &mut SpiClient<'_>, dataset: &str) -> Result<(), Sql
              CREATE OR REPLACE TRIGGER raw_no_truncate BEFORE TRUNCATE ON {t}
                 FOR EACH STATEMENT EXECUTE FUNCTION barecount._refuse_write('{why}', '{hint}');
              COMMENT ON TRIGGER raw_append_only ON {t} IS 'Refuses UPDATE and DELETE: {why}';
-             COMMENT ON TRIGGER raw_no_truncate ON {t} IS 'Refuses TRUNCATE: {why}';"
+             COMMENT ON TRIGGER raw_no_truncate ON {t} IS 'Refuses TRUNCATE: {why}';
+             CREATE OR REPLACE VIEW {v} WITH (security_invoker = true) AS
+               SELECT r.* FROM {t} r
+                WHERE r.valid
+                   OR EXISTS (SELECT 1 FROM barecount.quarantine q
+                               WHERE q.batch_id = r.batch_id AND q.row_no = r.row_no AND q.released_at IS NOT NULL);
+             COMMENT ON VIEW {v} IS 'BareCount: rows of raw store {dataset} that flow on (valid on receipt or released by a replay)';
+             GRANT SELECT ON {v} TO barecount_engineer, barecount_publisher;"
         ),
         None,
         &[],

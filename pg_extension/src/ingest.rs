@@ -2,14 +2,17 @@
 
 use crate::contracts::{errors_json, governing};
 use crate::errors::{OrRaise, SqlError};
-use crate::{access, ledger, privilege, tenant};
+use crate::{access, ledger, privilege, settings, tenant};
 use barecount_core::content_hash::ContentHasher;
+use barecount_core::contract::ErrorBudget;
 use barecount_core::ident::quote_ident;
 use barecount_core::ledger::canonical_json;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::JsonB;
 use serde_json::{json, Value};
+
+type Ingested = (i64, i64, i64, i64);
 
 /// Ingest a JSON array of rows into raw.<dataset>; rows failing the contract go to quarantine.
 #[pg_extern(volatile, parallel_unsafe)]
@@ -25,6 +28,81 @@ fn ingest(
         name!(ledger_seq, i64),
     ),
 > {
+    TableIterator::once(ingest_json(dataset, rows))
+}
+
+/// Ingest an array of jsonb rows (e.g. `array_agg(j)` over a query). A name of its own, so
+/// that `ingest('orders', '[...]')` with an untyped literal stays unambiguous.
+#[pg_extern(volatile, parallel_unsafe)]
+fn ingest_rows(
+    dataset: &str,
+    rows: Vec<Option<JsonB>>,
+) -> TableIterator<
+    'static,
+    (
+        name!(batch_id, i64),
+        name!(accepted, i64),
+        name!(quarantined, i64),
+        name!(ledger_seq, i64),
+    ),
+> {
+    let mut items = Vec::with_capacity(rows.len());
+    for (i, r) in rows.into_iter().enumerate() {
+        match r {
+            Some(j) => items.push(j.0),
+            None => SqlError::new(
+                PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+                format!("row {} for dataset \"{dataset}\" is NULL", i + 1),
+            )
+            .hint("Filter NULLs out before ingesting; a row is a JSON object.")
+            .raise(),
+        }
+    }
+    TableIterator::once(ingest_json(dataset, JsonB(Value::Array(items))))
+}
+
+/// Ingest every row of a staging table or view (each row as a JSON object of its columns).
+/// The table is read with the caller's privileges.
+#[pg_extern(volatile, parallel_unsafe)]
+fn ingest_table(
+    dataset: &str,
+    source: &str,
+) -> TableIterator<
+    'static,
+    (
+        name!(batch_id, i64),
+        name!(accepted, i64),
+        name!(quarantined, i64),
+        name!(ledger_seq, i64),
+    ),
+> {
+    let rows = Spi::connect(|client| {
+        let rel = client
+            .select("SELECT to_regclass($1)::text", Some(1), &[source.into()])?
+            .first()
+            .get::<String>(1)?
+            .ok_or_else(|| {
+                SqlError::new(
+                    PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+                    format!("staging table \"{source}\" for dataset \"{dataset}\" does not exist"),
+                )
+            })?;
+        let rows = client
+            .select(
+                &format!("SELECT coalesce(jsonb_agg(to_jsonb(s)), '[]'::jsonb) FROM {rel} s"),
+                Some(1),
+                &[],
+            )?
+            .first()
+            .get::<JsonB>(1)?
+            .unwrap_or(JsonB(Value::Array(Vec::new())));
+        Ok::<_, SqlError>(rows)
+    })
+    .or_raise();
+    TableIterator::once(ingest_json(dataset, rows))
+}
+
+fn ingest_json(dataset: &str, rows: JsonB) -> Ingested {
     let Value::Array(items) = &rows.0 else {
         SqlError::new(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
@@ -34,9 +112,7 @@ fn ingest(
         .raise()
     };
     // No user SQL runs here, so the whole ingest is a privileged section.
-    let out = Spi::connect_mut(|client| privilege::as_owner(|| run(client, dataset, items, &rows)))
-        .or_raise();
-    TableIterator::once(out)
+    Spi::connect_mut(|client| privilege::as_owner(|| run(client, dataset, items, &rows))).or_raise()
 }
 
 fn run(
@@ -44,13 +120,17 @@ fn run(
     dataset: &str,
     items: &[Value],
     rows: &JsonB,
-) -> Result<(i64, i64, i64, i64), SqlError> {
+) -> Result<Ingested, SqlError> {
     let tenant_id = tenant::current(client)?;
     let g = governing(client, &tenant_id, dataset)?;
 
     let mut bad_rows: Vec<i32> = Vec::new();
     let mut bad_errors: Vec<JsonB> = Vec::new();
     let mut payload_bytes: i64 = 0;
+    let mut budget = ErrorBudget::new(
+        settings::MAX_ERRORS_PER_ROW.get().max(1) as usize,
+        settings::MAX_ERROR_BYTES_PER_BATCH.get().max(0) as usize,
+    );
     let mut hasher = ContentHasher::new(&[("row_no", "integer"), ("payload", "jsonb")]);
     for (i, row) in items.iter().enumerate() {
         let row_no = i32::try_from(i + 1).map_err(|_| {
@@ -62,6 +142,7 @@ fn run(
         })?;
         let errors = g.validator.errors(row);
         if !errors.is_empty() {
+            let errors = budget.admit(errors);
             bad_rows.push(row_no);
             bad_errors.push(JsonB(errors_json(&errors)));
         }
@@ -124,9 +205,9 @@ fn run(
     )?;
     client.update(
         &format!(
-            "INSERT INTO raw.{} (tenant_id, batch_id, row_no, payload) \
-             SELECT $1, $2, e.n, e.p FROM jsonb_array_elements($3) WITH ORDINALITY AS e(p, n) \
-              WHERE e.n <> ALL($4::int[])",
+            "INSERT INTO raw.{} (tenant_id, batch_id, row_no, payload, contract, contract_version, valid) \
+             SELECT $1, $2, e.n, e.p, $5, $6, e.n <> ALL($4::int[]) \
+               FROM jsonb_array_elements($3) WITH ORDINALITY AS e(p, n)",
             quote_ident(dataset)
         ),
         None,
@@ -135,6 +216,8 @@ fn run(
             batch_id.into(),
             JsonB(rows.0.clone()).into(),
             bad_rows.clone().into(),
+            g.contract.as_str().into(),
+            g.version.as_str().into(),
         ],
     )?;
     if quarantined > 0 {

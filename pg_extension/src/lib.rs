@@ -14,7 +14,9 @@ mod lineage;
 mod obligations;
 mod privilege;
 mod publish;
+mod replay;
 mod schemas;
+mod settings;
 mod tenant;
 
 ::pgrx::pg_module_magic!(name, version);
@@ -36,6 +38,12 @@ extension_sql_file!(
     requires = ["tenancy"]
 );
 extension_sql_file!("../sql/functions.sql", name = "functions", finalize);
+
+/// Called when the library loads: registers BareCount's settings.
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    settings::init();
+}
 
 /// BareCount extension version.
 #[pg_extern(immutable, parallel_safe)]

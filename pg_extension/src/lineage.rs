@@ -45,6 +45,16 @@ pub fn load(
                 .unwrap_or(0);
             quarantined.insert(subject.clone(), q);
         }
+        if event_type == "replay" {
+            if let Some(Value::Object(released)) = inputs.get("released") {
+                for (batch, rows) in released {
+                    let n = rows.as_array().map_or(0, Vec::len) as i64;
+                    if let Some(q) = quarantined.get_mut(batch) {
+                        *q -= n;
+                    }
+                }
+            }
+        }
         steps.push(Step {
             seq: r.get::<i64>(1)?.unwrap_or_default(),
             event_type,

@@ -143,7 +143,7 @@ mod tests {
         .unwrap();
         assert_eq!((accepted, quarantined), (Some(2), Some(1)));
         assert_eq!(
-            Spi::get_one::<i64>("SELECT count(*) FROM raw.orders").unwrap(),
+            Spi::get_one::<i64>("SELECT count(*) FROM raw.orders__accepted").unwrap(),
             Some(2)
         );
         assert_eq!(

@@ -8,7 +8,7 @@ SELECT tenant_id,
        (payload->>'amount')::numeric(12,2) AS amount,
        (payload->>'quantity')::integer    AS quantity,
        batch_id
-  FROM raw.orders;
+  FROM raw.orders__accepted;
 ALTER TABLE gdp.orders ADD PRIMARY KEY (tenant_id, order_id);
 COMMENT ON TABLE gdp.orders IS 'Conformed orders (GDP), one row per valid raw order';
 

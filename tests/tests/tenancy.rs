@@ -60,7 +60,7 @@ async fn one_tenant_cannot_see_or_change_another() {
         .await
         .unwrap();
     be.batch_execute(
-        "CREATE TABLE gdp.b_orders AS SELECT tenant_id, payload->>'order_id' AS order_id FROM raw.orders",
+        "CREATE TABLE gdp.b_orders AS SELECT tenant_id, payload->>'order_id' AS order_id FROM raw.orders__accepted",
     )
     .await
     .unwrap();

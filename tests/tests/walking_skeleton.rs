@@ -19,7 +19,7 @@ const GDP_AND_KPI: &str = "
       SELECT tenant_id, payload->>'order_id' AS order_id, (payload->>'order_date')::date AS order_date,
              payload->>'region' AS region, (payload->>'amount')::numeric(12,2) AS amount,
              (payload->>'quantity')::int AS quantity
-        FROM raw.orders;
+        FROM raw.orders__accepted;
     CREATE TABLE kpi.sales_by_region AS
       SELECT tenant_id, region, count(*) AS orders, sum(amount)::numeric(14,2) AS net_sales
         FROM gdp.orders GROUP BY tenant_id, region;";

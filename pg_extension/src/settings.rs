@@ -1,0 +1,32 @@
+//! BareCount's settings (GUCs). Only superusers may change them (SUSET), so a session cannot
+//! lift the caps that keep a bad feed from filling the disk with error text.
+
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+
+/// Most errors kept per quarantined row; the rest are summarized in one `_truncated` error.
+pub static MAX_ERRORS_PER_ROW: GucSetting<i32> = GucSetting::<i32>::new(20);
+/// Most bytes of error text kept per batch; later rows keep only a `_truncated` error.
+pub static MAX_ERROR_BYTES_PER_BATCH: GucSetting<i32> = GucSetting::<i32>::new(1 << 20);
+
+pub fn init() {
+    GucRegistry::define_int_guc(
+        c"barecount.max_errors_per_row",
+        c"Most validation errors kept per quarantined row.",
+        c"Further errors of the row are summarized by one error with keyword _truncated.",
+        &MAX_ERRORS_PER_ROW,
+        1,
+        10_000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"barecount.max_error_bytes_per_batch",
+        c"Most bytes of validation error text kept per ingested batch.",
+        c"Once reached, later quarantined rows of the batch keep one error with keyword _truncated.",
+        &MAX_ERROR_BYTES_PER_BATCH,
+        1024,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+}

@@ -1,0 +1,326 @@
+//! Ingest and quarantine end to end: every received row lands in the raw store, received =
+//! accepted + quarantined for every batch, error text is capped, rows arrive as a jsonb array,
+//! an array of jsonb or a staging table, and a replay against a fixed contract releases what
+//! now passes, with a receipt naming each released row.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use barecount_tests::{connect_as, fresh_db, login_role, sqlstate, ORDERS_CONTRACT};
+use serde_json::{json, Value};
+use tokio_postgres::Client;
+
+fn order(id: &str, region: &str, amount: f64) -> Value {
+    json!({"order_id": id, "order_date": "2024-05-01", "store_id": "S1", "region": region, "amount": amount, "quantity": 1})
+}
+
+async fn count(c: &Client, sql: &str) -> i64 {
+    c.query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+}
+
+#[tokio::test]
+async fn every_row_is_kept_and_replay_releases_what_now_passes() {
+    let db = fresh_db().await;
+    let c = &db.client;
+    c.query(
+        "SELECT barecount.contract_register($1)",
+        &[&ORDERS_CONTRACT],
+    )
+    .await
+    .unwrap();
+    let batches = [
+        json!([
+            order("A1", "east", 1.0),
+            order("A2", "central", 2.0),
+            order("A3", "west", -1.0)
+        ]),
+        json!([order("A4", "north", 4.0), {"order_id": "A5"}, "not even an object"]),
+        json!([order("A6", "south", 6.0)]),
+    ];
+    for b in &batches {
+        c.query("SELECT * FROM barecount.ingest('orders', $1)", &[b])
+            .await
+            .unwrap();
+    }
+    // received = accepted + quarantined, batch by batch, and in the stores
+    let bad = count(c, "SELECT count(*) FROM barecount.batches WHERE rows_total <> rows_accepted + rows_quarantined").await;
+    assert_eq!(bad, 0);
+    for r in c
+        .query(
+            "SELECT batch_id, rows_total, rows_accepted, rows_quarantined FROM barecount.batches",
+            &[],
+        )
+        .await
+        .unwrap()
+    {
+        let (id, total, accepted, quarantined): (i64, i64, i64, i64) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
+        let raw = c.query_one("SELECT count(*), count(*) FILTER (WHERE valid) FROM raw.orders WHERE batch_id = $1", &[&id]).await.unwrap();
+        assert_eq!(
+            (raw.get::<_, i64>(0), raw.get::<_, i64>(1)),
+            (total, accepted),
+            "batch {id}"
+        );
+        let q = c
+            .query_one(
+                "SELECT count(*) FROM barecount.quarantine WHERE batch_id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap();
+        assert_eq!(q.get::<_, i64>(0), quarantined, "batch {id}");
+    }
+    assert_eq!(
+        count(c, "SELECT count(*) FROM raw.orders").await,
+        7,
+        "every received row lands in raw"
+    );
+    assert_eq!(
+        count(c, "SELECT count(*) FROM raw.orders__accepted").await,
+        3
+    );
+    let row: (String, String) = {
+        let r = c
+            .query_one(
+                "SELECT contract, contract_version FROM raw.orders LIMIT 1",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(row, ("orders".to_owned(), "1.0.0".to_owned()));
+    assert_eq!(
+        sqlstate(&c.batch_execute("DELETE FROM raw.orders").await.unwrap_err()),
+        "2F002"
+    );
+    assert_eq!(
+        sqlstate(
+            &c.batch_execute("UPDATE raw.orders SET valid = true")
+                .await
+                .unwrap_err()
+        ),
+        "2F002"
+    );
+
+    // replay under the same contract releases nothing
+    let r = c
+        .query_one(
+            "SELECT released, still_quarantined FROM barecount.quarantine_replay('orders')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!((r.get::<_, i64>(0), r.get::<_, i64>(1)), (0, 4));
+
+    // a new contract version admits region 'central'; replay releases exactly that row
+    let v2 = ORDERS_CONTRACT
+        .replace("version: 1.0.0", "version: 1.1.0")
+        .replace(
+            "enum: [east, west, north, south]",
+            "enum: [east, west, north, south, central]",
+        );
+    assert_ne!(v2, ORDERS_CONTRACT);
+    c.query("SELECT barecount.contract_register($1)", &[&v2])
+        .await
+        .unwrap();
+    let r = c.query_one("SELECT released, still_quarantined, ledger_seq FROM barecount.quarantine_replay('orders')", &[]).await.unwrap();
+    let (released, still, seq): (i64, i64, i64) = (r.get(0), r.get(1), r.get(2));
+    assert_eq!((released, still), (1, 3));
+    let receipt: Value = c
+        .query_one(
+            "SELECT inputs FROM barecount.ledger WHERE seq = $1 AND event_type = 'replay'",
+            &[&seq],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(receipt["contract_version"], "1.1.0");
+    assert_eq!(
+        receipt["released"]
+            .as_object()
+            .unwrap()
+            .values()
+            .next()
+            .unwrap(),
+        &json!([2])
+    );
+    let q = c
+        .query_one("SELECT payload->>'order_id', released_by_contract_version, released_seq FROM barecount.quarantine WHERE released_at IS NOT NULL", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            q.get::<_, String>(0),
+            q.get::<_, String>(1),
+            q.get::<_, i64>(2)
+        ),
+        ("A2".to_owned(), "1.1.0".to_owned(), seq)
+    );
+    assert_eq!(
+        count(c, "SELECT count(*) FROM raw.orders__accepted").await,
+        4
+    );
+    assert_eq!(
+        count(c, "SELECT count(*) FROM raw.orders").await,
+        7,
+        "replay appends nothing to raw"
+    );
+    assert_eq!(
+        sqlstate(
+            &c.batch_execute("DELETE FROM barecount.quarantine")
+                .await
+                .unwrap_err()
+        ),
+        "2F002"
+    );
+    let e = c
+        .query("SELECT * FROM barecount.quarantine_replay('nope')", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42704");
+    assert!(c
+        .query_one("SELECT ok FROM barecount.ledger_verify()", &[])
+        .await
+        .unwrap()
+        .get::<_, bool>(0));
+}
+
+#[tokio::test]
+async fn error_text_is_capped_per_row_and_per_batch() {
+    let db = fresh_db().await;
+    let c = &db.client;
+    c.query(
+        "SELECT barecount.contract_register($1)",
+        &[&ORDERS_CONTRACT],
+    )
+    .await
+    .unwrap();
+    let awful = json!({"order_id": 1, "order_date": 2, "store_id": 3, "region": 4, "amount": "x", "quantity": "y"});
+    c.batch_execute("SET barecount.max_errors_per_row = 2")
+        .await
+        .unwrap();
+    c.query(
+        "SELECT * FROM barecount.ingest('orders', $1)",
+        &[&json!([awful])],
+    )
+    .await
+    .unwrap();
+    let errors: Value = c
+        .query_one("SELECT errors FROM barecount.quarantine", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let errors = errors.as_array().unwrap();
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert_eq!(errors[2]["keyword"], "_truncated");
+
+    c.batch_execute(
+        "RESET barecount.max_errors_per_row; SET barecount.max_error_bytes_per_batch = 2048",
+    )
+    .await
+    .unwrap();
+    let rows: Vec<Value> = (0..200).map(|_| awful.clone()).collect();
+    let r = c
+        .query_one(
+            "SELECT batch_id, quarantined FROM barecount.ingest('orders', $1)",
+            &[&Value::Array(rows)],
+        )
+        .await
+        .unwrap();
+    let (batch, quarantined): (i64, i64) = (r.get(0), r.get(1));
+    assert_eq!(
+        quarantined, 200,
+        "every bad row is still quarantined, whole"
+    );
+    let (bytes, truncated): (i64, i64) = {
+        let r = c
+            .query_one(
+                "SELECT sum(length(errors::text))::bigint, count(*) FILTER (WHERE errors->0->>'keyword' = '_truncated')
+                   FROM barecount.quarantine WHERE batch_id = $1",
+                &[&batch],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert!(truncated > 150, "{truncated} rows kept only the note");
+    assert!(
+        bytes < 2048 + 200 * 160,
+        "error text stays bounded: {bytes} bytes"
+    );
+    assert_eq!(
+        count(
+            c,
+            &format!("SELECT count(*) FROM raw.orders WHERE batch_id = {batch}")
+        )
+        .await,
+        200
+    );
+
+    // only superusers move the caps
+    let eng = login_role(c, "capper", &["barecount_engineer"], Some("default")).await;
+    let e = connect_as(&db.url, &eng).await;
+    e.batch_execute("SELECT barecount.version()").await.unwrap(); // loads the library and its settings
+    assert_eq!(
+        sqlstate(
+            &e.batch_execute("SET barecount.max_errors_per_row = 100000")
+                .await
+                .unwrap_err()
+        ),
+        "42501"
+    );
+}
+
+#[tokio::test]
+async fn rows_arrive_as_array_of_jsonb_or_from_a_staging_table() {
+    let db = fresh_db().await;
+    let c = &db.client;
+    c.query(
+        "SELECT barecount.contract_register($1)",
+        &[&ORDERS_CONTRACT],
+    )
+    .await
+    .unwrap();
+    let r = c
+        .query_one(
+            "SELECT accepted, quarantined FROM barecount.ingest_rows('orders', ARRAY[$1::jsonb, $2::jsonb])",
+            &[&order("B1", "east", 1.0), &order("B2", "mars", 1.0)],
+        )
+        .await
+        .unwrap();
+    assert_eq!((r.get::<_, i64>(0), r.get::<_, i64>(1)), (1, 1));
+    let e = c
+        .query(
+            "SELECT * FROM barecount.ingest_rows('orders', ARRAY[NULL::jsonb])",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "22004");
+
+    c.batch_execute(
+        "CREATE TEMP TABLE staging (order_id text, order_date text, store_id text, region text, amount numeric, quantity int);
+         INSERT INTO staging VALUES ('C1', '2024-01-01', 'S1', 'east', 5.5, 1), ('C2', '2024-01-02', 'S1', 'west', 7, 2),
+                                    ('C3', 'yesterday', 'S1', 'west', 7, 2);",
+    )
+    .await
+    .unwrap();
+    let r = c
+        .query_one(
+            "SELECT accepted, quarantined FROM barecount.ingest_table('orders', 'staging')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!((r.get::<_, i64>(0), r.get::<_, i64>(1)), (2, 1));
+    let e = c
+        .query(
+            "SELECT * FROM barecount.ingest_table('orders', 'no_such_staging')",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42P01");
+}
