@@ -331,12 +331,25 @@ fn compile_schema_object(index: usize, s: &Value) -> Result<SchemaObject, Contra
         properties.insert(pname, prop_schema);
     }
     pk.sort();
+    // Closed unless the schema object says `additionalProperties: true`: a row with an
+    // undeclared property fails its contract (see compat.rs for what this means for evolution).
+    let additional = match obj.get("additionalProperties") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(ContractError::WrongType {
+                field: format!("schema[{index}].additionalProperties"),
+                expected: "true or false",
+            })
+        }
+    };
     let row_schema = json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": name,
         "type": "object",
         "properties": properties,
         "required": required,
+        "additionalProperties": additional,
     });
     let quality = match obj.get("quality") {
         Some(Value::Array(q)) => q.clone(),

@@ -71,6 +71,17 @@ CREATE TABLE barecount.contract_datasets (
 );
 COMMENT ON TABLE barecount.contract_datasets IS 'Schema objects of each contract version: the dataset, its compiled JSON Schema 2020-12 row schema, key and quality rules';
 
+CREATE TABLE barecount.contract_settings (
+    tenant_id     text NOT NULL REFERENCES barecount.tenants,
+    contract      text NOT NULL,
+    compatibility text NOT NULL DEFAULT 'BACKWARD' CHECK (compatibility IN
+        ('BACKWARD', 'FORWARD', 'FULL', 'NONE', 'BACKWARD_TRANSITIVE', 'FORWARD_TRANSITIVE', 'FULL_TRANSITIVE')),
+    updated_by    name NOT NULL DEFAULT session_user,
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, contract)
+);
+COMMENT ON TABLE barecount.contract_settings IS 'Per-contract settings: the compatibility mode new versions are checked against (BACKWARD when absent)';
+
 CREATE VIEW barecount.contract_versions WITH (security_invoker = true) AS
     SELECT c.tenant_id, c.contract, c.version, c.status, c.registered_by, c.registered_at, c.ledger_seq,
            array_agg(d.dataset ORDER BY d.dataset) AS datasets, c.unsupported

@@ -44,6 +44,12 @@ COMMENT ON FUNCTION barecount.ingest_rows(text, jsonb[]) IS
     'Ingest an array of jsonb rows (e.g. array_agg over a query): as ingest(text, jsonb)';
 COMMENT ON FUNCTION barecount.ingest_table(text, text) IS
     'Ingest every row of a staging table or view (each row as a JSON object of its columns), read with the caller''s privileges: as ingest(text, jsonb)';
+COMMENT ON FUNCTION barecount.contract_set_compatibility(text, text) IS
+    'Set the compatibility mode new versions of a contract are checked against on registration: BACKWARD (default), FORWARD, FULL, NONE, or a _TRANSITIVE variant';
+COMMENT ON FUNCTION barecount.contract_diff(text, text, text) IS
+    'Every change between two registered versions of a contract (dataset, path, kind, old, new) and whether it breaks BACKWARD and FORWARD readers';
+COMMENT ON FUNCTION barecount.contract_unsupported_fields(text, text) IS
+    'Fields of a contract version (latest when NULL) that BareCount keeps verbatim but does not interpret';
 
 -- Who may call what. Functions run as their caller; privileged writes happen inside the
 -- extension (see src/privilege.rs), so these grants are the gate.
@@ -74,3 +80,6 @@ GRANT EXECUTE ON FUNCTION barecount.json_schema_validate(jsonb, jsonb), barecoun
     TO barecount_engineer;
 GRANT EXECUTE ON FUNCTION barecount.quarantine_replay(text, bigint) TO barecount_engineer;
 GRANT EXECUTE ON FUNCTION barecount.ingest_rows(text, jsonb[]), barecount.ingest_table(text, text) TO barecount_engineer;
+GRANT EXECUTE ON FUNCTION barecount.contract_set_compatibility(text, text), barecount.contract_diff(text, text, text),
+                          barecount.contract_unsupported_fields(text, text)
+    TO barecount_engineer;

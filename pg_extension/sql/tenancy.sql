@@ -173,7 +173,7 @@ $$;
 COMMENT ON FUNCTION barecount._protect_table(regclass) IS 'Enable and force row-level security with the tenant_isolation policy on a tenant-scoped table';
 
 SELECT barecount._protect_table(t::regclass) FROM unnest(ARRAY[
-    'barecount.contracts', 'barecount.contract_datasets', 'barecount.batches', 'barecount.quarantine',
+    'barecount.contracts', 'barecount.contract_datasets', 'barecount.contract_settings', 'barecount.batches', 'barecount.quarantine',
     'barecount.ledger', 'barecount.datasets', 'barecount.dataset_versions', 'barecount.tenant_members']) t;
 
 -- Tenants see their own tenant row; admins see all.
@@ -228,7 +228,7 @@ GRANT USAGE ON SCHEMA raw TO barecount_engineer, barecount_publisher;
 GRANT USAGE, CREATE ON SCHEMA gdp, kpi TO barecount_engineer;
 GRANT USAGE ON SCHEMA gdp, kpi TO barecount_publisher;
 GRANT SELECT ON barecount.datasets, barecount.dataset_versions TO barecount_reader;
-GRANT SELECT ON barecount.contracts, barecount.contract_datasets, barecount.contract_versions,
+GRANT SELECT ON barecount.contracts, barecount.contract_datasets, barecount.contract_versions, barecount.contract_settings,
                 barecount.batches, barecount.quarantine, barecount.ledger
     TO barecount_engineer, barecount_publisher;
 GRANT SELECT ON barecount.tenants, barecount.tenant_members TO barecount_reader;

@@ -1,7 +1,7 @@
 //! Contract registry and row validation: `contract_register`, `validate`, `validation_errors`.
 
 use crate::errors::{OrRaise, SqlError};
-use crate::{ledger, privilege, tenant};
+use crate::{evolution, ledger, privilege, tenant};
 use barecount_core::contract::{Contract, RowError, RowValidator};
 use barecount_core::ident::quote_ident;
 use barecount_core::ledger::canonical_json;
@@ -75,6 +75,7 @@ fn register(
         ));
     }
 
+    evolution::check_registration(client, &tenant_id, c)?;
     for s in &c.schemas {
         let owner = client.select(
             "SELECT contract FROM barecount.contract_datasets \
@@ -214,29 +215,44 @@ thread_local! {
     static VALIDATORS: RefCell<HashMap<CacheKey, Rc<RowValidator>>> = RefCell::new(HashMap::new());
 }
 
+/// The contract version governing `name`: a dataset (its latest governing version), a
+/// contract with a single dataset, or either pinned as `name@version`.
 pub fn governing(
     client: &SpiClient<'_>,
     tenant_id: &str,
-    dataset: &str,
+    name: &str,
 ) -> Result<Governing, SqlError> {
+    let (name, pinned) = match name.split_once('@') {
+        Some((n, v)) => (n, Some(v)),
+        None => (name, None),
+    };
     let latest = client.select(
-        "SELECT d.contract, d.contract_version \
+        "SELECT d.contract, d.contract_version, d.dataset \
            FROM barecount.contract_datasets d \
            JOIN barecount.contracts c \
              ON c.tenant_id = d.tenant_id AND c.contract = d.contract AND c.version = d.contract_version \
-          WHERE d.tenant_id = $1 AND d.dataset = $2 \
-          ORDER BY c.version_sort DESC LIMIT 1",
+          WHERE d.tenant_id = $1 AND ($3::text IS NULL OR d.contract_version = $3) \
+            AND (d.dataset = $2 OR (d.contract = $2 AND NOT EXISTS ( \
+                   SELECT 1 FROM barecount.contract_datasets x \
+                    WHERE x.tenant_id = d.tenant_id AND x.contract = d.contract \
+                      AND x.contract_version = d.contract_version AND x.dataset <> d.dataset))) \
+          ORDER BY (d.dataset = $2) DESC, c.version_sort DESC LIMIT 1",
         Some(1),
-        &[tenant_id.into(), dataset.into()],
+        &[tenant_id.into(), name.into(), pinned.into()],
     )?;
     if latest.is_empty() {
         return Err(SqlError::new(
             PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-            format!("no registered contract declares dataset \"{dataset}\""),
+            match pinned {
+                Some(v) => format!("no registered contract version {v} declares dataset (or is the single-dataset contract) \"{name}\""),
+                None => format!("no registered contract declares dataset \"{name}\""),
+            },
         )
         .hint("Register a contract whose schema lists this dataset with barecount.contract_register(...)."));
     }
     let row = latest.first();
+    let dataset = row.get::<String>(3)?.unwrap_or_default();
+    let dataset = dataset.as_str();
     let contract = row.get::<String>(1)?.unwrap_or_default();
     let version = row.get::<String>(2)?.unwrap_or_default();
     let key = (
@@ -277,7 +293,20 @@ pub fn governing(
     })
 }
 
-fn with_validator<T>(dataset: &str, f: impl FnOnce(&RowValidator) -> T) -> T {
+fn with_validator<T>(dataset: &str, row: &Value, f: impl FnOnce(&RowValidator) -> T) -> T {
+    if !row.is_object() {
+        SqlError::new(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!(
+                "a row of dataset \"{dataset}\" must be a JSON object, not {}",
+                json_kind(row)
+            ),
+        )
+        .hint(
+            "Pass one row as a JSON object; ingest quarantines non-object rows of a batch instead.",
+        )
+        .raise()
+    }
     let g = Spi::connect(|client| {
         let tenant_id = tenant::current(client)?;
         governing(client, &tenant_id, dataset)
@@ -289,7 +318,7 @@ fn with_validator<T>(dataset: &str, f: impl FnOnce(&RowValidator) -> T) -> T {
 /// True when the row satisfies the latest contract version governing the dataset.
 #[pg_extern(stable, parallel_safe)]
 fn validate(dataset: &str, row: JsonB) -> bool {
-    with_validator(dataset, |v| v.is_valid(&row.0))
+    with_validator(dataset, &row.0, |v| v.is_valid(&row.0))
 }
 
 /// Every reason the row fails the latest contract version governing the dataset.
@@ -305,7 +334,7 @@ fn validation_errors(
         name!(message, String),
     ),
 > {
-    let errors: Vec<RowError> = with_validator(dataset, |v| v.errors(&row.0));
+    let errors: Vec<RowError> = with_validator(dataset, &row.0, |v| v.errors(&row.0));
     TableIterator::new(
         errors
             .into_iter()
@@ -321,4 +350,15 @@ pub fn errors_json(errors: &[RowError]) -> Value {
             .map(|e| json!({"instance_path": e.instance_path, "keyword": e.keyword, "message": e.message}))
             .collect(),
     )
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
 }

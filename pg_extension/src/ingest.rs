@@ -122,7 +122,15 @@ fn run(
     rows: &JsonB,
 ) -> Result<Ingested, SqlError> {
     let tenant_id = tenant::current(client)?;
-    let g = governing(client, &tenant_id, dataset)?;
+    let g = governing(client, &tenant_id, dataset).map_err(|e| {
+        if e.code == PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT {
+            // for ingest the dataset itself is unknown: there is no raw store to write to
+            SqlError::new(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE, format!("dataset \"{dataset}\" has no contract, so no raw store"))
+                .hint("Register a contract whose schema lists this dataset with barecount.contract_register(...).")
+        } else {
+            e
+        }
+    })?;
 
     let mut bad_rows: Vec<i32> = Vec::new();
     let mut bad_errors: Vec<JsonB> = Vec::new();

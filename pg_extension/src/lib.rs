@@ -8,6 +8,7 @@ mod access;
 mod contracts;
 mod errors;
 mod evidence;
+mod evolution;
 mod ingest;
 mod ledger;
 mod lineage;

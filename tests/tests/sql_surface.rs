@@ -28,7 +28,11 @@ async fn errors_are_specific_and_leave_nothing_behind() {
         .query("SELECT * FROM barecount.ingest('orders', '[]')", &[])
         .await
         .unwrap_err();
-    assert_eq!(sqlstate(&e), "42704", "no contract governs orders yet");
+    assert_eq!(
+        sqlstate(&e),
+        "42P01",
+        "no contract governs orders yet, so it has no raw store"
+    );
 
     pg.query(
         "SELECT barecount.contract_register($1)",

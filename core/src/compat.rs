@@ -1,0 +1,467 @@
+//! Contract evolution: what changed between two compiled row schemas, and whether each change
+//! breaks readers, with the meanings Confluent Schema Registry gives its modes for JSON Schema.
+//!
+//! - BACKWARD: the new schema accepts every row the old one accepted (consumers on the new
+//!   version can read old data). A change "narrows" when the new schema rejects some row the
+//!   old one accepted; narrowing breaks BACKWARD.
+//! - FORWARD: the old schema accepts every row the new one accepts. A change "widens" when the
+//!   new schema accepts some row the old one rejected; widening breaks FORWARD.
+//! - FULL: both. NONE: no check. `*_TRANSITIVE`: against every earlier version, not only the
+//!   latest one below.
+//!
+//! Open content model: a schema object that is open (`additionalProperties` not false) accepts
+//! any value for properties it does not declare. So adding a property to an open model
+//! narrows (old rows may carry that property with any value), and only a closed model makes
+//! adding an optional property backward compatible; removing a property from a closed model
+//! narrows. BareCount compiles schema objects closed unless the contract says
+//! `additionalProperties: true`.
+
+use serde_json::{Map, Value};
+use std::collections::BTreeSet;
+use thiserror::Error;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Backward,
+    Forward,
+    Full,
+    None,
+    BackwardTransitive,
+    ForwardTransitive,
+    FullTransitive,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("compatibility mode \"{0}\" is unknown (BACKWARD, FORWARD, FULL, NONE, and the _TRANSITIVE variants)")]
+pub struct UnknownMode(pub String);
+
+impl Mode {
+    pub fn parse(s: &str) -> Result<Mode, UnknownMode> {
+        Ok(match s.trim().to_ascii_uppercase().as_str() {
+            "BACKWARD" => Mode::Backward,
+            "FORWARD" => Mode::Forward,
+            "FULL" => Mode::Full,
+            "NONE" => Mode::None,
+            "BACKWARD_TRANSITIVE" => Mode::BackwardTransitive,
+            "FORWARD_TRANSITIVE" => Mode::ForwardTransitive,
+            "FULL_TRANSITIVE" => Mode::FullTransitive,
+            _ => return Err(UnknownMode(s.to_owned())),
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Backward => "BACKWARD",
+            Mode::Forward => "FORWARD",
+            Mode::Full => "FULL",
+            Mode::None => "NONE",
+            Mode::BackwardTransitive => "BACKWARD_TRANSITIVE",
+            Mode::ForwardTransitive => "FORWARD_TRANSITIVE",
+            Mode::FullTransitive => "FULL_TRANSITIVE",
+        }
+    }
+
+    pub fn transitive(self) -> bool {
+        matches!(
+            self,
+            Mode::BackwardTransitive | Mode::ForwardTransitive | Mode::FullTransitive
+        )
+    }
+
+    /// Whether a change breaks this mode.
+    pub fn broken_by(self, c: &Change) -> bool {
+        match self {
+            Mode::None => false,
+            Mode::Backward | Mode::BackwardTransitive => c.narrows,
+            Mode::Forward | Mode::ForwardTransitive => c.widens,
+            Mode::Full | Mode::FullTransitive => c.narrows || c.widens,
+        }
+    }
+}
+
+/// One difference between two versions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Where, e.g. `/orders/properties/amount/minimum`.
+    pub path: String,
+    pub kind: String,
+    pub old: Option<Value>,
+    pub new: Option<Value>,
+    /// The new version rejects some row the old one accepted (breaks BACKWARD).
+    pub narrows: bool,
+    /// The new version accepts some row the old one rejected (breaks FORWARD).
+    pub widens: bool,
+}
+
+fn change(
+    path: String,
+    kind: &str,
+    old: Option<&Value>,
+    new: Option<&Value>,
+    narrows: bool,
+    widens: bool,
+) -> Change {
+    Change {
+        path,
+        kind: kind.to_owned(),
+        old: old.cloned(),
+        new: new.cloned(),
+        narrows,
+        widens,
+    }
+}
+
+/// A property's schema without the `anyOf [S, null]` wrapper optional properties get.
+fn unwrap_optional(v: &Value) -> &Value {
+    if let Some(Value::Array(alts)) = v.get("anyOf") {
+        if alts.len() == 2 && alts[1] == serde_json::json!({"type": "null"}) {
+            return &alts[0];
+        }
+    }
+    v
+}
+
+fn closed(schema: &Value) -> bool {
+    schema.get("additionalProperties") == Some(&Value::Bool(false))
+}
+
+fn required(schema: &Value) -> BTreeSet<String> {
+    schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn types(v: Option<&Value>) -> BTreeSet<String> {
+    let mut out: BTreeSet<String> = match v {
+        Some(Value::String(s)) => BTreeSet::from([s.clone()]),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        _ => BTreeSet::new(),
+    };
+    // number includes integer
+    if out.contains("number") {
+        out.insert("integer".into());
+    }
+    out
+}
+
+/// Compares two keyword values where a larger value narrows (`minimum`, `minLength`, …) or
+/// widens (`maximum`, `maxLength`, …); `lower` says which.
+fn bound(
+    path: &str,
+    key: &str,
+    old: Option<&Value>,
+    new: Option<&Value>,
+    lower: bool,
+    out: &mut Vec<Change>,
+) {
+    let (o, n) = (old.and_then(Value::as_f64), new.and_then(Value::as_f64));
+    let (narrows, widens) = match (o, n) {
+        (None, None) => return,
+        (None, Some(_)) => (true, false),
+        (Some(_), None) => (false, true),
+        (Some(a), Some(b)) if a == b => return,
+        (Some(a), Some(b)) => {
+            let tighter = if lower { b > a } else { b < a };
+            (tighter, !tighter)
+        }
+    };
+    out.push(change(
+        format!("{path}/{key}"),
+        &format!("{key}_changed"),
+        old,
+        new,
+        narrows,
+        widens,
+    ));
+}
+
+fn compare_property(path: &str, old: &Value, new: &Value, out: &mut Vec<Change>) {
+    let (o, n) = (unwrap_optional(old), unwrap_optional(new));
+    let (to, tn) = (types(o.get("type")), types(n.get("type")));
+    if to != tn {
+        let narrows = !to.is_empty() && (tn.is_empty() || !to.is_subset(&tn))
+            || to.is_empty() && !tn.is_empty();
+        let widens = !tn.is_empty() && (to.is_empty() || !tn.is_subset(&to))
+            || tn.is_empty() && !to.is_empty();
+        out.push(change(
+            format!("{path}/type"),
+            "type_changed",
+            o.get("type"),
+            n.get("type"),
+            narrows,
+            widens,
+        ));
+    }
+    for (key, lower) in [
+        ("minimum", true),
+        ("exclusiveMinimum", true),
+        ("minLength", true),
+        ("minItems", true),
+        ("maximum", false),
+        ("exclusiveMaximum", false),
+        ("maxLength", false),
+        ("maxItems", false),
+    ] {
+        bound(path, key, o.get(key), n.get(key), lower, out);
+    }
+    for key in ["format", "pattern", "multipleOf"] {
+        match (o.get(key), n.get(key)) {
+            (a, b) if a == b => {}
+            (None, Some(_)) => out.push(change(
+                format!("{path}/{key}"),
+                &format!("{key}_added"),
+                None,
+                n.get(key),
+                true,
+                false,
+            )),
+            (Some(_), None) => out.push(change(
+                format!("{path}/{key}"),
+                &format!("{key}_removed"),
+                o.get(key),
+                None,
+                false,
+                true,
+            )),
+            (a, b) => out.push(change(
+                format!("{path}/{key}"),
+                &format!("{key}_changed"),
+                a,
+                b,
+                true,
+                true,
+            )),
+        }
+    }
+    let set = |v: Option<&Value>| -> Option<BTreeSet<String>> {
+        v.and_then(Value::as_array)
+            .map(|a| a.iter().map(Value::to_string).collect())
+    };
+    match (set(o.get("enum")), set(n.get("enum"))) {
+        (a, b) if a == b => {}
+        (None, Some(_)) => out.push(change(
+            format!("{path}/enum"),
+            "enum_added",
+            None,
+            n.get("enum"),
+            true,
+            false,
+        )),
+        (Some(_), None) => out.push(change(
+            format!("{path}/enum"),
+            "enum_removed",
+            o.get("enum"),
+            None,
+            false,
+            true,
+        )),
+        (Some(a), Some(b)) => {
+            let narrows = !a.is_subset(&b);
+            let widens = !b.is_subset(&a);
+            out.push(change(
+                format!("{path}/enum"),
+                "enum_changed",
+                o.get("enum"),
+                n.get("enum"),
+                narrows,
+                widens,
+            ));
+        }
+        (None, None) => {}
+    }
+}
+
+/// Every change from `old` to `new` for one schema object named `dataset`.
+pub fn diff_schema(dataset: &str, old: &Value, new: &Value) -> Vec<Change> {
+    let mut out = Vec::new();
+    let empty = Map::new();
+    let po = old
+        .get("properties")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let pn = new
+        .get("properties")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let (ro, rn) = (required(old), required(new));
+    let (co, cn) = (closed(old), closed(new));
+    if co != cn {
+        // open -> closed rejects rows with undeclared properties; closed -> open admits them
+        out.push(change(
+            format!("/{dataset}/additionalProperties"),
+            "content_model_changed",
+            Some(&Value::Bool(!co)),
+            Some(&Value::Bool(!cn)),
+            cn,
+            co,
+        ));
+    }
+    let names: BTreeSet<&String> = po.keys().chain(pn.keys()).collect();
+    for name in names {
+        let path = format!("/{dataset}/properties/{name}");
+        match (po.get(name), pn.get(name)) {
+            (None, Some(s)) => {
+                let req = rn.contains(name);
+                // new rows may carry it: an old closed model rejects them
+                let widens = co;
+                // old rows may lack it (if required) or carry any value for it (old open model)
+                let narrows = req || !co;
+                out.push(change(
+                    path,
+                    if req {
+                        "required_property_added"
+                    } else {
+                        "optional_property_added"
+                    },
+                    None,
+                    Some(s),
+                    narrows,
+                    widens,
+                ));
+            }
+            (Some(s), None) => {
+                let req = ro.contains(name);
+                // old rows carrying it are rejected by a new closed model
+                let narrows = cn;
+                // new rows lack it: an old schema that required it rejects them; an old model
+                // that constrained it accepted fewer values than a new open one
+                let widens = req || !cn;
+                out.push(change(
+                    path,
+                    if req {
+                        "required_property_removed"
+                    } else {
+                        "optional_property_removed"
+                    },
+                    Some(s),
+                    None,
+                    narrows,
+                    widens,
+                ));
+            }
+            (Some(a), Some(b)) => {
+                match (ro.contains(name), rn.contains(name)) {
+                    (false, true) => out.push(change(
+                        format!("{path}/required"),
+                        "became_required",
+                        Some(&Value::Bool(false)),
+                        Some(&Value::Bool(true)),
+                        true,
+                        false,
+                    )),
+                    (true, false) => out.push(change(
+                        format!("{path}/required"),
+                        "became_optional",
+                        Some(&Value::Bool(true)),
+                        Some(&Value::Bool(false)),
+                        false,
+                        true,
+                    )),
+                    _ => {}
+                }
+                compare_property(&path, a, b, &mut out);
+            }
+            (None, None) => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn schema(closed: bool, props: Value, required: &[&str]) -> Value {
+        json!({"type": "object", "properties": props, "required": required, "additionalProperties": !closed})
+    }
+    fn opt(s: Value) -> Value {
+        json!({"anyOf": [s, {"type": "null"}]})
+    }
+    fn kinds(c: &[Change]) -> Vec<(&str, bool, bool)> {
+        c.iter()
+            .map(|c| (c.kind.as_str(), c.narrows, c.widens))
+            .collect()
+    }
+
+    #[test]
+    fn adding_an_optional_property_depends_on_the_content_model() {
+        let base = json!({"a": {"type": "string"}});
+        let plus = json!({"a": {"type": "string"}, "b": opt(json!({"type": "integer"}))});
+        // closed: old rows never had b -> backward compatible; old readers reject b -> forward breaks
+        let c = diff_schema(
+            "t",
+            &schema(true, base.clone(), &["a"]),
+            &schema(true, plus.clone(), &["a"]),
+        );
+        assert_eq!(kinds(&c), vec![("optional_property_added", false, true)]);
+        assert!(!Mode::Backward.broken_by(&c[0]) && Mode::Forward.broken_by(&c[0]));
+        // open: old rows may carry b with any value -> backward breaks; old readers accept b
+        let c = diff_schema(
+            "t",
+            &schema(false, base, &["a"]),
+            &schema(false, plus, &["a"]),
+        );
+        assert_eq!(kinds(&c), vec![("optional_property_added", true, false)]);
+    }
+
+    #[test]
+    fn required_type_and_constraint_changes() {
+        let old = json!({"a": {"type": "number", "minimum": 0}, "b": opt(json!({"type": "string", "enum": ["x", "y"]}))});
+        let new = json!({"a": {"type": "integer", "minimum": 1}, "b": {"type": "string", "enum": ["x", "y", "z"]}});
+        let c = diff_schema(
+            "t",
+            &schema(true, old, &["a"]),
+            &schema(true, new, &["a", "b"]),
+        );
+        assert_eq!(
+            kinds(&c),
+            vec![
+                ("type_changed", true, false),
+                ("minimum_changed", true, false),
+                ("became_required", true, false),
+                ("enum_changed", false, true),
+            ]
+        );
+        assert_eq!(c[0].path, "/t/properties/a/type");
+        assert!(c.iter().all(|x| !Mode::None.broken_by(x)));
+        assert!(c.iter().any(|x| Mode::Full.broken_by(x)));
+    }
+
+    #[test]
+    fn removing_and_reopening() {
+        let old = schema(
+            true,
+            json!({"a": {"type": "string"}, "b": {"type": "string"}}),
+            &["a", "b"],
+        );
+        let new = schema(true, json!({"a": {"type": "string"}}), &["a"]);
+        assert_eq!(
+            kinds(&diff_schema("t", &old, &new)),
+            vec![("required_property_removed", true, true)]
+        );
+        let reopened = schema(
+            false,
+            json!({"a": {"type": "string"}, "b": {"type": "string"}}),
+            &["a", "b"],
+        );
+        assert_eq!(
+            kinds(&diff_schema("t", &old, &reopened)),
+            vec![("content_model_changed", false, true)]
+        );
+        assert_eq!(Mode::parse("full_transitive"), Ok(Mode::FullTransitive));
+        assert!(Mode::parse("SIDEWAYS").is_err());
+        assert!(diff_schema("t", &old, &old).is_empty());
+    }
+}
