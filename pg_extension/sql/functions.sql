@@ -50,6 +50,8 @@ COMMENT ON FUNCTION barecount.contract_diff(text, text, text) IS
     'Every change between two registered versions of a contract (dataset, path, kind, old, new) and whether it breaks BACKWARD and FORWARD readers';
 COMMENT ON FUNCTION barecount.contract_unsupported_fields(text, text) IS
     'Fields of a contract version (latest when NULL) that BareCount keeps verbatim but does not interpret';
+COMMENT ON FUNCTION barecount.validate_batch(text, jsonb) IS
+    'Set-based validation of a JSON array of rows against the contract governing the dataset: row_no, valid, errors (jsonb), ingesting nothing';
 
 -- Who may call what. Functions run as their caller; privileged writes happen inside the
 -- extension (see src/privilege.rs), so these grants are the gate.
@@ -83,3 +85,4 @@ GRANT EXECUTE ON FUNCTION barecount.ingest_rows(text, jsonb[]), barecount.ingest
 GRANT EXECUTE ON FUNCTION barecount.contract_set_compatibility(text, text), barecount.contract_diff(text, text, text),
                           barecount.contract_unsupported_fields(text, text)
     TO barecount_engineer;
+GRANT EXECUTE ON FUNCTION barecount.validate_batch(text, jsonb) TO barecount_engineer;

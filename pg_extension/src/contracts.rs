@@ -342,6 +342,37 @@ fn validation_errors(
     )
 }
 
+/// Set-based validation of a whole batch (a JSON array): one row per input row with its
+/// verdict and errors, without ingesting anything.
+#[pg_extern(stable, parallel_safe)]
+fn validate_batch(
+    dataset: &str,
+    rows: JsonB,
+) -> TableIterator<'static, (name!(row_no, i32), name!(valid, bool), name!(errors, JsonB))> {
+    let Value::Array(items) = rows.0 else {
+        SqlError::new(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("a batch for dataset \"{dataset}\" must be a JSON array of rows"),
+        )
+        .hint("Aggregate rows with jsonb_agg(...).")
+        .raise()
+    };
+    let g = Spi::connect(|client| {
+        let tenant_id = tenant::current(client)?;
+        governing(client, &tenant_id, dataset)
+    })
+    .or_raise();
+    let out: Vec<(i32, bool, JsonB)> = items
+        .iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let errors = g.validator.errors(row);
+            (i as i32 + 1, errors.is_empty(), JsonB(errors_json(&errors)))
+        })
+        .collect();
+    TableIterator::new(out)
+}
+
 /// Errors as stored in quarantine: a JSON array of {instance_path, keyword, message}.
 pub fn errors_json(errors: &[RowError]) -> Value {
     Value::Array(

@@ -232,6 +232,20 @@ async fn diff_unsupported_fields_and_bad_input() {
         "1.0.0 is closed to coupon"
     );
 
+    // set-based: a whole batch at once
+    let batch = json!([row, {"order_id": "bad"}, "scalar"]);
+    let verdicts: Vec<(i32, bool, i32)> = c
+        .query("SELECT row_no, valid, jsonb_array_length(errors) FROM barecount.validate_batch('orders', $1) ORDER BY row_no", &[&batch])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(verdicts.len(), 3);
+    assert_eq!((verdicts[0].0, verdicts[0].1, verdicts[0].2), (1, true, 0));
+    assert!(!verdicts[1].1 && verdicts[1].2 >= 5, "{verdicts:?}");
+    assert!(!verdicts[2].1);
+
     let ledger_before: i64 = c
         .query_one("SELECT count(*) FROM barecount.ledger", &[])
         .await
