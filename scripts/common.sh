@@ -7,8 +7,12 @@ export ROOT
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/barecount/target}"
 export PG_CONFIG="${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}"
 export PG_BIN="/usr/lib/postgresql/15/bin"
-# State of local clusters and servers (data directories, logs, ports).
-export BC_STATE="${BARECOUNT_STATE_DIR:-$ROOT/.bc}"
+# State of local clusters and servers (data directories, logs, ports). Outside the checkout,
+# because Postgres runs as user postgres, which may not be able to enter the checkout (a clone
+# under /root, or in a mode-700 temporary directory); one directory per checkout.
+export BC_STATE="${BARECOUNT_STATE_DIR:-/tmp/barecount-state/$(printf '%s' "$ROOT" | sha1sum | cut -c1-12)}"
+mkdir -p "$BC_STATE"
+chmod 755 /tmp/barecount-state "$BC_STATE" 2>/dev/null || true
 export PATH="$HOME/.cargo/bin:$PATH"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
