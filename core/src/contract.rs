@@ -456,15 +456,20 @@ impl RowValidator {
 
     /// Every error in the row, in the validator's order.
     pub fn errors(&self, row: &Value) -> Vec<RowError> {
-        self.validator
-            .iter_errors(row)
-            .map(|e| RowError {
-                instance_path: e.instance_path().as_str().to_owned(),
-                keyword: e.kind().keyword().to_owned(),
-                message: e.to_string(),
-            })
-            .collect()
+        collect_errors(&self.validator, row)
     }
+}
+
+/// Every error of `instance` against a compiled schema, as BareCount reports them.
+pub(crate) fn collect_errors(validator: &jsonschema::Validator, instance: &Value) -> Vec<RowError> {
+    validator
+        .iter_errors(instance)
+        .map(|e| RowError {
+            instance_path: e.instance_path().as_str().to_owned(),
+            keyword: e.kind().keyword().to_owned(),
+            message: e.to_string(),
+        })
+        .collect()
 }
 
 #[cfg(test)]

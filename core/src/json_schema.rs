@@ -1,7 +1,7 @@
 //! General JSON Schema (draft 2020-12 by default) validation with locally registered resources:
 //! `$ref`s to other URIs resolve only against resources given here, never over the network.
 
-use crate::contract::RowError;
+use crate::contract::{collect_errors, RowError};
 use serde_json::Value;
 use std::collections::HashMap;
 use thiserror::Error;
@@ -59,14 +59,7 @@ impl SchemaValidator {
     }
 
     pub fn errors(&self, instance: &Value) -> Vec<RowError> {
-        self.validator
-            .iter_errors(instance)
-            .map(|e| RowError {
-                instance_path: e.instance_path().as_str().to_owned(),
-                keyword: e.kind().keyword().to_owned(),
-                message: e.to_string(),
-            })
-            .collect()
+        collect_errors(&self.validator, instance)
     }
 }
 

@@ -208,3 +208,19 @@ pub async fn login_role(
     }
     name
 }
+
+/// The single bigint a query returns.
+pub async fn count(c: &Client, sql: &str) -> i64 {
+    c.query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+}
+
+/// The SQLSTATE of a statement that must fail.
+pub async fn refused(c: &Client, sql: &str) -> String {
+    match c.batch_execute(sql).await {
+        Ok(()) => panic!("expected an error from: {sql}"),
+        Err(e) => sqlstate(&e),
+    }
+}

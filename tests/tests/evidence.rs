@@ -5,19 +5,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use barecount_core::ledger::LedgerEntry;
-use barecount_tests::{fresh_db, sqlstate, ORDERS_CONTRACT};
+use barecount_tests::{count, fresh_db, sqlstate, ORDERS_CONTRACT};
 use serde_json::{json, Value};
 use tokio_postgres::{Client, GenericClient};
 
 fn order(id: &str) -> Value {
     json!({"order_id": id, "order_date": "2024-05-01", "store_id": "S1", "region": "east", "amount": 10, "quantity": 1})
-}
-
-async fn count(c: &Client, sql: &str) -> i64 {
-    c.query_one(sql, &[])
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .get(0)
 }
 
 /// (ok, first_broken_seq, reason)

@@ -4,19 +4,11 @@
 //! now passes, with a receipt naming each released row.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use barecount_tests::{connect_as, fresh_db, login_role, sqlstate, ORDERS_CONTRACT};
+use barecount_tests::{connect_as, count, fresh_db, login_role, sqlstate, ORDERS_CONTRACT};
 use serde_json::{json, Value};
-use tokio_postgres::Client;
 
 fn order(id: &str, region: &str, amount: f64) -> Value {
     json!({"order_id": id, "order_date": "2024-05-01", "store_id": "S1", "region": region, "amount": amount, "quantity": 1})
-}
-
-async fn count(c: &Client, sql: &str) -> i64 {
-    c.query_one(sql, &[])
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .get(0)
 }
 
 #[tokio::test]

@@ -4,23 +4,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use barecount_flight::client;
-use barecount_tests::{connect_as, fresh_db, login_role, sqlstate, ORDERS_CONTRACT};
+use barecount_tests::{
+    connect_as, count, fresh_db, login_role, refused, sqlstate, ORDERS_CONTRACT,
+};
 use serde_json::json;
 use tokio_postgres::Client;
-
-async fn count(c: &Client, sql: &str) -> i64 {
-    c.query_one(sql, &[])
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .get(0)
-}
-
-async fn refused(c: &Client, sql: &str) -> String {
-    match c.batch_execute(sql).await {
-        Ok(()) => panic!("expected an error from: {sql}"),
-        Err(e) => sqlstate(&e),
-    }
-}
 
 async fn affected(c: &Client, sql: &str) -> u64 {
     c.execute(sql, &[])
