@@ -67,6 +67,8 @@ pub enum ContractError {
     DuplicateSchema(String),
     #[error("property \"{property}\" is declared twice in schema \"{schema}\"")]
     DuplicateProperty { schema: String, property: String },
+    #[error("{0}")]
+    Quality(#[from] crate::quality::RuleError),
     #[error("compiled row schema for \"{schema}\" is not valid JSON Schema: {message}")]
     InvalidRowSchema { schema: String, message: String },
 }
@@ -355,6 +357,7 @@ fn compile_schema_object(index: usize, s: &Value) -> Result<SchemaObject, Contra
         Some(Value::Array(q)) => q.clone(),
         _ => Vec::new(),
     };
+    crate::quality::parse(&name, &quality)?;
     // make sure the compiled schema itself compiles
     crate::contract::RowValidator::new(&name, &row_schema)?;
     Ok(SchemaObject {

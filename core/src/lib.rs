@@ -11,6 +11,7 @@ pub mod json_schema;
 pub mod ledger;
 pub mod lineage;
 pub mod obligation;
+pub mod quality;
 pub mod source;
 pub mod token;
 pub mod version;

@@ -16,3 +16,22 @@ COMMENT ON TABLE barecount.obligations IS
 SELECT barecount._protect_table('barecount.obligations');
 REVOKE ALL ON barecount.obligations FROM PUBLIC;
 GRANT SELECT ON barecount.obligations TO barecount_engineer, barecount_publisher;
+
+-- Quality rule results per ingested batch.
+CREATE TABLE barecount.quality_results (
+    tenant_id      text NOT NULL REFERENCES barecount.tenants,
+    batch_id       bigint NOT NULL REFERENCES barecount.batches,
+    dataset        text NOT NULL,
+    rule_name      text NOT NULL,
+    rule           jsonb NOT NULL,
+    severity       text NOT NULL CHECK (severity IN ('blocking', 'warning')),
+    passed         boolean NOT NULL,
+    failing_count  bigint NOT NULL,
+    failing_sample jsonb NOT NULL,
+    PRIMARY KEY (batch_id, rule_name)
+);
+COMMENT ON TABLE barecount.quality_results IS
+    'Contract quality rules evaluated per batch: passed, failing count and a sample of failing row numbers or values; a failed blocking rule quarantined the batch';
+SELECT barecount._protect_table('barecount.quality_results');
+REVOKE ALL ON barecount.quality_results FROM PUBLIC;
+GRANT SELECT ON barecount.quality_results TO barecount_engineer, barecount_publisher;

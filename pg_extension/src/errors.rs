@@ -102,9 +102,17 @@ impl From<ContractError> for SqlError {
             ContractError::UnsupportedLogicalType { .. } => {
                 SqlError::new(ERRCODE_FEATURE_NOT_SUPPORTED, message)
             }
+            ContractError::Quality(_) => SqlError::new(ERRCODE_INVALID_PARAMETER_VALUE, message)
+                .hint("Quality rules are notNull, unique, range, allowedValues, pattern, references, rowCount and freshness; see README."),
             ContractError::InvalidRowSchema { .. } => {
                 SqlError::new(ERRCODE_INVALID_PARAMETER_VALUE, message)
             }
         }
+    }
+}
+
+impl From<barecount_core::quality::RuleError> for SqlError {
+    fn from(e: barecount_core::quality::RuleError) -> Self {
+        SqlError::from(ContractError::Quality(e))
     }
 }

@@ -1,12 +1,13 @@
 //! `ingest`: rows into a raw store, each checked against its contract; failures to quarantine.
 
-use crate::contracts::{errors_json, governing};
+use crate::contracts::{errors_json, governing, Governing};
 use crate::errors::{OrRaise, SqlError};
 use crate::{access, ledger, privilege, settings, tenant};
 use barecount_core::content_hash::ContentHasher;
 use barecount_core::contract::ErrorBudget;
 use barecount_core::ident::quote_ident;
 use barecount_core::ledger::canonical_json;
+use barecount_core::quality::{self, Check};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::JsonB;
@@ -160,6 +161,21 @@ fn run(
             .add_row(&[Some(row_no.to_string()), Some(canonical)])
             .map_err(|e| SqlError::new(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string()))?;
     }
+    let quality = check_quality(client, &tenant_id, dataset, &g, items, &bad_rows)?;
+    if let Some(blocking) = quality.iter().find(|q| q.blocking && q.failing > 0) {
+        // a blocking rule failed: the whole batch waits in quarantine
+        let note = JsonB(json!([{
+            "instance_path": "",
+            "keyword": "quality",
+            "message": format!("the batch failed blocking quality rule {} ({} failing)", blocking.name, blocking.failing),
+        }]));
+        for row_no in 1..=items.len() as i32 {
+            if !bad_rows.contains(&row_no) {
+                bad_rows.push(row_no);
+                bad_errors.push(JsonB(note.0.clone()));
+            }
+        }
+    }
     let total = items.len() as i64;
     let quarantined = bad_rows.len() as i64;
     let accepted = total - quarantined;
@@ -189,6 +205,7 @@ fn run(
             "rows": total,
             "accepted": accepted,
             "quarantined": quarantined,
+            "quality": quality.iter().map(|q| json!({"rule": q.name, "passed": q.failing == 0, "failing": q.failing, "blocking": q.blocking})).collect::<Vec<_>>(),
         }),
         Some(&content_hash),
     )?;
@@ -259,6 +276,130 @@ fn run(
             None,
         )?;
     }
+    for q in &quality {
+        client.update(
+            "INSERT INTO barecount.quality_results \
+               (tenant_id, batch_id, dataset, rule_name, rule, severity, passed, failing_count, failing_sample) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            None,
+            &[
+                tenant_id.as_str().into(),
+                batch_id.into(),
+                dataset.into(),
+                q.name.as_str().into(),
+                JsonB(q.rule.clone()).into(),
+                (if q.blocking { "blocking" } else { "warning" }).into(),
+                (q.failing == 0).into(),
+                (q.failing as i64).into(),
+                JsonB(Value::Array(q.sample.clone())).into(),
+            ],
+        )?;
+    }
     access::meter(client, &tenant_id, "ingest", total, payload_bytes)?;
     Ok((batch_id, accepted, quarantined, receipt.seq))
+}
+
+/// One quality rule's result for a batch.
+struct QualityResult {
+    name: String,
+    rule: Value,
+    blocking: bool,
+    failing: u64,
+    sample: Vec<Value>,
+}
+
+/// Evaluates the contract version's quality rules on the rows that passed row validation,
+/// completing `unique` against the rows already accepted and `references` against the
+/// referenced table, both within the tenant. Runs inside the privileged section.
+fn check_quality(
+    client: &SpiClient<'_>,
+    tenant_id: &str,
+    dataset: &str,
+    g: &Governing,
+    items: &[Value],
+    bad_rows: &[i32],
+) -> Result<Vec<QualityResult>, SqlError> {
+    let defined = client
+        .select(
+            "SELECT quality FROM barecount.contract_datasets \
+              WHERE tenant_id = $1 AND dataset = $2 AND contract = $3 AND contract_version = $4",
+            Some(1),
+            &[
+                tenant_id.into(),
+                dataset.into(),
+                g.contract.as_str().into(),
+                g.version.as_str().into(),
+            ],
+        )?
+        .first()
+        .get::<JsonB>(1)?
+        .map(|j| j.0)
+        .unwrap_or(Value::Null);
+    let rules = quality::parse(dataset, defined.as_array().map_or(&[][..], Vec::as_slice))?;
+    if rules.is_empty() {
+        return Ok(Vec::new());
+    }
+    let today = client
+        .select(
+            "SELECT ((now() AT TIME ZONE 'UTC')::date - DATE '1970-01-01')::int8",
+            Some(1),
+            &[],
+        )?
+        .first()
+        .get::<i64>(1)?
+        .unwrap_or(0);
+    let valid: Vec<&Value> = items
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !bad_rows.contains(&(*i as i32 + 1)))
+        .map(|(_, v)| v)
+        .collect();
+    let mut out = Vec::with_capacity(rules.len());
+    for rule in rules {
+        let mut o = quality::evaluate(&rule, &valid, today);
+        let property = rule.property.clone().unwrap_or_default();
+        let found: Vec<String> = match &rule.check {
+            Check::Unique if !o.lookup.is_empty() => client
+                .select(
+                    &format!(
+                        "SELECT DISTINCT payload->>$3 FROM raw.{} WHERE tenant_id = $1 AND payload->>$3 = ANY($2)",
+                        quote_ident(&format!("{dataset}__accepted"))
+                    ),
+                    None,
+                    &[tenant_id.into(), o.lookup.clone().into(), property.as_str().into()],
+                )?
+                .filter_map(|r| r.get::<String>(1).ok().flatten())
+                .collect(),
+            Check::References { table, column } if !o.lookup.is_empty() => {
+                let (schema, rel) = table.split_once('.').unwrap_or(("", ""));
+                client
+                    .select(
+                        &format!(
+                            "SELECT k FROM unnest($2::text[]) AS k WHERE NOT EXISTS \
+                               (SELECT 1 FROM {}.{} t WHERE t.tenant_id = $1 AND t.{}::text = k)",
+                            quote_ident(schema),
+                            quote_ident(rel),
+                            quote_ident(column)
+                        ),
+                        None,
+                        &[tenant_id.into(), o.lookup.clone().into()],
+                    )?
+                    .filter_map(|r| r.get::<String>(1).ok().flatten())
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+        o.failing += found.len() as u64;
+        o.sample
+            .extend(found.into_iter().take(10).map(Value::String));
+        o.sample.truncate(10);
+        out.push(QualityResult {
+            name: rule.name,
+            rule: rule.definition,
+            blocking: rule.blocking,
+            failing: o.failing,
+            sample: o.sample,
+        });
+    }
+    Ok(out)
 }

@@ -316,3 +316,114 @@ async fn rows_arrive_as_array_of_jsonb_or_from_a_staging_table() {
         .unwrap_err();
     assert_eq!(sqlstate(&e), "42P01");
 }
+
+const QUALITY: &str = "    description: One row per order.
+    quality:
+      - rule: unique
+        property: order_id
+        severity: blocking
+      - rule: range
+        property: amount
+        max: 1000
+      - rule: references
+        property: store_id
+        table: gdp.stores
+        column: store_id
+      - rule: rowCount
+        min: 2
+      - rule: freshness
+        property: order_date
+        maxAgeDays: 100000
+";
+
+#[tokio::test]
+async fn quality_rules_record_results_and_a_blocking_failure_quarantines_the_batch() {
+    let db = fresh_db().await;
+    let c = &db.client;
+    let contract = ORDERS_CONTRACT.replace("    description: One row per order.\n", QUALITY);
+    assert_ne!(contract, ORDERS_CONTRACT);
+    c.query("SELECT barecount.contract_register($1)", &[&contract])
+        .await
+        .unwrap();
+    c.batch_execute(
+        "CREATE TABLE gdp.stores AS SELECT 'default'::text AS tenant_id, 'S1'::text AS store_id",
+    )
+    .await
+    .unwrap();
+
+    let mut far = order("A2", "east", 2000.0);
+    far["store_id"] = json!("S9");
+    let r = c
+        .query_one(
+            "SELECT batch_id, accepted, quarantined FROM barecount.ingest('orders', $1)",
+            &[&json!([order("A1", "east", 10.0), far])],
+        )
+        .await
+        .unwrap();
+    let (batch, accepted): (i64, i64) = (r.get(0), r.get(1));
+    assert_eq!(accepted, 2, "warnings only record");
+    let results: Vec<(String, bool, i64, Value)> = c
+        .query("SELECT rule_name, passed, failing_count, failing_sample FROM barecount.quality_results WHERE batch_id = $1 ORDER BY rule_name", &[&batch])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    let names: Vec<&str> = results.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "freshness:order_date",
+            "range:amount",
+            "references:store_id",
+            "rowCount",
+            "unique:order_id"
+        ]
+    );
+    assert_eq!(
+        (results[1].1, results[1].2, &results[1].3),
+        (false, 1, &json!([2]))
+    );
+    assert_eq!(
+        (results[2].1, results[2].2, &results[2].3),
+        (false, 1, &json!(["S9"]))
+    );
+    assert!(results[0].1 && results[3].1 && results[4].1);
+
+    // A1 again: unique against what is stored fails, and that rule blocks the whole batch
+    let r = c
+        .query_one(
+            "SELECT batch_id, accepted, quarantined FROM barecount.ingest('orders', $1)",
+            &[&json!([order("A1", "east", 1.0), order("A3", "east", 1.0)])],
+        )
+        .await
+        .unwrap();
+    let (batch2, accepted, quarantined): (i64, i64, i64) = (r.get(0), r.get(1), r.get(2));
+    assert_eq!((accepted, quarantined), (0, 2));
+    let keyword: String = c
+        .query_one("SELECT errors->0->>'keyword' FROM barecount.quarantine WHERE batch_id = $1 AND row_no = 2", &[&batch2])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(keyword, "quality");
+    let unique_failing = count(c, &format!("SELECT failing_count FROM barecount.quality_results WHERE batch_id = {batch2} AND rule_name = 'unique:order_id'")).await;
+    assert_eq!(unique_failing, 1);
+    assert_eq!(
+        count(c, "SELECT count(*) FROM raw.orders__accepted").await,
+        2
+    );
+
+    // a contract with a rule BareCount cannot evaluate is refused at registration
+    let bad = ORDERS_CONTRACT.replace("version: 1.0.0", "version: 1.1.0").replace(
+        "    description: One row per order.\n",
+        "    description: One row per order.\n    quality:\n      - rule: references\n        property: store_id\n        table: pg_catalog.pg_authid\n        column: rolname\n",
+    );
+    assert_eq!(
+        sqlstate(
+            &c.batch_execute(&format!("SELECT barecount.contract_register($${bad}$$)"))
+                .await
+                .unwrap_err()
+        ),
+        "22023"
+    );
+}
