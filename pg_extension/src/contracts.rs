@@ -307,12 +307,36 @@ fn with_validator<T>(dataset: &str, row: &Value, f: impl FnOnce(&RowValidator) -
         )
         .raise()
     }
+    f(&statement_validator(dataset))
+}
+
+/// (statement, name, validator)
+type Resolved = ((u32, u32, i64), String, Rc<RowValidator>);
+
+thread_local! {
+    /// The validator `validate` resolved for a name in the current statement. Within one
+    /// statement the tenant and the registered versions cannot change (the statement's snapshot
+    /// is fixed), so a query validating a million rows resolves its contract once, not per row.
+    static RESOLVED: RefCell<Option<Resolved>> = const { RefCell::new(None) };
+}
+
+fn statement_validator(name: &str) -> Rc<RowValidator> {
+    let statement = crate::privilege::statement_key();
+    if let Some(v) = RESOLVED.with(|r| {
+        r.borrow()
+            .as_ref()
+            .filter(|(s, n, _)| *s == statement && n == name)
+            .map(|(_, _, v)| v.clone())
+    }) {
+        return v;
+    }
     let g = Spi::connect(|client| {
         let tenant_id = tenant::current(client)?;
-        governing(client, &tenant_id, dataset)
+        governing(client, &tenant_id, name)
     })
     .or_raise();
-    f(&g.validator)
+    RESOLVED.with(|r| *r.borrow_mut() = Some((statement, name.to_owned(), g.validator.clone())));
+    g.validator
 }
 
 /// True when the row satisfies the latest contract version governing the dataset.

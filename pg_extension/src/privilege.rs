@@ -93,3 +93,22 @@ pub fn as_owner<T>(f: impl FnOnce() -> Result<T, SqlError>) -> Result<T, SqlErro
     };
     f()
 }
+
+/// Identifies the current statement for caches that may live only as long as it: the local
+/// transaction, the command within it, and the statement's start time (several statements sent
+/// in one message share a start time but not a transaction or command).
+pub fn statement_key() -> (u32, u32, i64) {
+    // SAFETY: reads backend-local state; MyProc is set for every backend that runs SQL.
+    unsafe {
+        let lxid = if pg_sys::MyProc.is_null() {
+            0
+        } else {
+            (*pg_sys::MyProc).lxid
+        };
+        (
+            lxid,
+            pg_sys::GetCurrentCommandId(false),
+            pg_sys::GetCurrentStatementStartTimestamp(),
+        )
+    }
+}

@@ -177,6 +177,32 @@ async fn compatibility_modes_accept_and_refuse_by_their_rules() {
 }
 
 #[tokio::test]
+async fn validation_sees_a_version_registered_earlier_in_the_same_message() {
+    let db = fresh_db().await;
+    let c = &db.client;
+    register(c, ORDERS_CONTRACT).await.unwrap();
+    let row = r#"{"order_id": "A1", "order_date": "2024-01-01", "store_id": "S1", "region": "east", "amount": 1, "quantity": 1, "coupon": "X"}"#;
+    let v2 = version("1.1.0", |t| t.replace(NEW_OPTIONAL, COUPON));
+    // three statements in one simple-query message share a statement timestamp
+    let script = format!(
+        "SELECT barecount.validate('orders', '{row}')::text;
+         SELECT created::text FROM barecount.contract_register($c${v2}$c$);
+         SELECT barecount.validate('orders', '{row}')::text;"
+    );
+    let values: Vec<String> = c
+        .simple_query(&script)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(values, ["false", "true", "true"]);
+}
+
+#[tokio::test]
 async fn diff_unsupported_fields_and_bad_input() {
     let db = fresh_db().await;
     let c = &db.client;
