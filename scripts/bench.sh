@@ -3,6 +3,7 @@
 #   scripts/bench.sh read   [--rows 1000000 --iterations 5]
 #   scripts/bench.sh ingest [--rows 1000000 --batch 10000]
 #   scripts/bench.sh ledger [--seconds 5]
+#   scripts/bench.sh validate [--rows 1000000]
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$ROOT"
 "$ROOT/scripts/setup.sh" >/dev/null
@@ -15,5 +16,5 @@ rm -rf "$BC_STATE/bench"
 psql -X -q "$("$ROOT/scripts/cluster.sh" url bench postgres)" -c "CREATE DATABASE bench" >/dev/null
 url="$("$ROOT/scripts/cluster.sh" url bench bench)"
 psql -X -q "$url" -c "CREATE EXTENSION barecount" >/dev/null
-bench="${1:?which benchmark: read, ingest or ledger}"; shift
+bench="${1:?which benchmark: read, ingest, ledger or validate}"; shift
 "$CARGO_TARGET_DIR/release/barecount-bench" "$bench" --pg-url "$url" "$@"

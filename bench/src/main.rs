@@ -13,6 +13,12 @@
 //!     into a plain table: no validation, no receipt
 //!   - BareCount: `barecount.ingest` (contract validation, quarantine, batch row, ledger receipt)
 //!
+//! `validate`: check 1M realistic order rows (about 1 % invalid) in one SQL statement
+//!   - baseline: the same checks hand-written as SQL predicates over jsonb (jsonb_typeof, key
+//!     presence, ranges, IN lists, regex, no extra keys), the way a Postgres user checks rows
+//!   - BareCount: `barecount.validate('orders', row)`
+//!   - both with parallel workers off and on
+//!
 //! `ledger`: evidence ledger throughput
 //!   - appends per second with 1, 4 and 16 concurrent writers (one-row ingests, one receipt each)
 //!   - `ledger_verify()` MB/s of canonical encoding hashed, beside this machine's raw SHA-256
@@ -42,6 +48,13 @@ enum Bench {
         rows: usize,
         #[arg(long, default_value_t = 10_000)]
         batch: usize,
+    },
+    /// validate() over 1M rows vs hand-written SQL predicates, parallel off and on.
+    Validate {
+        #[arg(long, env = "BARECOUNT_BENCH_PG_URL")]
+        pg_url: String,
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: i64,
     },
     /// Ledger appends with concurrent writers, and ledger_verify vs raw SHA-256.
     Ledger {
@@ -376,6 +389,83 @@ async fn ledger(pg_url: String, seconds: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The orders contract's checks written by hand over jsonb.
+const HAND_WRITTEN: &str = "jsonb_typeof(row) = 'object'
+  AND row ?& ARRAY['order_id', 'order_date', 'store_id', 'region', 'amount', 'quantity']
+  AND jsonb_typeof(row->'order_id') = 'string' AND (row->>'order_id') ~ '^[A-Z][0-9]+$'
+  AND jsonb_typeof(row->'order_date') = 'string' AND (row->>'order_date') ~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}$'
+  AND jsonb_typeof(row->'store_id') = 'string'
+  AND jsonb_typeof(row->'region') = 'string' AND (row->>'region') IN ('east', 'west', 'north', 'south')
+  AND jsonb_typeof(row->'amount') = 'number' AND (row->>'amount')::numeric >= 0
+  AND jsonb_typeof(row->'quantity') = 'number' AND (row->>'quantity')::numeric >= 1
+  AND (row->>'quantity')::numeric % 1 = 0
+  AND (NOT row ? 'customer_id' OR jsonb_typeof(row->'customer_id') IN ('string', 'null'))
+  AND NOT EXISTS (SELECT 1 FROM jsonb_object_keys(row) AS k
+                   WHERE k NOT IN ('order_id', 'order_date', 'store_id', 'region', 'amount', 'quantity', 'customer_id'))";
+
+async fn validate(pg_url: String, rows: i64) -> anyhow::Result<()> {
+    let pg = connect(&pg_url).await?;
+    pg.query(
+        "SELECT barecount.contract_register($1)",
+        &[&ORDERS_CONTRACT],
+    )
+    .await?;
+    pg.batch_execute(&format!(
+        "DROP TABLE IF EXISTS bench_rows;
+         CREATE TABLE bench_rows AS
+         SELECT CASE g % 500
+                  WHEN 0 THEN jsonb_build_object('order_id', 'A' || g, 'order_date', '05/01/2024', 'store_id', 'S1',
+                                                 'region', 'east', 'amount', 10, 'quantity', 1)
+                  WHEN 100 THEN jsonb_build_object('order_id', 'A' || g, 'order_date', '2024-05-01', 'store_id', 'S1',
+                                                   'region', 'central', 'amount', 10, 'quantity', 1)
+                  WHEN 200 THEN jsonb_build_object('order_id', 'A' || g, 'order_date', '2024-05-01',
+                                                   'region', 'east', 'amount', 10, 'quantity', 1)
+                  WHEN 300 THEN jsonb_build_object('order_id', 'A' || g, 'order_date', '2024-05-01', 'store_id', 'S1',
+                                                   'region', 'east', 'amount', -3, 'quantity', 1, 'coupon', 'X')
+                  WHEN 400 THEN jsonb_build_object('order_id', 'a-' || g, 'order_date', '2024-05-01', 'store_id', 'S1',
+                                                   'region', 'east', 'amount', 10, 'quantity', 1.5)
+                  ELSE jsonb_build_object('order_id', 'A' || g,
+                                          'order_date', to_char(DATE '2023-01-01' + (g % 730), 'YYYY-MM-DD'),
+                                          'store_id', 'S' || (g % 25), 'region', (ARRAY['east','west','north','south'])[1 + g % 4],
+                                          'amount', round(((g * 37) % 100000) / 100.0, 2), 'quantity', 1 + g % 5,
+                                          'customer_id', CASE WHEN g % 3 = 0 THEN 'C' || (g % 500) END)
+                END AS row
+           FROM generate_series(1, {rows}) g;
+         ANALYZE bench_rows;"
+    ))
+    .await?;
+    println!("validate {rows} order rows (1 % invalid) in one statement, best of 3");
+    for (label, setup) in [
+        ("parallel off", "SET max_parallel_workers_per_gather = 0"),
+        (
+            "parallel on (2 workers)",
+            "SET max_parallel_workers_per_gather = 2; SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0;
+             SET min_parallel_table_scan_size = 0",
+        ),
+    ] {
+        pg.batch_execute(setup).await?;
+        let mut best = (Duration::MAX, Duration::MAX);
+        let mut counts = (0i64, 0i64);
+        for _ in 0..3 {
+            let t = Instant::now();
+            counts.0 = pg.query_one(&format!("SELECT count(*) FILTER (WHERE {HAND_WRITTEN}) FROM bench_rows"), &[]).await?.get(0);
+            best.0 = best.0.min(t.elapsed());
+            let t = Instant::now();
+            counts.1 = pg
+                .query_one("SELECT count(*) FILTER (WHERE barecount.validate('orders', row)) FROM bench_rows", &[])
+                .await?
+                .get(0);
+            best.1 = best.1.min(t.elapsed());
+        }
+        anyhow::ensure!(counts.0 == counts.1, "the two sides disagree: {} vs {} valid rows", counts.0, counts.1);
+        println!("  {label}: {} valid", counts.1);
+        println!("    baseline  hand-written SQL predicates  {:>8.3} s  {:>10.0} rows/s", secs(best.0), rows as f64 / secs(best.0));
+        println!("    barecount validate()                   {:>8.3} s  {:>10.0} rows/s", secs(best.1), rows as f64 / secs(best.1));
+        println!("    ratio barecount/baseline rows/s: {:.2}x", secs(best.0) / secs(best.1));
+    }
+    Ok(())
+}
+
 fn sha256(data: &[u8]) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(data).into()
@@ -395,5 +485,6 @@ async fn main() -> anyhow::Result<()> {
             batch,
         } => ingest(pg_url, rows, batch.max(1)).await,
         Bench::Ledger { pg_url, seconds } => ledger(pg_url, seconds.max(1)).await,
+        Bench::Validate { pg_url, rows } => validate(pg_url, rows.max(1)).await,
     }
 }
