@@ -237,6 +237,21 @@ async fn one_tenant_cannot_see_or_change_another() {
         "42P16"
     );
 
+    // a replay touches only the caller's tenant's quarantine
+    let r = ae
+        .query_one(
+            "SELECT released, still_quarantined FROM barecount.quarantine_replay('orders')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.get::<_, i64>(0), r.get::<_, i64>(1)),
+        (0, 0),
+        "globex's quarantined row is not acme's to replay"
+    );
+    assert_eq!(count(su, "SELECT count(*) FROM barecount.quarantine WHERE tenant_id = 'globex' AND released_at IS NULL").await, 1);
+
     // objects planted on the caller's search path never run with the extension's rights
     ae.batch_execute(
         "CREATE FUNCTION gdp.now() RETURNS timestamptz LANGUAGE plpgsql AS
