@@ -2,6 +2,7 @@
 //!
 //! Nothing here talks to Postgres. Every function is tested with plain `cargo test`.
 
+pub mod calendar;
 pub mod compat;
 pub mod content_hash;
 pub mod contract;

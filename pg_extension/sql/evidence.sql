@@ -35,3 +35,23 @@ COMMENT ON TABLE barecount.quality_results IS
 SELECT barecount._protect_table('barecount.quality_results');
 REVOKE ALL ON barecount.quality_results FROM PUBLIC;
 GRANT SELECT ON barecount.quality_results TO barecount_engineer, barecount_publisher;
+
+-- Calendars, versioned like contracts.
+CREATE TABLE barecount.calendars (
+    tenant_id  text NOT NULL REFERENCES barecount.tenants,
+    name       text NOT NULL,
+    version    integer NOT NULL CHECK (version > 0),
+    spec       jsonb NOT NULL,
+    created_by name NOT NULL DEFAULT session_user,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    ledger_seq bigint NOT NULL,
+    PRIMARY KEY (tenant_id, name, version)
+);
+COMMENT ON TABLE barecount.calendars IS
+    'Fiscal, ISO-week and retail calendar definitions per tenant, versioned; functions use the latest version';
+SELECT barecount._protect_table('barecount.calendars');
+REVOKE ALL ON barecount.calendars FROM PUBLIC;
+GRANT SELECT ON barecount.calendars TO barecount_reader;
+CREATE TRIGGER calendars_immutable BEFORE UPDATE OR DELETE ON barecount.calendars
+    FOR EACH ROW EXECUTE FUNCTION barecount._refuse_write('calendar versions are immutable', 'Create a new version with barecount.calendar_create.');
+COMMENT ON TRIGGER calendars_immutable ON barecount.calendars IS 'Refuses UPDATE and DELETE: calendar versions are immutable';

@@ -52,6 +52,17 @@ COMMENT ON FUNCTION barecount.contract_unsupported_fields(text, text) IS
     'Fields of a contract version (latest when NULL) that BareCount keeps verbatim but does not interpret';
 COMMENT ON FUNCTION barecount.validate_batch(text, jsonb) IS
     'Set-based validation of a JSON array of rows against the contract governing the dataset: row_no, valid, errors (jsonb), ingesting nothing';
+COMMENT ON FUNCTION barecount.calendar_create(text, jsonb) IS
+    'Create a calendar (gregorian fiscal, iso_week, retail 4-4-5/4-5-4/5-4-4) or a new version when the definition changed; the same definition again returns the current version';
+COMMENT ON FUNCTION barecount.fiscal_year(date, text) IS 'The fiscal year (label) of the date in the named calendar';
+COMMENT ON FUNCTION barecount.fiscal_quarter(date, text) IS 'The fiscal quarter (1-4) of the date in the named calendar';
+COMMENT ON FUNCTION barecount.fiscal_period(date, text) IS 'The fiscal period label of the date, e.g. FY2024-P03';
+COMMENT ON FUNCTION barecount.fiscal_week(date, text) IS 'The fiscal week (1-53) of the date in the named calendar';
+COMMENT ON FUNCTION barecount.fiscal_day_of_year(date, text) IS 'The day of the fiscal year (1-371) of the date';
+COMMENT ON FUNCTION barecount.period_label(date, text, text) IS 'Label of the period of a grain (year, quarter, period, week, day) containing the date, e.g. FY2024-W05';
+COMMENT ON FUNCTION barecount.period_start(date, text, text) IS 'First day of the period of a grain containing the date';
+COMMENT ON FUNCTION barecount.period_end(date, text, text) IS 'Last day of the period of a grain containing the date';
+COMMENT ON FUNCTION barecount.calendar_periods(text, text, date, date) IS 'Every period of a grain overlapping [from, to]: label, fiscal year, index, start, end (date spines, backfill scaffolding)';
 
 -- Who may call what. Functions run as their caller; privileged writes happen inside the
 -- extension (see src/privilege.rs), so these grants are the gate.
@@ -86,3 +97,10 @@ GRANT EXECUTE ON FUNCTION barecount.contract_set_compatibility(text, text), bare
                           barecount.contract_unsupported_fields(text, text)
     TO barecount_engineer;
 GRANT EXECUTE ON FUNCTION barecount.validate_batch(text, jsonb) TO barecount_engineer;
+GRANT EXECUTE ON FUNCTION barecount.calendar_create(text, jsonb) TO barecount_engineer;
+GRANT EXECUTE ON FUNCTION barecount.fiscal_year(date, text), barecount.fiscal_quarter(date, text),
+                          barecount.fiscal_period(date, text), barecount.fiscal_week(date, text),
+                          barecount.fiscal_day_of_year(date, text), barecount.period_label(date, text, text),
+                          barecount.period_start(date, text, text), barecount.period_end(date, text, text),
+                          barecount.calendar_periods(text, text, date, date)
+    TO barecount_reader;

@@ -5,6 +5,7 @@
 use pgrx::prelude::*;
 
 mod access;
+mod calendars;
 mod contracts;
 mod errors;
 mod evidence;

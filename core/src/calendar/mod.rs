@@ -1,0 +1,176 @@
+//! Calendars: Gregorian fiscal years with any start month, ISO 8601 week dates, and retail
+//! 52/53-week years (4-4-5, 4-5-4, 5-4-4) ending on a chosen weekday, the last one of the end
+//! month or the one nearest its end, with a configurable home for the 53rd week.
+//!
+//! Every function is pure: a spec and a date in, a period out. Dates outside
+//! [`MIN_YEAR`, `MAX_YEAR`] are refused rather than answered wrongly.
+
+mod retail;
+mod spec;
+
+pub use spec::{CalendarError, Grain, Spec, Week53, YearEnd, YearLabel};
+
+use chrono::{Datelike, Duration, NaiveDate};
+
+/// Supported calendar years.
+pub const MIN_YEAR: i32 = 1900;
+pub const MAX_YEAR: i32 = 2200;
+
+/// A period of a calendar: which one it is, its label and its first and last day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Period {
+    pub grain: Grain,
+    /// The fiscal year's label (e.g. 2024 in FY2024).
+    pub year: i32,
+    /// 1-based index within the year (quarter 1-4, period 1-12, week 1-53, day 1-371).
+    pub index: u32,
+    pub start: NaiveDate,
+    pub end: NaiveDate,
+}
+
+impl Period {
+    /// `FY2024`, `FY2024-Q1`, `FY2024-P03`, `FY2024-W05`, `FY2024-D001`.
+    pub fn label(&self) -> String {
+        match self.grain {
+            Grain::Year => format!("FY{}", self.year),
+            Grain::Quarter => format!("FY{}-Q{}", self.year, self.index),
+            Grain::Period => format!("FY{}-P{:02}", self.year, self.index),
+            Grain::Week => format!("FY{}-W{:02}", self.year, self.index),
+            Grain::Day => format!("FY{}-D{:03}", self.year, self.index),
+        }
+    }
+}
+
+fn check_range(d: NaiveDate) -> Result<(), CalendarError> {
+    if d.year() < MIN_YEAR || d.year() > MAX_YEAR {
+        return Err(CalendarError::OutOfRange(d));
+    }
+    Ok(())
+}
+
+/// The fiscal year containing `d`: (label, first day, last day).
+pub fn year_of(spec: &Spec, d: NaiveDate) -> Result<(i32, NaiveDate, NaiveDate), CalendarError> {
+    check_range(d)?;
+    Ok(match spec {
+        Spec::GregorianFiscal { start_month, label } => {
+            let start_year = if d.month() >= *start_month {
+                d.year()
+            } else {
+                d.year() - 1
+            };
+            let start = ymd(start_year, *start_month, 1)?;
+            let end = ymd(start_year + 1, *start_month, 1)? - Duration::days(1);
+            let name = match label {
+                YearLabel::Start => start_year,
+                YearLabel::End => end.year(),
+            };
+            (name, start, end)
+        }
+        Spec::IsoWeek => {
+            let y = d.iso_week().year();
+            let start = NaiveDate::from_isoywd_opt(y, 1, chrono::Weekday::Mon)
+                .ok_or(CalendarError::OutOfRange(d))?;
+            let next = NaiveDate::from_isoywd_opt(y + 1, 1, chrono::Weekday::Mon)
+                .ok_or(CalendarError::OutOfRange(d))?;
+            (y, start, next - Duration::days(1))
+        }
+        Spec::Retail(r) => retail::year_of(r, d)?,
+    })
+}
+
+fn ymd(y: i32, m: u32, d: u32) -> Result<NaiveDate, CalendarError> {
+    NaiveDate::from_ymd_opt(y, m, d)
+        .ok_or(CalendarError::InvalidSpec(format!("no date {y}-{m}-{d}")))
+}
+
+/// The period of `grain` containing `d`.
+pub fn period_of(spec: &Spec, grain: Grain, d: NaiveDate) -> Result<Period, CalendarError> {
+    let (year, ystart, yend) = year_of(spec, d)?;
+    let day_index = (d - ystart).num_days() as u32 + 1;
+    let make = |index: u32, start: NaiveDate, end: NaiveDate| Period {
+        grain,
+        year,
+        index,
+        start,
+        end,
+    };
+    Ok(match grain {
+        Grain::Year => make(1, ystart, yend),
+        Grain::Day => make(day_index, d, d),
+        Grain::Week => {
+            let index = (day_index - 1) / 7 + 1;
+            let start = ystart + Duration::days(i64::from(index - 1) * 7);
+            let end = (start + Duration::days(6)).min(yend);
+            make(index, start, end)
+        }
+        Grain::Period | Grain::Quarter => {
+            let periods = months(spec, year, ystart, yend)?;
+            let (i, (s, e)) = periods
+                .iter()
+                .enumerate()
+                .find(|(_, (s, e))| *s <= d && d <= *e)
+                .ok_or(CalendarError::OutOfRange(d))?;
+            if grain == Grain::Period {
+                make(i as u32 + 1, *s, *e)
+            } else {
+                let q = i / 3;
+                make(q as u32 + 1, periods[q * 3].0, periods[q * 3 + 2].1)
+            }
+        }
+    })
+}
+
+/// The twelve periods of a fiscal year (months, or retail periods of 4/5 weeks).
+fn months(
+    spec: &Spec,
+    year: i32,
+    ystart: NaiveDate,
+    yend: NaiveDate,
+) -> Result<Vec<(NaiveDate, NaiveDate)>, CalendarError> {
+    match spec {
+        Spec::Retail(r) => Ok(retail::periods(r, ystart, yend)),
+        Spec::IsoWeek => Err(CalendarError::UnsupportedGrain {
+            calendar: "ISO week",
+            grain: Grain::Period,
+            year,
+        }),
+        Spec::GregorianFiscal { .. } => {
+            let mut out = Vec::with_capacity(12);
+            let mut s = ystart;
+            for _ in 0..12 {
+                let next = if s.month() == 12 {
+                    ymd(s.year() + 1, 1, 1)?
+                } else {
+                    ymd(s.year(), s.month() + 1, 1)?
+                };
+                out.push((s, next - Duration::days(1)));
+                s = next;
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// Every period of `grain` overlapping [from, to], in order (backfill scaffolding, date spines).
+pub fn periods_between(
+    spec: &Spec,
+    grain: Grain,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Vec<Period>, CalendarError> {
+    if to < from {
+        return Err(CalendarError::InvalidRange { from, to });
+    }
+    check_range(to)?;
+    let mut out = Vec::new();
+    let mut d = from;
+    while d <= to {
+        let p = period_of(spec, grain, d)?;
+        d = p.end + Duration::days(1);
+        out.push(p);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

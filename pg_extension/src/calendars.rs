@@ -1,0 +1,246 @@
+//! Calendars from SQL: `calendar_create` (versioned) and the period functions over a named
+//! calendar. Pure calendar math lives in `barecount_core::calendar`.
+
+use crate::errors::{OrRaise, SqlError};
+use crate::{ledger, privilege, tenant};
+use barecount_core::calendar::{self, CalendarError, Grain, Period, Spec};
+use chrono::NaiveDate;
+use pgrx::datum::Date;
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use serde_json::json;
+use std::cell::RefCell;
+use std::rc::Rc;
+
+impl From<CalendarError> for SqlError {
+    fn from(e: CalendarError) -> Self {
+        use PgSqlErrorCode::*;
+        let code = match &e {
+            CalendarError::InvalidSpec(_)
+            | CalendarError::UnknownGrain(_)
+            | CalendarError::InvalidRange { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
+            CalendarError::OutOfRange(_) => ERRCODE_DATETIME_FIELD_OVERFLOW,
+            CalendarError::UnsupportedGrain { .. } => ERRCODE_FEATURE_NOT_SUPPORTED,
+        };
+        SqlError::new(code, e.to_string())
+    }
+}
+
+fn to_naive(d: Date) -> Result<NaiveDate, SqlError> {
+    if !d.is_finite() {
+        return Err(SqlError::new(
+            PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW,
+            "calendars have no infinite dates",
+        ));
+    }
+    NaiveDate::from_ymd_opt(d.year(), u32::from(d.month()), u32::from(d.day())).ok_or_else(|| {
+        SqlError::new(
+            PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW,
+            "date out of range",
+        )
+    })
+}
+
+fn to_date(d: NaiveDate) -> Date {
+    use chrono::Datelike;
+    Date::new(d.year(), d.month() as u8, d.day() as u8).or_raise_internal()
+}
+
+trait OrRaiseInternal<T> {
+    fn or_raise_internal(self) -> T;
+}
+
+impl<T, E: std::fmt::Display> OrRaiseInternal<T> for Result<T, E> {
+    fn or_raise_internal(self) -> T {
+        match self {
+            Ok(v) => v,
+            Err(e) => SqlError::new(
+                PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW,
+                e.to_string(),
+            )
+            .raise(),
+        }
+    }
+}
+
+/// Create a calendar, or a new version of it when the definition changed; the same definition
+/// again is a no-op returning the current version.
+#[pg_extern(volatile, parallel_unsafe)]
+fn calendar_create(name: &str, spec: JsonB) -> i32 {
+    barecount_core::ident::check_dataset_name("calendar", name).or_raise();
+    Spec::parse(&spec.0).or_raise();
+    Spi::connect_mut(|client| {
+        let tenant_id = tenant::current(client)?;
+        privilege::as_owner(|| {
+            tenant::lock_object(client, "calendar", &tenant_id, name)?;
+            let latest = client.select(
+                "SELECT version, spec = $3 FROM barecount.calendars WHERE tenant_id = $1 AND name = $2 \
+                  ORDER BY version DESC LIMIT 1",
+                Some(1),
+                &[tenant_id.as_str().into(), name.into(), JsonB(spec.0.clone()).into()],
+            )?;
+            let (version, same) = if latest.is_empty() {
+                (0, false)
+            } else {
+                let r = latest.first();
+                (r.get::<i32>(1)?.unwrap_or(0), r.get::<bool>(2)?.unwrap_or(false))
+            };
+            if same {
+                return Ok(version);
+            }
+            let version = version + 1;
+            let receipt = ledger::append(
+                client,
+                &tenant_id,
+                "calendar_create",
+                &format!("calendar:{name}@{version}"),
+                &json!({"inputs": [], "outputs": [], "spec": spec.0}),
+                None,
+            )?;
+            client.update(
+                "INSERT INTO barecount.calendars (tenant_id, name, version, spec, ledger_seq) VALUES ($1, $2, $3, $4, $5)",
+                None,
+                &[tenant_id.as_str().into(), name.into(), version.into(), JsonB(spec.0.clone()).into(), receipt.seq.into()],
+            )?;
+            Ok(version)
+        })
+    })
+    .or_raise()
+}
+
+/// (statement, name, spec) — a calendar is resolved once per statement, not per row.
+type Resolved = ((u32, u32, i64), String, Rc<Spec>);
+
+thread_local! {
+    static RESOLVED: RefCell<Option<Resolved>> = const { RefCell::new(None) };
+}
+
+fn spec_of(name: &str) -> Rc<Spec> {
+    let statement = privilege::statement_key();
+    if let Some(s) = RESOLVED.with(|r| {
+        r.borrow()
+            .as_ref()
+            .filter(|(k, n, _)| *k == statement && n == name)
+            .map(|(_, _, s)| s.clone())
+    }) {
+        return s;
+    }
+    let spec = Spi::connect(|client| {
+        let tenant_id = tenant::current(client)?;
+        let t = client.select(
+            "SELECT spec FROM barecount.calendars WHERE tenant_id = $1 AND name = $2 ORDER BY version DESC LIMIT 1",
+            Some(1),
+            &[tenant_id.as_str().into(), name.into()],
+        )?;
+        if t.is_empty() {
+            return Err(SqlError::new(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("calendar \"{name}\" does not exist"))
+                .hint("Create it with barecount.calendar_create(name, spec)."));
+        }
+        let v = t.first().get::<JsonB>(1)?.map(|j| j.0).unwrap_or_default();
+        Ok(Rc::new(Spec::parse(&v)?))
+    })
+    .or_raise();
+    RESOLVED.with(|r| *r.borrow_mut() = Some((statement, name.to_owned(), spec.clone())));
+    spec
+}
+
+fn period(d: Date, calendar: &str, grain: &str) -> Period {
+    let spec = spec_of(calendar);
+    let grain = Grain::parse(grain).or_raise();
+    calendar::period_of(&spec, grain, to_naive(d).or_raise()).or_raise()
+}
+
+/// The fiscal year (its label) containing the date.
+#[pg_extern(stable, parallel_safe)]
+fn fiscal_year(d: Date, calendar: &str) -> i32 {
+    period(d, calendar, "year").year
+}
+
+/// The fiscal quarter (1-4) containing the date.
+#[pg_extern(stable, parallel_safe)]
+fn fiscal_quarter(d: Date, calendar: &str) -> i32 {
+    period(d, calendar, "quarter").index as i32
+}
+
+/// The fiscal period's label, e.g. FY2024-P03.
+#[pg_extern(stable, parallel_safe)]
+fn fiscal_period(d: Date, calendar: &str) -> String {
+    period(d, calendar, "period").label()
+}
+
+/// The fiscal week (1-53) containing the date.
+#[pg_extern(stable, parallel_safe)]
+fn fiscal_week(d: Date, calendar: &str) -> i32 {
+    period(d, calendar, "week").index as i32
+}
+
+/// The day of the fiscal year (1-371).
+#[pg_extern(stable, parallel_safe)]
+fn fiscal_day_of_year(d: Date, calendar: &str) -> i32 {
+    period(d, calendar, "day").index as i32
+}
+
+/// The label of the period of `grain` (year, quarter, period, week, day) containing the date.
+#[pg_extern(stable, parallel_safe)]
+fn period_label(d: Date, calendar: &str, grain: &str) -> String {
+    period(d, calendar, grain).label()
+}
+
+/// The first day of the period of `grain` containing the date.
+#[pg_extern(stable, parallel_safe)]
+fn period_start(d: Date, calendar: &str, grain: &str) -> Date {
+    to_date(period(d, calendar, grain).start)
+}
+
+/// The last day of the period of `grain` containing the date.
+#[pg_extern(stable, parallel_safe)]
+fn period_end(d: Date, calendar: &str, grain: &str) -> Date {
+    to_date(period(d, calendar, grain).end)
+}
+
+/// Every period of `grain` overlapping [from, to]: backfill scaffolding and date spines.
+#[allow(clippy::type_complexity)]
+#[pg_extern(stable, parallel_safe)]
+fn calendar_periods(
+    calendar: &str,
+    grain: &str,
+    from: Date,
+    to: Date,
+) -> TableIterator<
+    'static,
+    (
+        name!(label, String),
+        name!(fiscal_year, i32),
+        name!(index, i32),
+        name!(period_start, Date),
+        name!(period_end, Date),
+    ),
+> {
+    let spec = spec_of(calendar);
+    let g = Grain::parse(grain).or_raise();
+    let periods =
+        calendar::periods_between(&spec, g, to_naive(from).or_raise(), to_naive(to).or_raise())
+            .or_raise();
+    if periods.len() > 1_000_000 {
+        SqlError::new(
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            "more than a million periods requested",
+        )
+        .hint("Ask for a shorter range or a coarser grain.")
+        .raise()
+    }
+    TableIterator::new(
+        periods
+            .into_iter()
+            .map(|p| {
+                (
+                    p.label(),
+                    p.year,
+                    p.index as i32,
+                    to_date(p.start),
+                    to_date(p.end),
+                )
+            })
+            .collect::<Vec<_>>(),
+    )
+}

@@ -1,0 +1,162 @@
+//! Calendars through SQL in a real Postgres: NRF 4-5-4, Gregorian fiscal, ISO week; versioning;
+//! date spines; every error path.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use barecount_tests::{count, fresh_db, refused};
+
+#[tokio::test]
+async fn calendars_through_sql() {
+    let db = fresh_db().await;
+    let c = &db.client;
+    let nrf = r#"{"kind": "retail_454", "year_end": "nearest", "end_month": 1, "weekday": "sat"}"#;
+    let v: i32 = c
+        .query_one(
+            &format!("SELECT barecount.calendar_create('nrf', '{nrf}')"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v, 1);
+    let again: i32 = c
+        .query_one(
+            &format!("SELECT barecount.calendar_create('nrf', '{nrf}')"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(again, 1, "the same definition is a no-op");
+    c.batch_execute(
+        "SELECT barecount.calendar_create('fy_april', '{\"kind\": \"gregorian\", \"start_month\": 4, \"year_label\": \"end\"}');
+         SELECT barecount.calendar_create('iso', '{\"kind\": \"iso_week\"}');",
+    )
+    .await
+    .unwrap();
+
+    let text =
+        |sql: &'static str| async move { c.query_one(sql, &[]).await.unwrap().get::<_, String>(0) };
+    assert_eq!(
+        text("SELECT barecount.fiscal_period('2024-03-15', 'nrf')").await,
+        "FY2024-P02"
+    );
+    assert_eq!(
+        text("SELECT barecount.period_label('2024-03-05', 'nrf', 'week')").await,
+        "FY2024-W05"
+    );
+    assert_eq!(
+        text("SELECT barecount.period_label('2024-03-15', 'fy_april', 'period')").await,
+        "FY2024-P12"
+    );
+    assert_eq!(
+        text("SELECT barecount.period_label('2021-01-03', 'iso', 'week')").await,
+        "FY2020-W53"
+    );
+    assert_eq!(
+        count(
+            c,
+            "SELECT barecount.fiscal_year('2024-01-15', 'nrf')::bigint"
+        )
+        .await,
+        2023
+    );
+    assert_eq!(
+        count(
+            c,
+            "SELECT barecount.fiscal_quarter('2024-04-01', 'fy_april')::bigint"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            c,
+            "SELECT barecount.fiscal_week('2024-02-03', 'nrf')::bigint"
+        )
+        .await,
+        53
+    );
+    let bounds = c
+        .query_one("SELECT barecount.period_start('2023-06-01', 'nrf', 'year')::text, barecount.period_end('2023-06-01', 'nrf', 'year')::text", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        (bounds.get::<_, String>(0), bounds.get::<_, String>(1)),
+        ("2023-01-29".into(), "2024-02-03".into())
+    );
+
+    // date spines: NRF FY2023 has 12 periods and 53 weeks; every day maps into exactly one period
+    assert_eq!(count(c, "SELECT count(*) FROM barecount.calendar_periods('nrf', 'period', '2023-01-29', '2024-02-03')").await, 12);
+    assert_eq!(count(c, "SELECT count(*) FROM barecount.calendar_periods('nrf', 'week', '2023-01-29', '2024-02-03')").await, 53);
+    assert_eq!(
+        count(c, "SELECT count(DISTINCT barecount.fiscal_period(d::date, 'nrf')) FROM generate_series('2023-01-29'::date, '2024-02-03', '1 day') d").await,
+        12
+    );
+    let last = c
+        .query_one("SELECT label, period_start::text, period_end::text FROM barecount.calendar_periods('nrf', 'period', '2023-12-31', '2023-12-31')", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            last.get::<_, String>(0),
+            last.get::<_, String>(1),
+            last.get::<_, String>(2)
+        ),
+        (
+            "FY2023-P12".into(),
+            "2023-12-31".into(),
+            "2024-02-03".into()
+        ),
+        "the 53rd week lands in the last period"
+    );
+
+    // a changed definition is a new version, and functions use it
+    let v2: i32 = c
+        .query_one("SELECT barecount.calendar_create('nrf', '{\"kind\": \"retail_454\", \"year_end\": \"nearest\", \"end_month\": 1, \"weekday\": \"sat\", \"year_label\": \"end\"}')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v2, 2);
+    assert_eq!(
+        text("SELECT barecount.fiscal_period('2024-03-15', 'nrf')").await,
+        "FY2025-P02"
+    );
+    assert_eq!(
+        refused(c, "UPDATE barecount.calendars SET spec = '{}'").await,
+        "2F002"
+    );
+
+    for (sql, state) in [
+        (
+            "SELECT barecount.fiscal_period('2024-03-15', 'nope')",
+            "42704",
+        ),
+        (
+            "SELECT barecount.period_label('2024-03-15', 'nrf', 'fortnight')",
+            "22023",
+        ),
+        (
+            "SELECT barecount.fiscal_period('1850-01-01', 'nrf')",
+            "22008",
+        ),
+        ("SELECT barecount.fiscal_period('infinity', 'nrf')", "22008"),
+        (
+            "SELECT barecount.period_label('2024-03-15', 'iso', 'period')",
+            "0A000",
+        ),
+        (
+            "SELECT barecount.calendar_create('lunar', '{\"kind\": \"lunar\"}')",
+            "22023",
+        ),
+        (
+            "SELECT barecount.calendar_create('Bad Name', '{\"kind\": \"iso_week\"}')",
+            "42602",
+        ),
+        (
+            "SELECT * FROM barecount.calendar_periods('nrf', 'week', '2024-02-01', '2024-01-01')",
+            "22023",
+        ),
+    ] {
+        assert_eq!(refused(c, sql).await, state, "{sql}");
+    }
+}
