@@ -63,6 +63,11 @@ COMMENT ON FUNCTION barecount.period_label(date, text, text) IS 'Label of the pe
 COMMENT ON FUNCTION barecount.period_start(date, text, text) IS 'First day of the period of a grain containing the date';
 COMMENT ON FUNCTION barecount.period_end(date, text, text) IS 'Last day of the period of a grain containing the date';
 COMMENT ON FUNCTION barecount.calendar_periods(text, text, date, date) IS 'Every period of a grain overlapping [from, to]: label, fiscal year, index, start, end (date spines, backfill scaffolding)';
+COMMENT ON FUNCTION barecount.is_working_day(date, text) IS 'Whether the date is a working day of the calendar (weekend, holiday set, closures, extra working days)';
+COMMENT ON FUNCTION barecount.working_days_between(date, date, text) IS 'Working days of the calendar in [from, to)';
+COMMENT ON FUNCTION barecount.add_working_days(date, integer, text) IS 'The working day n working days after the first working day on or after the date (negative n: before)';
+COMMENT ON FUNCTION barecount.next_working_day(date, text) IS 'The first working day on or after the date';
+COMMENT ON FUNCTION barecount.previous_working_day(date, text) IS 'The last working day on or before the date';
 
 -- Who may call what. Functions run as their caller; privileged writes happen inside the
 -- extension (see src/privilege.rs), so these grants are the gate.
@@ -103,4 +108,8 @@ GRANT EXECUTE ON FUNCTION barecount.fiscal_year(date, text), barecount.fiscal_qu
                           barecount.fiscal_day_of_year(date, text), barecount.period_label(date, text, text),
                           barecount.period_start(date, text, text), barecount.period_end(date, text, text),
                           barecount.calendar_periods(text, text, date, date)
+    TO barecount_reader;
+GRANT EXECUTE ON FUNCTION barecount.is_working_day(date, text), barecount.working_days_between(date, date, text),
+                          barecount.add_working_days(date, integer, text), barecount.next_working_day(date, text),
+                          barecount.previous_working_day(date, text)
     TO barecount_reader;

@@ -3,7 +3,7 @@
 
 use crate::errors::{OrRaise, SqlError};
 use crate::{ledger, privilege, tenant};
-use barecount_core::calendar::{self, CalendarError, Grain, Period, Spec};
+use barecount_core::calendar::{self, CalendarError, Grain, Period, Spec, WorkingDays};
 use chrono::NaiveDate;
 use pgrx::datum::Date;
 use pgrx::prelude::*;
@@ -69,6 +69,7 @@ impl<T, E: std::fmt::Display> OrRaiseInternal<T> for Result<T, E> {
 fn calendar_create(name: &str, spec: JsonB) -> i32 {
     barecount_core::ident::check_dataset_name("calendar", name).or_raise();
     Spec::parse(&spec.0).or_raise();
+    WorkingDays::parse(&spec.0).or_raise();
     Spi::connect_mut(|client| {
         let tenant_id = tenant::current(client)?;
         privilege::as_owner(|| {
@@ -108,14 +109,20 @@ fn calendar_create(name: &str, spec: JsonB) -> i32 {
     .or_raise()
 }
 
-/// (statement, name, spec) — a calendar is resolved once per statement, not per row.
-type Resolved = ((u32, u32, i64), String, Rc<Spec>);
+/// A calendar's period and working-day definitions.
+struct Defined {
+    spec: Spec,
+    working: WorkingDays,
+}
+
+/// (statement, name, calendar) — a calendar is resolved once per statement, not per row.
+type Resolved = ((u32, u32, i64), String, Rc<Defined>);
 
 thread_local! {
     static RESOLVED: RefCell<Option<Resolved>> = const { RefCell::new(None) };
 }
 
-fn spec_of(name: &str) -> Rc<Spec> {
+fn calendar_of(name: &str) -> Rc<Defined> {
     let statement = privilege::statement_key();
     if let Some(s) = RESOLVED.with(|r| {
         r.borrow()
@@ -137,7 +144,7 @@ fn spec_of(name: &str) -> Rc<Spec> {
                 .hint("Create it with barecount.calendar_create(name, spec)."));
         }
         let v = t.first().get::<JsonB>(1)?.map(|j| j.0).unwrap_or_default();
-        Ok(Rc::new(Spec::parse(&v)?))
+        Ok(Rc::new(Defined { spec: Spec::parse(&v)?, working: WorkingDays::parse(&v)? }))
     })
     .or_raise();
     RESOLVED.with(|r| *r.borrow_mut() = Some((statement, name.to_owned(), spec.clone())));
@@ -145,9 +152,9 @@ fn spec_of(name: &str) -> Rc<Spec> {
 }
 
 fn period(d: Date, calendar: &str, grain: &str) -> Period {
-    let spec = spec_of(calendar);
+    let cal = calendar_of(calendar);
     let grain = Grain::parse(grain).or_raise();
-    calendar::period_of(&spec, grain, to_naive(d).or_raise()).or_raise()
+    calendar::period_of(&cal.spec, grain, to_naive(d).or_raise()).or_raise()
 }
 
 /// The fiscal year (its label) containing the date.
@@ -216,11 +223,15 @@ fn calendar_periods(
         name!(period_end, Date),
     ),
 > {
-    let spec = spec_of(calendar);
+    let cal = calendar_of(calendar);
     let g = Grain::parse(grain).or_raise();
-    let periods =
-        calendar::periods_between(&spec, g, to_naive(from).or_raise(), to_naive(to).or_raise())
-            .or_raise();
+    let periods = calendar::periods_between(
+        &cal.spec,
+        g,
+        to_naive(from).or_raise(),
+        to_naive(to).or_raise(),
+    )
+    .or_raise();
     if periods.len() > 1_000_000 {
         SqlError::new(
             PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
@@ -242,5 +253,61 @@ fn calendar_periods(
                 )
             })
             .collect::<Vec<_>>(),
+    )
+}
+
+fn in_range(d: Date) -> NaiveDate {
+    let n = to_naive(d).or_raise();
+    use chrono::Datelike;
+    if n.year() < calendar::MIN_YEAR || n.year() > calendar::MAX_YEAR {
+        SqlError::from(CalendarError::OutOfRange(n)).raise()
+    }
+    n
+}
+
+/// Whether the date is a working day of the calendar (weekend, holidays, closures, extra days).
+#[pg_extern(stable, parallel_safe)]
+fn is_working_day(d: Date, calendar: &str) -> bool {
+    calendar_of(calendar).working.is_working_day(in_range(d))
+}
+
+/// Working days in [from, to) (zero when to <= from).
+#[pg_extern(stable, parallel_safe)]
+fn working_days_between(from: Date, to: Date, calendar: &str) -> i64 {
+    calendar_of(calendar)
+        .working
+        .working_days_between(in_range(from), in_range(to))
+}
+
+/// The working day n working days after the first working day on or after d (n < 0: before).
+#[pg_extern(stable, parallel_safe)]
+fn add_working_days(d: Date, n: i32, calendar: &str) -> Date {
+    to_date(
+        calendar_of(calendar)
+            .working
+            .add_working_days(in_range(d), i64::from(n))
+            .or_raise(),
+    )
+}
+
+/// The first working day on or after the date.
+#[pg_extern(stable, parallel_safe)]
+fn next_working_day(d: Date, calendar: &str) -> Date {
+    to_date(
+        calendar_of(calendar)
+            .working
+            .next_working_day(in_range(d))
+            .or_raise(),
+    )
+}
+
+/// The last working day on or before the date.
+#[pg_extern(stable, parallel_safe)]
+fn previous_working_day(d: Date, calendar: &str) -> Date {
+    to_date(
+        calendar_of(calendar)
+            .working
+            .previous_working_day(in_range(d))
+            .or_raise(),
     )
 }

@@ -160,3 +160,73 @@ async fn calendars_through_sql() {
         assert_eq!(refused(c, sql).await, state, "{sql}");
     }
 }
+
+#[tokio::test]
+async fn working_days_through_sql() {
+    let db = fresh_db().await;
+    let c = &db.client;
+    c.batch_execute(
+        "SELECT barecount.calendar_create('us', '{\"kind\": \"gregorian\", \"holidays\": \"us_federal\", \"closures\": [\"2024-12-24\"]}');
+         SELECT barecount.calendar_create('de', '{\"kind\": \"gregorian\", \"holidays\": \"de_national\"}');
+         SELECT barecount.calendar_create('gulf', '{\"kind\": \"gregorian\", \"weekend\": [\"fri\", \"sat\"]}');",
+    )
+    .await
+    .unwrap();
+    let b = |sql: String| async move { c.query_one(&sql, &[]).await.unwrap().get::<_, bool>(0) };
+    assert!(
+        !b("SELECT barecount.is_working_day('2024-11-28', 'us')".into()).await,
+        "Thanksgiving"
+    );
+    assert!(
+        !b("SELECT barecount.is_working_day('2024-12-24', 'us')".into()).await,
+        "a company closure"
+    );
+    assert!(
+        !b("SELECT barecount.is_working_day('2024-03-29', 'de')".into()).await,
+        "Karfreitag"
+    );
+    assert!(b("SELECT barecount.is_working_day('2024-11-28', 'de')".into()).await);
+    assert!(
+        !b("SELECT barecount.is_working_day('2024-12-27', 'gulf')".into()).await,
+        "Friday weekend"
+    );
+    assert!(
+        b("SELECT barecount.is_working_day('2024-12-29', 'gulf')".into()).await,
+        "Sunday works"
+    );
+    let t =
+        |sql: &'static str| async move { c.query_one(sql, &[]).await.unwrap().get::<_, String>(0) };
+    assert_eq!(
+        t("SELECT barecount.add_working_days('2024-11-27', 1, 'us')::text").await,
+        "2024-11-29"
+    );
+    assert_eq!(
+        t("SELECT barecount.next_working_day('2024-12-24', 'us')::text").await,
+        "2024-12-26"
+    );
+    assert_eq!(
+        t("SELECT barecount.previous_working_day('2024-12-25', 'us')::text").await,
+        "2024-12-23"
+    );
+    assert_eq!(
+        count(
+            c,
+            "SELECT barecount.working_days_between('2024-12-01', '2025-01-01', 'us')"
+        )
+        .await,
+        20
+    );
+    // the consistency rule, over a set of pairs in one statement
+    assert_eq!(
+        count(c, "SELECT count(*) FROM generate_series('2024-11-01'::date, '2025-01-15', '3 days') a(d),
+                                        generate_series('2024-11-01'::date, '2025-01-15', '5 days') e(d)
+                  WHERE barecount.add_working_days(a.d::date, barecount.working_days_between(a.d::date, e.d::date, 'us')::int, 'us')
+                        <> barecount.next_working_day(greatest(a.d, e.d)::date, 'us')").await,
+        0
+    );
+    assert_eq!(
+        refused(c, "SELECT barecount.is_working_day('2500-01-01', 'us')").await,
+        "22008"
+    );
+    assert_eq!(refused(c, "SELECT barecount.calendar_create('x', '{\"kind\": \"gregorian\", \"holidays\": \"mars\"}')").await, "22023");
+}

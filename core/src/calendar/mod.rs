@@ -7,6 +7,9 @@
 
 mod retail;
 mod spec;
+mod working;
+
+pub use working::{easter, WorkingDays};
 
 pub use spec::{CalendarError, Grain, Spec, Week53, YearEnd, YearLabel};
 
