@@ -55,3 +55,83 @@ GRANT SELECT ON barecount.calendars TO barecount_reader;
 CREATE TRIGGER calendars_immutable BEFORE UPDATE OR DELETE ON barecount.calendars
     FOR EACH ROW EXECUTE FUNCTION barecount._refuse_write('calendar versions are immutable', 'Create a new version with barecount.calendar_create.');
 COMMENT ON TRIGGER calendars_immutable ON barecount.calendars IS 'Refuses UPDATE and DELETE: calendar versions are immutable';
+
+-- Period close: status per calendar period, and guarded tables whose rows of closed periods
+-- change only through barecount.restatement(reason, statement).
+CREATE TABLE barecount.period_status (
+    tenant_id  text NOT NULL REFERENCES barecount.tenants,
+    calendar   text NOT NULL,
+    grain      text NOT NULL,
+    label      text NOT NULL,
+    status     text NOT NULL CHECK (status IN ('open', 'soft_closed', 'closed')),
+    reason     text,
+    changed_by name NOT NULL DEFAULT session_user,
+    changed_at timestamptz NOT NULL DEFAULT now(),
+    ledger_seq bigint NOT NULL,
+    PRIMARY KEY (tenant_id, calendar, grain, label)
+);
+COMMENT ON TABLE barecount.period_status IS 'Close status of calendar periods (absent = open), each change with its ledger receipt';
+SELECT barecount._protect_table('barecount.period_status');
+REVOKE ALL ON barecount.period_status FROM PUBLIC;
+GRANT SELECT ON barecount.period_status TO barecount_reader;
+
+CREATE FUNCTION barecount._guard_closed_period() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    col text := TG_ARGV[0];
+    cal text := TG_ARGV[1];
+    grain text := TG_ARGV[2];
+    d date;
+    lbl text;
+    st text;
+    restating bigint := nullif(current_setting('barecount.restatement', true), '')::bigint;
+BEGIN
+    FOR d IN SELECT x FROM unnest(ARRAY[
+                 CASE WHEN TG_OP IN ('UPDATE', 'DELETE') THEN (to_jsonb(OLD) ->> col)::date END,
+                 CASE WHEN TG_OP IN ('UPDATE', 'INSERT') THEN (to_jsonb(NEW) ->> col)::date END]) x
+             WHERE x IS NOT NULL LOOP
+        lbl := barecount.period_label(d, cal, grain);
+        SELECT s.status INTO st FROM barecount.period_status s
+         WHERE s.tenant_id = barecount.current_tenant() AND s.calendar = cal AND s.grain = TG_ARGV[2] AND s.label = lbl;
+        IF coalesce(st, 'open') <> 'open' THEN
+            IF restating IS NULL OR NOT EXISTS (
+                   SELECT 1 FROM barecount.ledger l
+                    WHERE l.seq = restating AND l.event_type = 'restatement'
+                      AND l.inputs ->> 'txid' = txid_current()::text) THEN
+                RAISE EXCEPTION '% of a row in % period % of calendar % is not allowed', TG_OP, st, lbl, cal
+                    USING ERRCODE = 'object_not_in_prerequisite_state',
+                          HINT = 'Change closed periods through barecount.restatement(reason, statement), or reopen the period.';
+            END IF;
+        END IF;
+    END LOOP;
+    RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+END
+$$;
+COMMENT ON FUNCTION barecount._guard_closed_period() IS
+    'Trigger: refuses writes to rows whose date falls in a closed or soft-closed period, unless inside barecount.restatement';
+
+CREATE FUNCTION barecount.period_guard(rel regclass, date_column text, calendar text, grain text DEFAULT 'period')
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = rel) NOT IN ('gdp', 'kpi') THEN
+        RAISE EXCEPTION 'only gdp and kpi tables can be period-guarded, not %', rel USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = rel AND attname = date_column AND NOT attisdropped) THEN
+        RAISE EXCEPTION 'table % has no column %', rel, date_column USING ERRCODE = 'undefined_column';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM barecount.calendars c WHERE c.tenant_id = barecount.current_tenant() AND c.name = calendar) THEN
+        RAISE EXCEPTION 'calendar "%" does not exist', calendar USING ERRCODE = 'undefined_object';
+    END IF;
+    EXECUTE format('CREATE OR REPLACE TRIGGER barecount_period_guard BEFORE INSERT OR UPDATE OR DELETE ON %s
+                    FOR EACH ROW EXECUTE FUNCTION barecount._guard_closed_period(%L, %L, %L)', rel, date_column, calendar, grain);
+    EXECUTE format('COMMENT ON TRIGGER barecount_period_guard ON %s IS %L', rel,
+                   'BareCount: rows of closed periods change only through barecount.restatement');
+END
+$$;
+COMMENT ON FUNCTION barecount.period_guard(regclass, text, text, text) IS
+    'Guard a gdp or kpi table: writes to rows whose date_column falls in a closed period of the calendar are refused (55000) unless made through barecount.restatement';

@@ -68,6 +68,9 @@ COMMENT ON FUNCTION barecount.working_days_between(date, date, text) IS 'Working
 COMMENT ON FUNCTION barecount.add_working_days(date, integer, text) IS 'The working day n working days after the first working day on or after the date (negative n: before)';
 COMMENT ON FUNCTION barecount.next_working_day(date, text) IS 'The first working day on or after the date';
 COMMENT ON FUNCTION barecount.previous_working_day(date, text) IS 'The last working day on or before the date';
+COMMENT ON FUNCTION barecount.period_close(text, text, date, boolean) IS 'Close (soft = true: soft-close) the period of a grain containing the date; writes a period_close receipt';
+COMMENT ON FUNCTION barecount.period_reopen(text, text, date, text) IS 'Reopen the period of a grain containing the date (a closed one needs a reason); writes a period_reopen receipt';
+COMMENT ON FUNCTION barecount.restatement(text, text) IS 'Run one statement that may change rows of closed periods in guarded tables, after a restatement receipt recording the reason and the statement';
 
 -- Who may call what. Functions run as their caller; privileged writes happen inside the
 -- extension (see src/privilege.rs), so these grants are the gate.
@@ -113,3 +116,7 @@ GRANT EXECUTE ON FUNCTION barecount.is_working_day(date, text), barecount.workin
                           barecount.add_working_days(date, integer, text), barecount.next_working_day(date, text),
                           barecount.previous_working_day(date, text)
     TO barecount_reader;
+GRANT EXECUTE ON FUNCTION barecount.period_close(text, text, date, boolean), barecount.period_reopen(text, text, date, text)
+    TO barecount_publisher;
+GRANT EXECUTE ON FUNCTION barecount.restatement(text, text), barecount.period_guard(regclass, text, text, text)
+    TO barecount_engineer;

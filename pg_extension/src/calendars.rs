@@ -151,7 +151,7 @@ fn calendar_of(name: &str) -> Rc<Defined> {
     spec
 }
 
-fn period(d: Date, calendar: &str, grain: &str) -> Period {
+pub fn period_for(d: Date, calendar: &str, grain: &str) -> Period {
     let cal = calendar_of(calendar);
     let grain = Grain::parse(grain).or_raise();
     calendar::period_of(&cal.spec, grain, to_naive(d).or_raise()).or_raise()
@@ -160,49 +160,49 @@ fn period(d: Date, calendar: &str, grain: &str) -> Period {
 /// The fiscal year (its label) containing the date.
 #[pg_extern(stable, parallel_safe)]
 fn fiscal_year(d: Date, calendar: &str) -> i32 {
-    period(d, calendar, "year").year
+    period_for(d, calendar, "year").year
 }
 
 /// The fiscal quarter (1-4) containing the date.
 #[pg_extern(stable, parallel_safe)]
 fn fiscal_quarter(d: Date, calendar: &str) -> i32 {
-    period(d, calendar, "quarter").index as i32
+    period_for(d, calendar, "quarter").index as i32
 }
 
 /// The fiscal period's label, e.g. FY2024-P03.
 #[pg_extern(stable, parallel_safe)]
 fn fiscal_period(d: Date, calendar: &str) -> String {
-    period(d, calendar, "period").label()
+    period_for(d, calendar, "period").label()
 }
 
 /// The fiscal week (1-53) containing the date.
 #[pg_extern(stable, parallel_safe)]
 fn fiscal_week(d: Date, calendar: &str) -> i32 {
-    period(d, calendar, "week").index as i32
+    period_for(d, calendar, "week").index as i32
 }
 
 /// The day of the fiscal year (1-371).
 #[pg_extern(stable, parallel_safe)]
 fn fiscal_day_of_year(d: Date, calendar: &str) -> i32 {
-    period(d, calendar, "day").index as i32
+    period_for(d, calendar, "day").index as i32
 }
 
 /// The label of the period of `grain` (year, quarter, period, week, day) containing the date.
 #[pg_extern(stable, parallel_safe)]
 fn period_label(d: Date, calendar: &str, grain: &str) -> String {
-    period(d, calendar, grain).label()
+    period_for(d, calendar, grain).label()
 }
 
 /// The first day of the period of `grain` containing the date.
 #[pg_extern(stable, parallel_safe)]
 fn period_start(d: Date, calendar: &str, grain: &str) -> Date {
-    to_date(period(d, calendar, grain).start)
+    to_date(period_for(d, calendar, grain).start)
 }
 
 /// The last day of the period of `grain` containing the date.
 #[pg_extern(stable, parallel_safe)]
 fn period_end(d: Date, calendar: &str, grain: &str) -> Date {
-    to_date(period(d, calendar, grain).end)
+    to_date(period_for(d, calendar, grain).end)
 }
 
 /// Every period of `grain` overlapping [from, to]: backfill scaffolding and date spines.

@@ -14,6 +14,7 @@ mod ingest;
 mod ledger;
 mod lineage;
 mod obligations;
+mod periods;
 mod privilege;
 mod publish;
 mod replay;

@@ -230,3 +230,150 @@ async fn working_days_through_sql() {
     );
     assert_eq!(refused(c, "SELECT barecount.calendar_create('x', '{\"kind\": \"gregorian\", \"holidays\": \"mars\"}')").await, "22023");
 }
+
+#[tokio::test]
+async fn closed_periods_change_only_through_a_recorded_restatement() {
+    let db = fresh_db().await;
+    let c = &db.client;
+    c.batch_execute(
+        "SELECT barecount.calendar_create('nrf', '{\"kind\": \"retail_454\", \"year_end\": \"nearest\", \"end_month\": 1, \"weekday\": \"sat\"}');
+         CREATE TABLE gdp.sales AS
+           SELECT 'default'::text AS tenant_id, d::date AS day, 10::numeric AS amount
+             FROM generate_series('2024-03-01'::date, '2024-04-30', '1 day') d;
+         SELECT barecount.period_guard('gdp.sales', 'day', 'nrf');",
+    )
+    .await
+    .unwrap();
+    let label: String = c
+        .query_one(
+            "SELECT barecount.period_close('nrf', 'period', '2024-03-15')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(label, "FY2024-P02");
+    assert_eq!(count(c, "SELECT count(*) FROM barecount.ledger WHERE event_type = 'period_close' AND subject = 'period:nrf/FY2024-P02'").await, 1);
+    assert_eq!(
+        refused(
+            c,
+            "UPDATE gdp.sales SET amount = 0 WHERE day = '2024-03-15'"
+        )
+        .await,
+        "55000"
+    );
+    assert_eq!(
+        refused(c, "DELETE FROM gdp.sales WHERE day = '2024-03-15'").await,
+        "55000"
+    );
+    assert_eq!(
+        refused(
+            c,
+            "INSERT INTO gdp.sales VALUES ('default', '2024-03-20', 1)"
+        )
+        .await,
+        "55000"
+    );
+    assert_eq!(
+        refused(
+            c,
+            "UPDATE gdp.sales SET day = '2024-03-20' WHERE day = '2024-04-10'"
+        )
+        .await,
+        "55000",
+        "moving a row into a closed period"
+    );
+    // the open period next to it takes writes
+    c.batch_execute("UPDATE gdp.sales SET amount = 11 WHERE day = '2024-04-10'")
+        .await
+        .unwrap();
+
+    // a restatement records its reason and statement, then changes the closed period
+    let seq: i64 = c
+        .query_one("SELECT barecount.restatement('refund booked late', 'UPDATE gdp.sales SET amount = 7 WHERE day = ''2024-03-15''')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let receipt: serde_json::Value = c
+        .query_one(
+            "SELECT inputs FROM barecount.ledger WHERE seq = $1",
+            &[&seq],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(receipt["reason"], "refund booked late");
+    assert_eq!(
+        count(
+            c,
+            "SELECT amount::bigint FROM gdp.sales WHERE day = '2024-03-15'"
+        )
+        .await,
+        7
+    );
+    assert_eq!(
+        refused(
+            c,
+            "UPDATE gdp.sales SET amount = 0 WHERE day = '2024-03-15'"
+        )
+        .await,
+        "55000",
+        "only inside the restatement"
+    );
+    assert_eq!(refused(c, "SELECT set_config('barecount.restatement', '999', false); UPDATE gdp.sales SET amount = 0 WHERE day = '2024-03-15'").await, "55000", "the setting alone is no restatement");
+    assert_eq!(
+        refused(c, "SELECT barecount.restatement('', 'SELECT 1')").await,
+        "22023"
+    );
+
+    // reopening a closed period needs a reason; then writes flow again
+    assert_eq!(
+        refused(
+            c,
+            "SELECT barecount.period_reopen('nrf', 'period', '2024-03-15')"
+        )
+        .await,
+        "22023"
+    );
+    c.batch_execute(
+        "SELECT barecount.period_reopen('nrf', 'period', '2024-03-15', 'late invoices')",
+    )
+    .await
+    .unwrap();
+    c.batch_execute("UPDATE gdp.sales SET amount = 0 WHERE day = '2024-03-15'")
+        .await
+        .unwrap();
+    let events: Vec<String> = c
+        .query("SELECT event_type FROM barecount.ledger WHERE event_type IN ('period_close', 'period_reopen', 'restatement') ORDER BY seq", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(events, ["period_close", "restatement", "period_reopen"]);
+    // soft-closed periods refuse direct writes too
+    c.batch_execute("SELECT barecount.period_close('nrf', 'period', '2024-04-10', true)")
+        .await
+        .unwrap();
+    assert_eq!(
+        refused(
+            c,
+            "UPDATE gdp.sales SET amount = 1 WHERE day = '2024-04-10'"
+        )
+        .await,
+        "55000"
+    );
+    assert_eq!(
+        refused(
+            c,
+            "SELECT barecount.period_guard('gdp.sales', 'nope', 'nrf')"
+        )
+        .await,
+        "42703"
+    );
+    assert!(c
+        .query_one("SELECT ok FROM barecount.ledger_verify()", &[])
+        .await
+        .unwrap()
+        .get::<_, bool>(0));
+}
