@@ -76,6 +76,14 @@ async fn calendars_through_sql() {
         .await,
         53
     );
+    assert_eq!(
+        count(
+            c,
+            "SELECT barecount.fiscal_day_of_year('2023-02-04', 'nrf')::bigint"
+        )
+        .await,
+        7
+    );
     let bounds = c
         .query_one("SELECT barecount.period_start('2023-06-01', 'nrf', 'year')::text, barecount.period_end('2023-06-01', 'nrf', 'year')::text", &[])
         .await
