@@ -524,3 +524,33 @@ async fn every_operation_writes_its_receipt_and_an_error_leaves_neither() {
         entries + 1
     );
 }
+
+#[tokio::test]
+async fn a_publish_can_require_a_closed_fiscal_period() {
+    let db = fresh_db().await;
+    let c = &db.client;
+    c.batch_execute(
+        "SELECT barecount.calendar_create('nrf', '{\"kind\": \"retail_454\", \"year_end\": \"nearest\", \"end_month\": 1, \"weekday\": \"sat\"}');
+         SELECT barecount.obligation_define('closed', 'publish', 'march',
+             '{\"require\": \"receipt\", \"event_type\": \"period_close\", \"subject\": \"period:nrf/FY2024-P02\"}');",
+    )
+    .await
+    .unwrap();
+    let e = c
+        .batch_execute("SELECT barecount.publish('march', 'SELECT 1 AS x')")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "55000");
+    assert!(e
+        .as_db_error()
+        .unwrap()
+        .detail()
+        .unwrap()
+        .contains("no period_close receipt for period:nrf/FY2024-P02"));
+    c.batch_execute("SELECT barecount.period_close('nrf', 'period', '2024-03-15')")
+        .await
+        .unwrap();
+    c.batch_execute("SELECT barecount.publish('march', 'SELECT 1 AS x')")
+        .await
+        .unwrap();
+}
