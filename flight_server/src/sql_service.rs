@@ -58,6 +58,19 @@ pub fn flight_info(
         .with_descriptor(descriptor))
 }
 
+/// The FlightInfo of a metadata command: its result schema, and the command itself as ticket.
+fn metadata_info<M: ProstMessageExt>(
+    command: &M,
+    schema: &arrow::datatypes::Schema,
+    request: Request<FlightDescriptor>,
+) -> Result<Response<FlightInfo>, Status> {
+    Ok(Response::new(flight_info(
+        schema,
+        command.as_any().encode_to_vec(),
+        request.into_inner(),
+    )?))
+}
+
 /// Encodes batches of a known schema as a Flight data stream.
 pub fn encode_stream<S>(schema: SchemaRef, batches: S) -> DoGetStream
 where
@@ -167,11 +180,7 @@ impl FlightSqlService for SqlService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.into_builder().schema();
-        Ok(Response::new(flight_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )?))
+        metadata_info(&query, &schema, request)
     }
 
     async fn do_get_catalogs(
@@ -191,11 +200,7 @@ impl FlightSqlService for SqlService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.clone().into_builder().schema();
-        Ok(Response::new(flight_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )?))
+        metadata_info(&query, &schema, request)
     }
 
     async fn do_get_schemas(
@@ -215,11 +220,7 @@ impl FlightSqlService for SqlService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.clone().into_builder().schema();
-        Ok(Response::new(flight_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )?))
+        metadata_info(&query, &schema, request)
     }
 
     async fn do_get_tables(
@@ -259,11 +260,7 @@ impl FlightSqlService for SqlService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.into_builder().schema();
-        Ok(Response::new(flight_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )?))
+        metadata_info(&query, &schema, request)
     }
 
     async fn do_get_table_types(
@@ -283,11 +280,7 @@ impl FlightSqlService for SqlService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.clone().into_builder(sql_info()?).schema();
-        Ok(Response::new(flight_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )?))
+        metadata_info(&query, &schema, request)
     }
 
     async fn do_get_sql_info(

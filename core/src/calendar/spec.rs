@@ -154,16 +154,9 @@ impl Spec {
                     "5-4-4" => [5, 4, 4],
                     o => return Err(bad(format!("pattern \"{o}\" is not 4-4-5, 4-5-4 or 5-4-4"))),
                 };
-                let weekday = match obj.get("weekday").and_then(Value::as_str).unwrap_or("sat") {
-                    "mon" => Weekday::Mon,
-                    "tue" => Weekday::Tue,
-                    "wed" => Weekday::Wed,
-                    "thu" => Weekday::Thu,
-                    "fri" => Weekday::Fri,
-                    "sat" => Weekday::Sat,
-                    "sun" => Weekday::Sun,
-                    o => return Err(bad(format!("weekday \"{o}\" is not mon..sun"))),
-                };
+                let weekday = super::working::weekday(
+                    obj.get("weekday").and_then(Value::as_str).unwrap_or("sat"),
+                )?;
                 let year_end = match obj
                     .get("year_end")
                     .and_then(Value::as_str)
