@@ -135,3 +135,20 @@ END
 $$;
 COMMENT ON FUNCTION barecount.period_guard(regclass, text, text, text) IS
     'Guard a gdp or kpi table: writes to rows whose date_column falls in a closed period of the calendar are refused (55000) unless made through barecount.restatement';
+
+-- GDP models.
+CREATE TABLE barecount.models (
+    tenant_id  text NOT NULL REFERENCES barecount.tenants,
+    name       text NOT NULL,
+    version    integer NOT NULL,
+    sql        text NOT NULL,
+    contract   text,
+    defined_by name NOT NULL DEFAULT session_user,
+    defined_at timestamptz NOT NULL DEFAULT now(),
+    ledger_seq bigint NOT NULL,
+    PRIMARY KEY (tenant_id, name, version)
+);
+COMMENT ON TABLE barecount.models IS 'SQL models that conform raw data into gdp.<name>, versioned; the latest version runs';
+SELECT barecount._protect_table('barecount.models');
+REVOKE ALL ON barecount.models FROM PUBLIC;
+GRANT SELECT ON barecount.models TO barecount_engineer, barecount_publisher;

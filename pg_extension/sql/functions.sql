@@ -71,6 +71,10 @@ COMMENT ON FUNCTION barecount.previous_working_day(date, text) IS 'The last work
 COMMENT ON FUNCTION barecount.period_close(text, text, date, boolean) IS 'Close (soft = true: soft-close) the period of a grain containing the date; writes a period_close receipt';
 COMMENT ON FUNCTION barecount.period_reopen(text, text, date, text) IS 'Reopen the period of a grain containing the date (a closed one needs a reason); writes a period_reopen receipt';
 COMMENT ON FUNCTION barecount.restatement(text, text) IS 'Run one statement that may change rows of closed periods in guarded tables, after a restatement receipt recording the reason and the statement';
+COMMENT ON FUNCTION barecount.model_define(text, text, text) IS
+    'Register (or version) a GDP model: a SELECT whose rows become gdp.<name>, optionally checked against the contract governing a dataset; writes a model_define receipt';
+COMMENT ON FUNCTION barecount.model_run(text) IS
+    'Run a GDP model after the models it reads (dependency order, cycles refused): check its rows against its contract, replace the tenant''s rows of gdp.<name>, write a model_run receipt naming its inputs and content hash';
 
 -- Who may call what. Functions run as their caller; privileged writes happen inside the
 -- extension (see src/privilege.rs), so these grants are the gate.
@@ -120,3 +124,4 @@ GRANT EXECUTE ON FUNCTION barecount.period_close(text, text, date, boolean), bar
     TO barecount_publisher;
 GRANT EXECUTE ON FUNCTION barecount.restatement(text, text), barecount.period_guard(regclass, text, text, text)
     TO barecount_engineer;
+GRANT EXECUTE ON FUNCTION barecount.model_define(text, text, text), barecount.model_run(text) TO barecount_engineer;

@@ -13,6 +13,7 @@ mod evolution;
 mod ingest;
 mod ledger;
 mod lineage;
+mod models;
 mod obligations;
 mod periods;
 mod privilege;

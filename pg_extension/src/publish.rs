@@ -17,7 +17,7 @@ const TENANT_COLUMN: &str = "tenant_id";
 /// One column of a published version.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Column {
-    name: String,
+    pub(crate) name: String,
     ty: String,
     nullable: bool,
 }
@@ -200,7 +200,10 @@ fn run(client: &mut SpiClient<'_>, dataset: &str, source: &str) -> Result<Publis
 }
 
 /// The lineage names of the relations the source reads, from its plan (views expanded).
-fn plan_inputs(client: &mut SpiClient<'_>, query: &str) -> Result<Vec<String>, SqlError> {
+pub(crate) fn plan_inputs(
+    client: &mut SpiClient<'_>,
+    query: &str,
+) -> Result<Vec<String>, SqlError> {
     // a utility statement, so not through the read-only select path
     let plan = client
         .update(

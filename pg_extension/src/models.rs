@@ -1,0 +1,303 @@
+//! GDP models: `model_define` registers a SQL model that conforms raw data into `gdp.<name>`;
+//! `model_run` runs it (and the models it reads first, in dependency order), checks its output
+//! against the model's GDP contract, replaces the tenant's rows and writes a receipt naming its
+//! inputs.
+
+use crate::contracts::{errors_json, governing};
+use crate::errors::{OrRaise, SqlError};
+use crate::publish::{columns_of, content_hash, plan_inputs};
+use crate::{ledger, privilege, tenant};
+use barecount_core::ident::{check_dataset_name, quote_ident};
+use barecount_core::source::{classify, Source};
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use pgrx::JsonB;
+use serde_json::{json, Value};
+
+/// Register (or replace) a model: a SELECT whose rows become `gdp.<name>`, optionally checked
+/// against the dataset `contract` governs. Returns the model's version.
+#[pg_extern(volatile, parallel_unsafe)]
+fn model_define(name: &str, sql: &str, contract: default!(Option<&str>, "NULL")) -> i32 {
+    check_dataset_name("model", name).or_raise();
+    let Source::Query(query) = classify(sql) else {
+        SqlError::new(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("model \"{name}\" must be a SELECT query"),
+        )
+        .raise()
+    };
+    Spi::connect_mut(|client| {
+        let tenant_id = tenant::current(client)?;
+        // plan it as the caller: a model that does not plan is refused now, not at run time
+        let inputs = plan_inputs(client, query)?;
+        if let Some(c) = contract {
+            governing(client, &tenant_id, c)?;
+        }
+        privilege::as_owner(|| {
+            let version = client
+                .select("SELECT coalesce(max(version), 0) + 1 FROM barecount.models WHERE tenant_id = $1 AND name = $2", Some(1), &[tenant_id.as_str().into(), name.into()])?
+                .first()
+                .get::<i32>(1)?
+                .unwrap_or(1);
+            let receipt = ledger::append(
+                client,
+                &tenant_id,
+                "model_define",
+                &format!("model:{name}@{version}"),
+                &json!({"inputs": [], "outputs": [], "sql": query, "contract": contract, "reads": inputs}),
+                None,
+            )?;
+            client.update(
+                "INSERT INTO barecount.models (tenant_id, name, version, sql, contract, ledger_seq) VALUES ($1, $2, $3, $4, $5, $6)",
+                None,
+                &[tenant_id.as_str().into(), name.into(), version.into(), query.into(), contract.into(), receipt.seq.into()],
+            )?;
+            Ok(version)
+        })
+    })
+    .or_raise()
+}
+
+struct Model {
+    name: String,
+    sql: String,
+    contract: Option<String>,
+}
+
+fn model(client: &SpiClient<'_>, tenant_id: &str, name: &str) -> Result<Option<Model>, SqlError> {
+    let t = client.select(
+        "SELECT sql, contract FROM barecount.models WHERE tenant_id = $1 AND name = $2 ORDER BY version DESC LIMIT 1",
+        Some(1),
+        &[tenant_id.into(), name.into()],
+    )?;
+    if t.is_empty() {
+        return Ok(None);
+    }
+    let r = t.first();
+    Ok(Some(Model {
+        name: name.to_owned(),
+        sql: r.get::<String>(1)?.unwrap_or_default(),
+        contract: r.get::<String>(2)?,
+    }))
+}
+
+/// The models `name` reads (gdp relations that are models), from its plan.
+fn dependencies(
+    client: &mut SpiClient<'_>,
+    tenant_id: &str,
+    m: &Model,
+) -> Result<Vec<String>, SqlError> {
+    let mut out = Vec::new();
+    for input in plan_inputs(client, &m.sql)? {
+        if let Some(dep) = input.strip_prefix("gdp.") {
+            if dep != m.name && model(client, tenant_id, dep)?.is_some() {
+                out.push(dep.to_owned());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Depth-first order with cycle detection.
+fn order(
+    client: &mut SpiClient<'_>,
+    tenant_id: &str,
+    name: &str,
+    stack: &mut Vec<String>,
+    done: &mut Vec<String>,
+) -> Result<(), SqlError> {
+    if done.iter().any(|d| d == name) {
+        return Ok(());
+    }
+    if stack.iter().any(|s| s == name) {
+        stack.push(name.to_owned());
+        return Err(SqlError::new(
+            PgSqlErrorCode::ERRCODE_INVALID_RECURSION,
+            format!(
+                "models depend on each other in a cycle: {}",
+                stack.join(" -> ")
+            ),
+        ));
+    }
+    let m = model(client, tenant_id, name)?.ok_or_else(|| {
+        SqlError::new(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            format!("model \"{name}\" is not defined"),
+        )
+        .hint("Define it with barecount.model_define(name, sql, contract).")
+    })?;
+    stack.push(name.to_owned());
+    for dep in dependencies(client, tenant_id, &m)? {
+        order(client, tenant_id, &dep, stack, done)?;
+    }
+    stack.pop();
+    done.push(name.to_owned());
+    Ok(())
+}
+
+const STAGING: &str = "barecount_model_staging";
+
+fn run_one(client: &mut SpiClient<'_>, tenant_id: &str, m: &Model) -> Result<(i64, i64), SqlError> {
+    let inputs = plan_inputs(client, &m.sql)?;
+    // the model's query runs as the caller, with its privileges and row-level security
+    client.update(
+        &format!("DROP TABLE IF EXISTS pg_temp.{STAGING}"),
+        None,
+        &[],
+    )?;
+    client.update(
+        &format!("CREATE TEMP TABLE {STAGING} ON COMMIT DROP AS {}", m.sql),
+        None,
+        &[],
+    )?;
+    let staged = format!("pg_temp.{STAGING}");
+    let cols = columns_of(client, &staged)?;
+    if !cols.iter().any(|c| c.name == "tenant_id") {
+        client.update(
+            &format!(
+                "ALTER TABLE {staged} ADD COLUMN tenant_id text NOT NULL DEFAULT {}",
+                barecount_core::ident::quote_literal(tenant_id)
+            ),
+            None,
+            &[],
+        )?;
+    }
+    let foreign = client
+        .select(
+            &format!("SELECT count(*) FROM {staged} WHERE tenant_id IS DISTINCT FROM $1"),
+            Some(1),
+            &[tenant_id.into()],
+        )?
+        .first()
+        .get::<i64>(1)?
+        .unwrap_or(0);
+    if foreign > 0 {
+        return Err(SqlError::new(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!(
+                "model \"{}\" produced {foreign} row(s) of another tenant",
+                m.name
+            ),
+        ));
+    }
+    if let Some(contract) = &m.contract {
+        let g = governing(client, tenant_id, contract)?;
+        let mut bad = 0_i64;
+        let mut first: Option<Value> = None;
+        for r in client.select(
+            &format!("SELECT to_jsonb(s) - 'tenant_id' FROM {staged} s"),
+            None,
+            &[],
+        )? {
+            let row = r.get::<JsonB>(1)?.map(|j| j.0).unwrap_or(Value::Null);
+            let errors = g.validator.errors(&row);
+            if !errors.is_empty() {
+                bad += 1;
+                first.get_or_insert_with(|| json!({"row": row, "errors": errors_json(&errors)}));
+            }
+        }
+        if bad > 0 {
+            return Err(SqlError::new(
+                PgSqlErrorCode::ERRCODE_CHECK_VIOLATION,
+                format!(
+                    "model \"{}\" produced {bad} row(s) that fail contract \"{contract}\" {}",
+                    m.name, g.version
+                ),
+            )
+            .detail(first.map(|f| f.to_string()).unwrap_or_default())
+            .hint("Fix the model's SQL or the contract; gdp.<model> was left as it was."));
+        }
+    }
+    privilege::as_owner(|| {
+        let target = format!("gdp.{}", quote_ident(&m.name));
+        let exists = client
+            .select(
+                "SELECT to_regclass($1) IS NOT NULL",
+                Some(1),
+                &[target.as_str().into()],
+            )?
+            .first()
+            .get::<bool>(1)?
+            .unwrap_or(false);
+        if exists {
+            client.update(
+                &format!("DELETE FROM {target} WHERE tenant_id = $1"),
+                None,
+                &[tenant_id.into()],
+            )?;
+            client.update(
+                &format!("INSERT INTO {target} SELECT * FROM {staged}"),
+                None,
+                &[],
+            )?;
+        } else {
+            client.update(
+                &format!("CREATE TABLE {target} AS SELECT * FROM {staged}"),
+                None,
+                &[],
+            )?;
+            client.update(
+                &format!(
+                    "COMMENT ON TABLE {target} IS {}",
+                    barecount_core::ident::quote_literal(&format!(
+                        "BareCount GDP model {}",
+                        m.name
+                    ))
+                ),
+                None,
+                &[],
+            )?;
+        }
+        let cols = columns_of(client, &target)?;
+        let (hash, rows) = content_hash(
+            client,
+            &format!(
+                "(SELECT * FROM {target} WHERE tenant_id = {}) t",
+                barecount_core::ident::quote_literal(tenant_id)
+            ),
+            &cols,
+        )?;
+        let receipt = ledger::append(
+            client,
+            tenant_id,
+            "model_run",
+            &format!("gdp.{}", m.name),
+            &json!({"inputs": inputs, "outputs": [], "model": m.name, "contract": m.contract, "rows": rows}),
+            Some(&hash),
+        )?;
+        Ok((rows, receipt.seq))
+    })
+}
+
+/// Run a model, after the models it reads (dependency order; a cycle is refused).
+#[pg_extern(volatile, parallel_unsafe)]
+fn model_run(
+    name: &str,
+) -> TableIterator<
+    'static,
+    (
+        name!(model, String),
+        name!(row_count, i64),
+        name!(ledger_seq, i64),
+    ),
+> {
+    let rows = Spi::connect_mut(|client| {
+        let tenant_id = tenant::current(client)?;
+        let mut done = Vec::new();
+        order(client, &tenant_id, name, &mut Vec::new(), &mut done)?;
+        let mut out = Vec::new();
+        for n in done {
+            let m = model(client, &tenant_id, &n)?.ok_or_else(|| {
+                SqlError::new(
+                    PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+                    format!("model \"{n}\" is not defined"),
+                )
+            })?;
+            let (rows, seq) = run_one(client, &tenant_id, &m)?;
+            out.push((n, rows, seq));
+        }
+        Ok::<_, SqlError>(out)
+    })
+    .or_raise();
+    TableIterator::new(rows)
+}
