@@ -46,6 +46,9 @@ say "build GDP and KPI tables, publish the KPI"
 "${PSQL[@]}" -q -f sql/demo/02_gdp_kpi_publish.sql
 "${PSQL[@]}" -c "SELECT seq, event_type, subject, left(entry_hash, 16) AS entry_hash,
                         left(prev_hash, 16) AS prev_hash FROM barecount.ledger ORDER BY seq"
+say "verify the ledger; lineage downstream of the first batch"
+"${PSQL[@]}" -c "SELECT ok, checked, last_seq, first_broken_seq FROM barecount.ledger_verify()"
+"${PSQL[@]}" -c "SELECT depth, object, via_event FROM barecount.lineage_downstream('batch:1') ORDER BY depth, object"
 
 fport="$("$ROOT/scripts/flight.sh" start demo "$DB_URL")"
 FLIGHT_URL="http://127.0.0.1:$fport"

@@ -5,7 +5,7 @@
 
 use crate::contracts::{errors_json, governing};
 use crate::errors::{OrRaise, SqlError};
-use crate::publish::{columns_of, content_hash, plan_inputs};
+use crate::publish::{columns_of, content_hash, drop_staging, plan_inputs};
 use crate::{ledger, privilege, tenant};
 use barecount_core::ident::{check_dataset_name, quote_ident};
 use barecount_core::source::{classify, Source};
@@ -140,11 +140,7 @@ const STAGING: &str = "barecount_model_staging";
 fn run_one(client: &mut SpiClient<'_>, tenant_id: &str, m: &Model) -> Result<(i64, i64), SqlError> {
     let inputs = plan_inputs(client, &m.sql)?;
     // the model's query runs as the caller, with its privileges and row-level security
-    client.update(
-        &format!("DROP TABLE IF EXISTS pg_temp.{STAGING}"),
-        None,
-        &[],
-    )?;
+    drop_staging(client, &format!("pg_temp.{STAGING}"))?;
     client.update(
         &format!("CREATE TEMP TABLE {STAGING} ON COMMIT DROP AS {}", m.sql),
         None,

@@ -185,7 +185,7 @@ fn run(client: &mut SpiClient<'_>, dataset: &str, source: &str) -> Result<Publis
     let query = source_query(client, dataset, source)?;
     let inputs = plan_inputs(client, &query)?;
     // The source runs as the caller: its privileges and row-level security decide what it reads.
-    client.update(&format!("DROP TABLE IF EXISTS {STAGING}"), None, &[])?;
+    drop_staging(client, STAGING)?;
     client.update(
         &format!(
             "CREATE TEMP TABLE {} ON COMMIT DROP AS {query}",
@@ -405,4 +405,21 @@ fn publish_staged(
         receipt.seq,
         receipt.entry_hash,
     ))
+}
+
+/// Drops a leftover staging table of this session (quietly: no NOTICE when there is none).
+pub(crate) fn drop_staging(client: &mut SpiClient<'_>, qualified: &str) -> Result<(), SqlError> {
+    let exists = client
+        .select(
+            "SELECT to_regclass($1) IS NOT NULL",
+            Some(1),
+            &[qualified.into()],
+        )?
+        .first()
+        .get::<bool>(1)?
+        .unwrap_or(false);
+    if exists {
+        client.update(&format!("DROP TABLE {qualified}"), None, &[])?;
+    }
+    Ok(())
 }

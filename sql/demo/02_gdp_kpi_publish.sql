@@ -1,16 +1,15 @@
--- Conform raw rows into a GDP table, build a small KPI, publish it.
-CREATE TABLE gdp.orders AS
-SELECT tenant_id,
-       payload->>'order_id'               AS order_id,
-       (payload->>'order_date')::date     AS order_date,
-       payload->>'store_id'               AS store_id,
-       payload->>'region'                 AS region,
+-- Conform raw rows into a GDP table with a model, build a small KPI, publish it.
+SELECT barecount.model_define('orders', $model$
+SELECT payload->>'order_id'                AS order_id,
+       (payload->>'order_date')::date      AS order_date,
+       payload->>'store_id'                AS store_id,
+       payload->>'region'                  AS region,
        (payload->>'amount')::numeric(12,2) AS amount,
-       (payload->>'quantity')::integer    AS quantity,
+       (payload->>'quantity')::integer     AS quantity,
        batch_id
-  FROM raw.orders__accepted;
-ALTER TABLE gdp.orders ADD PRIMARY KEY (tenant_id, order_id);
-COMMENT ON TABLE gdp.orders IS 'Conformed orders (GDP), one row per valid raw order';
+  FROM raw.orders__accepted
+$model$) \g /dev/null
+SELECT model, row_count, ledger_seq FROM barecount.model_run('orders');
 
 CREATE TABLE kpi.monthly_sales AS
 SELECT tenant_id,
