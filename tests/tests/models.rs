@@ -147,3 +147,25 @@ async fn models_run_in_dependency_order_with_contracts_and_receipts() {
         .unwrap()
         .get::<_, bool>(0));
 }
+
+#[tokio::test]
+async fn a_cycle_of_models_is_refused() {
+    let db = fresh_db().await;
+    let c = &db.client;
+    c.batch_execute(
+        "SELECT barecount.model_define('a', 'SELECT 1 AS x');
+         SELECT * FROM barecount.model_run('a');
+         SELECT barecount.model_define('b', 'SELECT x FROM gdp.a');
+         SELECT * FROM barecount.model_run('b');
+         SELECT barecount.model_define('a', 'SELECT x FROM gdp.b');",
+    )
+    .await
+    .unwrap();
+    let e = c
+        .query("SELECT * FROM barecount.model_run('a')", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(barecount_tests::sqlstate(&e), "42P19");
+    let msg = e.as_db_error().unwrap().message().to_owned();
+    assert!(msg.contains("a -> b -> a"), "{msg}");
+}
