@@ -9,6 +9,7 @@ pub mod contract;
 pub mod entitlement;
 pub mod ident;
 pub mod json_schema;
+pub mod kpi;
 pub mod ledger;
 pub mod lineage;
 pub mod obligation;

@@ -152,3 +152,19 @@ COMMENT ON TABLE barecount.models IS 'SQL models that conform raw data into gdp.
 SELECT barecount._protect_table('barecount.models');
 REVOKE ALL ON barecount.models FROM PUBLIC;
 GRANT SELECT ON barecount.models TO barecount_engineer, barecount_publisher;
+
+-- KPI definitions.
+CREATE TABLE barecount.kpis (
+    tenant_id  text NOT NULL REFERENCES barecount.tenants,
+    name       text NOT NULL,
+    version    integer NOT NULL,
+    spec       jsonb NOT NULL,
+    defined_by name NOT NULL DEFAULT session_user,
+    defined_at timestamptz NOT NULL DEFAULT now(),
+    ledger_seq bigint NOT NULL,
+    PRIMARY KEY (tenant_id, name, version)
+);
+COMMENT ON TABLE barecount.kpis IS 'KPI definitions (source, time column, grain, calendar, dimensions, measures, filter), versioned';
+SELECT barecount._protect_table('barecount.kpis');
+REVOKE ALL ON barecount.kpis FROM PUBLIC;
+GRANT SELECT ON barecount.kpis TO barecount_reader;

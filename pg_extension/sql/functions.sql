@@ -75,6 +75,9 @@ COMMENT ON FUNCTION barecount.model_define(text, text, text) IS
     'Register (or version) a GDP model: a SELECT whose rows become gdp.<name>, optionally checked against the contract governing a dataset; writes a model_define receipt';
 COMMENT ON FUNCTION barecount.model_run(text) IS
     'Run a GDP model after the models it reads (dependency order, cycles refused): check its rows against its contract, replace the tenant''s rows of gdp.<name>, write a model_run receipt naming its inputs and content hash';
+COMMENT ON FUNCTION barecount.kpi_define(text, jsonb) IS 'Define a KPI or a new version of it (source, time, grain or calendar grain, dimensions, measures incl. ratios, filter)';
+COMMENT ON FUNCTION barecount.kpi_materialize(text, date, date) IS 'Recompute the KPI periods whose first day lies in [from, to] into kpi.<name>, atomically and idempotently; the receipt records each period''s content hash';
+COMMENT ON FUNCTION barecount.verify_kpi_period(text, text) IS 'Recompute a KPI period''s content hash from its stored rows and compare it with its latest materialization receipt';
 
 -- Who may call what. Functions run as their caller; privileged writes happen inside the
 -- extension (see src/privilege.rs), so these grants are the gate.
@@ -125,3 +128,5 @@ GRANT EXECUTE ON FUNCTION barecount.period_close(text, text, date, boolean), bar
 GRANT EXECUTE ON FUNCTION barecount.restatement(text, text), barecount.period_guard(regclass, text, text, text)
     TO barecount_engineer;
 GRANT EXECUTE ON FUNCTION barecount.model_define(text, text, text), barecount.model_run(text) TO barecount_engineer;
+GRANT EXECUTE ON FUNCTION barecount.kpi_define(text, jsonb), barecount.kpi_materialize(text, date, date) TO barecount_engineer;
+GRANT EXECUTE ON FUNCTION barecount.verify_kpi_period(text, text) TO barecount_engineer, barecount_publisher;

@@ -11,6 +11,7 @@ mod errors;
 mod evidence;
 mod evolution;
 mod ingest;
+mod kpis;
 mod ledger;
 mod lineage;
 mod models;

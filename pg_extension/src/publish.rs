@@ -18,7 +18,7 @@ const TENANT_COLUMN: &str = "tenant_id";
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Column {
     pub(crate) name: String,
-    ty: String,
+    pub(crate) ty: String,
     nullable: bool,
 }
 

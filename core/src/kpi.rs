@@ -1,0 +1,257 @@
+//! KPI definitions and the SQL that materializes them per period.
+//!
+//! ```json
+//! {"source": "gdp.orders", "time": "order_date",
+//!  "grain": "month",                                  // day, week (ISO), month, quarter, year
+//!  "calendar": "nrf",                                 // optional: grain is then a calendar grain
+//!  "dimensions": ["region"],
+//!  "measures": {"net_sales": "sum(amount)", "orders": "count(*)",
+//!               "avg_ticket": {"ratio": ["sum(amount)", "count(*)"]}},
+//!  "filter": "amount > 0"}
+//! ```
+//!
+//! A ratio is the ratio of the two aggregates per period and dimension values (never an
+//! average of per-row ratios).
+
+use crate::ident::quote_ident;
+use serde_json::Value;
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("invalid KPI definition: {0}")]
+pub struct KpiError(pub String);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Measure {
+    Aggregate(String),
+    Ratio(String, String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kpi {
+    pub source: String,
+    pub time: String,
+    pub grain: String,
+    pub calendar: Option<String>,
+    pub dimensions: Vec<String>,
+    pub measures: Vec<(String, Measure)>,
+    pub filter: Option<String>,
+}
+
+fn ident(s: &str, what: &str) -> Result<String, KpiError> {
+    if !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        Ok(s.to_owned())
+    } else {
+        Err(KpiError(format!(
+            "{what} \"{s}\" must be a lower-case identifier"
+        )))
+    }
+}
+
+impl Kpi {
+    pub fn parse(v: &Value) -> Result<Kpi, KpiError> {
+        let o = v
+            .as_object()
+            .ok_or_else(|| KpiError("a KPI definition is a JSON object".into()))?;
+        let text = |k: &str| o.get(k).and_then(Value::as_str).map(str::to_owned);
+        let source = text("source")
+            .ok_or_else(|| KpiError("\"source\" (a gdp or kpi table) is missing".into()))?;
+        let (schema, table) = source
+            .split_once('.')
+            .ok_or_else(|| KpiError("\"source\" is schema.table".into()))?;
+        if !["gdp", "kpi", "raw", "published"].contains(&schema) {
+            return Err(KpiError(format!(
+                "source schema \"{schema}\" is not gdp, kpi, raw or published"
+            )));
+        }
+        ident(table, "source table")?;
+        let time = ident(
+            &text("time")
+                .ok_or_else(|| KpiError("\"time\" (the date column) is missing".into()))?,
+            "time column",
+        )?;
+        let calendar = text("calendar");
+        let grain = text("grain").unwrap_or_else(|| "month".into());
+        let known = if calendar.is_some() {
+            ["year", "quarter", "period", "week", "day"].contains(&grain.as_str())
+        } else {
+            ["day", "week", "month", "quarter", "year"].contains(&grain.as_str())
+        };
+        if !known {
+            return Err(KpiError(format!(
+                "grain \"{grain}\" is not known{}",
+                if calendar.is_some() {
+                    " for a calendar"
+                } else {
+                    ""
+                }
+            )));
+        }
+        let dimensions = match o.get("dimensions") {
+            None => Vec::new(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|d| {
+                    d.as_str()
+                        .ok_or_else(|| KpiError("dimensions are column names".into()))
+                        .and_then(|d| ident(d, "dimension"))
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err(KpiError("\"dimensions\" is a list".into())),
+        };
+        let mut measures = Vec::new();
+        match o.get("measures") {
+            Some(Value::Object(m)) if !m.is_empty() => {
+                for (name, def) in m {
+                    let name = ident(name, "measure")?;
+                    let measure = match def {
+                        Value::String(s) => Measure::Aggregate(s.clone()),
+                        Value::Object(r) => match r.get("ratio").and_then(Value::as_array).map(Vec::as_slice) {
+                            Some([Value::String(a), Value::String(b)]) => Measure::Ratio(a.clone(), b.clone()),
+                            _ => return Err(KpiError(format!("measure \"{name}\": a ratio is {{\"ratio\": [numerator, denominator]}}"))),
+                        },
+                        _ => return Err(KpiError(format!("measure \"{name}\" is an aggregate expression or a ratio"))),
+                    };
+                    measures.push((name, measure));
+                }
+            }
+            _ => {
+                return Err(KpiError(
+                    "\"measures\" is a non-empty object of name: aggregate".into(),
+                ))
+            }
+        }
+        for (n, _) in &measures {
+            if dimensions.contains(n)
+                || ["period", "period_start", "period_end", "tenant_id"].contains(&n.as_str())
+            {
+                return Err(KpiError(format!(
+                    "measure \"{n}\" clashes with a column name"
+                )));
+            }
+        }
+        Ok(Kpi {
+            source,
+            time,
+            grain,
+            calendar,
+            dimensions,
+            measures,
+            filter: text("filter"),
+        })
+    }
+
+    /// SQL for (label, start, end) of the period containing the time column.
+    fn period_exprs(&self, calendar_literal: &str) -> (String, String, String) {
+        let t = format!("({}::date)", quote_ident(&self.time));
+        match &self.calendar {
+            Some(_) => {
+                let g = format!("'{}'", self.grain);
+                (
+                    format!("barecount.period_label({t}, {calendar_literal}, {g})"),
+                    format!("barecount.period_start({t}, {calendar_literal}, {g})"),
+                    format!("barecount.period_end({t}, {calendar_literal}, {g})"),
+                )
+            }
+            None => {
+                let fmt = match self.grain.as_str() {
+                    "day" => "YYYY-MM-DD",
+                    "week" => "IYYY-\"W\"IW",
+                    "month" => "YYYY-MM",
+                    "quarter" => "YYYY-\"Q\"Q",
+                    _ => "YYYY",
+                };
+                let trunc = format!("date_trunc('{}', {t})", self.grain);
+                (
+                    format!("to_char({trunc}, '{fmt}')"),
+                    format!("({trunc})::date"),
+                    format!(
+                        "(({trunc}) + interval '1 {}' - interval '1 day')::date",
+                        self.grain
+                    ),
+                )
+            }
+        }
+    }
+
+    /// The materializing query for periods whose start lies in [$1, $2]; `calendar_literal`
+    /// is the quoted calendar name (or anything when there is none).
+    pub fn query(&self, calendar_literal: &str) -> String {
+        let (label, start, end) = self.period_exprs(calendar_literal);
+        let dims: Vec<String> = self.dimensions.iter().map(|d| quote_ident(d)).collect();
+        let measures: Vec<String> = self
+            .measures
+            .iter()
+            .map(|(n, m)| match m {
+                Measure::Aggregate(e) => format!("({e}) AS {}", quote_ident(n)),
+                Measure::Ratio(a, b) => format!(
+                    "(({a})::numeric / nullif(({b})::numeric, 0)) AS {}",
+                    quote_ident(n)
+                ),
+            })
+            .collect();
+        let (schema, table) = self.source.split_once('.').unwrap_or(("gdp", &self.source));
+        let mut select = vec![
+            format!("{label} AS period"),
+            format!("{start} AS period_start"),
+            format!("{end} AS period_end"),
+        ];
+        select.extend(dims.iter().cloned());
+        select.extend(measures);
+        let group: Vec<String> = (1..=3 + dims.len()).map(|i| i.to_string()).collect();
+        format!(
+            "SELECT {} FROM {}.{} WHERE {start} BETWEEN $1 AND $2{} GROUP BY {}",
+            select.join(", "),
+            quote_ident(schema),
+            quote_ident(table),
+            self.filter
+                .as_ref()
+                .map(|f| format!(" AND ({f})"))
+                .unwrap_or_default(),
+            group.join(", ")
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_and_builds_sql() {
+        let k = Kpi::parse(&json!({"source": "gdp.orders", "time": "order_date", "grain": "month",
+            "dimensions": ["region"], "measures": {"net": "sum(amount)", "aov": {"ratio": ["sum(amount)", "count(*)"]}}})).unwrap();
+        let q = k.query("NULL");
+        assert!(
+            q.contains("to_char(date_trunc('month', (\"order_date\"::date)), 'YYYY-MM') AS period"),
+            "{q}"
+        );
+        assert!(
+            q.contains("((sum(amount))::numeric / nullif((count(*))::numeric, 0)) AS \"aov\""),
+            "{q}"
+        );
+        assert!(q.ends_with("GROUP BY 1, 2, 3, 4"), "{q}");
+        let c = Kpi::parse(&json!({"source": "gdp.orders", "time": "d", "grain": "period", "calendar": "nrf", "measures": {"n": "count(*)"}})).unwrap();
+        assert!(c
+            .query("'nrf'")
+            .contains("barecount.period_label((\"d\"::date), 'nrf', 'period')"));
+        for bad in [
+            json!({"time": "d", "measures": {"n": "count(*)"}}),
+            json!({"source": "pg_catalog.pg_authid", "time": "d", "measures": {"n": "count(*)"}}),
+            json!({"source": "gdp.orders", "time": "d", "grain": "fortnight", "measures": {"n": "count(*)"}}),
+            json!({"source": "gdp.orders", "time": "d", "measures": {}}),
+            json!({"source": "gdp.orders", "time": "d", "measures": {"period": "count(*)"}}),
+            json!({"source": "gdp.orders", "time": "D;drop", "measures": {"n": "count(*)"}}),
+        ] {
+            assert!(Kpi::parse(&bad).is_err(), "{bad}");
+        }
+    }
+}

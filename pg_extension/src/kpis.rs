@@ -1,0 +1,248 @@
+//! KPIs: `kpi_define` (versioned), `kpi_materialize` (recomputes exactly the requested periods,
+//! idempotently, with a receipt carrying each period's content hash) and `verify_kpi_period`.
+
+use crate::errors::{OrRaise, SqlError};
+use crate::publish::{columns_of, drop_staging, Column};
+use crate::{ledger, privilege, tenant};
+use barecount_core::content_hash::ContentHasher;
+use barecount_core::ident::{check_dataset_name, quote_ident, quote_literal};
+use barecount_core::kpi::{Kpi, KpiError};
+use pgrx::datum::Date;
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use pgrx::JsonB;
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+
+impl From<KpiError> for SqlError {
+    fn from(e: KpiError) -> Self {
+        SqlError::new(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            e.to_string(),
+        )
+    }
+}
+
+/// Columns BareCount adds to every KPI table; not part of a period's content hash.
+const BOOKKEEPING: [&str; 4] = ["tenant_id", "definition_version", "run_seq", "computed_at"];
+
+/// Define a KPI or a new version of it (same definition again: the current version).
+#[pg_extern(volatile, parallel_unsafe)]
+fn kpi_define(name: &str, spec: JsonB) -> i32 {
+    check_dataset_name("KPI", name).or_raise();
+    Kpi::parse(&spec.0).or_raise();
+    Spi::connect_mut(|client| {
+        let tenant_id = tenant::current(client)?;
+        privilege::as_owner(|| {
+            tenant::lock_object(client, "kpi", &tenant_id, name)?;
+            let t = client.select(
+                "SELECT version, spec = $3 FROM barecount.kpis WHERE tenant_id = $1 AND name = $2 ORDER BY version DESC LIMIT 1",
+                Some(1),
+                &[tenant_id.as_str().into(), name.into(), JsonB(spec.0.clone()).into()],
+            )?;
+            let (v, same) = if t.is_empty() { (0, false) } else { let r = t.first(); (r.get::<i32>(1)?.unwrap_or(0), r.get::<bool>(2)?.unwrap_or(false)) };
+            if same {
+                return Ok(v);
+            }
+            let version = v + 1;
+            let receipt = ledger::append(client, &tenant_id, "kpi_define", &format!("kpi:{name}@{version}"),
+                &json!({"inputs": [], "outputs": [], "spec": spec.0}), None)?;
+            client.update(
+                "INSERT INTO barecount.kpis (tenant_id, name, version, spec, ledger_seq) VALUES ($1, $2, $3, $4, $5)",
+                None,
+                &[tenant_id.as_str().into(), name.into(), version.into(), JsonB(spec.0.clone()).into(), receipt.seq.into()],
+            )?;
+            Ok(version)
+        })
+    })
+    .or_raise()
+}
+
+fn definition(client: &SpiClient<'_>, tenant_id: &str, name: &str) -> Result<(i32, Kpi), SqlError> {
+    let t = client.select(
+        "SELECT version, spec FROM barecount.kpis WHERE tenant_id = $1 AND name = $2 ORDER BY version DESC LIMIT 1",
+        Some(1),
+        &[tenant_id.into(), name.into()],
+    )?;
+    if t.is_empty() {
+        return Err(SqlError::new(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            format!("KPI \"{name}\" is not defined"),
+        )
+        .hint("Define it with barecount.kpi_define(name, spec)."));
+    }
+    let r = t.first();
+    let spec = r.get::<JsonB>(2)?.map(|j| j.0).unwrap_or(Value::Null);
+    Ok((r.get::<i32>(1)?.unwrap_or(0), Kpi::parse(&spec)?))
+}
+
+/// Content hash per period label of a relation's rows over `cols`, plus one over all of them.
+fn period_hashes(
+    client: &SpiClient<'_>,
+    relation: &str,
+    cols: &[Column],
+) -> Result<(BTreeMap<String, String>, String, i64), SqlError> {
+    let pairs: Vec<(&str, &str)> = cols
+        .iter()
+        .map(|c| (c.name.as_str(), c.ty.as_str()))
+        .collect();
+    let mut per: BTreeMap<String, ContentHasher> = BTreeMap::new();
+    let mut all = ContentHasher::new(&pairs);
+    let cells: Vec<String> = cols
+        .iter()
+        .map(|c| format!("{}::text", quote_ident(&c.name)))
+        .collect();
+    for r in client.select(
+        &format!(
+            "SELECT period::text, ARRAY[{}]::text[] FROM {relation}",
+            cells.join(", ")
+        ),
+        None,
+        &[],
+    )? {
+        let label = r.get::<String>(1)?.unwrap_or_default();
+        let values = r.get::<Vec<Option<String>>>(2)?.unwrap_or_default();
+        let h = per
+            .entry(label)
+            .or_insert_with(|| ContentHasher::new(&pairs));
+        h.add_row(&values)
+            .map_err(|e| SqlError::new(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string()))?;
+        all.add_row(&values)
+            .map_err(|e| SqlError::new(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string()))?;
+    }
+    let rows = all.row_count() as i64;
+    Ok((
+        per.into_iter().map(|(k, h)| (k, h.finish())).collect(),
+        all.finish(),
+        rows,
+    ))
+}
+
+const STAGING: &str = "barecount_kpi_staging";
+
+/// Recompute the periods of a KPI whose first day lies in [from, to], atomically: same inputs,
+/// same rows, same hashes. The receipt records each period's content hash.
+#[pg_extern(volatile, parallel_unsafe)]
+fn kpi_materialize(
+    name: &str,
+    from: Date,
+    to: Date,
+) -> TableIterator<
+    'static,
+    (
+        name!(periods, i64),
+        name!(row_count, i64),
+        name!(ledger_seq, i64),
+    ),
+> {
+    let row = Spi::connect_mut(|client| {
+        let tenant_id = tenant::current(client)?;
+        let (version, kpi) = definition(client, &tenant_id, name)?;
+        let calendar = kpi.calendar.as_deref().map(quote_literal).unwrap_or_else(|| "NULL".into());
+        let query = kpi.query(&calendar);
+        let bounds = |d: Date| format!("'{}-{:02}-{:02}'::date", d.year(), d.month(), d.day());
+        let query = query.replace("$1", &bounds(from)).replace("$2", &bounds(to));
+        // the KPI's query runs as the caller, with its privileges and row-level security
+        let staged = format!("pg_temp.{STAGING}");
+        drop_staging(client, &staged)?;
+        client.update(&format!("CREATE TEMP TABLE {STAGING} ON COMMIT DROP AS {query}"), None, &[])?;
+        let cols = columns_of(client, &staged)?;
+        let (periods, all_hash, rows) = period_hashes(client, &staged, &cols)?;
+        let out = privilege::as_owner(|| {
+            let target = format!("kpi.{}", quote_ident(name));
+            let exists = client.select("SELECT to_regclass($1) IS NOT NULL", Some(1), &[target.as_str().into()])?.first().get::<bool>(1)?.unwrap_or(false);
+            if !exists {
+                client.update(
+                    &format!(
+                        "CREATE TABLE {target} AS SELECT ''::text AS tenant_id, s.*, 0 AS definition_version, 0::bigint AS run_seq, \
+                         now() AS computed_at FROM {staged} s WITH NO DATA; \
+                         ALTER TABLE {target} ALTER COLUMN tenant_id SET NOT NULL; \
+                         COMMENT ON TABLE {target} IS {}",
+                        quote_literal(&format!("BareCount KPI {name}: one row per period and dimension values"))
+                    ),
+                    None,
+                    &[],
+                )?;
+            } else {
+                let have: Vec<String> = columns_of(client, &target)?.into_iter().map(|c| c.name).filter(|n| !BOOKKEEPING.contains(&n.as_str())).collect();
+                let want: Vec<String> = cols.iter().map(|c| c.name.clone()).collect();
+                if have != want {
+                    return Err(SqlError::new(PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH, format!("KPI \"{name}\" now has columns {want:?}, its table {target} has {have:?}"))
+                        .hint("Give a KPI with other measures or dimensions a new name."));
+                }
+            }
+            let period_json: Map<String, Value> = periods.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+            let receipt = ledger::append(
+                client,
+                &tenant_id,
+                "kpi_materialize",
+                &format!("kpi.{name}"),
+                &json!({"inputs": [kpi.source], "outputs": [], "definition_version": version,
+                        "from": bounds(from), "to": bounds(to), "periods": period_json, "rows": rows}),
+                Some(&all_hash),
+            )?;
+            let names: Vec<String> = cols.iter().map(|c| quote_ident(&c.name)).collect();
+            client.update(
+                &format!("DELETE FROM {target} WHERE tenant_id = $1 AND period_start BETWEEN {} AND {}", bounds(from), bounds(to)),
+                None,
+                &[tenant_id.as_str().into()],
+            )?;
+            client.update(
+                &format!(
+                    "INSERT INTO {target} (tenant_id, {cols}, definition_version, run_seq, computed_at) \
+                     SELECT $1, {cols}, $2, $3, now() FROM {staged}",
+                    cols = names.join(", ")
+                ),
+                None,
+                &[tenant_id.as_str().into(), version.into(), receipt.seq.into()],
+            )?;
+            Ok((periods.len() as i64, rows, receipt.seq))
+        })?;
+        client.update(&format!("DROP TABLE {staged}"), None, &[])?;
+        Ok::<_, SqlError>(out)
+    })
+    .or_raise();
+    TableIterator::once(row)
+}
+
+/// Recompute one KPI period's content hash from its stored rows and compare it with the hash
+/// its latest materialization receipt recorded.
+#[pg_extern(stable, parallel_safe)]
+fn verify_kpi_period(
+    name: &str,
+    period: &str,
+) -> TableIterator<
+    'static,
+    (
+        name!(ok, bool),
+        name!(recorded_hash, Option<String>),
+        name!(computed_hash, String),
+        name!(receipt_seq, Option<i64>),
+    ),
+> {
+    let row = Spi::connect_mut(|client| {
+        let tenant_id = tenant::current(client)?;
+        privilege::as_owner(|| {
+            let target = format!("kpi.{}", quote_ident(name));
+            let exists = client.select("SELECT to_regclass($1) IS NOT NULL", Some(1), &[target.as_str().into()])?.first().get::<bool>(1)?.unwrap_or(false);
+            if !exists {
+                return Err(SqlError::new(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("KPI \"{name}\" has not been materialized")));
+            }
+            let cols: Vec<Column> = columns_of(client, &target)?.into_iter().filter(|c| !BOOKKEEPING.contains(&c.name.as_str())).collect();
+            let rel = format!("(SELECT * FROM {target} WHERE tenant_id = {} AND period = {}) t", quote_literal(&tenant_id), quote_literal(period));
+            let (per, _, _) = period_hashes(client, &rel, &cols)?;
+            let computed = per.get(period).cloned().unwrap_or_default();
+            let t = client.select(
+                "SELECT seq, inputs->'periods'->>$3 FROM barecount.ledger \
+                  WHERE tenant_id = $1 AND event_type = 'kpi_materialize' AND subject = $2 AND inputs->'periods' ? $3 \
+                  ORDER BY seq DESC LIMIT 1",
+                Some(1),
+                &[tenant_id.as_str().into(), format!("kpi.{name}").into(), period.into()],
+            )?;
+            let (seq, recorded) = if t.is_empty() { (None, None) } else { let r = t.first(); (r.get::<i64>(1)?, r.get::<String>(2)?) };
+            Ok((recorded.as_deref() == Some(computed.as_str()) && !computed.is_empty(), recorded, computed, seq))
+        })
+    })
+    .or_raise();
+    TableIterator::once(row)
+}
