@@ -181,6 +181,11 @@ impl Kpi {
         }
     }
 
+    /// SQL for the first day of the period containing the time column.
+    pub fn period_start_sql(&self, calendar_literal: &str) -> String {
+        self.period_exprs(calendar_literal).1
+    }
+
     /// The materializing query for periods whose start lies in [$1, $2]; `calendar_literal`
     /// is the quoted calendar name (or anything when there is none).
     pub fn query(&self, calendar_literal: &str) -> String {

@@ -168,3 +168,36 @@ COMMENT ON TABLE barecount.kpis IS 'KPI definitions (source, time column, grain,
 SELECT barecount._protect_table('barecount.kpis');
 REVOKE ALL ON barecount.kpis FROM PUBLIC;
 GRANT SELECT ON barecount.kpis TO barecount_reader;
+
+-- Days whose source rows changed since a KPI was materialized.
+CREATE TABLE barecount.kpi_invalidations (
+    tenant_id text NOT NULL REFERENCES barecount.tenants,
+    kpi       text NOT NULL,
+    day       date NOT NULL,
+    noted_at  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE barecount.kpi_invalidations IS 'Invalidation log: days of KPI source rows inserted, updated or deleted since the last refresh';
+CREATE INDEX kpi_invalidations_kpi ON barecount.kpi_invalidations (tenant_id, kpi);
+SELECT barecount._protect_table('barecount.kpi_invalidations');
+REVOKE ALL ON barecount.kpi_invalidations FROM PUBLIC;
+GRANT SELECT ON barecount.kpi_invalidations TO barecount_engineer;
+
+CREATE FUNCTION barecount._kpi_invalidate() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        INSERT INTO barecount.kpi_invalidations (tenant_id, kpi, day)
+        SELECT DISTINCT j ->> 'tenant_id', TG_ARGV[0], (j ->> TG_ARGV[1])::date
+          FROM (SELECT to_jsonb(n) AS j FROM new_rows n) x WHERE j ->> TG_ARGV[1] IS NOT NULL;
+    END IF;
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        INSERT INTO barecount.kpi_invalidations (tenant_id, kpi, day)
+        SELECT DISTINCT j ->> 'tenant_id', TG_ARGV[0], (j ->> TG_ARGV[1])::date
+          FROM (SELECT to_jsonb(o) AS j FROM old_rows o) x WHERE j ->> TG_ARGV[1] IS NOT NULL;
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION barecount._kpi_invalidate() IS 'Statement trigger on KPI sources: notes the days changed rows fall on in barecount.kpi_invalidations';

@@ -78,6 +78,7 @@ COMMENT ON FUNCTION barecount.model_run(text) IS
 COMMENT ON FUNCTION barecount.kpi_define(text, jsonb) IS 'Define a KPI or a new version of it (source, time, grain or calendar grain, dimensions, measures incl. ratios, filter)';
 COMMENT ON FUNCTION barecount.kpi_materialize(text, date, date) IS 'Recompute the KPI periods whose first day lies in [from, to] into kpi.<name>, atomically and idempotently; the receipt records each period''s content hash';
 COMMENT ON FUNCTION barecount.verify_kpi_period(text, text) IS 'Recompute a KPI period''s content hash from its stored rows and compare it with its latest materialization receipt';
+COMMENT ON FUNCTION barecount.kpi_refresh(text) IS 'Recompute exactly the KPI periods whose source rows changed since they were materialized, however old';
 
 -- Who may call what. Functions run as their caller; privileged writes happen inside the
 -- extension (see src/privilege.rs), so these grants are the gate.
@@ -130,3 +131,4 @@ GRANT EXECUTE ON FUNCTION barecount.restatement(text, text), barecount.period_gu
 GRANT EXECUTE ON FUNCTION barecount.model_define(text, text, text), barecount.model_run(text) TO barecount_engineer;
 GRANT EXECUTE ON FUNCTION barecount.kpi_define(text, jsonb), barecount.kpi_materialize(text, date, date) TO barecount_engineer;
 GRANT EXECUTE ON FUNCTION barecount.verify_kpi_period(text, text) TO barecount_engineer, barecount_publisher;
+GRANT EXECUTE ON FUNCTION barecount.kpi_refresh(text) TO barecount_engineer;

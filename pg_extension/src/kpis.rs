@@ -45,6 +45,8 @@ fn kpi_define(name: &str, spec: JsonB) -> i32 {
                 return Ok(v);
             }
             let version = v + 1;
+            let kpi = Kpi::parse(&spec.0)?;
+            install_invalidation(client, name, &kpi)?;
             let receipt = ledger::append(client, &tenant_id, "kpi_define", &format!("kpi:{name}@{version}"),
                 &json!({"inputs": [], "outputs": [], "spec": spec.0}), None)?;
             client.update(
@@ -120,6 +122,112 @@ fn period_hashes(
 
 const STAGING: &str = "barecount_kpi_staging";
 
+/// Materializes the periods whose first day lies in [from, to] (SQL date literals). The KPI's
+/// query runs as the caller; the table write and receipt are privileged.
+fn materialize(
+    client: &mut SpiClient<'_>,
+    tenant_id: &str,
+    name: &str,
+    from: &str,
+    to: &str,
+) -> Result<(i64, i64, i64), SqlError> {
+    let tenant_id = tenant_id.to_owned();
+    let (version, kpi) = definition(client, &tenant_id, name)?;
+    let calendar = kpi
+        .calendar
+        .as_deref()
+        .map(quote_literal)
+        .unwrap_or_else(|| "NULL".into());
+    let query = kpi.query(&calendar);
+    let query = query.replace("$1", from).replace("$2", to);
+    // the KPI's query runs as the caller, with its privileges and row-level security
+    let staged = format!("pg_temp.{STAGING}");
+    drop_staging(client, &staged)?;
+    client.update(
+        &format!("CREATE TEMP TABLE {STAGING} ON COMMIT DROP AS {query}"),
+        None,
+        &[],
+    )?;
+    let cols = columns_of(client, &staged)?;
+    let (periods, all_hash, rows) = period_hashes(client, &staged, &cols)?;
+    let out = privilege::as_owner(|| {
+        let target = format!("kpi.{}", quote_ident(name));
+        let exists = client
+            .select(
+                "SELECT to_regclass($1) IS NOT NULL",
+                Some(1),
+                &[target.as_str().into()],
+            )?
+            .first()
+            .get::<bool>(1)?
+            .unwrap_or(false);
+        if !exists {
+            client.update(
+                    &format!(
+                        "CREATE TABLE {target} AS SELECT ''::text AS tenant_id, s.*, 0 AS definition_version, 0::bigint AS run_seq, \
+                         now() AS computed_at FROM {staged} s WITH NO DATA; \
+                         ALTER TABLE {target} ALTER COLUMN tenant_id SET NOT NULL; \
+                         COMMENT ON TABLE {target} IS {}",
+                        quote_literal(&format!("BareCount KPI {name}: one row per period and dimension values"))
+                    ),
+                    None,
+                    &[],
+                )?;
+        } else {
+            let have: Vec<String> = columns_of(client, &target)?
+                .into_iter()
+                .map(|c| c.name)
+                .filter(|n| !BOOKKEEPING.contains(&n.as_str()))
+                .collect();
+            let want: Vec<String> = cols.iter().map(|c| c.name.clone()).collect();
+            if have != want {
+                return Err(SqlError::new(
+                    PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+                    format!(
+                        "KPI \"{name}\" now has columns {want:?}, its table {target} has {have:?}"
+                    ),
+                )
+                .hint("Give a KPI with other measures or dimensions a new name."));
+            }
+        }
+        let period_json: Map<String, Value> = periods
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        let receipt = ledger::append(
+            client,
+            &tenant_id,
+            "kpi_materialize",
+            &format!("kpi.{name}"),
+            &json!({"inputs": [kpi.source], "outputs": [], "definition_version": version,
+                        "from": from.to_owned(), "to": to.to_owned(), "periods": period_json, "rows": rows}),
+            Some(&all_hash),
+        )?;
+        let names: Vec<String> = cols.iter().map(|c| quote_ident(&c.name)).collect();
+        client.update(
+            &format!(
+                "DELETE FROM {target} WHERE tenant_id = $1 AND period_start BETWEEN {} AND {}",
+                from.to_owned(),
+                to.to_owned()
+            ),
+            None,
+            &[tenant_id.as_str().into()],
+        )?;
+        client.update(
+                &format!(
+                    "INSERT INTO {target} (tenant_id, {cols}, definition_version, run_seq, computed_at) \
+                     SELECT $1, {cols}, $2, $3, now() FROM {staged}",
+                    cols = names.join(", ")
+                ),
+                None,
+                &[tenant_id.as_str().into(), version.into(), receipt.seq.into()],
+            )?;
+        Ok((periods.len() as i64, rows, receipt.seq))
+    })?;
+    client.update(&format!("DROP TABLE {staged}"), None, &[])?;
+    Ok(out)
+}
+
 /// Recompute the periods of a KPI whose first day lies in [from, to], atomically: same inputs,
 /// same rows, same hashes. The receipt records each period's content hash.
 #[pg_extern(volatile, parallel_unsafe)]
@@ -135,71 +243,10 @@ fn kpi_materialize(
         name!(ledger_seq, i64),
     ),
 > {
+    let d = |d: Date| format!("'{}-{:02}-{:02}'::date", d.year(), d.month(), d.day());
     let row = Spi::connect_mut(|client| {
         let tenant_id = tenant::current(client)?;
-        let (version, kpi) = definition(client, &tenant_id, name)?;
-        let calendar = kpi.calendar.as_deref().map(quote_literal).unwrap_or_else(|| "NULL".into());
-        let query = kpi.query(&calendar);
-        let bounds = |d: Date| format!("'{}-{:02}-{:02}'::date", d.year(), d.month(), d.day());
-        let query = query.replace("$1", &bounds(from)).replace("$2", &bounds(to));
-        // the KPI's query runs as the caller, with its privileges and row-level security
-        let staged = format!("pg_temp.{STAGING}");
-        drop_staging(client, &staged)?;
-        client.update(&format!("CREATE TEMP TABLE {STAGING} ON COMMIT DROP AS {query}"), None, &[])?;
-        let cols = columns_of(client, &staged)?;
-        let (periods, all_hash, rows) = period_hashes(client, &staged, &cols)?;
-        let out = privilege::as_owner(|| {
-            let target = format!("kpi.{}", quote_ident(name));
-            let exists = client.select("SELECT to_regclass($1) IS NOT NULL", Some(1), &[target.as_str().into()])?.first().get::<bool>(1)?.unwrap_or(false);
-            if !exists {
-                client.update(
-                    &format!(
-                        "CREATE TABLE {target} AS SELECT ''::text AS tenant_id, s.*, 0 AS definition_version, 0::bigint AS run_seq, \
-                         now() AS computed_at FROM {staged} s WITH NO DATA; \
-                         ALTER TABLE {target} ALTER COLUMN tenant_id SET NOT NULL; \
-                         COMMENT ON TABLE {target} IS {}",
-                        quote_literal(&format!("BareCount KPI {name}: one row per period and dimension values"))
-                    ),
-                    None,
-                    &[],
-                )?;
-            } else {
-                let have: Vec<String> = columns_of(client, &target)?.into_iter().map(|c| c.name).filter(|n| !BOOKKEEPING.contains(&n.as_str())).collect();
-                let want: Vec<String> = cols.iter().map(|c| c.name.clone()).collect();
-                if have != want {
-                    return Err(SqlError::new(PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH, format!("KPI \"{name}\" now has columns {want:?}, its table {target} has {have:?}"))
-                        .hint("Give a KPI with other measures or dimensions a new name."));
-                }
-            }
-            let period_json: Map<String, Value> = periods.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
-            let receipt = ledger::append(
-                client,
-                &tenant_id,
-                "kpi_materialize",
-                &format!("kpi.{name}"),
-                &json!({"inputs": [kpi.source], "outputs": [], "definition_version": version,
-                        "from": bounds(from), "to": bounds(to), "periods": period_json, "rows": rows}),
-                Some(&all_hash),
-            )?;
-            let names: Vec<String> = cols.iter().map(|c| quote_ident(&c.name)).collect();
-            client.update(
-                &format!("DELETE FROM {target} WHERE tenant_id = $1 AND period_start BETWEEN {} AND {}", bounds(from), bounds(to)),
-                None,
-                &[tenant_id.as_str().into()],
-            )?;
-            client.update(
-                &format!(
-                    "INSERT INTO {target} (tenant_id, {cols}, definition_version, run_seq, computed_at) \
-                     SELECT $1, {cols}, $2, $3, now() FROM {staged}",
-                    cols = names.join(", ")
-                ),
-                None,
-                &[tenant_id.as_str().into(), version.into(), receipt.seq.into()],
-            )?;
-            Ok((periods.len() as i64, rows, receipt.seq))
-        })?;
-        client.update(&format!("DROP TABLE {staged}"), None, &[])?;
-        Ok::<_, SqlError>(out)
+        materialize(client, &tenant_id, name, &d(from), &d(to))
     })
     .or_raise();
     TableIterator::once(row)
@@ -242,6 +289,100 @@ fn verify_kpi_period(
             let (seq, recorded) = if t.is_empty() { (None, None) } else { let r = t.first(); (r.get::<i64>(1)?, r.get::<String>(2)?) };
             Ok((recorded.as_deref() == Some(computed.as_str()) && !computed.is_empty(), recorded, computed, seq))
         })
+    })
+    .or_raise();
+    TableIterator::once(row)
+}
+
+/// Statement triggers on the KPI's source note the days that inserts, updates and deletes
+/// touch, so `kpi_refresh` recomputes exactly the affected periods, however old.
+fn install_invalidation(client: &mut SpiClient<'_>, name: &str, kpi: &Kpi) -> Result<(), SqlError> {
+    let (schema, table) = kpi
+        .source
+        .split_once('.')
+        .unwrap_or(("gdp", kpi.source.as_str()));
+    let source = format!("{}.{}", quote_ident(schema), quote_ident(table));
+    let exists = client
+        .select(
+            "SELECT to_regclass($1) IS NOT NULL",
+            Some(1),
+            &[source.as_str().into()],
+        )?
+        .first()
+        .get::<bool>(1)?
+        .unwrap_or(false);
+    if !exists {
+        return Err(SqlError::new(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+            format!("KPI source {} does not exist", kpi.source),
+        ));
+    }
+    let args = format!("{}, {}", quote_literal(name), quote_literal(&kpi.time));
+    for (suffix, event, referencing) in [
+        ("ins", "INSERT", "NEW TABLE AS new_rows"),
+        (
+            "upd",
+            "UPDATE",
+            "OLD TABLE AS old_rows NEW TABLE AS new_rows",
+        ),
+        ("del", "DELETE", "OLD TABLE AS old_rows"),
+    ] {
+        let trigger = quote_ident(&format!("barecount_kpi_{name}_{suffix}"));
+        client.update(
+            &format!(
+                "CREATE OR REPLACE TRIGGER {trigger} AFTER {event} ON {source} REFERENCING {referencing} \
+                 FOR EACH STATEMENT EXECUTE FUNCTION barecount._kpi_invalidate({args}); \
+                 COMMENT ON TRIGGER {trigger} ON {source} IS {}",
+                quote_literal(&format!("BareCount: notes the days changed rows fall on, for kpi_refresh of KPI {name}"))
+            ),
+            None,
+            &[],
+        )?;
+    }
+    Ok(())
+}
+
+/// Recompute the periods of a KPI whose source rows changed since they were materialized —
+/// however old — and only those.
+#[pg_extern(volatile, parallel_unsafe)]
+fn kpi_refresh(
+    name: &str,
+) -> TableIterator<
+    'static,
+    (
+        name!(periods, i64),
+        name!(row_count, i64),
+        name!(last_ledger_seq, Option<i64>),
+    ),
+> {
+    let row = Spi::connect_mut(|client| {
+        let tenant_id = tenant::current(client)?;
+        let (_, kpi) = definition(client, &tenant_id, name)?;
+        let calendar = kpi.calendar.as_deref().map(quote_literal).unwrap_or_else(|| "NULL".into());
+        let starts: Vec<String> = privilege::as_owner(|| {
+            let sql = format!(
+                "SELECT DISTINCT ({start})::text FROM (SELECT day AS {time} FROM barecount.kpi_invalidations \
+                  WHERE tenant_id = $1 AND kpi = $2) s ORDER BY 1",
+                start = kpi.period_start_sql(&calendar),
+                time = quote_ident(&kpi.time)
+            );
+            let mut out = Vec::new();
+            for r in client.select(&sql, None, &[tenant_id.as_str().into(), name.into()])? {
+                if let Some(s) = r.get::<String>(1)? {
+                    out.push(s);
+                }
+            }
+            client.update("DELETE FROM barecount.kpi_invalidations WHERE tenant_id = $1 AND kpi = $2", None, &[tenant_id.as_str().into(), name.into()])?;
+            Ok(out)
+        })?;
+        let (mut rows, mut last) = (0, None);
+        for start in &starts {
+            let lit = format!("{}::date", quote_literal(start));
+            let (_, r, seq) = materialize(client, &tenant_id, name, &lit, &lit)?;
+            rows += r;
+            last = Some(seq);
+        }
+        Ok::<_, SqlError>((starts.len() as i64, rows, last))
     })
     .or_raise();
     TableIterator::once(row)

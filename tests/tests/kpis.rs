@@ -161,3 +161,89 @@ async fn kpis_materialize_idempotently_and_verify_per_period() {
         .unwrap()
         .get::<_, bool>(0));
 }
+
+#[tokio::test]
+async fn refresh_recomputes_exactly_the_changed_periods_however_old() {
+    let db = fresh_db().await;
+    let c = &db.client;
+    c.batch_execute(
+        "CREATE TABLE gdp.orders AS
+           SELECT 'default'::text AS tenant_id, (DATE '2024-01-01' + i % 91) AS order_date,
+                  (ARRAY['east', 'west'])[1 + i % 2] AS region, 1::numeric AS amount
+             FROM generate_series(1, 910) i;",
+    )
+    .await
+    .unwrap();
+    c.query(
+        "SELECT barecount.kpi_define('sales', $1::text::jsonb)",
+        &[&SALES],
+    )
+    .await
+    .unwrap();
+    c.query(
+        "SELECT * FROM barecount.kpi_materialize('sales', '2024-01-01', '2024-03-31')",
+        &[],
+    )
+    .await
+    .unwrap();
+    let jan_run = count(
+        c,
+        "SELECT max(run_seq) FROM kpi.sales WHERE period = '2024-01'",
+    )
+    .await;
+
+    // a late backfill into February and into a period three years back, and a March update
+    c.batch_execute(
+        "INSERT INTO gdp.orders VALUES ('default', '2024-02-10', 'east', 100), ('default', '2021-06-15', 'west', 5);
+         UPDATE gdp.orders SET amount = 2 WHERE order_date = '2024-03-05';",
+    )
+    .await
+    .unwrap();
+    let r = c
+        .query_one(
+            "SELECT periods, row_count FROM barecount.kpi_refresh('sales')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.get::<_, i64>(0), 3, "2021-06, 2024-02 and 2024-03");
+    assert_eq!(
+        count(
+            c,
+            "SELECT net::bigint FROM kpi.sales WHERE period = '2021-06' AND region = 'west'"
+        )
+        .await,
+        5
+    );
+    let direct = count(c, "SELECT sum(amount)::bigint FROM gdp.orders WHERE order_date BETWEEN '2024-02-01' AND '2024-02-29' AND region = 'east'").await;
+    assert_eq!(
+        count(
+            c,
+            "SELECT net::bigint FROM kpi.sales WHERE period = '2024-02' AND region = 'east'"
+        )
+        .await,
+        direct
+    );
+    assert_eq!(
+        count(
+            c,
+            "SELECT max(run_seq) FROM kpi.sales WHERE period = '2024-01'"
+        )
+        .await,
+        jan_run,
+        "January was not recomputed"
+    );
+    assert_eq!(
+        count(c, "SELECT periods FROM barecount.kpi_refresh('sales')").await,
+        0,
+        "nothing stale any more"
+    );
+    assert!(c
+        .query_one(
+            "SELECT ok FROM barecount.verify_kpi_period('sales', '2021-06')",
+            &[]
+        )
+        .await
+        .unwrap()
+        .get::<_, bool>(0));
+}
