@@ -27,7 +27,7 @@ pub enum Measure {
     Ratio(String, String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Kpi {
     pub source: String,
     pub time: String,
@@ -36,6 +36,34 @@ pub struct Kpi {
     pub dimensions: Vec<String>,
     pub measures: Vec<(String, Measure)>,
     pub filter: Option<String>,
+    pub thresholds: Vec<Threshold>,
+}
+
+/// A threshold on a measure: `below` breaches when the value falls under a level, `above`
+/// when it rises over it; `critical` is the further level.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Threshold {
+    pub measure: String,
+    pub above: bool,
+    pub warn: Option<f64>,
+    pub critical: Option<f64>,
+}
+
+impl Threshold {
+    /// SQL for the level ('ok', 'warn', 'critical') of the measure column.
+    pub fn level_sql(&self) -> String {
+        let col = quote_ident(&self.measure);
+        let cmp = if self.above { ">" } else { "<" };
+        let mut case = String::from("CASE");
+        if let Some(c) = self.critical {
+            case.push_str(&format!(" WHEN ({col})::float8 {cmp} {c} THEN 'critical'"));
+        }
+        if let Some(w) = self.warn {
+            case.push_str(&format!(" WHEN ({col})::float8 {cmp} {w} THEN 'warn'"));
+        }
+        case.push_str(" ELSE 'ok' END");
+        case
+    }
 }
 
 fn ident(s: &str, what: &str) -> Result<String, KpiError> {
@@ -137,6 +165,48 @@ impl Kpi {
                 )));
             }
         }
+        let mut thresholds = Vec::new();
+        if let Some(t) = o.get("thresholds") {
+            for th in t
+                .as_array()
+                .ok_or_else(|| KpiError("\"thresholds\" is a list".into()))?
+            {
+                let measure = th
+                    .get("measure")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                if !measures.iter().any(|(n, _)| *n == measure) {
+                    return Err(KpiError(format!(
+                        "threshold on unknown measure \"{measure}\""
+                    )));
+                }
+                let above = match th.get("direction").and_then(Value::as_str) {
+                    Some("above") => true,
+                    Some("below") => false,
+                    _ => {
+                        return Err(KpiError(
+                            "a threshold's \"direction\" is above or below".into(),
+                        ))
+                    }
+                };
+                let (warn, critical) = (
+                    th.get("warn").and_then(Value::as_f64),
+                    th.get("critical").and_then(Value::as_f64),
+                );
+                if warn.is_none() && critical.is_none() {
+                    return Err(KpiError(
+                        "a threshold needs \"warn\" or \"critical\"".into(),
+                    ));
+                }
+                thresholds.push(Threshold {
+                    measure,
+                    above,
+                    warn,
+                    critical,
+                });
+            }
+        }
         Ok(Kpi {
             source,
             time,
@@ -145,6 +215,7 @@ impl Kpi {
             dimensions,
             measures,
             filter: text("filter"),
+            thresholds,
         })
     }
 

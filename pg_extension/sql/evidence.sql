@@ -201,3 +201,34 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION barecount._kpi_invalidate() IS 'Statement trigger on KPI sources: notes the days changed rows fall on in barecount.kpi_invalidations';
+
+-- KPI thresholds: last level seen per KPI, measure, period and dimension values, and the
+-- outbox of breach and recovery events (also sent on NOTIFY barecount_kpi_events).
+CREATE TABLE barecount.kpi_threshold_state (
+    tenant_id text NOT NULL REFERENCES barecount.tenants,
+    kpi       text NOT NULL,
+    measure   text NOT NULL,
+    period    text NOT NULL,
+    dims      jsonb NOT NULL,
+    level     text NOT NULL CHECK (level IN ('ok', 'warn', 'critical')),
+    PRIMARY KEY (tenant_id, kpi, measure, period, dims)
+);
+COMMENT ON TABLE barecount.kpi_threshold_state IS 'The threshold level last evaluated per KPI, measure, period and dimension values';
+SELECT barecount._protect_table('barecount.kpi_threshold_state');
+CREATE TABLE barecount.kpi_events (
+    tenant_id  text NOT NULL REFERENCES barecount.tenants,
+    event_id   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    kpi        text NOT NULL,
+    measure    text NOT NULL,
+    period     text NOT NULL,
+    dims       jsonb NOT NULL,
+    value      double precision,
+    level      text NOT NULL,
+    kind       text NOT NULL CHECK (kind IN ('breach', 'recovery')),
+    run_seq    bigint NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE barecount.kpi_events IS 'Outbox of KPI threshold breach and recovery events for actions and webhooks; each is also sent on NOTIFY barecount_kpi_events';
+SELECT barecount._protect_table('barecount.kpi_events');
+REVOKE ALL ON barecount.kpi_threshold_state, barecount.kpi_events FROM PUBLIC;
+GRANT SELECT ON barecount.kpi_threshold_state, barecount.kpi_events TO barecount_engineer, barecount_publisher;

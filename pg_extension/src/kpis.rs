@@ -222,6 +222,7 @@ fn materialize(
                 None,
                 &[tenant_id.as_str().into(), version.into(), receipt.seq.into()],
             )?;
+        evaluate_thresholds(client, &tenant_id, name, &kpi, receipt.seq)?;
         Ok((periods.len() as i64, rows, receipt.seq))
     })?;
     client.update(&format!("DROP TABLE {staged}"), None, &[])?;
@@ -386,4 +387,72 @@ fn kpi_refresh(
     })
     .or_raise();
     TableIterator::once(row)
+}
+
+/// Compares each threshold's level on the rows a run wrote with the level last seen for the
+/// same KPI, measure, period and dimension values; every change becomes a breach or recovery
+/// event in the outbox and on the NOTIFY channel barecount_kpi_events. Privileged section.
+fn evaluate_thresholds(
+    client: &mut SpiClient<'_>,
+    tenant_id: &str,
+    name: &str,
+    kpi: &Kpi,
+    run_seq: i64,
+) -> Result<(), SqlError> {
+    let target = format!("kpi.{}", quote_ident(name));
+    let dims = if kpi.dimensions.is_empty() {
+        "'{}'::jsonb".to_owned()
+    } else {
+        format!(
+            "jsonb_build_object({})",
+            kpi.dimensions
+                .iter()
+                .map(|d| format!("{}, {}", quote_literal(d), quote_ident(d)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    for t in &kpi.thresholds {
+        let sql = format!(
+            "WITH now_levels AS (
+               SELECT period, {dims} AS dims, ({col})::float8 AS value, {level} AS level
+                 FROM {target} WHERE tenant_id = $1 AND run_seq = $4),
+             changed AS (
+               SELECT n.*, coalesce(s.level, 'ok') AS was
+                 FROM now_levels n
+                 LEFT JOIN barecount.kpi_threshold_state s
+                   ON s.tenant_id = $1 AND s.kpi = $2 AND s.measure = $3 AND s.period = n.period AND s.dims = n.dims
+                WHERE coalesce(s.level, 'ok') <> n.level),
+             events AS (
+               INSERT INTO barecount.kpi_events (tenant_id, kpi, measure, period, dims, value, level, kind, run_seq)
+               SELECT $1, $2, $3, period, dims, value, level,
+                      CASE WHEN level = 'ok' OR (was = 'critical' AND level = 'warn') THEN 'recovery' ELSE 'breach' END, $4
+                 FROM changed
+               RETURNING event_id, kpi, measure, period, dims, value, level, kind)
+             SELECT count(pg_notify('barecount_kpi_events', to_jsonb(e)::text)) FROM events e",
+            col = quote_ident(&t.measure),
+            level = t.level_sql(),
+        );
+        client.update(
+            &sql,
+            None,
+            &[
+                tenant_id.into(),
+                name.into(),
+                t.measure.as_str().into(),
+                run_seq.into(),
+            ],
+        )?;
+        client.update(
+            &format!(
+                "INSERT INTO barecount.kpi_threshold_state AS st (tenant_id, kpi, measure, period, dims, level)
+                 SELECT $1, $2, $3, period, {dims}, {level} FROM {target} WHERE tenant_id = $1 AND run_seq = $4
+                 ON CONFLICT (tenant_id, kpi, measure, period, dims) DO UPDATE SET level = excluded.level",
+                level = t.level_sql()
+            ),
+            None,
+            &[tenant_id.into(), name.into(), t.measure.as_str().into(), run_seq.into()],
+        )?;
+    }
+    Ok(())
 }

@@ -247,3 +247,75 @@ async fn refresh_recomputes_exactly_the_changed_periods_however_old() {
         .unwrap()
         .get::<_, bool>(0));
 }
+
+#[tokio::test]
+async fn thresholds_write_breach_and_recovery_events() {
+    let db = fresh_db().await;
+    let c = &db.client;
+    c.batch_execute(
+        "CREATE TABLE gdp.orders (tenant_id text NOT NULL DEFAULT 'default', order_date date, region text, amount numeric);
+         INSERT INTO gdp.orders (order_date, region, amount) VALUES
+           ('2024-01-10', 'east', 20), ('2024-02-10', 'east', 8), ('2024-03-10', 'east', 3);
+         SELECT barecount.kpi_define('net', '{\"source\": \"gdp.orders\", \"time\": \"order_date\", \"grain\": \"month\",
+             \"dimensions\": [\"region\"], \"measures\": {\"net\": \"sum(amount)\"},
+             \"thresholds\": [{\"measure\": \"net\", \"direction\": \"below\", \"warn\": 10, \"critical\": 5}]}');
+         SELECT * FROM barecount.kpi_materialize('net', '2024-01-01', '2024-03-31');",
+    )
+    .await
+    .unwrap();
+    let events = |sql: &'static str| async move {
+        c.query(sql, &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<_, String>(0),
+                    r.get::<_, String>(1),
+                    r.get::<_, String>(2),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let first =
+        events("SELECT period, level, kind FROM barecount.kpi_events ORDER BY event_id").await;
+    assert_eq!(
+        first,
+        [
+            ("2024-02".into(), "warn".into(), "breach".into()),
+            ("2024-03".into(), "critical".into(), "breach".into())
+        ]
+    );
+    let dims: Value = c
+        .query_one("SELECT dims FROM barecount.kpi_events LIMIT 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(dims, serde_json::json!({"region": "east"}));
+    // an unchanged rerun raises nothing new; a recovery is an event too
+    c.query(
+        "SELECT * FROM barecount.kpi_materialize('net', '2024-01-01', '2024-03-31')",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        count(c, "SELECT count(*) FROM barecount.kpi_events").await,
+        2
+    );
+    c.batch_execute("UPDATE gdp.orders SET amount = 30 WHERE order_date = '2024-03-10'")
+        .await
+        .unwrap();
+    c.query("SELECT * FROM barecount.kpi_refresh('net')", &[])
+        .await
+        .unwrap();
+    let last = events(
+        "SELECT period, level, kind FROM barecount.kpi_events ORDER BY event_id DESC LIMIT 1",
+    )
+    .await;
+    assert_eq!(last, [("2024-03".into(), "ok".into(), "recovery".into())]);
+    assert_eq!(
+        refused(c, "SELECT barecount.kpi_define('bad', '{\"source\": \"gdp.orders\", \"time\": \"order_date\", \"measures\": {\"n\": \"count(*)\"}, \"thresholds\": [{\"measure\": \"x\", \"direction\": \"below\", \"warn\": 1}]}')").await,
+        "22023"
+    );
+}
