@@ -46,6 +46,21 @@ fn kpi_define(name: &str, spec: JsonB) -> i32 {
             }
             let version = v + 1;
             let kpi = Kpi::parse(&spec.0)?;
+            if let Some(up) = kpi.source.strip_prefix("kpi.") {
+                // refuse a cycle now: walk what the source KPI reads
+                let mut seen = vec![name.to_owned()];
+                let mut next = Some(up.to_owned());
+                while let Some(n) = next.take() {
+                    if seen.contains(&n) {
+                        seen.push(n);
+                        return Err(SqlError::new(PgSqlErrorCode::ERRCODE_INVALID_RECURSION, format!("KPIs would depend on each other in a cycle: {}", seen.join(" -> "))));
+                    }
+                    seen.push(n.clone());
+                    if let Ok((_, k)) = definition(client, &tenant_id, &n) {
+                        next = k.source.strip_prefix("kpi.").map(str::to_owned);
+                    }
+                }
+            }
             install_invalidation(client, name, &kpi)?;
             let receipt = ledger::append(client, &tenant_id, "kpi_define", &format!("kpi:{name}@{version}"),
                 &json!({"inputs": [], "outputs": [], "spec": spec.0}), None)?;
@@ -189,6 +204,18 @@ fn materialize(
                 )
                 .hint("Give a KPI with other measures or dimensions a new name."));
             }
+        }
+        if let Some(cal) = &kpi.calendar {
+            // rows of closed calendar periods change only through a restatement
+            client.update(
+                "SELECT barecount.period_guard($1::regclass, 'period_start', $2, $3)",
+                None,
+                &[
+                    target.as_str().into(),
+                    cal.as_str().into(),
+                    kpi.grain.as_str().into(),
+                ],
+            )?;
         }
         let period_json: Map<String, Value> = periods
             .iter()
@@ -358,8 +385,69 @@ fn kpi_refresh(
 > {
     let row = Spi::connect_mut(|client| {
         let tenant_id = tenant::current(client)?;
+        // KPIs built on other KPIs: the upstream ones first, each once
+        let mut order = Vec::new();
+        upstream_order(client, &tenant_id, name, &mut Vec::new(), &mut order)?;
+        let mut total = (0, 0, None);
+        for n in &order {
+            let (p, r, s) = refresh_one(client, &tenant_id, n)?;
+            if n == name {
+                total = (p, r, s);
+            }
+        }
+        Ok::<_, SqlError>(total)
+    })
+    .or_raise();
+    TableIterator::once(row)
+}
+
+/// KPIs this one reads (source kpi.<x> with x defined), depth first, itself last; a cycle is
+/// an error.
+fn upstream_order(
+    client: &SpiClient<'_>,
+    tenant_id: &str,
+    name: &str,
+    stack: &mut Vec<String>,
+    done: &mut Vec<String>,
+) -> Result<(), SqlError> {
+    if done.iter().any(|d| d == name) {
+        return Ok(());
+    }
+    if stack.iter().any(|s| s == name) {
+        stack.push(name.to_owned());
+        return Err(SqlError::new(
+            PgSqlErrorCode::ERRCODE_INVALID_RECURSION,
+            format!(
+                "KPIs depend on each other in a cycle: {}",
+                stack.join(" -> ")
+            ),
+        ));
+    }
+    stack.push(name.to_owned());
+    let (_, kpi) = definition(client, tenant_id, name)?;
+    if let Some(up) = kpi.source.strip_prefix("kpi.") {
+        if definition(client, tenant_id, up).is_ok() {
+            upstream_order(client, tenant_id, up, stack, done)?;
+        }
+    }
+    stack.pop();
+    done.push(name.to_owned());
+    Ok(())
+}
+
+fn refresh_one(
+    client: &mut SpiClient<'_>,
+    tenant_id: &str,
+    name: &str,
+) -> Result<(i64, i64, Option<i64>), SqlError> {
+    let tenant_id = tenant_id.to_owned();
+    {
         let (_, kpi) = definition(client, &tenant_id, name)?;
-        let calendar = kpi.calendar.as_deref().map(quote_literal).unwrap_or_else(|| "NULL".into());
+        let calendar = kpi
+            .calendar
+            .as_deref()
+            .map(quote_literal)
+            .unwrap_or_else(|| "NULL".into());
         let starts: Vec<String> = privilege::as_owner(|| {
             let sql = format!(
                 "SELECT DISTINCT ({start})::text FROM (SELECT day AS {time} FROM barecount.kpi_invalidations \
@@ -373,7 +461,11 @@ fn kpi_refresh(
                     out.push(s);
                 }
             }
-            client.update("DELETE FROM barecount.kpi_invalidations WHERE tenant_id = $1 AND kpi = $2", None, &[tenant_id.as_str().into(), name.into()])?;
+            client.update(
+                "DELETE FROM barecount.kpi_invalidations WHERE tenant_id = $1 AND kpi = $2",
+                None,
+                &[tenant_id.as_str().into(), name.into()],
+            )?;
             Ok(out)
         })?;
         let (mut rows, mut last) = (0, None);
@@ -383,10 +475,8 @@ fn kpi_refresh(
             rows += r;
             last = Some(seq);
         }
-        Ok::<_, SqlError>((starts.len() as i64, rows, last))
-    })
-    .or_raise();
-    TableIterator::once(row)
+        Ok((starts.len() as i64, rows, last))
+    }
 }
 
 /// Compares each threshold's level on the rows a run wrote with the level last seen for the

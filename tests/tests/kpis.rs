@@ -319,3 +319,72 @@ async fn thresholds_write_breach_and_recovery_events() {
         "22023"
     );
 }
+
+#[tokio::test]
+async fn kpis_on_kpis_refresh_in_order_and_closed_periods_need_a_restatement() {
+    let db = fresh_db().await;
+    let c = &db.client;
+    c.batch_execute(
+        "CREATE TABLE gdp.orders (tenant_id text NOT NULL DEFAULT 'default', order_date date, amount numeric);
+         INSERT INTO gdp.orders (order_date, amount) SELECT DATE '2024-02-04' + i % 56, 1 FROM generate_series(1, 560) i;
+         SELECT barecount.kpi_define('daily', '{\"source\": \"gdp.orders\", \"time\": \"order_date\", \"grain\": \"day\", \"measures\": {\"net\": \"sum(amount)\"}}');
+         SELECT * FROM barecount.kpi_materialize('daily', '2024-02-01', '2024-03-31');
+         SELECT barecount.kpi_define('monthly', '{\"source\": \"kpi.daily\", \"time\": \"period_start\", \"grain\": \"month\", \"measures\": {\"net\": \"sum(net)\"}}');
+         SELECT * FROM barecount.kpi_materialize('monthly', '2024-02-01', '2024-03-31');",
+    )
+    .await
+    .unwrap();
+    let before = count(
+        c,
+        "SELECT net::bigint FROM kpi.monthly WHERE period = '2024-03'",
+    )
+    .await;
+    c.batch_execute("INSERT INTO gdp.orders VALUES ('default', '2024-03-15', 100)")
+        .await
+        .unwrap();
+    // refreshing the downstream KPI refreshes the one it reads first
+    c.query("SELECT * FROM barecount.kpi_refresh('monthly')", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        count(
+            c,
+            "SELECT net::bigint FROM kpi.monthly WHERE period = '2024-03'"
+        )
+        .await,
+        before + 100
+    );
+
+    // a cycle is refused when defined
+    c.batch_execute(
+        "SELECT barecount.kpi_define('again', '{\"source\": \"kpi.monthly\", \"time\": \"period_start\", \"grain\": \"year\", \"measures\": {\"net\": \"sum(net)\"}}');
+         SELECT * FROM barecount.kpi_materialize('again', '2024-01-01', '2024-12-31');",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        refused(c, "SELECT barecount.kpi_define('daily', '{\"source\": \"kpi.again\", \"time\": \"period_start\", \"grain\": \"day\", \"measures\": {\"net\": \"sum(net)\"}}')").await,
+        "42P19"
+    );
+
+    // calendar KPIs: a closed period is changed only through a restatement
+    c.batch_execute(
+        "SELECT barecount.calendar_create('nrf', '{\"kind\": \"retail_454\", \"year_end\": \"nearest\", \"end_month\": 1, \"weekday\": \"sat\"}');
+         SELECT barecount.kpi_define('nrf_net', '{\"source\": \"gdp.orders\", \"time\": \"order_date\", \"calendar\": \"nrf\", \"grain\": \"period\", \"measures\": {\"net\": \"sum(amount)\"}}');
+         SELECT * FROM barecount.kpi_materialize('nrf_net', '2024-02-01', '2024-03-31');
+         SELECT barecount.period_close('nrf', 'period', '2024-02-10');",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        refused(
+            c,
+            "SELECT * FROM barecount.kpi_materialize('nrf_net', '2024-02-01', '2024-02-10')"
+        )
+        .await,
+        "55000"
+    );
+    c.batch_execute("SELECT barecount.restatement('late orders', $$SELECT * FROM barecount.kpi_materialize('nrf_net', '2024-02-01', '2024-02-10')$$)")
+        .await
+        .unwrap();
+}
