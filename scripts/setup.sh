@@ -4,7 +4,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-client-15 libclang-dev clang
-              sudo pkg-config libssl-dev make python3 ca-certificates)
+              sudo pkg-config libssl-dev make python3 python3-venv ca-certificates)
 
 # --- can this machine be served? ------------------------------------------------------------
 missing=()
@@ -72,3 +72,13 @@ fi
 for d in "$($PG_CONFIG --sharedir)/extension" "$($PG_CONFIG --pkglibdir)"; do
     [ -w "$d" ] || die "$d is not writable; run as root (or with write access) to install the extension"
 done
+
+# --- dbt (the example project under sql/dbt is run by the tests) ------------------------------
+DBT_VENV="${BARECOUNT_DBT_VENV:-$HOME/.cache/barecount/dbt-venv}"
+if ! "$DBT_VENV/bin/dbt" --version 2>/dev/null | grep -q "installed: 1.11.16"; then
+    say "installing dbt-core 1.11.16 and dbt-postgres 1.11.0 into $DBT_VENV"
+    python3 -m venv "$DBT_VENV"
+    "$DBT_VENV/bin/pip" install --quiet "dbt-core==1.11.16" "dbt-postgres==1.11.0"
+else
+    say "dbt 1.11.16: present"
+fi

@@ -48,6 +48,8 @@ export BARECOUNT_TEST_PG_URL="$("$ROOT/scripts/cluster.sh" url test barecount_te
 psql -X -q -v ON_ERROR_STOP=1 "$BARECOUNT_TEST_PG_URL" -c "CREATE EXTENSION barecount" >/dev/null
 fport="$("$ROOT/scripts/flight.sh" start test "$BARECOUNT_TEST_PG_URL")"
 export BARECOUNT_FLIGHT_URL="http://127.0.0.1:$fport"
+export BARECOUNT_DBT="${BARECOUNT_DBT_VENV:-$HOME/.cache/barecount/dbt-venv}/bin/dbt"
+export BARECOUNT_DBT_PROJECT="$ROOT/sql/dbt"
 say "barecount-flight on $BARECOUNT_FLIGHT_URL"
 
 step "end-to-end tests" cargo test --quiet -p barecount-tests
