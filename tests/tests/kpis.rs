@@ -388,3 +388,48 @@ async fn kpis_on_kpis_refresh_in_order_and_closed_periods_need_a_restatement() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn threshold_events_are_sent_on_notify() {
+    use futures::StreamExt;
+    let db = fresh_db().await;
+    let (listener, mut conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let messages = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
+    tokio::spawn(messages.for_each(move |m| {
+        if let Ok(tokio_postgres::AsyncMessage::Notification(n)) = m {
+            let _ = tx.send(n.payload().to_owned());
+        }
+        futures::future::ready(())
+    }));
+    listener
+        .batch_execute("LISTEN barecount_kpi_events")
+        .await
+        .unwrap();
+
+    db.client
+        .batch_execute(
+            "CREATE TABLE gdp.orders (tenant_id text NOT NULL DEFAULT 'default', order_date date, amount numeric);
+             INSERT INTO gdp.orders (order_date, amount) VALUES ('2024-05-10', 1);
+             SELECT barecount.kpi_define('low', '{\"source\": \"gdp.orders\", \"time\": \"order_date\", \"measures\": {\"net\": \"sum(amount)\"},
+                 \"thresholds\": [{\"measure\": \"net\", \"direction\": \"below\", \"critical\": 10}]}');
+             SELECT * FROM barecount.kpi_materialize('low', '2024-05-01', '2024-05-31');",
+        )
+        .await
+        .unwrap();
+    let payload = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
+        .await
+        .expect("no notification within 10 s")
+        .expect("listener ended");
+    let event: Value = serde_json::from_str(&payload).unwrap();
+    assert_eq!(
+        (
+            event["kpi"].as_str(),
+            event["level"].as_str(),
+            event["kind"].as_str()
+        ),
+        (Some("low"), Some("critical"), Some("breach"))
+    );
+}
