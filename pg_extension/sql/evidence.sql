@@ -232,3 +232,19 @@ COMMENT ON TABLE barecount.kpi_events IS 'Outbox of KPI threshold breach and rec
 SELECT barecount._protect_table('barecount.kpi_events');
 REVOKE ALL ON barecount.kpi_threshold_state, barecount.kpi_events FROM PUBLIC;
 GRANT SELECT ON barecount.kpi_threshold_state, barecount.kpi_events TO barecount_engineer, barecount_publisher;
+
+-- Pins on published versions: a pinned version cannot be retired.
+CREATE TABLE barecount.dataset_pins (
+    tenant_id text NOT NULL REFERENCES barecount.tenants,
+    dataset   text NOT NULL,
+    version   integer NOT NULL,
+    holder    text NOT NULL,
+    pinned_by name NOT NULL DEFAULT session_user,
+    pinned_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, dataset, version, holder),
+    FOREIGN KEY (tenant_id, dataset, version) REFERENCES barecount.dataset_versions
+);
+COMMENT ON TABLE barecount.dataset_pins IS 'Holders (dashboards, reports) that pin a published version; pinned versions are never retired';
+SELECT barecount._protect_table('barecount.dataset_pins');
+REVOKE ALL ON barecount.dataset_pins FROM PUBLIC;
+GRANT SELECT ON barecount.dataset_pins TO barecount_reader;

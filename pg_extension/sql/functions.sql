@@ -79,6 +79,10 @@ COMMENT ON FUNCTION barecount.kpi_define(text, jsonb) IS 'Define a KPI or a new 
 COMMENT ON FUNCTION barecount.kpi_materialize(text, date, date) IS 'Recompute the KPI periods whose first day lies in [from, to] into kpi.<name>, atomically and idempotently; the receipt records each period''s content hash';
 COMMENT ON FUNCTION barecount.verify_kpi_period(text, text) IS 'Recompute a KPI period''s content hash from its stored rows and compare it with its latest materialization receipt';
 COMMENT ON FUNCTION barecount.kpi_refresh(text) IS 'Recompute exactly the KPI periods whose source rows changed since they were materialized, however old';
+COMMENT ON FUNCTION barecount.dataset_pin(text, integer, text) IS 'Pin a published version for a holder; a pinned version is never retired';
+COMMENT ON FUNCTION barecount.dataset_unpin(text, integer, text) IS 'Remove a holder''s pin on a published version';
+COMMENT ON FUNCTION barecount.dataset_deprecate(text, integer) IS 'Mark an old published version deprecated (still served); writes a receipt';
+COMMENT ON FUNCTION barecount.dataset_retire(text, integer) IS 'Retire an old published version: no longer served or readable, kept for verification; refused while pinned or for the latest; writes a receipt';
 
 -- Who may call what. Functions run as their caller; privileged writes happen inside the
 -- extension (see src/privilege.rs), so these grants are the gate.
@@ -132,3 +136,5 @@ GRANT EXECUTE ON FUNCTION barecount.model_define(text, text, text), barecount.mo
 GRANT EXECUTE ON FUNCTION barecount.kpi_define(text, jsonb), barecount.kpi_materialize(text, date, date) TO barecount_engineer;
 GRANT EXECUTE ON FUNCTION barecount.verify_kpi_period(text, text) TO barecount_engineer, barecount_publisher;
 GRANT EXECUTE ON FUNCTION barecount.kpi_refresh(text) TO barecount_engineer;
+GRANT EXECUTE ON FUNCTION barecount.dataset_pin(text, integer, text), barecount.dataset_unpin(text, integer, text) TO barecount_reader;
+GRANT EXECUTE ON FUNCTION barecount.dataset_deprecate(text, integer), barecount.dataset_retire(text, integer) TO barecount_publisher;

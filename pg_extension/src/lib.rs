@@ -13,6 +13,7 @@ mod evolution;
 mod ingest;
 mod kpis;
 mod ledger;
+mod lifecycle;
 mod lineage;
 mod models;
 mod obligations;

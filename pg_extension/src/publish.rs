@@ -60,6 +60,22 @@ fn source_query(client: &SpiClient<'_>, dataset: &str, source: &str) -> Result<S
         .first()
         .get::<String>(1)?;
     match rel {
+        // a KPI table's run bookkeeping is not part of what is published, so republishing
+        // unchanged values gives the same content hash
+        Some(r) if r.starts_with("kpi.") => {
+            let cols = client
+                .select(
+                    "SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute \
+                      WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped \
+                        AND attname NOT IN ('run_seq', 'computed_at')",
+                    Some(1),
+                    &[r.as_str().into()],
+                )?
+                .first()
+                .get::<String>(1)?
+                .unwrap_or_else(|| "*".into());
+            Ok(format!("SELECT {cols} FROM {r}"))
+        }
         Some(r) => Ok(format!("SELECT * FROM {r}")),
         None => Err(SqlError::new(
             PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
