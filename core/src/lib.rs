@@ -6,6 +6,7 @@ pub mod calendar;
 pub mod compat;
 pub mod content_hash;
 pub mod contract;
+pub mod dag;
 pub mod entitlement;
 pub mod ident;
 pub mod json_schema;

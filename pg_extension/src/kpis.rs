@@ -5,6 +5,7 @@ use crate::errors::{OrRaise, SqlError};
 use crate::publish::{columns_of, drop_staging, Column};
 use crate::{ledger, privilege, tenant};
 use barecount_core::content_hash::ContentHasher;
+use barecount_core::dag::{dependency_order, OrderError};
 use barecount_core::ident::{check_dataset_name, quote_ident, quote_literal};
 use barecount_core::kpi::{Kpi, KpiError};
 use pgrx::datum::Date;
@@ -386,8 +387,7 @@ fn kpi_refresh(
     let row = Spi::connect_mut(|client| {
         let tenant_id = tenant::current(client)?;
         // KPIs built on other KPIs: the upstream ones first, each once
-        let mut order = Vec::new();
-        upstream_order(client, &tenant_id, name, &mut Vec::new(), &mut order)?;
+        let order = upstream_order(client, &tenant_id, name)?;
         let mut total = (0, 0, None);
         for n in &order {
             let (p, r, s) = refresh_one(client, &tenant_id, n)?;
@@ -401,38 +401,29 @@ fn kpi_refresh(
     TableIterator::once(row)
 }
 
-/// KPIs this one reads (source kpi.<x> with x defined), depth first, itself last; a cycle is
-/// an error.
+/// The KPIs this one reads (source kpi.<x> with x defined), upstream first, itself last; a
+/// cycle is an error.
 fn upstream_order(
     client: &SpiClient<'_>,
     tenant_id: &str,
     name: &str,
-    stack: &mut Vec<String>,
-    done: &mut Vec<String>,
-) -> Result<(), SqlError> {
-    if done.iter().any(|d| d == name) {
-        return Ok(());
-    }
-    if stack.iter().any(|s| s == name) {
-        stack.push(name.to_owned());
-        return Err(SqlError::new(
+) -> Result<Vec<String>, SqlError> {
+    dependency_order(name, |n| {
+        let (_, kpi) = definition(client, tenant_id, n)?;
+        Ok(kpi
+            .source
+            .strip_prefix("kpi.")
+            .filter(|up| definition(client, tenant_id, up).is_ok())
+            .map(|up| vec![up.to_owned()])
+            .unwrap_or_default())
+    })
+    .map_err(|e| match e {
+        OrderError::Cycle(c) => SqlError::new(
             PgSqlErrorCode::ERRCODE_INVALID_RECURSION,
-            format!(
-                "KPIs depend on each other in a cycle: {}",
-                stack.join(" -> ")
-            ),
-        ));
-    }
-    stack.push(name.to_owned());
-    let (_, kpi) = definition(client, tenant_id, name)?;
-    if let Some(up) = kpi.source.strip_prefix("kpi.") {
-        if definition(client, tenant_id, up).is_ok() {
-            upstream_order(client, tenant_id, up, stack, done)?;
-        }
-    }
-    stack.pop();
-    done.push(name.to_owned());
-    Ok(())
+            format!("KPIs depend on each other in a cycle: {}", c.join(" -> ")),
+        ),
+        OrderError::Lookup(e) => e,
+    })
 }
 
 fn refresh_one(

@@ -7,6 +7,7 @@ use crate::contracts::{errors_json, governing};
 use crate::errors::{OrRaise, SqlError};
 use crate::publish::{columns_of, content_hash, drop_staging, plan_inputs};
 use crate::{ledger, privilege, tenant};
+use barecount_core::dag::{dependency_order, OrderError};
 use barecount_core::ident::{check_dataset_name, quote_ident};
 use barecount_core::source::{classify, Source};
 use pgrx::prelude::*;
@@ -98,41 +99,25 @@ fn dependencies(
     Ok(out)
 }
 
-/// Depth-first order with cycle detection.
-fn order(
-    client: &mut SpiClient<'_>,
-    tenant_id: &str,
-    name: &str,
-    stack: &mut Vec<String>,
-    done: &mut Vec<String>,
-) -> Result<(), SqlError> {
-    if done.iter().any(|d| d == name) {
-        return Ok(());
-    }
-    if stack.iter().any(|s| s == name) {
-        stack.push(name.to_owned());
-        return Err(SqlError::new(
+/// The model and the models it reads, dependencies first; a cycle is an error.
+fn order(client: &mut SpiClient<'_>, tenant_id: &str, name: &str) -> Result<Vec<String>, SqlError> {
+    dependency_order(name, |n| {
+        let m = model(client, tenant_id, n)?.ok_or_else(|| {
+            SqlError::new(
+                PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+                format!("model \"{n}\" is not defined"),
+            )
+            .hint("Define it with barecount.model_define(name, sql, contract).")
+        })?;
+        dependencies(client, tenant_id, &m)
+    })
+    .map_err(|e| match e {
+        OrderError::Cycle(c) => SqlError::new(
             PgSqlErrorCode::ERRCODE_INVALID_RECURSION,
-            format!(
-                "models depend on each other in a cycle: {}",
-                stack.join(" -> ")
-            ),
-        ));
-    }
-    let m = model(client, tenant_id, name)?.ok_or_else(|| {
-        SqlError::new(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-            format!("model \"{name}\" is not defined"),
-        )
-        .hint("Define it with barecount.model_define(name, sql, contract).")
-    })?;
-    stack.push(name.to_owned());
-    for dep in dependencies(client, tenant_id, &m)? {
-        order(client, tenant_id, &dep, stack, done)?;
-    }
-    stack.pop();
-    done.push(name.to_owned());
-    Ok(())
+            format!("models depend on each other in a cycle: {}", c.join(" -> ")),
+        ),
+        OrderError::Lookup(e) => e,
+    })
 }
 
 const STAGING: &str = "barecount_model_staging";
@@ -279,8 +264,7 @@ fn model_run(
 > {
     let rows = Spi::connect_mut(|client| {
         let tenant_id = tenant::current(client)?;
-        let mut done = Vec::new();
-        order(client, &tenant_id, name, &mut Vec::new(), &mut done)?;
+        let done = order(client, &tenant_id, name)?;
         let mut out = Vec::new();
         for n in done {
             let m = model(client, &tenant_id, &n)?.ok_or_else(|| {
