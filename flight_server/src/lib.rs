@@ -17,6 +17,7 @@ pub mod state;
 pub mod store;
 pub mod ticket;
 pub mod types;
+pub mod xdbc;
 
 pub use app::Application;
 pub use config::Config;

@@ -13,7 +13,8 @@ use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
 use arrow_flight::sql::server::FlightSqlService;
 use arrow_flight::sql::{
     CommandGetCatalogs, CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes,
-    CommandGetTables, CommandStatementQuery, ProstMessageExt, SqlInfo, TicketStatementQuery,
+    CommandGetTables, CommandGetXdbcTypeInfo, CommandStatementQuery, ProstMessageExt, SqlInfo,
+    TicketStatementQuery,
 };
 use arrow_flight::{
     FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, Ticket,
@@ -289,6 +290,31 @@ impl FlightSqlService for SqlService {
         _request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let b = query.into_builder(sql_info()?);
+        let schema = b.schema();
+        Ok(Response::new(one_batch(schema, b.build())))
+    }
+
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let types = crate::xdbc::TYPES
+            .as_ref()
+            .map_err(|e| Status::internal(e.clone()))?;
+        let schema = query.into_builder(types).schema();
+        metadata_info(&query, &schema, request)
+    }
+
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let types = crate::xdbc::TYPES
+            .as_ref()
+            .map_err(|e| Status::internal(e.clone()))?;
+        let b = query.into_builder(types);
         let schema = b.schema();
         Ok(Response::new(one_batch(schema, b.build())))
     }

@@ -261,3 +261,55 @@ async fn versions_are_pinned_and_errors_are_specific() {
 
     flight.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flight_sql_metadata_commands_answer() {
+    let db = fresh_db().await;
+    db.client
+        .batch_execute("SELECT barecount.publish('meta', 'SELECT 1::int AS x, ''a''::text AS y')")
+        .await
+        .unwrap();
+    let flight = Flight::start(&db.url).await;
+    let mut c = FlightSqlServiceClient::new(client::channel(&flight.url).await.unwrap());
+    let collect = |info: arrow_flight::FlightInfo| {
+        let url = flight.url.clone();
+        async move {
+            let mut c = FlightSqlServiceClient::new(client::channel(&url).await.unwrap());
+            let mut rows = 0;
+            for e in info.endpoint {
+                let b: Vec<arrow::record_batch::RecordBatch> = c
+                    .do_get(e.ticket.unwrap())
+                    .await
+                    .unwrap()
+                    .try_collect()
+                    .await
+                    .unwrap();
+                rows += b.iter().map(|b| b.num_rows()).sum::<usize>();
+            }
+            rows
+        }
+    };
+    let types = c
+        .get_xdbc_type_info(arrow_flight::sql::CommandGetXdbcTypeInfo { data_type: None })
+        .await
+        .unwrap();
+    assert_eq!(collect(types).await, 10, "one row per served SQL type");
+    let catalogs = c.get_catalogs().await.unwrap();
+    assert_eq!(collect(catalogs).await, 1);
+    let tables = c
+        .get_tables(arrow_flight::sql::CommandGetTables {
+            include_schema: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(collect(tables).await, 2, "meta and meta__v1");
+    let table_types = c.get_table_types().await.unwrap();
+    assert_eq!(collect(table_types).await, 1);
+    let info = c
+        .get_sql_info(vec![arrow_flight::sql::SqlInfo::FlightSqlServerName])
+        .await
+        .unwrap();
+    assert_eq!(collect(info).await, 1);
+    flight.stop().await;
+}
