@@ -246,6 +246,7 @@ fn run_one(client: &mut SpiClient<'_>, tenant_id: &str, m: &Model) -> Result<(i6
             &json!({"inputs": inputs, "outputs": [], "model": m.name, "contract": m.contract, "rows": rows}),
             Some(&hash),
         )?;
+        crate::access::meter(client, tenant_id, "materialize", rows, 0)?;
         Ok((rows, receipt.seq))
     })
 }

@@ -160,6 +160,15 @@ async fn kpis_materialize_idempotently_and_verify_per_period() {
         .await
         .unwrap()
         .get::<_, bool>(0));
+    // materializations are metered per tenant and day: sales twice, sales_nrf once
+    assert_eq!(
+        count(
+            c,
+            "SELECT events FROM barecount.usage WHERE kind = 'materialize'"
+        )
+        .await,
+        3
+    );
 }
 
 #[tokio::test]
