@@ -2,7 +2,8 @@
 //! idempotently, with a receipt carrying each period's content hash) and `verify_kpi_period`.
 
 use crate::errors::{OrRaise, SqlError};
-use crate::publish::{columns_of, drop_staging, Column};
+use crate::publish::{columns_of, Column};
+use crate::staging::{relation_exists, stage};
 use crate::{ledger, privilege, tenant};
 use barecount_core::content_hash::ContentHasher;
 use barecount_core::dag::{dependency_order, OrderError};
@@ -157,26 +158,12 @@ fn materialize(
     let query = kpi.query(&calendar);
     let query = query.replace("$1", from).replace("$2", to);
     // the KPI's query runs as the caller, with its privileges and row-level security
-    let staged = format!("pg_temp.{STAGING}");
-    drop_staging(client, &staged)?;
-    client.update(
-        &format!("CREATE TEMP TABLE {STAGING} ON COMMIT DROP AS {query}"),
-        None,
-        &[],
-    )?;
+    let staged = stage(client, STAGING, &query)?;
     let cols = columns_of(client, &staged)?;
     let (periods, all_hash, rows) = period_hashes(client, &staged, &cols)?;
     let out = privilege::as_owner(|| {
         let target = format!("kpi.{}", quote_ident(name));
-        let exists = client
-            .select(
-                "SELECT to_regclass($1) IS NOT NULL",
-                Some(1),
-                &[target.as_str().into()],
-            )?
-            .first()
-            .get::<bool>(1)?
-            .unwrap_or(false);
+        let exists = relation_exists(client, &target)?;
         if !exists {
             client.update(
                     &format!(
@@ -301,7 +288,7 @@ fn verify_kpi_period(
         let tenant_id = tenant::current(client)?;
         privilege::as_owner(|| {
             let target = format!("kpi.{}", quote_ident(name));
-            let exists = client.select("SELECT to_regclass($1) IS NOT NULL", Some(1), &[target.as_str().into()])?.first().get::<bool>(1)?.unwrap_or(false);
+            let exists = relation_exists(client, &target)?;
             if !exists {
                 return Err(SqlError::new(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("KPI \"{name}\" has not been materialized")));
             }
@@ -332,15 +319,7 @@ fn install_invalidation(client: &mut SpiClient<'_>, name: &str, kpi: &Kpi) -> Re
         .split_once('.')
         .unwrap_or(("gdp", kpi.source.as_str()));
     let source = format!("{}.{}", quote_ident(schema), quote_ident(table));
-    let exists = client
-        .select(
-            "SELECT to_regclass($1) IS NOT NULL",
-            Some(1),
-            &[source.as_str().into()],
-        )?
-        .first()
-        .get::<bool>(1)?
-        .unwrap_or(false);
+    let exists = relation_exists(client, &source)?;
     if !exists {
         return Err(SqlError::new(
             PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,

@@ -23,6 +23,7 @@ mod publish;
 mod replay;
 mod schemas;
 mod settings;
+mod staging;
 mod tenant;
 
 ::pgrx::pg_module_magic!(name, version);

@@ -5,7 +5,8 @@
 
 use crate::contracts::{errors_json, governing};
 use crate::errors::{OrRaise, SqlError};
-use crate::publish::{columns_of, content_hash, drop_staging, plan_inputs};
+use crate::publish::{columns_of, content_hash, plan_inputs};
+use crate::staging::{relation_exists, stage, stamp_tenant};
 use crate::{ledger, privilege, tenant};
 use barecount_core::dag::{dependency_order, OrderError};
 use barecount_core::ident::{check_dataset_name, quote_ident};
@@ -125,42 +126,15 @@ const STAGING: &str = "barecount_model_staging";
 fn run_one(client: &mut SpiClient<'_>, tenant_id: &str, m: &Model) -> Result<(i64, i64), SqlError> {
     let inputs = plan_inputs(client, &m.sql)?;
     // the model's query runs as the caller, with its privileges and row-level security
-    drop_staging(client, &format!("pg_temp.{STAGING}"))?;
-    client.update(
-        &format!("CREATE TEMP TABLE {STAGING} ON COMMIT DROP AS {}", m.sql),
-        None,
-        &[],
-    )?;
-    let staged = format!("pg_temp.{STAGING}");
+    let staged = stage(client, STAGING, &m.sql)?;
     let cols = columns_of(client, &staged)?;
-    if !cols.iter().any(|c| c.name == "tenant_id") {
-        client.update(
-            &format!(
-                "ALTER TABLE {staged} ADD COLUMN tenant_id text NOT NULL DEFAULT {}",
-                barecount_core::ident::quote_literal(tenant_id)
-            ),
-            None,
-            &[],
-        )?;
-    }
-    let foreign = client
-        .select(
-            &format!("SELECT count(*) FROM {staged} WHERE tenant_id IS DISTINCT FROM $1"),
-            Some(1),
-            &[tenant_id.into()],
-        )?
-        .first()
-        .get::<i64>(1)?
-        .unwrap_or(0);
-    if foreign > 0 {
-        return Err(SqlError::new(
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            format!(
-                "model \"{}\" produced {foreign} row(s) of another tenant",
-                m.name
-            ),
-        ));
-    }
+    stamp_tenant(
+        client,
+        &format!("output of model \"{}\"", m.name),
+        &staged,
+        tenant_id,
+        &cols,
+    )?;
     if let Some(contract) = &m.contract {
         let g = governing(client, tenant_id, contract)?;
         let mut bad = 0_i64;
@@ -191,15 +165,7 @@ fn run_one(client: &mut SpiClient<'_>, tenant_id: &str, m: &Model) -> Result<(i6
     }
     privilege::as_owner(|| {
         let target = format!("gdp.{}", quote_ident(&m.name));
-        let exists = client
-            .select(
-                "SELECT to_regclass($1) IS NOT NULL",
-                Some(1),
-                &[target.as_str().into()],
-            )?
-            .first()
-            .get::<bool>(1)?
-            .unwrap_or(false);
+        let exists = relation_exists(client, &target)?;
         if exists {
             client.update(
                 &format!("DELETE FROM {target} WHERE tenant_id = $1"),

@@ -1,6 +1,7 @@
 //! `publish`: an immutable, content-hashed version of a dataset and a view of the latest one.
 
 use crate::errors::{OrRaise, SqlError};
+use crate::staging::{stage, stamp_tenant};
 use crate::{access, ledger, obligations, privilege, tenant};
 use barecount_core::content_hash::ContentHasher;
 use barecount_core::entitlement::Limit;
@@ -10,9 +11,6 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::JsonB;
 use serde_json::{json, Value};
-
-/// The column that ties every published row to its tenant.
-const TENANT_COLUMN: &str = "tenant_id";
 
 /// One column of a published version.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,59 +102,6 @@ pub(crate) fn columns_of(client: &SpiClient<'_>, relation: &str) -> Result<Vec<C
     Ok(out)
 }
 
-/// Every published row carries its tenant: a source without `tenant_id` gets the column (last,
-/// constant); a source with one must hold only the publishing tenant's rows.
-fn stamp_tenant(
-    client: &mut SpiClient<'_>,
-    dataset: &str,
-    relation: &str,
-    tenant_id: &str,
-    cols: &[Column],
-) -> Result<(), SqlError> {
-    match cols.iter().find(|c| c.name == TENANT_COLUMN) {
-        None => {
-            client.update(
-                &format!(
-                    "ALTER TABLE {relation} ADD COLUMN {TENANT_COLUMN} text NOT NULL DEFAULT {}",
-                    quote_literal(tenant_id)
-                ),
-                None,
-                &[],
-            )?;
-        }
-        Some(c) if c.ty != "text" => {
-            return Err(SqlError::new(
-                PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
-                format!("column tenant_id of the source for dataset \"{dataset}\" has type {}, not text", c.ty),
-            )
-            .hint("Drop the column from the source; publish adds tenant_id itself."));
-        }
-        Some(_) => {
-            let foreign = client
-                .select(
-                    &format!(
-                        "SELECT count(*) FROM {relation} WHERE {TENANT_COLUMN} IS DISTINCT FROM $1"
-                    ),
-                    Some(1),
-                    &[tenant_id.into()],
-                )?
-                .first()
-                .get::<i64>(1)?
-                .unwrap_or(0);
-            if foreign > 0 {
-                return Err(SqlError::new(
-                    PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-                    format!(
-                        "source for dataset \"{dataset}\" has {foreign} row(s) whose tenant_id is not the publishing tenant \"{tenant_id}\""
-                    ),
-                )
-                .hint("Publish only the current tenant's rows."));
-            }
-        }
-    }
-    Ok(())
-}
-
 fn columns_json(cols: &[Column]) -> Value {
     Value::Array(
         cols.iter()
@@ -192,7 +137,7 @@ pub(crate) fn content_hash(
 }
 
 /// Where the source's rows wait between the caller's query and the privileged copy.
-const STAGING: &str = "pg_temp.barecount_publish_staging";
+const STAGING: &str = "barecount_publish_staging";
 
 type Published = (String, i32, i64, String, i64, String);
 
@@ -201,17 +146,11 @@ fn run(client: &mut SpiClient<'_>, dataset: &str, source: &str) -> Result<Publis
     let query = source_query(client, dataset, source)?;
     let inputs = plan_inputs(client, &query)?;
     // The source runs as the caller: its privileges and row-level security decide what it reads.
-    drop_staging(client, STAGING)?;
-    client.update(
-        &format!(
-            "CREATE TEMP TABLE {} ON COMMIT DROP AS {query}",
-            STAGING.trim_start_matches("pg_temp.")
-        ),
-        None,
-        &[],
-    )?;
-    let out = privilege::as_owner(|| publish_staged(client, dataset, source, &tenant_id, &inputs))?;
-    client.update(&format!("DROP TABLE {STAGING}"), None, &[])?;
+    let staged = stage(client, STAGING, &query)?;
+    let out = privilege::as_owner(|| {
+        publish_staged(client, dataset, source, &tenant_id, &inputs, &staged)
+    })?;
+    client.update(&format!("DROP TABLE {staged}"), None, &[])?;
     Ok(out)
 }
 
@@ -245,6 +184,7 @@ fn publish_staged(
     source: &str,
     tenant_id: &str,
     inputs: &[String],
+    staged: &str,
 ) -> Result<Published, SqlError> {
     let tenant_id = tenant_id.to_owned();
     tenant::lock_object(client, "publish", "*", dataset)?;
@@ -288,7 +228,7 @@ fn publish_staged(
     let view = format!("published.{}", quote_ident(dataset));
 
     client.update(
-        &format!("CREATE TABLE {relation} AS SELECT * FROM {STAGING}"),
+        &format!("CREATE TABLE {relation} AS SELECT * FROM {staged}"),
         None,
         &[],
     )?;
@@ -299,7 +239,13 @@ fn publish_staged(
             format!("source for dataset \"{dataset}\" returns no columns"),
         ));
     }
-    stamp_tenant(client, dataset, &relation, &tenant_id, &cols)?;
+    stamp_tenant(
+        client,
+        &format!("source for dataset \"{dataset}\""),
+        &relation,
+        &tenant_id,
+        &cols,
+    )?;
     cols = columns_of(client, &relation)?;
     let (hash, row_count) = content_hash(client, &relation, &cols)?;
     let bytes = client
@@ -421,21 +367,4 @@ fn publish_staged(
         receipt.seq,
         receipt.entry_hash,
     ))
-}
-
-/// Drops a leftover staging table of this session (quietly: no NOTICE when there is none).
-pub(crate) fn drop_staging(client: &mut SpiClient<'_>, qualified: &str) -> Result<(), SqlError> {
-    let exists = client
-        .select(
-            "SELECT to_regclass($1) IS NOT NULL",
-            Some(1),
-            &[qualified.into()],
-        )?
-        .first()
-        .get::<bool>(1)?
-        .unwrap_or(false);
-    if exists {
-        client.update(&format!("DROP TABLE {qualified}"), None, &[])?;
-    }
-    Ok(())
 }
