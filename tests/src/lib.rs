@@ -224,3 +224,8 @@ pub async fn refused(c: &Client, sql: &str) -> String {
         Err(e) => sqlstate(&e),
     }
 }
+
+/// One valid row of the sample orders contract.
+pub fn order(id: &str, region: &str, amount: f64) -> serde_json::Value {
+    serde_json::json!({"order_id": id, "order_date": "2024-05-01", "store_id": "S1", "region": region, "amount": amount, "quantity": 1})
+}

@@ -5,13 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use barecount_core::ledger::LedgerEntry;
-use barecount_tests::{count, fresh_db, sqlstate, ORDERS_CONTRACT};
+use barecount_tests::{count, fresh_db, order, sqlstate, ORDERS_CONTRACT};
 use serde_json::{json, Value};
 use tokio_postgres::{Client, GenericClient};
-
-fn order(id: &str) -> Value {
-    json!({"order_id": id, "order_date": "2024-05-01", "store_id": "S1", "region": "east", "amount": 10, "quantity": 1})
-}
 
 /// (ok, first_broken_seq, reason)
 async fn verify<C: GenericClient>(
@@ -48,13 +44,16 @@ async fn pipeline(c: &Client) {
     .unwrap();
     c.query(
         "SELECT * FROM barecount.ingest('orders', $1)",
-        &[&json!([order("A1"), order("A2")])],
+        &[&json!([
+            order("A1", "east", 10.0),
+            order("A2", "east", 10.0)
+        ])],
     )
     .await
     .unwrap();
     c.query(
         "SELECT * FROM barecount.ingest('orders', $1)",
-        &[&json!([order("A3"), {"order_id": "bad"}])],
+        &[&json!([order("A3", "east", 10.0), {"order_id": "bad"}])],
     )
     .await
     .unwrap();
@@ -65,7 +64,7 @@ async fn pipeline(c: &Client) {
     .unwrap();
     c.query(
         "SELECT * FROM barecount.ingest('orders', $1)",
-        &[&json!([order("A4")])],
+        &[&json!([order("A4", "east", 10.0)])],
     )
     .await
     .unwrap();
@@ -442,7 +441,7 @@ async fn every_operation_writes_its_receipt_and_an_error_leaves_neither() {
     let batch: i64 = c
         .query_one(
             "SELECT batch_id FROM barecount.ingest('orders', $1)",
-            &[&json!([order("A1")])],
+            &[&json!([order("A1", "east", 10.0)])],
         )
         .await
         .unwrap()
@@ -480,7 +479,7 @@ async fn every_operation_writes_its_receipt_and_an_error_leaves_neither() {
     .unwrap();
     tx.query(
         "SELECT * FROM barecount.ingest('orders', $1)",
-        &[&json!([order("A2"), {"bad": 1}])],
+        &[&json!([order("A2", "east", 10.0), {"bad": 1}])],
     )
     .await
     .unwrap();
@@ -513,7 +512,7 @@ async fn every_operation_writes_its_receipt_and_an_error_leaves_neither() {
     // the next entry continues the chain without a gap
     c.query(
         "SELECT * FROM barecount.ingest('orders', $1)",
-        &[&json!([order("A3")])],
+        &[&json!([order("A3", "east", 10.0)])],
     )
     .await
     .unwrap();

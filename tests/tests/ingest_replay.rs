@@ -4,12 +4,8 @@
 //! now passes, with a receipt naming each released row.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use barecount_tests::{connect_as, count, fresh_db, login_role, sqlstate, ORDERS_CONTRACT};
+use barecount_tests::{connect_as, count, fresh_db, login_role, order, sqlstate, ORDERS_CONTRACT};
 use serde_json::{json, Value};
-
-fn order(id: &str, region: &str, amount: f64) -> Value {
-    json!({"order_id": id, "order_date": "2024-05-01", "store_id": "S1", "region": region, "amount": amount, "quantity": 1})
-}
 
 #[tokio::test]
 async fn every_row_is_kept_and_replay_releases_what_now_passes() {

@@ -2,7 +2,7 @@
 //! inputs, lineage from a published version back through models to raw batches.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use barecount_tests::{count, fresh_db, refused, ORDERS_CONTRACT};
+use barecount_tests::{count, fresh_db, order, refused, ORDERS_CONTRACT};
 use serde_json::{json, Value};
 
 const GDP_CONTRACT: &str = r#"{"apiVersion": "v3.0.2", "kind": "DataContract", "id": "gdp_orders", "version": "1.0.0",
@@ -10,10 +10,6 @@ const GDP_CONTRACT: &str = r#"{"apiVersion": "v3.0.2", "kind": "DataContract", "
      {"name": "order_id", "logicalType": "string", "required": true},
      {"name": "region", "logicalType": "string", "required": true, "logicalTypeOptions": {"enum": ["east", "west", "north", "south"]}},
      {"name": "amount", "logicalType": "number", "required": true, "logicalTypeOptions": {"minimum": 0}}]}]}"#;
-
-fn order(id: &str, region: &str, amount: f64) -> Value {
-    json!({"order_id": id, "order_date": "2024-05-01", "store_id": "S1", "region": region, "amount": amount, "quantity": 1})
-}
 
 #[tokio::test]
 async fn models_run_in_dependency_order_with_contracts_and_receipts() {

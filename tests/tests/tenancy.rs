@@ -5,7 +5,7 @@
 
 use barecount_flight::client;
 use barecount_tests::{
-    connect_as, count, fresh_db, login_role, refused, sqlstate, ORDERS_CONTRACT,
+    connect_as, count, fresh_db, login_role, order, refused, sqlstate, ORDERS_CONTRACT,
 };
 use serde_json::json;
 use tokio_postgres::Client;
@@ -14,10 +14,6 @@ async fn affected(c: &Client, sql: &str) -> u64 {
     c.execute(sql, &[])
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
-}
-
-fn order(id: &str) -> serde_json::Value {
-    json!({"order_id": id, "order_date": "2024-05-01", "store_id": "S1", "region": "east", "amount": 10, "quantity": 1})
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,7 +39,7 @@ async fn one_tenant_cannot_see_or_change_another() {
     )
     .await
     .unwrap();
-    let rows = json!([order("G1"), order("G2"), order("G3"), {"order_id": "bad"}]);
+    let rows = json!([order("G1", "east", 10.0), order("G2", "east", 10.0), order("G3", "east", 10.0), {"order_id": "bad"}]);
     be.query("SELECT * FROM barecount.ingest('orders', $1)", &[&rows])
         .await
         .unwrap();
@@ -75,7 +71,10 @@ async fn one_tenant_cannot_see_or_change_another() {
     .unwrap();
     ae.query(
         "SELECT * FROM barecount.ingest('orders', $1)",
-        &[&json!([order("A1"), order("A2")])],
+        &[&json!([
+            order("A1", "east", 10.0),
+            order("A2", "east", 10.0)
+        ])],
     )
     .await
     .unwrap();
@@ -264,7 +263,7 @@ async fn one_tenant_cannot_see_or_change_another() {
     .unwrap();
     ae.query(
         "SELECT * FROM barecount.ingest('orders', $1)",
-        &[&json!([order("A3")])],
+        &[&json!([order("A3", "east", 10.0)])],
     )
     .await
     .unwrap();
@@ -561,7 +560,7 @@ async fn plan_limits_refuse_and_metering_counts_the_work() {
     )
     .await
     .unwrap();
-    let rows = json!([order("A1"), order("A2"), order("A3"), order("A4"), {"order_id": "bad"}]);
+    let rows = json!([order("A1", "east", 10.0), order("A2", "east", 10.0), order("A3", "east", 10.0), order("A4", "east", 10.0), {"order_id": "bad"}]);
     su.query("SELECT * FROM barecount.ingest('orders', $1)", &[&rows])
         .await
         .unwrap();
