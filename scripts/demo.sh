@@ -53,6 +53,10 @@ say "verify the ledger; lineage downstream of the first batch"
 fport="$("$ROOT/scripts/flight.sh" start demo "$DB_URL")"
 FLIGHT_URL="http://127.0.0.1:$fport"
 say "barecount-flight on $FLIGHT_URL"
+say "an API token for the default tenant (shown once; only its salted hash is stored)"
+BARECOUNT_TOKEN="$("${PSQL[@]}" -At -c "SELECT token FROM barecount.token_create('default', ARRAY['read','export'], now() + interval '30 days', 'demo')")"
+export BARECOUNT_TOKEN
+echo "$BARECOUNT_TOKEN" >"$BC_STATE/demo/token"
 
 say "Flight: list published datasets with their ledger receipts"
 "$FLIGHT_BIN" list --url "$FLIGHT_URL"
@@ -71,7 +75,9 @@ else
 fi
 cat <<TXT
   psql:              psql "$DB_URL"
+  API token:         export BARECOUNT_TOKEN=\$(cat $BC_STATE/demo/token)
   Flight SQL:        $FLIGHT_BIN query --url $FLIGHT_URL "SELECT * FROM monthly_sales"
   list datasets:     $FLIGHT_BIN list --url $FLIGHT_URL
-  pyarrow / ADBC:    adbc_driver_flightsql.dbapi.connect("grpc://127.0.0.1:$fport")
+  pyarrow / ADBC:    adbc_driver_flightsql.dbapi.connect("grpc://127.0.0.1:$fport",
+                       db_kwargs={"adbc.flight.sql.authorization_header": "Bearer <token>"})
 TXT

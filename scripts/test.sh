@@ -29,29 +29,6 @@ step "pgrx #[pg_test]s" env -C pg_extension CARGO_PGRX_TEST_RUNAS=postgres \
     CARGO_PGRX_TEST_PGDATA="$BC_STATE/pgrx/data" cargo pgrx test pg15
 
 step "install extension into Postgres 15" env -C pg_extension cargo pgrx install --pg-config "$PG_CONFIG"
-step "build barecount-flight" cargo build --quiet -p barecount-flight --bin barecount-flight
-step "build end-to-end tests" cargo test --quiet -p barecount-tests --no-run
-
-cleanup() {
-    "$ROOT/scripts/flight.sh" stop test || true
-    "$ROOT/scripts/cluster.sh" stop test || true
-}
-trap cleanup EXIT
-
-"$ROOT/scripts/cluster.sh" stop test
-rm -rf "$BC_STATE/test"
-port="$("$ROOT/scripts/cluster.sh" start test)"
-say "test cluster on 127.0.0.1:$port"
-psql -X -q -v ON_ERROR_STOP=1 "$("$ROOT/scripts/cluster.sh" url test postgres)" \
-    -c "CREATE DATABASE barecount_test" >/dev/null
-export BARECOUNT_TEST_PG_URL="$("$ROOT/scripts/cluster.sh" url test barecount_test)"
-psql -X -q -v ON_ERROR_STOP=1 "$BARECOUNT_TEST_PG_URL" -c "CREATE EXTENSION barecount" >/dev/null
-fport="$("$ROOT/scripts/flight.sh" start test "$BARECOUNT_TEST_PG_URL")"
-export BARECOUNT_FLIGHT_URL="http://127.0.0.1:$fport"
-export BARECOUNT_DBT="${BARECOUNT_DBT_VENV:-$HOME/.cache/barecount/dbt-venv}/bin/dbt"
-export BARECOUNT_DBT_PROJECT="$ROOT/sql/dbt"
-say "barecount-flight on $BARECOUNT_FLIGHT_URL"
-
-step "end-to-end tests" cargo test --quiet -p barecount-tests
+"$ROOT/scripts/e2e.sh"
 
 say "all tests passed in $((SECONDS - T0))s"

@@ -129,9 +129,9 @@ async fn pg_read(pg: &tokio_postgres::Client, dataset: &str) -> anyhow::Result<(
     Ok((rows, bytes))
 }
 
-async fn flight_read(url: &str, dataset: &str) -> anyhow::Result<usize> {
+async fn flight_read(url: &str, auth: &client::Auth, dataset: &str) -> anyhow::Result<usize> {
     let (_, batches): (_, Vec<RecordBatch>) =
-        client::query(url, &format!("SELECT * FROM {dataset}")).await?;
+        client::query(url, auth, &format!("SELECT * FROM {dataset}")).await?;
     Ok(batches.iter().map(RecordBatch::num_rows).sum())
 }
 
@@ -143,9 +143,17 @@ async fn read(pg_url: String, rows: i64, iterations: usize) -> anyhow::Result<()
     let app = Application::build(Config::local(pg_url.clone())).await?;
     let url = format!("http://{}", app.addr());
     let server = tokio::spawn(app.run_until_stopped());
+    let token: String = pg
+        .query_one(
+            "SELECT token FROM barecount.token_create('default', ARRAY['read'], now() + interval '1 day')",
+            &[],
+        )
+        .await?
+        .get(0);
+    let auth = client::Auth::Token(token);
 
     let t = Instant::now();
-    let first = flight_read(&url, &dataset).await?;
+    let first = flight_read(&url, &auth, &dataset).await?;
     let flight_first = t.elapsed();
     anyhow::ensure!(
         first as i64 == rows,
@@ -163,7 +171,7 @@ async fn read(pg_url: String, rows: i64, iterations: usize) -> anyhow::Result<()
             "postgres returned {n} rows, expected {rows}"
         );
         let t = Instant::now();
-        let n = flight_read(&url, &dataset).await?;
+        let n = flight_read(&url, &auth, &dataset).await?;
         flight_times.push(t.elapsed());
         anyhow::ensure!(
             n as i64 == rows,

@@ -15,6 +15,7 @@ pub mod ledger;
 pub mod lineage;
 pub mod obligation;
 pub mod quality;
+pub mod scram;
 pub mod source;
 pub mod token;
 pub mod version;

@@ -35,10 +35,9 @@ impl Application {
             }
         };
         let state = State {
-            tenant: config.tenant.clone(),
             db: Arc::new(Db::new(config.database_url.clone())),
             store: Arc::new(Store::default()),
-            signer: TicketSigner::new(key, config.ticket_ttl_secs),
+            signer: TicketSigner::new(key, config.ticket_ttl_secs, config.session_ttl_secs),
         };
         if let Some(path) = &config.port_file {
             tokio::fs::write(path, addr.port().to_string()).await?;

@@ -1,5 +1,5 @@
-//! A small Flight SQL client: what the demo and the `barecount-flight` CLI use to list
-//! published datasets and run SQL over them.
+//! A small Flight SQL client: what the demo, the `barecount-flight` CLI and the tests use to
+//! authenticate, list published datasets and run SQL over them.
 
 use arrow::datatypes::Schema;
 use arrow::record_batch::RecordBatch;
@@ -8,7 +8,18 @@ use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::Criteria;
 use futures::TryStreamExt;
 use serde::Deserialize;
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+
+/// How a client proves who it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// A BareCount API token (`barecount.token_create`) or a session token.
+    Token(String),
+    /// A login role's password, exchanged for a session token by the handshake.
+    Password { user: String, password: String },
+}
 
 /// One published dataset as ListFlights describes it.
 #[derive(Debug, Clone, Deserialize)]
@@ -25,9 +36,55 @@ pub async fn channel(url: &str) -> anyhow::Result<Channel> {
     Ok(Channel::from_shared(url.to_owned())?.connect().await?)
 }
 
-/// Every dataset the server publishes, with its receipt.
-pub async fn list(url: &str) -> anyhow::Result<Vec<Listing>> {
-    let mut client = FlightServiceClient::new(channel(url).await?);
+/// A Flight SQL client that has authenticated.
+pub async fn sql_client(url: &str, auth: &Auth) -> anyhow::Result<FlightSqlServiceClient<Channel>> {
+    let mut client = FlightSqlServiceClient::new(channel(url).await?);
+    match auth {
+        Auth::Token(t) => client.set_token(t.clone()),
+        Auth::Password { user, password } => {
+            client.handshake(user, password).await?;
+        }
+    }
+    Ok(client)
+}
+
+/// The bearer token for `auth`: the token itself, or a session token from a handshake.
+pub async fn bearer(url: &str, auth: &Auth) -> anyhow::Result<String> {
+    match auth {
+        Auth::Token(t) => Ok(t.clone()),
+        Auth::Password { user, password } => {
+            let mut client = FlightSqlServiceClient::new(channel(url).await?);
+            let payload = client.handshake(user, password).await?;
+            Ok(String::from_utf8(payload.to_vec())?)
+        }
+    }
+}
+
+/// Adds `authorization: Bearer <token>` to every call.
+#[derive(Clone)]
+pub struct BearerInterceptor(MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for BearerInterceptor {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+pub type PlainClient = FlightServiceClient<InterceptedService<Channel, BearerInterceptor>>;
+
+/// A plain Flight client (ListFlights, path descriptors, actions) that sends `token`.
+pub async fn plain_client(url: &str, token: &str) -> anyhow::Result<PlainClient> {
+    let value = MetadataValue::try_from(format!("Bearer {token}"))?;
+    Ok(FlightServiceClient::with_interceptor(
+        channel(url).await?,
+        BearerInterceptor(value),
+    ))
+}
+
+/// Every dataset the caller's tenant has published, with its receipt.
+pub async fn list(url: &str, auth: &Auth) -> anyhow::Result<Vec<Listing>> {
+    let mut client = plain_client(url, &bearer(url, auth).await?).await?;
     let mut stream = client.list_flights(Criteria::default()).await?.into_inner();
     let mut out = Vec::new();
     while let Some(info) = stream.try_next().await? {
@@ -37,8 +94,12 @@ pub async fn list(url: &str) -> anyhow::Result<Vec<Listing>> {
 }
 
 /// Runs SQL through Flight SQL (GetFlightInfo, then DoGet on every endpoint).
-pub async fn query(url: &str, sql: &str) -> anyhow::Result<(Schema, Vec<RecordBatch>)> {
-    let mut client = FlightSqlServiceClient::new(channel(url).await?);
+pub async fn query(
+    url: &str,
+    auth: &Auth,
+    sql: &str,
+) -> anyhow::Result<(Schema, Vec<RecordBatch>)> {
+    let mut client = sql_client(url, auth).await?;
     let info = client.execute(sql.to_owned(), None).await?;
     let schema = info.clone().try_decode_schema()?;
     let mut batches = Vec::new();

@@ -15,15 +15,15 @@ pub struct Config {
     /// Postgres connection string of the database with the barecount extension.
     #[arg(long, env = "BARECOUNT_DATABASE_URL")]
     pub database_url: String,
-    /// Tenant whose published datasets this server serves.
-    #[arg(long, env = "BARECOUNT_TENANT", default_value = "default")]
-    pub tenant: String,
     /// Secret that signs tickets; replicas behind one load balancer share it. Random if unset.
     #[arg(long, env = "BARECOUNT_TICKET_SECRET", hide_env_values = true)]
     pub ticket_secret: Option<String>,
     /// How long a ticket stays valid, in seconds.
     #[arg(long, env = "BARECOUNT_TICKET_TTL_SECS", default_value_t = 300)]
     pub ticket_ttl_secs: u64,
+    /// How long a session token from the handshake stays valid, in seconds.
+    #[arg(long, env = "BARECOUNT_SESSION_TTL_SECS", default_value_t = 3600)]
+    pub session_ttl_secs: u64,
     /// Write the bound port to this file once the server accepts connections (for scripts).
     #[arg(long)]
     pub port_file: Option<PathBuf>,
@@ -35,9 +35,9 @@ impl Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             database_url: database_url.into(),
-            tenant: "default".into(),
             ticket_secret: None,
             ticket_ttl_secs: 300,
+            session_ttl_secs: 3600,
             port_file: None,
         }
     }

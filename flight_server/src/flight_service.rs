@@ -2,20 +2,24 @@
 //! and GetSchema on path descriptors such as `sales` or `sales/3`), everything else handed to
 //! the Flight SQL layer.
 
+use crate::auth::Caller;
 use crate::catalog::VersionInfo;
 use crate::error::FlightError;
-use crate::sql_service::{flight_info, statement_query, SqlService};
+use crate::sql_service::{descriptor_command, sql_has_params, DescribedCommand, SqlService};
 use crate::store::arrow_schema;
+use crate::store::BATCH_ROWS;
+use crate::ticket::TicketQuery;
 use arrow_flight::flight_descriptor::DescriptorType;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::{ProstMessageExt, TicketStatementQuery};
 use arrow_flight::{
-    Action, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo, HandshakeRequest, PollInfo,
-    SchemaAsIpc, SchemaResult, Ticket,
+    Action, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, SchemaAsIpc, SchemaResult, Ticket,
 };
-use barecount_core::ident::quote_ident;
 use prost::Message;
 use serde_json::json;
+use std::sync::Arc;
+use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
 #[derive(Debug, Clone)]
@@ -41,13 +45,22 @@ pub fn parse_path(path: &[String]) -> Result<(String, Option<i32>), FlightError>
     }
 }
 
+/// Batches per endpoint when a version is served by path: larger versions get several
+/// endpoints, which clients may fetch in parallel.
+pub const ENDPOINT_BATCHES: usize = 16;
+
 impl BareCountFlight {
-    fn version_info(&self, v: &VersionInfo) -> Result<FlightInfo, Status> {
-        let sql = format!("SELECT * FROM {}", quote_ident(&v.pinned_name()));
-        let signed = self.sql.state.signer.sign(self.sql.state.tenant(), &sql)?;
-        let ticket = TicketStatementQuery {
-            statement_handle: signed.into_bytes().into(),
-        };
+    /// Authenticates a request and attaches the caller for the Flight SQL layer.
+    async fn authenticated<T>(
+        &self,
+        mut request: Request<T>,
+    ) -> Result<(Caller, Request<T>), Status> {
+        let caller = self.sql.state.authenticate(&request).await?;
+        request.extensions_mut().insert(caller.clone());
+        Ok((caller, request))
+    }
+
+    fn version_info(&self, caller: &Caller, v: &VersionInfo) -> Result<FlightInfo, Status> {
         let descriptor = FlightDescriptor::new_path(vec![v.dataset.clone(), v.version.to_string()]);
         let meta = json!({
             "dataset": v.dataset,
@@ -57,15 +70,46 @@ impl BareCountFlight {
             "ledger_seq": v.ledger_seq,
             "ledger_hash": v.ledger_hash,
         });
-        Ok(flight_info(
-            &arrow_schema(v),
-            ticket.as_any().encode_to_vec(),
-            descriptor,
-        )?
-        .with_total_records(v.row_count)
-        .with_ordered(false)
-        .with_app_metadata(meta.to_string().into_bytes()))
+        let batches = batch_count(v.row_count);
+        let mut info = FlightInfo::new()
+            .try_with_schema(&arrow_schema(v))
+            .map_err(|e| Status::internal(format!("cannot encode schema: {e}")))?
+            .with_descriptor(descriptor)
+            .with_total_records(v.row_count)
+            .with_ordered(false)
+            .with_app_metadata(meta.to_string().into_bytes());
+        let mut first = 0;
+        loop {
+            let end = (first + ENDPOINT_BATCHES).min(batches);
+            let signed = self.sql.state.signer.sign(
+                &caller.tenant,
+                TicketQuery::Dataset {
+                    dataset: v.dataset.clone(),
+                    version: v.version,
+                    content_hash: v.content_hash.clone(),
+                    first_batch: first,
+                    end_batch: end,
+                },
+            )?;
+            let ticket = TicketStatementQuery {
+                statement_handle: signed.into_bytes().into(),
+            };
+            info = info.with_endpoint(
+                FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec())),
+            );
+            first = end;
+            if first >= batches {
+                break;
+            }
+        }
+        Ok(info)
     }
+}
+
+/// How many store batches a version of `rows` rows has.
+pub fn batch_count(rows: i64) -> usize {
+    let rows = usize::try_from(rows).unwrap_or(0);
+    rows.div_ceil(BATCH_ROWS)
 }
 
 type Stream<T> = std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -84,16 +128,36 @@ impl FlightService for BareCountFlight {
         &self,
         request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<Self::HandshakeStream>, Status> {
-        FlightService::handshake(&self.sql, request).await
+        let caller = self.sql.state.authenticate(&request).await?;
+        let token =
+            self.sql
+                .state
+                .signer
+                .session(&caller.tenant, &caller.subject, &caller.scopes)?;
+        let bearer = MetadataValue::try_from(format!("Bearer {token}"))
+            .map_err(|e| Status::internal(format!("session token is not a header value: {e}")))?;
+        let out = futures::stream::once(async move {
+            Ok(HandshakeResponse {
+                protocol_version: 0,
+                payload: token.into_bytes().into(),
+            })
+        });
+        let mut response: Response<Self::HandshakeStream> = Response::new(Box::pin(out));
+        response.metadata_mut().insert("authorization", bearer);
+        Ok(response)
     }
 
     async fn list_flights(
         &self,
-        _request: Request<Criteria>,
+        request: Request<Criteria>,
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
-        let catalog = self.sql.state.catalog().await?;
-        let infos: Vec<Result<FlightInfo, Status>> =
-            catalog.latest().map(|v| self.version_info(v)).collect();
+        let (caller, _) = self.authenticated(request).await?;
+        caller.require("read")?;
+        let catalog = self.sql.state.catalog(&caller.tenant).await?;
+        let infos: Vec<Result<FlightInfo, Status>> = catalog
+            .latest()
+            .map(|v| self.version_info(&caller, v))
+            .collect();
         Ok(Response::new(Box::pin(futures::stream::iter(infos))))
     }
 
@@ -101,12 +165,14 @@ impl FlightService for BareCountFlight {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        let (caller, request) = self.authenticated(request).await?;
         let d = request.get_ref();
         if d.r#type == DescriptorType::Path as i32 {
+            caller.require("read")?;
             let (ds, version) = parse_path(&d.path)?;
-            let catalog = self.sql.state.catalog().await?;
+            let catalog = self.sql.state.catalog(&caller.tenant).await?;
             let v = catalog.find(&ds, version)?;
-            return Ok(Response::new(self.version_info(v)?));
+            return Ok(Response::new(self.version_info(&caller, v)?));
         }
         FlightService::get_flight_info(&self.sql, request).await
     }
@@ -115,6 +181,7 @@ impl FlightService for BareCountFlight {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<PollInfo>, Status> {
+        let (_, request) = self.authenticated(request).await?;
         FlightService::poll_flight_info(&self.sql, request).await
     }
 
@@ -122,19 +189,41 @@ impl FlightService for BareCountFlight {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
+        let (caller, request) = self.authenticated(request).await?;
+        caller.require("read")?;
         let d = request.into_inner();
         let schema = if d.r#type == DescriptorType::Path as i32 {
             let (ds, version) = parse_path(&d.path)?;
-            let catalog = self.sql.state.catalog().await?;
+            let catalog = self.sql.state.catalog(&caller.tenant).await?;
             arrow_schema(catalog.find(&ds, version)?)
         } else {
-            let sql = statement_query(&d.cmd).ok_or_else(|| {
-                Status::invalid_argument(
-                    "GetSchema takes a path descriptor or a CommandStatementQuery",
-                )
-            })?;
-            let ctx = self.sql.state.session().await?;
-            crate::query::plan_schema(&ctx, &sql).await?
+            let (sql, params) = match descriptor_command(&d.cmd) {
+                Some(DescribedCommand::Statement(sql)) => (sql, None),
+                Some(DescribedCommand::Prepared(handle)) => {
+                    let claims = self.sql.state.signer.verify_prepared(&handle)?;
+                    if claims.tenant != caller.tenant {
+                        return Err(FlightError::PermissionDenied(
+                            "prepared statement belongs to another tenant".into(),
+                        )
+                        .into());
+                    }
+                    (claims.sql, claims.params)
+                }
+                None => {
+                    return Err(Status::invalid_argument(
+                        "GetSchema takes a path descriptor, a CommandStatementQuery or a \
+                         CommandPreparedStatementQuery",
+                    ))
+                }
+            };
+            let ctx = self.sql.state.session(&caller.tenant).await?;
+            if params.is_none() && sql_has_params(&ctx, &sql).await? {
+                // A prepared SELECT not bound yet: its logical schema.
+                let df = ctx.sql(&sql).await.map_err(FlightError::from)?;
+                Arc::new(df.schema().as_arrow().clone())
+            } else {
+                crate::query::plan_schema(&ctx, &sql, params.as_deref()).await?
+            }
         };
         let options = arrow::ipc::writer::IpcWriteOptions::default();
         let result: SchemaResult = SchemaAsIpc::new(&schema, &options)
@@ -147,6 +236,7 @@ impl FlightService for BareCountFlight {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
+        let (_, request) = self.authenticated(request).await?;
         FlightService::do_get(&self.sql, request).await
     }
 
@@ -154,6 +244,7 @@ impl FlightService for BareCountFlight {
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
+        let (_, request) = self.authenticated(request).await?;
         FlightService::do_put(&self.sql, request).await
     }
 
@@ -161,6 +252,7 @@ impl FlightService for BareCountFlight {
         &self,
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
+        let (_, request) = self.authenticated(request).await?;
         FlightService::do_action(&self.sql, request).await
     }
 
@@ -168,6 +260,7 @@ impl FlightService for BareCountFlight {
         &self,
         request: Request<Empty>,
     ) -> Result<Response<Self::ListActionsStream>, Status> {
+        let (_, request) = self.authenticated(request).await?;
         FlightService::list_actions(&self.sql, request).await
     }
 
@@ -175,6 +268,7 @@ impl FlightService for BareCountFlight {
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        let (_, request) = self.authenticated(request).await?;
         FlightService::do_exchange(&self.sql, request).await
     }
 }

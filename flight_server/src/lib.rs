@@ -5,13 +5,16 @@
 //! is the tonic service (plain Flight paths, delegation); `app` builds and runs it.
 
 pub mod app;
+pub mod auth;
 pub mod catalog;
 pub mod client;
 pub mod config;
 pub mod db;
 pub mod error;
 pub mod flight_service;
+pub mod prepared;
 pub mod query;
+pub mod sql_info;
 pub mod sql_service;
 pub mod state;
 pub mod store;

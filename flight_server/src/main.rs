@@ -1,7 +1,8 @@
 //! `barecount-flight serve | list | query`: a thin shell over the library.
 
 use arrow::util::pretty::pretty_format_batches;
-use barecount_flight::{client, Application, Config};
+use barecount_flight::client::{self, Auth};
+use barecount_flight::{Application, Config};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -21,23 +22,57 @@ enum Command {
     Serve(Config),
     /// List published datasets with their versions and ledger receipts.
     List {
-        #[arg(
-            long,
-            env = "BARECOUNT_FLIGHT_URL",
-            default_value = "http://127.0.0.1:50051"
-        )]
-        url: String,
+        #[command(flatten)]
+        conn: Conn,
     },
     /// Run a SQL query over Flight SQL and print the result as a table.
     Query {
-        #[arg(
-            long,
-            env = "BARECOUNT_FLIGHT_URL",
-            default_value = "http://127.0.0.1:50051"
-        )]
-        url: String,
+        #[command(flatten)]
+        conn: Conn,
         sql: String,
     },
+}
+
+/// Where the server is and how to authenticate.
+#[derive(clap::Args)]
+struct Conn {
+    #[arg(
+        long,
+        env = "BARECOUNT_FLIGHT_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    url: String,
+    /// A BareCount API token (barecount.token_create).
+    #[arg(
+        long,
+        env = "BARECOUNT_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "user"
+    )]
+    token: Option<String>,
+    /// A login role; its password comes from --password or BARECOUNT_PASSWORD.
+    #[arg(long, env = "BARECOUNT_USER")]
+    user: Option<String>,
+    #[arg(long, env = "BARECOUNT_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+}
+
+impl Conn {
+    fn auth(&self) -> anyhow::Result<Auth> {
+        match (&self.token, &self.user, &self.password) {
+            (Some(t), _, _) => Ok(Auth::Token(t.clone())),
+            (None, Some(u), Some(p)) => Ok(Auth::Password {
+                user: u.clone(),
+                password: p.clone(),
+            }),
+            (None, Some(u), None) => {
+                anyhow::bail!("--user {u} needs a password: --password or BARECOUNT_PASSWORD")
+            }
+            (None, None, _) => anyhow::bail!(
+                "no credentials: pass --token (or BARECOUNT_TOKEN), or --user and --password"
+            ),
+        }
+    }
 }
 
 #[tokio::main]
@@ -54,8 +89,9 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("barecount-flight listening on {}", app.addr());
             app.run_until_stopped().await
         }
-        Command::List { url } => {
-            let listings = client::list(&url).await?;
+        Command::List { conn } => {
+            let url = &conn.url;
+            let listings = client::list(url, &conn.auth()?).await?;
             println!("{} published dataset(s) at {url}", listings.len());
             for l in listings {
                 println!(
@@ -65,8 +101,8 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Query { url, sql } => {
-            let (_schema, batches) = client::query(&url, &sql).await?;
+        Command::Query { conn, sql } => {
+            let (_schema, batches) = client::query(&conn.url, &conn.auth()?, &sql).await?;
             let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
             println!("{}", pretty_format_batches(&batches)?);
             println!("({rows} row{})", if rows == 1 { "" } else { "s" });

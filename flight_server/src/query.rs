@@ -5,11 +5,12 @@
 use crate::catalog::Catalog;
 use crate::db::Db;
 use crate::error::{FlightError, Result};
+use crate::prepared;
 use crate::store::Store;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::catalog::{SchemaProvider, TableProvider};
-use datafusion::datasource::MemTable;
+use datafusion::dataframe::DataFrame;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use std::sync::Arc;
 
@@ -34,13 +35,12 @@ impl SchemaProvider for PublishedSchema {
         let Some(v) = self.catalog.resolve_table(name) else {
             return Ok(None);
         };
-        let loaded = self
+        let table = self
             .store
-            .get(&self.db, v)
+            .table(&self.db, v)
             .await
             .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-        let table = MemTable::try_new(loaded.schema.clone(), vec![loaded.batches.clone()])?;
-        Ok(Some(Arc::new(table)))
+        Ok(Some(table))
     }
 
     fn table_exist(&self, name: &str) -> bool {
@@ -65,15 +65,41 @@ pub fn session(catalog: Catalog, db: Arc<Db>, store: Arc<Store>) -> Result<Sessi
     Ok(ctx)
 }
 
-/// Plans a query and returns the schema its results will have.
-pub async fn plan_schema(ctx: &SessionContext, sql: &str) -> Result<SchemaRef> {
+/// Plans `sql`, binding `params` (a prepared statement's encoded parameter row) if given.
+pub async fn dataframe(ctx: &SessionContext, sql: &str, params: Option<&str>) -> Result<DataFrame> {
     let df = ctx.sql(sql).await?;
-    let plan = df.create_physical_plan().await?;
+    let expected = df.logical_plan().get_parameter_types()?;
+    match params {
+        Some(p) => {
+            let values = prepared::decode_params(p, &expected)?;
+            Ok(df.with_param_values(values)?)
+        }
+        None if !expected.is_empty() => Err(FlightError::InvalidRequest(format!(
+            "the statement has {} parameter(s): prepare it and bind them first",
+            expected.len()
+        ))),
+        None => Ok(df),
+    }
+}
+
+/// Plans a query and returns the schema its results will have.
+pub async fn plan_schema(
+    ctx: &SessionContext,
+    sql: &str,
+    params: Option<&str>,
+) -> Result<SchemaRef> {
+    let plan = dataframe(ctx, sql, params)
+        .await?
+        .create_physical_plan()
+        .await?;
     Ok(plan.schema())
 }
 
 /// Runs a query and collects its batches.
-pub async fn collect(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
-    let df = ctx.sql(sql).await?;
-    Ok(df.collect().await?)
+pub async fn collect(
+    ctx: &SessionContext,
+    sql: &str,
+    params: Option<&str>,
+) -> Result<Vec<RecordBatch>> {
+    Ok(dataframe(ctx, sql, params).await?.collect().await?)
 }

@@ -1,44 +1,44 @@
 //! The Flight SQL protocol: statements and catalog metadata, over the arrow-rs
 //! `FlightSqlService` trait.
 
+use crate::auth::Caller;
 use crate::error::FlightError;
+use crate::prepared::{encode_params, qmark_to_dollar};
 use crate::query::{self, CATALOG_NAME, SCHEMA_NAME};
+use crate::state::caller;
 use crate::state::State;
-use crate::store::arrow_schema;
-use arrow::datatypes::SchemaRef;
+use crate::store::described_schema;
+use crate::ticket::{PreparedClaims, TicketQuery};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
+use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::flight_service_server::FlightService;
-use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
-use arrow_flight::sql::server::FlightSqlService;
+use arrow_flight::sql::metadata::SqlInfoData;
+use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
-    CommandGetCatalogs, CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes,
-    CommandGetTables, CommandGetXdbcTypeInfo, CommandStatementQuery, ProstMessageExt, SqlInfo,
-    TicketStatementQuery,
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
+    ActionCreatePreparedStatementResult, CommandGetCatalogs, CommandGetDbSchemas,
+    CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
+    CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandStatementQuery,
+    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
-    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, Ticket,
+    Action, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
+    IpcMessage, SchemaAsIpc, Ticket,
 };
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use std::pin::Pin;
-use std::sync::LazyLock;
+use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
 
 type DoGetStream = <SqlService as FlightService>::DoGetStream;
 
-static SQL_INFO: LazyLock<Result<SqlInfoData, String>> = LazyLock::new(|| {
-    let mut b = SqlInfoDataBuilder::new();
-    b.append(SqlInfo::FlightSqlServerName, "barecount-flight");
-    b.append(SqlInfo::FlightSqlServerVersion, barecount_core::VERSION);
-    b.append(SqlInfo::FlightSqlServerArrowVersion, "1.3");
-    b.append(SqlInfo::FlightSqlServerReadOnly, true);
-    b.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
-    b.build().map_err(|e| e.to_string())
-});
-
 fn sql_info() -> Result<&'static SqlInfoData, Status> {
-    SQL_INFO.as_ref().map_err(|e| Status::internal(e.clone()))
+    crate::sql_info::SQL_INFO
+        .as_ref()
+        .map_err(|e| Status::internal(e.clone()))
 }
 
 #[derive(Debug, Clone)]
@@ -97,33 +97,81 @@ impl SqlService {
     /// Plans `sql` for the caller's tenant and returns a FlightInfo with a signed ticket.
     pub async fn statement_info(
         &self,
+        caller: &Caller,
         sql: &str,
+        params: Option<String>,
         descriptor: FlightDescriptor,
     ) -> Result<FlightInfo, Status> {
-        let ctx = self.state.session().await?;
-        let schema = query::plan_schema(&ctx, sql).await?;
-        let signed = self.state.signer.sign(self.state.tenant(), sql)?;
+        caller.require("read")?;
+        let ctx = self.state.session(&caller.tenant).await?;
+        let schema = query::plan_schema(&ctx, sql, params.as_deref()).await?;
+        let signed = self.state.signer.sign(
+            &caller.tenant,
+            TicketQuery::Sql {
+                sql: sql.to_owned(),
+                params,
+            },
+        )?;
         let ticket = TicketStatementQuery {
             statement_handle: signed.into_bytes().into(),
         };
         flight_info(&schema, ticket.as_any().encode_to_vec(), descriptor)
     }
 
-    /// Runs the query a signed ticket carries, after checking it belongs to the caller's tenant.
-    pub async fn run_ticket(&self, handle: &[u8]) -> Result<DoGetStream, Status> {
+    /// Serves a signed ticket after checking it belongs to the caller's tenant; the tenant's
+    /// catalog is read again, so a retired version or a revoked read is refused here too.
+    pub async fn run_ticket(&self, caller: &Caller, handle: &[u8]) -> Result<DoGetStream, Status> {
         let claims = self.state.signer.verify(handle)?;
-        if claims.tenant != self.state.tenant() {
-            return Err(Status::permission_denied(
-                "ticket was issued for another tenant",
-            ));
+        if claims.tenant != caller.tenant {
+            return Err(FlightError::PermissionDenied(
+                "ticket was issued for another tenant".into(),
+            )
+            .into());
         }
-        let ctx = self.state.session().await?;
-        let schema = query::plan_schema(&ctx, &claims.sql).await?;
-        let batches = query::collect(&ctx, &claims.sql).await?;
+        caller.require("read")?;
+        match claims.query {
+            TicketQuery::Sql { sql, params } => self.run_sql(caller, &sql, params.as_deref()).await,
+            TicketQuery::Dataset {
+                dataset,
+                version,
+                content_hash,
+                first_batch,
+                end_batch,
+            } => {
+                let catalog = self.state.catalog(&caller.tenant).await?;
+                let v = catalog.find(&dataset, Some(version))?;
+                if v.content_hash != content_hash {
+                    return Err(FlightError::UnknownVersion { dataset, version }.into());
+                }
+                let (schema, batches) = self
+                    .state
+                    .store
+                    .batches(&self.state.db, v, first_batch, end_batch)
+                    .await?;
+                let rows = batches.iter().map(RecordBatch::num_rows).sum();
+                let bytes = batches.iter().map(RecordBatch::get_array_memory_size).sum();
+                self.state.charge_read(&caller.tenant, rows, bytes).await?;
+                Ok(encode_stream(
+                    schema,
+                    futures::stream::iter(batches.into_iter().map(Ok)),
+                ))
+            }
+        }
+    }
+
+    async fn run_sql(
+        &self,
+        caller: &Caller,
+        sql: &str,
+        params: Option<&str>,
+    ) -> Result<DoGetStream, Status> {
+        let ctx = self.state.session(&caller.tenant).await?;
+        let schema = query::plan_schema(&ctx, sql, params).await?;
+        let batches = query::collect(&ctx, sql, params).await?;
         // Rows served count against the tenant's plan before any leave the server.
         let rows = batches.iter().map(RecordBatch::num_rows).sum();
         let bytes = batches.iter().map(RecordBatch::get_array_memory_size).sum();
-        self.state.charge_read(rows, bytes).await?;
+        self.state.charge_read(&caller.tenant, rows, bytes).await?;
         let out_schema = schema.clone();
         let batches = futures::stream::iter(batches).map(move |b| {
             // Serve exactly the advertised schema (field names, types and nullability).
@@ -131,6 +179,26 @@ impl SqlService {
         });
         Ok(encode_stream(schema, batches))
     }
+
+    /// Checks a prepared statement's handle against the caller.
+    fn prepared(&self, caller: &Caller, handle: &[u8]) -> Result<PreparedClaims, Status> {
+        let claims = self.state.signer.verify_prepared(handle)?;
+        if claims.tenant != caller.tenant {
+            return Err(FlightError::PermissionDenied(
+                "prepared statement belongs to another tenant".into(),
+            )
+            .into());
+        }
+        Ok(claims)
+    }
+}
+
+fn ipc_schema(schema: &arrow::datatypes::Schema) -> Result<bytes::Bytes, Status> {
+    let options = arrow::ipc::writer::IpcWriteOptions::default();
+    let message: IpcMessage = SchemaAsIpc::new(schema, &options)
+        .try_into()
+        .map_err(|e: arrow::error::ArrowError| Status::internal(e.to_string()))?;
+    Ok(message.0)
 }
 
 #[tonic::async_trait]
@@ -144,14 +212,10 @@ impl FlightSqlService for SqlService {
         Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
         Status,
     > {
-        // Authentication arrives with tokens; until then the handshake succeeds without one.
-        let out = futures::stream::once(async {
-            Ok(HandshakeResponse {
-                protocol_version: 0,
-                payload: Default::default(),
-            })
-        });
-        Ok(Response::new(Box::pin(out)))
+        // The outer service (flight_service) authenticates handshakes.
+        Err(Status::unimplemented(
+            "handshake is served by the outer service",
+        ))
     }
 
     async fn get_flight_info_statement(
@@ -159,8 +223,9 @@ impl FlightSqlService for SqlService {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        let caller = caller(&request)?;
         Ok(Response::new(
-            self.statement_info(&query.query, request.into_inner())
+            self.statement_info(&caller, &query.query, None, request.into_inner())
                 .await?,
         ))
     }
@@ -168,10 +233,11 @@ impl FlightSqlService for SqlService {
     async fn do_get_statement(
         &self,
         ticket: TicketStatementQuery,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
+        let caller = caller(&request)?;
         Ok(Response::new(
-            self.run_ticket(&ticket.statement_handle).await?,
+            self.run_ticket(&caller, &ticket.statement_handle).await?,
         ))
     }
 
@@ -227,9 +293,10 @@ impl FlightSqlService for SqlService {
     async fn do_get_tables(
         &self,
         query: CommandGetTables,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let catalog = self.state.catalog().await?;
+        let caller = caller(&request)?;
+        let catalog = self.state.catalog(&caller.tenant).await?;
         let mut b = query.into_builder();
         for v in catalog.latest() {
             b.append(
@@ -237,7 +304,7 @@ impl FlightSqlService for SqlService {
                 SCHEMA_NAME,
                 &v.dataset,
                 "TABLE",
-                &arrow_schema(v),
+                &described_schema(v, &v.dataset),
             )
             .map_err(FlightError::from)?;
         }
@@ -247,7 +314,7 @@ impl FlightSqlService for SqlService {
                 SCHEMA_NAME,
                 v.pinned_name(),
                 "TABLE",
-                &arrow_schema(v),
+                &described_schema(v, &v.pinned_name()),
             )
             .map_err(FlightError::from)?;
         }
@@ -319,12 +386,183 @@ impl FlightSqlService for SqlService {
         Ok(Response::new(one_batch(schema, b.build())))
     }
 
+    async fn get_flight_info_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        metadata_info(&query, &primary_keys_schema(), request)
+    }
+
+    async fn do_get_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let caller = caller(&request)?;
+        let catalog = self.state.catalog(&caller.tenant).await?;
+        let known = query.catalog.as_deref().is_none_or(|c| c == CATALOG_NAME)
+            && query.db_schema.as_deref().is_none_or(|s| s == SCHEMA_NAME);
+        if !known || catalog.resolve_table(&query.table).is_none() {
+            return Err(FlightError::UnknownDataset(query.table).into());
+        }
+        // Published versions are snapshots without declared keys: the answer is empty.
+        let schema = primary_keys_schema();
+        let batch = RecordBatch::new_empty(schema.clone());
+        Ok(Response::new(one_batch(
+            schema,
+            Ok::<_, arrow::error::ArrowError>(batch),
+        )))
+    }
+
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        request: Request<Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let caller = caller(&request)?;
+        caller.require("read")?;
+        let sql = qmark_to_dollar(&query.query);
+        let ctx = self.state.session(&caller.tenant).await?;
+        let df = ctx.sql(&sql).await.map_err(FlightError::from)?;
+        let types = df
+            .logical_plan()
+            .get_parameter_types()
+            .map_err(FlightError::from)?;
+        let dataset_schema = if types.is_empty() {
+            query::plan_schema(&ctx, &sql, None).await?
+        } else {
+            Arc::new(df.schema().as_arrow().clone())
+        };
+        let mut params: Vec<(usize, DataType)> = types
+            .into_iter()
+            .map(|(name, t)| {
+                let i = name.trim_start_matches('$').parse::<usize>().unwrap_or(0);
+                (i, t.unwrap_or(DataType::Null))
+            })
+            .collect();
+        params.sort_by_key(|(i, _)| *i);
+        let parameter_schema = Schema::new(
+            params
+                .into_iter()
+                .map(|(i, t)| Field::new(format!("${i}"), t, true))
+                .collect::<Vec<_>>(),
+        );
+        Ok(ActionCreatePreparedStatementResult {
+            prepared_statement_handle: self
+                .state
+                .signer
+                .prepared(&caller.tenant, &sql, None)?
+                .into(),
+            dataset_schema: ipc_schema(&dataset_schema)?,
+            parameter_schema: ipc_schema(&parameter_schema)?,
+        })
+    }
+
+    async fn do_put_prepared_statement_query(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        let caller = caller(&request)?;
+        let claims = self.prepared(&caller, &query.prepared_statement_handle)?;
+        let stream = FlightRecordBatchStream::new_from_flight_data(
+            request
+                .into_inner()
+                .map_err(arrow_flight::error::FlightError::from),
+        );
+        let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(|e| {
+            FlightError::InvalidRequest(format!("cannot read the parameter batch: {e}"))
+        })?;
+        let params = encode_params(&batches)?;
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(
+                self.state
+                    .signer
+                    .prepared(&caller.tenant, &claims.sql, Some(params))?
+                    .into(),
+            ),
+        })
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let caller = caller(&request)?;
+        let claims = self.prepared(&caller, &cmd.prepared_statement_handle)?;
+        Ok(Response::new(
+            self.statement_info(&caller, &claims.sql, claims.params, request.into_inner())
+                .await?,
+        ))
+    }
+
+    async fn do_get_prepared_statement(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let caller = caller(&request)?;
+        caller.require("read")?;
+        let claims = self.prepared(&caller, &cmd.prepared_statement_handle)?;
+        Ok(Response::new(
+            self.run_sql(&caller, &claims.sql, claims.params.as_deref())
+                .await?,
+        ))
+    }
+
+    async fn do_action_close_prepared_statement(
+        &self,
+        query: ActionClosePreparedStatementRequest,
+        request: Request<Action>,
+    ) -> Result<(), Status> {
+        // Handles hold no server state; closing checks the handle and frees nothing.
+        let caller = caller(&request)?;
+        self.prepared(&caller, &query.prepared_statement_handle)?;
+        Ok(())
+    }
+
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
 }
 
-/// Decodes a command descriptor's statement query, if it is one.
-pub fn statement_query(cmd: &[u8]) -> Option<String> {
+/// The result schema of GetPrimaryKeys, as the Flight SQL specification defines it.
+fn primary_keys_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("catalog_name", DataType::Utf8, true),
+        Field::new("db_schema_name", DataType::Utf8, true),
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("column_name", DataType::Utf8, false),
+        Field::new("key_name", DataType::Utf8, true),
+        Field::new("key_sequence", DataType::Int32, false),
+    ]))
+}
+
+/// What a command descriptor for GetSchema asks about.
+pub enum DescribedCommand {
+    Statement(String),
+    Prepared(Vec<u8>),
+}
+
+/// Decodes a command descriptor's statement query or prepared statement, if it is one.
+pub fn descriptor_command(cmd: &[u8]) -> Option<DescribedCommand> {
     let any = arrow_flight::sql::Any::decode(cmd).ok()?;
-    let q: CommandStatementQuery = any.unpack().ok()??;
-    Some(q.query)
+    if let Ok(Some(q)) = any.unpack::<CommandStatementQuery>() {
+        return Some(DescribedCommand::Statement(q.query));
+    }
+    if let Ok(Some(p)) = any.unpack::<CommandPreparedStatementQuery>() {
+        return Some(DescribedCommand::Prepared(
+            p.prepared_statement_handle.to_vec(),
+        ));
+    }
+    None
+}
+
+/// Whether `sql` has placeholders still to bind.
+pub async fn sql_has_params(
+    ctx: &datafusion::prelude::SessionContext,
+    sql: &str,
+) -> Result<bool, FlightError> {
+    let df = ctx.sql(sql).await?;
+    Ok(!df.logical_plan().get_parameter_types()?.is_empty())
 }

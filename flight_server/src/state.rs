@@ -1,48 +1,58 @@
-//! What every request handler shares: the tenant served, the database, the version cache and
-//! the ticket signer.
+//! What every request handler shares: the database, the version store and the signer. The
+//! tenant comes from each request's credentials (see `auth`).
 
+use crate::auth::{self, Caller};
 use crate::catalog::Catalog;
 use crate::db::Db;
-use crate::error::Result;
+use crate::error::{FlightError, Result};
 use crate::query;
 use crate::store::Store;
 use crate::ticket::TicketSigner;
 use datafusion::prelude::SessionContext;
 use std::sync::Arc;
+use tonic::Request;
 
 #[derive(Debug, Clone)]
 pub struct State {
-    pub tenant: String,
     pub db: Arc<Db>,
     pub store: Arc<Store>,
     pub signer: TicketSigner,
 }
 
+/// The caller the outer service authenticated and attached to the request.
+pub fn caller<T>(request: &Request<T>) -> Result<Caller> {
+    request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| FlightError::Unauthenticated("request was not authenticated".into()))
+}
+
 impl State {
-    /// The tenant the caller acts for. Until token authentication lands every caller is the
-    /// server's configured tenant.
-    pub fn tenant(&self) -> &str {
-        &self.tenant
+    /// Authenticates a request's credentials.
+    pub async fn authenticate<T>(&self, request: &Request<T>) -> Result<Caller> {
+        let creds = auth::credentials(request.metadata())?;
+        auth::authenticate(&self.db, &self.signer, &creds).await
     }
 
-    pub async fn catalog(&self) -> Result<Catalog> {
-        Catalog::load(&self.db, self.tenant()).await
+    pub async fn catalog(&self, tenant: &str) -> Result<Catalog> {
+        Catalog::load(&self.db, tenant).await
     }
 
     /// Checks the tenant's plan and meters rows served (SQLSTATE 53400 becomes LimitExceeded).
-    pub async fn charge_read(&self, rows: usize, bytes: usize) -> Result<()> {
+    pub async fn charge_read(&self, tenant: &str, rows: usize, bytes: usize) -> Result<()> {
         let client = self.db.client().await?;
         client
             .execute(
                 "SELECT barecount.usage_charge($1, 'read', $2, $3)",
-                &[&self.tenant(), &(rows as i64), &(bytes as i64)],
+                &[&tenant, &(rows as i64), &(bytes as i64)],
             )
             .await?;
         Ok(())
     }
 
-    pub async fn session(&self) -> Result<SessionContext> {
-        let catalog = self.catalog().await?;
+    pub async fn session(&self, tenant: &str) -> Result<SessionContext> {
+        let catalog = self.catalog(tenant).await?;
         query::session(catalog, self.db.clone(), self.store.clone())
     }
 }

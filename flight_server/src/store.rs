@@ -18,7 +18,7 @@ use tokio::sync::Mutex;
 use tokio_postgres::Row;
 
 /// Rows per Arrow batch when loading.
-const BATCH_ROWS: usize = 65_536;
+pub const BATCH_ROWS: usize = 65_536;
 
 /// A loaded version: its Arrow schema and batches.
 #[derive(Debug, Clone)]
@@ -50,7 +50,86 @@ pub fn arrow_schema(v: &VersionInfo) -> SchemaRef {
     ))
 }
 
+/// The schema GetTables describes: the served schema plus the `ARROW:FLIGHT:SQL:*` column
+/// metadata of the Flight SQL specification.
+pub fn described_schema(v: &VersionInfo, table_name: &str) -> Schema {
+    let fields: Vec<Field> = arrow_schema(v)
+        .fields()
+        .iter()
+        .zip(&v.columns)
+        .map(|(f, c)| {
+            let kind = ColumnKind::from_pg(&c.pg_type);
+            let (precision, scale) = match &kind {
+                ColumnKind::Decimal { precision, scale } => {
+                    (i64::from(*precision), i64::from(*scale))
+                }
+                ColumnKind::Int16 => (5, 0),
+                ColumnKind::Int32 => (10, 0),
+                ColumnKind::Int64 => (19, 0),
+                ColumnKind::Float32 => (24, 0),
+                ColumnKind::Float64 | ColumnKind::NumericFloat => (53, 0),
+                _ => (0, 0),
+            };
+            let text = matches!(kind, ColumnKind::Text | ColumnKind::OtherAsText);
+            let flag = |b: bool| if b { "1" } else { "0" }.to_owned();
+            let meta = HashMap::from([
+                (
+                    "ARROW:FLIGHT:SQL:CATALOG_NAME".to_owned(),
+                    crate::query::CATALOG_NAME.to_owned(),
+                ),
+                (
+                    "ARROW:FLIGHT:SQL:DB_SCHEMA_NAME".to_owned(),
+                    crate::query::SCHEMA_NAME.to_owned(),
+                ),
+                (
+                    "ARROW:FLIGHT:SQL:TABLE_NAME".to_owned(),
+                    table_name.to_owned(),
+                ),
+                ("ARROW:FLIGHT:SQL:TYPE_NAME".to_owned(), c.pg_type.clone()),
+                (
+                    "ARROW:FLIGHT:SQL:PRECISION".to_owned(),
+                    precision.to_string(),
+                ),
+                ("ARROW:FLIGHT:SQL:SCALE".to_owned(), scale.to_string()),
+                ("ARROW:FLIGHT:SQL:IS_AUTO_INCREMENT".to_owned(), flag(false)),
+                ("ARROW:FLIGHT:SQL:IS_CASE_SENSITIVE".to_owned(), flag(text)),
+                ("ARROW:FLIGHT:SQL:IS_READ_ONLY".to_owned(), flag(true)),
+                ("ARROW:FLIGHT:SQL:IS_SEARCHABLE".to_owned(), flag(true)),
+            ]);
+            f.as_ref().clone().with_metadata(meta)
+        })
+        .collect();
+    Schema::new(fields)
+}
+
 impl Store {
+    /// Batches `[first, end)` of a version (each batch holds `BATCH_ROWS` rows, the last fewer).
+    pub async fn batches(
+        &self,
+        db: &Db,
+        v: &VersionInfo,
+        first: usize,
+        end: usize,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let loaded = self.get(db, v).await?;
+        let end = end.min(loaded.batches.len());
+        let first = first.min(end);
+        Ok((loaded.schema.clone(), loaded.batches[first..end].to_vec()))
+    }
+
+    /// A version as a DataFusion table.
+    pub async fn table(
+        &self,
+        db: &Db,
+        v: &VersionInfo,
+    ) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
+        let loaded = self.get(db, v).await?;
+        Ok(Arc::new(datafusion::datasource::MemTable::try_new(
+            loaded.schema.clone(),
+            vec![loaded.batches.clone()],
+        )?))
+    }
+
     pub async fn get(&self, db: &Db, v: &VersionInfo) -> Result<Arc<LoadedVersion>> {
         let key = (
             v.tenant.clone(),

@@ -138,3 +138,11 @@ GRANT EXECUTE ON FUNCTION barecount.verify_kpi_period(text, text) TO barecount_e
 GRANT EXECUTE ON FUNCTION barecount.kpi_refresh(text) TO barecount_engineer;
 GRANT EXECUTE ON FUNCTION barecount.dataset_pin(text, integer, text), barecount.dataset_unpin(text, integer, text) TO barecount_reader;
 GRANT EXECUTE ON FUNCTION barecount.dataset_deprecate(text, integer), barecount.dataset_retire(text, integer) TO barecount_publisher;
+
+COMMENT ON FUNCTION barecount.password_authenticate(text, text) IS
+    'For gateways (members of barecount_admin): check a login role''s own SCRAM-SHA-256 password and return its tenant and scopes; SQLSTATE 28P01 for any failure';
+COMMENT ON FUNCTION barecount.export_receipt(text, text, text, text, bigint, bigint, text, text) IS
+    'For gateways: record an export (source, format parquet/csv/arrow, path, rows, bytes, file SHA-256) — checks the daily export limit (53400), meters it and appends a ledger receipt';
+GRANT EXECUTE ON FUNCTION barecount.password_authenticate(text, text),
+                          barecount.export_receipt(text, text, text, text, bigint, bigint, text, text)
+    TO barecount_admin;

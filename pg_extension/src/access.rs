@@ -38,7 +38,7 @@ impl From<Exceeded> for SqlError {
     }
 }
 
-fn session_has_role(client: &SpiClient<'_>, role: &str) -> Result<bool, SqlError> {
+pub(crate) fn session_has_role(client: &SpiClient<'_>, role: &str) -> Result<bool, SqlError> {
     Ok(client
         .select(
             "SELECT pg_has_role(session_user, $1, 'MEMBER')",
@@ -50,7 +50,7 @@ fn session_has_role(client: &SpiClient<'_>, role: &str) -> Result<bool, SqlError
         .unwrap_or(false))
 }
 
-fn denied(action: &str) -> SqlError {
+pub(crate) fn denied(action: &str) -> SqlError {
     SqlError::new(
         PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
         format!("permission denied to {action}"),

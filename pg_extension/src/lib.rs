@@ -10,6 +10,7 @@ mod contracts;
 mod errors;
 mod evidence;
 mod evolution;
+mod gateway;
 mod ingest;
 mod kpis;
 mod ledger;

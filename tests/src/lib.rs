@@ -5,6 +5,7 @@
 //! A missing server is a failure, never a skip.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use barecount_flight::client::Auth;
 use barecount_flight::{Application, Config};
 use rand::Rng;
 use tokio::sync::oneshot;
@@ -62,9 +63,25 @@ pub async fn fresh_db() -> TestDb {
     TestDb { url, client }
 }
 
-/// A barecount-flight on an ephemeral loopback port, stopped when dropped.
+/// A BareCount API token for `tenant` with `scopes`, valid for a day.
+pub async fn api_token(client: &Client, tenant: &str, scopes: &[&str]) -> String {
+    let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
+    client
+        .query_one(
+            "SELECT token FROM barecount.token_create($1, $2, now() + interval '1 day')",
+            &[&tenant, &scopes],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("token_create for {tenant}: {e}"))
+        .get(0)
+}
+
+/// A barecount-flight on an ephemeral loopback port, stopped when dropped. `auth` and `token`
+/// hold an API token of the tenant `default` with scopes read and export.
 pub struct Flight {
     pub url: String,
+    pub token: String,
+    pub auth: Auth,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -76,12 +93,15 @@ impl Flight {
             .unwrap();
         // build() has bound the socket, so the port accepts connections from here on.
         let url = format!("http://{}", app.addr());
+        let token = api_token(&connect(database_url).await, "default", &["read", "export"]).await;
         let (tx, rx) = oneshot::channel();
         let handle = tokio::spawn(app.run_until(async {
             let _ = rx.await;
         }));
         Flight {
             url,
+            auth: Auth::Token(token.clone()),
+            token,
             stop: Some(tx),
             handle: Some(handle),
         }
@@ -103,6 +123,26 @@ impl Drop for Flight {
             let _ = tx.send(());
         }
     }
+}
+
+/// The gRPC status code a client error's text reports (tonic prints codes by description).
+pub fn status_code(text: &str) -> tonic::Code {
+    use tonic::Code;
+    for code in [
+        Code::Unauthenticated,
+        Code::PermissionDenied,
+        Code::NotFound,
+        Code::InvalidArgument,
+        Code::ResourceExhausted,
+        Code::Unavailable,
+        Code::Internal,
+        Code::Unimplemented,
+    ] {
+        if text.contains(code.description()) || text.contains(&format!("{code:?}")) {
+            return code;
+        }
+    }
+    panic!("no gRPC status code in: {text}");
 }
 
 /// The SQLSTATE of a failed statement.

@@ -54,11 +54,11 @@ async fn versions_are_pinned_deprecated_and_retired_explicitly() {
         .unwrap()
         .get::<_, bool>(0));
     let flight = Flight::start(&db.url).await;
-    let err = client::query(&flight.url, "SELECT * FROM d__v1")
+    let err = client::query(&flight.url, &flight.auth, "SELECT * FROM d__v1")
         .await
         .unwrap_err();
     assert!(format!("{err:#}").contains("d__v1"), "{err:#}");
-    let (_, b) = client::query(&flight.url, "SELECT x FROM d__v2")
+    let (_, b) = client::query(&flight.url, &flight.auth, "SELECT x FROM d__v2")
         .await
         .unwrap();
     assert_eq!(b.iter().map(|b| b.num_rows()).sum::<usize>(), 1);

@@ -4,8 +4,8 @@
 
 use arrow::array::AsArray;
 use arrow::datatypes::Int64Type;
-use barecount_flight::client;
-use barecount_tests::{base_url, connect, standalone_flight_url};
+use barecount_flight::client::{self, Auth};
+use barecount_tests::{api_token, base_url, connect, standalone_flight_url};
 use rand::Rng;
 
 #[tokio::test]
@@ -19,11 +19,12 @@ async fn standalone_binary_serves_published_data() {
     .await
     .unwrap();
     let url = standalone_flight_url();
-    let listings = client::list(&url).await.unwrap();
+    let auth = Auth::Token(api_token(&pg, "default", &["read"]).await);
+    let listings = client::list(&url, &auth).await.unwrap();
     assert!(listings
         .iter()
         .any(|l| l.dataset == name && l.row_count == 1234));
-    let (_, batches) = client::query(&url, &format!("SELECT sum(n) AS s FROM {name}"))
+    let (_, batches) = client::query(&url, &auth, &format!("SELECT sum(n) AS s FROM {name}"))
         .await
         .unwrap();
     assert_eq!(

@@ -400,12 +400,10 @@ async fn one_tenant_cannot_see_or_change_another() {
     );
 
     // --- through the Flight server ------------------------------------------------------------
-    let mut config = barecount_flight::Config::local(&db.url);
-    config.tenant = "acme".into();
-    let app = barecount_flight::Application::build(config).await.unwrap();
-    let url = format!("http://{}", app.addr());
-    let server = tokio::spawn(app.run_until_stopped());
-    let listed: Vec<String> = client::list(&url)
+    let flight = barecount_tests::Flight::start(&db.url).await;
+    let url = flight.url.clone();
+    let acme = client::Auth::Token(barecount_tests::api_token(su, "acme", &["read"]).await);
+    let listed: Vec<String> = client::list(&url, &acme)
         .await
         .unwrap()
         .into_iter()
@@ -416,15 +414,15 @@ async fn one_tenant_cannot_see_or_change_another() {
         !listed.iter().any(|d| d.starts_with("globex")),
         "{listed:?}"
     );
-    let err = client::query(&url, "SELECT * FROM globex_sales")
+    let err = client::query(&url, &acme, "SELECT * FROM globex_sales")
         .await
         .unwrap_err();
     assert!(format!("{err:#}").contains("globex_sales"), "{err:#}");
-    let err = client::query(&url, "SELECT * FROM globex_sales__v1")
+    let err = client::query(&url, &acme, "SELECT * FROM globex_sales__v1")
         .await
         .unwrap_err();
     assert!(format!("{err:#}").contains("globex_sales"), "{err:#}");
-    server.abort();
+    flight.stop().await;
 }
 
 #[tokio::test]
@@ -707,11 +705,11 @@ async fn flight_reads_are_metered_and_limited() {
     .await
     .unwrap();
     let flight = barecount_tests::Flight::start(&db.url).await;
-    let (_, batches) = client::query(&flight.url, "SELECT n FROM ten WHERE n <= 3")
+    let (_, batches) = client::query(&flight.url, &flight.auth, "SELECT n FROM ten WHERE n <= 3")
         .await
         .unwrap();
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
-    let err = client::query(&flight.url, "SELECT n FROM ten")
+    let err = client::query(&flight.url, &flight.auth, "SELECT n FROM ten")
         .await
         .unwrap_err();
     let status = err

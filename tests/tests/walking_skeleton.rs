@@ -4,8 +4,6 @@
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Decimal128Type, Int64Type};
-use arrow_flight::flight_service_client::FlightServiceClient;
-use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::sql::{ProstMessageExt, TicketStatementQuery};
 use arrow_flight::{Criteria, FlightDescriptor};
 use barecount_flight::client;
@@ -117,6 +115,7 @@ async fn raw_rows_reach_a_flight_sql_client() {
     let flight = Flight::start(&db.url).await;
     let (schema, batches) = client::query(
         &flight.url,
+        &flight.auth,
         "SELECT region, orders, net_sales FROM sales_by_region ORDER BY region",
     )
     .await
@@ -154,13 +153,15 @@ async fn raw_rows_reach_a_flight_sql_client() {
     assert_eq!(orders, 500);
 
     // plain Flight: ListFlights carries the receipt, GetFlightInfo + DoGet by path
-    let listings = client::list(&flight.url).await.unwrap();
+    let listings = client::list(&flight.url, &flight.auth).await.unwrap();
     assert_eq!(listings.len(), 1);
     assert_eq!(listings[0].dataset, "sales_by_region");
     assert_eq!(listings[0].content_hash, hash);
     assert_eq!(listings[0].ledger_seq, seq);
 
-    let mut plain = FlightServiceClient::new(client::channel(&flight.url).await.unwrap());
+    let mut plain = client::plain_client(&flight.url, &flight.token)
+        .await
+        .unwrap();
     let info = plain
         .get_flight_info(FlightDescriptor::new_path(vec!["sales_by_region".into()]))
         .await
@@ -169,7 +170,7 @@ async fn raw_rows_reach_a_flight_sql_client() {
     assert_eq!(info.total_records, 4);
     let advertised = info.clone().try_decode_schema().unwrap();
     let ticket = info.endpoint[0].ticket.clone().unwrap();
-    let mut sql_client = FlightSqlServiceClient::new(client::channel(&flight.url).await.unwrap());
+    let mut sql_client = client::sql_client(&flight.url, &flight.auth).await.unwrap();
     let got: Vec<arrow::record_batch::RecordBatch> = sql_client
         .do_get(ticket)
         .await
@@ -217,8 +218,9 @@ async fn versions_are_pinned_and_errors_are_specific() {
 
     let count = |sql: &'static str| {
         let url = flight.url.clone();
+        let auth = flight.auth.clone();
         async move {
-            let (_, b) = client::query(&url, sql).await.unwrap();
+            let (_, b) = client::query(&url, &auth, sql).await.unwrap();
             b[0].column(0).as_primitive::<Int64Type>().value(0)
         }
     };
@@ -226,16 +228,18 @@ async fn versions_are_pinned_and_errors_are_specific() {
     assert_eq!(count("SELECT count(*) FROM tiny__v1").await, 10);
     assert_eq!(count("SELECT count(*) FROM published.tiny__v2").await, 3);
 
-    let err = client::query(&flight.url, "SELECT * FROM no_such_dataset")
+    let err = client::query(&flight.url, &flight.auth, "SELECT * FROM no_such_dataset")
         .await
         .unwrap_err();
     assert!(format!("{err:#}").contains("no_such_dataset"), "{err:#}");
-    let err = client::query(&flight.url, "SELEC nonsense")
+    let err = client::query(&flight.url, &flight.auth, "SELEC nonsense")
         .await
         .unwrap_err();
     assert!(format!("{err:#}").to_lowercase().contains("sql"), "{err:#}");
 
-    let mut plain = FlightServiceClient::new(client::channel(&flight.url).await.unwrap());
+    let mut plain = client::plain_client(&flight.url, &flight.token)
+        .await
+        .unwrap();
     let status = plain
         .get_flight_info(FlightDescriptor::new_path(vec!["tiny".into(), "9".into()]))
         .await
@@ -248,7 +252,7 @@ async fn versions_are_pinned_and_errors_are_specific() {
     assert_eq!(status.code(), tonic::Code::NotFound);
 
     // a forged ticket is refused
-    let mut sql_client = FlightSqlServiceClient::new(client::channel(&flight.url).await.unwrap());
+    let mut sql_client = client::sql_client(&flight.url, &flight.auth).await.unwrap();
     let forged = TicketStatementQuery {
         statement_handle: b"eyJ0IjoiYSJ9.00".to_vec().into(),
     };
@@ -270,11 +274,12 @@ async fn flight_sql_metadata_commands_answer() {
         .await
         .unwrap();
     let flight = Flight::start(&db.url).await;
-    let mut c = FlightSqlServiceClient::new(client::channel(&flight.url).await.unwrap());
+    let mut c = client::sql_client(&flight.url, &flight.auth).await.unwrap();
     let collect = |info: arrow_flight::FlightInfo| {
         let url = flight.url.clone();
+        let auth = flight.auth.clone();
         async move {
-            let mut c = FlightSqlServiceClient::new(client::channel(&url).await.unwrap());
+            let mut c = client::sql_client(&url, &auth).await.unwrap();
             let mut rows = 0;
             for e in info.endpoint {
                 let b: Vec<arrow::record_batch::RecordBatch> = c

@@ -1,0 +1,186 @@
+//! Who is calling: every call but the handshake carries `authorization: Bearer <token>` (a
+//! session token from the handshake, or a BareCount API token made with
+//! `barecount.token_create`) or `authorization: Basic <user:password>`. Basic credentials are a
+//! login role's own Postgres password, or any user name with an API token as the password.
+
+use crate::db::Db;
+use crate::error::{FlightError, Result};
+use crate::ticket::{TicketSigner, SESSION_PREFIX};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use tonic::metadata::MetadataMap;
+
+/// Prefix of BareCount API tokens (`barecount.token_create`).
+pub const API_TOKEN_PREFIX: &str = "bct_";
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub tenant: String,
+    /// The login role, or `token:<id>` for an API token.
+    pub subject: String,
+    pub scopes: Vec<String>,
+}
+
+impl Caller {
+    /// Refuses with PermissionDenied unless the caller's credentials carry `scope`.
+    pub fn require(&self, scope: &str) -> Result<()> {
+        if self.scopes.iter().any(|s| s == scope) {
+            Ok(())
+        } else {
+            Err(FlightError::PermissionDenied(format!(
+                "the credentials of \"{}\" lack the {scope} scope",
+                self.subject
+            )))
+        }
+    }
+}
+
+/// The credentials a request presents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    Bearer(String),
+    Basic { user: String, password: String },
+}
+
+/// Reads the `authorization` header.
+pub fn credentials(metadata: &MetadataMap) -> Result<Credentials> {
+    let value = metadata.get("authorization").ok_or_else(|| {
+        FlightError::Unauthenticated(
+            "no credentials: authenticate with a Handshake (Basic user:password) or send \
+             'authorization: Bearer <token>'"
+                .into(),
+        )
+    })?;
+    let value = value
+        .to_str()
+        .map_err(|_| FlightError::Unauthenticated("authorization header is not text".into()))?
+        .trim();
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("bearer") && !rest.is_empty() {
+        return Ok(Credentials::Bearer(rest.to_owned()));
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = STANDARD
+            .decode(rest)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| FlightError::Unauthenticated("malformed Basic credentials".into()))?;
+        let (user, password) = decoded.split_once(':').ok_or_else(|| {
+            FlightError::Unauthenticated("Basic credentials need user:password".into())
+        })?;
+        return Ok(Credentials::Basic {
+            user: user.to_owned(),
+            password: password.to_owned(),
+        });
+    }
+    Err(FlightError::Unauthenticated(
+        "authorization must be 'Bearer <token>' or 'Basic <credentials>'".into(),
+    ))
+}
+
+/// Checks credentials: session tokens locally, API tokens and passwords against Postgres.
+pub async fn authenticate(db: &Db, signer: &TicketSigner, creds: &Credentials) -> Result<Caller> {
+    match creds {
+        Credentials::Bearer(t) if t.starts_with(SESSION_PREFIX) => {
+            let s = signer.verify_session(t)?;
+            Ok(Caller {
+                tenant: s.tenant,
+                subject: s.subject,
+                scopes: s.scopes,
+            })
+        }
+        Credentials::Bearer(t) => api_token(db, t).await,
+        Credentials::Basic { password, .. } if password.starts_with(API_TOKEN_PREFIX) => {
+            api_token(db, password).await
+        }
+        Credentials::Basic { user, password } => {
+            let client = db.client().await?;
+            let row = client
+                .query_one(
+                    "SELECT tenant_id, scopes FROM barecount.password_authenticate($1, $2)",
+                    &[user, password],
+                )
+                .await?;
+            Ok(Caller {
+                tenant: row.try_get(0)?,
+                subject: user.clone(),
+                scopes: row.try_get(1)?,
+            })
+        }
+    }
+}
+
+async fn api_token(db: &Db, token: &str) -> Result<Caller> {
+    if !token.starts_with(API_TOKEN_PREFIX) {
+        return Err(FlightError::Unauthenticated(
+            "unknown kind of bearer token".into(),
+        ));
+    }
+    let client = db.client().await?;
+    let row = client
+        .query_one(
+            "SELECT tenant_id, scopes, token_id FROM barecount.token_authenticate($1)",
+            &[&token],
+        )
+        .await?;
+    let id: String = row.try_get(2)?;
+    Ok(Caller {
+        tenant: row.try_get(0)?,
+        subject: format!("token:{id}"),
+        scopes: row.try_get(1)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::metadata::MetadataValue;
+
+    fn with(value: &str) -> MetadataMap {
+        let mut m = MetadataMap::new();
+        m.insert("authorization", MetadataValue::try_from(value).unwrap());
+        m
+    }
+
+    #[test]
+    fn reads_the_authorization_header() {
+        assert_eq!(
+            credentials(&with("Bearer bct_x_y")).unwrap(),
+            Credentials::Bearer("bct_x_y".into())
+        );
+        let basic = format!("Basic {}", STANDARD.encode("alice:pa:ss"));
+        assert_eq!(
+            credentials(&with(&basic)).unwrap(),
+            Credentials::Basic {
+                user: "alice".into(),
+                password: "pa:ss".into()
+            }
+        );
+        for bad in ["Bearer", "Basic !!!", "Digest abc", "Basic YWxpY2U="] {
+            assert!(
+                matches!(
+                    credentials(&with(bad)),
+                    Err(FlightError::Unauthenticated(_))
+                ),
+                "{bad}"
+            );
+        }
+        assert!(credentials(&MetadataMap::new()).is_err());
+    }
+
+    #[test]
+    fn scopes_are_required() {
+        let c = Caller {
+            tenant: "acme".into(),
+            subject: "token:abc".into(),
+            scopes: vec!["read".into()],
+        };
+        assert!(c.require("read").is_ok());
+        assert!(matches!(
+            c.require("export"),
+            Err(FlightError::PermissionDenied(m)) if m.contains("export")
+        ));
+    }
+}
