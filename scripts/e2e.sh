@@ -27,6 +27,7 @@ fport="$("$ROOT/scripts/flight.sh" start test "$BARECOUNT_TEST_PG_URL")"
 export BARECOUNT_FLIGHT_URL="http://127.0.0.1:$fport"
 export BARECOUNT_DBT="${BARECOUNT_DBT_VENV:-$HOME/.cache/barecount/dbt-venv}/bin/dbt"
 export BARECOUNT_DBT_PROJECT="$ROOT/sql/dbt"
+export BARECOUNT_PYTHON="${BARECOUNT_PY_VENV:-$HOME/.cache/barecount/py-venv}/bin/python"
 say "barecount-flight on $BARECOUNT_FLIGHT_URL"
 
 step "end-to-end tests" cargo test --quiet -p barecount-tests "$@"

@@ -73,6 +73,23 @@ for d in "$($PG_CONFIG --sharedir)/extension" "$($PG_CONFIG --pkglibdir)"; do
     [ -w "$d" ] || die "$d is not writable; run as root (or with write access) to install the extension"
 done
 
+# --- Python Flight clients (tests and the read benchmark use them from PyPI) -------------------
+PY_VENV="${BARECOUNT_PY_VENV:-$HOME/.cache/barecount/py-venv}"
+PY_PINS=(pyarrow==26.0.1 adbc-driver-manager==1.13.0 adbc-driver-flightsql==1.13.0
+         adbc-driver-postgresql==1.13.0)
+if ! "$PY_VENV/bin/python" - "${PY_PINS[@]}" 2>/dev/null <<'PY'
+import sys
+from importlib.metadata import version
+sys.exit(any(version(p.split("==")[0]) != p.split("==")[1] for p in sys.argv[1:]))
+PY
+then
+    say "installing ${PY_PINS[*]} into $PY_VENV"
+    python3 -m venv "$PY_VENV"
+    "$PY_VENV/bin/pip" install --quiet "${PY_PINS[@]}"
+else
+    say "Python Flight clients: present"
+fi
+
 # --- dbt (the example project under sql/dbt is run by the tests) ------------------------------
 DBT_VENV="${BARECOUNT_DBT_VENV:-$HOME/.cache/barecount/dbt-venv}"
 if ! "$DBT_VENV/bin/dbt" --version 2>/dev/null | grep -q "installed: 1.11.16"; then

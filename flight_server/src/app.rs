@@ -38,6 +38,10 @@ impl Application {
             db: Arc::new(Db::new(config.database_url.clone())),
             store: Arc::new(Store::default()),
             signer: TicketSigner::new(key, config.ticket_ttl_secs, config.session_ttl_secs),
+            endpoint_batches: config
+                .endpoint_rows
+                .div_ceil(crate::store::BATCH_ROWS)
+                .max(1),
         };
         if let Some(path) = &config.port_file {
             tokio::fs::write(path, addr.port().to_string()).await?;

@@ -6,12 +6,20 @@
 use crate::db::Db;
 use crate::error::{FlightError, Result};
 use crate::ticket::{TicketSigner, SESSION_PREFIX};
-use base64::engine::general_purpose::STANDARD;
+use base64::alphabet;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
 use base64::Engine;
 use tonic::metadata::MetadataMap;
 
 /// Prefix of BareCount API tokens (`barecount.token_create`).
 pub const API_TOKEN_PREFIX: &str = "bct_";
+
+/// Basic credentials in standard base64, padded or not (Go's Flight client leaves padding off).
+const BASIC: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
 
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,7 +70,7 @@ pub fn credentials(metadata: &MetadataMap) -> Result<Credentials> {
         return Ok(Credentials::Bearer(rest.to_owned()));
     }
     if scheme.eq_ignore_ascii_case("basic") {
-        let decoded = STANDARD
+        let decoded = BASIC
             .decode(rest)
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
@@ -150,7 +158,15 @@ mod tests {
             credentials(&with("Bearer bct_x_y")).unwrap(),
             Credentials::Bearer("bct_x_y".into())
         );
-        let basic = format!("Basic {}", STANDARD.encode("alice:pa:ss"));
+        let basic = format!("Basic {}", BASIC.encode("alice:pa:ss"));
+        let unpadded = format!(
+            "Basic {}",
+            BASIC.encode("alice:pa:ss").trim_end_matches('=')
+        );
+        assert_eq!(
+            credentials(&with(&unpadded)).unwrap(),
+            credentials(&with(&basic)).unwrap()
+        );
         assert_eq!(
             credentials(&with(&basic)).unwrap(),
             Credentials::Basic {

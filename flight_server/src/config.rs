@@ -24,6 +24,11 @@ pub struct Config {
     /// How long a session token from the handshake stays valid, in seconds.
     #[arg(long, env = "BARECOUNT_SESSION_TTL_SECS", default_value_t = 3600)]
     pub session_ttl_secs: u64,
+    /// Rows per endpoint when a dataset is fetched by path: larger versions are split over
+    /// several endpoints (rounded to whole batches of 65,536 rows) that clients may fetch in
+    /// parallel.
+    #[arg(long, env = "BARECOUNT_ENDPOINT_ROWS", default_value_t = 1_048_576)]
+    pub endpoint_rows: usize,
     /// Write the bound port to this file once the server accepts connections (for scripts).
     #[arg(long)]
     pub port_file: Option<PathBuf>,
@@ -38,6 +43,7 @@ impl Config {
             ticket_secret: None,
             ticket_ttl_secs: 300,
             session_ttl_secs: 3600,
+            endpoint_rows: 1_048_576,
             port_file: None,
         }
     }

@@ -45,10 +45,6 @@ pub fn parse_path(path: &[String]) -> Result<(String, Option<i32>), FlightError>
     }
 }
 
-/// Batches per endpoint when a version is served by path: larger versions get several
-/// endpoints, which clients may fetch in parallel.
-pub const ENDPOINT_BATCHES: usize = 16;
-
 impl BareCountFlight {
     /// Authenticates a request and attaches the caller for the Flight SQL layer.
     async fn authenticated<T>(
@@ -80,7 +76,7 @@ impl BareCountFlight {
             .with_app_metadata(meta.to_string().into_bytes());
         let mut first = 0;
         loop {
-            let end = (first + ENDPOINT_BATCHES).min(batches);
+            let end = (first + self.sql.state.endpoint_batches).min(batches);
             let signed = self.sql.state.signer.sign(
                 &caller.tenant,
                 TicketQuery::Dataset {

@@ -17,6 +17,8 @@ pub struct State {
     pub db: Arc<Db>,
     pub store: Arc<Store>,
     pub signer: TicketSigner,
+    /// Store batches per endpoint of a dataset fetched by path.
+    pub endpoint_batches: usize,
 }
 
 /// The caller the outer service authenticated and attached to the request.

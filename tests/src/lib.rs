@@ -88,9 +88,13 @@ pub struct Flight {
 
 impl Flight {
     pub async fn start(database_url: &str) -> Flight {
-        let app = Application::build(Config::local(database_url))
-            .await
-            .unwrap();
+        Flight::start_with(Config::local(database_url)).await
+    }
+
+    pub async fn start_with(config: Config) -> Flight {
+        let database_url = config.database_url.clone();
+        let database_url = database_url.as_str();
+        let app = Application::build(config).await.unwrap();
         // build() has bound the socket, so the port accepts connections from here on.
         let url = format!("http://{}", app.addr());
         let token = api_token(&connect(database_url).await, "default", &["read", "export"]).await;

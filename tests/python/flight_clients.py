@@ -1,0 +1,122 @@
+"""Python clients against a real barecount-flight: ADBC (adbc-driver-flightsql) and pyarrow.flight.
+
+Run by tests/tests/python_clients.rs, which starts Postgres data and the server and passes:
+BARECOUNT_FLIGHT_URI (grpc://127.0.0.1:PORT), BARECOUNT_USER / BARECOUNT_PASSWORD (a login role
+of tenant acme), BARECOUNT_TOKEN (an API token of acme), BARECOUNT_OTHER_TOKEN (of globex),
+BARECOUNT_ROWS (rows of acme's dataset `sales`). Exits non-zero on the first failed check.
+"""
+
+import os
+import sys
+
+import adbc_driver_flightsql.dbapi as flightsql
+import adbc_driver_manager
+import pyarrow as pa
+import pyarrow.flight as flight
+
+URI = os.environ["BARECOUNT_FLIGHT_URI"]
+USER = os.environ["BARECOUNT_USER"]
+PASSWORD = os.environ["BARECOUNT_PASSWORD"]
+TOKEN = os.environ["BARECOUNT_TOKEN"]
+OTHER_TOKEN = os.environ["BARECOUNT_OTHER_TOKEN"]
+ROWS = int(os.environ["BARECOUNT_ROWS"])
+
+
+def check(cond, what):
+    if not cond:
+        print(f"FAILED: {what}", file=sys.stderr)
+        sys.exit(1)
+    print(f"ok: {what}")
+
+
+def adbc():
+    conn = flightsql.connect(URI, db_kwargs={"username": USER, "password": PASSWORD})
+    try:
+        objects = conn.adbc_get_objects(depth="all").read_all().to_pylist()
+        catalogs = {c["catalog_name"] for c in objects}
+        check(catalogs == {"barecount"}, f"adbc_get_objects catalogs {catalogs}")
+        schemas = objects[0]["catalog_db_schemas"]
+        check([s["db_schema_name"] for s in schemas] == ["published"], "one schema, published")
+        tables = {t["table_name"]: t for t in schemas[0]["db_schema_tables"]}
+        check({"sales", "sales__v1"} <= set(tables), f"tables {sorted(tables)}")
+        check("globex_secret" not in tables, "another tenant's dataset is not listed")
+        columns = [c["column_name"] for c in tables["sales"]["table_columns"]]
+        check(columns == ["id", "region", "amount", "day"], f"columns of sales {columns}")
+
+        cur = conn.cursor()
+        cur.execute("SELECT region, count(*) AS n, sum(amount) AS total FROM sales GROUP BY region ORDER BY region")
+        t = cur.fetch_arrow_table()
+        check(t.column("region").to_pylist() == ["east", "west"], "query: grouped regions")
+        check(sum(t.column("n").to_pylist()) == ROWS, "query: counts add up")
+        check(pa.types.is_decimal(t.schema.field("total").type), "decimals stay decimals")
+
+        cur.execute("SELECT id FROM sales WHERE region = ? AND id <= ? ORDER BY id", parameters=("east", 10))
+        ids = cur.fetch_arrow_table().column("id").to_pylist()
+        check(ids == [2, 4, 6, 8, 10], f"parameterized prepared statement: {ids}")
+        cur.execute("SELECT id FROM sales WHERE region = ? AND id <= ? ORDER BY id", parameters=("west", 4))
+        check(cur.fetch_arrow_table().column("id").to_pylist() == [1, 3], "same statement, new parameters")
+
+        cur.execute("SELECT * FROM sales")
+        t = cur.fetch_arrow_table()
+        check(t.num_rows == ROWS, f"fetch_arrow_table of a dataset: {t.num_rows} rows")
+        check(t.schema.names == ["id", "region", "amount", "day"], "dataset schema")
+        check(pa.types.is_date32(t.schema.field("day").type), "dates are date32")
+
+        try:
+            cur.execute("SELECT * FROM globex_secret")
+            cur.fetch_arrow_table()
+            check(False, "another tenant's dataset is unreadable")
+        except adbc_driver_manager.Error as e:
+            check("globex_secret" in str(e), f"unknown dataset named in the error: {e}")
+        cur.close()
+    finally:
+        conn.close()
+
+    try:
+        bad = flightsql.connect(URI, db_kwargs={"username": USER, "password": "wrong"})
+        bad.cursor().execute("SELECT 1")
+        check(False, "a wrong password is refused")
+    except adbc_driver_manager.Error as e:
+        check("authentication" in str(e).lower() or "unauthenticated" in str(e).lower(), f"wrong password refused: {e}")
+
+    # An API token as bearer header.
+    conn = flightsql.connect(URI, db_kwargs={"adbc.flight.sql.authorization_header": f"Bearer {TOKEN}"})
+    cur = conn.cursor()
+    cur.execute("SELECT count(*) AS n FROM sales__v1")
+    check(cur.fetch_arrow_table().column("n").to_pylist() == [ROWS], "bearer API token over ADBC")
+    cur.close()
+    conn.close()
+
+
+def pyarrow_flight():
+    client = flight.FlightClient(URI)
+    header = client.authenticate_basic_token(USER, PASSWORD)
+    check(header[0] == b"authorization" and header[1].startswith(b"Bearer bcs."), "basic handshake gives a session token")
+    options = flight.FlightCallOptions(headers=[header])
+    listed = [f.descriptor.path[0].decode() for f in client.list_flights(options=options)]
+    check(listed == ["sales"], f"ListFlights lists the tenant's datasets: {listed}")
+    for path in (["sales"], ["sales", "1"]):
+        info = client.get_flight_info(flight.FlightDescriptor.for_path(*path), options)
+        check(info.total_records == ROWS, f"GetFlightInfo {path}: {info.total_records} records")
+        tables = [client.do_get(e.ticket, options).read_all() for e in info.endpoints]
+        t = pa.concat_tables(tables)
+        check(t.num_rows == ROWS, f"DoGet by path {path}: {t.num_rows} rows")
+        check(t.schema.equals(info.schema), "stream schema = advertised schema")
+    check(len(info.endpoints) > 1, f"a large version comes in several endpoints: {len(info.endpoints)}")
+
+    other = flight.FlightCallOptions(headers=[(b"authorization", f"Bearer {OTHER_TOKEN}".encode())])
+    try:
+        client.get_flight_info(flight.FlightDescriptor.for_path("sales"), other)
+        check(False, "globex cannot see acme's dataset")
+    except pa.ArrowKeyError as e:  # pyarrow's form of NOT_FOUND
+        check("sales" in str(e) and "not published" in str(e), f"globex gets NOT_FOUND naming the dataset: {e}")
+    try:
+        list(client.list_flights(options=flight.FlightCallOptions(headers=[(b"authorization", b"Bearer bct_0_0")])))
+        check(False, "a bad token is refused")
+    except flight.FlightUnauthenticatedError:
+        check(True, "a bad token is Unauthenticated")
+
+
+adbc()
+pyarrow_flight()
+print("all Python client checks passed")
