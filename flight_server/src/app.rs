@@ -4,6 +4,7 @@
 use crate::config::Config;
 use crate::db::Db;
 use crate::flight_service::BareCountFlight;
+use crate::metrics::Metrics;
 use crate::sql_service::SqlService;
 use crate::state::State;
 use crate::store::Store;
@@ -19,6 +20,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 pub struct Application {
     listener: TcpListener,
     addr: SocketAddr,
+    metrics_listener: Option<TcpListener>,
     service: BareCountFlight,
 }
 
@@ -34,9 +36,14 @@ impl Application {
                 k
             }
         };
+        let metrics_listener = match config.metrics_listen {
+            Some(a) => Some(TcpListener::bind(a).await?),
+            None => None,
+        };
         let state = State {
+            metrics: Arc::new(Metrics::default()),
             db: Arc::new(Db::new(config.database_url.clone())),
-            store: Arc::new(Store::default()),
+            store: Arc::new(Store::open(&config.cache_dir, config.cache_max_bytes)?),
             signer: TicketSigner::new(key, config.ticket_ttl_secs, config.session_ttl_secs),
             endpoint_batches: config
                 .endpoint_rows
@@ -49,6 +56,7 @@ impl Application {
         Ok(Application {
             listener,
             addr,
+            metrics_listener,
             service: BareCountFlight {
                 sql: SqlService { state },
             },
@@ -63,13 +71,31 @@ impl Application {
         self.addr.port()
     }
 
-    /// Serves until `shutdown` completes.
+    /// Where the metrics endpoint listens, if it is on.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    /// Serves until `shutdown` completes; calls in flight finish first.
     pub async fn run_until<F: Future<Output = ()> + Send>(self, shutdown: F) -> anyhow::Result<()> {
-        tonic::transport::Server::builder()
+        let metrics_task = self.metrics_listener.map(|l| {
+            let state = &self.service.sql.state;
+            tokio::spawn(crate::metrics::serve(
+                l,
+                state.metrics.clone(),
+                state.store.clone(),
+            ))
+        });
+        let result = tonic::transport::Server::builder()
             .add_service(FlightServiceServer::new(self.service))
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
-            .await?;
-        Ok(())
+            .await;
+        if let Some(t) = metrics_task {
+            t.abort();
+        }
+        Ok(result?)
     }
 
     /// Serves until SIGINT or SIGTERM.

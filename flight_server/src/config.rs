@@ -29,6 +29,16 @@ pub struct Config {
     /// parallel.
     #[arg(long, env = "BARECOUNT_ENDPOINT_ROWS", default_value_t = 1_048_576)]
     pub endpoint_rows: usize,
+    /// Directory of the version cache (Arrow IPC files keyed by dataset, version and content
+    /// hash). Kept across restarts.
+    #[arg(long, env = "BARECOUNT_CACHE_DIR", default_value_os_t = default_cache_dir())]
+    pub cache_dir: PathBuf,
+    /// Size limit of the version cache in bytes; least recently used versions are evicted.
+    #[arg(long, env = "BARECOUNT_CACHE_MAX_BYTES", default_value_t = 8 << 30)]
+    pub cache_max_bytes: u64,
+    /// Address of the Prometheus metrics endpoint (`GET /metrics`); off if unset.
+    #[arg(long, env = "BARECOUNT_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Write the bound port to this file once the server accepts connections (for scripts).
     #[arg(long)]
     pub port_file: Option<PathBuf>,
@@ -44,7 +54,22 @@ impl Config {
             ticket_ttl_secs: 300,
             session_ttl_secs: 3600,
             endpoint_rows: 1_048_576,
+            cache_dir: default_cache_dir(),
+            cache_max_bytes: 8 << 30,
+            metrics_listen: None,
             port_file: None,
         }
     }
+}
+
+/// `$XDG_CACHE_HOME/barecount-flight`, else `~/.cache/barecount-flight`, else under the
+/// system temporary directory.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("barecount-flight");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(h).join(".cache").join("barecount-flight");
+    }
+    std::env::temp_dir().join("barecount-flight-cache")
 }

@@ -19,6 +19,17 @@ impl Db {
         }
     }
 
+    /// A connection of its own (for long reads such as loading a version).
+    pub async fn dedicated(&self) -> Result<Client> {
+        let (client, connection) = tokio_postgres::connect(&self.url, NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!("postgres connection ended: {e}");
+            }
+        });
+        Ok(client)
+    }
+
     /// A live client; connects (or reconnects) on demand.
     pub async fn client(&self) -> Result<Arc<Client>> {
         let mut guard = self.client.lock().await;

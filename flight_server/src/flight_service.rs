@@ -21,6 +21,7 @@ use serde_json::json;
 use std::sync::Arc;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 #[derive(Debug, Clone)]
 pub struct BareCountFlight {
@@ -46,6 +47,24 @@ pub fn parse_path(path: &[String]) -> Result<(String, Option<i32>), FlightError>
 }
 
 impl BareCountFlight {
+    /// Runs one call inside a tracing span and records it in the metrics.
+    async fn observed<T, F>(&self, method: &'static str, call: F) -> Result<T, Status>
+    where
+        F: std::future::Future<Output = Result<T, Status>>,
+    {
+        let started = std::time::Instant::now();
+        let span = tracing::info_span!("flight", method);
+        let result = call.instrument(span.clone()).await;
+        let seconds = started.elapsed().as_secs_f64();
+        let code = result.as_ref().err().map(Status::code);
+        self.sql.state.metrics.observe(method, seconds, code);
+        span.in_scope(|| match &result {
+            Ok(_) => tracing::debug!(seconds, "answered"),
+            Err(s) => tracing::info!(seconds, code = ?s.code(), message = s.message(), "refused"),
+        });
+        result
+    }
+
     /// Authenticates a request and attaches the caller for the Flight SQL layer.
     async fn authenticated<T>(
         &self,
@@ -124,148 +143,180 @@ impl FlightService for BareCountFlight {
         &self,
         request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<Self::HandshakeStream>, Status> {
-        let caller = self.sql.state.authenticate(&request).await?;
-        let token =
-            self.sql
-                .state
-                .signer
-                .session(&caller.tenant, &caller.subject, &caller.scopes)?;
-        let bearer = MetadataValue::try_from(format!("Bearer {token}"))
-            .map_err(|e| Status::internal(format!("session token is not a header value: {e}")))?;
-        let out = futures::stream::once(async move {
-            Ok(HandshakeResponse {
-                protocol_version: 0,
-                payload: token.into_bytes().into(),
-            })
-        });
-        let mut response: Response<Self::HandshakeStream> = Response::new(Box::pin(out));
-        response.metadata_mut().insert("authorization", bearer);
-        Ok(response)
+        self.observed("handshake", async move {
+            let caller = self.sql.state.authenticate(&request).await?;
+            let token =
+                self.sql
+                    .state
+                    .signer
+                    .session(&caller.tenant, &caller.subject, &caller.scopes)?;
+            let bearer = MetadataValue::try_from(format!("Bearer {token}")).map_err(|e| {
+                Status::internal(format!("session token is not a header value: {e}"))
+            })?;
+            let out = futures::stream::once(async move {
+                Ok(HandshakeResponse {
+                    protocol_version: 0,
+                    payload: token.into_bytes().into(),
+                })
+            });
+            let mut response: Response<Self::HandshakeStream> = Response::new(Box::pin(out));
+            response.metadata_mut().insert("authorization", bearer);
+            Ok(response)
+        })
+        .await
     }
 
     async fn list_flights(
         &self,
         request: Request<Criteria>,
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
-        let (caller, _) = self.authenticated(request).await?;
-        caller.require("read")?;
-        let catalog = self.sql.state.catalog(&caller.tenant).await?;
-        let infos: Vec<Result<FlightInfo, Status>> = catalog
-            .latest()
-            .map(|v| self.version_info(&caller, v))
-            .collect();
-        Ok(Response::new(Box::pin(futures::stream::iter(infos))))
+        self.observed("list_flights", async move {
+            let (caller, _) = self.authenticated(request).await?;
+            caller.require("read")?;
+            let catalog = self.sql.state.catalog(&caller.tenant).await?;
+            let infos: Vec<Result<FlightInfo, Status>> = catalog
+                .latest()
+                .map(|v| self.version_info(&caller, v))
+                .collect();
+            let stream: Self::ListFlightsStream = Box::pin(futures::stream::iter(infos));
+            Ok(Response::new(stream))
+        })
+        .await
     }
 
     async fn get_flight_info(
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let (caller, request) = self.authenticated(request).await?;
-        let d = request.get_ref();
-        if d.r#type == DescriptorType::Path as i32 {
-            caller.require("read")?;
-            let (ds, version) = parse_path(&d.path)?;
-            let catalog = self.sql.state.catalog(&caller.tenant).await?;
-            let v = catalog.find(&ds, version)?;
-            return Ok(Response::new(self.version_info(&caller, v)?));
-        }
-        FlightService::get_flight_info(&self.sql, request).await
+        self.observed("get_flight_info", async move {
+            let (caller, request) = self.authenticated(request).await?;
+            let d = request.get_ref();
+            if d.r#type == DescriptorType::Path as i32 {
+                caller.require("read")?;
+                let (ds, version) = parse_path(&d.path)?;
+                let catalog = self.sql.state.catalog(&caller.tenant).await?;
+                let v = catalog.find(&ds, version)?;
+                return Ok(Response::new(self.version_info(&caller, v)?));
+            }
+            FlightService::get_flight_info(&self.sql, request).await
+        })
+        .await
     }
 
     async fn poll_flight_info(
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<PollInfo>, Status> {
-        let (_, request) = self.authenticated(request).await?;
-        FlightService::poll_flight_info(&self.sql, request).await
+        self.observed("poll_flight_info", async move {
+            let (_, request) = self.authenticated(request).await?;
+            FlightService::poll_flight_info(&self.sql, request).await
+        })
+        .await
     }
 
     async fn get_schema(
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
-        let (caller, request) = self.authenticated(request).await?;
-        caller.require("read")?;
-        let d = request.into_inner();
-        let schema = if d.r#type == DescriptorType::Path as i32 {
-            let (ds, version) = parse_path(&d.path)?;
-            let catalog = self.sql.state.catalog(&caller.tenant).await?;
-            arrow_schema(catalog.find(&ds, version)?)
-        } else {
-            let (sql, params) = match descriptor_command(&d.cmd) {
-                Some(DescribedCommand::Statement(sql)) => (sql, None),
-                Some(DescribedCommand::Prepared(handle)) => {
-                    let claims = self.sql.state.signer.verify_prepared(&handle)?;
-                    if claims.tenant != caller.tenant {
-                        return Err(FlightError::PermissionDenied(
-                            "prepared statement belongs to another tenant".into(),
-                        )
-                        .into());
+        self.observed("get_schema", async move {
+            let (caller, request) = self.authenticated(request).await?;
+            caller.require("read")?;
+            let d = request.into_inner();
+            let schema = if d.r#type == DescriptorType::Path as i32 {
+                let (ds, version) = parse_path(&d.path)?;
+                let catalog = self.sql.state.catalog(&caller.tenant).await?;
+                arrow_schema(catalog.find(&ds, version)?)
+            } else {
+                let (sql, params) = match descriptor_command(&d.cmd) {
+                    Some(DescribedCommand::Statement(sql)) => (sql, None),
+                    Some(DescribedCommand::Prepared(handle)) => {
+                        let claims = self.sql.state.signer.verify_prepared(&handle)?;
+                        if claims.tenant != caller.tenant {
+                            return Err(FlightError::PermissionDenied(
+                                "prepared statement belongs to another tenant".into(),
+                            )
+                            .into());
+                        }
+                        (claims.sql, claims.params)
                     }
-                    (claims.sql, claims.params)
-                }
-                None => {
-                    return Err(Status::invalid_argument(
-                        "GetSchema takes a path descriptor, a CommandStatementQuery or a \
-                         CommandPreparedStatementQuery",
-                    ))
+                    None => {
+                        return Err(Status::invalid_argument(
+                            "GetSchema takes a path descriptor, a CommandStatementQuery or a \
+                             CommandPreparedStatementQuery",
+                        ))
+                    }
+                };
+                let ctx = self.sql.state.session(&caller.tenant).await?;
+                if params.is_none() && sql_has_params(&ctx, &sql).await? {
+                    // A prepared SELECT not bound yet: its logical schema.
+                    let df = ctx.sql(&sql).await.map_err(FlightError::from)?;
+                    Arc::new(df.schema().as_arrow().clone())
+                } else {
+                    crate::query::plan_schema(&ctx, &sql, params.as_deref()).await?
                 }
             };
-            let ctx = self.sql.state.session(&caller.tenant).await?;
-            if params.is_none() && sql_has_params(&ctx, &sql).await? {
-                // A prepared SELECT not bound yet: its logical schema.
-                let df = ctx.sql(&sql).await.map_err(FlightError::from)?;
-                Arc::new(df.schema().as_arrow().clone())
-            } else {
-                crate::query::plan_schema(&ctx, &sql, params.as_deref()).await?
-            }
-        };
-        let options = arrow::ipc::writer::IpcWriteOptions::default();
-        let result: SchemaResult = SchemaAsIpc::new(&schema, &options)
-            .try_into()
-            .map_err(|e: arrow::error::ArrowError| Status::internal(e.to_string()))?;
-        Ok(Response::new(result))
+            let options = arrow::ipc::writer::IpcWriteOptions::default();
+            let result: SchemaResult = SchemaAsIpc::new(&schema, &options)
+                .try_into()
+                .map_err(|e: arrow::error::ArrowError| Status::internal(e.to_string()))?;
+            Ok(Response::new(result))
+        })
+        .await
     }
 
     async fn do_get(
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        let (_, request) = self.authenticated(request).await?;
-        FlightService::do_get(&self.sql, request).await
+        self.observed("do_get", async move {
+            let (_, request) = self.authenticated(request).await?;
+            FlightService::do_get(&self.sql, request).await
+        })
+        .await
     }
 
     async fn do_put(
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
-        let (_, request) = self.authenticated(request).await?;
-        FlightService::do_put(&self.sql, request).await
+        self.observed("do_put", async move {
+            let (_, request) = self.authenticated(request).await?;
+            FlightService::do_put(&self.sql, request).await
+        })
+        .await
     }
 
     async fn do_action(
         &self,
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
-        let (_, request) = self.authenticated(request).await?;
-        FlightService::do_action(&self.sql, request).await
+        self.observed("do_action", async move {
+            let (_, request) = self.authenticated(request).await?;
+            FlightService::do_action(&self.sql, request).await
+        })
+        .await
     }
 
     async fn list_actions(
         &self,
         request: Request<Empty>,
     ) -> Result<Response<Self::ListActionsStream>, Status> {
-        let (_, request) = self.authenticated(request).await?;
-        FlightService::list_actions(&self.sql, request).await
+        self.observed("list_actions", async move {
+            let (_, request) = self.authenticated(request).await?;
+            FlightService::list_actions(&self.sql, request).await
+        })
+        .await
     }
 
     async fn do_exchange(
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
-        let (_, request) = self.authenticated(request).await?;
-        FlightService::do_exchange(&self.sql, request).await
+        self.observed("do_exchange", async move {
+            let (_, request) = self.authenticated(request).await?;
+            FlightService::do_exchange(&self.sql, request).await
+        })
+        .await
     }
 }
 

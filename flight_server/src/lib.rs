@@ -12,6 +12,8 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod flight_service;
+pub mod metrics;
+pub mod pgcopy;
 pub mod prepared;
 pub mod query;
 pub mod sql_info;

@@ -5,6 +5,7 @@ use crate::auth::{self, Caller};
 use crate::catalog::Catalog;
 use crate::db::Db;
 use crate::error::{FlightError, Result};
+use crate::metrics::Metrics;
 use crate::query;
 use crate::store::Store;
 use crate::ticket::TicketSigner;
@@ -17,6 +18,7 @@ pub struct State {
     pub db: Arc<Db>,
     pub store: Arc<Store>,
     pub signer: TicketSigner,
+    pub metrics: Arc<Metrics>,
     /// Store batches per endpoint of a dataset fetched by path.
     pub endpoint_batches: usize,
 }
@@ -50,6 +52,7 @@ impl State {
                 &[&tenant, &(rows as i64), &(bytes as i64)],
             )
             .await?;
+        self.metrics.served(rows, bytes);
         Ok(())
     }
 

@@ -1,37 +1,74 @@
-//! Published versions as Arrow data, loaded once from Postgres and kept: versions are
-//! immutable, so a cached copy never goes stale (the key includes the content hash).
+//! Published versions as Arrow data. A version is immutable, so it is read once from Postgres
+//! with binary COPY — decoded chunk by chunk into Arrow batches of `BATCH_ROWS` rows and written
+//! to an Arrow IPC file — and later reads come from that file. The cache is keyed by (tenant,
+//! dataset, version, content hash), so it is never stale; it has a size limit and evicts the
+//! least recently used versions past it; it survives restarts (files are found again by key).
 
 use crate::catalog::{VersionInfo, TENANT_COLUMN};
 use crate::db::Db;
 use crate::error::{FlightError, Result};
-use crate::types::{parse_decimal, ColumnKind};
-use arrow::array::{
-    ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder, Float64Builder,
-    Int16Builder, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
-};
+use crate::pgcopy::CopyDecoder;
+use crate::types::ColumnKind;
 use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::ipc::reader::FileReader;
+use arrow::ipc::writer::FileWriter;
 use arrow::record_batch::RecordBatch;
 use barecount_core::ident::quote_ident;
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::file_format::arrow::ArrowFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use futures::{Stream, StreamExt};
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::sync::Mutex;
-use tokio_postgres::Row;
+use tokio::sync::{mpsc, Mutex};
 
-/// Rows per Arrow batch when loading.
+/// Rows per Arrow batch in the store; the last batch of a version holds fewer.
 pub const BATCH_ROWS: usize = 65_536;
 
-/// A loaded version: its Arrow schema and batches.
-#[derive(Debug, Clone)]
-pub struct LoadedVersion {
-    pub schema: SchemaRef,
-    pub batches: Vec<RecordBatch>,
+/// Counters the metrics endpoint reports.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub evictions: AtomicU64,
+    pub loaded_rows: AtomicU64,
+    pub cached_bytes: AtomicU64,
 }
 
-type Key = (String, String, i32, String);
+#[derive(Debug)]
+struct Entry {
+    bytes: u64,
+    last_used: u64,
+}
 
 #[derive(Debug, Default)]
+struct Index {
+    entries: HashMap<String, Entry>,
+    clock: u64,
+    total: u64,
+}
+
+#[derive(Debug)]
 pub struct Store {
-    loaded: Mutex<HashMap<Key, Arc<LoadedVersion>>>,
+    dir: PathBuf,
+    max_bytes: u64,
+    index: std::sync::Mutex<Index>,
+    loading: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    pub stats: StoreStats,
+}
+
+/// A version present in the cache.
+#[derive(Debug, Clone)]
+pub struct Cached {
+    pub path: PathBuf,
+    pub schema: SchemaRef,
+    pub batches: usize,
+    pub bytes: u64,
 }
 
 /// The Arrow schema of a version, from its catalog columns.
@@ -102,49 +139,13 @@ pub fn described_schema(v: &VersionInfo, table_name: &str) -> Schema {
     Schema::new(fields)
 }
 
-impl Store {
-    /// Batches `[first, end)` of a version (each batch holds `BATCH_ROWS` rows, the last fewer).
-    pub async fn batches(
-        &self,
-        db: &Db,
-        v: &VersionInfo,
-        first: usize,
-        end: usize,
-    ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-        let loaded = self.get(db, v).await?;
-        let end = end.min(loaded.batches.len());
-        let first = first.min(end);
-        Ok((loaded.schema.clone(), loaded.batches[first..end].to_vec()))
-    }
+fn io(what: &str, path: &Path, e: impl std::fmt::Display) -> FlightError {
+    FlightError::Internal(format!("cache: cannot {what} {}: {e}", path.display()))
+}
 
-    /// A version as a DataFusion table.
-    pub async fn table(
-        &self,
-        db: &Db,
-        v: &VersionInfo,
-    ) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
-        let loaded = self.get(db, v).await?;
-        Ok(Arc::new(datafusion::datasource::MemTable::try_new(
-            loaded.schema.clone(),
-            vec![loaded.batches.clone()],
-        )?))
-    }
-
-    pub async fn get(&self, db: &Db, v: &VersionInfo) -> Result<Arc<LoadedVersion>> {
-        let key = (
-            v.tenant.clone(),
-            v.dataset.clone(),
-            v.version,
-            v.content_hash.clone(),
-        );
-        let mut loaded = self.loaded.lock().await;
-        if let Some(hit) = loaded.get(&key) {
-            return Ok(hit.clone());
-        }
-        let fresh = Arc::new(load(db, v).await?);
-        loaded.insert(key, fresh.clone());
-        Ok(fresh)
-    }
+/// A SQL string literal.
+fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
 }
 
 fn quote_relation(relation: &str) -> String {
@@ -155,88 +156,339 @@ fn quote_relation(relation: &str) -> String {
         .join(".")
 }
 
-async fn load(db: &Db, v: &VersionInfo) -> Result<LoadedVersion> {
-    let kinds: Vec<ColumnKind> = v
-        .columns
-        .iter()
-        .map(|c| ColumnKind::from_pg(&c.pg_type))
-        .collect();
-    let exprs: Vec<String> = v
-        .columns
-        .iter()
-        .zip(&kinds)
-        .map(|(c, k)| k.select_expr(&quote_ident(&c.name)))
-        .collect();
-    let sql = format!(
-        "SELECT {} FROM {} WHERE {} = $1",
-        exprs.join(", "),
-        quote_relation(&v.relation),
-        quote_ident(TENANT_COLUMN)
-    );
-    let client = db.client().await?;
-    let rows = client.query(&sql, &[&v.tenant]).await?;
-    let schema = arrow_schema(v);
-    let mut batches = Vec::new();
-    for chunk in rows.chunks(BATCH_ROWS) {
-        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(kinds.len());
-        for (i, kind) in kinds.iter().enumerate() {
-            arrays.push(
-                column(chunk, i, kind).map_err(|message| FlightError::Conversion {
-                    dataset: v.dataset.clone(),
-                    column: v.columns[i].name.clone(),
-                    pg_type: v.columns[i].pg_type.clone(),
-                    message,
-                })?,
-            );
-        }
-        batches.push(RecordBatch::try_new(schema.clone(), arrays)?);
-    }
-    Ok(LoadedVersion { schema, batches })
-}
-
-fn column(rows: &[Row], i: usize, kind: &ColumnKind) -> std::result::Result<ArrayRef, String> {
-    macro_rules! build {
-        ($builder:expr, $t:ty, $conv:expr) => {{
-            let mut b = $builder;
-            for r in rows {
-                let v: Option<$t> = r.try_get(i).map_err(|e| e.to_string())?;
-                b.append_option(v.map($conv));
+impl Store {
+    /// Opens (creating) a cache directory: leftovers of interrupted loads are removed, cached
+    /// versions from earlier runs are kept and counted against `max_bytes`.
+    pub fn open(dir: impl Into<PathBuf>, max_bytes: u64) -> Result<Self> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
+        let mut index = Index::default();
+        for entry in std::fs::read_dir(&dir).map_err(|e| io("list", &dir, e))? {
+            let entry = entry.map_err(|e| io("list", &dir, e))?;
+            let path = entry.path();
+            match path.extension().and_then(|e| e.to_str()) {
+                Some("arrow") => {
+                    let bytes = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                    if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
+                        index.total += bytes;
+                        index.entries.insert(
+                            stem.to_owned(),
+                            Entry {
+                                bytes,
+                                last_used: 0,
+                            },
+                        );
+                    }
+                }
+                Some("tmp") => {
+                    let _ = std::fs::remove_file(&path);
+                }
+                _ => {}
             }
-            Arc::new(b.finish()) as ArrayRef
-        }};
-    }
-    Ok(match kind {
-        ColumnKind::Bool => build!(BooleanBuilder::new(), bool, |x| x),
-        ColumnKind::Int16 => build!(Int16Builder::new(), i16, |x| x),
-        ColumnKind::Int32 => build!(Int32Builder::new(), i32, |x| x),
-        ColumnKind::Int64 => build!(Int64Builder::new(), i64, |x| x),
-        ColumnKind::Float32 => build!(Float32Builder::new(), f32, |x| x),
-        ColumnKind::Float64 | ColumnKind::NumericFloat => build!(Float64Builder::new(), f64, |x| x),
-        ColumnKind::Text | ColumnKind::OtherAsText => build!(StringBuilder::new(), &str, |x| x),
-        ColumnKind::Date => build!(Date32Builder::new(), i32, |x| x),
-        ColumnKind::Timestamp => build!(TimestampMicrosecondBuilder::new(), i64, |x| x),
-        ColumnKind::TimestampTz => {
-            build!(
-                TimestampMicrosecondBuilder::new().with_timezone("UTC"),
-                i64,
-                |x| x
-            )
         }
-        ColumnKind::Decimal { precision, scale } => {
-            let mut b = Decimal128Builder::new()
-                .with_precision_and_scale(*precision, *scale)
-                .map_err(|e| e.to_string())?;
-            for r in rows {
-                let v: Option<&str> = r.try_get(i).map_err(|e| e.to_string())?;
-                match v {
-                    None => b.append_null(),
-                    Some(text) => b.append_value(
-                        parse_decimal(text, *scale)
-                            .ok_or_else(|| format!("value {text} does not fit"))?,
-                    ),
+        let stats = StoreStats::default();
+        stats.cached_bytes.store(index.total, Ordering::Relaxed);
+        Ok(Store {
+            dir,
+            max_bytes,
+            index: std::sync::Mutex::new(index),
+            loading: Mutex::new(HashMap::new()),
+            stats,
+        })
+    }
+
+    fn key(v: &VersionInfo) -> String {
+        let mut h = Sha256::new();
+        for part in [
+            v.tenant.as_str(),
+            v.dataset.as_str(),
+            &v.version.to_string(),
+            v.content_hash.as_str(),
+        ] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        hex::encode(h.finalize())
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.dir.join(format!("{key}.arrow"))
+    }
+
+    fn index(&self) -> std::sync::MutexGuard<'_, Index> {
+        // A panic while holding the lock cannot leave the index inconsistent in a way that
+        // matters (worst case a size is off), so a poisoned lock is used as is.
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes sure a version is in the cache (loading it on first use) and describes it.
+    pub async fn ensure(&self, db: &Db, v: &VersionInfo) -> Result<Cached> {
+        let key = Self::key(v);
+        let lock = {
+            let mut loading = self.loading.lock().await;
+            loading.entry(key.clone()).or_default().clone()
+        };
+        let _loading = lock.lock().await;
+        let path = self.path(&key);
+        let known = {
+            let mut idx = self.index();
+            idx.clock += 1;
+            let clock = idx.clock;
+            match idx.entries.get_mut(&key) {
+                Some(e) => {
+                    e.last_used = clock;
+                    true
+                }
+                None => false,
+            }
+        };
+        if known {
+            match describe(path.clone()).await {
+                Ok(c) => {
+                    self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(c);
+                }
+                Err(e) => {
+                    // Removed or damaged behind our back: forget it and load again.
+                    tracing::warn!("cache entry {} unusable, reloading: {e}", path.display());
+                    self.forget(&key);
                 }
             }
-            Arc::new(b.finish()) as ArrayRef
         }
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        let cached = self.load(db, v, &path).await?;
+        self.stats
+            .loaded_rows
+            .fetch_add(u64::try_from(v.row_count).unwrap_or(0), Ordering::Relaxed);
+        {
+            let mut idx = self.index();
+            idx.clock += 1;
+            let clock = idx.clock;
+            idx.total += cached.bytes;
+            idx.entries.insert(
+                key.clone(),
+                Entry {
+                    bytes: cached.bytes,
+                    last_used: clock,
+                },
+            );
+        }
+        self.evict(&key);
+        Ok(cached)
+    }
+
+    fn forget(&self, key: &str) {
+        let mut idx = self.index();
+        if let Some(e) = idx.entries.remove(key) {
+            idx.total = idx.total.saturating_sub(e.bytes);
+        }
+        self.stats.cached_bytes.store(idx.total, Ordering::Relaxed);
+    }
+
+    /// Evicts least recently used versions (never `keep`, the one just loaded) until the cache
+    /// fits its limit. Readers that have a file open keep reading it: Unix unlinks lazily.
+    fn evict(&self, keep: &str) {
+        let mut idx = self.index();
+        while idx.total > self.max_bytes {
+            let victim = idx
+                .entries
+                .iter()
+                .filter(|(k, _)| k.as_str() != keep)
+                .min_by_key(|(_, e)| e.last_used)
+                .map(|(k, _)| k.clone());
+            let Some(victim) = victim else {
+                tracing::warn!(
+                    "cache holds one version of {} bytes, above its limit of {}",
+                    idx.total,
+                    self.max_bytes
+                );
+                break;
+            };
+            if let Some(e) = idx.entries.remove(&victim) {
+                idx.total = idx.total.saturating_sub(e.bytes);
+            }
+            let _ = std::fs::remove_file(self.path(&victim));
+            self.stats.evictions.fetch_add(1, Ordering::Relaxed);
+        }
+        self.stats.cached_bytes.store(idx.total, Ordering::Relaxed);
+    }
+
+    /// Streams the version out of Postgres with binary COPY into an IPC file, through a
+    /// bounded channel to a blocking thread that decodes and writes: memory stays at a few
+    /// chunks and one batch.
+    async fn load(&self, db: &Db, v: &VersionInfo, path: &Path) -> Result<Cached> {
+        let kinds: Vec<ColumnKind> = v
+            .columns
+            .iter()
+            .map(|c| ColumnKind::from_pg(&c.pg_type))
+            .collect();
+        let exprs: Vec<String> = v
+            .columns
+            .iter()
+            .zip(&kinds)
+            .map(|(c, k)| k.copy_expr(&quote_ident(&c.name)))
+            .collect();
+        let select = if exprs.is_empty() {
+            "NULL".to_owned()
+        } else {
+            exprs.join(", ")
+        };
+        let sql = format!(
+            "COPY (SELECT {select} FROM {} WHERE {} = {}) TO STDOUT (FORMAT binary)",
+            quote_relation(&v.relation),
+            quote_ident(TENANT_COLUMN),
+            quote_literal(&v.tenant)
+        );
+        let schema = arrow_schema(v);
+        let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+        let (tx, mut rx) = mpsc::channel::<bytes::Bytes>(16);
+        let writer_schema = schema.clone();
+        let writer_tmp = tmp.clone();
+        let dataset = v.dataset.clone();
+        let columns: Vec<(String, String)> = v
+            .columns
+            .iter()
+            .map(|c| (c.name.clone(), c.pg_type.clone()))
+            .collect();
+        let writer = tokio::task::spawn_blocking(move || -> Result<usize> {
+            let file =
+                std::fs::File::create(&writer_tmp).map_err(|e| io("create", &writer_tmp, e))?;
+            let mut w = FileWriter::try_new(std::io::BufWriter::new(file), &writer_schema)?;
+            let mut decoder = CopyDecoder::new(writer_schema.clone(), &kinds, BATCH_ROWS)
+                .map_err(|e| FlightError::Internal(e.to_string()))?;
+            let mut batches = 0;
+            let conversion = |e: crate::pgcopy::CopyError| match e {
+                crate::pgcopy::CopyError::Value { column, message } => {
+                    let (name, pg_type) = columns.get(column).cloned().unwrap_or_default();
+                    FlightError::Conversion {
+                        dataset: dataset.clone(),
+                        column: name,
+                        pg_type,
+                        message,
+                    }
+                }
+                other => FlightError::Internal(other.to_string()),
+            };
+            while let Some(chunk) = rx.blocking_recv() {
+                for b in decoder.feed(&chunk).map_err(conversion)? {
+                    w.write(&b)?;
+                    batches += 1;
+                }
+            }
+            if let Some(b) = decoder.finish().map_err(conversion)? {
+                w.write(&b)?;
+                batches += 1;
+            }
+            w.finish()?;
+            w.into_inner()
+                .map_err(|e| io("write", &writer_tmp, e))?
+                .into_inner()
+                .map_err(|e| io("write", &writer_tmp, e.error()))?
+                .sync_all()
+                .map_err(|e| io("sync", &writer_tmp, e))?;
+            Ok(batches)
+        });
+        // A connection of its own, so a long load does not hold up catalog reads.
+        let client = db.dedicated().await?;
+        let copy = async {
+            let stream = client.copy_out(sql.as_str()).await?;
+            futures::pin_mut!(stream);
+            while let Some(chunk) = stream.next().await {
+                if tx.send(chunk?).await.is_err() {
+                    break; // the writer failed; its error is reported below
+                }
+            }
+            Ok::<(), FlightError>(())
+        }
+        .await;
+        drop(tx);
+        let written = writer
+            .await
+            .map_err(|e| FlightError::Internal(format!("cache writer: {e}")));
+        let batches = match (copy, written) {
+            (Ok(()), Ok(Ok(n))) => n,
+            (Err(e), _) | (_, Err(e)) | (_, Ok(Err(e))) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        std::fs::rename(&tmp, path).map_err(|e| io("rename", &tmp, e))?;
+        let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        Ok(Cached {
+            path: path.to_owned(),
+            schema,
+            batches,
+            bytes,
+        })
+    }
+
+    /// Batches `[first, end)` of a version, streamed from its cache file.
+    pub async fn stream(
+        &self,
+        db: &Db,
+        v: &VersionInfo,
+        first: usize,
+        end: usize,
+    ) -> Result<(
+        SchemaRef,
+        impl Stream<Item = Result<RecordBatch>> + Send + 'static,
+    )> {
+        let cached = self.ensure(db, v).await?;
+        let end = end.min(cached.batches);
+        let first = first.min(end);
+        let (tx, rx) = mpsc::channel::<Result<RecordBatch>>(2);
+        let path = cached.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let run = || -> Result<()> {
+                let file = std::fs::File::open(&path).map_err(|e| io("open", &path, e))?;
+                let mut reader = FileReader::try_new(std::io::BufReader::new(file), None)?;
+                reader.set_index(first)?;
+                for _ in first..end {
+                    let Some(b) = reader.next() else { break };
+                    if tx.blocking_send(Ok(b?)).is_err() {
+                        return Ok(()); // the client went away
+                    }
+                }
+                Ok(())
+            };
+            if let Err(e) = run() {
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        Ok((
+            cached.schema,
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
+    }
+
+    /// A version as a DataFusion table that scans its cache file.
+    pub async fn table(&self, db: &Db, v: &VersionInfo) -> Result<Arc<dyn TableProvider>> {
+        let cached = self.ensure(db, v).await?;
+        let path = cached.path.to_str().ok_or_else(|| {
+            FlightError::Internal(format!("cache path {} is not UTF-8", cached.path.display()))
+        })?;
+        let url = ListingTableUrl::parse(path)?;
+        let options = ListingOptions::new(Arc::new(ArrowFormat)).with_file_extension(".arrow");
+        let config = ListingTableConfig::new(url)
+            .with_listing_options(options)
+            .with_schema(cached.schema.clone());
+        Ok(Arc::new(ListingTable::try_new(config)?))
+    }
+}
+
+/// Reads a cached file's schema and batch count from its footer.
+async fn describe(path: PathBuf) -> Result<Cached> {
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(&path).map_err(|e| io("open", &path, e))?;
+        let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let reader = FileReader::try_new(std::io::BufReader::new(file), None)?;
+        Ok(Cached {
+            schema: reader.schema(),
+            batches: reader.num_batches(),
+            bytes,
+            path,
+        })
     })
+    .await
+    .map_err(|e| FlightError::Internal(format!("cache reader: {e}")))?
 }

@@ -77,22 +77,13 @@ impl ColumnKind {
         }
     }
 
-    /// The SQL expression that reads a quoted column in the form this kind parses.
-    pub fn select_expr(&self, quoted: &str) -> String {
+    /// The SQL expression that reads a quoted column for binary COPY in the form the decoder
+    /// (`pgcopy`) takes: the column itself, or its text or float8 form.
+    pub fn copy_expr(&self, quoted: &str) -> String {
         match self {
-            ColumnKind::Bool
-            | ColumnKind::Int16
-            | ColumnKind::Int32
-            | ColumnKind::Int64
-            | ColumnKind::Float32
-            | ColumnKind::Float64
-            | ColumnKind::Text => quoted.to_owned(),
-            ColumnKind::Decimal { .. } | ColumnKind::OtherAsText => format!("{quoted}::text"),
+            ColumnKind::OtherAsText => format!("{quoted}::text"),
             ColumnKind::NumericFloat => format!("{quoted}::float8"),
-            ColumnKind::Date => format!("({quoted} - DATE '1970-01-01')"),
-            ColumnKind::Timestamp | ColumnKind::TimestampTz => {
-                format!("(extract(epoch FROM {quoted}) * 1000000)::int8")
-            }
+            _ => quoted.to_owned(),
         }
     }
 }
@@ -106,38 +97,6 @@ fn parse_numeric(t: &str) -> Option<ColumnKind> {
         return None;
     }
     Some(ColumnKind::Decimal { precision, scale })
-}
-
-/// Parses Postgres numeric text (`-12.5`, `3`, `NaN`) into an i128 at `scale`, rounding half
-/// away from zero beyond it. `None` for NaN, infinities or overflow.
-pub fn parse_decimal(text: &str, scale: i8) -> Option<i128> {
-    let (neg, digits) = match text.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, text),
-    };
-    let (int_part, frac_part) = digits.split_once('.').unwrap_or((digits, ""));
-    if int_part.is_empty() && frac_part.is_empty() {
-        return None;
-    }
-    if !int_part.bytes().all(|b| b.is_ascii_digit())
-        || !frac_part.bytes().all(|b| b.is_ascii_digit())
-    {
-        return None;
-    }
-    let scale = scale as usize;
-    let mut value: i128 = 0;
-    for b in int_part.bytes() {
-        value = value.checked_mul(10)?.checked_add(i128::from(b - b'0'))?;
-    }
-    let frac = frac_part.as_bytes();
-    for i in 0..scale {
-        let d = frac.get(i).map_or(0, |b| b - b'0');
-        value = value.checked_mul(10)?.checked_add(i128::from(d))?;
-    }
-    if frac.get(scale).is_some_and(|b| *b >= b'5') {
-        value = value.checked_add(1)?;
-    }
-    Some(if neg { -value } else { value })
 }
 
 #[cfg(test)]
@@ -171,15 +130,5 @@ mod tests {
         );
         assert_eq!(ColumnKind::from_pg("jsonb"), ColumnKind::OtherAsText);
         assert_eq!(ColumnKind::from_pg("integer").arrow_type(), DataType::Int32);
-    }
-
-    #[test]
-    fn parses_decimals_exactly() {
-        assert_eq!(parse_decimal("12.34", 2), Some(1234));
-        assert_eq!(parse_decimal("-0.5", 2), Some(-50));
-        assert_eq!(parse_decimal("7", 3), Some(7000));
-        assert_eq!(parse_decimal("1.235", 2), Some(124));
-        assert_eq!(parse_decimal("NaN", 2), None);
-        assert_eq!(parse_decimal("", 2), None);
     }
 }

@@ -80,6 +80,8 @@ pub async fn api_token(client: &Client, tenant: &str, scopes: &[&str]) -> String
 /// hold an API token of the tenant `default` with scopes read and export.
 pub struct Flight {
     pub url: String,
+    /// `host:port` of the metrics endpoint, when the config turned it on.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     pub token: String,
     pub auth: Auth,
     stop: Option<oneshot::Sender<()>>,
@@ -95,6 +97,7 @@ impl Flight {
         let database_url = config.database_url.clone();
         let database_url = database_url.as_str();
         let app = Application::build(config).await.unwrap();
+        let metrics_addr = app.metrics_addr();
         // build() has bound the socket, so the port accepts connections from here on.
         let url = format!("http://{}", app.addr());
         let token = api_token(&connect(database_url).await, "default", &["read", "export"]).await;
@@ -104,6 +107,7 @@ impl Flight {
         }));
         Flight {
             url,
+            metrics_addr,
             auth: Auth::Token(token.clone()),
             token,
             stop: Some(tx),
@@ -127,6 +131,32 @@ impl Drop for Flight {
             let _ = tx.send(());
         }
     }
+}
+
+/// The value of one Prometheus sample (`name` with its labels, as printed) from `GET /metrics`.
+pub async fn metric(addr: std::net::SocketAddr, sample: &str) -> f64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.unwrap();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    body.lines()
+        .find_map(|l| {
+            l.strip_prefix(sample)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0.0)
+}
+
+/// A fresh, empty directory under the system temporary directory.
+pub fn temp_dir(prefix: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("{prefix}-{:016x}", rand::rng().random::<u64>()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
 }
 
 /// The gRPC status code a client error's text reports (tonic prints codes by description).

@@ -1,0 +1,188 @@
+//! The published store's fast path: versions are read once from Postgres with binary COPY into
+//! an Arrow IPC cache keyed by (dataset, version, content hash) — every type decoded exactly,
+//! later reads served from the cache (also after a restart), a size limit that evicts, and
+//! nothing stale when a new version is published.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{
+    Date32Type, Decimal128Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type,
+    TimestampMicrosecondType,
+};
+use barecount_flight::client;
+use barecount_flight::Config;
+use barecount_tests::{fresh_db, metric, temp_dir, Flight};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_comes_through_binary_copy_exactly() {
+    let db = fresh_db().await;
+    let pg = &db.client;
+    // VALUES drops type modifiers, so the outer SELECT states each column's type.
+    let source = "SELECT b::boolean, i2::int2, i4::int4, i8::int8, f4::float4, f8::float8, d::numeric(12,3),
+                         n::numeric, t::text, vc::varchar(5), ch::char(3), dt::date, ts::timestamp,
+                         tz::timestamptz, j::jsonb, neg::numeric(14,3), far::date FROM (VALUES
+        (true, 1::int2, 2::int4, 3::int8, 1.5::float4, 2.25::float8, 12.345::numeric(12,3), 1.5::numeric,
+         'héllo ☃'::text, 'v'::varchar(5), 'c'::char(3), DATE '1999-12-31', TIMESTAMP '2024-02-29 12:34:56.789012',
+         TIMESTAMPTZ '2024-01-01 00:00:00+00', '{\"a\": 1}'::jsonb, -98765432109.876::numeric(14,3), DATE '2150-06-01'),
+        (NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
+      ) AS t(b, i2, i4, i8, f4, f8, d, n, t, vc, ch, dt, ts, tz, j, neg, far)";
+    pg.execute("SELECT barecount.publish('types', $1)", &[&source])
+        .await
+        .unwrap();
+    let expected = pg
+        .query_one(
+            "SELECT (ts - TIMESTAMP '1970-01-01') = interval '0' OR true,
+                    (extract(epoch FROM ts) * 1000000)::int8, (extract(epoch FROM tz) * 1000000)::int8,
+                    dt - DATE '1970-01-01', far - DATE '1970-01-01'
+               FROM published.types WHERE b",
+            &[],
+        )
+        .await
+        .unwrap();
+    let flight = Flight::start(&db.url).await;
+    let (_, batches) = client::query(
+        &flight.url,
+        &flight.auth,
+        "SELECT * FROM types ORDER BY i2 NULLS LAST",
+    )
+    .await
+    .unwrap();
+    let b = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+    assert_eq!(b.num_rows(), 2);
+    let c = |name: &str| b.column_by_name(name).unwrap().clone();
+    assert!(c("b").as_boolean().value(0));
+    assert_eq!(c("i2").as_primitive::<Int16Type>().value(0), 1);
+    assert_eq!(c("i4").as_primitive::<Int32Type>().value(0), 2);
+    assert_eq!(c("i8").as_primitive::<Int64Type>().value(0), 3);
+    assert_eq!(c("f4").as_primitive::<Float32Type>().value(0), 1.5);
+    assert_eq!(c("f8").as_primitive::<Float64Type>().value(0), 2.25);
+    assert_eq!(c("d").as_primitive::<Decimal128Type>().value(0), 12_345);
+    assert_eq!(c("n").as_primitive::<Float64Type>().value(0), 1.5);
+    assert_eq!(c("t").as_string::<i32>().value(0), "héllo ☃");
+    assert_eq!(c("vc").as_string::<i32>().value(0), "v");
+    assert_eq!(c("ch").as_string::<i32>().value(0), "c  ");
+    assert_eq!(
+        c("dt").as_primitive::<Date32Type>().value(0),
+        expected.get::<_, i32>(3)
+    );
+    assert_eq!(
+        c("far").as_primitive::<Date32Type>().value(0),
+        expected.get::<_, i32>(4)
+    );
+    assert_eq!(
+        c("ts").as_primitive::<TimestampMicrosecondType>().value(0),
+        expected.get::<_, i64>(1)
+    );
+    assert_eq!(
+        c("tz").as_primitive::<TimestampMicrosecondType>().value(0),
+        expected.get::<_, i64>(2)
+    );
+    assert_eq!(c("j").as_string::<i32>().value(0), "{\"a\": 1}");
+    assert_eq!(
+        c("neg").as_primitive::<Decimal128Type>().value(0),
+        -98_765_432_109_876
+    );
+    for col in b.columns() {
+        assert!(col.is_null(1), "NULLs stay NULL");
+    }
+    flight.stop().await;
+}
+
+async fn sum_of(flight: &Flight, dataset: &str) -> i64 {
+    let (_, b) = client::query(
+        &flight.url,
+        &flight.auth,
+        &format!("SELECT sum(n) FROM {dataset}"),
+    )
+    .await
+    .unwrap();
+    b[0].column(0).as_primitive::<Int64Type>().value(0)
+}
+
+fn files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "arrow")
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_serves_survives_restarts_evicts_and_is_never_stale() {
+    let db = fresh_db().await;
+    let pg = &db.client;
+    pg.batch_execute(
+        "SELECT barecount.publish('a', 'SELECT g::bigint AS n, md5(g::text) AS pad FROM generate_series(1, 50000) g');
+         SELECT barecount.publish('b', 'SELECT (g * 2)::bigint AS n, md5(g::text) AS pad FROM generate_series(1, 50000) g');",
+    )
+    .await
+    .unwrap();
+    let dir = temp_dir("bc-cache");
+    let config = |max: u64| {
+        let mut c = Config::local(&db.url);
+        c.cache_dir = dir.clone();
+        c.cache_max_bytes = max;
+        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+        c
+    };
+
+    // First read loads from Postgres; the second is a cache hit.
+    let flight = Flight::start_with(config(u64::MAX)).await;
+    let m = flight.metrics_addr.unwrap();
+    assert_eq!(sum_of(&flight, "a").await, 50_000 * 50_001 / 2);
+    assert_eq!(metric(m, "barecount_flight_cache_misses_total").await, 1.0);
+    assert_eq!(sum_of(&flight, "a").await, 50_000 * 50_001 / 2);
+    assert!(
+        metric(m, "barecount_flight_cache_hits_total").await >= 1.0,
+        "DataFusion resolves a table more than once per query"
+    );
+    assert_eq!(
+        metric(m, "barecount_flight_cache_loaded_rows_total").await,
+        50_000.0
+    );
+    let one = metric(m, "barecount_flight_cache_bytes").await;
+    assert!(one > 0.0);
+    assert!(
+        metric(
+            m,
+            "barecount_flight_requests_total{method=\"get_flight_info\"}"
+        )
+        .await
+            >= 2.0
+    );
+    assert!(metric(m, "barecount_flight_rows_served_total").await >= 2.0);
+    flight.stop().await;
+    assert_eq!(files(&dir), 1);
+
+    // A restarted server finds the cached version; a limit of one and a half versions makes
+    // the next load evict the least recently used one.
+    let flight = Flight::start_with(config((one * 1.5) as u64)).await;
+    let m = flight.metrics_addr.unwrap();
+    assert_eq!(sum_of(&flight, "a").await, 50_000 * 50_001 / 2);
+    assert!(metric(m, "barecount_flight_cache_hits_total").await >= 1.0);
+    assert_eq!(metric(m, "barecount_flight_cache_misses_total").await, 0.0);
+    assert_eq!(sum_of(&flight, "b").await, 50_000 * 50_001);
+    assert_eq!(
+        metric(m, "barecount_flight_cache_evictions_total").await,
+        1.0
+    );
+    assert_eq!(files(&dir), 1, "the limit holds");
+    assert!(metric(m, "barecount_flight_cache_bytes").await <= one * 1.5);
+    // The evicted version loads again, correctly.
+    assert_eq!(sum_of(&flight, "a").await, 50_000 * 50_001 / 2);
+    assert_eq!(metric(m, "barecount_flight_cache_misses_total").await, 2.0);
+
+    // A new version is a new key: never the old rows.
+    pg.batch_execute("SELECT barecount.publish('a', 'SELECT 7::bigint AS n, ''x'' AS pad')")
+        .await
+        .unwrap();
+    assert_eq!(sum_of(&flight, "a").await, 7);
+    assert_eq!(sum_of(&flight, "a__v1").await, 50_000 * 50_001 / 2);
+    flight.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
