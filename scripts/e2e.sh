@@ -25,6 +25,7 @@ export BARECOUNT_TEST_PG_URL="$("$ROOT/scripts/cluster.sh" url test barecount_te
 psql -X -q -v ON_ERROR_STOP=1 "$BARECOUNT_TEST_PG_URL" -c "CREATE EXTENSION barecount" >/dev/null
 fport="$("$ROOT/scripts/flight.sh" start test "$BARECOUNT_TEST_PG_URL")"
 export BARECOUNT_FLIGHT_URL="http://127.0.0.1:$fport"
+export BARECOUNT_FLIGHT_BIN="$CARGO_TARGET_DIR/debug/barecount-flight"
 export BARECOUNT_DBT="${BARECOUNT_DBT_VENV:-$HOME/.cache/barecount/dbt-venv}/bin/dbt"
 export BARECOUNT_DBT_PROJECT="$ROOT/sql/dbt"
 export BARECOUNT_PYTHON="${BARECOUNT_PY_VENV:-$HOME/.cache/barecount/py-venv}/bin/python"

@@ -15,6 +15,7 @@ start)
     rm -f "$dir/flight.port"
     [ -x "$bin" ] || die "$bin is missing; build it with cargo build -p barecount-flight"
     "$bin" serve --listen 127.0.0.1:0 --database-url "$url" --port-file "$dir/flight.port" \
+        --cache-dir "$dir/flight-cache" --export-dir "$dir/exports" \
         >"$dir/flight.log" 2>&1 &
     echo $! >"$dir/flight.pid"
     # Readiness: the server writes its port file after binding the socket.

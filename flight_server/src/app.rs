@@ -42,6 +42,7 @@ impl Application {
         };
         let state = State {
             metrics: Arc::new(Metrics::default()),
+            export_dir: config.export_dir.clone(),
             db: Arc::new(Db::new(config.database_url.clone())),
             store: Arc::new(Store::open(&config.cache_dir, config.cache_max_bytes)?),
             signer: TicketSigner::new(key, config.ticket_ttl_secs, config.session_ttl_secs),

@@ -113,3 +113,23 @@ pub async fn query(
     }
     Ok((schema, batches))
 }
+
+/// Runs the `export` action; `progress` sees (rows written, total rows if known) as it goes.
+pub async fn export(
+    url: &str,
+    auth: &Auth,
+    request: &crate::export::ExportRequest,
+    mut progress: impl FnMut(u64, Option<u64>),
+) -> anyhow::Result<crate::export::ExportReceipt> {
+    use crate::export::ExportMessage;
+    let mut client = plain_client(url, &bearer(url, auth).await?).await?;
+    let action = arrow_flight::Action::new(crate::export::ACTION, serde_json::to_vec(request)?);
+    let mut stream = client.do_action(action).await?.into_inner();
+    while let Some(r) = stream.try_next().await? {
+        match serde_json::from_slice::<ExportMessage>(&r.body)? {
+            ExportMessage::Progress { rows, total_rows } => progress(rows, total_rows),
+            ExportMessage::Done(receipt) => return Ok(receipt),
+        }
+    }
+    anyhow::bail!("the export ended without a receipt")
+}

@@ -36,6 +36,9 @@ pub struct Config {
     /// Size limit of the version cache in bytes; least recently used versions are evicted.
     #[arg(long, env = "BARECOUNT_CACHE_MAX_BYTES", default_value_t = 8 << 30)]
     pub cache_max_bytes: u64,
+    /// Directory exports are written to, one subdirectory per tenant.
+    #[arg(long, env = "BARECOUNT_EXPORT_DIR", default_value_os_t = default_export_dir())]
+    pub export_dir: PathBuf,
     /// Address of the Prometheus metrics endpoint (`GET /metrics`); off if unset.
     #[arg(long, env = "BARECOUNT_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
@@ -57,6 +60,7 @@ impl Config {
             cache_dir: default_cache_dir(),
             cache_max_bytes: 8 << 30,
             metrics_listen: None,
+            export_dir: default_export_dir(),
             port_file: None,
         }
     }
@@ -72,4 +76,16 @@ pub fn default_cache_dir() -> PathBuf {
         return PathBuf::from(h).join(".cache").join("barecount-flight");
     }
     std::env::temp_dir().join("barecount-flight-cache")
+}
+
+/// `$XDG_DATA_HOME/barecount-flight/exports`, else `~/.local/share/barecount-flight/exports`,
+/// else under the system temporary directory.
+pub fn default_export_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("barecount-flight").join("exports");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(h).join(".local/share/barecount-flight/exports");
+    }
+    std::env::temp_dir().join("barecount-flight-exports")
 }

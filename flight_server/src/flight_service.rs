@@ -291,7 +291,12 @@ impl FlightService for BareCountFlight {
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
         self.observed("do_action", async move {
-            let (_, request) = self.authenticated(request).await?;
+            let (caller, request) = self.authenticated(request).await?;
+            if request.get_ref().r#type == crate::export::ACTION {
+                let req = crate::export::ExportRequest::parse(&request.get_ref().body)?;
+                let stream: Self::DoActionStream = self.sql.export(&caller, req).await?;
+                return Ok(Response::new(stream));
+            }
             FlightService::do_action(&self.sql, request).await
         })
         .await
@@ -303,7 +308,19 @@ impl FlightService for BareCountFlight {
     ) -> Result<Response<Self::ListActionsStream>, Status> {
         self.observed("list_actions", async move {
             let (_, request) = self.authenticated(request).await?;
-            FlightService::list_actions(&self.sql, request).await
+            let inner = FlightService::list_actions(&self.sql, request)
+                .await?
+                .into_inner();
+            let export = arrow_flight::ActionType {
+                r#type: crate::export::ACTION.into(),
+                description: "Write a dataset version or a query result as parquet, csv or arrow \
+                              to the export directory; JSON body {\"dataset\"|\"query\", \"version\"?, \
+                              \"format\", \"name\"?}; streams progress, then the receipt"
+                    .into(),
+            };
+            let stream: Self::ListActionsStream =
+                Box::pin(futures::StreamExt::chain(inner, futures::stream::once(async move { Ok(export) })));
+            Ok(Response::new(stream))
         })
         .await
     }

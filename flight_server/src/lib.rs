@@ -11,6 +11,8 @@ pub mod client;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod export;
+pub mod exporter;
 pub mod flight_service;
 pub mod metrics;
 pub mod pgcopy;

@@ -31,6 +31,32 @@ enum Command {
         conn: Conn,
         sql: String,
     },
+    /// Export a dataset version or a query result as Parquet, CSV or Arrow IPC into the
+    /// server's export directory, with a ledger receipt; shows progress on a terminal.
+    Export {
+        #[command(flatten)]
+        conn: Conn,
+        /// Dataset to export (its latest version unless --version).
+        #[arg(long, conflicts_with = "query", required_unless_present = "query")]
+        dataset: Option<String>,
+        #[arg(long, requires = "dataset")]
+        version: Option<i32>,
+        /// SQL whose result to export.
+        #[arg(long)]
+        query: Option<String>,
+        #[arg(long, value_enum, default_value = "parquet")]
+        format: ExportFormat,
+        /// File name without extension.
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportFormat {
+    Parquet,
+    Csv,
+    Arrow,
 }
 
 /// Where the server is and how to authenticate.
@@ -99,6 +125,56 @@ async fn main() -> anyhow::Result<()> {
                     l.dataset, l.version, l.row_count, l.content_hash, l.ledger_seq, l.ledger_hash
                 );
             }
+            Ok(())
+        }
+        Command::Export {
+            conn,
+            dataset,
+            version,
+            query,
+            format,
+            name,
+        } => {
+            use barecount_flight::export::{draw, progress_line, ExportRequest, Format};
+            use std::io::IsTerminal;
+            let request = ExportRequest {
+                dataset,
+                version,
+                query,
+                format: match format {
+                    ExportFormat::Parquet => Format::Parquet,
+                    ExportFormat::Csv => Format::Csv,
+                    ExportFormat::Arrow => Format::Arrow,
+                },
+                name,
+            };
+            let tty = std::io::stderr().is_terminal();
+            let mut last = std::time::Instant::now();
+            let receipt = client::export(&conn.url, &conn.auth()?, &request, |rows, total| {
+                if tty && last.elapsed().as_millis() >= 100 {
+                    draw(&mut std::io::stderr(), &progress_line(rows, total));
+                    last = std::time::Instant::now();
+                }
+            })
+            .await?;
+            if tty {
+                draw(
+                    &mut std::io::stderr(),
+                    &progress_line(receipt.rows, Some(receipt.rows)),
+                );
+                eprintln!();
+            }
+            println!(
+                "exported {} ({} rows, {} bytes, {}) to {}\n  sha256 {}\n  ledger receipt #{} {}",
+                receipt.source,
+                receipt.rows,
+                receipt.bytes,
+                receipt.format.name(),
+                receipt.path,
+                receipt.content_hash,
+                receipt.ledger_seq,
+                receipt.ledger_hash
+            );
             Ok(())
         }
         Command::Query { conn, sql } => {

@@ -19,6 +19,8 @@ pub struct State {
     pub store: Arc<Store>,
     pub signer: TicketSigner,
     pub metrics: Arc<Metrics>,
+    /// Where exports are written (one directory per tenant).
+    pub export_dir: std::path::PathBuf,
     /// Store batches per endpoint of a dataset fetched by path.
     pub endpoint_batches: usize,
 }

@@ -1,0 +1,294 @@
+//! Exports through the `export` action and the CLI: Parquet, CSV and Arrow IPC files of a
+//! dataset version or a query, with receipts in the ledger, metering and the daily limit;
+//! nothing half-written or overwritten; bad requests refused with the right codes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use barecount_flight::client::{self, Auth};
+use barecount_flight::export::{ExportRequest, Format};
+use barecount_flight::Config;
+use barecount_tests::{
+    api_token, base_url, connect, count, fresh_db, standalone_flight_url, status_code, temp_dir,
+    Flight,
+};
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use rand::Rng;
+use sha2::Digest;
+use tonic::Code;
+
+fn req(dataset: Option<&str>, query: Option<&str>, format: Format) -> ExportRequest {
+    ExportRequest {
+        dataset: dataset.map(Into::into),
+        version: None,
+        query: query.map(Into::into),
+        format,
+        name: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_write_files_with_receipts() {
+    let db = fresh_db().await;
+    let pg = &db.client;
+    pg.batch_execute(
+        "SELECT barecount.publish('sales', $$SELECT g::bigint AS id, (g % 100 * 0.5)::numeric(8,2) AS amount,
+                                              'r' || (g % 4) AS region FROM generate_series(1, 100000) g$$);
+         SELECT barecount.publish('sales', 'SELECT 1::bigint AS id, 2.5::numeric(8,2) AS amount, ''x'' AS region');",
+    )
+    .await
+    .unwrap();
+    let dir = temp_dir("bc-exports");
+    let mut config = Config::local(&db.url);
+    config.export_dir = dir.clone();
+    let flight = Flight::start_with(config).await;
+    let (url, auth) = (&flight.url, &flight.auth);
+
+    // Parquet of version 1, with progress along the way.
+    let mut seen = Vec::new();
+    let mut r = req(Some("sales"), None, Format::Parquet);
+    r.version = Some(1);
+    r.name = Some("sales_v1".into());
+    let receipt = client::export(url, auth, &r, |rows, total| seen.push((rows, total)))
+        .await
+        .unwrap();
+    assert_eq!(receipt.rows, 100_000);
+    assert!(seen.len() >= 2, "progress is reported per batch: {seen:?}");
+    assert_eq!(seen.last().unwrap(), &(100_000, Some(100_000)));
+    let path = std::path::PathBuf::from(&receipt.path);
+    assert_eq!(path, dir.join("default").join("sales_v1.parquet"));
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(bytes.len() as u64, receipt.bytes);
+    assert_eq!(hex(&sha2::Sha256::digest(&bytes)), receipt.content_hash);
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
+    assert_eq!(rows, 100_000);
+    let v1_hash: String = pg
+        .query_one("SELECT content_hash FROM barecount.dataset_versions WHERE dataset = 'sales' AND version = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        receipt.source_content_hash.as_deref(),
+        Some(v1_hash.as_str())
+    );
+    assert_eq!(receipt.source, "dataset:sales@v1");
+
+    // CSV of a query; Arrow IPC of the latest version.
+    let receipt = client::export(
+        url,
+        auth,
+        &req(
+            None,
+            Some("SELECT region, count(*) AS n FROM sales__v1 GROUP BY region ORDER BY region"),
+            Format::Csv,
+        ),
+        |_, _| {},
+    )
+    .await
+    .unwrap();
+    let text = std::fs::read_to_string(&receipt.path).unwrap();
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        ["region,n", "r0,25000", "r1,25000", "r2,25000", "r3,25000"]
+    );
+    let receipt = client::export(
+        url,
+        auth,
+        &req(Some("sales"), None, Format::Arrow),
+        |_, _| {},
+    )
+    .await
+    .unwrap();
+    let f = std::fs::File::open(&receipt.path).unwrap();
+    let reader = arrow::ipc::reader::FileReader::try_new(f, None).unwrap();
+    assert_eq!(reader.map(|b| b.unwrap().num_rows()).sum::<usize>(), 1);
+
+    // Each export has a ledger receipt naming the file's hash, and is metered.
+    let ledger = pg
+        .query(
+            "SELECT subject, content_hash, seq, entry_hash FROM barecount.ledger WHERE event_type = 'export' ORDER BY seq",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(ledger.len(), 3);
+    assert_eq!(ledger[2].get::<_, String>(1), receipt.content_hash);
+    assert_eq!(ledger[2].get::<_, i64>(2), receipt.ledger_seq);
+    assert_eq!(ledger[2].get::<_, String>(3), receipt.ledger_hash);
+    assert_eq!(
+        count(
+            pg,
+            "SELECT events FROM barecount.usage WHERE kind = 'export'"
+        )
+        .await,
+        3
+    );
+
+    // Refusals: an existing name, a bad name, an unknown dataset, a token without the export
+    // scope, a bad query — and past the daily limit, with nothing left behind.
+    let mut again = req(Some("sales"), None, Format::Parquet);
+    again.name = Some("sales_v1".into());
+    let e = client::export(url, auth, &again, |_, _| {})
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status_code(&format!("{e:#}")),
+        Code::InvalidArgument,
+        "{e:#}"
+    );
+    assert!(format!("{e:#}").contains("exists"), "{e:#}");
+    let e = client::export(url, auth, &req(Some("nope"), None, Format::Csv), |_, _| {})
+        .await
+        .unwrap_err();
+    assert_eq!(status_code(&format!("{e:#}")), Code::NotFound, "{e:#}");
+    let e = client::export(
+        url,
+        auth,
+        &req(None, Some("SELECT nope FROM sales"), Format::Csv),
+        |_, _| {},
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        status_code(&format!("{e:#}")),
+        Code::InvalidArgument,
+        "{e:#}"
+    );
+    let reader_only = Auth::Token(api_token(pg, "default", &["read"]).await);
+    let e = client::export(
+        url,
+        &reader_only,
+        &req(Some("sales"), None, Format::Csv),
+        |_, _| {},
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        status_code(&format!("{e:#}")),
+        Code::PermissionDenied,
+        "{e:#}"
+    );
+    let mut plain = client::plain_client(url, &flight.token).await.unwrap();
+    let s = plain
+        .do_action(arrow_flight::Action::new(
+            "export",
+            br#"{"dataset":"sales","format":"csv","name":"../x"}"#.to_vec(),
+        ))
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(s.code(), Code::InvalidArgument);
+    let actions: Vec<String> = futures::TryStreamExt::try_collect::<Vec<_>>(
+        plain
+            .list_actions(arrow_flight::Empty {})
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|a| a.r#type)
+    .collect();
+    assert!(actions.contains(&"export".to_owned()), "{actions:?}");
+
+    pg.batch_execute("SELECT barecount.entitlement_set('default', '{\"max_exports_per_day\": 3}')")
+        .await
+        .unwrap();
+    let mut over = req(Some("sales"), None, Format::Csv);
+    over.name = Some("over_the_limit".into());
+    let e = client::export(url, auth, &over, |_, _| {})
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status_code(&format!("{e:#}")),
+        Code::ResourceExhausted,
+        "{e:#}"
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.join("default"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        left.len(),
+        3,
+        "no file from the refused export, no temporary files: {left:?}"
+    );
+    flight.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The CLI against the standalone server `make test` starts.
+#[tokio::test]
+async fn the_cli_exports_with_a_receipt() {
+    let bin = std::env::var("BARECOUNT_FLIGHT_BIN").unwrap_or_else(|_| {
+        panic!("BARECOUNT_FLIGHT_BIN is not set: run the end-to-end tests through `make test`")
+    });
+    let pg = connect(&base_url()).await;
+    let name = format!("cli_export_{:08x}", rand::rng().random::<u32>());
+    pg.query(
+        "SELECT * FROM barecount.publish($1, 'SELECT g::bigint AS n FROM generate_series(1, 70000) g')",
+        &[&name],
+    )
+    .await
+    .unwrap();
+    let token = api_token(&pg, "default", &["read", "export"]).await;
+    let out = tokio::process::Command::new(&bin)
+        .args([
+            "export",
+            "--url",
+            &standalone_flight_url(),
+            "--dataset",
+            &name,
+            "--format",
+            "csv",
+        ])
+        .env("BARECOUNT_TOKEN", &token)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("exported dataset:{name}@v1 (70000 rows")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("ledger receipt #"), "{stdout}");
+    let path = stdout
+        .split(" to ")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .trim();
+    assert_eq!(
+        std::fs::read_to_string(path).unwrap().lines().count(),
+        70_001
+    );
+    // Without credentials the CLI says what to pass.
+    let out = tokio::process::Command::new(&bin)
+        .args([
+            "export",
+            "--url",
+            &standalone_flight_url(),
+            "--dataset",
+            &name,
+        ])
+        .env_remove("BARECOUNT_TOKEN")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--token"));
+}
