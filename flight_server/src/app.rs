@@ -19,6 +19,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 pub struct Application {
     listener: TcpListener,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     addr: SocketAddr,
     metrics_listener: Option<TcpListener>,
     service: BareCountFlight,
@@ -26,6 +27,18 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => {
+                let read = |p: &std::path::PathBuf| {
+                    std::fs::read(p)
+                        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))
+                };
+                let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
+                Some(tonic::transport::ServerTlsConfig::new().identity(identity))
+            }
+            (None, None) => None,
+            _ => anyhow::bail!("TLS needs both --tls-cert and --tls-key"),
+        };
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
         let key = match &config.ticket_secret {
@@ -56,6 +69,7 @@ impl Application {
         }
         Ok(Application {
             listener,
+            tls,
             addr,
             metrics_listener,
             service: BareCountFlight {
@@ -89,7 +103,11 @@ impl Application {
                 state.store.clone(),
             ))
         });
-        let result = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = self.tls {
+            builder = builder.tls_config(tls)?;
+        }
+        let result = builder
             .add_service(FlightServiceServer::new(self.service))
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
             .await;

@@ -104,12 +104,14 @@ pub async fn authenticate(db: &Db, signer: &TicketSigner, creds: &Credentials) -
             api_token(db, password).await
         }
         Credentials::Basic { user, password } => {
-            let client = db.client().await?;
-            let row = client
-                .query_one(
-                    "SELECT tenant_id, scopes FROM barecount.password_authenticate($1, $2)",
-                    &[user, password],
-                )
+            let row = db
+                .run(|c| async move {
+                    c.query_one(
+                        "SELECT tenant_id, scopes FROM barecount.password_authenticate($1, $2)",
+                        &[user, password],
+                    )
+                    .await
+                })
                 .await?;
             Ok(Caller {
                 tenant: row.try_get(0)?,
@@ -126,12 +128,14 @@ async fn api_token(db: &Db, token: &str) -> Result<Caller> {
             "unknown kind of bearer token".into(),
         ));
     }
-    let client = db.client().await?;
-    let row = client
-        .query_one(
-            "SELECT tenant_id, scopes, token_id FROM barecount.token_authenticate($1)",
-            &[&token],
-        )
+    let row = db
+        .run(|c| async move {
+            c.query_one(
+                "SELECT tenant_id, scopes, token_id FROM barecount.token_authenticate($1)",
+                &[&token],
+            )
+            .await
+        })
         .await?;
     let id: String = row.try_get(2)?;
     Ok(Caller {

@@ -47,9 +47,9 @@ pub struct Catalog {
 
 impl Catalog {
     pub async fn load(db: &Db, tenant: &str) -> Result<Self> {
-        let client = db.client().await?;
-        let rows = client
-            .query(
+        let rows = db
+            .run(|c| async move {
+                c.query(
                 "SELECT v.dataset, v.version, v.relation, v.columns::text, v.row_count, v.content_hash, \
                         v.ledger_seq, coalesce(l.entry_hash, ''), (d.latest_version = v.version) \
                    FROM barecount.dataset_versions v \
@@ -59,6 +59,8 @@ impl Catalog {
                   ORDER BY v.dataset, v.version",
                 &[&tenant],
             )
+            .await
+            })
             .await?;
         let mut versions = Vec::with_capacity(rows.len());
         for r in rows {

@@ -32,8 +32,24 @@ pub struct Listing {
     pub ledger_hash: String,
 }
 
+/// A channel to `url`. For `https://` URLs the server's certificate must chain to the CA in
+/// the PEM file named by `BARECOUNT_FLIGHT_CA`, if set.
 pub async fn channel(url: &str) -> anyhow::Result<Channel> {
-    Ok(Channel::from_shared(url.to_owned())?.connect().await?)
+    let mut endpoint = Channel::from_shared(url.to_owned())?;
+    if url.starts_with("https://") {
+        let mut tls = tonic::transport::ClientTlsConfig::new();
+        if let Some(ca) = std::env::var_os("BARECOUNT_FLIGHT_CA") {
+            let pem = std::fs::read(&ca).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot read BARECOUNT_FLIGHT_CA {}: {e}",
+                    ca.to_string_lossy()
+                )
+            })?;
+            tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+        }
+        endpoint = endpoint.tls_config(tls)?;
+    }
+    Ok(endpoint.connect().await?)
 }
 
 /// A Flight SQL client that has authenticated.

@@ -1,10 +1,22 @@
-//! Server configuration, from flags or environment.
+//! Server configuration: flags, then environment variables, then a YAML configuration file
+//! (`--config FILE` or `BARECOUNT_FLIGHT_CONFIG`) whose keys are the flags' long names, then
+//! defaults.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
+    /// YAML file of settings (keys are the long flag names, e.g. `database-url`); flags and
+    /// environment variables override it.
+    #[arg(long, env = "BARECOUNT_FLIGHT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// PEM certificate chain for TLS; with --tls-key the server speaks only TLS.
+    #[arg(long, env = "BARECOUNT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS.
+    #[arg(long, env = "BARECOUNT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Address to listen on; port 0 picks a free port.
     #[arg(
         long,
@@ -13,7 +25,7 @@ pub struct Config {
     )]
     pub listen: SocketAddr,
     /// Postgres connection string of the database with the barecount extension.
-    #[arg(long, env = "BARECOUNT_DATABASE_URL")]
+    #[arg(long, env = "BARECOUNT_DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
     /// Secret that signs tickets; replicas behind one load balancer share it. Random if unset.
     #[arg(long, env = "BARECOUNT_TICKET_SECRET", hide_env_values = true)]
@@ -51,6 +63,9 @@ impl Config {
     /// A configuration for tests and embedding: an ephemeral loopback port.
     pub fn local(database_url: impl Into<String>) -> Self {
         Config {
+            config: None,
+            tls_cert: None,
+            tls_key: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             database_url: database_url.into(),
             ticket_secret: None,
@@ -88,4 +103,127 @@ pub fn default_export_dir() -> PathBuf {
         return PathBuf::from(h).join(".local/share/barecount-flight/exports");
     }
     std::env::temp_dir().join("barecount-flight-exports")
+}
+
+/// Splices the settings of a configuration file into the command line of `serve`: each key
+/// becomes `--key value` placed before the user's own flags (the command parses with
+/// `args_override_self`, so later flags win), and a key whose environment variable is set is
+/// left out (so the environment wins over the file). Unknown keys are refused by name.
+pub fn with_config_file(
+    args: Vec<std::ffi::OsString>,
+    serve: &clap::Command,
+) -> anyhow::Result<Vec<std::ffi::OsString>> {
+    let Some(at) = args.iter().position(|a| a == "serve") else {
+        return Ok(args);
+    };
+    let mut path: Option<PathBuf> = None;
+    let mut i = at + 1;
+    while i < args.len() {
+        let a = args[i].to_string_lossy();
+        if a == "--config" {
+            path = args.get(i + 1).map(PathBuf::from);
+        } else if let Some(p) = a.strip_prefix("--config=") {
+            path = Some(PathBuf::from(p));
+        }
+        i += 1;
+    }
+    let path = match path.or_else(|| std::env::var_os("BARECOUNT_FLIGHT_CONFIG").map(PathBuf::from))
+    {
+        Some(p) => p,
+        None => return Ok(args),
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| anyhow::anyhow!("cannot read configuration file {}: {e}", path.display()))?;
+    let map: std::collections::BTreeMap<String, serde_norway::Value> =
+        serde_norway::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "configuration file {} is not a YAML mapping: {e}",
+                path.display()
+            )
+        })?;
+    let mut injected = Vec::new();
+    for (key, value) in map {
+        let long = key.replace('_', "-");
+        let arg = serve
+            .get_arguments()
+            .find(|a| a.get_long() == Some(long.as_str()) && long != "config")
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "configuration file {}: unknown setting \"{key}\"",
+                    path.display()
+                )
+            })?;
+        if arg
+            .get_env()
+            .is_some_and(|env| std::env::var_os(env).is_some())
+        {
+            continue;
+        }
+        let value = match value {
+            serde_norway::Value::String(s) => s,
+            serde_norway::Value::Number(n) => n.to_string(),
+            serde_norway::Value::Bool(b) => b.to_string(),
+            other => anyhow::bail!(
+                "configuration file {}: setting \"{key}\" must be a string, number or boolean, not {other:?}",
+                path.display()
+            ),
+        };
+        injected.push(std::ffi::OsString::from(format!("--{long}")));
+        injected.push(std::ffi::OsString::from(value));
+    }
+    let mut out = args[..=at].to_vec();
+    out.extend(injected);
+    out.extend_from_slice(&args[at + 1..]);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Args, Command, FromArgMatches};
+
+    fn serve() -> Command {
+        Config::augment_args(Command::new("serve"))
+    }
+
+    #[test]
+    fn a_file_fills_in_and_flags_win() {
+        let dir = std::env::temp_dir().join(format!("bc-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("flight.yaml");
+        std::fs::write(
+            &file,
+            "database_url: postgres://x/y\nticket-ttl-secs: 60\nlisten: 127.0.0.1:7000\n",
+        )
+        .unwrap();
+        let args: Vec<std::ffi::OsString> = [
+            "bin",
+            "serve",
+            "--config",
+            file.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:7001",
+        ]
+        .iter()
+        .map(Into::into)
+        .collect();
+        let out = with_config_file(args, &serve()).unwrap();
+        let parsed = serve()
+            .args_override_self(true)
+            .try_get_matches_from(out[1..].to_vec())
+            .unwrap();
+        let c = Config::from_arg_matches(&parsed).unwrap();
+        assert_eq!(c.database_url, "postgres://x/y");
+        assert_eq!(c.ticket_ttl_secs, 60);
+        assert_eq!(c.listen.port(), 7001, "the flag beats the file");
+
+        std::fs::write(&file, "no_such_setting: 1\n").unwrap();
+        let args: Vec<std::ffi::OsString> = ["bin", "serve", "--config", file.to_str().unwrap()]
+            .iter()
+            .map(Into::into)
+            .collect();
+        let e = with_config_file(args, &serve()).unwrap_err();
+        assert!(e.to_string().contains("no_such_setting"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

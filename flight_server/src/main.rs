@@ -101,15 +101,32 @@ impl Conn {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    use clap::{CommandFactory, FromArgMatches};
+    let command = Cli::command();
+    let serve = command
+        .find_subcommand("serve")
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("serve subcommand missing"))?;
+    let args = barecount_flight::config::with_config_file(std::env::args_os().collect(), &serve)?;
+    let matches = Cli::command()
+        .mut_subcommand("serve", |s| s.args_override_self(true))
+        .get_matches_from(args);
+    let cli = Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut Cli::command()))?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    match cli.command {
         Command::Serve(config) => {
             let app = Application::build(config).await?;
             tracing::info!("barecount-flight listening on {}", app.addr());

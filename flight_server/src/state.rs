@@ -47,12 +47,15 @@ impl State {
 
     /// Checks the tenant's plan and meters rows served (SQLSTATE 53400 becomes LimitExceeded).
     pub async fn charge_read(&self, tenant: &str, rows: usize, bytes: usize) -> Result<()> {
-        let client = self.db.client().await?;
-        client
-            .execute(
-                "SELECT barecount.usage_charge($1, 'read', $2, $3)",
-                &[&tenant, &(rows as i64), &(bytes as i64)],
-            )
+        let (rows64, bytes64) = (rows as i64, bytes as i64);
+        self.db
+            .run(|c| async move {
+                c.execute(
+                    "SELECT barecount.usage_charge($1, 'read', $2, $3)",
+                    &[&tenant, &rows64, &bytes64],
+                )
+                .await
+            })
             .await?;
         self.metrics.served(rows, bytes);
         Ok(())
