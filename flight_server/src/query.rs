@@ -8,7 +8,6 @@ use crate::error::{FlightError, Result};
 use crate::prepared;
 use crate::store::Store;
 use arrow::datatypes::SchemaRef;
-use arrow::record_batch::RecordBatch;
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::dataframe::DataFrame;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -93,13 +92,4 @@ pub async fn plan_schema(
         .create_physical_plan()
         .await?;
     Ok(plan.schema())
-}
-
-/// Runs a query and collects its batches.
-pub async fn collect(
-    ctx: &SessionContext,
-    sql: &str,
-    params: Option<&str>,
-) -> Result<Vec<RecordBatch>> {
-    Ok(dataframe(ctx, sql, params).await?.collect().await?)
 }

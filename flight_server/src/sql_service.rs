@@ -173,18 +173,38 @@ impl SqlService {
         params: Option<&str>,
     ) -> Result<DoGetStream, Status> {
         let ctx = self.state.session(&caller.tenant).await?;
-        let schema = query::plan_schema(&ctx, sql, params).await?;
-        let batches = query::collect(&ctx, sql, params).await?;
-        // Rows served count against the tenant's plan before any leave the server.
-        let rows = batches.iter().map(RecordBatch::num_rows).sum();
-        let bytes = batches.iter().map(RecordBatch::get_array_memory_size).sum();
-        self.state.charge_read(&caller.tenant, rows, bytes).await?;
-        let out_schema = schema.clone();
-        let batches = futures::stream::iter(batches).map(move |b| {
-            // Serve exactly the advertised schema (field names, types and nullability).
-            RecordBatch::try_new(out_schema.clone(), b.columns().to_vec()).map_err(Into::into)
+        let plan = query::dataframe(&ctx, sql, params)
+            .await?
+            .create_physical_plan()
+            .await
+            .map_err(FlightError::from)?;
+        let schema = plan.schema();
+        let batches = datafusion::physical_plan::execute_stream(plan, ctx.task_ctx())
+            .map_err(FlightError::from)?
+            .map(|b| b.map_err(FlightError::from));
+        let mut charged = ChargedStream {
+            state: self.state.clone(),
+            tenant: caller.tenant.clone(),
+            schema: schema.clone(),
+            inner: Box::pin(batches),
+            ready: std::collections::VecDeque::new(),
+            done: false,
+        };
+        // The first chunk is charged before the response starts, so a read past the plan's
+        // limit is refused with a status, not a broken stream.
+        charged.fill().await?;
+        let out = futures::stream::unfold(charged, |mut c| async move {
+            match c.next_batch().await {
+                Ok(Some(b)) => Some((Ok(b), c)),
+                Ok(None) => None,
+                Err(e) => {
+                    c.done = true;
+                    c.ready.clear();
+                    Some((Err(arrow_flight::error::FlightError::from(Status::from(e))), c))
+                }
+            }
         });
-        Ok(encode_stream(schema, batches))
+        Ok(encode_stream(schema, out))
     }
 
     /// Checks a prepared statement's handle against the caller.
@@ -197,6 +217,60 @@ impl SqlService {
             .into());
         }
         Ok(claims)
+    }
+}
+
+/// Rows read before they are charged against the tenant's plan and served.
+const CHARGE_ROWS: usize = 1 << 20;
+
+/// A query's batches, charged in chunks of `CHARGE_ROWS` before they leave the server: memory
+/// stays at one chunk, and metering at one round trip per chunk.
+struct ChargedStream {
+    state: crate::state::State,
+    tenant: String,
+    schema: SchemaRef,
+    inner: Pin<Box<dyn Stream<Item = Result<RecordBatch, FlightError>> + Send>>,
+    ready: std::collections::VecDeque<RecordBatch>,
+    done: bool,
+}
+
+impl ChargedStream {
+    /// Reads and charges the next chunk.
+    async fn fill(&mut self) -> Result<(), FlightError> {
+        let (mut rows, mut bytes) = (0, 0);
+        let mut chunk = Vec::new();
+        while rows < CHARGE_ROWS {
+            match self.inner.next().await {
+                Some(b) => {
+                    // Serve exactly the advertised schema (names, types and nullability).
+                    let b = RecordBatch::try_new(self.schema.clone(), b?.columns().to_vec())?;
+                    rows += b.num_rows();
+                    bytes += b.get_array_memory_size();
+                    chunk.push(b);
+                }
+                None => {
+                    self.done = true;
+                    break;
+                }
+            }
+        }
+        if rows > 0 {
+            self.state.charge_read(&self.tenant, rows, bytes).await?;
+        }
+        self.ready.extend(chunk);
+        Ok(())
+    }
+
+    async fn next_batch(&mut self) -> Result<Option<RecordBatch>, FlightError> {
+        loop {
+            if let Some(b) = self.ready.pop_front() {
+                return Ok(Some(b));
+            }
+            if self.done {
+                return Ok(None);
+            }
+            self.fill().await?;
+        }
     }
 }
 
