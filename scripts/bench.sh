@@ -4,6 +4,7 @@
 #   scripts/bench.sh ingest [--rows 1000000 --batch 10000]
 #   scripts/bench.sh ledger [--seconds 5]
 #   scripts/bench.sh validate [--rows 1000000]
+#   scripts/bench.sh read10m [--rows 10000000 --runs 3]   (Python ADBC clients, ROAPI from PyPI)
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$ROOT"
 "$ROOT/scripts/setup.sh" >/dev/null
@@ -16,5 +17,18 @@ rm -rf "$BC_STATE/bench"
 psql -X -q "$("$ROOT/scripts/cluster.sh" url bench postgres)" -c "CREATE DATABASE bench" >/dev/null
 url="$("$ROOT/scripts/cluster.sh" url bench bench)"
 psql -X -q "$url" -c "CREATE EXTENSION barecount" >/dev/null
-bench="${1:?which benchmark: read, ingest, ledger or validate}"; shift
+bench="${1:?which benchmark: read, read10m, ingest, ledger or validate}"; shift
+if [ "$bench" = read10m ]; then
+    step "build barecount-flight (release)" cargo build --quiet --release -p barecount-flight
+    ROAPI_VENV="${BARECOUNT_ROAPI_VENV:-$HOME/.cache/barecount/roapi-venv}"
+    if ! "$ROAPI_VENV/bin/roapi" --version 2>/dev/null | grep -q "0.12.7"; then
+        say "installing roapi 0.12.7 into $ROAPI_VENV"
+        python3 -m venv "$ROAPI_VENV"
+        "$ROAPI_VENV/bin/pip" install --quiet "roapi==0.12.7"
+    fi
+    PY="${BARECOUNT_PY_VENV:-$HOME/.cache/barecount/py-venv}/bin/python"
+    "$PY" "$ROOT/bench/python/read_10m.py" --pg-url "$url" \
+        --flight-bin "$CARGO_TARGET_DIR/release/barecount-flight" --roapi-bin "$ROAPI_VENV/bin/roapi" "$@"
+    exit
+fi
 "$CARGO_TARGET_DIR/release/barecount-bench" "$bench" --pg-url "$url" "$@"

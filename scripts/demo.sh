@@ -66,6 +66,8 @@ say "Flight SQL: net sales by region and year"
        FROM monthly_sales GROUP BY 1, 2 ORDER BY 1, 2"
 say "Flight SQL: the first rows of monthly_sales, pinned to version 1"
 "$FLIGHT_BIN" query --url "$FLIGHT_URL" "SELECT * FROM monthly_sales__v1 ORDER BY month, region LIMIT 5"
+say "Flight export: monthly_sales as Parquet, with a ledger receipt"
+"$FLIGHT_BIN" export --url "$FLIGHT_URL" --dataset monthly_sales --format parquet --name monthly_sales_demo
 
 echo
 if [ "$keep" = 1 ]; then
