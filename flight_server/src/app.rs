@@ -57,7 +57,11 @@ impl Application {
             metrics: Arc::new(Metrics::default()),
             export_dir: config.export_dir.clone(),
             db: Arc::new(Db::new(config.database_url.clone())),
-            store: Arc::new(Store::open(&config.cache_dir, config.cache_max_bytes)?),
+            store: Arc::new(Store::open(
+                &config.cache_dir,
+                config.cache_max_bytes,
+                config.memory_cache_bytes,
+            )?),
             signer: TicketSigner::new(key, config.ticket_ttl_secs, config.session_ttl_secs),
             endpoint_batches: config
                 .endpoint_rows

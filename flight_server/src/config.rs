@@ -48,6 +48,10 @@ pub struct Config {
     /// Size limit of the version cache in bytes; least recently used versions are evicted.
     #[arg(long, env = "BARECOUNT_CACHE_MAX_BYTES", default_value_t = 8 << 30)]
     pub cache_max_bytes: u64,
+    /// Memory budget of the in-memory tier in front of the cache files, in bytes: recently
+    /// read versions stay in memory as Arrow batches; least recently used ones leave first.
+    #[arg(long, env = "BARECOUNT_MEMORY_CACHE_BYTES", default_value_t = 2 << 30)]
+    pub memory_cache_bytes: u64,
     /// Directory exports are written to, one subdirectory per tenant.
     #[arg(long, env = "BARECOUNT_EXPORT_DIR", default_value_os_t = default_export_dir())]
     pub export_dir: PathBuf,
@@ -74,6 +78,7 @@ impl Config {
             endpoint_rows: 1_048_576,
             cache_dir: default_cache_dir(),
             cache_max_bytes: 8 << 30,
+            memory_cache_bytes: 2 << 30,
             metrics_listen: None,
             export_dir: default_export_dir(),
             port_file: None,

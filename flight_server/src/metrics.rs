@@ -136,6 +136,11 @@ impl Metrics {
                 store.evictions.load(Ordering::Relaxed),
             ),
             (
+                "barecount_flight_cache_memory_hits_total",
+                "Version reads answered from the memory tier.",
+                store.memory_hits.load(Ordering::Relaxed),
+            ),
+            (
                 "barecount_flight_cache_loaded_rows_total",
                 "Rows loaded from Postgres into the cache.",
                 store.loaded_rows.load(Ordering::Relaxed),
@@ -151,6 +156,11 @@ impl Metrics {
             out,
             "# HELP barecount_flight_cache_bytes Bytes held by the version cache.\n# TYPE barecount_flight_cache_bytes gauge\nbarecount_flight_cache_bytes {}",
             store.cached_bytes.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP barecount_flight_cache_memory_bytes Bytes held by the memory tier.\n# TYPE barecount_flight_cache_memory_bytes gauge\nbarecount_flight_cache_memory_bytes {}",
+            store.memory_bytes.load(Ordering::Relaxed)
         );
         out
     }

@@ -200,7 +200,10 @@ impl SqlService {
                 Err(e) => {
                     c.done = true;
                     c.ready.clear();
-                    Some((Err(arrow_flight::error::FlightError::from(Status::from(e))), c))
+                    Some((
+                        Err(arrow_flight::error::FlightError::from(Status::from(e))),
+                        c,
+                    ))
                 }
             }
         });

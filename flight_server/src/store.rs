@@ -3,6 +3,8 @@
 //! to an Arrow IPC file — and later reads come from that file. The cache is keyed by (tenant,
 //! dataset, version, content hash), so it is never stale; it has a size limit and evicts the
 //! least recently used versions past it; it survives restarts (files are found again by key).
+//! In front of the files sits a memory tier, also bounded and LRU: recently read versions are
+//! kept as Arrow batches, so warm reads copy nothing until the wire.
 
 use crate::catalog::{VersionInfo, TENANT_COLUMN};
 use crate::db::Db;
@@ -19,7 +21,7 @@ use datafusion::datasource::file_format::arrow::ArrowFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -38,6 +40,23 @@ pub struct StoreStats {
     pub evictions: AtomicU64,
     pub loaded_rows: AtomicU64,
     pub cached_bytes: AtomicU64,
+    pub memory_hits: AtomicU64,
+    pub memory_bytes: AtomicU64,
+}
+
+/// A version held in memory.
+#[derive(Debug)]
+pub struct Resident {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Default)]
+struct Hot {
+    entries: HashMap<String, (Arc<Resident>, u64)>,
+    clock: u64,
+    total: u64,
 }
 
 #[derive(Debug)]
@@ -57,6 +76,8 @@ struct Index {
 pub struct Store {
     dir: PathBuf,
     max_bytes: u64,
+    memory_max_bytes: u64,
+    hot: std::sync::Mutex<Hot>,
     index: std::sync::Mutex<Index>,
     loading: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     pub stats: StoreStats,
@@ -159,7 +180,7 @@ fn quote_relation(relation: &str) -> String {
 impl Store {
     /// Opens (creating) a cache directory: leftovers of interrupted loads are removed, cached
     /// versions from earlier runs are kept and counted against `max_bytes`.
-    pub fn open(dir: impl Into<PathBuf>, max_bytes: u64) -> Result<Self> {
+    pub fn open(dir: impl Into<PathBuf>, max_bytes: u64, memory_max_bytes: u64) -> Result<Self> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
         let mut index = Index::default();
@@ -191,6 +212,8 @@ impl Store {
         Ok(Store {
             dir,
             max_bytes,
+            memory_max_bytes,
+            hot: std::sync::Mutex::new(Hot::default()),
             index: std::sync::Mutex::new(index),
             loading: Mutex::new(HashMap::new()),
             stats,
@@ -219,6 +242,85 @@ impl Store {
         // A panic while holding the lock cannot leave the index inconsistent in a way that
         // matters (worst case a size is off), so a poisoned lock is used as is.
         self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn hot(&self) -> std::sync::MutexGuard<'_, Hot> {
+        self.hot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn hot_get(&self, key: &str) -> Option<Arc<Resident>> {
+        let mut hot = self.hot();
+        hot.clock += 1;
+        let clock = hot.clock;
+        let (r, used) = hot.entries.get_mut(key)?;
+        *used = clock;
+        Some(r.clone())
+    }
+
+    /// Keeps a version in memory, evicting the least recently used ones past the budget; a
+    /// version larger than the whole budget is not kept.
+    fn hot_put(&self, key: &str, r: Arc<Resident>) {
+        if r.bytes > self.memory_max_bytes {
+            return;
+        }
+        let mut hot = self.hot();
+        if hot.entries.contains_key(key) {
+            return;
+        }
+        while hot.total + r.bytes > self.memory_max_bytes {
+            let victim = hot
+                .entries
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone());
+            let Some(victim) = victim else { break };
+            if let Some((v, _)) = hot.entries.remove(&victim) {
+                hot.total = hot.total.saturating_sub(v.bytes);
+            }
+        }
+        hot.clock += 1;
+        let clock = hot.clock;
+        hot.total += r.bytes;
+        hot.entries.insert(key.to_owned(), (r, clock));
+        self.stats.memory_bytes.store(hot.total, Ordering::Relaxed);
+    }
+
+    /// A version in memory: from the memory tier, else read from its cache file (loading it
+    /// from Postgres first if needed) when it fits the memory budget; `None` when it does not.
+    pub async fn resident(&self, db: &Db, v: &VersionInfo) -> Result<Option<Arc<Resident>>> {
+        let key = Self::key(v);
+        if let Some(r) = self.hot_get(&key) {
+            self.stats.memory_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(r));
+        }
+        let cached = self.ensure(db, v).await?;
+        if let Some(r) = self.hot_get(&key) {
+            return Ok(Some(r)); // the load kept it
+        }
+        if cached.bytes > self.memory_max_bytes {
+            return Ok(None);
+        }
+        let path = cached.path.clone();
+        let r = tokio::task::spawn_blocking(move || -> Result<Resident> {
+            let file = std::fs::File::open(&path).map_err(|e| io("open", &path, e))?;
+            let reader = FileReader::try_new(std::io::BufReader::new(file), None)?;
+            let schema = reader.schema();
+            let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
+            let bytes = batches
+                .iter()
+                .map(|b| b.get_array_memory_size() as u64)
+                .sum();
+            Ok(Resident {
+                schema,
+                batches,
+                bytes,
+            })
+        })
+        .await
+        .map_err(|e| FlightError::Internal(format!("cache reader: {e}")))??;
+        let r = Arc::new(r);
+        self.hot_put(&key, r.clone());
+        Ok(Some(r))
     }
 
     /// Makes sure a version is in the cache (loading it on first use) and describes it.
@@ -256,7 +358,10 @@ impl Store {
             }
         }
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
-        let cached = self.load(db, v, &path).await?;
+        let (cached, kept) = self.load(db, v, &path).await?;
+        if let Some(kept) = kept {
+            self.hot_put(&key, Arc::new(kept));
+        }
         self.stats
             .loaded_rows
             .fetch_add(u64::try_from(v.row_count).unwrap_or(0), Ordering::Relaxed);
@@ -316,7 +421,12 @@ impl Store {
     /// Streams the version out of Postgres with binary COPY into an IPC file, through a
     /// bounded channel to a blocking thread that decodes and writes: memory stays at a few
     /// chunks and one batch.
-    async fn load(&self, db: &Db, v: &VersionInfo, path: &Path) -> Result<Cached> {
+    async fn load(
+        &self,
+        db: &Db,
+        v: &VersionInfo,
+        path: &Path,
+    ) -> Result<(Cached, Option<Resident>)> {
         let kinds: Vec<ColumnKind> = v
             .columns
             .iter()
@@ -350,13 +460,26 @@ impl Store {
             .iter()
             .map(|c| (c.name.clone(), c.pg_type.clone()))
             .collect();
-        let writer = tokio::task::spawn_blocking(move || -> Result<usize> {
+        let budget = self.memory_max_bytes;
+        let writer = tokio::task::spawn_blocking(move || -> Result<(usize, Option<Resident>)> {
             let file =
                 std::fs::File::create(&writer_tmp).map_err(|e| io("create", &writer_tmp, e))?;
             let mut w = FileWriter::try_new(std::io::BufWriter::new(file), &writer_schema)?;
             let mut decoder = CopyDecoder::new(writer_schema.clone(), &kinds, BATCH_ROWS)
                 .map_err(|e| FlightError::Internal(e.to_string()))?;
             let mut batches = 0;
+            // The decoded batches are also kept for the memory tier while they fit its budget.
+            let mut kept: Option<(Vec<RecordBatch>, u64)> = Some((Vec::new(), 0));
+            let mut keep = |b: &RecordBatch| {
+                if let Some((list, bytes)) = kept.as_mut() {
+                    *bytes += b.get_array_memory_size() as u64;
+                    if *bytes > budget {
+                        kept = None;
+                    } else {
+                        list.push(b.clone());
+                    }
+                }
+            };
             let conversion = |e: crate::pgcopy::CopyError| match e {
                 crate::pgcopy::CopyError::Value { column, message } => {
                     let (name, pg_type) = columns.get(column).cloned().unwrap_or_default();
@@ -372,21 +495,27 @@ impl Store {
             while let Some(chunk) = rx.blocking_recv() {
                 for b in decoder.feed(&chunk).map_err(conversion)? {
                     w.write(&b)?;
+                    keep(&b);
                     batches += 1;
                 }
             }
             if let Some(b) = decoder.finish().map_err(conversion)? {
                 w.write(&b)?;
+                keep(&b);
                 batches += 1;
             }
             w.finish()?;
+            // No fsync: a cache file torn by a crash fails to open and is loaded again.
             w.into_inner()
                 .map_err(|e| io("write", &writer_tmp, e))?
                 .into_inner()
-                .map_err(|e| io("write", &writer_tmp, e.error()))?
-                .sync_all()
-                .map_err(|e| io("sync", &writer_tmp, e))?;
-            Ok(batches)
+                .map_err(|e| io("write", &writer_tmp, e.error()))?;
+            let resident = kept.map(|(batches, bytes)| Resident {
+                schema: writer_schema.clone(),
+                batches,
+                bytes,
+            });
+            Ok((batches, resident))
         });
         // A connection of its own, so a long load does not hold up catalog reads.
         let client = db.dedicated().await?;
@@ -405,7 +534,7 @@ impl Store {
         let written = writer
             .await
             .map_err(|e| FlightError::Internal(format!("cache writer: {e}")));
-        let batches = match (copy, written) {
+        let (batches, resident) = match (copy, written) {
             (Ok(()), Ok(Ok(n))) => n,
             (Err(e), _) | (_, Err(e)) | (_, Ok(Err(e))) => {
                 let _ = std::fs::remove_file(&tmp);
@@ -414,15 +543,19 @@ impl Store {
         };
         std::fs::rename(&tmp, path).map_err(|e| io("rename", &tmp, e))?;
         let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        Ok(Cached {
-            path: path.to_owned(),
-            schema,
-            batches,
-            bytes,
-        })
+        Ok((
+            Cached {
+                path: path.to_owned(),
+                schema,
+                batches,
+                bytes,
+            },
+            resident,
+        ))
     }
 
-    /// Batches `[first, end)` of a version, streamed from its cache file.
+    /// Batches `[first, end)` of a version: from memory when it is resident, else streamed
+    /// from its cache file.
     pub async fn stream(
         &self,
         db: &Db,
@@ -431,8 +564,15 @@ impl Store {
         end: usize,
     ) -> Result<(
         SchemaRef,
-        impl Stream<Item = Result<RecordBatch>> + Send + 'static,
+        futures::stream::BoxStream<'static, Result<RecordBatch>>,
     )> {
+        if let Some(r) = self.resident(db, v).await? {
+            let end = end.min(r.batches.len());
+            let first = first.min(end);
+            let batches: Vec<Result<RecordBatch>> =
+                r.batches[first..end].iter().cloned().map(Ok).collect();
+            return Ok((r.schema.clone(), futures::stream::iter(batches).boxed()));
+        }
         let cached = self.ensure(db, v).await?;
         let end = end.min(cached.batches);
         let first = first.min(end);
@@ -457,12 +597,18 @@ impl Store {
         });
         Ok((
             cached.schema,
-            tokio_stream::wrappers::ReceiverStream::new(rx),
+            tokio_stream::wrappers::ReceiverStream::new(rx).boxed(),
         ))
     }
 
     /// A version as a DataFusion table that scans its cache file.
     pub async fn table(&self, db: &Db, v: &VersionInfo) -> Result<Arc<dyn TableProvider>> {
+        if let Some(r) = self.resident(db, v).await? {
+            return Ok(Arc::new(datafusion::datasource::MemTable::try_new(
+                r.schema.clone(),
+                vec![r.batches.clone()],
+            )?));
+        }
         let cached = self.ensure(db, v).await?;
         let path = cached.path.to_str().ok_or_else(|| {
             FlightError::Internal(format!("cache path {} is not UTF-8", cached.path.display()))
