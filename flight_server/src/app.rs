@@ -61,6 +61,7 @@ impl Application {
                 &config.cache_dir,
                 config.cache_max_bytes,
                 config.memory_cache_bytes,
+                config.parallel_load_min_bytes,
             )?),
             signer: TicketSigner::new(key, config.ticket_ttl_secs, config.session_ttl_secs),
             endpoint_batches: config

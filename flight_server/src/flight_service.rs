@@ -95,7 +95,14 @@ impl BareCountFlight {
             .with_app_metadata(meta.to_string().into_bytes());
         let mut first = 0;
         loop {
-            let end = (first + self.sql.state.endpoint_batches).min(batches);
+            // Parallel loads leave a short batch per part, so a version can hold a few more
+            // batches than its row count implies: the last endpoint is open-ended.
+            let last = first + self.sql.state.endpoint_batches >= batches;
+            let end = if last {
+                usize::MAX
+            } else {
+                first + self.sql.state.endpoint_batches
+            };
             let signed = self.sql.state.signer.sign(
                 &caller.tenant,
                 TicketQuery::Dataset {
@@ -112,10 +119,10 @@ impl BareCountFlight {
             info = info.with_endpoint(
                 FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec())),
             );
-            first = end;
-            if first >= batches {
+            if last {
                 break;
             }
+            first = end;
         }
         Ok(info)
     }

@@ -14,6 +14,7 @@ pub mod error;
 pub mod export;
 pub mod exporter;
 pub mod flight_service;
+pub mod loader;
 pub mod metrics;
 pub mod pgcopy;
 pub mod prepared;

@@ -141,6 +141,11 @@ impl Metrics {
                 store.memory_hits.load(Ordering::Relaxed),
             ),
             (
+                "barecount_flight_cache_parallel_loads_total",
+                "Versions loaded with parallel COPYs over block ranges.",
+                store.parallel_loads.load(Ordering::Relaxed),
+            ),
+            (
                 "barecount_flight_cache_loaded_rows_total",
                 "Rows loaded from Postgres into the cache.",
                 store.loaded_rows.load(Ordering::Relaxed),

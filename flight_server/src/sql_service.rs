@@ -7,7 +7,7 @@ use crate::prepared::{encode_params, qmark_to_dollar};
 use crate::query::{self, CATALOG_NAME, SCHEMA_NAME};
 use crate::state::caller;
 use crate::state::State;
-use crate::store::{described_schema, BATCH_ROWS};
+use crate::store::described_schema;
 use crate::ticket::{PreparedClaims, TicketQuery};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
@@ -144,12 +144,11 @@ impl SqlService {
                     return Err(FlightError::UnknownVersion { dataset, version }.into());
                 }
                 // Rows and bytes served count against the plan before any leave the server.
-                let total = usize::try_from(v.row_count).unwrap_or(0);
-                let rows = total
-                    .min(end_batch.saturating_mul(BATCH_ROWS))
-                    .saturating_sub(first_batch.saturating_mul(BATCH_ROWS));
-                let cached = self.state.store.ensure(&self.state.db, v).await?;
-                let bytes = (cached.bytes as f64 * rows as f64 / total.max(1) as f64) as usize;
+                let (rows, bytes) = self
+                    .state
+                    .store
+                    .range_size(&self.state.db, v, first_batch, end_batch)
+                    .await?;
                 self.state.charge_read(&caller.tenant, rows, bytes).await?;
                 let (schema, batches) = self
                     .state

@@ -6,16 +6,15 @@
 //! In front of the files sits a memory tier, also bounded and LRU: recently read versions are
 //! kept as Arrow batches, so warm reads copy nothing until the wire.
 
-use crate::catalog::{VersionInfo, TENANT_COLUMN};
+use crate::catalog::VersionInfo;
 use crate::db::Db;
 use crate::error::{FlightError, Result};
-use crate::pgcopy::CopyDecoder;
+use crate::loader;
 use crate::types::ColumnKind;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::ipc::reader::FileReader;
 use arrow::ipc::writer::FileWriter;
 use arrow::record_batch::RecordBatch;
-use barecount_core::ident::quote_ident;
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::file_format::arrow::ArrowFormat;
 use datafusion::datasource::listing::{
@@ -41,6 +40,7 @@ pub struct StoreStats {
     pub loaded_rows: AtomicU64,
     pub cached_bytes: AtomicU64,
     pub memory_hits: AtomicU64,
+    pub parallel_loads: AtomicU64,
     pub memory_bytes: AtomicU64,
 }
 
@@ -77,6 +77,7 @@ pub struct Store {
     dir: PathBuf,
     max_bytes: u64,
     memory_max_bytes: u64,
+    parallel_min_bytes: u64,
     hot: std::sync::Mutex<Hot>,
     index: std::sync::Mutex<Index>,
     loading: Mutex<HashMap<String, Arc<Mutex<()>>>>,
@@ -164,23 +165,15 @@ fn io(what: &str, path: &Path, e: impl std::fmt::Display) -> FlightError {
     FlightError::Internal(format!("cache: cannot {what} {}: {e}", path.display()))
 }
 
-/// A SQL string literal.
-fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-fn quote_relation(relation: &str) -> String {
-    relation
-        .split('.')
-        .map(quote_ident)
-        .collect::<Vec<_>>()
-        .join(".")
-}
-
 impl Store {
     /// Opens (creating) a cache directory: leftovers of interrupted loads are removed, cached
     /// versions from earlier runs are kept and counted against `max_bytes`.
-    pub fn open(dir: impl Into<PathBuf>, max_bytes: u64, memory_max_bytes: u64) -> Result<Self> {
+    pub fn open(
+        dir: impl Into<PathBuf>,
+        max_bytes: u64,
+        memory_max_bytes: u64,
+        parallel_min_bytes: u64,
+    ) -> Result<Self> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
         let mut index = Index::default();
@@ -213,6 +206,7 @@ impl Store {
             dir,
             max_bytes,
             memory_max_bytes,
+            parallel_min_bytes,
             hot: std::sync::Mutex::new(Hot::default()),
             index: std::sync::Mutex::new(index),
             loading: Mutex::new(HashMap::new()),
@@ -418,125 +412,89 @@ impl Store {
         self.stats.cached_bytes.store(idx.total, Ordering::Relaxed);
     }
 
-    /// Streams the version out of Postgres with binary COPY into an IPC file, through a
-    /// bounded channel to a blocking thread that decodes and writes: memory stays at a few
-    /// chunks and one batch.
+    /// Reads the version out of Postgres with binary COPY into an IPC file. Large versions that
+    /// fit the memory budget are read in parallel block ranges and kept in memory; others
+    /// stream through one decoder straight into the file (memory: a few chunks and one batch),
+    /// keeping the batches only while they fit the budget.
     async fn load(
         &self,
         db: &Db,
         v: &VersionInfo,
         path: &Path,
     ) -> Result<(Cached, Option<Resident>)> {
-        let kinds: Vec<ColumnKind> = v
-            .columns
-            .iter()
-            .map(|c| ColumnKind::from_pg(&c.pg_type))
-            .collect();
-        let exprs: Vec<String> = v
-            .columns
-            .iter()
-            .zip(&kinds)
-            .map(|(c, k)| k.copy_expr(&quote_ident(&c.name)))
-            .collect();
-        let select = if exprs.is_empty() {
-            "NULL".to_owned()
-        } else {
-            exprs.join(", ")
-        };
-        let sql = format!(
-            "COPY (SELECT {select} FROM {} WHERE {} = {}) TO STDOUT (FORMAT binary)",
-            quote_relation(&v.relation),
-            quote_ident(TENANT_COLUMN),
-            quote_literal(&v.tenant)
-        );
         let schema = arrow_schema(v);
         let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
-        let (tx, mut rx) = mpsc::channel::<bytes::Bytes>(16);
-        let writer_schema = schema.clone();
-        let writer_tmp = tmp.clone();
-        let dataset = v.dataset.clone();
-        let columns: Vec<(String, String)> = v
-            .columns
-            .iter()
-            .map(|c| (c.name.clone(), c.pg_type.clone()))
-            .collect();
-        let budget = self.memory_max_bytes;
-        let writer = tokio::task::spawn_blocking(move || -> Result<(usize, Option<Resident>)> {
-            let file =
-                std::fs::File::create(&writer_tmp).map_err(|e| io("create", &writer_tmp, e))?;
-            let mut w = FileWriter::try_new(std::io::BufWriter::new(file), &writer_schema)?;
-            let mut decoder = CopyDecoder::new(writer_schema.clone(), &kinds, BATCH_ROWS)
-                .map_err(|e| FlightError::Internal(e.to_string()))?;
-            let mut batches = 0;
-            // The decoded batches are also kept for the memory tier while they fit its budget.
-            let mut kept: Option<(Vec<RecordBatch>, u64)> = Some((Vec::new(), 0));
-            let mut keep = |b: &RecordBatch| {
-                if let Some((list, bytes)) = kept.as_mut() {
-                    *bytes += b.get_array_memory_size() as u64;
-                    if *bytes > budget {
-                        kept = None;
-                    } else {
-                        list.push(b.clone());
-                    }
+        let result =
+            match loader::parallel_ranges(db, v, self.parallel_min_bytes, self.memory_max_bytes)
+                .await?
+            {
+                Some(ranges) => {
+                    self.stats.parallel_loads.fetch_add(1, Ordering::Relaxed);
+                    let batches = loader::read_parallel(db, v, schema.clone(), ranges).await?;
+                    let file_tmp = tmp.clone();
+                    let file_schema = schema.clone();
+                    tokio::task::spawn_blocking(move || -> Result<(usize, Option<Resident>)> {
+                        let mut w = IpcSink::create(&file_tmp, &file_schema, 0)?;
+                        for b in &batches {
+                            w.write(b)?;
+                        }
+                        w.finish()?;
+                        let bytes = batches
+                            .iter()
+                            .map(|b| b.get_array_memory_size() as u64)
+                            .sum();
+                        Ok((
+                            batches.len(),
+                            Some(Resident {
+                                schema: file_schema,
+                                batches,
+                                bytes,
+                            }),
+                        ))
+                    })
+                    .await
+                    .map_err(|e| FlightError::Internal(format!("cache writer: {e}")))?
+                }
+                None => {
+                    let sink = Arc::new(std::sync::Mutex::new(IpcSink::create(
+                        &tmp,
+                        &schema,
+                        self.memory_max_bytes,
+                    )?));
+                    let writer = sink.clone();
+                    let copied = loader::copy_into(
+                        db,
+                        v,
+                        loader::copy_sql(v, None),
+                        schema.clone(),
+                        move |b| {
+                            writer
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .write_keep(b)
+                        },
+                    )
+                    .await;
+                    copied.and_then(|n| {
+                        let sink = Arc::try_unwrap(sink)
+                            .map_err(|_| FlightError::Internal("cache writer still shared".into()))?
+                            .into_inner()
+                            .unwrap_or_else(|p| p.into_inner());
+                        let kept = sink.finish()?;
+                        Ok((
+                            n,
+                            kept.map(|(batches, bytes)| Resident {
+                                schema: schema.clone(),
+                                batches,
+                                bytes,
+                            }),
+                        ))
+                    })
                 }
             };
-            let conversion = |e: crate::pgcopy::CopyError| match e {
-                crate::pgcopy::CopyError::Value { column, message } => {
-                    let (name, pg_type) = columns.get(column).cloned().unwrap_or_default();
-                    FlightError::Conversion {
-                        dataset: dataset.clone(),
-                        column: name,
-                        pg_type,
-                        message,
-                    }
-                }
-                other => FlightError::Internal(other.to_string()),
-            };
-            while let Some(chunk) = rx.blocking_recv() {
-                for b in decoder.feed(&chunk).map_err(conversion)? {
-                    w.write(&b)?;
-                    keep(&b);
-                    batches += 1;
-                }
-            }
-            if let Some(b) = decoder.finish().map_err(conversion)? {
-                w.write(&b)?;
-                keep(&b);
-                batches += 1;
-            }
-            w.finish()?;
-            // No fsync: a cache file torn by a crash fails to open and is loaded again.
-            w.into_inner()
-                .map_err(|e| io("write", &writer_tmp, e))?
-                .into_inner()
-                .map_err(|e| io("write", &writer_tmp, e.error()))?;
-            let resident = kept.map(|(batches, bytes)| Resident {
-                schema: writer_schema.clone(),
-                batches,
-                bytes,
-            });
-            Ok((batches, resident))
-        });
-        // A connection of its own, so a long load does not hold up catalog reads.
-        let client = db.dedicated().await?;
-        let copy = async {
-            let stream = client.copy_out(sql.as_str()).await?;
-            futures::pin_mut!(stream);
-            while let Some(chunk) = stream.next().await {
-                if tx.send(chunk?).await.is_err() {
-                    break; // the writer failed; its error is reported below
-                }
-            }
-            Ok::<(), FlightError>(())
-        }
-        .await;
-        drop(tx);
-        let written = writer
-            .await
-            .map_err(|e| FlightError::Internal(format!("cache writer: {e}")));
-        let (batches, resident) = match (copy, written) {
-            (Ok(()), Ok(Ok(n))) => n,
-            (Err(e), _) | (_, Err(e)) | (_, Ok(Err(e))) => {
+        let (batches, resident) = match result {
+            Ok(r) => r,
+            Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
                 return Err(e);
             }
@@ -601,6 +559,33 @@ impl Store {
         ))
     }
 
+    /// Rows and (approximate) bytes in batches `[first, end)`: exact when the version is in
+    /// memory; else from the batch size, clipped to the version's rows.
+    pub async fn range_size(
+        &self,
+        db: &Db,
+        v: &VersionInfo,
+        first: usize,
+        end: usize,
+    ) -> Result<(usize, usize)> {
+        if let Some(r) = self.resident(db, v).await? {
+            let end = end.min(r.batches.len());
+            let first = first.min(end);
+            let part = &r.batches[first..end];
+            return Ok((
+                part.iter().map(RecordBatch::num_rows).sum(),
+                part.iter().map(RecordBatch::get_array_memory_size).sum(),
+            ));
+        }
+        let cached = self.ensure(db, v).await?;
+        let total = usize::try_from(v.row_count).unwrap_or(0);
+        let rows = total
+            .min(end.saturating_mul(BATCH_ROWS))
+            .saturating_sub(first.saturating_mul(BATCH_ROWS));
+        let bytes = (cached.bytes as f64 * rows as f64 / total.max(1) as f64) as usize;
+        Ok((rows, bytes))
+    }
+
     /// A version as a DataFusion table that scans its cache file.
     pub async fn table(&self, db: &Db, v: &VersionInfo) -> Result<Arc<dyn TableProvider>> {
         if let Some(r) = self.resident(db, v).await? {
@@ -619,6 +604,55 @@ impl Store {
             .with_listing_options(options)
             .with_schema(cached.schema.clone());
         Ok(Arc::new(ListingTable::try_new(config)?))
+    }
+}
+
+/// Writes a cache file, keeping the batches it writes while they fit `keep_budget` bytes.
+struct IpcSink {
+    path: PathBuf,
+    writer: FileWriter<std::io::BufWriter<std::fs::File>>,
+    kept: Option<(Vec<RecordBatch>, u64)>,
+    keep_budget: u64,
+}
+
+impl IpcSink {
+    fn create(path: &Path, schema: &SchemaRef, keep_budget: u64) -> Result<Self> {
+        let file = std::fs::File::create(path).map_err(|e| io("create", path, e))?;
+        Ok(IpcSink {
+            path: path.to_owned(),
+            writer: FileWriter::try_new(std::io::BufWriter::new(file), schema)?,
+            kept: Some((Vec::new(), 0)),
+            keep_budget,
+        })
+    }
+
+    fn write(&mut self, b: &RecordBatch) -> Result<()> {
+        Ok(self.writer.write(b)?)
+    }
+
+    fn write_keep(&mut self, b: RecordBatch) -> Result<()> {
+        self.writer.write(&b)?;
+        if let Some((list, bytes)) = self.kept.as_mut() {
+            *bytes += b.get_array_memory_size() as u64;
+            if *bytes > self.keep_budget {
+                self.kept = None;
+            } else {
+                list.push(b);
+            }
+        }
+        Ok(())
+    }
+
+    /// Finishes the file (no fsync: a cache file torn by a crash fails to open and is loaded
+    /// again) and hands back the kept batches.
+    fn finish(mut self) -> Result<Option<(Vec<RecordBatch>, u64)>> {
+        self.writer.finish()?;
+        self.writer
+            .into_inner()
+            .map_err(|e| io("write", &self.path, e))?
+            .into_inner()
+            .map_err(|e| io("write", &self.path, e.error()))?;
+        Ok(self.kept)
     }
 }
 
