@@ -9,7 +9,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$ROOT"
 "$ROOT/scripts/setup.sh" >/dev/null
 step "install extension" env -C pg_extension cargo pgrx install --release --pg-config "$PG_CONFIG"
-step "build barecount-bench (release)" cargo build --quiet --release -p barecount-bench
 trap '"$ROOT/scripts/cluster.sh" stop bench' EXIT
 "$ROOT/scripts/cluster.sh" stop bench
 rm -rf "$BC_STATE/bench"
@@ -31,4 +30,5 @@ if [ "$bench" = read10m ]; then
         --flight-bin "$CARGO_TARGET_DIR/release/barecount-flight" --roapi-bin "$ROAPI_VENV/bin/roapi" "$@"
     exit
 fi
+step "build barecount-bench (release)" cargo build --quiet --release -p barecount-bench
 "$CARGO_TARGET_DIR/release/barecount-bench" "$bench" --pg-url "$url" "$@"
