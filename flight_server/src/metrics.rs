@@ -54,120 +54,153 @@ impl Metrics {
     pub fn render(&self, store: &StoreStats) -> String {
         let mut out = String::new();
         let methods = self.methods.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = writeln!(
-            out,
-            "# HELP barecount_flight_requests_total Flight calls by method."
+        family(
+            &mut out,
+            "requests_total",
+            "counter",
+            "Flight calls by method.",
         );
-        let _ = writeln!(out, "# TYPE barecount_flight_requests_total counter");
         for (name, m) in methods.iter() {
-            let _ = writeln!(
-                out,
-                "barecount_flight_requests_total{{method=\"{name}\"}} {}",
-                m.requests
+            sample(
+                &mut out,
+                "requests_total",
+                &format!("method=\"{name}\""),
+                m.requests as f64,
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP barecount_flight_errors_total Failed Flight calls by method and gRPC code."
+        family(
+            &mut out,
+            "errors_total",
+            "counter",
+            "Failed Flight calls by method and gRPC code.",
         );
-        let _ = writeln!(out, "# TYPE barecount_flight_errors_total counter");
         for (name, m) in methods.iter() {
             for (code, n) in &m.errors {
-                let _ = writeln!(
-                    out,
-                    "barecount_flight_errors_total{{method=\"{name}\",code=\"{code}\"}} {n}"
-                );
+                let labels = format!("method=\"{name}\",code=\"{code}\"");
+                sample(&mut out, "errors_total", &labels, *n as f64);
             }
         }
-        let _ = writeln!(out, "# HELP barecount_flight_request_duration_seconds Time to answer a Flight call (to the start of streaming).");
-        let _ = writeln!(
-            out,
-            "# TYPE barecount_flight_request_duration_seconds histogram"
+        let latency = "request_duration_seconds";
+        family(
+            &mut out,
+            latency,
+            "histogram",
+            "Time to answer a Flight call (to the start of streaming).",
         );
         for (name, m) in methods.iter() {
             for (i, le) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "barecount_flight_request_duration_seconds_bucket{{method=\"{name}\",le=\"{le}\"}} {}",
-                    m.buckets[i]
+                let labels = format!("method=\"{name}\",le=\"{le}\"");
+                sample(
+                    &mut out,
+                    &format!("{latency}_bucket"),
+                    &labels,
+                    m.buckets[i] as f64,
                 );
             }
-            let _ = writeln!(out, "barecount_flight_request_duration_seconds_bucket{{method=\"{name}\",le=\"+Inf\"}} {}", m.requests);
-            let _ = writeln!(
-                out,
-                "barecount_flight_request_duration_seconds_sum{{method=\"{name}\"}} {}",
-                m.seconds
+            let labels = format!("method=\"{name}\",le=\"+Inf\"");
+            sample(
+                &mut out,
+                &format!("{latency}_bucket"),
+                &labels,
+                m.requests as f64,
             );
-            let _ = writeln!(
-                out,
-                "barecount_flight_request_duration_seconds_count{{method=\"{name}\"}} {}",
-                m.requests
+            let labels = format!("method=\"{name}\"");
+            sample(&mut out, &format!("{latency}_sum"), &labels, m.seconds);
+            sample(
+                &mut out,
+                &format!("{latency}_count"),
+                &labels,
+                m.requests as f64,
             );
         }
-        let counters = [
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
+        let singles = [
             (
-                "barecount_flight_rows_served_total",
+                "rows_served_total",
+                "counter",
                 "Rows served to clients.",
-                self.rows_served.load(Ordering::Relaxed),
+                load(&self.rows_served),
             ),
             (
-                "barecount_flight_bytes_served_total",
+                "bytes_served_total",
+                "counter",
                 "Arrow bytes served to clients.",
-                self.bytes_served.load(Ordering::Relaxed),
+                load(&self.bytes_served),
             ),
             (
-                "barecount_flight_exports_total",
+                "exports_total",
+                "counter",
                 "Exports written.",
-                self.exports.load(Ordering::Relaxed),
+                load(&self.exports),
             ),
             (
-                "barecount_flight_cache_hits_total",
-                "Version reads answered from the cache.",
-                store.hits.load(Ordering::Relaxed),
+                "cache_hits_total",
+                "counter",
+                "Version reads answered from the cache files.",
+                load(&store.hits),
             ),
             (
-                "barecount_flight_cache_misses_total",
-                "Version reads that loaded from Postgres.",
-                store.misses.load(Ordering::Relaxed),
-            ),
-            (
-                "barecount_flight_cache_evictions_total",
-                "Versions evicted from the cache.",
-                store.evictions.load(Ordering::Relaxed),
-            ),
-            (
-                "barecount_flight_cache_memory_hits_total",
+                "cache_memory_hits_total",
+                "counter",
                 "Version reads answered from the memory tier.",
-                store.memory_hits.load(Ordering::Relaxed),
+                load(&store.memory_hits),
             ),
             (
-                "barecount_flight_cache_parallel_loads_total",
+                "cache_misses_total",
+                "counter",
+                "Version reads that loaded from Postgres.",
+                load(&store.misses),
+            ),
+            (
+                "cache_parallel_loads_total",
+                "counter",
                 "Versions loaded with parallel COPYs over block ranges.",
-                store.parallel_loads.load(Ordering::Relaxed),
+                load(&store.parallel_loads),
             ),
             (
-                "barecount_flight_cache_loaded_rows_total",
+                "cache_evictions_total",
+                "counter",
+                "Versions evicted from the cache files.",
+                load(&store.evictions),
+            ),
+            (
+                "cache_loaded_rows_total",
+                "counter",
                 "Rows loaded from Postgres into the cache.",
-                store.loaded_rows.load(Ordering::Relaxed),
+                load(&store.loaded_rows),
+            ),
+            (
+                "cache_bytes",
+                "gauge",
+                "Bytes held by the cache files.",
+                load(&store.cached_bytes),
+            ),
+            (
+                "cache_memory_bytes",
+                "gauge",
+                "Bytes held by the memory tier.",
+                load(&store.memory_bytes),
             ),
         ];
-        for (name, help, v) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
+        for (name, kind, help, value) in singles {
+            family(&mut out, name, kind, help);
+            sample(&mut out, name, "", value);
         }
-        let _ = writeln!(
-            out,
-            "# HELP barecount_flight_cache_bytes Bytes held by the version cache.\n# TYPE barecount_flight_cache_bytes gauge\nbarecount_flight_cache_bytes {}",
-            store.cached_bytes.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP barecount_flight_cache_memory_bytes Bytes held by the memory tier.\n# TYPE barecount_flight_cache_memory_bytes gauge\nbarecount_flight_cache_memory_bytes {}",
-            store.memory_bytes.load(Ordering::Relaxed)
-        );
         out
+    }
+}
+
+/// The `# HELP` and `# TYPE` lines of a metric family (names get the `barecount_flight_` prefix).
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP barecount_flight_{name} {help}");
+    let _ = writeln!(out, "# TYPE barecount_flight_{name} {kind}");
+}
+
+fn sample(out: &mut String, name: &str, labels: &str, value: f64) {
+    if labels.is_empty() {
+        let _ = writeln!(out, "barecount_flight_{name} {value}");
+    } else {
+        let _ = writeln!(out, "barecount_flight_{name}{{{labels}}} {value}");
     }
 }
 

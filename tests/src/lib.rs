@@ -159,6 +159,36 @@ pub fn temp_dir(prefix: &str) -> std::path::PathBuf {
     d
 }
 
+/// The gRPC status code inside a client error.
+pub fn code_of(e: &dyn std::fmt::Display) -> tonic::Code {
+    status_code(&format!("{e:#}"))
+}
+
+/// The barecount-flight binary `make test` built.
+pub fn flight_bin() -> String {
+    std::env::var("BARECOUNT_FLIGHT_BIN").unwrap_or_else(|_| {
+        panic!("BARECOUNT_FLIGHT_BIN is not set: run the end-to-end tests through `make test`")
+    })
+}
+
+/// Runs the barecount-flight CLI with extra environment and returns its stdout, failing the
+/// test (with stderr) if it fails.
+pub async fn cli_ok(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = tokio::process::Command::new(flight_bin())
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "barecount-flight {args:?}: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// The gRPC status code a client error's text reports (tonic prints codes by description).
 pub fn status_code(text: &str) -> tonic::Code {
     use tonic::Code;

@@ -7,8 +7,8 @@ use barecount_flight::client::{self, Auth};
 use barecount_flight::export::{ExportRequest, Format};
 use barecount_flight::Config;
 use barecount_tests::{
-    api_token, base_url, connect, count, fresh_db, standalone_flight_url, status_code, temp_dir,
-    Flight,
+    api_token, base_url, cli_ok, code_of, connect, count, flight_bin, fresh_db,
+    standalone_flight_url, temp_dir, Flight,
 };
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rand::Rng;
@@ -133,16 +133,12 @@ async fn exports_write_files_with_receipts() {
     let e = client::export(url, auth, &again, |_, _| {})
         .await
         .unwrap_err();
-    assert_eq!(
-        status_code(&format!("{e:#}")),
-        Code::InvalidArgument,
-        "{e:#}"
-    );
+    assert_eq!(code_of(&e), Code::InvalidArgument, "{e:#}");
     assert!(format!("{e:#}").contains("exists"), "{e:#}");
     let e = client::export(url, auth, &req(Some("nope"), None, Format::Csv), |_, _| {})
         .await
         .unwrap_err();
-    assert_eq!(status_code(&format!("{e:#}")), Code::NotFound, "{e:#}");
+    assert_eq!(code_of(&e), Code::NotFound, "{e:#}");
     let e = client::export(
         url,
         auth,
@@ -151,11 +147,7 @@ async fn exports_write_files_with_receipts() {
     )
     .await
     .unwrap_err();
-    assert_eq!(
-        status_code(&format!("{e:#}")),
-        Code::InvalidArgument,
-        "{e:#}"
-    );
+    assert_eq!(code_of(&e), Code::InvalidArgument, "{e:#}");
     let reader_only = Auth::Token(api_token(pg, "default", &["read"]).await);
     let e = client::export(
         url,
@@ -165,11 +157,7 @@ async fn exports_write_files_with_receipts() {
     )
     .await
     .unwrap_err();
-    assert_eq!(
-        status_code(&format!("{e:#}")),
-        Code::PermissionDenied,
-        "{e:#}"
-    );
+    assert_eq!(code_of(&e), Code::PermissionDenied, "{e:#}");
     let mut plain = client::plain_client(url, &flight.token).await.unwrap();
     let s = plain
         .do_action(arrow_flight::Action::new(
@@ -202,11 +190,7 @@ async fn exports_write_files_with_receipts() {
     let e = client::export(url, auth, &over, |_, _| {})
         .await
         .unwrap_err();
-    assert_eq!(
-        status_code(&format!("{e:#}")),
-        Code::ResourceExhausted,
-        "{e:#}"
-    );
+    assert_eq!(code_of(&e), Code::ResourceExhausted, "{e:#}");
     let left: Vec<_> = std::fs::read_dir(dir.join("default"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -227,9 +211,6 @@ fn hex(b: &[u8]) -> String {
 /// The CLI against the standalone server `make test` starts.
 #[tokio::test]
 async fn the_cli_exports_with_a_receipt() {
-    let bin = std::env::var("BARECOUNT_FLIGHT_BIN").unwrap_or_else(|_| {
-        panic!("BARECOUNT_FLIGHT_BIN is not set: run the end-to-end tests through `make test`")
-    });
     let pg = connect(&base_url()).await;
     let name = format!("cli_export_{:08x}", rand::rng().random::<u32>());
     pg.query(
@@ -239,26 +220,20 @@ async fn the_cli_exports_with_a_receipt() {
     .await
     .unwrap();
     let token = api_token(&pg, "default", &["read", "export"]).await;
-    let out = tokio::process::Command::new(&bin)
-        .args([
+    let url = standalone_flight_url();
+    let stdout = cli_ok(
+        &[
             "export",
             "--url",
-            &standalone_flight_url(),
+            &url,
             "--dataset",
             &name,
             "--format",
             "csv",
-        ])
-        .env("BARECOUNT_TOKEN", &token)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        ],
+        &[("BARECOUNT_TOKEN", &token)],
+    )
+    .await;
     assert!(
         stdout.contains(&format!("exported dataset:{name}@v1 (70000 rows")),
         "{stdout}"
@@ -277,7 +252,7 @@ async fn the_cli_exports_with_a_receipt() {
         70_001
     );
     // Without credentials the CLI says what to pass.
-    let out = tokio::process::Command::new(&bin)
+    let out = tokio::process::Command::new(flight_bin())
         .args([
             "export",
             "--url",

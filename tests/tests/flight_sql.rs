@@ -12,7 +12,7 @@ use arrow_flight::{Criteria, FlightDescriptor, FlightInfo, Ticket};
 use barecount_flight::client::{self, Auth};
 use barecount_flight::ticket::{TicketClaims, TicketQuery, TicketSigner};
 use barecount_flight::{Application, Config};
-use barecount_tests::{api_token, fresh_db, login_role, status_code, Flight};
+use barecount_tests::{api_token, code_of, fresh_db, login_role, Flight};
 use futures::TryStreamExt;
 use prost::Message;
 use std::sync::Arc;
@@ -40,11 +40,6 @@ fn total(b: &[RecordBatch]) -> usize {
     b.iter().map(RecordBatch::num_rows).sum()
 }
 
-/// The gRPC status code inside a client error.
-fn code(e: &dyn std::fmt::Display) -> Code {
-    status_code(&format!("{e:#}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_call_is_authenticated_and_tenants_never_meet() {
     let db = fresh_db().await;
@@ -64,7 +59,7 @@ async fn every_call_is_authenticated_and_tenants_never_meet() {
     // No credentials, a malformed header, an unknown or bad token: Unauthenticated, every call.
     let mut anon = FlightSqlServiceClient::new(client::channel(url).await.unwrap());
     let e = anon.execute("SELECT 1".into(), None).await.unwrap_err();
-    assert_eq!(code(&e), Code::Unauthenticated, "{e}");
+    assert_eq!(code_of(&e), Code::Unauthenticated, "{e}");
     let mut plain_anon = arrow_flight::flight_service_client::FlightServiceClient::new(
         client::channel(url).await.unwrap(),
     );
@@ -134,7 +129,7 @@ async fn every_call_is_authenticated_and_tenants_never_meet() {
         .await
         .map(|_| ())
         .unwrap_err();
-    assert_eq!(code(&s), Code::PermissionDenied, "{s}");
+    assert_eq!(code_of(&s), Code::PermissionDenied, "{s}");
     assert_eq!(total(&rows_of(&mut globex_sql, info).await), 7);
 
     // Revoked and expired API tokens stop working at once.
@@ -147,11 +142,7 @@ async fn every_call_is_authenticated_and_tenants_never_meet() {
         .await
         .unwrap();
     let e = client::list(url, &Auth::Token(doomed)).await.unwrap_err();
-    assert_eq!(
-        status_code(&format!("{e:#}")),
-        Code::Unauthenticated,
-        "{e:#}"
-    );
+    assert_eq!(code_of(&e), Code::Unauthenticated, "{e:#}");
     let old = api_token(su, "acme", &["read"]).await;
     let old_id = old.split('_').nth(1).unwrap().to_owned();
     su.execute(
@@ -161,11 +152,7 @@ async fn every_call_is_authenticated_and_tenants_never_meet() {
     .await
     .unwrap();
     let e = client::list(url, &Auth::Token(old)).await.unwrap_err();
-    assert_eq!(
-        status_code(&format!("{e:#}")),
-        Code::Unauthenticated,
-        "{e:#}"
-    );
+    assert_eq!(code_of(&e), Code::Unauthenticated, "{e:#}");
 
     // Basic credentials: a login role's own password, exchanged for a session token.
     let alice = login_role(su, "alice", &["barecount_reader"], Some("acme")).await;
@@ -201,11 +188,7 @@ async fn every_call_is_authenticated_and_tenants_never_meet() {
         )
         .await
         .unwrap_err();
-        assert_eq!(
-            status_code(&format!("{e:#}")),
-            Code::Unauthenticated,
-            "{user}: {e:#}"
-        );
+        assert_eq!(code_of(&e), Code::Unauthenticated, "{user}: {e:#}");
     }
     // A role without a tenant cannot log in, even with the right password.
     let loner = login_role(su, "loner", &["barecount_reader"], None).await;
@@ -221,11 +204,7 @@ async fn every_call_is_authenticated_and_tenants_never_meet() {
     )
     .await
     .unwrap_err();
-    assert_eq!(
-        status_code(&format!("{e:#}")),
-        Code::Unauthenticated,
-        "{e:#}"
-    );
+    assert_eq!(code_of(&e), Code::Unauthenticated, "{e:#}");
     // An API token works as the Basic password too (for clients that only speak user/password).
     let via_basic = client::bearer(
         url,
@@ -246,11 +225,7 @@ async fn every_call_is_authenticated_and_tenants_never_meet() {
         .replace("\"acme\"", "\"globex\"");
     let forged = format!("bcs.{}.{sig}", b64.encode(claims));
     let e = client::list(url, &Auth::Token(forged)).await.unwrap_err();
-    assert_eq!(
-        status_code(&format!("{e:#}")),
-        Code::Unauthenticated,
-        "{e:#}"
-    );
+    assert_eq!(code_of(&e), Code::Unauthenticated, "{e:#}");
 
     flight.stop().await;
 }
@@ -306,7 +281,7 @@ async fn forged_and_expired_tickets_are_refused() {
         })
         .unwrap();
     let e = c.do_get(ticket_for(expired)).await.map(|_| ()).unwrap_err();
-    assert_eq!(code(&e), Code::Unauthenticated);
+    assert_eq!(code_of(&e), Code::Unauthenticated);
     assert!(e.to_string().contains("expired"), "{e}");
     // Signed with another secret.
     let forged = TicketSigner::new(b"guess".to_vec(), 60, 60)
@@ -320,7 +295,7 @@ async fn forged_and_expired_tickets_are_refused() {
         .await
         .map(|_| ())
         .unwrap_err();
-    assert_eq!(code(&e), Code::InvalidArgument, "{e}");
+    assert_eq!(code_of(&e), Code::InvalidArgument, "{e}");
     server.abort();
 }
 
@@ -398,14 +373,14 @@ async fn prepared_statements_bind_parameters_and_describe_results() {
             .unwrap();
     unbound.set_parameters(params).unwrap();
     let e = unbound.execute().await.unwrap_err();
-    assert_eq!(code(&e), Code::InvalidArgument, "{e}");
+    assert_eq!(code_of(&e), Code::InvalidArgument, "{e}");
     assert!(e.to_string().contains("$1"), "{e}");
     // A bad statement fails at prepare.
     let e = c
         .prepare("SELECT nope FROM sales".into(), None)
         .await
         .unwrap_err();
-    assert_eq!(code(&e), Code::InvalidArgument, "{e}");
+    assert_eq!(code_of(&e), Code::InvalidArgument, "{e}");
 
     // GetSchema: for a path, a statement and a prepared statement.
     let mut plain = client::plain_client(&flight.url, &flight.token)
@@ -447,6 +422,28 @@ async fn metadata_is_complete() {
         .unwrap();
     let flight = Flight::start(&db.url).await;
     let mut c = client::sql_client(&flight.url, &flight.auth).await.unwrap();
+
+    let types = c
+        .get_xdbc_type_info(arrow_flight::sql::CommandGetXdbcTypeInfo { data_type: None })
+        .await
+        .unwrap();
+    assert_eq!(
+        total(&rows_of(&mut c, types).await),
+        10,
+        "one row per served SQL type"
+    );
+    let catalogs = c.get_catalogs().await.unwrap();
+    assert_eq!(total(&rows_of(&mut c, catalogs).await), 1);
+    let table_types = c.get_table_types().await.unwrap();
+    assert_eq!(total(&rows_of(&mut c, table_types).await), 1);
+    let all_tables = c
+        .get_tables(CommandGetTables {
+            include_schema: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(total(&rows_of(&mut c, all_tables).await), 2, "m and m__v1");
 
     let all = c.get_sql_info(vec![]).await.unwrap();
     let info = rows_of(&mut c, all).await;
@@ -540,6 +537,6 @@ async fn metadata_is_complete() {
             .unwrap_err(),
         Err(e) => e,
     };
-    assert_eq!(code(&e), Code::NotFound, "{e}");
+    assert_eq!(code_of(&e), Code::NotFound, "{e}");
     flight.stop().await;
 }

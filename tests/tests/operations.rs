@@ -8,15 +8,9 @@ use arrow::datatypes::Int64Type;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use barecount_flight::client::{self, Auth};
 use barecount_flight::{Application, Config};
-use barecount_tests::{api_token, fresh_db, temp_dir, Flight};
+use barecount_tests::{api_token, cli_ok, flight_bin, fresh_db, temp_dir, Flight};
 use futures::TryStreamExt;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
-
-fn flight_bin() -> String {
-    std::env::var("BARECOUNT_FLIGHT_BIN").unwrap_or_else(|_| {
-        panic!("BARECOUNT_FLIGHT_BIN is not set: run the end-to-end tests through `make test`")
-    })
-}
 
 async fn sum(url: &str, auth: &Auth, sql: &str) -> i64 {
     let (_, b) = client::query(url, auth, sql).await.unwrap();
@@ -201,24 +195,13 @@ async fn tls_serves_clients_that_trust_the_ca() {
     .await;
     assert!(e.is_err());
     // The CLI trusts the CA named by BARECOUNT_FLIGHT_CA.
-    let out = tokio::process::Command::new(flight_bin())
-        .args([
-            "query",
-            "--url",
-            &format!("https://localhost:{port}"),
-            "SELECT sum(n) AS s FROM sec",
-        ])
-        .env("BARECOUNT_TOKEN", &token)
-        .env("BARECOUNT_FLIGHT_CA", &ca)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let url = format!("https://localhost:{port}");
+    let ca = ca.to_str().unwrap();
+    let stdout = cli_ok(
+        &["query", "--url", &url, "SELECT sum(n) AS s FROM sec"],
+        &[("BARECOUNT_TOKEN", &token), ("BARECOUNT_FLIGHT_CA", ca)],
+    )
+    .await;
     assert!(stdout.contains("| 10 |"), "{stdout}");
     server.abort();
     let _ = std::fs::remove_dir_all(&dir);
