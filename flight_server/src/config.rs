@@ -70,7 +70,10 @@ pub struct Config {
 
 impl Config {
     /// A configuration for tests and embedding: an ephemeral loopback port.
+    /// Its cache and export directories are this process's own, under the system temporary
+    /// directory, so nothing is shared with a server running on the machine.
     pub fn local(database_url: impl Into<String>) -> Self {
+        let scratch = std::env::temp_dir().join(format!("barecount-flight-{}", std::process::id()));
         Config {
             config: None,
             tls_cert: None,
@@ -81,12 +84,12 @@ impl Config {
             ticket_ttl_secs: 300,
             session_ttl_secs: 3600,
             endpoint_rows: 1_048_576,
-            cache_dir: default_cache_dir(),
+            cache_dir: scratch.join("cache"),
             cache_max_bytes: 8 << 30,
             memory_cache_bytes: 2 << 30,
             parallel_load_min_bytes: u64::MAX,
             metrics_listen: None,
-            export_dir: default_export_dir(),
+            export_dir: scratch.join("exports"),
             port_file: None,
         }
     }

@@ -423,7 +423,7 @@ impl Store {
         path: &Path,
     ) -> Result<(Cached, Option<Resident>)> {
         let schema = arrow_schema(v);
-        let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+        let tmp = path.with_extension(format!("{:016x}.tmp", rand::random::<u64>()));
         let result =
             match loader::parallel_ranges(db, v, self.parallel_min_bytes, self.memory_max_bytes)
                 .await?
