@@ -70,10 +70,14 @@ pub struct Config {
 
 impl Config {
     /// A configuration for tests and embedding: an ephemeral loopback port.
-    /// Its cache and export directories are this process's own, under the system temporary
-    /// directory, so nothing is shared with a server running on the machine.
+    /// Its cache and export directories are its own, under the system temporary directory, so
+    /// nothing is shared with another server on the machine.
     pub fn local(database_url: impl Into<String>) -> Self {
-        let scratch = std::env::temp_dir().join(format!("barecount-flight-{}", std::process::id()));
+        let scratch = std::env::temp_dir().join(format!(
+            "barecount-flight-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
         Config {
             config: None,
             tls_cert: None,

@@ -166,7 +166,7 @@ fn io(what: &str, path: &Path, e: impl std::fmt::Display) -> FlightError {
 }
 
 impl Store {
-    /// Opens (creating) a cache directory: leftovers of interrupted loads are removed, cached
+    /// Opens (creating) a cache directory: leftovers of interrupted loads (an hour old) are removed, cached
     /// versions from earlier runs are kept and counted against `max_bytes`.
     pub fn open(
         dir: impl Into<PathBuf>,
@@ -195,7 +195,17 @@ impl Store {
                     }
                 }
                 Some("tmp") => {
-                    let _ = std::fs::remove_file(&path);
+                    // Leftovers of interrupted loads; a fresh one may be another server's load
+                    // in progress in a shared directory, so only stale ones go.
+                    let stale = entry
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|age| age > std::time::Duration::from_secs(3600));
+                    if stale {
+                        let _ = std::fs::remove_file(&path);
+                    }
                 }
                 _ => {}
             }
