@@ -115,6 +115,14 @@ impl Flight {
         }
     }
 
+    /// Signals shutdown without waiting: the server stops taking calls and lets the ones in
+    /// flight finish.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+
     pub async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());

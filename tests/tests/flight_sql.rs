@@ -434,6 +434,19 @@ async fn metadata_is_complete() {
     );
     let catalogs = c.get_catalogs().await.unwrap();
     assert_eq!(total(&rows_of(&mut c, catalogs).await), 1);
+    let schemas = c
+        .get_db_schemas(arrow_flight::sql::CommandGetDbSchemas {
+            catalog: Some("barecount".into()),
+            db_schema_filter_pattern: None,
+        })
+        .await
+        .unwrap();
+    let schemas = rows_of(&mut c, schemas).await;
+    assert_eq!(total(&schemas), 1);
+    assert_eq!(
+        schemas[0].column(1).as_string::<i32>().value(0),
+        "published"
+    );
     let table_types = c.get_table_types().await.unwrap();
     assert_eq!(total(&rows_of(&mut c, table_types).await), 1);
     let all_tables = c

@@ -254,3 +254,40 @@ async fn the_server_reconnects_when_postgres_drops_it() {
     }
     flight.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_calls_in_flight_finish() {
+    let db = fresh_db().await;
+    db.client
+        .batch_execute("SELECT barecount.publish('big', 'SELECT g::bigint AS n FROM generate_series(1, 300000) g')")
+        .await
+        .unwrap();
+    let mut flight = Flight::start(&db.url).await;
+    let mut c = client::sql_client(&flight.url, &flight.auth).await.unwrap();
+    let info = c.execute("SELECT n FROM big".into(), None).await.unwrap();
+    let mut stream = c
+        .do_get(info.endpoint[0].ticket.clone().unwrap())
+        .await
+        .unwrap();
+    let first = stream.try_next().await.unwrap().unwrap();
+    let mut rows = first.num_rows();
+    assert!(
+        rows < 300_000,
+        "the stream is still going when shutdown begins"
+    );
+
+    let url = flight.url.clone();
+    flight.begin_shutdown();
+    while let Some(b) = stream.try_next().await.unwrap() {
+        rows += b.num_rows();
+    }
+    assert_eq!(rows, 300_000, "the call in flight finished");
+    flight.stop().await; // returns once the server has stopped
+    let e = client::query(
+        &url,
+        &Auth::Token(api_token(&db.client, "default", &["read"]).await),
+        "SELECT 1",
+    )
+    .await;
+    assert!(e.is_err(), "no new calls after shutdown");
+}
