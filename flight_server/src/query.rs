@@ -2,15 +2,21 @@
 //! `published`, holds exactly the caller's tenant's datasets: `<dataset>` is the latest version,
 //! `<dataset>__v<N>` pins one. Tables load lazily, on first reference.
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, VersionInfo};
 use crate::db::Db;
 use crate::error::{FlightError, Result};
 use crate::prepared;
-use crate::store::Store;
+use crate::store::{arrow_schema, Store};
 use arrow::datatypes::SchemaRef;
+use datafusion::catalog::streaming::StreamingTable;
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::dataframe::DataFrame;
+use datafusion::error::DataFusionError;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::StreamExt;
 use std::sync::Arc;
 
 pub const CATALOG_NAME: &str = "barecount";
@@ -34,6 +40,17 @@ impl SchemaProvider for PublishedSchema {
         let Some(v) = self.catalog.resolve_table(name) else {
             return Ok(None);
         };
+        if !self.store.is_present(v) {
+            // Not loaded yet: the query that scans it loads it and is served as it loads.
+            let partition = LoadingPartition {
+                schema: arrow_schema(v),
+                version: v.clone(),
+                db: self.db.clone(),
+                store: self.store.clone(),
+            };
+            let table = StreamingTable::try_new(arrow_schema(v), vec![Arc::new(partition)])?;
+            return Ok(Some(Arc::new(table)));
+        }
         let table = self
             .store
             .table(&self.db, v)
@@ -44,6 +61,53 @@ impl SchemaProvider for PublishedSchema {
 
     fn table_exist(&self, name: &str) -> bool {
         self.catalog.resolve_table(name).is_some()
+    }
+}
+
+/// A version not yet in the store, as one partition: executing it loads the version (binary
+/// COPY into the cache) and streams each batch as it is decoded. If another reader loaded it
+/// meanwhile, the batches come from the store instead.
+#[derive(Debug)]
+struct LoadingPartition {
+    schema: SchemaRef,
+    version: VersionInfo,
+    db: Arc<Db>,
+    store: Arc<Store>,
+}
+
+impl PartitionStream for LoadingPartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let (db, store, v) = (self.db.clone(), self.store.clone(), self.version.clone());
+        let external = |e: FlightError| DataFusionError::External(Box::new(e));
+        tokio::spawn(async move {
+            match store.ensure_with(&db, &v, Some(tx.clone())).await {
+                Ok((_, true)) => {}
+                Ok((_, false)) => match store.stream(&db, &v, 0, usize::MAX).await {
+                    Ok((_, mut batches)) => {
+                        while let Some(b) = batches.next().await {
+                            if tx.send(b.map_err(external)).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(external(e))).await;
+                    }
+                },
+                Err(e) => {
+                    let _ = tx.send(Err(external(e))).await;
+                }
+            }
+        });
+        Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
     }
 }
 

@@ -44,6 +44,9 @@ pub struct StoreStats {
     pub memory_bytes: AtomicU64,
 }
 
+/// Where a load sends its batches for the reader that started it.
+pub type Tee = mpsc::Sender<std::result::Result<RecordBatch, datafusion::error::DataFusionError>>;
+
 /// A version held in memory.
 #[derive(Debug)]
 pub struct Resident {
@@ -329,6 +332,24 @@ impl Store {
 
     /// Makes sure a version is in the cache (loading it on first use) and describes it.
     pub async fn ensure(&self, db: &Db, v: &VersionInfo) -> Result<Cached> {
+        Ok(self.ensure_with(db, v, None).await?.0)
+    }
+
+    /// Whether a version is in memory or in a cache file, so reading it needs no load.
+    pub fn is_present(&self, v: &VersionInfo) -> bool {
+        let key = Self::key(v);
+        self.hot().entries.contains_key(&key) || self.index().entries.contains_key(&key)
+    }
+
+    /// Like `ensure`; when this call is the one that loads the version, every batch is also
+    /// sent to `tee` as it is decoded (the first reader is served while the version loads),
+    /// and the answer's flag is true.
+    pub async fn ensure_with(
+        &self,
+        db: &Db,
+        v: &VersionInfo,
+        tee: Option<Tee>,
+    ) -> Result<(Cached, bool)> {
         let key = Self::key(v);
         let lock = {
             let mut loading = self.loading.lock().await;
@@ -352,7 +373,7 @@ impl Store {
             match describe(path.clone()).await {
                 Ok(c) => {
                     self.stats.hits.fetch_add(1, Ordering::Relaxed);
-                    return Ok(c);
+                    return Ok((c, false));
                 }
                 Err(e) => {
                     // Removed or damaged behind our back: forget it and load again.
@@ -362,7 +383,8 @@ impl Store {
             }
         }
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
-        let (cached, kept) = self.load(db, v, &path).await?;
+        let teed = tee.is_some();
+        let (cached, kept) = self.load(db, v, &path, tee).await?;
         if let Some(kept) = kept {
             self.hot_put(&key, Arc::new(kept));
         }
@@ -383,7 +405,7 @@ impl Store {
             );
         }
         self.evict(&key);
-        Ok(cached)
+        Ok((cached, teed))
     }
 
     fn forget(&self, key: &str) {
@@ -431,6 +453,7 @@ impl Store {
         db: &Db,
         v: &VersionInfo,
         path: &Path,
+        tee: Option<Tee>,
     ) -> Result<(Cached, Option<Resident>)> {
         let schema = arrow_schema(v);
         let tmp = path.with_extension(format!("{:016x}.tmp", rand::random::<u64>()));
@@ -441,6 +464,12 @@ impl Store {
                 Some(ranges) => {
                     self.stats.parallel_loads.fetch_add(1, Ordering::Relaxed);
                     let batches = loader::read_parallel(db, v, schema.clone(), ranges).await?;
+                    if let Some(tee) = &tee {
+                        for b in &batches {
+                            // A reader that went away does not stop the load.
+                            let _ = tee.send(Ok(b.clone())).await;
+                        }
+                    }
                     let file_tmp = tmp.clone();
                     let file_schema = schema.clone();
                     tokio::task::spawn_blocking(move || -> Result<(usize, Option<Resident>)> {
@@ -478,6 +507,10 @@ impl Store {
                         loader::copy_sql(v, None),
                         schema.clone(),
                         move |b| {
+                            if let Some(tee) = &tee {
+                                // A reader that went away does not stop the load.
+                                let _ = tee.blocking_send(Ok(b.clone()));
+                            }
                             writer
                                 .lock()
                                 .unwrap_or_else(|p| p.into_inner())

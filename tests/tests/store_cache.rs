@@ -251,3 +251,30 @@ async fn parallel_loads_keep_every_row_in_table_order() {
     flight.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_readers_share_one_load() {
+    let db = fresh_db().await;
+    db.client
+        .batch_execute("SELECT barecount.publish('c', 'SELECT g::bigint AS n FROM generate_series(1, 200000) g')")
+        .await
+        .unwrap();
+    let mut config = Config::local(&db.url);
+    config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    let flight = Flight::start_with(config).await;
+    // The first query is served while it loads the version; the others wait for that load
+    // and read what it stored.
+    let (a, b, c) = tokio::join!(
+        sum_of(&flight, "c"),
+        sum_of(&flight, "c"),
+        sum_of(&flight, "c")
+    );
+    assert_eq!([a, b, c], [200_000 * 200_001 / 2; 3]);
+    let m = flight.metrics_addr.unwrap();
+    assert_eq!(metric(m, "barecount_flight_cache_misses_total").await, 1.0);
+    assert_eq!(
+        metric(m, "barecount_flight_cache_loaded_rows_total").await,
+        200_000.0
+    );
+    flight.stop().await;
+}
