@@ -4,7 +4,7 @@
 #   scripts/bench.sh ingest [--rows 1000000 --batch 10000]
 #   scripts/bench.sh ledger [--seconds 5]
 #   scripts/bench.sh validate [--rows 1000000]
-#   scripts/bench.sh read10m [--rows 10000000 --runs 3]   (Python ADBC clients, ROAPI from PyPI)
+#   scripts/bench.sh read10m [--rows 10000000 --runs 5]   (Python ADBC clients, ROAPI from PyPI)
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$ROOT"
 "$ROOT/scripts/setup.sh" >/dev/null

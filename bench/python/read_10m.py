@@ -96,7 +96,7 @@ def main():
     ap.add_argument("--flight-bin", required=True)
     ap.add_argument("--roapi-bin", required=True)
     ap.add_argument("--rows", type=int, default=10_000_000)
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=5)
     a = ap.parse_args()
 
     token = publish(a.pg_url, a.rows)
