@@ -735,3 +735,74 @@ async fn flight_reads_are_metered_and_limited() {
     );
     flight.stop().await;
 }
+
+#[tokio::test]
+async fn gateway_functions_are_for_gateways_and_say_what_is_wrong() {
+    let db = fresh_db().await;
+    let su = &db.client;
+    su.batch_execute("SELECT barecount.tenant_create('acme', 'Acme')")
+        .await
+        .unwrap();
+    let alice = login_role(su, "gw_alice", &["barecount_reader"], Some("acme")).await;
+    su.batch_execute(&format!("ALTER ROLE {alice} PASSWORD 'right one'"))
+        .await
+        .unwrap();
+
+    // Gateways (admins) check passwords: the right one gives the tenant and scopes; every
+    // failure is the same 28P01, whatever the reason.
+    let row = su
+        .query_one(
+            "SELECT tenant_id, scopes FROM barecount.password_authenticate($1, 'right one')",
+            &[&alice],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "acme");
+    assert_eq!(row.get::<_, Vec<String>>(1), ["export", "read"]);
+    for sql in [
+        format!("SELECT * FROM barecount.password_authenticate('{alice}', 'wrong')"),
+        "SELECT * FROM barecount.password_authenticate('no_such_role_at_all', 'x')".to_owned(),
+        "SELECT * FROM barecount.password_authenticate('postgres', 'x')".to_owned(),
+    ] {
+        assert_eq!(refused(su, &sql).await, "28P01", "{sql}");
+    }
+    su.batch_execute(&format!("ALTER ROLE {alice} VALID UNTIL '2000-01-01'"))
+        .await
+        .unwrap();
+    assert_eq!(
+        refused(
+            su,
+            &format!("SELECT * FROM barecount.password_authenticate('{alice}', 'right one')")
+        )
+        .await,
+        "28P01",
+        "an expired role cannot log in"
+    );
+
+    // Export receipts: unknown formats and negative counts are refused, nothing recorded.
+    assert_eq!(
+        refused(su, "SELECT * FROM barecount.export_receipt('acme', 'dataset:x@v1', 'xlsx', '/tmp/x', 1, 1, 'ab')").await,
+        "22023"
+    );
+    assert_eq!(
+        refused(su, "SELECT * FROM barecount.export_receipt('acme', 'dataset:x@v1', 'csv', '/tmp/x', -1, 1, 'ab')").await,
+        "22023"
+    );
+    assert_eq!(
+        count(
+            su,
+            "SELECT count(*) FROM barecount.ledger WHERE event_type = 'export'"
+        )
+        .await,
+        0
+    );
+
+    // Nobody else may call them: a reader is refused with 42501 (it is not even granted).
+    let reader = connect_as(&db.url, &alice).await;
+    for sql in [
+        "SELECT * FROM barecount.password_authenticate('postgres', 'x')",
+        "SELECT * FROM barecount.export_receipt('acme', 'dataset:x@v1', 'csv', '/tmp/x', 1, 1, 'ab')",
+    ] {
+        assert_eq!(refused(&reader, sql).await, "42501", "{sql}");
+    }
+}
