@@ -237,13 +237,7 @@ impl FlightService for BareCountFlight {
                 let (sql, params) = match descriptor_command(&d.cmd) {
                     Some(DescribedCommand::Statement(sql)) => (sql, None),
                     Some(DescribedCommand::Prepared(handle)) => {
-                        let claims = self.sql.state.signer.verify_prepared(&handle)?;
-                        if claims.tenant != caller.tenant {
-                            return Err(FlightError::PermissionDenied(
-                                "prepared statement belongs to another tenant".into(),
-                            )
-                            .into());
-                        }
+                        let claims = self.sql.prepared(&caller, &handle)?;
                         (claims.sql, claims.params)
                     }
                     None => {

@@ -210,7 +210,7 @@ impl SqlService {
     }
 
     /// Checks a prepared statement's handle against the caller.
-    fn prepared(&self, caller: &Caller, handle: &[u8]) -> Result<PreparedClaims, Status> {
+    pub fn prepared(&self, caller: &Caller, handle: &[u8]) -> Result<PreparedClaims, Status> {
         let claims = self.state.signer.verify_prepared(handle)?;
         if claims.tenant != caller.tenant {
             return Err(FlightError::PermissionDenied(
