@@ -56,6 +56,15 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// Quotes a dotted relation name (`schema.table`) part by part.
+pub fn quote_qualified(relation: &str) -> String {
+    relation
+        .split('.')
+        .map(quote_ident)
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
 /// Quotes a string literal for SQL text, doubling embedded quotes.
 pub fn quote_literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))

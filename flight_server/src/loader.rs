@@ -10,20 +10,12 @@ use crate::store::BATCH_ROWS;
 use crate::types::ColumnKind;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use barecount_core::ident::{quote_ident, quote_literal};
+use barecount_core::ident::{quote_ident, quote_literal, quote_qualified};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
 /// Bytes of COPY data handed to a decoder at a time.
 pub const COPY_CHUNK_BYTES: usize = 1 << 20;
-
-fn quote_relation(relation: &str) -> String {
-    relation
-        .split('.')
-        .map(quote_ident)
-        .collect::<Vec<_>>()
-        .join(".")
-}
 
 pub fn kinds(v: &VersionInfo) -> Vec<ColumnKind> {
     v.columns
@@ -54,7 +46,7 @@ pub fn copy_sql(v: &VersionInfo, blocks: Option<(i64, Option<i64>)>) -> String {
     };
     format!(
         "COPY (SELECT {select} FROM {} WHERE {} = {}{range}) TO STDOUT (FORMAT binary)",
-        quote_relation(&v.relation),
+        quote_qualified(&v.relation),
         quote_ident(TENANT_COLUMN),
         quote_literal(&v.tenant)
     )
@@ -96,7 +88,7 @@ pub async fn parallel_ranges(
     if workers < 2 {
         return Ok(None);
     }
-    let relation = quote_relation(&v.relation);
+    let relation = quote_qualified(&v.relation);
     let row = db
         .run(|c| {
             let relation = relation.clone();

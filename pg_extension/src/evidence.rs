@@ -3,7 +3,7 @@
 use crate::errors::{OrRaise, SqlError};
 use crate::publish::{columns_of, content_hash};
 use crate::{privilege, tenant};
-use barecount_core::ident::quote_ident;
+use barecount_core::ident::quote_qualified;
 use barecount_core::ledger::{StoredEntry, Verifier};
 use pgrx::prelude::*;
 use pgrx::JsonB;
@@ -166,7 +166,7 @@ fn verify_dataset(
             let recorded = r.get::<String>(3)?.unwrap_or_default();
             let seq = r.get::<i64>(4)?.unwrap_or_default();
             let receipt_hash = r.get::<String>(5)?;
-            let quoted = relation.split('.').map(quote_ident).collect::<Vec<_>>().join(".");
+            let quoted = quote_qualified(&relation);
             let cols = columns_of(client, &quoted)?;
             let (computed, rows) = content_hash(client, &quoted, &cols)?;
             let ok = computed == recorded && receipt_hash.as_deref() == Some(recorded.as_str());

@@ -3,7 +3,7 @@
 
 use crate::errors::{OrRaise, SqlError};
 use crate::{ledger, privilege, tenant};
-use barecount_core::ident::quote_ident;
+use barecount_core::ident::quote_qualified;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use serde_json::json;
@@ -128,7 +128,7 @@ fn change(dataset: &str, version: i32, to: &str) -> String {
             )?;
             if to == "retired" {
                 // kept for verification, no longer readable
-                let rel = relation.split('.').map(quote_ident).collect::<Vec<_>>().join(".");
+                let rel = quote_qualified(&relation);
                 client.update(&format!("REVOKE SELECT ON {rel} FROM barecount_reader"), None, &[])?;
             }
             Ok(to.to_owned())
