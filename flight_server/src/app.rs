@@ -64,6 +64,7 @@ impl Application {
                 config.parallel_load_min_bytes,
             )?),
             signer: TicketSigner::new(key, config.ticket_ttl_secs, config.session_ttl_secs),
+            live: Arc::default(),
             endpoint_batches: config
                 .endpoint_rows
                 .div_ceil(crate::store::BATCH_ROWS)

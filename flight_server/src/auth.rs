@@ -10,6 +10,9 @@ use base64::alphabet;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 use tonic::metadata::MetadataMap;
 
 /// Prefix of BareCount API tokens (`barecount.token_create`).
@@ -88,15 +91,93 @@ pub fn credentials(metadata: &MetadataMap) -> Result<Credentials> {
     ))
 }
 
-/// Checks credentials: session tokens locally, API tokens and passwords against Postgres.
-pub async fn authenticate(db: &Db, signer: &TicketSigner, creds: &Credentials) -> Result<Caller> {
+/// How long a session's credential, once checked against Postgres, is trusted without asking
+/// again: the bound on how stale a revocation, an expiry or a lost BareCount role can be.
+pub const CREDENTIAL_RECHECK: Duration = Duration::from_secs(2);
+
+/// Entries kept at most; past it, expired entries are dropped (and all, if none had expired).
+const LIVE_MAX_ENTRIES: usize = 10_000;
+
+/// Sessions are bound to the credential that opened them: a session token names its login role
+/// or API token, and every call re-checks that credential (`barecount.credential_check`) unless
+/// it was checked less than [`CREDENTIAL_RECHECK`] ago. Only successes are remembered.
+#[derive(Debug, Default)]
+pub struct LiveCredentials {
+    checked: Mutex<HashMap<String, (Instant, String, Vec<String>)>>,
+}
+
+impl LiveCredentials {
+    /// The tenant and scopes `subject` has now, or Unauthenticated.
+    pub async fn check(&self, db: &Db, subject: &str) -> Result<(String, Vec<String>)> {
+        if let Ok(m) = self.checked.lock() {
+            if let Some((at, tenant, scopes)) = m.get(subject) {
+                if at.elapsed() < CREDENTIAL_RECHECK {
+                    return Ok((tenant.clone(), scopes.clone()));
+                }
+            }
+        }
+        let row = db
+            .run(|c| async move {
+                c.query_one(
+                    "SELECT tenant_id, scopes FROM barecount.credential_check($1)",
+                    &[&subject],
+                )
+                .await
+            })
+            .await;
+        let row = match row {
+            Ok(r) => r,
+            Err(e) => {
+                if let Ok(mut m) = self.checked.lock() {
+                    m.remove(subject);
+                }
+                return Err(e);
+            }
+        };
+        let (tenant, scopes): (String, Vec<String>) = (row.try_get(0)?, row.try_get(1)?);
+        if let Ok(mut m) = self.checked.lock() {
+            if m.len() >= LIVE_MAX_ENTRIES {
+                m.retain(|_, (at, _, _)| at.elapsed() < CREDENTIAL_RECHECK);
+                if m.len() >= LIVE_MAX_ENTRIES {
+                    m.clear();
+                }
+            }
+            m.insert(
+                subject.to_owned(),
+                (Instant::now(), tenant.clone(), scopes.clone()),
+            );
+        }
+        Ok((tenant, scopes))
+    }
+}
+
+/// Checks credentials: session tokens by their signature and then their credential (see
+/// [`LiveCredentials`]), API tokens and passwords against Postgres.
+pub async fn authenticate(
+    db: &Db,
+    signer: &TicketSigner,
+    live: &LiveCredentials,
+    creds: &Credentials,
+) -> Result<Caller> {
     match creds {
         Credentials::Bearer(t) if t.starts_with(SESSION_PREFIX) => {
             let s = signer.verify_session(t)?;
+            let (tenant, now_scopes) = live.check(db, &s.subject).await?;
+            if tenant != s.tenant {
+                return Err(FlightError::Unauthenticated(
+                    "the session's role belongs to another tenant now; authenticate again".into(),
+                ));
+            }
+            // a session never gains scopes, and loses those its credential lost
+            let scopes = s
+                .scopes
+                .into_iter()
+                .filter(|x| now_scopes.contains(x))
+                .collect();
             Ok(Caller {
                 tenant: s.tenant,
                 subject: s.subject,
-                scopes: s.scopes,
+                scopes,
             })
         }
         Credentials::Bearer(t) => api_token(db, t).await,

@@ -142,9 +142,124 @@ impl From<tokio_postgres::Error> for FlightError {
             Some(db) if db.code() == &tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE => {
                 FlightError::PermissionDenied(db.message().to_owned())
             }
-            _ => FlightError::Database(e.to_string()),
+            // Only what another attempt may cure is UNAVAILABLE: the connection or the server
+            // going away, the server being short of resources. Any other answer Postgres gave
+            // is final, so a client must not retry it.
+            Some(db) if retryable_sqlstate(db.code().code()) => {
+                FlightError::Database(e.to_string())
+            }
+            Some(db) => FlightError::Internal(format!(
+                "the catalog database refused the request ({}): {}",
+                db.code().code(),
+                db.message()
+            )),
+            None => FlightError::Database(e.to_string()),
         }
     }
 }
 
+/// SQLSTATEs worth retrying: connection exceptions (08), insufficient resources (53),
+/// operator intervention (57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect
+/// now), serialization failure and deadlock (40001, 40P01).
+fn retryable_sqlstate(code: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("53")
+        || matches!(code, "57P01" | "57P02" | "57P03" | "40001" | "40P01")
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a task panicked".to_owned())
+}
+
+/// Spawns a task that feeds a stream through `tx`. If the task panics, the stream ends with
+/// `on_panic(message)` instead of ending early as if it were complete.
+pub fn spawn_feeder<T, F>(
+    tx: tokio::sync::mpsc::Sender<T>,
+    on_panic: impl FnOnce(String) -> T + Send + 'static,
+    task: F,
+) where
+    T: Send + 'static,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    use futures::FutureExt;
+    tokio::spawn(async move {
+        if let Err(p) = std::panic::AssertUnwindSafe(task).catch_unwind().await {
+            let msg = panic_message(p);
+            tracing::error!(panic = %msg, "a stream task panicked");
+            let _ = tx.send(on_panic(msg)).await;
+        }
+    });
+}
+
+/// [`spawn_feeder`] for blocking work.
+pub fn spawn_blocking_feeder<T>(
+    tx: tokio::sync::mpsc::Sender<T>,
+    on_panic: impl FnOnce(String) -> T + Send + 'static,
+    task: impl FnOnce() + Send + 'static,
+) where
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(move || {
+        if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(task)) {
+            let msg = panic_message(p);
+            tracing::error!(panic = %msg, "a stream task panicked");
+            let _ = tx.blocking_send(on_panic(msg));
+        }
+    });
+}
+
 pub type Result<T, E = FlightError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_feeder_ends_its_stream_with_an_error() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<u32>>(4);
+        let feeder = tx.clone();
+        spawn_feeder(tx, |m| Err(FlightError::Internal(m)), async move {
+            let _ = feeder.send(Ok(1)).await;
+            #[allow(clippy::panic)]
+            {
+                panic!("boom");
+            }
+        });
+        assert!(matches!(rx.recv().await, Some(Ok(1))));
+        assert!(
+            matches!(rx.recv().await, Some(Err(FlightError::Internal(m))) if m.contains("boom"))
+        );
+        assert!(rx.recv().await.is_none());
+
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<u32>>(4);
+        let feeder = tx.clone();
+        spawn_blocking_feeder(
+            tx,
+            |m| Err(FlightError::Internal(m)),
+            move || {
+                let _ = feeder.blocking_send(Ok(2));
+                #[allow(clippy::panic)]
+                {
+                    panic!("bang");
+                }
+            },
+        );
+        assert!(matches!(rx.recv().await, Some(Ok(2))));
+        assert!(
+            matches!(rx.recv().await, Some(Err(FlightError::Internal(m))) if m.contains("bang"))
+        );
+    }
+
+    #[test]
+    fn only_transient_postgres_errors_are_retryable() {
+        for code in ["08006", "53300", "57P01", "40001", "40P01"] {
+            assert!(retryable_sqlstate(code), "{code}");
+        }
+        for code in ["XX000", "42P01", "22023", "42501", "P0001", "23505"] {
+            assert!(!retryable_sqlstate(code), "{code}");
+        }
+    }
+}

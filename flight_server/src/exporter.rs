@@ -90,7 +90,8 @@ impl SqlService {
         let (out_tx, out_rx) = mpsc::channel(8);
         let service = self.clone();
         let caller = caller.clone();
-        tokio::spawn(async move {
+        let on_panic = |m: String| Err(Status::internal(format!("the export failed: {m}")));
+        crate::error::spawn_feeder(out_tx.clone(), on_panic, async move {
             let result = service
                 .write_export(&caller, req, source, tmp.clone(), path, out_tx.clone())
                 .await;

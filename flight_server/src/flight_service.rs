@@ -250,7 +250,7 @@ impl FlightService for BareCountFlight {
                 let ctx = self.sql.state.session(&caller.tenant).await?;
                 if params.is_none() && sql_has_params(&ctx, &sql).await? {
                     // A prepared SELECT not bound yet: its logical schema.
-                    let df = ctx.sql(&sql).await.map_err(FlightError::from)?;
+                    let df = crate::query::plan(&ctx, &sql).await?;
                     Arc::new(df.schema().as_arrow().clone())
                 } else {
                     crate::query::plan_schema(&ctx, &sql, params.as_deref()).await?

@@ -1,6 +1,14 @@
 //! SQL over published datasets with DataFusion. Each request gets a session whose only schema,
 //! `published`, holds exactly the caller's tenant's datasets: `<dataset>` is the latest version,
 //! `<dataset>__v<N>` pins one. Tables load lazily, on first reference.
+//!
+//! Every SQL text a client sends — statement queries, prepared statements, GetSchema, export
+//! queries — is planned by [`plan`] and nowhere else: it is read-only. The statement is planned
+//! without being run, and a plan that holds DDL (`CREATE [EXTERNAL] TABLE`, `CREATE VIEW`,
+//! `DROP`, …), DML (`INSERT`, `COPY … TO`), or a statement (`SET`, `BEGIN`, `PREPARE`, …)
+//! anywhere — under `EXPLAIN` or a subquery too — is refused with `PERMISSION_DENIED` before
+//! anything is executed, so nothing is written or read from the host. The session has no
+//! file, object-store or URL tables to begin with.
 
 use crate::catalog::{Catalog, VersionInfo};
 use crate::db::Db;
@@ -10,9 +18,12 @@ use crate::store::{arrow_schema, Store};
 use arrow::datatypes::SchemaRef;
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::catalog::{SchemaProvider, TableProvider};
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::dataframe::DataFrame;
 use datafusion::error::DataFusionError;
+use datafusion::execution::context::SQLOptions;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -84,7 +95,12 @@ impl PartitionStream for LoadingPartition {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let (db, store, v) = (self.db.clone(), self.store.clone(), self.version.clone());
         let external = |e: FlightError| DataFusionError::External(Box::new(e));
-        tokio::spawn(async move {
+        let on_panic = move |m: String| {
+            Err(external(FlightError::Internal(format!(
+                "loading the version failed: {m}"
+            ))))
+        };
+        crate::error::spawn_feeder(tx.clone(), on_panic, async move {
             match store.ensure_with(&db, &v, Some(tx.clone())).await {
                 Ok((_, true)) => {}
                 Ok((_, false)) => match store.stream(&db, &v, 0, usize::MAX).await {
@@ -128,9 +144,49 @@ pub fn session(catalog: Catalog, db: Arc<Db>, store: Arc<Store>) -> Result<Sessi
     Ok(ctx)
 }
 
+/// What a client may not run over Flight: anything but a query.
+fn refused_part(plan: &LogicalPlan) -> Option<String> {
+    match plan {
+        LogicalPlan::Ddl(d) => Some(d.name().to_owned()),
+        LogicalPlan::Dml(d) => Some(d.name().to_owned()),
+        LogicalPlan::Copy(_) => Some("COPY".to_owned()),
+        LogicalPlan::Statement(s) => Some(s.name().to_owned()),
+        _ => None,
+    }
+}
+
+/// Plans `sql` read-only: the one entry for client SQL (see the module comment).
+pub async fn plan(ctx: &SessionContext, sql: &str) -> Result<DataFrame> {
+    let state = ctx.state();
+    let plan = state.create_logical_plan(sql).await?;
+    let mut refused = None;
+    plan.apply_with_subqueries(|p| {
+        Ok(match refused_part(p) {
+            Some(what) => {
+                refused = Some(what);
+                TreeNodeRecursion::Stop
+            }
+            None => TreeNodeRecursion::Continue,
+        })
+    })?;
+    if let Some(what) = refused {
+        return Err(FlightError::PermissionDenied(format!(
+            "Flight SQL is read-only: {what} is not allowed; only queries over your published datasets run"
+        )));
+    }
+    // DataFusion's own check as well, so a plan kind added later is refused by default.
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+        .verify_plan(&plan)
+        .map_err(|e| FlightError::PermissionDenied(format!("Flight SQL is read-only: {e}")))?;
+    Ok(ctx.execute_logical_plan(plan).await?)
+}
+
 /// Plans `sql`, binding `params` (a prepared statement's encoded parameter row) if given.
 pub async fn dataframe(ctx: &SessionContext, sql: &str, params: Option<&str>) -> Result<DataFrame> {
-    let df = ctx.sql(sql).await?;
+    let df = plan(ctx, sql).await?;
     let expected = df.logical_plan().get_parameter_types()?;
     match params {
         Some(p) => {

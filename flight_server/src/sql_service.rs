@@ -507,7 +507,7 @@ impl FlightSqlService for SqlService {
         caller.require("read")?;
         let sql = qmark_to_dollar(&query.query);
         let ctx = self.state.session(&caller.tenant).await?;
-        let df = ctx.sql(&sql).await.map_err(FlightError::from)?;
+        let df = query::plan(&ctx, &sql).await?;
         let types = df
             .logical_plan()
             .get_parameter_types()
@@ -646,6 +646,6 @@ pub async fn sql_has_params(
     ctx: &datafusion::prelude::SessionContext,
     sql: &str,
 ) -> Result<bool, FlightError> {
-    let df = ctx.sql(sql).await?;
+    let df = crate::query::plan(ctx, sql).await?;
     Ok(!df.logical_plan().get_parameter_types()?.is_empty())
 }

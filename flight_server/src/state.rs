@@ -18,6 +18,8 @@ pub struct State {
     pub db: Arc<Db>,
     pub store: Arc<Store>,
     pub signer: TicketSigner,
+    /// Credentials behind sessions, re-checked at most every few seconds.
+    pub live: Arc<auth::LiveCredentials>,
     pub metrics: Arc<Metrics>,
     /// Where exports are written (one directory per tenant).
     pub export_dir: std::path::PathBuf,
@@ -38,7 +40,7 @@ impl State {
     /// Authenticates a request's credentials.
     pub async fn authenticate<T>(&self, request: &Request<T>) -> Result<Caller> {
         let creds = auth::credentials(request.metadata())?;
-        auth::authenticate(&self.db, &self.signer, &creds).await
+        auth::authenticate(&self.db, &self.signer, &self.live, &creds).await
     }
 
     pub async fn catalog(&self, tenant: &str) -> Result<Catalog> {

@@ -579,7 +579,12 @@ impl Store {
         let first = first.min(end);
         let (tx, rx) = mpsc::channel::<Result<RecordBatch>>(2);
         let path = cached.path.clone();
-        tokio::task::spawn_blocking(move || {
+        let on_panic = |m: String| {
+            Err(FlightError::Internal(format!(
+                "reading the cache failed: {m}"
+            )))
+        };
+        crate::error::spawn_blocking_feeder(tx.clone(), on_panic, move || {
             let run = || -> Result<()> {
                 let file = std::fs::File::open(&path).map_err(|e| io("open", &path, e))?;
                 let mut reader = FileReader::try_new(std::io::BufReader::new(file), None)?;

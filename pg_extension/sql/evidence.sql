@@ -83,22 +83,24 @@ DECLARE
     col text := TG_ARGV[0];
     cal text := TG_ARGV[1];
     grain text := TG_ARGV[2];
+    owner_tenant text := TG_ARGV[3];
     d date;
     lbl text;
     st text;
-    restating bigint := nullif(current_setting('barecount.restatement', true), '')::bigint;
+    restating bigint := barecount._restatement_seq();
 BEGIN
+    -- one guard per tenant on a shared table: each looks only at its tenant's rows
     FOR d IN SELECT x FROM unnest(ARRAY[
-                 CASE WHEN TG_OP IN ('UPDATE', 'DELETE') THEN (to_jsonb(OLD) ->> col)::date END,
-                 CASE WHEN TG_OP IN ('UPDATE', 'INSERT') THEN (to_jsonb(NEW) ->> col)::date END]) x
+                 CASE WHEN TG_OP IN ('UPDATE', 'DELETE') AND to_jsonb(OLD) ->> 'tenant_id' = owner_tenant THEN (to_jsonb(OLD) ->> col)::date END,
+                 CASE WHEN TG_OP IN ('UPDATE', 'INSERT') AND to_jsonb(NEW) ->> 'tenant_id' = owner_tenant THEN (to_jsonb(NEW) ->> col)::date END]) x
              WHERE x IS NOT NULL LOOP
         lbl := barecount.period_label(d, cal, grain);
         SELECT s.status INTO st FROM barecount.period_status s
-         WHERE s.tenant_id = barecount.current_tenant() AND s.calendar = cal AND s.grain = TG_ARGV[2] AND s.label = lbl;
+         WHERE s.tenant_id = owner_tenant AND s.calendar = cal AND s.grain = TG_ARGV[2] AND s.label = lbl;
         IF coalesce(st, 'open') <> 'open' THEN
             IF restating IS NULL OR NOT EXISTS (
                    SELECT 1 FROM barecount.ledger l
-                    WHERE l.seq = restating AND l.event_type = 'restatement'
+                    WHERE l.seq = restating AND l.event_type = 'restatement' AND l.tenant_id = owner_tenant
                       AND l.inputs ->> 'txid' = txid_current()::text) THEN
                 RAISE EXCEPTION '% of a row in % period % of calendar % is not allowed', TG_OP, st, lbl, cal
                     USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -127,9 +129,15 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM barecount.calendars c WHERE c.tenant_id = barecount.current_tenant() AND c.name = calendar) THEN
         RAISE EXCEPTION 'calendar "%" does not exist', calendar USING ERRCODE = 'undefined_object';
     END IF;
-    EXECUTE format('CREATE OR REPLACE TRIGGER barecount_period_guard BEFORE INSERT OR UPDATE OR DELETE ON %s
-                    FOR EACH ROW EXECUTE FUNCTION barecount._guard_closed_period(%L, %L, %L)', rel, date_column, calendar, grain);
-    EXECUTE format('COMMENT ON TRIGGER barecount_period_guard ON %s IS %L', rel,
+    -- the guard reads the table's rows as barecount_owner: only a table BareCount owns, with
+    -- no user code, may carry one
+    PERFORM barecount._assert_store_relation(rel, format('table %s', rel));
+    -- one guard per tenant: a tenant replaces its own guard, never another's
+    EXECUTE format('CREATE OR REPLACE TRIGGER %I BEFORE INSERT OR UPDATE OR DELETE ON %s
+                    FOR EACH ROW EXECUTE FUNCTION barecount._guard_closed_period(%L, %L, %L, %L)',
+                   'barecount_period_guard_' || barecount.current_tenant(), rel, date_column, calendar, grain,
+                   barecount.current_tenant());
+    EXECUTE format('COMMENT ON TRIGGER %I ON %s IS %L', 'barecount_period_guard_' || barecount.current_tenant(), rel,
                    'BareCount: rows of closed periods change only through barecount.restatement');
 END
 $$;
@@ -190,12 +198,12 @@ BEGIN
     IF TG_OP IN ('INSERT', 'UPDATE') THEN
         INSERT INTO barecount.kpi_invalidations (tenant_id, kpi, day)
         SELECT DISTINCT j ->> 'tenant_id', TG_ARGV[0], (j ->> TG_ARGV[1])::date
-          FROM (SELECT to_jsonb(n) AS j FROM new_rows n) x WHERE j ->> TG_ARGV[1] IS NOT NULL;
+          FROM (SELECT to_jsonb(n) AS j FROM new_rows n) x WHERE j ->> TG_ARGV[1] IS NOT NULL AND j ->> 'tenant_id' = TG_ARGV[2];
     END IF;
     IF TG_OP IN ('UPDATE', 'DELETE') THEN
         INSERT INTO barecount.kpi_invalidations (tenant_id, kpi, day)
         SELECT DISTINCT j ->> 'tenant_id', TG_ARGV[0], (j ->> TG_ARGV[1])::date
-          FROM (SELECT to_jsonb(o) AS j FROM old_rows o) x WHERE j ->> TG_ARGV[1] IS NOT NULL;
+          FROM (SELECT to_jsonb(o) AS j FROM old_rows o) x WHERE j ->> TG_ARGV[1] IS NOT NULL AND j ->> 'tenant_id' = TG_ARGV[2];
     END IF;
     RETURN NULL;
 END

@@ -100,6 +100,7 @@ GRANT EXECUTE ON FUNCTION barecount.tenant_create(text, text), barecount.tenant_
 GRANT EXECUTE ON FUNCTION barecount.token_create(text, text[], timestamptz, text), barecount.token_revoke(text),
                           barecount.token_list()
     TO barecount_publisher;
+GRANT EXECUTE ON FUNCTION barecount.credential_check(text) TO barecount_admin;
 GRANT EXECUTE ON FUNCTION barecount.token_authenticate(text), barecount.entitlement_set(text, jsonb),
                           barecount.usage_charge(text, text, bigint, bigint)
     TO barecount_admin;
@@ -146,3 +147,53 @@ COMMENT ON FUNCTION barecount.export_receipt(text, text, text, text, bigint, big
 GRANT EXECUTE ON FUNCTION barecount.password_authenticate(text, text),
                           barecount.export_receipt(text, text, text, text, bigint, bigint, text, text)
     TO barecount_admin;
+
+-- Ownership: barecount_owner (NOSUPERUSER, NOLOGIN, NOINHERIT, BYPASSRLS) owns the catalog,
+-- the stores' schemas and the SECURITY DEFINER helpers, so no privileged path runs as a
+-- superuser. The event trigger's function stays with the superuser who created the extension:
+-- only a superuser may take over a table another role created, and it runs nothing of the
+-- table's before checking it carries no user code.
+DO $owner$
+DECLARE r record;
+BEGIN
+    FOR r IN SELECT c.oid::regclass AS rel, c.relkind FROM pg_class c
+              WHERE c.relnamespace = 'barecount'::regnamespace AND c.relkind IN ('r', 'v', 'S', 'p') LOOP
+        IF r.relkind = 'S' THEN
+            CONTINUE;  -- identity sequences follow their table
+        END IF;
+        EXECUTE format('ALTER TABLE %s OWNER TO barecount_owner', r.rel);
+    END LOOP;
+    FOR r IN SELECT p.oid::regprocedure AS fn FROM pg_proc p
+              WHERE p.pronamespace = 'barecount'::regnamespace AND p.prosecdef
+                AND p.oid <> 'barecount._guard_store_tables()'::regprocedure LOOP
+        EXECUTE format('ALTER FUNCTION %s OWNER TO barecount_owner', r.fn);
+    END LOOP;
+END
+$owner$;
+ALTER SCHEMA raw OWNER TO barecount_owner;
+ALTER SCHEMA gdp OWNER TO barecount_owner;
+ALTER SCHEMA kpi OWNER TO barecount_owner;
+ALTER SCHEMA published OWNER TO barecount_owner;
+GRANT USAGE ON SCHEMA barecount TO barecount_owner;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA barecount TO barecount_owner;
+-- password_authenticate checks a login role's SCRAM verifier: the columns it needs, no more.
+-- (pg_authid is shared by every database: granted once, so concurrent CREATE EXTENSIONs in
+-- other databases do not update the same catalog row)
+DO $authid$
+BEGIN
+    IF NOT has_column_privilege('barecount_owner', 'pg_catalog.pg_authid', 'rolpassword', 'SELECT') THEN
+        GRANT SELECT (rolname, rolpassword, rolcanlogin, rolvaliduntil) ON pg_catalog.pg_authid TO barecount_owner;
+    END IF;
+END
+$authid$;
+
+COMMENT ON FUNCTION barecount.credential_check(text) IS
+    'For gateways: whether the credential behind a session (a login role, or token:<id>) still holds — not revoked or expired, still mapped, still holding a BareCount role — and its tenant and scopes now; SQLSTATE 28000 otherwise';
+COMMENT ON FUNCTION barecount._outer_role() IS
+    'The role the session acts as outside SECURITY DEFINER functions (the login role, or the role SET ROLE chose): current_tenant()''s fallback for pooled connections';
+COMMENT ON FUNCTION barecount._restatement_seq() IS
+    'For the period guard: the receipt of the restatement whose statement is running now, or NULL; set only inside barecount.restatement, never from SQL';
+COMMENT ON FUNCTION barecount._store_write_receipt(oid, text) IS
+    'For the barecount_store_write trigger: a store_write ledger receipt for a write to a gdp or kpi table made outside BareCount';
+COMMENT ON FUNCTION barecount._ledger_append(text, text, text, jsonb) IS
+    'For BareCount''s own SECURITY DEFINER helpers: append a ledger receipt (granted to barecount_owner only)';

@@ -24,6 +24,20 @@ BEGIN
     IF NOT pg_has_role('barecount_admin', 'barecount_publisher', 'MEMBER') THEN
         GRANT barecount_publisher TO barecount_admin;
     END IF;
+    -- The role privileged sections run as: owns the catalog and stores, never a superuser,
+    -- never logs in, inherits nothing. BYPASSRLS because the ledger is one chain for all
+    -- tenants; code running as it filters by tenant itself (see src/privilege.rs).
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'barecount_owner') THEN
+        CREATE ROLE barecount_owner NOLOGIN NOSUPERUSER NOINHERIT NOCREATEDB NOCREATEROLE NOREPLICATION BYPASSRLS;
+    ELSIF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'barecount_owner'
+                     AND (rolsuper OR rolcanlogin OR rolinherit OR rolcreatedb OR rolcreaterole
+                          OR rolreplication OR NOT rolbypassrls)) THEN
+        -- only when changed: other databases may be creating the extension concurrently
+        ALTER ROLE barecount_owner NOLOGIN NOSUPERUSER NOINHERIT NOCREATEDB NOCREATEROLE NOREPLICATION BYPASSRLS;
+    END IF;
+    IF shobj_description('barecount_owner'::regrole, 'pg_authid') IS NULL THEN
+        COMMENT ON ROLE barecount_owner IS 'BareCount: owns the catalog and stores; BareCount''s privileged sections run as it (NOLOGIN, NOSUPERUSER, NOINHERIT, BYPASSRLS). Grant it to nobody.';
+    END IF;
 END
 $roles$;
 COMMENT ON ROLE barecount_reader IS 'BareCount: reads published datasets of its tenant';
@@ -63,7 +77,7 @@ CREATE FUNCTION barecount.current_tenant() RETURNS text
             'default')
         ELSE coalesce(
             (SELECT tenant_id FROM barecount.tenant_members WHERE role_name = session_user),
-            (SELECT tenant_id FROM barecount.tenant_members WHERE role_name = current_user))
+            (SELECT tenant_id FROM barecount.tenant_members WHERE role_name = barecount._outer_role()))
     END
 $$;
 COMMENT ON FUNCTION barecount.current_tenant() IS
@@ -95,6 +109,8 @@ BEGIN
                   HINT = 'Use a lower-case name of letters, digits and underscores, starting with a letter.';
     END IF;
     INSERT INTO barecount.tenants AS t (tenant_id, name) VALUES (tenant_create.tenant_id, tenant_create.name);
+    PERFORM barecount._ledger_append(tenant_create.tenant_id, 'tenant_create', 'tenant:' || tenant_create.tenant_id,
+                                     jsonb_build_object('inputs', '[]'::jsonb, 'outputs', '[]'::jsonb, 'name', tenant_create.name));
     RETURN tenant_id;
 EXCEPTION WHEN unique_violation THEN
     RAISE EXCEPTION 'tenant "%" already exists', tenant_create.tenant_id USING ERRCODE = 'duplicate_object';
@@ -119,6 +135,10 @@ BEGIN
     END IF;
     INSERT INTO barecount.tenant_members (role_name, tenant_id) VALUES (member::text, tenant_add_member.tenant_id)
         ON CONFLICT (role_name) DO NOTHING;
+    IF FOUND THEN
+        PERFORM barecount._ledger_append(tenant_add_member.tenant_id, 'member_add', 'role:' || member::text,
+                                         jsonb_build_object('inputs', '[]'::jsonb, 'outputs', '[]'::jsonb, 'role', member::text));
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION barecount.tenant_add_member(text, regrole) IS 'Map a role to a tenant (admins only); grant it barecount_reader/engineer/publisher separately';
@@ -127,10 +147,15 @@ CREATE FUNCTION barecount.tenant_remove_member(member regrole) RETURNS boolean
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
     AS $$
+DECLARE gone text;
 BEGIN
     PERFORM barecount._require_admin('unmap a role from its tenant');
-    DELETE FROM barecount.tenant_members WHERE role_name = member::text;
-    RETURN FOUND;
+    DELETE FROM barecount.tenant_members WHERE role_name = member::text RETURNING tenant_id INTO gone;
+    IF gone IS NOT NULL THEN
+        PERFORM barecount._ledger_append(gone, 'member_remove', 'role:' || member::text,
+                                         jsonb_build_object('inputs', '[]'::jsonb, 'outputs', '[]'::jsonb, 'role', member::text));
+    END IF;
+    RETURN gone IS NOT NULL;
 END
 $$;
 COMMENT ON FUNCTION barecount.tenant_remove_member(regrole) IS 'Remove a role''s tenant mapping (admins only)';
@@ -182,9 +207,81 @@ ALTER TABLE barecount.tenants FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON barecount.tenants USING (tenant_id = barecount.current_tenant() OR barecount._is_admin());
 COMMENT ON POLICY tenant_isolation ON barecount.tenants IS 'BareCount: a tenant sees its own row; admins see all';
 
--- Tables that engineers create in gdp and kpi become tenant-scoped stores: they must carry
--- tenant_id, hold only the creator's tenant's rows, get row-level security, and pass to the
--- extension owner (so their creator cannot switch row-level security off again).
+-- Code a tenant role could have attached to a relation: every function, operator, type,
+-- operator class or collation that the relation, its columns, defaults, constraints, indexes,
+-- triggers and policies depend on, unless built into Postgres or part of this extension; every
+-- rule; every foreign key. BareCount never writes a relation, as barecount_owner, that carries
+-- any of these.
+CREATE FUNCTION barecount._untrusted_code(rel regclass) RETURNS text[]
+    LANGUAGE sql STABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    WITH trusted AS (
+        SELECT d.classid, d.objid FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
+         WHERE d.refclassid = 'pg_extension'::regclass AND e.extname = 'barecount' AND d.deptype = 'e'),
+    parts AS (
+        SELECT 'pg_class'::regclass::oid AS classid, rel::oid AS objid
+        UNION
+        SELECT d.classid, d.objid FROM pg_depend d
+         WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = rel AND d.deptype IN ('a', 'i', 'n'))
+    SELECT coalesce(array_agg(DISTINCT what ORDER BY what), '{}') FROM (
+        SELECT pg_describe_object(d.refclassid, d.refobjid, 0) AS what
+          FROM parts p JOIN pg_depend d ON d.classid = p.classid AND d.objid = p.objid
+         WHERE d.refclassid IN ('pg_proc'::regclass, 'pg_type'::regclass, 'pg_operator'::regclass,
+                                'pg_opclass'::regclass, 'pg_opfamily'::regclass, 'pg_collation'::regclass)
+           AND d.refobjid >= 16384
+           AND NOT EXISTS (SELECT 1 FROM trusted t WHERE t.classid = d.refclassid AND t.objid = d.refobjid)
+        UNION ALL
+        SELECT pg_describe_object(p.classid, p.objid, 0) FROM parts p WHERE p.classid = 'pg_rewrite'::regclass
+        UNION ALL
+        SELECT pg_describe_object('pg_constraint'::regclass, c.oid, 0) FROM pg_constraint c
+         WHERE c.conrelid = rel AND c.contype = 'f'
+        UNION ALL
+        SELECT pg_describe_object('pg_class'::regclass, i.inhparent, 0) FROM pg_inherits i WHERE i.inhrelid = rel
+    ) x
+$$;
+COMMENT ON FUNCTION barecount._untrusted_code(regclass) IS
+    'The user-made objects (functions, operators, types, operator classes, collations), rules, foreign keys and parents a relation carries or depends on; empty when BareCount may write it';
+
+-- A relation BareCount may read and write as barecount_owner: a plain table it owns that
+-- carries no user code. Raises 42501 naming what is wrong.
+CREATE FUNCTION barecount._assert_store_relation(rel regclass, what text) RETURNS void
+    LANGUAGE plpgsql STABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    kind "char";
+    owner name;
+    code text[];
+BEGIN
+    SELECT c.relkind, pg_get_userbyid(c.relowner) INTO kind, owner FROM pg_class c WHERE c.oid = rel;
+    IF kind IS DISTINCT FROM 'r' THEN
+        RAISE EXCEPTION '% is not a plain table', what
+            USING ERRCODE = 'insufficient_privilege', DETAIL = format('%s has relkind %s', rel, kind),
+                  HINT = 'BareCount writes only tables it made; drop the object that took the name.';
+    END IF;
+    IF owner IS DISTINCT FROM 'barecount_owner' THEN
+        RAISE EXCEPTION '% is owned by %, not by BareCount', what, owner
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'BareCount writes only tables it owns; drop it and let BareCount create it.';
+    END IF;
+    code := barecount._untrusted_code(rel);
+    IF cardinality(code) > 0 THEN
+        RAISE EXCEPTION '% carries code BareCount did not make: %', what, array_to_string(code, ', ')
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Store tables may use only built-in types and functions.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION barecount._assert_store_relation(regclass, text) IS
+    'Raises 42501 unless the relation is a plain table owned by barecount_owner that carries no user code';
+
+-- Tables created in gdp and kpi become tenant-scoped stores: they must carry tenant_id, hold
+-- only the creator's tenant's rows, carry no user code, get row-level security, and pass to
+-- barecount_owner (so their creator cannot attach triggers, rules, defaults or policies, or
+-- switch row-level security off, afterwards). Superuser-owned because only a superuser may
+-- take ownership of another role's table; it executes nothing of the table's before the code
+-- check passed.
 CREATE FUNCTION barecount._guard_store_tables() RETURNS event_trigger
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -192,15 +289,27 @@ CREATE FUNCTION barecount._guard_store_tables() RETURNS event_trigger
 DECLARE
     obj record;
     foreign_rows bigint;
-    ext_owner name := (SELECT r.rolname FROM pg_extension e JOIN pg_roles r ON r.oid = e.extowner WHERE e.extname = 'barecount');
+    code text[];
 BEGIN
     FOR obj IN SELECT * FROM pg_event_trigger_ddl_commands()
-               WHERE object_type = 'table' AND schema_name IN ('gdp', 'kpi') LOOP
+               WHERE object_type IN ('table', 'view', 'materialized view', 'foreign table')
+                 AND schema_name IN ('gdp', 'kpi') LOOP
+        IF obj.object_type <> 'table' OR (SELECT relkind FROM pg_class WHERE oid = obj.objid) <> 'r' THEN
+            RAISE EXCEPTION '% %: only plain tables may be created in gdp and kpi', obj.object_type, obj.object_identity
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = 'Put views and other objects in a schema of your own.';
+        END IF;
         IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = obj.objid AND attname = 'tenant_id'
                         AND atttypid = 'text'::regtype AND NOT attisdropped) THEN
             RAISE EXCEPTION 'table % must have a column tenant_id of type text', obj.object_identity
                 USING ERRCODE = 'invalid_table_definition',
                       HINT = 'Every store is tenant-scoped: add tenant_id text NOT NULL DEFAULT barecount.current_tenant(), or select raw.<dataset>.tenant_id.';
+        END IF;
+        code := barecount._untrusted_code(obj.objid::regclass);
+        IF cardinality(code) > 0 THEN
+            RAISE EXCEPTION 'table % carries code BareCount did not make: %', obj.object_identity, array_to_string(code, ', ')
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = 'Tables in gdp and kpi may use only built-in types and functions (and barecount.*): no user functions in defaults, checks or generated columns, no user types, no foreign keys.';
         END IF;
         EXECUTE format('SELECT count(*) FROM %s WHERE tenant_id IS DISTINCT FROM barecount.current_tenant()',
                        obj.object_identity) INTO foreign_rows;
@@ -208,18 +317,47 @@ BEGIN
             RAISE EXCEPTION 'table % holds % row(s) of another tenant', obj.object_identity, foreign_rows
                 USING ERRCODE = 'insufficient_privilege';
         END IF;
+        EXECUTE format('ALTER TABLE %s OWNER TO barecount_owner', obj.object_identity);
         PERFORM barecount._protect_table(obj.objid::regclass);
-        EXECUTE format('ALTER TABLE %s OWNER TO %I', obj.object_identity, ext_owner);
         EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO barecount_engineer', obj.object_identity);
         EXECUTE format('GRANT SELECT ON %s TO barecount_publisher', obj.object_identity);
+        PERFORM barecount._record_store_writes(obj.objid::regclass);
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION barecount._guard_store_tables() IS 'Event trigger: tables created in gdp and kpi must carry tenant_id and get row-level security';
+COMMENT ON FUNCTION barecount._guard_store_tables() IS 'Event trigger: tables created in gdp and kpi must carry tenant_id and no user code; they get row-level security and pass to barecount_owner';
 CREATE EVENT TRIGGER barecount_guard_store_tables ON ddl_command_end
-    WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO')
+    WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'CREATE VIEW', 'CREATE MATERIALIZED VIEW', 'CREATE FOREIGN TABLE')
     EXECUTE FUNCTION barecount._guard_store_tables();
 COMMENT ON EVENT TRIGGER barecount_guard_store_tables IS 'BareCount: tenant-scope tables created in gdp and kpi';
+
+-- Writes to gdp and kpi outside BareCount (an engineer's UPDATE, a restatement's statement)
+-- leave a store_write receipt naming the table, the operation and the statement; BareCount's
+-- own writes (model runs, KPI materializations) have receipts of their own.
+CREATE FUNCTION barecount._store_write() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    PERFORM barecount._store_write_receipt(TG_RELID::regclass, TG_OP);
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION barecount._store_write() IS
+    'Statement trigger on gdp and kpi tables: a ledger receipt for every write made outside BareCount''s own sections';
+
+CREATE FUNCTION barecount._record_store_writes(rel regclass) RETURNS void
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    EXECUTE format('CREATE OR REPLACE TRIGGER barecount_store_write AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s
+                    FOR EACH STATEMENT EXECUTE FUNCTION barecount._store_write()', rel);
+    EXECUTE format('COMMENT ON TRIGGER barecount_store_write ON %s IS %L', rel,
+                   'BareCount: every write outside BareCount leaves a store_write receipt');
+END
+$$;
+COMMENT ON FUNCTION barecount._record_store_writes(regclass) IS 'Install the store_write receipt trigger on a gdp or kpi table';
 
 -- Grants ---------------------------------------------------------------------------------------
 REVOKE ALL ON ALL TABLES IN SCHEMA barecount FROM PUBLIC;

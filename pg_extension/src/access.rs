@@ -1,7 +1,7 @@
 //! Tokens for non-SQL clients, plan limits (entitlements) and metering.
 
 use crate::errors::{OrRaise, SqlError};
-use crate::{privilege, tenant};
+use crate::{ledger, privilege, tenant};
 use barecount_core::entitlement::{self, Exceeded, Limit};
 use barecount_core::token::{self, TokenError};
 use pgrx::datum::TimestampWithTimeZone;
@@ -9,6 +9,7 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::JsonB;
 use rand::RngCore;
+use serde_json::json;
 use serde_json::Value;
 
 impl From<TokenError> for SqlError {
@@ -128,6 +129,15 @@ fn token_create(
                     expires_at.into(),
                 ],
             )?;
+            ledger::append(
+                client,
+                tenant_id,
+                "token_create",
+                &format!("token:{}", minted.id),
+                &json!({"inputs": [], "outputs": [], "token_id": minted.id, "scopes": scopes,
+                        "name": name, "expires_at": expires_at.to_string()}),
+                None,
+            )?;
             Ok(())
         })?;
         Ok((minted.id, minted.token))
@@ -146,15 +156,28 @@ fn token_revoke(token_id: &str) -> bool {
         }
         let own = tenant::current(client)?;
         privilege::as_owner(|| {
-            let n = client
-                .update(
-                    "UPDATE barecount.tokens SET revoked_at = now(), revoked_by = session_user \
-                      WHERE token_id = $1 AND revoked_at IS NULL AND ($2 OR tenant_id = $3)",
+            let revoked = client.update(
+                "UPDATE barecount.tokens SET revoked_at = now(), revoked_by = session_user \
+                  WHERE token_id = $1 AND revoked_at IS NULL AND ($2 OR tenant_id = $3) RETURNING tenant_id",
+                None,
+                &[token_id.into(), is_admin.into(), own.as_str().into()],
+            )?;
+            let tenant = if revoked.is_empty() {
+                None
+            } else {
+                revoked.first().get::<String>(1)?
+            };
+            if let Some(t) = &tenant {
+                ledger::append(
+                    client,
+                    t,
+                    "token_revoke",
+                    &format!("token:{token_id}"),
+                    &json!({"inputs": [], "outputs": [], "token_id": token_id}),
                     None,
-                    &[token_id.into(), is_admin.into(), own.as_str().into()],
-                )?
-                .len();
-            Ok(n > 0)
+                )?;
+            }
+            Ok(tenant.is_some())
         })
     })
     .or_raise()
@@ -313,6 +336,18 @@ fn entitlement_set(tenant_id: &str, limits: JsonB) {
                     &[tenant_id.into(), (*value).into()],
                 )?;
             }
+            let changes: serde_json::Map<String, Value> = sets
+                .iter()
+                .map(|(l, v)| (l.key().to_owned(), v.map(Value::from).unwrap_or(Value::Null)))
+                .collect();
+            ledger::append(
+                client,
+                tenant_id,
+                "entitlement_set",
+                &format!("tenant:{tenant_id}"),
+                &json!({"inputs": [], "outputs": [], "limits": changes}),
+                None,
+            )?;
             Ok(())
         })
     })

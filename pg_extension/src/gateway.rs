@@ -25,9 +25,56 @@ fn login_failed(role: &str) -> SqlError {
     )
 }
 
+/// The scopes a login role's BareCount grants give it over a gateway: `read` for every
+/// BareCount role (reader, engineer, publisher, admin), `export` for publishers and admins.
+/// Empty when it holds none. Runs as barecount_owner.
+fn role_scopes(client: &SpiClient<'_>, role_name: &str) -> Result<Vec<String>, SqlError> {
+    let r = client.select(
+        "SELECT pg_has_role($1, 'barecount_reader', 'MEMBER') OR pg_has_role($1, 'barecount_engineer', 'MEMBER') \
+                OR pg_has_role($1, 'barecount_publisher', 'MEMBER') OR pg_has_role($1, 'barecount_admin', 'MEMBER'), \
+                pg_has_role($1, 'barecount_publisher', 'MEMBER')",
+        Some(1),
+        &[role_name.into()],
+    )?;
+    let row = r.first();
+    let mut scopes = Vec::new();
+    if row.get::<bool>(2)?.unwrap_or(false) {
+        scopes.push("export".to_owned());
+    }
+    if row.get::<bool>(1)?.unwrap_or(false) {
+        scopes.push("read".to_owned());
+    }
+    Ok(scopes)
+}
+
+/// The tenant and stored password verifier of a login role that may use a gateway now: it can
+/// log in, has not expired and is mapped to a tenant. Runs as barecount_owner.
+fn login_role(
+    client: &SpiClient<'_>,
+    role_name: &str,
+) -> Result<Option<(String, String)>, SqlError> {
+    let r = client.select(
+        "SELECT coalesce(a.rolpassword, ''), m.tenant_id FROM pg_catalog.pg_authid a \
+           JOIN barecount.tenant_members m ON m.role_name = a.rolname \
+          WHERE a.rolname = $1 AND a.rolcanlogin \
+            AND (a.rolvaliduntil IS NULL OR a.rolvaliduntil > now())",
+        Some(1),
+        &[role_name.into()],
+    )?;
+    if r.is_empty() {
+        return Ok(None);
+    }
+    let row = r.first();
+    Ok(Some((
+        row.get::<String>(2)?.unwrap_or_default(),
+        row.get::<String>(1)?.unwrap_or_default(),
+    )))
+}
+
 /// For gateways: checks a login role's own Postgres password (its SCRAM-SHA-256 verifier) and
-/// returns the tenant it belongs to, with scopes read and export. Every failure (unknown role,
-/// no login, expired, no tenant, wrong password) is the same SQLSTATE 28P01.
+/// returns the tenant it belongs to, with the scopes its grants give (see [`role_scopes`]).
+/// Every failure (unknown role, no login, expired, no tenant, no BareCount role, wrong
+/// password) is the same SQLSTATE 28P01.
 #[pg_extern(stable, parallel_safe)]
 fn password_authenticate(
     role_name: &str,
@@ -36,27 +83,68 @@ fn password_authenticate(
     let row = Spi::connect(|client| {
         require_gateway(client, "authenticate passwords")?;
         privilege::as_owner(|| {
-            let r = client.select(
-                "SELECT a.rolpassword, m.tenant_id FROM pg_catalog.pg_authid a \
-                   JOIN barecount.tenant_members m ON m.role_name = a.rolname \
-                  WHERE a.rolname = $1 AND a.rolcanlogin \
-                    AND (a.rolvaliduntil IS NULL OR a.rolvaliduntil > now())",
-                Some(1),
-                &[role_name.into()],
-            )?;
-            if r.is_empty() {
+            let Some((tenant, verifier)) = login_role(client, role_name)? else {
+                return Err(login_failed(role_name));
+            };
+            let scopes = role_scopes(client, role_name)?;
+            if scopes.is_empty() {
                 return Err(login_failed(role_name));
             }
-            let row = r.first();
-            let verifier = row.get::<String>(1)?.unwrap_or_default();
-            let tenant = row.get::<String>(2)?.unwrap_or_default();
             match scram::verify(&verifier, password) {
-                Ok(true) => Ok((tenant, vec!["export".to_owned(), "read".to_owned()])),
+                Ok(true) => Ok((tenant, scopes)),
                 Ok(false) => Err(login_failed(role_name)),
                 Err(e) => Err(login_failed(role_name)
                     .detail(e.to_string())
                     .hint("Set the password again with password_encryption = 'scram-sha-256'.")),
             }
+        })
+    })
+    .or_raise();
+    TableIterator::once(row)
+}
+
+/// For gateways: whether the credential behind a session still holds, and what it may do now.
+/// `subject` is a login role, or `token:<id>` for an API token. A revoked or expired token, a
+/// role that can no longer log in, has expired, lost its tenant or every BareCount role is
+/// SQLSTATE 28000; otherwise the tenant and the scopes it has now.
+#[pg_extern(stable, parallel_safe)]
+fn credential_check(
+    subject: &str,
+) -> TableIterator<'static, (name!(tenant_id, String), name!(scopes, Vec<String>))> {
+    let gone = || {
+        SqlError::new(
+            PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+            format!("the credentials of \"{subject}\" are no longer valid"),
+        )
+        .hint("Authenticate again.")
+    };
+    let row = Spi::connect(|client| {
+        require_gateway(client, "check credentials")?;
+        privilege::as_owner(|| {
+            if let Some(id) = subject.strip_prefix("token:") {
+                let r = client.select(
+                    "SELECT tenant_id, scopes FROM barecount.tokens \
+                      WHERE token_id = $1 AND revoked_at IS NULL AND expires_at > now()",
+                    Some(1),
+                    &[id.into()],
+                )?;
+                if r.is_empty() {
+                    return Err(gone());
+                }
+                let row = r.first();
+                return Ok((
+                    row.get::<String>(1)?.unwrap_or_default(),
+                    row.get::<Vec<String>>(2)?.unwrap_or_default(),
+                ));
+            }
+            let Some((tenant, _)) = login_role(client, subject)? else {
+                return Err(gone());
+            };
+            let scopes = role_scopes(client, subject)?;
+            if scopes.is_empty() {
+                return Err(gone());
+            }
+            Ok((tenant, scopes))
         })
     })
     .or_raise();

@@ -63,7 +63,7 @@ fn kpi_define(name: &str, spec: JsonB) -> i32 {
                     }
                 }
             }
-            install_invalidation(client, name, &kpi)?;
+            install_invalidation(client, &tenant_id, name, &kpi)?;
             let receipt = ledger::append(client, &tenant_id, "kpi_define", &format!("kpi:{name}@{version}"),
                 &json!({"inputs": [], "outputs": [], "spec": spec.0}), None)?;
             client.update(
@@ -158,7 +158,7 @@ fn materialize(
     let query = kpi.query(&calendar);
     let query = query.replace("$1", from).replace("$2", to);
     // the KPI's query runs as the caller, with its privileges and row-level security
-    let staged = stage(client, STAGING, &query)?;
+    let staged = stage(client, &format!("KPI \"{name}\""), STAGING, &query)?;
     let cols = columns_of(client, &staged)?;
     let (periods, all_hash, rows) = period_hashes(client, &staged, &cols)?;
     let out = privilege::as_owner(|| {
@@ -177,6 +177,15 @@ fn materialize(
                     &[],
                 )?;
         } else {
+            // written as barecount_owner: only a table BareCount owns, with no user code
+            client.update(
+                "SELECT barecount._assert_store_relation($1::regclass, $2)",
+                None,
+                &[
+                    target.as_str().into(),
+                    format!("the table of KPI \"{name}\"").into(),
+                ],
+            )?;
             let have: Vec<String> = columns_of(client, &target)?
                 .into_iter()
                 .map(|c| c.name)
@@ -313,7 +322,12 @@ fn verify_kpi_period(
 
 /// Statement triggers on the KPI's source note the days that inserts, updates and deletes
 /// touch, so `kpi_refresh` recomputes exactly the affected periods, however old.
-fn install_invalidation(client: &mut SpiClient<'_>, name: &str, kpi: &Kpi) -> Result<(), SqlError> {
+fn install_invalidation(
+    client: &mut SpiClient<'_>,
+    tenant_id: &str,
+    name: &str,
+    kpi: &Kpi,
+) -> Result<(), SqlError> {
     let (schema, table) = kpi
         .source
         .split_once('.')
@@ -326,7 +340,22 @@ fn install_invalidation(client: &mut SpiClient<'_>, name: &str, kpi: &Kpi) -> Re
             format!("KPI source {} does not exist", kpi.source),
         ));
     }
-    let args = format!("{}, {}", quote_literal(name), quote_literal(&kpi.time));
+    // the trigger reads the source's rows as barecount_owner: only a store table BareCount
+    // owns, with no user code, may carry one
+    client.update(
+        "SELECT barecount._assert_store_relation($1::regclass, $2)",
+        None,
+        &[
+            source.as_str().into(),
+            format!("KPI source {}", kpi.source).into(),
+        ],
+    )?;
+    let args = format!(
+        "{}, {}, {}",
+        quote_literal(name),
+        quote_literal(&kpi.time),
+        quote_literal(tenant_id)
+    );
     for (suffix, event, referencing) in [
         ("ins", "INSERT", "NEW TABLE AS new_rows"),
         (
@@ -336,7 +365,8 @@ fn install_invalidation(client: &mut SpiClient<'_>, name: &str, kpi: &Kpi) -> Re
         ),
         ("del", "DELETE", "OLD TABLE AS old_rows"),
     ] {
-        let trigger = quote_ident(&format!("barecount_kpi_{name}_{suffix}"));
+        // one set per tenant and KPI: a tenant never replaces another's
+        let trigger = quote_ident(&format!("barecount_kpi_{tenant_id}_{name}_{suffix}"));
         client.update(
             &format!(
                 "CREATE OR REPLACE TRIGGER {trigger} AFTER {event} ON {source} REFERENCING {referencing} \
@@ -490,7 +520,7 @@ fn evaluate_thresholds(
                       CASE WHEN level = 'ok' OR (was = 'critical' AND level = 'warn') THEN 'recovery' ELSE 'breach' END, $4
                  FROM changed
                RETURNING event_id, kpi, measure, period, dims, value, level, kind)
-             SELECT count(pg_notify('barecount_kpi_events', to_jsonb(e)::text)) FROM events e",
+             SELECT count(pg_notify('barecount_kpi_events', '')) FROM events e",
             col = quote_ident(&t.measure),
             level = t.level_sql(),
         );

@@ -110,3 +110,48 @@ fn append_as_owner(
     )?;
     Ok(Receipt { seq, entry_hash })
 }
+
+/// For the `barecount_store_write` statement trigger on gdp and kpi tables: a receipt for a
+/// write made outside BareCount's own sections (BareCount's writes have receipts of their own).
+/// Not granted to anyone: only the trigger function (owned by barecount_owner) calls it.
+#[pgrx::pg_extern(volatile, parallel_unsafe)]
+fn _store_write_receipt(rel: pgrx::pg_sys::Oid, op: &str) {
+    use crate::errors::OrRaise;
+    if privilege::in_section() {
+        return;
+    }
+    pgrx::Spi::connect_mut(|client| {
+        let tenant_id = crate::tenant::current(client)?;
+        let row = client
+            .select(
+                "SELECT $1::regclass::text, left(current_query(), 4000)",
+                Some(1),
+                &[rel.into()],
+            )?
+            .first();
+        let relation = row.get::<String>(1)?.unwrap_or_default();
+        let statement = row.get::<String>(2)?;
+        append(
+            client,
+            &tenant_id,
+            "store_write",
+            &relation,
+            &serde_json::json!({"inputs": [], "outputs": [relation], "operation": op,
+                                "statement": statement}),
+            None,
+        )?;
+        Ok::<_, SqlError>(())
+    })
+    .or_raise()
+}
+
+/// For BareCount's own plpgsql helpers (tenant membership): appends a receipt. Not granted to
+/// anyone: only functions owned by barecount_owner call it.
+#[pgrx::pg_extern(volatile, parallel_unsafe)]
+fn _ledger_append(tenant_id: &str, event_type: &str, subject: &str, inputs: JsonB) -> i64 {
+    use crate::errors::OrRaise;
+    pgrx::Spi::connect_mut(|client| {
+        append(client, tenant_id, event_type, subject, &inputs.0, None).map(|r| r.seq)
+    })
+    .or_raise()
+}

@@ -26,6 +26,7 @@ mod schemas;
 mod settings;
 mod staging;
 mod tenant;
+mod usersql;
 
 ::pgrx::pg_module_magic!(name, version);
 
@@ -33,7 +34,7 @@ extension_sql_file!("../sql/catalog.sql", name = "catalog", bootstrap);
 extension_sql_file!(
     "../sql/tenancy.sql",
     name = "tenancy",
-    requires = ["catalog"]
+    requires = ["catalog", privilege::_outer_role]
 );
 extension_sql_file!(
     "../sql/evidence.sql",

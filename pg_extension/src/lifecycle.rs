@@ -52,6 +52,9 @@ fn dataset_pin(dataset: &str, version: i32, holder: &str) -> bool {
                     &[tenant_id.as_str().into(), dataset.into(), version.into(), holder.into()],
                 )?
                 .len();
+            if n > 0 {
+                pin_receipt(client, &tenant_id, "dataset_pin", dataset, version, holder)?;
+            }
             Ok(n > 0)
         })
     })
@@ -71,10 +74,33 @@ fn dataset_unpin(dataset: &str, version: i32, holder: &str) -> bool {
                     &[tenant_id.as_str().into(), dataset.into(), version.into(), holder.into()],
                 )?
                 .len();
+            if n > 0 {
+                pin_receipt(client, &tenant_id, "dataset_unpin", dataset, version, holder)?;
+            }
             Ok(n > 0)
         })
     })
     .or_raise()
+}
+
+/// The receipt of a pin or unpin: a pin decides whether a version may be retired.
+fn pin_receipt(
+    client: &mut SpiClient<'_>,
+    tenant_id: &str,
+    event: &str,
+    dataset: &str,
+    version: i32,
+    holder: &str,
+) -> Result<(), SqlError> {
+    ledger::append(
+        client,
+        tenant_id,
+        event,
+        &format!("published.{dataset}@{version}"),
+        &json!({"inputs": [], "outputs": [], "dataset": dataset, "version": version, "holder": holder}),
+        None,
+    )?;
+    Ok(())
 }
 
 fn change(dataset: &str, version: i32, to: &str) -> String {

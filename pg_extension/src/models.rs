@@ -28,10 +28,11 @@ fn model_define(name: &str, sql: &str, contract: default!(Option<&str>, "NULL"))
         )
         .raise()
     };
+    let what = format!("model \"{name}\"");
     Spi::connect_mut(|client| {
         let tenant_id = tenant::current(client)?;
         // plan it as the caller: a model that does not plan is refused now, not at run time
-        let inputs = plan_inputs(client, query)?;
+        let inputs = plan_inputs(client, &what, query)?;
         if let Some(c) = contract {
             governing(client, &tenant_id, c)?;
         }
@@ -90,7 +91,7 @@ fn dependencies(
     m: &Model,
 ) -> Result<Vec<String>, SqlError> {
     let mut out = Vec::new();
-    for input in plan_inputs(client, &m.sql)? {
+    for input in plan_inputs(client, &format!("model \"{}\"", m.name), &m.sql)? {
         if let Some(dep) = input.strip_prefix("gdp.") {
             if dep != m.name && model(client, tenant_id, dep)?.is_some() {
                 out.push(dep.to_owned());
@@ -124,9 +125,10 @@ fn order(client: &mut SpiClient<'_>, tenant_id: &str, name: &str) -> Result<Vec<
 const STAGING: &str = "barecount_model_staging";
 
 fn run_one(client: &mut SpiClient<'_>, tenant_id: &str, m: &Model) -> Result<(i64, i64), SqlError> {
-    let inputs = plan_inputs(client, &m.sql)?;
+    let what = format!("model \"{}\"", m.name);
+    let inputs = plan_inputs(client, &what, &m.sql)?;
     // the model's query runs as the caller, with its privileges and row-level security
-    let staged = stage(client, STAGING, &m.sql)?;
+    let staged = stage(client, &what, STAGING, &m.sql)?;
     let cols = columns_of(client, &staged)?;
     stamp_tenant(
         client,
@@ -167,6 +169,15 @@ fn run_one(client: &mut SpiClient<'_>, tenant_id: &str, m: &Model) -> Result<(i6
         let target = format!("gdp.{}", quote_ident(&m.name));
         let exists = relation_exists(client, &target)?;
         if exists {
+            // written as barecount_owner: only a table BareCount owns, with no user code
+            client.update(
+                "SELECT barecount._assert_store_relation($1::regclass, $2)",
+                None,
+                &[
+                    target.as_str().into(),
+                    format!("the table of model \"{}\"", m.name).into(),
+                ],
+            )?;
             client.update(
                 &format!("DELETE FROM {target} WHERE tenant_id = $1"),
                 None,

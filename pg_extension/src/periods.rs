@@ -3,7 +3,39 @@
 
 use crate::calendars::period_for;
 use crate::errors::{OrRaise, SqlError};
-use crate::{ledger, privilege, tenant};
+use crate::{ledger, privilege, tenant, usersql};
+use std::cell::Cell;
+
+thread_local! {
+    /// The receipt of the restatement whose statement is running, with its transaction.
+    static RESTATING: Cell<Option<(u32, i64)>> = const { Cell::new(None) };
+}
+
+/// Sets the restatement marker; clears it when dropped (also while an error unwinds).
+struct Restating;
+
+impl Restating {
+    fn set(seq: i64) -> Restating {
+        RESTATING.with(|r| r.set(Some((privilege::statement_key().0, seq))));
+        Restating
+    }
+}
+
+impl Drop for Restating {
+    fn drop(&mut self) {
+        RESTATING.with(|r| r.set(None));
+    }
+}
+
+/// For the period guard: the receipt of the restatement whose statement is running now in
+/// this transaction, or NULL. Set only by `barecount.restatement`; no SQL can set it.
+#[pg_extern(volatile, parallel_unsafe)]
+fn _restatement_seq() -> Option<i64> {
+    let lxid = privilege::statement_key().0;
+    RESTATING
+        .with(Cell::get)
+        .and_then(|(x, seq)| (x == lxid).then_some(seq))
+}
 use pgrx::datum::Date;
 use pgrx::prelude::*;
 use serde_json::json;
@@ -100,6 +132,7 @@ fn restatement(reason: &str, statement: &str) -> i64 {
         )
         .raise()
     }
+    usersql::one_change("the restatement's statement", statement).or_raise();
     Spi::connect_mut(|client| {
         let tenant_id = tenant::current(client)?;
         let txid = client.update("SELECT txid_current()", Some(1), &[])?.first().get::<i64>(1)?.unwrap_or(0);
@@ -113,10 +146,12 @@ fn restatement(reason: &str, statement: &str) -> i64 {
                 None,
             )
         })?;
-        client.update("SELECT set_config('barecount.restatement', $1, true)", None, &[receipt.seq.to_string().into()])?;
+        // The marker the period guard reads lives in this backend's memory, set only for the
+        // duration of the one statement below: no SQL can set it, and it is gone once the
+        // statement ends (or fails), so later statements in the transaction are not covered.
+        let _marker = Restating::set(receipt.seq);
         // the statement runs as the caller: its privileges and row-level security apply
         client.update(statement, None, &[])?;
-        client.update("SELECT set_config('barecount.restatement', '', true)", None, &[])?;
         Ok::<_, SqlError>(receipt.seq)
     })
     .or_raise()

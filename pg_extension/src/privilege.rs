@@ -1,11 +1,18 @@
 //! Privileged sections. BareCount's functions run as their caller (SECURITY INVOKER), so user
 //! SQL — a publish source, say — runs with the caller's privileges and row-level security. The
 //! writes only BareCount may make (ledger entries, catalog rows, raw stores, published
-//! versions) run inside [`as_owner`], which switches the current user to the extension's owner
-//! for the closure only, the way Postgres itself runs `REFRESH MATERIALIZED VIEW` as the
-//! view's owner. Nothing SQL-callable exposes this switch.
+//! versions) run inside [`as_owner`], which switches the current user to `barecount_owner` for
+//! the closure only, the way Postgres itself runs `REFRESH MATERIALIZED VIEW` or `VACUUM` as
+//! the table's owner: with `SECURITY_RESTRICTED_OPERATION` set (no temporary objects, no role
+//! or session changes while it lasts) and `search_path = pg_catalog, pg_temp`.
 //!
-//! The owner bypasses row-level security, so code inside [`as_owner`] filters by tenant itself.
+//! `barecount_owner` is NOLOGIN, NOSUPERUSER, NOINHERIT and member of no role: it owns the
+//! catalog, the stores and the `SECURITY DEFINER` helpers, and it has BYPASSRLS so the ledger
+//! chain (one for all tenants) can be read whole; code inside [`as_owner`] filters by tenant
+//! itself. It never runs an object a tenant role can create or alter: relations it writes are
+//! its own and carry no user code (see `barecount._assert_store_relation`), their columns have
+//! only built-in types (see [`crate::publish::builtin_types_only`]), and user SQL never runs
+//! inside a section. Nothing SQL-callable exposes this switch.
 #![allow(unsafe_code)]
 
 use crate::errors::SqlError;
@@ -15,22 +22,71 @@ use std::cell::Cell;
 
 thread_local! {
     static OWNER: Cell<Option<pg_sys::Oid>> = const { Cell::new(None) };
+    static DEPTH: Cell<u32> = const { Cell::new(0) };
 }
 
-/// The role that owns the extension (and so its catalog tables).
+/// Counts open privileged sections; dropped also while an error unwinds.
+struct Depth;
+
+impl Drop for Depth {
+    fn drop(&mut self) {
+        DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+    }
+}
+
+/// Whether BareCount itself is writing (inside [`as_owner`]) right now.
+pub fn in_section() -> bool {
+    DEPTH.with(Cell::get) > 0
+}
+
+/// The role the session acts as outside any SECURITY DEFINER function: the login role, or the
+/// role it SET ROLE'd to (a pooler's pattern). `current_user` inside `current_tenant()` is that
+/// function's owner, so the function asks for this instead.
+#[pg_extern(stable, parallel_safe)]
+fn _outer_role() -> String {
+    // SAFETY: GetOuterUserId reads backend state; GetUserNameFromId with noerr returns NULL
+    // for a role dropped meanwhile.
+    unsafe {
+        let name = pg_sys::GetUserNameFromId(pg_sys::GetOuterUserId(), true);
+        if name.is_null() {
+            String::new()
+        } else {
+            std::ffi::CStr::from_ptr(name)
+                .to_string_lossy()
+                .into_owned()
+        }
+    }
+}
+
+/// The role privileged sections run as.
+pub const OWNER_ROLE: &str = "barecount_owner";
+
+/// The oid of `barecount_owner`, which owns the catalog. It must not be a superuser: a
+/// section refuses to start if someone made it one.
 fn owner() -> Result<pg_sys::Oid, SqlError> {
     if let Some(o) = OWNER.with(Cell::get) {
         return Ok(o);
     }
-    let oid = Spi::get_one::<pg_sys::Oid>(
-        "SELECT extowner FROM pg_extension WHERE extname = 'barecount'",
-    )?
-    .ok_or_else(|| {
-        SqlError::new(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-            "extension barecount is not installed in this database",
-        )
-    })?;
+    let row = Spi::get_two::<pg_sys::Oid, bool>(
+        "SELECT oid, rolsuper OR rolcanlogin OR NOT rolbypassrls FROM pg_catalog.pg_roles WHERE rolname = 'barecount_owner'",
+    )?;
+    let oid = match row {
+        (Some(oid), Some(false)) => oid,
+        (Some(_), _) => {
+            return Err(SqlError::new(
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                "role barecount_owner has been altered: it is a superuser, can log in or lost BYPASSRLS",
+            )
+            .hint("ALTER ROLE barecount_owner NOSUPERUSER NOLOGIN BYPASSRLS; BareCount refuses privileged work until then."))
+        }
+        _ => {
+            return Err(SqlError::new(
+                PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+                "role barecount_owner does not exist",
+            )
+            .hint("Recreate the extension: CREATE EXTENSION barecount creates the role."))
+        }
+    };
     OWNER.with(|c| c.set(Some(oid)));
     Ok(oid)
 }
@@ -87,10 +143,19 @@ pub fn as_owner<T>(f: impl FnOnce() -> Result<T, SqlError>) -> Result<T, SqlErro
         );
     }
     // SAFETY: as above; SECURITY_LOCAL_USERID_CHANGE marks the switch as local so SET ROLE
-    // and similar are refused while it lasts.
+    // and similar are refused while it lasts, and SECURITY_RESTRICTED_OPERATION forbids
+    // temporary objects and session changes, as Postgres does while it runs maintenance
+    // commands as a table's owner.
     unsafe {
-        pg_sys::SetUserIdAndSecContext(owner, context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32)
+        pg_sys::SetUserIdAndSecContext(
+            owner,
+            context
+                | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
+                | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
+        )
     };
+    DEPTH.with(|d| d.set(d.get() + 1));
+    let _depth = Depth;
     f()
 }
 

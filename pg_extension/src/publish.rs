@@ -144,9 +144,14 @@ type Published = (String, i32, i64, String, i64, String);
 fn run(client: &mut SpiClient<'_>, dataset: &str, source: &str) -> Result<Published, SqlError> {
     let tenant_id = tenant::current(client)?;
     let query = source_query(client, dataset, source)?;
-    let inputs = plan_inputs(client, &query)?;
+    let inputs = plan_inputs(client, &format!("source for dataset \"{dataset}\""), &query)?;
     // The source runs as the caller: its privileges and row-level security decide what it reads.
-    let staged = stage(client, STAGING, &query)?;
+    let staged = stage(
+        client,
+        &format!("source for dataset \"{dataset}\""),
+        STAGING,
+        &query,
+    )?;
     let out = privilege::as_owner(|| {
         publish_staged(client, dataset, source, &tenant_id, &inputs, &staged)
     })?;
@@ -157,8 +162,10 @@ fn run(client: &mut SpiClient<'_>, dataset: &str, source: &str) -> Result<Publis
 /// The lineage names of the relations the source reads, from its plan (views expanded).
 pub(crate) fn plan_inputs(
     client: &mut SpiClient<'_>,
+    what: &str,
     query: &str,
 ) -> Result<Vec<String>, SqlError> {
+    crate::usersql::one_query(what, query)?;
     // a utility statement, so not through the read-only select path
     let plan = client
         .update(
@@ -352,13 +359,9 @@ fn publish_staged(
         ],
     )?;
     access::meter(client, &tenant_id, "publish", row_count, bytes)?;
-    let note =
-        json!({"tenant": tenant_id, "dataset": dataset, "version": version, "content_hash": hash});
-    client.update(
-        "SELECT pg_notify('barecount_publish', $1)",
-        None,
-        &[note.to_string().into()],
-    )?;
+    // LISTEN is open to every role, so the shared channel carries a wake-up and no tenant
+    // data: listeners read what changed back through row-level security (dataset_versions).
+    client.update("SELECT pg_notify('barecount_publish', '')", None, &[])?;
     Ok((
         dataset.to_owned(),
         version,

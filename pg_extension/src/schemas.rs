@@ -117,7 +117,17 @@ fn json_schema_resource_put(uri: &str, schema: JsonB) {
                  ON CONFLICT (tenant_id, uri) DO UPDATE SET schema = excluded.schema, \
                    registered_by = session_user, registered_at = clock_timestamp()",
                 None,
-                &[tenant_id.as_str().into(), uri.into(), schema.into()],
+                &[tenant_id.as_str().into(), uri.into(), JsonB(schema.0.clone()).into()],
+            )?;
+            // a resource changes what every schema that $refs it accepts: on the record
+            let digest = hex::encode(Sha256::digest(canonical_json(&schema.0).as_bytes()));
+            crate::ledger::append(
+                client,
+                &tenant_id,
+                "json_schema_resource_put",
+                &format!("schema:{uri}"),
+                &serde_json::json!({"inputs": [], "outputs": [], "uri": uri, "schema": schema.0}),
+                Some(&digest),
             )?;
             Ok(())
         })

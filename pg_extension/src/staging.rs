@@ -2,7 +2,9 @@
 //! privileged part then copies from — shared by publish, model runs and KPI materialization.
 
 use crate::errors::SqlError;
+use crate::privilege::OWNER_ROLE;
 use crate::publish::Column;
+use crate::usersql;
 use barecount_core::ident::quote_literal;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -23,10 +25,19 @@ pub fn relation_exists(client: &SpiClient<'_>, name: &str) -> Result<bool, SqlEr
         .unwrap_or(false))
 }
 
-/// Runs `query` as the caller into the temp table `name` (dropped at commit; a leftover of
-/// an earlier call in the same transaction is dropped first, without a NOTICE). Returns the
-/// qualified name.
-pub fn stage(client: &mut SpiClient<'_>, name: &str, query: &str) -> Result<String, SqlError> {
+/// Runs `query` — accepted only as exactly one read-only query ([`usersql::one_query`]) — as
+/// the caller into the temp table `name` (dropped at commit; a leftover of an earlier call in
+/// the same transaction is dropped first, without a NOTICE), lets `barecount_owner` read it,
+/// and refuses columns of any type that is not built into Postgres (a user type could carry a
+/// cast, domain check or output function that would run while BareCount copies or hashes the
+/// rows). `what` names the query's owner in messages. Returns the qualified name.
+pub fn stage(
+    client: &mut SpiClient<'_>,
+    what: &str,
+    name: &str,
+    query: &str,
+) -> Result<String, SqlError> {
+    usersql::one_query(what, query)?;
     let qualified = format!("pg_temp.{name}");
     if relation_exists(client, &qualified)? {
         client.update(&format!("DROP TABLE {qualified}"), None, &[])?;
@@ -36,7 +47,40 @@ pub fn stage(client: &mut SpiClient<'_>, name: &str, query: &str) -> Result<Stri
         None,
         &[],
     )?;
+    client.update(
+        &format!("GRANT SELECT ON {qualified} TO {OWNER_ROLE}"),
+        None,
+        &[],
+    )?;
+    builtin_types_only(client, what, &qualified)?;
     Ok(qualified)
+}
+
+/// Refuses a relation with a column whose type Postgres does not ship (oid 16384 and up:
+/// domains, enums, composites, ranges and base types someone created).
+pub fn builtin_types_only(
+    client: &SpiClient<'_>,
+    what: &str,
+    relation: &str,
+) -> Result<(), SqlError> {
+    let bad = client
+        .select(
+            "SELECT string_agg(format('%I %s', attname, format_type(atttypid, atttypmod)), ', ' ORDER BY attnum) \
+               FROM pg_catalog.pg_attribute \
+              WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped AND atttypid >= 16384",
+            Some(1),
+            &[relation.into()],
+        )?
+        .first()
+        .get::<String>(1)?;
+    match bad {
+        None => Ok(()),
+        Some(cols) => Err(SqlError::new(
+            PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+            format!("{what} returns columns of types that are not built into Postgres: {cols}"),
+        )
+        .hint("Cast them to a built-in type (text, numeric, date, ...) in the query.")),
+    }
 }
 
 /// Every stored row carries its tenant: rows without `tenant_id` get the column (last,

@@ -758,7 +758,22 @@ async fn gateway_functions_are_for_gateways_and_say_what_is_wrong() {
         .await
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "acme");
+    // scopes follow the role's grants: a reader reads, a publisher also exports
+    assert_eq!(row.get::<_, Vec<String>>(1), ["read"]);
+    su.batch_execute(&format!("GRANT barecount_publisher TO {alice}"))
+        .await
+        .unwrap();
+    let row = su
+        .query_one(
+            "SELECT tenant_id, scopes FROM barecount.password_authenticate($1, 'right one')",
+            &[&alice],
+        )
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, Vec<String>>(1), ["export", "read"]);
+    su.batch_execute(&format!("REVOKE barecount_publisher FROM {alice}"))
+        .await
+        .unwrap();
     for sql in [
         format!("SELECT * FROM barecount.password_authenticate('{alice}', 'wrong')"),
         "SELECT * FROM barecount.password_authenticate('no_such_role_at_all', 'x')".to_owned(),

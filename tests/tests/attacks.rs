@@ -1,0 +1,882 @@
+//! The attack suite: every way found to escalate, forge or cross tenants, each tried as the real
+//! role an attacker would hold (an engineer, a reader, a revoked token), never as superuser
+//! except where the attack is a careless superuser's. Each test is named for what it attacks.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use arrow::array::AsArray;
+use arrow::datatypes::Int64Type;
+use barecount_flight::client::{self, Auth};
+use barecount_flight::export::{ExportRequest, Format};
+use barecount_flight::Config;
+use barecount_tests::{
+    code_of, connect_as, count, fresh_db, login_role, order, refused, temp_dir, Flight, TestDb,
+    ORDERS_CONTRACT,
+};
+use futures::StreamExt;
+use serde_json::json;
+use std::time::{Duration, Instant};
+use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tonic::Code;
+
+/// Two tenants with an engineer, a publisher and a reader each.
+struct Tenants {
+    db: TestDb,
+    a_eng: String,
+    a_pub: String,
+    a_reader: String,
+    b_eng: String,
+    b_reader: String,
+}
+
+async fn tenants() -> Tenants {
+    let db = fresh_db().await;
+    let su = &db.client;
+    su.batch_execute(
+        "SELECT barecount.tenant_create('acme', 'Acme'); SELECT barecount.tenant_create('globex', 'Globex');",
+    )
+    .await
+    .unwrap();
+    let a_eng = login_role(su, "a_eng", &["barecount_engineer"], Some("acme")).await;
+    let a_pub = login_role(su, "a_pub", &["barecount_publisher"], Some("acme")).await;
+    let a_reader = login_role(su, "a_reader", &["barecount_reader"], Some("acme")).await;
+    let b_eng = login_role(su, "b_eng", &["barecount_engineer"], Some("globex")).await;
+    let b_reader = login_role(su, "b_reader", &["barecount_reader"], Some("globex")).await;
+    Tenants {
+        db,
+        a_eng,
+        a_pub,
+        a_reader,
+        b_eng,
+        b_reader,
+    }
+}
+
+async fn is_superuser(c: &Client, role: &str) -> bool {
+    c.query_one("SELECT rolsuper FROM pg_roles WHERE rolname = $1", &[&role])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+const PWN: &str = "CREATE FUNCTION gdp.pwn(v int) RETURNS bool LANGUAGE plpgsql AS $$
+    BEGIN IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+      EXECUTE format('ALTER ROLE %I SUPERUSER', session_user); END IF;
+      -- whoever runs this may also try to forge evidence
+      BEGIN INSERT INTO barecount.ledger VALUES (999999, 'acme', 'x', now(), 'forged', 'x', '{}', NULL, 'x', 'x');
+      EXCEPTION WHEN OTHERS THEN NULL; END;
+      RETURN true; END $$";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engineer_cannot_become_superuser_through_a_model() {
+    let t = tenants().await;
+    let su = &t.db.client;
+    let eng = connect_as(&t.db.url, &t.a_eng).await;
+    eng.batch_execute(PWN).await.unwrap();
+    eng.batch_execute("CREATE FUNCTION gdp.ipwn(v int) RETURNS bool IMMUTABLE LANGUAGE plpgsql AS $$ BEGIN RETURN gdp.pwn(v); END $$")
+        .await
+        .unwrap();
+    // The repro: a table whose check constraint calls the engineer's function, then a model
+    // run that writes into it. The table is refused when created.
+    assert_eq!(
+        refused(
+            &eng,
+            "CREATE TABLE gdp.evil (tenant_id text NOT NULL DEFAULT barecount.current_tenant(), v int CHECK (gdp.pwn(v)))"
+        )
+        .await,
+        "42501"
+    );
+    eng.batch_execute(
+        "SELECT barecount.model_define('evil', 'SELECT barecount.current_tenant() AS tenant_id, 1 AS v')",
+    )
+    .await
+    .unwrap();
+    eng.batch_execute("SELECT * FROM barecount.model_run('evil')")
+        .await
+        .unwrap();
+    assert!(!is_superuser(su, &t.a_eng).await);
+    // BareCount made gdp.evil: barecount_owner owns it, and the engineer cannot attach code
+    // to it afterwards.
+    let owner: String = su
+        .query_one(
+            "SELECT pg_get_userbyid(relowner)::text FROM pg_class WHERE oid = 'gdp.evil'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(owner, "barecount_owner");
+    for attach in [
+        "ALTER TABLE gdp.evil ADD CONSTRAINT c CHECK (gdp.pwn(v))",
+        "ALTER TABLE gdp.evil ALTER COLUMN v SET DEFAULT 1",
+        "CREATE TRIGGER t BEFORE INSERT ON gdp.evil FOR EACH ROW EXECUTE FUNCTION suppress_redundant_updates_trigger()",
+        "CREATE RULE r AS ON INSERT TO gdp.evil DO ALSO SELECT gdp.pwn(1)",
+        "CREATE INDEX ON gdp.evil ((gdp.ipwn(v)))",
+        "CREATE POLICY p ON gdp.evil USING (gdp.pwn(v))",
+        "ALTER TABLE gdp.evil DISABLE ROW LEVEL SECURITY",
+        "ALTER TABLE gdp.evil OWNER TO CURRENT_USER",
+    ] {
+        assert_eq!(refused(&eng, attach).await, "42501", "{attach}");
+    }
+    eng.batch_execute("SELECT * FROM barecount.model_run('evil')")
+        .await
+        .unwrap();
+    assert!(!is_superuser(su, &t.a_eng).await);
+    assert_eq!(
+        count(
+            su,
+            "SELECT count(*) FROM barecount.ledger WHERE event_type = 'forged'"
+        )
+        .await,
+        0
+    );
+    // The role privileged sections run as is no superuser and cannot log in.
+    let row = su
+        .query_one(
+            "SELECT rolsuper, rolcanlogin, rolinherit, rolbypassrls FROM pg_roles WHERE rolname = 'barecount_owner'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get(0), row.get(1), row.get(2), row.get(3)),
+        (false, false, false, true)
+    );
+    // Nobody but the extension's own functions may act as it.
+    assert_eq!(refused(&eng, "SET ROLE barecount_owner").await, "42501");
+    // A careless admin who made it a superuser: BareCount refuses privileged work.
+    su.batch_execute("ALTER ROLE barecount_owner SUPERUSER")
+        .await
+        .unwrap();
+    let eng2 = connect_as(&t.db.url, &t.a_eng).await;
+    assert_eq!(
+        refused(&eng2, "SELECT * FROM barecount.model_run('evil')").await,
+        "42501"
+    );
+    su.batch_execute("ALTER ROLE barecount_owner NOSUPERUSER")
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_object_kind_that_can_carry_user_code_is_refused() {
+    let t = tenants().await;
+    let su = &t.db.client;
+    let eng = connect_as(&t.db.url, &t.a_eng).await;
+    eng.batch_execute(PWN).await.unwrap();
+    eng.batch_execute(
+        "CREATE DOMAIN gdp.checked AS int CHECK (gdp.pwn(VALUE));
+         CREATE FUNCTION gdp.ipwn(v int) RETURNS bool IMMUTABLE LANGUAGE plpgsql AS $$ BEGIN RETURN gdp.pwn(v); END $$;
+         CREATE TYPE gdp.mood AS ENUM ('ok');
+         CREATE TYPE gdp.pair AS (a int, b int);
+         CREATE FUNCTION gdp.pair_text(gdp.pair) RETURNS text LANGUAGE sql AS $$ SELECT gdp.pwn(1)::text $$;
+         CREATE CAST (gdp.pair AS text) WITH FUNCTION gdp.pair_text(gdp.pair);
+         CREATE FUNCTION gdp.eq(int, int) RETURNS bool LANGUAGE sql AS $$ SELECT gdp.pwn($1) $$;
+         CREATE OPERATOR gdp.=== (LEFTARG = int, RIGHTARG = int, FUNCTION = gdp.eq);
+         CREATE TABLE gdp.parent (tenant_id text NOT NULL DEFAULT barecount.current_tenant(), v int PRIMARY KEY);",
+    )
+    .await
+    .unwrap();
+    // Tables in gdp and kpi that carry user code are refused when created, by an engineer or
+    // a careless superuser alike.
+    let tables = [
+        "CREATE TABLE gdp.x1 (tenant_id text DEFAULT barecount.current_tenant(), v int DEFAULT (gdp.pwn(1))::int)",
+        "CREATE TABLE gdp.x2 (tenant_id text, v int CHECK (gdp.pwn(v)))",
+        "CREATE TABLE gdp.x3 (tenant_id text, v int, w bool GENERATED ALWAYS AS (gdp.ipwn(v)) STORED)",
+        "CREATE TABLE gdp.x4 (tenant_id text, v gdp.checked)",
+        "CREATE TABLE gdp.x5 (tenant_id text, v gdp.mood)",
+        "CREATE TABLE gdp.x6 (tenant_id text, v gdp.pair)",
+        "CREATE TABLE gdp.x7 (tenant_id text, v int REFERENCES gdp.parent (v))",
+        "CREATE TABLE gdp.x8 (tenant_id text, v int, EXCLUDE USING btree (v WITH gdp.===))",
+        "CREATE TABLE kpi.x9 AS SELECT barecount.current_tenant() AS tenant_id, 1::gdp.checked AS v",
+        "CREATE TABLE gdp.x10 (v int) INHERITS (gdp.parent)",
+    ];
+    for sql in tables {
+        let code = refused(&eng, sql).await;
+        assert!(code == "42501" || code == "42809", "{sql}: {code}");
+    }
+    for sql in &tables[..6] {
+        assert_eq!(
+            refused(su, &sql.replace("gdp.x", "gdp.su_x")).await,
+            "42501",
+            "superuser: {sql}"
+        );
+    }
+    // Views and other relations in gdp and kpi are refused; so is writing a model's rows into
+    // one that took the model's name.
+    assert_eq!(
+        refused(
+            &eng,
+            "CREATE VIEW gdp.m AS SELECT 'acme'::text AS tenant_id, gdp.pwn(1) AS v"
+        )
+        .await,
+        "42501"
+    );
+    // Sources, models and KPIs whose rows have a user type (a cast, a domain check or an
+    // output function could run while BareCount copies or hashes them) are refused.
+    let pubr = connect_as(&t.db.url, &t.a_pub).await;
+    for (who, sql) in [
+        (
+            &pubr,
+            "SELECT * FROM barecount.publish('p1', 'SELECT ROW(1, 2)::gdp.pair AS p')",
+        ),
+        (
+            &pubr,
+            "SELECT * FROM barecount.publish('p2', 'SELECT 1::gdp.checked AS v')",
+        ),
+        (
+            &pubr,
+            "SELECT * FROM barecount.publish('p3', $$SELECT 'ok'::gdp.mood AS v$$)",
+        ),
+    ] {
+        assert_eq!(refused(who, sql).await, "42804", "{sql}");
+    }
+    eng.batch_execute(
+        "SELECT barecount.model_define('typed', 'SELECT barecount.current_tenant() AS tenant_id, ROW(1, 2)::gdp.pair AS p')",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        refused(&eng, "SELECT * FROM barecount.model_run('typed')").await,
+        "42804"
+    );
+    assert_eq!(
+        count(su, "SELECT count(*) FROM pg_class WHERE relname = 'typed'").await,
+        0
+    );
+    // A careless superuser switched the event trigger off and made a gdp table carrying user
+    // code: BareCount still refuses to put triggers on it or write it as barecount_owner.
+    su.batch_execute(
+        "ALTER EVENT TRIGGER barecount_guard_store_tables DISABLE;
+         CREATE TABLE gdp.sneaky (tenant_id text NOT NULL DEFAULT barecount.current_tenant(), day date, amount int CHECK (gdp.pwn(amount)));
+         GRANT SELECT, INSERT, UPDATE, DELETE ON gdp.sneaky TO barecount_engineer;
+         ALTER EVENT TRIGGER barecount_guard_store_tables ENABLE;",
+    )
+    .await
+    .unwrap();
+    eng.batch_execute(r#"SELECT barecount.calendar_create('fy', '{"kind": "gregorian"}')"#)
+        .await
+        .unwrap();
+    for sql in [
+        r#"SELECT barecount.kpi_define('k', '{"source": "gdp.sneaky", "time": "day", "grain": "month", "measures": {"n": "count(*)"}}')"#,
+        "SELECT barecount.period_guard('gdp.sneaky', 'day', 'fy')",
+        "SELECT barecount.model_define('sneaky', 'SELECT barecount.current_tenant() AS tenant_id, DATE ''2024-01-01'' AS day, 1 AS amount'); SELECT * FROM barecount.model_run('sneaky')",
+    ] {
+        assert_eq!(refused(&eng, sql).await, "42501", "{sql}");
+    }
+    assert!(!is_superuser(su, &t.a_eng).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_sql_is_exactly_one_read_only_query() {
+    let t = tenants().await;
+    let su = &t.db.client;
+    let eng = connect_as(&t.db.url, &t.a_eng).await;
+    let pubr = connect_as(&t.db.url, &t.a_pub).await;
+    eng.batch_execute(
+        "SELECT barecount.model_define('base', 'SELECT barecount.current_tenant() AS tenant_id, DATE ''2024-05-01'' AS order_date, 10 AS amount');
+         SELECT * FROM barecount.model_run('base');",
+    )
+    .await
+    .unwrap();
+    let cases: [(&Client, &str, &str); 11] = [
+        (&eng, "SELECT barecount.model_define('m1', 'SELECT 1 AS v; SELECT 2')", "42601"),
+        (&eng, "SELECT barecount.model_define('m2', 'SELECT 1 AS v; ALTER ROLE CURRENT_USER SUPERUSER')", "42601"),
+        (&eng, "SELECT barecount.model_define('m3', 'WITH d AS (DELETE FROM gdp.base RETURNING *) SELECT * FROM d')", "0A000"),
+        (&eng, "SELECT barecount.model_define('m4', 'SELECT * FROM gdp.base FOR UPDATE')", "0A000"),
+        (&eng, "SELECT barecount.model_define('m5', 'SELECT 1 AS v INTO gdp.m5_made')", "0A000"),
+        (&pubr, "SELECT * FROM barecount.publish('d1', 'SELECT 1 AS a; DROP TABLE gdp.base')", "42601"),
+        (&pubr, "SELECT * FROM barecount.publish('d2', 'SELECT 1 AS a; ')", "OK"),
+        (&eng, "SELECT barecount.restatement('r', 'BEGIN')", "42601"),
+        (&eng, "SELECT barecount.restatement('r', 'COMMIT')", "42601"),
+        (&eng, "SELECT barecount.restatement('r', 'UPDATE gdp.base SET amount = 1; UPDATE gdp.base SET amount = 2')", "42601"),
+        (&eng, "SELECT barecount.restatement('r', 'CREATE TABLE gdp.made AS SELECT 1')", "42601"),
+    ];
+    for (who, sql, want) in cases {
+        match who.batch_execute(sql).await {
+            Ok(()) => assert_eq!(want, "OK", "{sql} was accepted"),
+            Err(e) => assert_eq!(barecount_tests::sqlstate(&e), want, "{sql}: {e}"),
+        }
+    }
+    // A KPI whose measure tries to close the query and start another statement.
+    eng.batch_execute(
+        r#"SELECT barecount.kpi_define('inj', '{"source": "gdp.base", "time": "order_date", "grain": "month",
+             "measures": {"net": "sum(amount)) AS net FROM gdp.base; DROP TABLE gdp.base; SELECT (1"}}')"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        refused(
+            &eng,
+            "SELECT * FROM barecount.kpi_materialize('inj', '2024-01-01', '2024-12-31')"
+        )
+        .await,
+        "42601"
+    );
+    assert_eq!(count(su, "SELECT count(*) FROM gdp.base").await, 1);
+    assert_eq!(
+        count(
+            su,
+            "SELECT count(*) FROM pg_class WHERE relname = 'm5_made'"
+        )
+        .await,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restatement_marker_cannot_be_forged() {
+    let t = tenants().await;
+    let eng = connect_as(&t.db.url, &t.a_eng).await;
+    let pubr = connect_as(&t.db.url, &t.a_pub).await;
+    eng.batch_execute(
+        r#"SELECT barecount.calendar_create('fy', '{"kind": "gregorian"}');
+           SELECT barecount.model_define('sales', 'SELECT barecount.current_tenant() AS tenant_id, DATE ''2024-03-15'' AS day, 10 AS amount');
+           SELECT * FROM barecount.model_run('sales');
+           SELECT barecount.period_guard('gdp.sales', 'day', 'fy');"#,
+    )
+    .await
+    .unwrap();
+    pubr.batch_execute("SELECT barecount.period_close('fy', 'period', '2024-03-15')")
+        .await
+        .unwrap();
+    let upd = "UPDATE gdp.sales SET amount = 0 WHERE day = '2024-03-15'";
+    assert_eq!(refused(&eng, upd).await, "55000");
+    // one real restatement, then the same transaction tries to ride on it
+    assert_eq!(
+        refused(
+            &eng,
+            &format!("BEGIN; SELECT barecount.restatement('late refund', 'UPDATE gdp.sales SET amount = 7'); {upd}; COMMIT")
+        )
+        .await,
+        "55000"
+    );
+    eng.batch_execute("ROLLBACK").await.unwrap();
+    // the old marker setting does nothing, and the marker function is no one's to call
+    assert_eq!(
+        refused(
+            &eng,
+            &format!("SELECT set_config('barecount.restatement', '1', false); {upd}")
+        )
+        .await,
+        "55000"
+    );
+    assert_eq!(
+        refused(&eng, "SELECT barecount._restatement_seq()").await,
+        "42501"
+    );
+    // the real thing works, and leaves its receipt and a store_write receipt
+    eng.batch_execute(
+        "SELECT barecount.restatement('late refund', 'UPDATE gdp.sales SET amount = 7')",
+    )
+    .await
+    .unwrap();
+    assert_eq!(count(&eng, "SELECT sum(amount) FROM gdp.sales").await, 7);
+    assert_eq!(
+        count(
+            &eng,
+            "SELECT count(*) FROM barecount.ledger WHERE event_type IN ('restatement', 'store_write')"
+        )
+        .await,
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guards_and_triggers_of_one_tenant_survive_another() {
+    let t = tenants().await;
+    let su = &t.db.client;
+    // one shared table, created by an admin, holding both tenants' rows
+    su.batch_execute(
+        "CREATE TABLE gdp.shared (tenant_id text NOT NULL DEFAULT barecount.current_tenant(), day date, amount int)",
+    )
+    .await
+    .unwrap();
+    for (role, tenant) in [(&t.a_eng, "acme"), (&t.b_eng, "globex")] {
+        let c = connect_as(&t.db.url, role).await;
+        c.batch_execute(&format!(
+            r#"SELECT barecount.calendar_create('fy', '{{"kind": "gregorian"}}');
+               INSERT INTO gdp.shared (day, amount) VALUES ('2024-03-15', 1);
+               SELECT barecount.period_guard('gdp.shared', 'day', 'fy');
+               SELECT barecount.kpi_define('sales', '{{"source": "gdp.shared", "time": "day", "grain": "month", "measures": {{"n": "count(*)"}}}}');"#
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{tenant}: {e}"));
+    }
+    // both tenants' guards and invalidation triggers are there
+    assert_eq!(
+        count(
+            su,
+            "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'gdp.shared'::regclass AND tgname LIKE 'barecount_period_guard_%'"
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        count(
+            su,
+            "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'gdp.shared'::regclass AND tgname LIKE 'barecount_kpi_%'"
+        )
+        .await,
+        6
+    );
+    // acme closes its period: globex's writes to its own rows are not blocked by it, acme's are
+    let ap = connect_as(&t.db.url, &t.a_pub).await;
+    ap.batch_execute("SELECT barecount.period_close('fy', 'period', '2024-03-15')")
+        .await
+        .unwrap();
+    let be = connect_as(&t.db.url, &t.b_eng).await;
+    be.batch_execute("UPDATE gdp.shared SET amount = 2")
+        .await
+        .unwrap();
+    let ae = connect_as(&t.db.url, &t.a_eng).await;
+    assert_eq!(
+        refused(&ae, "UPDATE gdp.shared SET amount = 2").await,
+        "55000"
+    );
+    // each tenant's invalidation triggers note only its own rows: globex's update of its
+    // rows is noted for globex, never for acme
+    assert_eq!(
+        count(
+            su,
+            "SELECT count(*) FROM barecount.kpi_invalidations WHERE tenant_id = 'acme'"
+        )
+        .await,
+        0
+    );
+    assert!(
+        count(
+            su,
+            "SELECT count(*) FROM barecount.kpi_invalidations WHERE tenant_id = 'globex'"
+        )
+        .await
+            > 0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_connections_take_the_tenant_of_the_role_they_set() {
+    let t = tenants().await;
+    let su = &t.db.client;
+    let pooler = login_role(su, "pooler", &[], None).await;
+    let app = login_role(su, "app", &["barecount_reader"], Some("globex")).await;
+    su.batch_execute(&format!("GRANT {app} TO {pooler}"))
+        .await
+        .unwrap();
+    let c = connect_as(&t.db.url, &pooler).await;
+    assert_eq!(tenant(&c).await, None);
+    c.batch_execute(&format!("SET ROLE {app}")).await.unwrap();
+    assert_eq!(tenant(&c).await.as_deref(), Some("globex"));
+    // a mapped login role keeps its own tenant whatever role it sets
+    let r = connect_as(&t.db.url, &t.a_reader).await;
+    su.batch_execute(&format!("GRANT {app} TO {}", t.a_reader))
+        .await
+        .unwrap();
+    r.batch_execute(&format!("SET ROLE {app}")).await.unwrap();
+    assert_eq!(tenant(&r).await.as_deref(), Some("acme"));
+}
+
+async fn tenant(c: &Client) -> Option<String> {
+    c.query_one("SELECT barecount.current_tenant()", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_carry_no_tenant_data() {
+    let t = tenants().await;
+    // globex's reader listens on both shared channels
+    let mut cfg: tokio_postgres::Config = t.db.url.parse().unwrap();
+    cfg.user(&t.b_reader);
+    let (listener, mut conn) = cfg.connect(NoTls).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut messages = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
+    tokio::spawn(async move {
+        while let Some(Ok(m)) = messages.next().await {
+            if let AsyncMessage::Notification(n) = m {
+                let _ = tx.send((n.channel().to_owned(), n.payload().to_owned()));
+            }
+        }
+    });
+    listener
+        .batch_execute("LISTEN barecount_kpi_events; LISTEN barecount_publish;")
+        .await
+        .unwrap();
+    // acme materializes a KPI that breaches its threshold and publishes
+    let eng = connect_as(&t.db.url, &t.a_eng).await;
+    eng.batch_execute(
+        r#"SELECT barecount.model_define('orders', 'SELECT barecount.current_tenant() AS tenant_id, DATE ''2024-05-01'' AS order_date, 5 AS amount');
+           SELECT * FROM barecount.model_run('orders');
+           SELECT barecount.kpi_define('secret_sales', '{"source": "gdp.orders", "time": "order_date", "grain": "month",
+               "measures": {"net": "sum(amount)"}, "thresholds": [{"measure": "net", "direction": "below", "warn": 1000, "critical": 500}]}');
+           SELECT * FROM barecount.kpi_materialize('secret_sales', '2024-01-01', '2024-12-31');"#,
+    )
+    .await
+    .unwrap();
+    let pubr = connect_as(&t.db.url, &t.a_pub).await;
+    pubr.batch_execute("SELECT * FROM barecount.publish('secret_dataset', 'kpi.secret_sales')")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while got.len() < 2 {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(n)) => got.push(n),
+            _ => break,
+        }
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("barecount_kpi_events".to_owned(), String::new()),
+            ("barecount_publish".to_owned(), String::new())
+        ],
+        "wake-ups only, no tenant data"
+    );
+    // what acme's own reader reads back goes through row-level security
+    let ar = connect_as(&t.db.url, &t.a_reader).await;
+    assert_eq!(
+        count(&ar, "SELECT count(*) FROM barecount.dataset_versions").await,
+        1
+    );
+    assert_eq!(
+        count(&listener, "SELECT count(*) FROM barecount.dataset_versions").await,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_change_of_state_leaves_a_receipt() {
+    let t = tenants().await;
+    let su = &t.db.client;
+    let pubr = connect_as(&t.db.url, &t.a_pub).await;
+    let eng = connect_as(&t.db.url, &t.a_eng).await;
+    let extra = login_role(su, "extra", &["barecount_reader"], Some("acme")).await;
+    su.batch_execute(&format!(
+        r#"SELECT barecount.entitlement_set('acme', '{{"max_datasets": 5}}');
+           SELECT barecount.tenant_remove_member('{extra}');"#
+    ))
+    .await
+    .unwrap();
+    let token: String = pubr
+        .query_one(
+            "SELECT token_id FROM barecount.token_create('acme', ARRAY['read'], now() + interval '1 day')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    pubr.execute("SELECT barecount.token_revoke($1)", &[&token])
+        .await
+        .unwrap();
+    eng.batch_execute(
+        r#"SELECT barecount.json_schema_resource_put('http://example.com/money.json', '{"type": "number"}');
+           SELECT barecount.model_define('n', 'SELECT barecount.current_tenant() AS tenant_id, 1 AS v');
+           SELECT * FROM barecount.model_run('n');
+           UPDATE gdp.n SET v = 2;
+           DELETE FROM gdp.n;"#,
+    )
+    .await
+    .unwrap();
+    pubr.batch_execute(
+        "SELECT * FROM barecount.publish('n', 'SELECT 1 AS v');
+         SELECT barecount.dataset_pin('n', 1, 'dashboard');
+         SELECT barecount.dataset_unpin('n', 1, 'dashboard');",
+    )
+    .await
+    .unwrap();
+    let kinds: Vec<String> = su
+        .query(
+            "SELECT event_type FROM barecount.ledger WHERE tenant_id = 'acme' ORDER BY seq",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for want in [
+        "tenant_create",
+        "member_add",
+        "entitlement_set",
+        "member_remove",
+        "token_create",
+        "token_revoke",
+        "json_schema_resource_put",
+        "model_run",
+        "store_write",
+        "publish",
+        "dataset_pin",
+        "dataset_unpin",
+    ] {
+        assert!(
+            kinds.iter().any(|k| k == want),
+            "no {want} receipt in {kinds:?}"
+        );
+    }
+    // the engineer's UPDATE and DELETE each left one; BareCount's own model run left none
+    assert_eq!(kinds.iter().filter(|k| *k == "store_write").count(), 2);
+    assert_eq!(
+        su.query_one("SELECT ok FROM barecount.ledger_verify()", &[])
+            .await
+            .unwrap()
+            .get::<_, bool>(0),
+        true
+    );
+}
+
+/// A barecount-flight that connects as a gateway role — a member of barecount_admin with
+/// BYPASSRLS, not a superuser — as a deployment should.
+async fn gateway_flight(t: &Tenants) -> Flight {
+    let su = &t.db.client;
+    let gw = login_role(su, "gateway", &["barecount_admin"], None).await;
+    su.batch_execute(&format!("ALTER ROLE {gw} BYPASSRLS"))
+        .await
+        .unwrap();
+    let url =
+        t.db.url
+            .replacen("postgresql://postgres@", &format!("postgresql://{gw}@"), 1);
+    assert!(url.contains(&gw), "{url}");
+    let mut config = Config::local(&url);
+    config.export_dir = temp_dir("attack-exports");
+    Flight::start_with(config).await
+}
+
+async fn acme_dataset(t: &Tenants) {
+    let eng = connect_as(&t.db.url, &t.a_eng).await;
+    eng.query(
+        "SELECT barecount.contract_register($1)",
+        &[&ORDERS_CONTRACT],
+    )
+    .await
+    .unwrap();
+    eng.query(
+        "SELECT * FROM barecount.ingest('orders', $1)",
+        &[&json!([
+            order("A1", "east", 10.0),
+            order("A2", "west", 20.0)
+        ])],
+    )
+    .await
+    .unwrap();
+    let pubr = connect_as(&t.db.url, &t.a_pub).await;
+    pubr.batch_execute(
+        "SELECT * FROM barecount.publish('acme_orders', $$SELECT payload->>'order_id' AS order_id FROM raw.orders__accepted$$)",
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flight_sql_is_read_only_on_every_path() {
+    let t = tenants().await;
+    acme_dataset(&t).await;
+    let flight = gateway_flight(&t).await;
+    let url = flight.url.as_str();
+    let token = barecount_tests::api_token(&t.db.client, "acme", &["read", "export"]).await;
+    let auth = Auth::Token(token);
+    let target = temp_dir("attack-copy").join("stolen.csv");
+    let target_s = target.display().to_string();
+    let writes = [
+        format!("COPY (SELECT * FROM acme_orders) TO '{target_s}' STORED AS CSV"),
+        format!("EXPLAIN COPY (SELECT 1) TO '{target_s}' STORED AS CSV"),
+        "CREATE EXTERNAL TABLE pw STORED AS CSV LOCATION '/etc/passwd'".to_owned(),
+        "CREATE TABLE t AS SELECT 1".to_owned(),
+        "CREATE VIEW v AS SELECT 1".to_owned(),
+        "INSERT INTO acme_orders VALUES ('x')".to_owned(),
+        "DROP TABLE acme_orders".to_owned(),
+        "SET datafusion.execution.batch_size = 1".to_owned(),
+    ];
+    for sql in &writes {
+        let e = client::query(url, &auth, sql).await.unwrap_err();
+        assert_eq!(code_of(&e), Code::PermissionDenied, "{sql}: {e:#}");
+        // prepared statements plan through the same module
+        let mut c = client::sql_client(url, &auth).await.unwrap();
+        let e = c.prepare(sql.clone(), None).await.unwrap_err();
+        assert_eq!(code_of(&e), Code::PermissionDenied, "prepare {sql}: {e:#}");
+        // and so do export queries
+        let e = client::export(
+            url,
+            &auth,
+            &ExportRequest {
+                dataset: None,
+                version: None,
+                query: Some(sql.clone()),
+                format: Format::Csv,
+                name: None,
+            },
+            |_, _| {},
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(code_of(&e), Code::PermissionDenied, "export {sql}: {e:#}");
+    }
+    assert!(!target.exists(), "a file was written on the server's host");
+    // queries still work
+    let (_, b) = client::query(url, &auth, "SELECT count(*) FROM acme_orders")
+        .await
+        .unwrap();
+    assert_eq!(b[0].column(0).as_primitive::<Int64Type>().value(0), 2);
+    flight.stop().await;
+}
+
+/// Calls `list` until it fails or `bound` has passed; returns how long refusal took.
+async fn refused_within(url: &str, auth: &Auth, bound: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        match client::list(url, auth).await {
+            Err(e) => {
+                assert_eq!(code_of(&e), Code::Unauthenticated, "{e:#}");
+                return start.elapsed();
+            }
+            Ok(_) if start.elapsed() > bound => {
+                panic!("still accepted {:?} after the change", start.elapsed())
+            }
+            // poll again shortly: the condition is the refusal, not the time
+            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_expiry_and_lost_roles_bite_on_the_next_call() {
+    let t = tenants().await;
+    acme_dataset(&t).await;
+    let su = &t.db.client;
+    let flight = gateway_flight(&t).await;
+    let url = flight.url.as_str();
+    // the bound the server promises, plus a call's own time
+    let bound = barecount_flight::auth::CREDENTIAL_RECHECK + Duration::from_secs(2);
+
+    // An API token used as a Basic password gives a session; revoking the token ends it.
+    let pubr = connect_as(&t.db.url, &t.a_pub).await;
+    let row = pubr
+        .query_one(
+            "SELECT token_id, token FROM barecount.token_create('acme', ARRAY['read'], now() + interval '1 day')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (id, token): (String, String) = (row.get(0), row.get(1));
+    let session = client::bearer(
+        url,
+        &Auth::Password {
+            user: "x".into(),
+            password: token,
+        },
+    )
+    .await
+    .unwrap();
+    let auth = Auth::Token(session);
+    assert_eq!(client::list(url, &auth).await.unwrap().len(), 1);
+    pubr.execute("SELECT barecount.token_revoke($1)", &[&id])
+        .await
+        .unwrap();
+    let took = refused_within(url, &auth, bound).await;
+    println!("session of a revoked token refused after {took:?}");
+
+    // An expiring token: its session ends with it.
+    let row = pubr
+        .query_one(
+            "SELECT token FROM barecount.token_create('acme', ARRAY['read'], now() + interval '3 seconds')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let session = client::bearer(
+        url,
+        &Auth::Password {
+            user: "x".into(),
+            password: row.get(0),
+        },
+    )
+    .await
+    .unwrap();
+    let auth = Auth::Token(session);
+    assert_eq!(client::list(url, &auth).await.unwrap().len(), 1);
+    refused_within(url, &auth, Duration::from_secs(3) + bound).await;
+
+    // A password login: losing the BareCount role, or the login, ends the session.
+    for change in [
+        "REVOKE barecount_reader FROM {r}",
+        "ALTER ROLE {r} NOLOGIN",
+        "ALTER ROLE {r} VALID UNTIL '2000-01-01'",
+    ] {
+        let r = login_role(su, "sess", &["barecount_reader"], Some("acme")).await;
+        su.batch_execute(&format!("ALTER ROLE {r} PASSWORD 'pw'"))
+            .await
+            .unwrap();
+        let session = client::bearer(
+            url,
+            &Auth::Password {
+                user: r.clone(),
+                password: "pw".into(),
+            },
+        )
+        .await
+        .unwrap();
+        let auth = Auth::Token(session);
+        assert_eq!(client::list(url, &auth).await.unwrap().len(), 1);
+        su.batch_execute(&change.replace("{r}", &r)).await.unwrap();
+        let took = refused_within(url, &auth, bound).await;
+        println!("{change}: session refused after {took:?}");
+    }
+
+    // A role mapped to a tenant but holding no BareCount role cannot log in over Flight (as
+    // in psql); a reader's password login has no export scope, a publisher's has.
+    let bare = login_role(su, "bare", &[], Some("acme")).await;
+    su.batch_execute(&format!(
+        "ALTER ROLE {bare} PASSWORD 'pw'; ALTER ROLE {} PASSWORD 'pw'; ALTER ROLE {} PASSWORD 'pw'",
+        t.a_reader, t.a_pub
+    ))
+    .await
+    .unwrap();
+    let e = client::bearer(
+        url,
+        &Auth::Password {
+            user: bare,
+            password: "pw".into(),
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code_of(&e), Code::Unauthenticated, "{e:#}");
+    let export = ExportRequest {
+        dataset: Some("acme_orders".into()),
+        version: None,
+        query: None,
+        format: Format::Csv,
+        name: None,
+    };
+    let reader = Auth::Password {
+        user: t.a_reader.clone(),
+        password: "pw".into(),
+    };
+    assert_eq!(client::list(url, &reader).await.unwrap().len(), 1);
+    let e = client::export(url, &reader, &export, |_, _| {})
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&e), Code::PermissionDenied, "{e:#}");
+    let publisher = Auth::Password {
+        user: t.a_pub.clone(),
+        password: "pw".into(),
+    };
+    client::export(url, &publisher, &export, |_, _| {})
+        .await
+        .unwrap();
+    // another tenant's reader sees nothing of acme's
+    su.batch_execute(&format!("ALTER ROLE {} PASSWORD 'pw'", t.b_reader))
+        .await
+        .unwrap();
+    let other = Auth::Password {
+        user: t.b_reader.clone(),
+        password: "pw".into(),
+    };
+    assert!(client::list(url, &other).await.unwrap().is_empty());
+    let e = client::query(url, &other, "SELECT * FROM acme_orders")
+        .await
+        .unwrap_err();
+    assert_ne!(code_of(&e), Code::Unavailable, "{e:#}");
+    flight.stop().await;
+}
