@@ -22,6 +22,8 @@ pub struct Application {
     tls: Option<tonic::transport::ServerTlsConfig>,
     addr: SocketAddr,
     metrics_listener: Option<TcpListener>,
+    /// Where ledger digests are kept, and how often one is taken (None: never).
+    digests: (std::path::PathBuf, Option<std::time::Duration>),
     service: BareCountFlight,
 }
 
@@ -78,6 +80,11 @@ impl Application {
             tls,
             addr,
             metrics_listener,
+            digests: (
+                config.digest_dir(),
+                (config.digest_interval_secs > 0)
+                    .then(|| std::time::Duration::from_secs(config.digest_interval_secs)),
+            ),
             service: BareCountFlight {
                 sql: SqlService { state },
             },
@@ -109,6 +116,15 @@ impl Application {
                 state.store.clone(),
             ))
         });
+        let digest_task = self.digests.1.map(|every| {
+            let state = &self.service.sql.state;
+            crate::digest::schedule(
+                state.db.clone(),
+                self.digests.0.clone(),
+                every,
+                state.metrics.clone(),
+            )
+        });
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = self.tls {
             builder = builder.tls_config(tls)?;
@@ -118,6 +134,9 @@ impl Application {
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
             .await;
         if let Some(t) = metrics_task {
+            t.abort();
+        }
+        if let Some(t) = digest_task {
             t.abort();
         }
         Ok(result?)

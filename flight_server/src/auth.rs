@@ -103,8 +103,11 @@ const LIVE_MAX_ENTRIES: usize = 10_000;
 /// it was checked less than [`CREDENTIAL_RECHECK`] ago. Only successes are remembered.
 #[derive(Debug, Default)]
 pub struct LiveCredentials {
-    checked: Mutex<HashMap<String, (Instant, String, Vec<String>)>>,
+    checked: Mutex<HashMap<String, Checked>>,
 }
+
+/// When a credential was last found valid, with its tenant and scopes then.
+type Checked = (Instant, String, Vec<String>);
 
 impl LiveCredentials {
     /// The tenant and scopes `subject` has now, or Unauthenticated.

@@ -60,6 +60,16 @@ pub struct Config {
     /// Directory exports are written to, one subdirectory per tenant.
     #[arg(long, env = "BARECOUNT_EXPORT_DIR", default_value_os_t = default_export_dir())]
     pub export_dir: PathBuf,
+    /// Directory the evidence ledger's digests are kept in (`ledger-digests.jsonl`, mode 0700):
+    /// outside the database, where its superuser cannot rewrite them. Default: the cache
+    /// directory's `ledger-digests`.
+    #[arg(long, env = "BARECOUNT_DIGEST_DIR")]
+    pub digest_dir: Option<PathBuf>,
+    /// Seconds between ledger digests (each one first verifies the chain against the last);
+    /// 0 turns the schedule off. Entries newer than the latest digest are the window in which
+    /// a forged tail goes unnoticed.
+    #[arg(long, env = "BARECOUNT_DIGEST_INTERVAL_SECS", default_value_t = 60)]
+    pub digest_interval_secs: u64,
     /// Address of the Prometheus metrics endpoint (`GET /metrics`); off if unset.
     #[arg(long, env = "BARECOUNT_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
@@ -69,6 +79,13 @@ pub struct Config {
 }
 
 impl Config {
+    /// Where ledger digests are kept.
+    pub fn digest_dir(&self) -> PathBuf {
+        self.digest_dir
+            .clone()
+            .unwrap_or_else(|| self.cache_dir.join("ledger-digests"))
+    }
+
     /// A configuration for tests and embedding: an ephemeral loopback port.
     /// Its cache and export directories are its own, under the system temporary directory, so
     /// nothing is shared with another server on the machine.
@@ -93,6 +110,8 @@ impl Config {
             memory_cache_bytes: 2 << 30,
             parallel_load_min_bytes: u64::MAX,
             metrics_listen: None,
+            digest_dir: Some(scratch.join("ledger-digests")),
+            digest_interval_secs: 0,
             export_dir: scratch.join("exports"),
             port_file: None,
         }

@@ -50,6 +50,18 @@ enum Command {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Verify the evidence ledger against the latest digest kept in the digest directory and,
+    /// unless --verify-only, keep a new digest (what `serve` does on its schedule). Exits with
+    /// status 1 if the ledger no longer matches.
+    Digest {
+        #[arg(long, env = "BARECOUNT_DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+        /// The server's digest directory (`serve --digest-dir`).
+        #[arg(long, env = "BARECOUNT_DIGEST_DIR")]
+        digest_dir: std::path::PathBuf,
+        #[arg(long)]
+        verify_only: bool,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -192,6 +204,41 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 receipt.ledger_seq,
                 receipt.ledger_hash
             );
+            Ok(())
+        }
+        Command::Digest {
+            database_url,
+            digest_dir,
+            verify_only,
+        } => {
+            use barecount_flight::digest;
+            let db = barecount_flight::db::Db::new(database_url);
+            let (v, taken) = if verify_only {
+                (digest::verify_latest(&db, &digest_dir).await?, None)
+            } else {
+                digest::publish(&db, &digest_dir).await?
+            };
+            match &v.digest {
+                Some(d) => println!(
+                    "ledger: {} entries up to #{}, checked against the digest #{} {} kept at {}",
+                    v.checked, v.last_seq, d.seq, d.entry_hash, d.taken_at
+                ),
+                None => println!(
+                    "ledger: {} entries up to #{}, no digest kept before",
+                    v.checked, v.last_seq
+                ),
+            }
+            if !v.ok {
+                eprintln!(
+                    "the ledger does NOT match: first broken entry {:?}: {}",
+                    v.first_broken_seq,
+                    v.reason.as_deref().unwrap_or("unknown")
+                );
+                std::process::exit(1);
+            }
+            if let Some(d) = taken {
+                println!("kept digest #{} {}", d.seq, d.entry_hash);
+            }
             Ok(())
         }
         Command::Query { conn, sql } => {

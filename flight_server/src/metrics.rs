@@ -26,6 +26,8 @@ pub struct Metrics {
     pub rows_served: AtomicU64,
     pub bytes_served: AtomicU64,
     pub exports: AtomicU64,
+    pub ledger_checks_ok: AtomicU64,
+    pub ledger_checks_broken: AtomicU64,
 }
 
 impl Metrics {
@@ -43,6 +45,16 @@ impl Metrics {
         if let Some(code) = error {
             *m.errors.entry(format!("{code:?}")).or_default() += 1;
         }
+    }
+
+    /// Records one scheduled check of the ledger against its latest kept digest.
+    pub fn ledger_check(&self, ok: bool) {
+        let c = if ok {
+            &self.ledger_checks_ok
+        } else {
+            &self.ledger_checks_broken
+        };
+        c.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn served(&self, rows: usize, bytes: usize) {
@@ -132,6 +144,18 @@ impl Metrics {
                 "counter",
                 "Exports written.",
                 load(&self.exports),
+            ),
+            (
+                "ledger_digest_checks_total",
+                "counter",
+                "Scheduled checks of the evidence ledger that matched its latest kept digest.",
+                load(&self.ledger_checks_ok),
+            ),
+            (
+                "ledger_digest_mismatches_total",
+                "counter",
+                "Scheduled checks that found the ledger no longer matches its latest kept digest.",
+                load(&self.ledger_checks_broken),
             ),
             (
                 "cache_hits_total",
