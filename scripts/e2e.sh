@@ -19,6 +19,28 @@ trap cleanup EXIT
 rm -rf "$BC_STATE/test"
 port="$("$ROOT/scripts/cluster.sh" start test)"
 say "test cluster on 127.0.0.1:$port"
+# TLS on the test cluster, with a CA of its own, so the Flight server's sslmode=verify-full is
+# tested for real; plain connections keep working.
+tls="$BC_STATE/test/tls"
+mkdir -p "$tls"
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=BareCount test CA" \
+    -keyout "$tls/ca.key" -out "$tls/ca.pem" >/dev/null 2>&1
+openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+    -keyout "$tls/server.key" -out "$tls/server.csr" >/dev/null 2>&1
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$tls/san.ext"
+openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial \
+    -days 2 -extfile "$tls/san.ext" -out "$tls/server.pem" >/dev/null 2>&1
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=Some other CA" \
+    -keyout "$tls/other.key" -out "$tls/other-ca.pem" >/dev/null 2>&1
+chown postgres:postgres "$tls/server.key" "$tls/server.pem"
+chmod 600 "$tls/server.key"
+psql -X -q -v ON_ERROR_STOP=1 "$("$ROOT/scripts/cluster.sh" url test postgres)" >/dev/null <<SQL
+ALTER SYSTEM SET ssl = on;
+ALTER SYSTEM SET ssl_cert_file = '$tls/server.pem';
+ALTER SYSTEM SET ssl_key_file = '$tls/server.key';
+SELECT pg_reload_conf();
+SQL
+export BARECOUNT_TEST_PG_CA="$tls/ca.pem" BARECOUNT_TEST_OTHER_CA="$tls/other-ca.pem"
 psql -X -q -v ON_ERROR_STOP=1 "$("$ROOT/scripts/cluster.sh" url test postgres)" \
     -c "CREATE DATABASE barecount_test" >/dev/null
 export BARECOUNT_TEST_PG_URL="$("$ROOT/scripts/cluster.sh" url test barecount_test)"

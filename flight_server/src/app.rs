@@ -41,6 +41,7 @@ impl Application {
             (None, None) => None,
             _ => anyhow::bail!("TLS needs both --tls-cert and --tls-key"),
         };
+        Db::check(&config.database_url)?;
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
         let key = match &config.ticket_secret {

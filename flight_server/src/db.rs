@@ -20,15 +20,40 @@ impl Db {
         }
     }
 
+    /// Checks the connection string (and its TLS settings) without connecting.
+    pub fn check(url: &str) -> Result<()> {
+        crate::pgtls::prepare(url).map(|_| ())
+    }
+
+    /// A new connection, over TLS when the URL's sslmode asks for it (see `pgtls`).
+    async fn connect(&self) -> Result<Client> {
+        let (config, tls) = crate::pgtls::prepare(&self.url)?;
+        let client = match tls {
+            Some(tls) => {
+                let (client, connection) = config.connect(tls).await?;
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::warn!("postgres connection ended: {e}");
+                    }
+                });
+                client
+            }
+            None => {
+                let (client, connection) = config.connect(NoTls).await?;
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::warn!("postgres connection ended: {e}");
+                    }
+                });
+                client
+            }
+        };
+        Ok(client)
+    }
+
     /// A connection of its own (for long reads such as loading a version).
     pub async fn dedicated(&self) -> Result<Client> {
-        let (client, connection) = tokio_postgres::connect(&self.url, NoTls).await?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::warn!("postgres connection ended: {e}");
-            }
-        });
-        Ok(client)
+        self.connect().await
     }
 
     /// Runs `f` on the shared client; if the connection turns out to be gone, reconnects and
@@ -65,13 +90,7 @@ impl Db {
                 return Ok(c.clone());
             }
         }
-        let (client, connection) = tokio_postgres::connect(&self.url, NoTls).await?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::warn!("postgres connection ended: {e}");
-            }
-        });
-        let client = Arc::new(client);
+        let client = Arc::new(self.connect().await?);
         *guard = Some(client.clone());
         Ok(client)
     }

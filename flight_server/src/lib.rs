@@ -18,6 +18,7 @@ pub mod flight_service;
 pub mod loader;
 pub mod metrics;
 pub mod pgcopy;
+pub mod pgtls;
 pub mod prepared;
 pub mod query;
 pub mod sql_info;

@@ -100,7 +100,11 @@ impl Flight {
         let metrics_addr = app.metrics_addr();
         // build() has bound the socket, so the port accepts connections from here on.
         let url = format!("http://{}", app.addr());
-        let token = api_token(&connect(database_url).await, "default", &["read", "export"]).await;
+        // the harness's own connection is plain: the server's TLS settings are the server's
+        let plain = barecount_flight::pgtls::split(database_url)
+            .map(|(rest, _)| rest)
+            .unwrap_or_else(|e| panic!("{database_url}: {e}"));
+        let token = api_token(&connect(&plain).await, "default", &["read", "export"]).await;
         let (tx, rx) = oneshot::channel();
         let handle = tokio::spawn(app.run_until(async {
             let _ = rx.await;
