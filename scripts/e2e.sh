@@ -45,7 +45,18 @@ psql -X -q -v ON_ERROR_STOP=1 "$("$ROOT/scripts/cluster.sh" url test postgres)" 
     -c "CREATE DATABASE barecount_test" >/dev/null
 export BARECOUNT_TEST_PG_URL="$("$ROOT/scripts/cluster.sh" url test barecount_test)"
 psql -X -q -v ON_ERROR_STOP=1 "$BARECOUNT_TEST_PG_URL" -c "CREATE EXTENSION barecount" >/dev/null
-fport="$("$ROOT/scripts/flight.sh" start test "$BARECOUNT_TEST_PG_URL")"
+# barecount-flight connects as a gateway role, as a deployment should: a member of
+# barecount_admin with BYPASSRLS, never a superuser (the harness does the same per test).
+psql -X -q -v ON_ERROR_STOP=1 "$BARECOUNT_TEST_PG_URL" >/dev/null <<'SQL'
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'bc_gateway') THEN
+    CREATE ROLE bc_gateway LOGIN NOSUPERUSER BYPASSRLS;
+  END IF;
+END $$;
+GRANT barecount_admin TO bc_gateway;
+SQL
+GATEWAY_URL="${BARECOUNT_TEST_PG_URL/postgres@/bc_gateway@}"
+fport="$("$ROOT/scripts/flight.sh" start test "$GATEWAY_URL")"
 export BARECOUNT_FLIGHT_URL="http://127.0.0.1:$fport"
 export BARECOUNT_FLIGHT_BIN="$CARGO_TARGET_DIR/debug/barecount-flight"
 export BARECOUNT_DBT="${BARECOUNT_DBT_VENV:-$HOME/.cache/barecount/dbt-venv}/bin/dbt"

@@ -29,6 +29,26 @@ mod tests {
     }
 
     #[pg_test]
+    fn privileged_sections_refuse_a_superuser_owner() {
+        install_sqlstate_helper();
+        assert_eq!(
+            sqlstate_of("SELECT * FROM barecount.publish('ok_before', 'SELECT 1 AS a')"),
+            "ok"
+        );
+        // a careless admin makes the owner a superuser (rolled back with the test)
+        Spi::run("ALTER ROLE barecount_owner SUPERUSER").unwrap();
+        assert_eq!(
+            sqlstate_of("SELECT * FROM barecount.publish('refused', 'SELECT 1 AS a')"),
+            "42501"
+        );
+        Spi::run("ALTER ROLE barecount_owner NOSUPERUSER").unwrap();
+        assert_eq!(
+            sqlstate_of("SELECT * FROM barecount.publish('ok_after', 'SELECT 1 AS a')"),
+            "ok"
+        );
+    }
+
+    #[pg_test]
     fn version_is_the_crate_version() {
         assert_eq!(
             Spi::get_one::<String>("SELECT barecount.version()").unwrap(),

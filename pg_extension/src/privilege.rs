@@ -62,32 +62,34 @@ fn _outer_role() -> String {
 pub const OWNER_ROLE: &str = "barecount_owner";
 
 /// The oid of `barecount_owner`, which owns the catalog. It must not be a superuser: a
-/// section refuses to start if someone made it one.
+/// section refuses to start if someone made it one (checked on every section through the
+/// role cache, so an `ALTER ROLE` takes effect at once).
 fn owner() -> Result<pg_sys::Oid, SqlError> {
-    if let Some(o) = OWNER.with(Cell::get) {
-        return Ok(o);
-    }
-    let row = Spi::get_two::<pg_sys::Oid, bool>(
-        "SELECT oid, rolsuper OR rolcanlogin OR NOT rolbypassrls FROM pg_catalog.pg_roles WHERE rolname = 'barecount_owner'",
-    )?;
-    let oid = match row {
-        (Some(oid), Some(false)) => oid,
-        (Some(_), _) => {
-            return Err(SqlError::new(
-                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-                "role barecount_owner has been altered: it is a superuser, can log in or lost BYPASSRLS",
-            )
-            .hint("ALTER ROLE barecount_owner NOSUPERUSER NOLOGIN BYPASSRLS; BareCount refuses privileged work until then."))
-        }
-        _ => {
-            return Err(SqlError::new(
-                PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-                "role barecount_owner does not exist",
-            )
-            .hint("Recreate the extension: CREATE EXTENSION barecount creates the role."))
+    let oid = match OWNER.with(Cell::get) {
+        Some(o) => o,
+        None => {
+            let oid = Spi::get_one::<pg_sys::Oid>(
+                "SELECT oid FROM pg_catalog.pg_roles WHERE rolname = 'barecount_owner'",
+            )?
+            .ok_or_else(|| {
+                SqlError::new(
+                    PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+                    "role barecount_owner does not exist",
+                )
+                .hint("Recreate the extension: CREATE EXTENSION barecount creates the role.")
+            })?;
+            OWNER.with(|c| c.set(Some(oid)));
+            oid
         }
     };
-    OWNER.with(|c| c.set(Some(oid)));
+    // SAFETY: reads the role's attributes through the system cache.
+    if unsafe { pg_sys::superuser_arg(oid) } {
+        return Err(SqlError::new(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            "role barecount_owner is a superuser; BareCount refuses privileged work as one",
+        )
+        .hint("ALTER ROLE barecount_owner NOSUPERUSER;"));
+    }
     Ok(oid)
 }
 

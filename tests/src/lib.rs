@@ -76,6 +76,11 @@ pub async fn api_token(client: &Client, tenant: &str, scopes: &[&str]) -> String
         .get(0)
 }
 
+/// The gateway role's URL for a URL of the superuser `postgres` (others are left alone).
+pub fn gateway_url(url: &str) -> String {
+    url.replacen("postgresql://postgres@", "postgresql://bc_gateway@", 1)
+}
+
 /// A barecount-flight on an ephemeral loopback port, stopped when dropped. `auth` and `token`
 /// hold an API token of the tenant `default` with scopes read and export.
 pub struct Flight {
@@ -93,7 +98,11 @@ impl Flight {
         Flight::start_with(Config::local(database_url)).await
     }
 
-    pub async fn start_with(config: Config) -> Flight {
+    /// Starts a server; a URL naming the superuser `postgres` is changed to the gateway role
+    /// `bc_gateway` (made by scripts/e2e.sh: barecount_admin with BYPASSRLS, not a
+    /// superuser), so the server under test never runs as a superuser.
+    pub async fn start_with(mut config: Config) -> Flight {
+        config.database_url = gateway_url(&config.database_url);
         let database_url = config.database_url.clone();
         let database_url = database_url.as_str();
         let app = Application::build(config).await.unwrap();
