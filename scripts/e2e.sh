@@ -54,6 +54,14 @@ DO $$ BEGIN
   END IF;
 END $$;
 GRANT barecount_admin TO bc_gateway;
+-- the tests' admin: a BareCount admin that can make roles, not a superuser
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'bc_test_admin') THEN
+    CREATE ROLE bc_test_admin LOGIN NOSUPERUSER CREATEROLE;
+  END IF;
+END $$;
+GRANT barecount_admin TO bc_test_admin WITH ADMIN OPTION;
+GRANT barecount_reader, barecount_engineer, barecount_publisher TO bc_test_admin WITH ADMIN OPTION;
 SQL
 GATEWAY_URL="${BARECOUNT_TEST_PG_URL/postgres@/bc_gateway@}"
 fport="$("$ROOT/scripts/flight.sh" start test "$GATEWAY_URL")"

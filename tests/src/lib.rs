@@ -38,29 +38,56 @@ pub async fn connect(url: &str) -> Client {
 }
 
 /// A database of its own for one test, with `CREATE EXTENSION barecount` done.
+///
+/// `client` is a BareCount admin — a login role granted `barecount_admin` (with CREATEROLE, to
+/// make the other roles a test needs), not a superuser — so tests run as the real roles.
+/// `superuser` is for the tests that are about what a superuser can do (tampering with the
+/// ledger, switching triggers off) and for set-up only a superuser may do.
 pub struct TestDb {
+    /// The database as the superuser `postgres` (connect_as switches the role).
     pub url: String,
     pub client: Client,
+    pub superuser: Client,
+    /// The admin role `client` is connected as.
+    pub admin: String,
 }
+
+/// The login role every test database's `client` uses: a BareCount admin, never a superuser.
+pub const TEST_ADMIN: &str = "bc_test_admin";
 
 pub async fn fresh_db() -> TestDb {
     let base = base_url();
-    let admin = connect(&base).await;
+    let root = connect(&base).await;
     let name = format!("bc_e2e_{:016x}", rand::rng().random::<u64>());
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
+    root.batch_execute(&format!("CREATE DATABASE {name}"))
         .await
         .unwrap();
     let url = match base.rsplit_once('/') {
         Some((prefix, _db)) => format!("{prefix}/{name}"),
         None => panic!("BARECOUNT_TEST_PG_URL must end in /<database>"),
     };
-    let client = connect(&url).await;
-    client
+    let superuser = connect(&url).await;
+    superuser
         .batch_execute("CREATE EXTENSION barecount")
         .await
         .unwrap();
-    TestDb { url, client }
+    // the admin role is cluster-wide and made once by scripts/e2e.sh
+    let client = connect_as(&url, TEST_ADMIN).await;
+    let is_super: bool = client
+        .query_one(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!is_super, "{TEST_ADMIN} must not be a superuser");
+    TestDb {
+        url,
+        client,
+        superuser,
+        admin: TEST_ADMIN.to_owned(),
+    }
 }
 
 /// A BareCount API token for `tenant` with `scopes`, valid for a day.

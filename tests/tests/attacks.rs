@@ -69,7 +69,7 @@ const PWN: &str = "CREATE FUNCTION gdp.pwn(v int) RETURNS bool LANGUAGE plpgsql 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engineer_cannot_become_superuser_through_a_model() {
     let t = tenants().await;
-    let su = &t.db.client;
+    let su = &t.db.superuser;
     let eng = connect_as(&t.db.url, &t.a_eng).await;
     eng.batch_execute(PWN).await.unwrap();
     eng.batch_execute("CREATE FUNCTION gdp.ipwn(v int) RETURNS bool IMMUTABLE LANGUAGE plpgsql AS $$ BEGIN RETURN gdp.pwn(v); END $$")
@@ -150,7 +150,7 @@ async fn engineer_cannot_become_superuser_through_a_model() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_object_kind_that_can_carry_user_code_is_refused() {
     let t = tenants().await;
-    let su = &t.db.client;
+    let su = &t.db.superuser;
     let eng = connect_as(&t.db.url, &t.a_eng).await;
     eng.batch_execute(PWN).await.unwrap();
     eng.batch_execute(
@@ -259,7 +259,7 @@ async fn every_object_kind_that_can_carry_user_code_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_sql_is_exactly_one_read_only_query() {
     let t = tenants().await;
-    let su = &t.db.client;
+    let su = &t.db.superuser;
     let eng = connect_as(&t.db.url, &t.a_eng).await;
     let pubr = connect_as(&t.db.url, &t.a_pub).await;
     eng.batch_execute(
@@ -374,7 +374,7 @@ async fn restatement_marker_cannot_be_forged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guards_and_triggers_of_one_tenant_survive_another() {
     let t = tenants().await;
-    let su = &t.db.client;
+    let su = &t.db.superuser;
     // one shared table, created by an admin, holding both tenants' rows
     su.batch_execute(
         "CREATE TABLE gdp.shared (tenant_id text NOT NULL DEFAULT barecount.current_tenant(), day date, amount int)",
@@ -446,7 +446,7 @@ async fn guards_and_triggers_of_one_tenant_survive_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pooled_connections_take_the_tenant_of_the_role_they_set() {
     let t = tenants().await;
-    let su = &t.db.client;
+    let su = &t.db.superuser;
     let pooler = login_role(su, "pooler", &[], None).await;
     let app = login_role(su, "app", &["barecount_reader"], Some("globex")).await;
     su.batch_execute(&format!("GRANT {app} TO {pooler}"))
@@ -539,7 +539,7 @@ async fn notifications_carry_no_tenant_data() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_change_of_state_leaves_a_receipt() {
     let t = tenants().await;
-    let su = &t.db.client;
+    let su = &t.db.superuser;
     let pubr = connect_as(&t.db.url, &t.a_pub).await;
     let eng = connect_as(&t.db.url, &t.a_eng).await;
     let extra = login_role(su, "extra", &["barecount_reader"], Some("acme")).await;
@@ -617,7 +617,7 @@ async fn every_change_of_state_leaves_a_receipt() {
 /// A barecount-flight that connects as a gateway role — a member of barecount_admin with
 /// BYPASSRLS, not a superuser — as a deployment should.
 async fn gateway_flight(t: &Tenants) -> Flight {
-    let su = &t.db.client;
+    let su = &t.db.superuser;
     let gw = login_role(su, "gateway", &["barecount_admin"], None).await;
     su.batch_execute(&format!("ALTER ROLE {gw} BYPASSRLS"))
         .await
@@ -731,7 +731,7 @@ async fn refused_within(url: &str, auth: &Auth, bound: Duration) -> Duration {
 async fn revocation_expiry_and_lost_roles_bite_on_the_next_call() {
     let t = tenants().await;
     acme_dataset(&t).await;
-    let su = &t.db.client;
+    let su = &t.db.superuser;
     let flight = gateway_flight(&t).await;
     let url = flight.url.as_str();
     // the bound the server promises, plus a call's own time
@@ -873,7 +873,7 @@ async fn revocation_expiry_and_lost_roles_bite_on_the_next_call() {
 async fn a_superuser_rewriting_digested_history_is_caught() {
     use barecount_flight::digest;
     let t = tenants().await;
-    let su = &t.db.client;
+    let su = &t.db.superuser;
     let eng = connect_as(&t.db.url, &t.a_eng).await;
     eng.batch_execute(
         "SELECT barecount.model_define('n', 'SELECT barecount.current_tenant() AS tenant_id, 1 AS v');

@@ -131,7 +131,12 @@ async fn calendars_through_sql() {
     );
     assert_eq!(
         refused(c, "UPDATE barecount.calendars SET spec = '{}'").await,
-        "2F002"
+        "42501"
+    );
+    assert_eq!(
+        refused(&db.superuser, "UPDATE barecount.calendars SET spec = '{}'").await,
+        "2F002",
+        "the guard holds for a superuser too"
     );
 
     for (sql, state) in [

@@ -116,7 +116,17 @@ const ENTRY: &str = "SELECT seq, tenant_id, actor, event_type, subject, inputs, 
 async fn every_tamper_kind_is_detected() {
     let mut db = fresh_db().await;
     pipeline(&db.client).await;
-    let c = &mut db.client;
+    // the pipeline ran as a BareCount admin; tampering is a superuser's
+    assert_eq!(
+        sqlstate(
+            &db.client
+                .batch_execute("UPDATE barecount.ledger SET actor = 'x'")
+                .await
+                .unwrap_err()
+        ),
+        "42501"
+    );
+    let c = &mut db.superuser;
     let (ok, broken, _) = verify(c, None).await;
     assert!(ok, "untouched ledger verifies: broken at {broken:?}");
     let d = c
@@ -262,13 +272,14 @@ async fn verify_dataset_catches_changed_rows() {
         .await
         .unwrap()
         .get::<_, bool>(0));
-    c.batch_execute(
-        "ALTER TABLE published.daily__v1 DISABLE TRIGGER USER;
+    db.superuser
+        .batch_execute(
+            "ALTER TABLE published.daily__v1 DISABLE TRIGGER USER;
          UPDATE published.daily__v1 SET n = n + 1;
          ALTER TABLE published.daily__v1 ENABLE TRIGGER USER;",
-    )
-    .await
-    .unwrap();
+        )
+        .await
+        .unwrap();
     let r = c
         .query_one(
             "SELECT ok, recorded_hash, computed_hash FROM barecount.verify_dataset('daily', 1)",

@@ -43,7 +43,7 @@ fn total(b: &[RecordBatch]) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_call_is_authenticated_and_tenants_never_meet() {
     let db = fresh_db().await;
-    let su = &db.client;
+    let su = &db.superuser;
     su.batch_execute(
         "SELECT barecount.tenant_create('acme', 'Acme'); SELECT barecount.tenant_create('globex', 'Globex');
          SELECT barecount.act_as_tenant('acme');

@@ -80,12 +80,18 @@ async fn every_row_is_kept_and_replay_releases_what_now_passes() {
     };
     assert_eq!(row, ("orders".to_owned(), "1.0.0".to_owned()));
     assert_eq!(
-        sqlstate(&c.batch_execute("DELETE FROM raw.orders").await.unwrap_err()),
+        sqlstate(
+            &db.superuser
+                .batch_execute("DELETE FROM raw.orders")
+                .await
+                .unwrap_err()
+        ),
         "2F002"
     );
     assert_eq!(
         sqlstate(
-            &c.batch_execute("UPDATE raw.orders SET valid = true")
+            &db.superuser
+                .batch_execute("UPDATE raw.orders SET valid = true")
                 .await
                 .unwrap_err()
         ),
@@ -157,7 +163,8 @@ async fn every_row_is_kept_and_replay_releases_what_now_passes() {
     );
     assert_eq!(
         sqlstate(
-            &c.batch_execute("DELETE FROM barecount.quarantine")
+            &db.superuser
+                .batch_execute("DELETE FROM barecount.quarantine")
                 .await
                 .unwrap_err()
         ),
@@ -178,7 +185,8 @@ async fn every_row_is_kept_and_replay_releases_what_now_passes() {
 #[tokio::test]
 async fn error_text_is_capped_per_row_and_per_batch() {
     let db = fresh_db().await;
-    let c = &db.client;
+    // the caps are superuser settings (PGC_SUSET)
+    let c = &db.superuser;
     c.query(
         "SELECT barecount.contract_register($1)",
         &[&ORDERS_CONTRACT],

@@ -223,10 +223,10 @@ async fn the_server_reconnects_when_postgres_drops_it() {
     );
     for round in 0..3 {
         let killed: i64 = db
-            .client
+            .superuser
             .query_one(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-                  WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+                  WHERE datname = current_database() AND usename = 'bc_gateway' AND backend_type = 'client backend'",
                 &[],
             )
             .await

@@ -26,7 +26,8 @@ async fn flight_connects_to_postgres_over_verified_tls() {
     .await
     .unwrap();
     let gw = login_role(su, "tls_gw", &["barecount_admin"], None).await;
-    su.batch_execute(&format!("ALTER ROLE {gw} BYPASSRLS"))
+    db.superuser
+        .batch_execute(&format!("ALTER ROLE {gw} BYPASSRLS"))
         .await
         .unwrap();
     let base = db
@@ -52,8 +53,8 @@ async fn flight_connects_to_postgres_over_verified_tls() {
             .await
             .unwrap_or_else(|e| panic!("{mode}: {e:#}"));
         assert_eq!(b[0].column(0).as_primitive::<Int64Type>().value(0), 3);
-        assert!(count(su, &ssl_backends).await >= 1, "{mode}");
-        assert_eq!(count(su, &plain_backends).await, 0, "{mode}");
+        assert!(count(&db.superuser, &ssl_backends).await >= 1, "{mode}");
+        assert_eq!(count(&db.superuser, &plain_backends).await, 0, "{mode}");
         flight.stop().await;
     }
     // a CA that did not sign the server's certificate: no connection, and the error says so

@@ -81,7 +81,13 @@ async fn errors_are_specific_and_leave_nothing_behind() {
         .batch_execute("UPDATE barecount.ledger SET actor = 'mallory'")
         .await
         .unwrap_err();
-    assert_eq!(sqlstate(&e), "2F002");
+    assert_eq!(sqlstate(&e), "42501");
+    let e = db
+        .superuser
+        .batch_execute("UPDATE barecount.ledger SET actor = 'mallory'")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "2F002", "the guard holds for a superuser too");
 }
 
 #[tokio::test]

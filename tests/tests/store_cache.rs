@@ -234,7 +234,7 @@ async fn parallel_loads_keep_every_row_in_table_order() {
         }
     }
     let expected: Vec<i64> = pg
-        .query("SELECT n FROM published.p__v1", &[])
+        .query("SELECT n FROM published.p__v1 ORDER BY ctid", &[])
         .await
         .unwrap()
         .iter()

@@ -19,7 +19,7 @@ async fn affected(c: &Client, sql: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_tenant_cannot_see_or_change_another() {
     let db = fresh_db().await;
-    let su = &db.client;
+    let su = &db.superuser;
     su.batch_execute("SELECT barecount.tenant_create('acme', 'Acme'); SELECT barecount.tenant_create('globex', 'Globex');")
         .await
         .unwrap();
@@ -428,7 +428,7 @@ async fn one_tenant_cannot_see_or_change_another() {
 #[tokio::test]
 async fn tokens_expire_and_revoke_and_keep_no_secret() {
     let db = fresh_db().await;
-    let su = &db.client;
+    let su = &db.superuser;
     let row = su
         .query_one(
             "SELECT token_id, token FROM barecount.token_create('default', ARRAY['read', 'export'], now() + interval '1 hour', 'bi')",
@@ -551,7 +551,7 @@ async fn tokens_expire_and_revoke_and_keep_no_secret() {
 #[tokio::test]
 async fn plan_limits_refuse_and_metering_counts_the_work() {
     let db = fresh_db().await;
-    let su = &db.client;
+    let su = &db.superuser;
     su.query(
         "SELECT barecount.contract_register($1)",
         &[&ORDERS_CONTRACT],
@@ -697,7 +697,7 @@ async fn plan_limits_refuse_and_metering_counts_the_work() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flight_reads_are_metered_and_limited() {
     let db = fresh_db().await;
-    let su = &db.client;
+    let su = &db.superuser;
     su.batch_execute(
         "SELECT barecount.publish('ten', 'SELECT g AS n FROM generate_series(1, 10) g');
          SELECT barecount.entitlement_set('default', '{\"max_rows_served_per_day\": 12}');",
@@ -739,7 +739,7 @@ async fn flight_reads_are_metered_and_limited() {
 #[tokio::test]
 async fn gateway_functions_are_for_gateways_and_say_what_is_wrong() {
     let db = fresh_db().await;
-    let su = &db.client;
+    let su = &db.superuser;
     su.batch_execute("SELECT barecount.tenant_create('acme', 'Acme')")
         .await
         .unwrap();
