@@ -50,7 +50,16 @@ say "verify the ledger; lineage downstream of the first batch"
 "${PSQL[@]}" -c "SELECT ok, checked, last_seq, first_broken_seq FROM barecount.ledger_verify()"
 "${PSQL[@]}" -c "SELECT depth, object, via_event FROM barecount.lineage_downstream('batch:1') ORDER BY depth, object"
 
-fport="$("$ROOT/scripts/flight.sh" start demo "$DB_URL")"
+# barecount-flight connects as a gateway role: barecount_admin with BYPASSRLS, not a superuser
+"${PSQL[@]}" -q >/dev/null <<'SQL'
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'barecount_gateway') THEN
+    CREATE ROLE barecount_gateway LOGIN NOSUPERUSER BYPASSRLS;
+  END IF;
+END $$;
+GRANT barecount_admin TO barecount_gateway;
+SQL
+fport="$("$ROOT/scripts/flight.sh" start demo "${DB_URL/postgres@/barecount_gateway@}")"
 FLIGHT_URL="http://127.0.0.1:$fport"
 say "barecount-flight on $FLIGHT_URL"
 say "an API token for the default tenant (shown once; only its salted hash is stored)"

@@ -30,5 +30,7 @@ step "pgrx #[pg_test]s" env -C pg_extension CARGO_PGRX_TEST_RUNAS=postgres \
 
 step "install extension into Postgres 15" env -C pg_extension cargo pgrx install --pg-config "$PG_CONFIG"
 "$ROOT/scripts/e2e.sh"
+# a short SQLsmith round as the real roles (scripts/fuzz.sh 20000 for the full one)
+step "SQLsmith fuzz (2,000 queries)" "$ROOT/scripts/fuzz.sh" 2000 1
 
 say "all tests passed in $((SECONDS - T0))s"

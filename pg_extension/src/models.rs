@@ -178,13 +178,48 @@ fn run_one(client: &mut SpiClient<'_>, tenant_id: &str, m: &Model) -> Result<(i6
                     format!("the table of model \"{}\"", m.name).into(),
                 ],
             )?;
+            // the table is shared by every tenant's model of this name: its columns must be
+            // exactly the model's, by name and type, or nothing is written
+            let have = columns_of(client, &target)?;
+            let want = columns_of(client, &staged)?;
+            let shape = |cols: &[crate::publish::Column]| {
+                let mut v: Vec<(String, String)> = cols
+                    .iter()
+                    .map(|c| (c.name.clone(), c.ty.clone()))
+                    .collect();
+                v.sort();
+                v
+            };
+            if shape(&have) != shape(&want) {
+                let show = |cols: &[crate::publish::Column]| {
+                    cols.iter()
+                        .map(|c| format!("{} {}", c.name, c.ty))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                return Err(SqlError::new(
+                    PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+                    format!(
+                        "model \"{}\" returns columns ({}) but {target} has ({})",
+                        m.name,
+                        show(&want),
+                        show(&have)
+                    ),
+                )
+                .hint("Return the table's columns, or give the model another name (model tables are shared by name across tenants)."));
+            }
+            let names = want
+                .iter()
+                .map(|c| quote_ident(&c.name))
+                .collect::<Vec<_>>()
+                .join(", ");
             client.update(
                 &format!("DELETE FROM {target} WHERE tenant_id = $1"),
                 None,
                 &[tenant_id.into()],
             )?;
             client.update(
-                &format!("INSERT INTO {target} SELECT * FROM {staged}"),
+                &format!("INSERT INTO {target} ({names}) SELECT {names} FROM {staged}"),
                 None,
                 &[],
             )?;

@@ -947,3 +947,56 @@ async fn a_superuser_rewriting_digested_history_is_caught() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("does NOT match"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_name_taken_by_another_tenant_never_mixes_columns() {
+    let t = tenants().await;
+    let su = &t.db.superuser;
+    let a = connect_as(&t.db.url, &t.a_eng).await;
+    a.batch_execute(
+        "SELECT barecount.model_define('m', 'SELECT barecount.current_tenant() AS tenant_id, ''a-code'' AS code, ''a-name'' AS name');
+         SELECT * FROM barecount.model_run('m');",
+    )
+    .await
+    .unwrap();
+    let b = connect_as(&t.db.url, &t.b_eng).await;
+    // same types, columns swapped: written by name, never by position
+    b.batch_execute(
+        "SELECT barecount.model_define('m', 'SELECT ''b-name'' AS name, ''b-code'' AS code, barecount.current_tenant() AS tenant_id');
+         SELECT * FROM barecount.model_run('m');",
+    )
+    .await
+    .unwrap();
+    let rows: Vec<(String, String, String)> = su
+        .query("SELECT tenant_id, code, name FROM gdp.m ORDER BY 1", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("acme".into(), "a-code".into(), "a-name".into()),
+            ("globex".into(), "b-code".into(), "b-name".into())
+        ]
+    );
+    // other columns: refused, nothing of acme's touched
+    b.batch_execute(
+        "SELECT barecount.model_define('m', 'SELECT barecount.current_tenant() AS tenant_id, 1 AS code')",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        refused(&b, "SELECT * FROM barecount.model_run('m')").await,
+        "42804"
+    );
+    assert_eq!(
+        count(
+            su,
+            "SELECT count(*) FROM gdp.m WHERE tenant_id = 'acme' AND code = 'a-code'"
+        )
+        .await,
+        1
+    );
+}
