@@ -119,6 +119,9 @@ CREATE FUNCTION barecount.period_guard(rel regclass, date_column text, calendar 
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
     AS $$
+DECLARE
+    guard text;
+    before text;
 BEGIN
     IF (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = rel) NOT IN ('gdp', 'kpi') THEN
         RAISE EXCEPTION 'only gdp and kpi tables can be period-guarded, not %', rel USING ERRCODE = 'invalid_parameter_value';
@@ -133,12 +136,19 @@ BEGIN
     -- no user code, may carry one
     PERFORM barecount._assert_store_relation(rel, format('table %s', rel));
     -- one guard per tenant: a tenant replaces its own guard, never another's
+    guard := 'barecount_period_guard_' || barecount.current_tenant();
+    SELECT pg_get_triggerdef(t.oid) INTO before FROM pg_trigger t WHERE t.tgrelid = rel AND t.tgname = guard;
     EXECUTE format('CREATE OR REPLACE TRIGGER %I BEFORE INSERT OR UPDATE OR DELETE ON %s
                     FOR EACH ROW EXECUTE FUNCTION barecount._guard_closed_period(%L, %L, %L, %L)',
-                   'barecount_period_guard_' || barecount.current_tenant(), rel, date_column, calendar, grain,
-                   barecount.current_tenant());
-    EXECUTE format('COMMENT ON TRIGGER %I ON %s IS %L', 'barecount_period_guard_' || barecount.current_tenant(), rel,
+                   guard, rel, date_column, calendar, grain, barecount.current_tenant());
+    EXECUTE format('COMMENT ON TRIGGER %I ON %s IS %L', guard, rel,
                    'BareCount: rows of closed periods change only through barecount.restatement');
+    -- a new or changed guard is a change of state: on the record (the same guard again is not)
+    IF before IS DISTINCT FROM (SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t WHERE t.tgrelid = rel AND t.tgname = guard) THEN
+        PERFORM barecount._ledger_append(barecount.current_tenant(), 'period_guard', rel::text,
+            jsonb_build_object('inputs', '[]'::jsonb, 'outputs', jsonb_build_array(rel::text),
+                               'date_column', date_column, 'calendar', calendar, 'grain', grain));
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION barecount.period_guard(regclass, text, text, text) IS

@@ -569,6 +569,14 @@ async fn every_change_of_state_leaves_a_receipt() {
     )
     .await
     .unwrap();
+    eng.batch_execute(
+        r#"SELECT barecount.calendar_create('fy', '{"kind": "gregorian"}');
+           SELECT barecount.model_define('d', 'SELECT barecount.current_tenant() AS tenant_id, DATE ''2024-01-01'' AS day');
+           SELECT * FROM barecount.model_run('d');
+           SELECT barecount.period_guard('gdp.d', 'day', 'fy');"#,
+    )
+    .await
+    .unwrap();
     pubr.batch_execute(
         "SELECT * FROM barecount.publish('n', 'SELECT 1 AS v');
          SELECT barecount.dataset_pin('n', 1, 'dashboard');
@@ -599,6 +607,7 @@ async fn every_change_of_state_leaves_a_receipt() {
         "publish",
         "dataset_pin",
         "dataset_unpin",
+        "period_guard",
     ] {
         assert!(
             kinds.iter().any(|k| k == want),
