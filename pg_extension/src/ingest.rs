@@ -372,6 +372,28 @@ fn check_quality(
                 .collect(),
             Check::References { table, column } if !o.lookup.is_empty() => {
                 let (schema, rel) = table.split_once('.').unwrap_or(("", ""));
+                let qualified = format!("{}.{}", quote_ident(schema), quote_ident(rel));
+                // read as barecount_owner: only BareCount's raw views, or a store table it owns
+                // that carries no user code (a user view, cast or type could run as it)
+                let ours = client
+                    .select(
+                        "SELECT c.relkind = 'v' AND c.relnamespace = 'raw'::regnamespace \
+                                AND pg_get_userbyid(c.relowner) = 'barecount_owner' \
+                           FROM pg_class c WHERE c.oid = to_regclass($1)",
+                        Some(1),
+                        &[qualified.as_str().into()],
+                    )?;
+                let known = !ours.is_empty();
+                if known && !ours.first().get::<bool>(1)?.unwrap_or(false) {
+                    client.select(
+                        "SELECT barecount._assert_store_relation(to_regclass($1), $2)",
+                        Some(1),
+                        &[
+                            qualified.as_str().into(),
+                            format!("table {table} referenced by a quality rule of dataset \"{dataset}\"").into(),
+                        ],
+                    )?;
+                }
                 client
                     .select(
                         &format!(

@@ -1009,3 +1009,55 @@ async fn a_model_name_taken_by_another_tenant_never_mixes_columns() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quality_rule_cannot_point_ingest_at_user_code() {
+    let t = tenants().await;
+    let su = &t.db.superuser;
+    let eng = connect_as(&t.db.url, &t.a_eng).await;
+    eng.batch_execute(PWN).await.unwrap();
+    // a careless superuser switched the event trigger off while the engineer made a view in
+    // gdp over the engineer's function (contracts may reference only raw, gdp, kpi, published)
+    su.batch_execute("ALTER EVENT TRIGGER barecount_guard_store_tables DISABLE")
+        .await
+        .unwrap();
+    eng.batch_execute(
+        "CREATE VIEW gdp.stores AS SELECT 'acme'::text AS tenant_id, 'S1'::text AS store_id WHERE gdp.pwn(1)",
+    )
+    .await
+    .unwrap();
+    su.batch_execute("ALTER EVENT TRIGGER barecount_guard_store_tables ENABLE")
+        .await
+        .unwrap();
+    let contract = ORDERS_CONTRACT.replace(
+        "    description: One row per order.\n",
+        "    description: One row per order.
+    quality:
+      - rule: references
+        property: store_id
+        table: gdp.stores
+        column: store_id
+",
+    );
+    assert_ne!(contract, ORDERS_CONTRACT);
+    eng.query("SELECT barecount.contract_register($1)", &[&contract])
+        .await
+        .unwrap();
+    let e = eng
+        .query(
+            "SELECT * FROM barecount.ingest('orders', $1)",
+            &[&json!([order("A1", "east", 10.0)])],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(barecount_tests::sqlstate(&e), "42501", "{e}");
+    assert_eq!(
+        count(
+            su,
+            "SELECT count(*) FROM barecount.ledger WHERE event_type = 'forged'"
+        )
+        .await,
+        0
+    );
+    assert!(!is_superuser(su, &t.a_eng).await);
+}
