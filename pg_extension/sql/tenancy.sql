@@ -322,6 +322,8 @@ BEGIN
         EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO barecount_engineer', obj.object_identity);
         EXECUTE format('GRANT SELECT ON %s TO barecount_publisher', obj.object_identity);
         PERFORM barecount._record_store_writes(obj.objid::regclass);
+        -- a table made outside BareCount (with its first rows) is a change of state too
+        PERFORM barecount._store_write_receipt(obj.objid, 'CREATE');
     END LOOP;
 END
 $$;

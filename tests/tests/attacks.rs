@@ -614,8 +614,26 @@ async fn every_change_of_state_leaves_a_receipt() {
             "no {want} receipt in {kinds:?}"
         );
     }
-    // the engineer's UPDATE and DELETE each left one; BareCount's own model run left none
+    // the engineer's UPDATE and DELETE each left one; BareCount's own model runs left none
     assert_eq!(kinds.iter().filter(|k| *k == "store_write").count(), 2);
+    // a table an engineer makes in gdp (with its first rows) is on the record too
+    eng.batch_execute(
+        "CREATE TABLE gdp.made AS SELECT barecount.current_tenant() AS tenant_id, 1 AS v",
+    )
+    .await
+    .unwrap();
+    let made: (String, String) = {
+        let r = su
+            .query_one(
+                "SELECT inputs->>'operation', inputs->>'statement' FROM barecount.ledger WHERE event_type = 'store_write' ORDER BY seq DESC LIMIT 1",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(made.0, "CREATE");
+    assert!(made.1.contains("gdp.made"), "{made:?}");
     assert!(su
         .query_one("SELECT ok FROM barecount.ledger_verify()", &[])
         .await
