@@ -385,13 +385,10 @@ fn check_quality(
                     )?;
                 let known = !ours.is_empty();
                 if known && !ours.first().get::<bool>(1)?.unwrap_or(false) {
-                    client.select(
-                        "SELECT barecount._assert_store_relation(to_regclass($1), $2)",
-                        Some(1),
-                        &[
-                            qualified.as_str().into(),
-                            format!("table {table} referenced by a quality rule of dataset \"{dataset}\"").into(),
-                        ],
+                    crate::staging::assert_store_relation(
+                        client,
+                        &qualified,
+                        &format!("table {table} referenced by a quality rule of dataset \"{dataset}\""),
                     )?;
                 }
                 client

@@ -3,7 +3,7 @@
 
 use crate::errors::{OrRaise, SqlError};
 use crate::publish::{columns_of, Column};
-use crate::staging::{relation_exists, stage};
+use crate::staging::{assert_store_relation, relation_exists, stage};
 use crate::{ledger, privilege, tenant};
 use barecount_core::content_hash::ContentHasher;
 use barecount_core::dag::{dependency_order, OrderError};
@@ -178,14 +178,7 @@ fn materialize(
                 )?;
         } else {
             // written as barecount_owner: only a table BareCount owns, with no user code
-            client.update(
-                "SELECT barecount._assert_store_relation($1::regclass, $2)",
-                None,
-                &[
-                    target.as_str().into(),
-                    format!("the table of KPI \"{name}\"").into(),
-                ],
-            )?;
+            assert_store_relation(client, &target, &format!("the table of KPI \"{name}\""))?;
             let have: Vec<String> = columns_of(client, &target)?
                 .into_iter()
                 .map(|c| c.name)
@@ -342,14 +335,7 @@ fn install_invalidation(
     }
     // the trigger reads the source's rows as barecount_owner: only a store table BareCount
     // owns, with no user code, may carry one
-    client.update(
-        "SELECT barecount._assert_store_relation($1::regclass, $2)",
-        None,
-        &[
-            source.as_str().into(),
-            format!("KPI source {}", kpi.source).into(),
-        ],
-    )?;
+    assert_store_relation(client, &source, &format!("KPI source {}", kpi.source))?;
     let args = format!(
         "{}, {}, {}",
         quote_literal(name),

@@ -6,7 +6,7 @@
 use crate::contracts::{errors_json, governing};
 use crate::errors::{OrRaise, SqlError};
 use crate::publish::{columns_of, content_hash, plan_inputs};
-use crate::staging::{relation_exists, stage, stamp_tenant};
+use crate::staging::{assert_store_relation, relation_exists, stage, stamp_tenant};
 use crate::{ledger, privilege, tenant};
 use barecount_core::dag::{dependency_order, OrderError};
 use barecount_core::ident::{check_dataset_name, quote_ident};
@@ -170,13 +170,10 @@ fn run_one(client: &mut SpiClient<'_>, tenant_id: &str, m: &Model) -> Result<(i6
         let exists = relation_exists(client, &target)?;
         if exists {
             // written as barecount_owner: only a table BareCount owns, with no user code
-            client.update(
-                "SELECT barecount._assert_store_relation($1::regclass, $2)",
-                None,
-                &[
-                    target.as_str().into(),
-                    format!("the table of model \"{}\"", m.name).into(),
-                ],
+            assert_store_relation(
+                client,
+                &target,
+                &format!("the table of model \"{}\"", m.name),
             )?;
             // the table is shared by every tenant's model of this name: its columns must be
             // exactly the model's, by name and type, or nothing is written

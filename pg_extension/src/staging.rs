@@ -134,3 +134,19 @@ pub fn stamp_tenant(
     }
     Ok(())
 }
+
+/// Refuses (42501) to let BareCount read or write `relation` as barecount_owner unless it is a
+/// plain table barecount_owner owns that carries no user code (`barecount._assert_store_relation`).
+/// `what` names it in the message.
+pub fn assert_store_relation(
+    client: &SpiClient<'_>,
+    relation: &str,
+    what: &str,
+) -> Result<(), SqlError> {
+    client.select(
+        "SELECT barecount._assert_store_relation($1::regclass, $2)",
+        Some(1),
+        &[relation.into(), what.into()],
+    )?;
+    Ok(())
+}

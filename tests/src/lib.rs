@@ -361,6 +361,19 @@ pub async fn login_role(
     name
 }
 
+/// A gateway login role of its own — a member of barecount_admin with BYPASSRLS, not a
+/// superuser (BYPASSRLS is granted by `superuser`) — and `url` with it as the user.
+pub async fn gateway_role(superuser: &Client, url: &str) -> (String, String) {
+    let gw = login_role(superuser, "gateway", &["barecount_admin"], None).await;
+    superuser
+        .batch_execute(&format!("ALTER ROLE {gw} BYPASSRLS"))
+        .await
+        .unwrap();
+    let as_gw = url.replacen("postgresql://postgres@", &format!("postgresql://{gw}@"), 1);
+    assert!(as_gw.contains(&gw), "{url} does not name the user postgres");
+    (gw, as_gw)
+}
+
 /// The single bigint a query returns.
 pub async fn count(c: &Client, sql: &str) -> i64 {
     c.query_one(sql, &[])

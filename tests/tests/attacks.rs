@@ -644,15 +644,7 @@ async fn every_change_of_state_leaves_a_receipt() {
 /// A barecount-flight that connects as a gateway role — a member of barecount_admin with
 /// BYPASSRLS, not a superuser — as a deployment should.
 async fn gateway_flight(t: &Tenants) -> Flight {
-    let su = &t.db.superuser;
-    let gw = login_role(su, "gateway", &["barecount_admin"], None).await;
-    su.batch_execute(&format!("ALTER ROLE {gw} BYPASSRLS"))
-        .await
-        .unwrap();
-    let url =
-        t.db.url
-            .replacen("postgresql://postgres@", &format!("postgresql://{gw}@"), 1);
-    assert!(url.contains(&gw), "{url}");
+    let (_, url) = barecount_tests::gateway_role(&t.db.superuser, &t.db.url).await;
     let mut config = Config::local(&url);
     config.export_dir = temp_dir("attack-exports");
     Flight::start_with(config).await

@@ -7,7 +7,7 @@ use arrow::array::AsArray;
 use arrow::datatypes::Int64Type;
 use barecount_flight::client::{self, Auth};
 use barecount_flight::Config;
-use barecount_tests::{api_token, code_of, count, fresh_db, login_role, Flight};
+use barecount_tests::{api_token, code_of, count, fresh_db, Flight};
 use tonic::Code;
 
 fn env(name: &str) -> String {
@@ -25,15 +25,7 @@ async fn flight_connects_to_postgres_over_verified_tls() {
     )
     .await
     .unwrap();
-    let gw = login_role(su, "tls_gw", &["barecount_admin"], None).await;
-    db.superuser
-        .batch_execute(&format!("ALTER ROLE {gw} BYPASSRLS"))
-        .await
-        .unwrap();
-    let base = db
-        .url
-        .replacen("postgresql://postgres@", &format!("postgresql://{gw}@"), 1);
-    assert!(base.contains(&gw));
+    let (gw, base) = barecount_tests::gateway_role(&db.superuser, &db.url).await;
     let ca = env("BARECOUNT_TEST_PG_CA");
     let other = env("BARECOUNT_TEST_OTHER_CA");
     let auth = Auth::Token(api_token(su, "default", &["read"]).await);

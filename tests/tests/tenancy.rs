@@ -739,7 +739,8 @@ async fn flight_reads_are_metered_and_limited() {
 #[tokio::test]
 async fn gateway_functions_are_for_gateways_and_say_what_is_wrong() {
     let db = fresh_db().await;
-    let su = &db.superuser;
+    // the gateway is a BareCount admin, as barecount-flight's role is
+    let su = &db.client;
     su.batch_execute("SELECT barecount.tenant_create('acme', 'Acme')")
         .await
         .unwrap();
@@ -750,27 +751,22 @@ async fn gateway_functions_are_for_gateways_and_say_what_is_wrong() {
 
     // Gateways (admins) check passwords: the right one gives the tenant and scopes; every
     // failure is the same 28P01, whatever the reason.
-    let row = su
-        .query_one(
-            "SELECT tenant_id, scopes FROM barecount.password_authenticate($1, 'right one')",
-            &[&alice],
-        )
-        .await
-        .unwrap();
-    assert_eq!(row.get::<_, String>(0), "acme");
+    let login = || async {
+        let row = su
+            .query_one(
+                "SELECT tenant_id, scopes FROM barecount.password_authenticate($1, 'right one')",
+                &[&alice],
+            )
+            .await
+            .unwrap();
+        (row.get::<_, String>(0), row.get::<_, Vec<String>>(1))
+    };
     // scopes follow the role's grants: a reader reads, a publisher also exports
-    assert_eq!(row.get::<_, Vec<String>>(1), ["read"]);
+    assert_eq!(login().await, ("acme".to_owned(), vec!["read".to_owned()]));
     su.batch_execute(&format!("GRANT barecount_publisher TO {alice}"))
         .await
         .unwrap();
-    let row = su
-        .query_one(
-            "SELECT tenant_id, scopes FROM barecount.password_authenticate($1, 'right one')",
-            &[&alice],
-        )
-        .await
-        .unwrap();
-    assert_eq!(row.get::<_, Vec<String>>(1), ["export", "read"]);
+    assert_eq!(login().await.1, ["export", "read"]);
     su.batch_execute(&format!("REVOKE barecount_publisher FROM {alice}"))
         .await
         .unwrap();

@@ -84,7 +84,8 @@ async fn raw_rows_reach_a_flight_sql_client() {
         (p.get(0), p.get(1), p.get(2), p.get(3));
     assert_eq!((version, row_count), (1, 4));
 
-    // the ledger is one unbroken chain: register, ingest, quarantine, publish
+    // the ledger is one unbroken chain: register, ingest, quarantine, the two tables made by
+    // hand in gdp and kpi (store_write receipts), publish
     let chain = pg
         .query(
             "SELECT seq, event_type, prev_hash, entry_hash FROM barecount.ledger ORDER BY seq",
@@ -95,7 +96,14 @@ async fn raw_rows_reach_a_flight_sql_client() {
     let events: Vec<String> = chain.iter().map(|r| r.get(1)).collect();
     assert_eq!(
         events,
-        ["contract_register", "ingest", "quarantine", "publish"]
+        [
+            "contract_register",
+            "ingest",
+            "quarantine",
+            "store_write",
+            "store_write",
+            "publish"
+        ]
     );
     for pair in chain.windows(2) {
         assert_eq!(pair[1].get::<_, String>(2), pair[0].get::<_, String>(3));
