@@ -1071,3 +1071,95 @@ async fn a_quality_rule_cannot_point_ingest_at_user_code() {
     );
     assert!(!is_superuser(su, &t.a_eng).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_is_refused_on_every_flight_path() {
+    use arrow_flight::{Action, Criteria, FlightDescriptor};
+    let t = tenants().await;
+    acme_dataset(&t).await;
+    let flight = gateway_flight(&t).await;
+    let url = flight.url.as_str();
+    let pubr = connect_as(&t.db.url, &t.a_pub).await;
+    let row = pubr
+        .query_one(
+            "SELECT token_id, token FROM barecount.token_create('acme', ARRAY['read', 'export'], now() + interval '1 day')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (id, token): (String, String) = (row.get(0), row.get(1));
+    // a ticket and a prepared statement obtained while the token was good
+    let mut plain = client::plain_client(url, &token).await.unwrap();
+    let path = FlightDescriptor::new_path(vec!["acme_orders".into()]);
+    let info = plain
+        .get_flight_info(path.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let mut sql = client::sql_client(url, &Auth::Token(token.clone()))
+        .await
+        .unwrap();
+    let prepared = sql
+        .prepare("SELECT count(*) FROM acme_orders".into(), None)
+        .await
+        .unwrap();
+    pubr.execute("SELECT barecount.token_revoke($1)", &[&id])
+        .await
+        .unwrap();
+
+    let mut codes = Vec::new();
+    let code = |r: Result<(), tonic::Status>| r.err().map(|s| s.code());
+    codes.push((
+        "ListFlights",
+        code(plain.list_flights(Criteria::default()).await.map(|_| ())),
+    ));
+    codes.push((
+        "GetFlightInfo",
+        code(plain.get_flight_info(path.clone()).await.map(|_| ())),
+    ));
+    codes.push(("GetSchema", code(plain.get_schema(path).await.map(|_| ()))));
+    codes.push(("DoGet", code(plain.do_get(ticket).await.map(|_| ()))));
+    codes.push((
+        "DoAction export",
+        code(
+            plain
+                .do_action(Action::new(
+                    barecount_flight::export::ACTION,
+                    br#"{"dataset": "acme_orders", "format": "csv"}"#.to_vec(),
+                ))
+                .await
+                .map(|_| ()),
+        ),
+    ));
+    codes.push((
+        "ListActions",
+        code(plain.list_actions(arrow_flight::Empty {}).await.map(|_| ())),
+    ));
+    for (what, c) in &codes {
+        assert_eq!(*c, Some(Code::Unauthenticated), "{what}");
+    }
+    let e = sql
+        .execute("SELECT count(*) FROM acme_orders".into(), None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        code_of(&e),
+        Code::Unauthenticated,
+        "Flight SQL statement: {e:#}"
+    );
+    let mut prepared = prepared;
+    let e = prepared.execute().await.unwrap_err();
+    assert_eq!(code_of(&e), Code::Unauthenticated, "prepared: {e:#}");
+    let e = client::bearer(
+        url,
+        &Auth::Password {
+            user: "x".into(),
+            password: token,
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code_of(&e), Code::Unauthenticated, "handshake: {e:#}");
+    flight.stop().await;
+}
