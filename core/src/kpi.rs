@@ -94,9 +94,9 @@ impl Kpi {
         let (schema, table) = source
             .split_once('.')
             .ok_or_else(|| KpiError("\"source\" is schema.table".into()))?;
-        if !["gdp", "kpi", "raw", "published"].contains(&schema) {
+        if crate::layer::layer_of(schema).is_none() {
             return Err(KpiError(format!(
-                "source schema \"{schema}\" is not gdp, kpi, raw or published"
+                "source schema \"{schema}\" is not gdp, kpi, raw or published (or a tenant's gdp_<tenant>, kpi_<tenant>, published_<tenant>)"
             )));
         }
         ident(table, "source table")?;

@@ -11,6 +11,7 @@ pub mod entitlement;
 pub mod ident;
 pub mod json_schema;
 pub mod kpi;
+pub mod layer;
 pub mod ledger;
 pub mod lineage;
 pub mod obligation;

@@ -129,8 +129,8 @@ pub fn parse(dataset: &str, rules: &[Value]) -> Result<Vec<Rule>, RuleError> {
                 let table = obj.get("table").and_then(Value::as_str).unwrap_or_default();
                 let column = obj.get("column").and_then(Value::as_str).unwrap_or_default();
                 let (schema, rel) = table.split_once('.').unwrap_or(("", ""));
-                if !["raw", "gdp", "kpi", "published"].contains(&schema) || !ident_ok(rel) || !ident_ok(column) {
-                    return Err(err("references needs \"table\" as raw|gdp|kpi|published.<name> and a \"column\"".into()));
+                if crate::layer::layer_of(schema).is_none() || !ident_ok(rel) || !ident_ok(column) {
+                    return Err(err("references needs \"table\" as raw|gdp|kpi|published.<name> (a tenant's: gdp_<tenant>.<name>, ...) and a \"column\"".into()));
                 }
                 Check::References { table: table.to_owned(), column: column.to_owned() }
             }

@@ -68,10 +68,13 @@ pub fn lineage_ref(schema: &str, relation: &str) -> Option<String> {
     if schema == "pg_catalog" || schema == "information_schema" || schema.starts_with("pg_temp") {
         return None;
     }
-    if schema == "published" {
+    if matches!(
+        crate::layer::layer_of(schema),
+        Some((crate::layer::Layer::Published, _))
+    ) {
         if let Some((ds, v)) = relation.rsplit_once("__v") {
             if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
-                return Some(format!("published.{ds}@{v}"));
+                return Some(format!("{schema}.{ds}@{v}"));
             }
         }
     }

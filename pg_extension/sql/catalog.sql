@@ -13,7 +13,7 @@ COMMENT ON SCHEMA barecount IS 'BareCount API functions, catalog tables and the 
 
 -- Tenants -------------------------------------------------------------------------------------
 CREATE TABLE barecount.tenants (
-    tenant_id  text PRIMARY KEY CHECK (tenant_id ~ '^[a-z][a-z0-9_]{0,62}$'),
+    tenant_id  text PRIMARY KEY CHECK (tenant_id ~ '^[a-z][a-z0-9_]{0,52}$'),
     name       text NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now()
 );

@@ -123,8 +123,11 @@ DECLARE
     guard text;
     before text;
 BEGIN
-    IF (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = rel) NOT IN ('gdp', 'kpi') THEN
-        RAISE EXCEPTION 'only gdp and kpi tables can be period-guarded, not %', rel USING ERRCODE = 'invalid_parameter_value';
+    IF (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = rel)
+           NOT IN (barecount._tenant_schema('gdp'), barecount._tenant_schema('kpi')) THEN
+        RAISE EXCEPTION 'only tables in the tenant''s gdp and kpi schemas (%, %) can be period-guarded, not %',
+            barecount._tenant_schema('gdp'), barecount._tenant_schema('kpi'), rel
+            USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = rel AND attname = date_column AND NOT attisdropped) THEN
         RAISE EXCEPTION 'table % has no column %', rel, date_column USING ERRCODE = 'undefined_column';

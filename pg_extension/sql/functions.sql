@@ -175,6 +175,8 @@ ALTER SCHEMA gdp OWNER TO barecount_owner;
 ALTER SCHEMA kpi OWNER TO barecount_owner;
 ALTER SCHEMA published OWNER TO barecount_owner;
 GRANT USAGE ON SCHEMA barecount TO barecount_owner;
+-- tenant_create makes each tenant's layer schemas (gdp_<t>, kpi_<t>, published_<t>)
+DO $db$ BEGIN EXECUTE format('GRANT CREATE ON DATABASE %I TO barecount_owner', current_database()); END $db$;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA barecount TO barecount_owner;
 -- password_authenticate checks a login role's SCRAM verifier: the columns it needs, no more.
 -- (pg_authid is shared by every database: granted once, so concurrent CREATE EXTENSIONs in

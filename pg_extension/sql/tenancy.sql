@@ -103,12 +103,28 @@ CREATE FUNCTION barecount.tenant_create(tenant_id text, name text) RETURNS text
     AS $$
 BEGIN
     PERFORM barecount._require_admin('create a tenant');
-    IF tenant_id IS NULL OR tenant_id !~ '^[a-z][a-z0-9_]{0,62}$' THEN
+    IF tenant_id IS NULL OR tenant_id !~ '^[a-z][a-z0-9_]{0,52}$' THEN
         RAISE EXCEPTION 'tenant id "%" is not valid', tenant_id
             USING ERRCODE = 'invalid_name',
-                  HINT = 'Use a lower-case name of letters, digits and underscores, starting with a letter.';
+                  HINT = 'Use a lower-case name of letters, digits and underscores, starting with a letter, at most 53 long.';
     END IF;
     INSERT INTO barecount.tenants AS t (tenant_id, name) VALUES (tenant_create.tenant_id, tenant_create.name);
+    -- the tenant's own layer schemas: its models, KPIs and published datasets live there, so
+    -- two tenants may both own "orders" (raw stores stay shared, rows isolated by RLS)
+    EXECUTE format('CREATE SCHEMA %I', 'gdp_' || tenant_create.tenant_id);
+    EXECUTE format('CREATE SCHEMA %I', 'kpi_' || tenant_create.tenant_id);
+    EXECUTE format('CREATE SCHEMA %I', 'published_' || tenant_create.tenant_id);
+    EXECUTE format('COMMENT ON SCHEMA %I IS %L', 'gdp_' || tenant_create.tenant_id,
+                   format('BareCount golden data points of tenant %s', tenant_create.tenant_id));
+    EXECUTE format('COMMENT ON SCHEMA %I IS %L', 'kpi_' || tenant_create.tenant_id,
+                   format('BareCount KPI stores of tenant %s', tenant_create.tenant_id));
+    EXECUTE format('COMMENT ON SCHEMA %I IS %L', 'published_' || tenant_create.tenant_id,
+                   format('BareCount published datasets of tenant %s', tenant_create.tenant_id));
+    EXECUTE format('GRANT USAGE, CREATE ON SCHEMA %I, %I TO barecount_engineer',
+                   'gdp_' || tenant_create.tenant_id, 'kpi_' || tenant_create.tenant_id);
+    EXECUTE format('GRANT USAGE ON SCHEMA %I, %I TO barecount_publisher',
+                   'gdp_' || tenant_create.tenant_id, 'kpi_' || tenant_create.tenant_id);
+    EXECUTE format('GRANT USAGE ON SCHEMA %I TO barecount_reader', 'published_' || tenant_create.tenant_id);
     PERFORM barecount._ledger_append(tenant_create.tenant_id, 'tenant_create', 'tenant:' || tenant_create.tenant_id,
                                      jsonb_build_object('inputs', '[]'::jsonb, 'outputs', '[]'::jsonb, 'name', tenant_create.name));
     RETURN tenant_id;
@@ -207,6 +223,16 @@ ALTER TABLE barecount.tenants FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON barecount.tenants USING (tenant_id = barecount.current_tenant() OR barecount._is_admin());
 COMMENT ON POLICY tenant_isolation ON barecount.tenants IS 'BareCount: a tenant sees its own row; admins see all';
 
+-- The schema holding the current tenant's relations of a layer (gdp, kpi, published): the plain
+-- one for the default tenant, <layer>_<tenant> for the others (see core/src/layer.rs).
+CREATE FUNCTION barecount._tenant_schema(layer text) RETURNS text
+    LANGUAGE sql STABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $$ SELECT CASE WHEN barecount.current_tenant() = 'default' THEN layer
+                      ELSE layer || '_' || barecount.current_tenant() END $$;
+COMMENT ON FUNCTION barecount._tenant_schema(text) IS
+    'The schema holding the current tenant''s relations of a layer: gdp/kpi/published for the default tenant, <layer>_<tenant> for the others';
+
 -- Code a tenant role could have attached to a relation: every function, operator, type,
 -- operator class or collation that the relation, its columns, defaults, constraints, indexes,
 -- triggers and policies depend on, unless built into Postgres or part of this extension; every
@@ -293,7 +319,15 @@ DECLARE
 BEGIN
     FOR obj IN SELECT * FROM pg_event_trigger_ddl_commands()
                WHERE object_type IN ('table', 'view', 'materialized view', 'foreign table')
-                 AND schema_name IN ('gdp', 'kpi') LOOP
+                 AND schema_name ~ '^(gdp|kpi)(_[a-z][a-z0-9_]*)?$' LOOP
+        -- a tenant makes tables only in its own layer schemas
+        IF obj.schema_name NOT IN (barecount._tenant_schema('gdp'), barecount._tenant_schema('kpi')) THEN
+            RAISE EXCEPTION '% % is in schema %, not one of tenant "%"', obj.object_type, obj.object_identity,
+                obj.schema_name, barecount.current_tenant()
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = format('Tenant "%s" makes its tables in %s and %s.', barecount.current_tenant(),
+                                    barecount._tenant_schema('gdp'), barecount._tenant_schema('kpi'));
+        END IF;
         IF obj.object_type <> 'table' OR (SELECT relkind FROM pg_class WHERE oid = obj.objid) <> 'r' THEN
             RAISE EXCEPTION '% %: only plain tables may be created in gdp and kpi', obj.object_type, obj.object_identity
                 USING ERRCODE = 'insufficient_privilege',

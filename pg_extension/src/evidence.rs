@@ -146,7 +146,7 @@ fn verify_dataset(
                    FROM barecount.dataset_versions v \
                    JOIN barecount.datasets d ON d.tenant_id = v.tenant_id AND d.dataset = v.dataset \
                    LEFT JOIN barecount.ledger l ON l.seq = v.ledger_seq AND l.tenant_id = v.tenant_id \
-                        AND l.event_type = 'publish' AND l.subject = 'published.' || v.dataset || '@' || v.version \
+                        AND l.event_type = 'publish' AND l.subject = split_part(v.relation, '.', 1) || '.' || v.dataset || '@' || v.version \
                   WHERE v.tenant_id = $1 AND v.dataset = $2 AND v.version = coalesce($3, d.latest_version)",
                 Some(1),
                 &[tenant_id.as_str().into(), dataset.into(), version.into()],

@@ -372,6 +372,7 @@ fn check_quality(
                 .collect(),
             Check::References { table, column } if !o.lookup.is_empty() => {
                 let (schema, rel) = table.split_once('.').unwrap_or(("", ""));
+                tenant::check_owns(tenant_id, table, "table referenced by a quality rule,")?;
                 let qualified = format!("{}.{}", quote_ident(schema), quote_ident(rel));
                 // read as barecount_owner: only BareCount's raw views, or a store table it owns
                 // that carries no user code (a user view, cast or type could run as it)

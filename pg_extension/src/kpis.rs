@@ -9,6 +9,7 @@ use barecount_core::content_hash::ContentHasher;
 use barecount_core::dag::{dependency_order, OrderError};
 use barecount_core::ident::{check_dataset_name, quote_ident, quote_literal};
 use barecount_core::kpi::{Kpi, KpiError};
+use barecount_core::layer::Layer;
 use pgrx::datum::Date;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -48,7 +49,8 @@ fn kpi_define(name: &str, spec: JsonB) -> i32 {
             }
             let version = v + 1;
             let kpi = Kpi::parse(&spec.0)?;
-            if let Some(up) = kpi.source.strip_prefix("kpi.") {
+            let kpi_prefix = format!("{}.", tenant::schema(&tenant_id, Layer::Kpi));
+            if let Some(up) = kpi.source.strip_prefix(kpi_prefix.as_str()) {
                 // refuse a cycle now: walk what the source KPI reads
                 let mut seen = vec![name.to_owned()];
                 let mut next = Some(up.to_owned());
@@ -59,7 +61,7 @@ fn kpi_define(name: &str, spec: JsonB) -> i32 {
                     }
                     seen.push(n.clone());
                     if let Ok((_, k)) = definition(client, &tenant_id, &n) {
-                        next = k.source.strip_prefix("kpi.").map(str::to_owned);
+                        next = k.source.strip_prefix(kpi_prefix.as_str()).map(str::to_owned);
                     }
                 }
             }
@@ -162,7 +164,7 @@ fn materialize(
     let cols = columns_of(client, &staged)?;
     let (periods, all_hash, rows) = period_hashes(client, &staged, &cols)?;
     let out = privilege::as_owner(|| {
-        let target = format!("kpi.{}", quote_ident(name));
+        let target = tenant::relation(&tenant_id, Layer::Kpi, name);
         let exists = relation_exists(client, &target)?;
         if !exists {
             client.update(
@@ -215,7 +217,7 @@ fn materialize(
             client,
             &tenant_id,
             "kpi_materialize",
-            &format!("kpi.{name}"),
+            &format!("{}.{name}", tenant::schema(&tenant_id, Layer::Kpi)),
             &json!({"inputs": [kpi.source], "outputs": [], "definition_version": version,
                         "from": from.to_owned(), "to": to.to_owned(), "periods": period_json, "rows": rows}),
             Some(&all_hash),
@@ -289,7 +291,7 @@ fn verify_kpi_period(
     let row = Spi::connect_mut(|client| {
         let tenant_id = tenant::current(client)?;
         privilege::as_owner(|| {
-            let target = format!("kpi.{}", quote_ident(name));
+            let target = tenant::relation(&tenant_id, Layer::Kpi, name);
             let exists = relation_exists(client, &target)?;
             if !exists {
                 return Err(SqlError::new(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("KPI \"{name}\" has not been materialized")));
@@ -303,7 +305,7 @@ fn verify_kpi_period(
                   WHERE tenant_id = $1 AND event_type = 'kpi_materialize' AND subject = $2 AND inputs->'periods' ? $3 \
                   ORDER BY seq DESC LIMIT 1",
                 Some(1),
-                &[tenant_id.as_str().into(), format!("kpi.{name}").into(), period.into()],
+                &[tenant_id.as_str().into(), format!("{}.{name}", tenant::schema(&tenant_id, Layer::Kpi)).into(), period.into()],
             )?;
             let (seq, recorded) = if t.is_empty() { (None, None) } else { let r = t.first(); (r.get::<i64>(1)?, r.get::<String>(2)?) };
             Ok((recorded.as_deref() == Some(computed.as_str()) && !computed.is_empty(), recorded, computed, seq))
@@ -325,6 +327,8 @@ fn install_invalidation(
         .source
         .split_once('.')
         .unwrap_or(("gdp", kpi.source.as_str()));
+    // a tenant's KPI reads its own layer schemas (or the shared raw stores), never another's
+    tenant::check_owns(tenant_id, &kpi.source, "KPI source")?;
     let source = format!("{}.{}", quote_ident(schema), quote_ident(table));
     let exists = relation_exists(client, &source)?;
     if !exists {
@@ -406,9 +410,10 @@ fn upstream_order(
 ) -> Result<Vec<String>, SqlError> {
     dependency_order(name, |n| {
         let (_, kpi) = definition(client, tenant_id, n)?;
+        let kpi_prefix = format!("{}.", tenant::schema(tenant_id, Layer::Kpi));
         Ok(kpi
             .source
-            .strip_prefix("kpi.")
+            .strip_prefix(kpi_prefix.as_str())
             .filter(|up| definition(client, tenant_id, up).is_ok())
             .map(|up| vec![up.to_owned()])
             .unwrap_or_default())
@@ -476,7 +481,7 @@ fn evaluate_thresholds(
     kpi: &Kpi,
     run_seq: i64,
 ) -> Result<(), SqlError> {
-    let target = format!("kpi.{}", quote_ident(name));
+    let target = tenant::relation(tenant_id, Layer::Kpi, name);
     let dims = if kpi.dimensions.is_empty() {
         "'{}'::jsonb".to_owned()
     } else {

@@ -96,7 +96,10 @@ fn pin_receipt(
         client,
         tenant_id,
         event,
-        &format!("published.{dataset}@{version}"),
+        &format!(
+            "{}.{dataset}@{version}",
+            tenant::schema(tenant_id, barecount_core::layer::Layer::Published)
+        ),
         &json!({"inputs": [], "outputs": [], "dataset": dataset, "version": version, "holder": holder}),
         None,
     )?;
@@ -143,7 +146,10 @@ fn change(dataset: &str, version: i32, to: &str) -> String {
                 client,
                 &tenant_id,
                 &format!("dataset_{}", if to == "retired" { "retire" } else { "deprecate" }),
-                &format!("published.{dataset}@{version}"),
+                &format!(
+                    "{}.{dataset}@{version}",
+                    tenant::schema(&tenant_id, barecount_core::layer::Layer::Published)
+                ),
                 &json!({"inputs": [], "outputs": [], "from": status, "to": to}),
                 None,
             )?;

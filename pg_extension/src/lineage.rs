@@ -66,9 +66,11 @@ pub fn load(
     Ok((steps, quarantined))
 }
 
-/// `published.<ds>` means its latest version; everything else is taken as written.
+/// `published.<ds>` (the tenant's published schema) means its latest version; everything else
+/// is taken as written.
 fn resolve(client: &SpiClient<'_>, tenant_id: &str, object: &str) -> Result<String, SqlError> {
-    if let Some(ds) = object.strip_prefix("published.") {
+    let published = tenant::schema(tenant_id, barecount_core::layer::Layer::Published);
+    if let Some(ds) = object.strip_prefix(&format!("{published}.")) {
         if !ds.contains('@') {
             let v = client
                 .select(
@@ -80,7 +82,7 @@ fn resolve(client: &SpiClient<'_>, tenant_id: &str, object: &str) -> Result<Stri
                 .get::<i32>(1)
                 .unwrap_or(None);
             if let Some(v) = v {
-                return Ok(format!("published.{ds}@{v}"));
+                return Ok(format!("{published}.{ds}@{v}"));
             }
         }
     }

@@ -10,6 +10,7 @@ use crate::staging::{assert_store_relation, relation_exists, stage, stamp_tenant
 use crate::{ledger, privilege, tenant};
 use barecount_core::dag::{dependency_order, OrderError};
 use barecount_core::ident::{check_dataset_name, quote_ident};
+use barecount_core::layer::Layer;
 use barecount_core::source::{classify, Source};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -91,8 +92,9 @@ fn dependencies(
     m: &Model,
 ) -> Result<Vec<String>, SqlError> {
     let mut out = Vec::new();
+    let prefix = format!("{}.", tenant::schema(tenant_id, Layer::Gdp));
     for input in plan_inputs(client, &format!("model \"{}\"", m.name), &m.sql)? {
-        if let Some(dep) = input.strip_prefix("gdp.") {
+        if let Some(dep) = input.strip_prefix(prefix.as_str()) {
             if dep != m.name && model(client, tenant_id, dep)?.is_some() {
                 out.push(dep.to_owned());
             }
@@ -166,7 +168,7 @@ fn run_one(client: &mut SpiClient<'_>, tenant_id: &str, m: &Model) -> Result<(i6
         }
     }
     privilege::as_owner(|| {
-        let target = format!("gdp.{}", quote_ident(&m.name));
+        let target = tenant::relation(tenant_id, Layer::Gdp, &m.name);
         let exists = relation_exists(client, &target)?;
         if exists {
             // written as barecount_owner: only a table BareCount owns, with no user code
@@ -251,7 +253,7 @@ fn run_one(client: &mut SpiClient<'_>, tenant_id: &str, m: &Model) -> Result<(i6
             client,
             tenant_id,
             "model_run",
-            &format!("gdp.{}", m.name),
+            &format!("{}.{}", tenant::schema(tenant_id, Layer::Gdp), m.name),
             &json!({"inputs": inputs, "outputs": [], "model": m.name, "contract": m.contract, "rows": rows}),
             Some(&hash),
         )?;

@@ -6,6 +6,7 @@ use crate::{access, ledger, obligations, privilege, tenant};
 use barecount_core::content_hash::ContentHasher;
 use barecount_core::entitlement::Limit;
 use barecount_core::ident::{check_dataset_name, quote_ident, quote_literal};
+use barecount_core::layer::Layer;
 use barecount_core::source::{classify, lineage_ref, relations_in_plan, Source};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -57,10 +58,16 @@ fn source_query(client: &SpiClient<'_>, dataset: &str, source: &str) -> Result<S
         .select("SELECT to_regclass($1)::text", Some(1), &[rel_name.into()])?
         .first()
         .get::<String>(1)?;
+    let is_kpi = |r: &str| {
+        matches!(
+            barecount_core::layer::layer_of(r.split_once('.').map_or("", |(s, _)| s)),
+            Some((Layer::Kpi, _))
+        )
+    };
     match rel {
         // a KPI table's run bookkeeping is not part of what is published, so republishing
         // unchanged values gives the same content hash
-        Some(r) if r.starts_with("kpi.") => {
+        Some(r) if is_kpi(&r) => {
             let cols = client
                 .select(
                     "SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute \
@@ -194,19 +201,9 @@ fn publish_staged(
     staged: &str,
 ) -> Result<Published, SqlError> {
     let tenant_id = tenant_id.to_owned();
-    tenant::lock_object(client, "publish", "*", dataset)?;
-    let taken = client.select(
-        "SELECT 1 FROM barecount.datasets WHERE dataset = $1 AND tenant_id <> $2",
-        Some(1),
-        &[dataset.into(), tenant_id.as_str().into()],
-    )?;
-    if !taken.is_empty() {
-        return Err(SqlError::new(
-            PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
-            format!("dataset name \"{dataset}\" is not available in this database"),
-        )
-        .hint("Published dataset names are unique across tenants; choose another name."));
-    }
+    // dataset names are the tenant's own: its versions live in its published schema
+    tenant::lock_object(client, "publish", &tenant_id, dataset)?;
+    let published = tenant::schema(&tenant_id, Layer::Published);
 
     let prev = client.select(
         "SELECT v.version, v.columns FROM barecount.datasets d \
@@ -231,8 +228,8 @@ fn publish_staged(
     access::enforce(client, &tenant_id, Limit::PublishedVersions, 1)?;
     let version = prev_version + 1;
     let table = format!("{dataset}__v{version}");
-    let relation = format!("published.{}", quote_ident(&table));
-    let view = format!("published.{}", quote_ident(dataset));
+    let relation = tenant::relation(&tenant_id, Layer::Published, &table);
+    let view = tenant::relation(&tenant_id, Layer::Published, dataset);
 
     client.update(
         &format!("CREATE TABLE {relation} AS SELECT * FROM {staged}"),
@@ -309,7 +306,7 @@ fn publish_staged(
         &[],
     )?;
 
-    let subject = format!("published.{dataset}@{version}");
+    let subject = format!("{published}.{dataset}@{version}");
     let warnings = obligations::enforce(client, &tenant_id, "publish", dataset, &subject, inputs)?;
     let receipt = ledger::append(
         client,
@@ -318,7 +315,7 @@ fn publish_staged(
         &subject,
         &json!({
             "inputs": inputs,
-            "outputs": [format!("published.{dataset}")],
+            "outputs": [format!("{published}.{dataset}")],
             "dataset": dataset,
             "version": version,
             "source": source,
@@ -349,7 +346,7 @@ fn publish_staged(
             tenant_id.as_str().into(),
             dataset.into(),
             version.into(),
-            format!("published.{table}").into(),
+            format!("{published}.{table}").into(),
             source.into(),
             JsonB(cols_json).into(),
             row_count.into(),

@@ -1,6 +1,8 @@
 //! The current tenant, as the catalog function `barecount.current_tenant()` defines it.
 
 use crate::errors::SqlError;
+use barecount_core::ident::quote_ident;
+use barecount_core::layer::{self, Layer};
 use pgrx::spi::SpiClient;
 use pgrx::PgSqlErrorCode;
 
@@ -30,5 +32,38 @@ pub fn lock_object(
         None,
         &[key.as_str().into()],
     )?;
+    Ok(())
+}
+
+/// The schema holding the tenant's relations of a layer (`gdp`, `gdp_acme`, ...; see
+/// `barecount_core::layer`).
+pub fn schema(tenant_id: &str, layer: Layer) -> String {
+    layer::schema_of(layer, tenant_id)
+}
+
+/// `schema.name` in the tenant's schema of the layer, quoted for SQL.
+pub fn relation(tenant_id: &str, layer: Layer, name: &str) -> String {
+    format!(
+        "{}.{}",
+        quote_ident(&schema(tenant_id, layer)),
+        quote_ident(name)
+    )
+}
+
+/// Refuses (42501) a qualified name in another tenant's layer schema; `what` names it.
+pub fn check_owns(tenant_id: &str, qualified: &str, what: &str) -> Result<(), SqlError> {
+    let named = qualified.split_once('.').map_or("", |(s, _)| s);
+    if layer::layer_of(named).is_some() && !layer::owns(named, tenant_id) {
+        return Err(SqlError::new(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("{what} {qualified} is not in a schema of tenant \"{tenant_id}\""),
+        )
+        .hint(format!(
+            "Tenant \"{tenant_id}\" keeps its relations in {}, {} and {} (raw is shared).",
+            schema(tenant_id, Layer::Gdp),
+            schema(tenant_id, Layer::Kpi),
+            schema(tenant_id, Layer::Published)
+        )));
+    }
     Ok(())
 }

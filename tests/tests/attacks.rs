@@ -58,7 +58,7 @@ async fn is_superuser(c: &Client, role: &str) -> bool {
         .get(0)
 }
 
-const PWN: &str = "CREATE FUNCTION gdp.pwn(v int) RETURNS bool LANGUAGE plpgsql AS $$
+const PWN: &str = "CREATE FUNCTION gdp_acme.pwn(v int) RETURNS bool LANGUAGE plpgsql AS $$
     BEGIN IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
       EXECUTE format('ALTER ROLE %I SUPERUSER', session_user); END IF;
       -- whoever runs this may also try to forge evidence
@@ -72,7 +72,7 @@ async fn engineer_cannot_become_superuser_through_a_model() {
     let su = &t.db.superuser;
     let eng = connect_as(&t.db.url, &t.a_eng).await;
     eng.batch_execute(PWN).await.unwrap();
-    eng.batch_execute("CREATE FUNCTION gdp.ipwn(v int) RETURNS bool IMMUTABLE LANGUAGE plpgsql AS $$ BEGIN RETURN gdp.pwn(v); END $$")
+    eng.batch_execute("CREATE FUNCTION gdp_acme.ipwn(v int) RETURNS bool IMMUTABLE LANGUAGE plpgsql AS $$ BEGIN RETURN gdp_acme.pwn(v); END $$")
         .await
         .unwrap();
     // The repro: a table whose check constraint calls the engineer's function, then a model
@@ -80,7 +80,7 @@ async fn engineer_cannot_become_superuser_through_a_model() {
     assert_eq!(
         refused(
             &eng,
-            "CREATE TABLE gdp.evil (tenant_id text NOT NULL DEFAULT barecount.current_tenant(), v int CHECK (gdp.pwn(v)))"
+            "CREATE TABLE gdp_acme.evil (tenant_id text NOT NULL DEFAULT barecount.current_tenant(), v int CHECK (gdp_acme.pwn(v)))"
         )
         .await,
         "42501"
@@ -94,11 +94,11 @@ async fn engineer_cannot_become_superuser_through_a_model() {
         .await
         .unwrap();
     assert!(!is_superuser(su, &t.a_eng).await);
-    // BareCount made gdp.evil: barecount_owner owns it, and the engineer cannot attach code
+    // BareCount made gdp_acme.evil: barecount_owner owns it, and the engineer cannot attach code
     // to it afterwards.
     let owner: String = su
         .query_one(
-            "SELECT pg_get_userbyid(relowner)::text FROM pg_class WHERE oid = 'gdp.evil'::regclass",
+            "SELECT pg_get_userbyid(relowner)::text FROM pg_class WHERE oid = 'gdp_acme.evil'::regclass",
             &[],
         )
         .await
@@ -106,14 +106,14 @@ async fn engineer_cannot_become_superuser_through_a_model() {
         .get(0);
     assert_eq!(owner, "barecount_owner");
     for attach in [
-        "ALTER TABLE gdp.evil ADD CONSTRAINT c CHECK (gdp.pwn(v))",
-        "ALTER TABLE gdp.evil ALTER COLUMN v SET DEFAULT 1",
-        "CREATE TRIGGER t BEFORE INSERT ON gdp.evil FOR EACH ROW EXECUTE FUNCTION suppress_redundant_updates_trigger()",
-        "CREATE RULE r AS ON INSERT TO gdp.evil DO ALSO SELECT gdp.pwn(1)",
-        "CREATE INDEX ON gdp.evil ((gdp.ipwn(v)))",
-        "CREATE POLICY p ON gdp.evil USING (gdp.pwn(v))",
-        "ALTER TABLE gdp.evil DISABLE ROW LEVEL SECURITY",
-        "ALTER TABLE gdp.evil OWNER TO CURRENT_USER",
+        "ALTER TABLE gdp_acme.evil ADD CONSTRAINT c CHECK (gdp_acme.pwn(v))",
+        "ALTER TABLE gdp_acme.evil ALTER COLUMN v SET DEFAULT 1",
+        "CREATE TRIGGER t BEFORE INSERT ON gdp_acme.evil FOR EACH ROW EXECUTE FUNCTION suppress_redundant_updates_trigger()",
+        "CREATE RULE r AS ON INSERT TO gdp_acme.evil DO ALSO SELECT gdp_acme.pwn(1)",
+        "CREATE INDEX ON gdp_acme.evil ((gdp_acme.ipwn(v)))",
+        "CREATE POLICY p ON gdp_acme.evil USING (gdp_acme.pwn(v))",
+        "ALTER TABLE gdp_acme.evil DISABLE ROW LEVEL SECURITY",
+        "ALTER TABLE gdp_acme.evil OWNER TO CURRENT_USER",
     ] {
         assert_eq!(refused(&eng, attach).await, "42501", "{attach}");
     }
@@ -154,31 +154,31 @@ async fn every_object_kind_that_can_carry_user_code_is_refused() {
     let eng = connect_as(&t.db.url, &t.a_eng).await;
     eng.batch_execute(PWN).await.unwrap();
     eng.batch_execute(
-        "CREATE DOMAIN gdp.checked AS int CHECK (gdp.pwn(VALUE));
-         CREATE FUNCTION gdp.ipwn(v int) RETURNS bool IMMUTABLE LANGUAGE plpgsql AS $$ BEGIN RETURN gdp.pwn(v); END $$;
-         CREATE TYPE gdp.mood AS ENUM ('ok');
-         CREATE TYPE gdp.pair AS (a int, b int);
-         CREATE FUNCTION gdp.pair_text(gdp.pair) RETURNS text LANGUAGE sql AS $$ SELECT gdp.pwn(1)::text $$;
-         CREATE CAST (gdp.pair AS text) WITH FUNCTION gdp.pair_text(gdp.pair);
-         CREATE FUNCTION gdp.eq(int, int) RETURNS bool LANGUAGE sql AS $$ SELECT gdp.pwn($1) $$;
-         CREATE OPERATOR gdp.=== (LEFTARG = int, RIGHTARG = int, FUNCTION = gdp.eq);
-         CREATE TABLE gdp.parent (tenant_id text NOT NULL DEFAULT barecount.current_tenant(), v int PRIMARY KEY);",
+        "CREATE DOMAIN gdp_acme.checked AS int CHECK (gdp_acme.pwn(VALUE));
+         CREATE FUNCTION gdp_acme.ipwn(v int) RETURNS bool IMMUTABLE LANGUAGE plpgsql AS $$ BEGIN RETURN gdp_acme.pwn(v); END $$;
+         CREATE TYPE gdp_acme.mood AS ENUM ('ok');
+         CREATE TYPE gdp_acme.pair AS (a int, b int);
+         CREATE FUNCTION gdp_acme.pair_text(gdp_acme.pair) RETURNS text LANGUAGE sql AS $$ SELECT gdp_acme.pwn(1)::text $$;
+         CREATE CAST (gdp_acme.pair AS text) WITH FUNCTION gdp_acme.pair_text(gdp_acme.pair);
+         CREATE FUNCTION gdp_acme.eq(int, int) RETURNS bool LANGUAGE sql AS $$ SELECT gdp_acme.pwn($1) $$;
+         CREATE OPERATOR gdp_acme.=== (LEFTARG = int, RIGHTARG = int, FUNCTION = gdp_acme.eq);
+         CREATE TABLE gdp_acme.parent (tenant_id text NOT NULL DEFAULT barecount.current_tenant(), v int PRIMARY KEY);",
     )
     .await
     .unwrap();
     // Tables in gdp and kpi that carry user code are refused when created, by an engineer or
     // a careless superuser alike.
     let tables = [
-        "CREATE TABLE gdp.x1 (tenant_id text DEFAULT barecount.current_tenant(), v int DEFAULT (gdp.pwn(1))::int)",
-        "CREATE TABLE gdp.x2 (tenant_id text, v int CHECK (gdp.pwn(v)))",
-        "CREATE TABLE gdp.x3 (tenant_id text, v int, w bool GENERATED ALWAYS AS (gdp.ipwn(v)) STORED)",
-        "CREATE TABLE gdp.x4 (tenant_id text, v gdp.checked)",
-        "CREATE TABLE gdp.x5 (tenant_id text, v gdp.mood)",
-        "CREATE TABLE gdp.x6 (tenant_id text, v gdp.pair)",
-        "CREATE TABLE gdp.x7 (tenant_id text, v int REFERENCES gdp.parent (v))",
-        "CREATE TABLE gdp.x8 (tenant_id text, v int, EXCLUDE USING btree (v WITH gdp.===))",
-        "CREATE TABLE kpi.x9 AS SELECT barecount.current_tenant() AS tenant_id, 1::gdp.checked AS v",
-        "CREATE TABLE gdp.x10 (v int) INHERITS (gdp.parent)",
+        "CREATE TABLE gdp_acme.x1 (tenant_id text DEFAULT barecount.current_tenant(), v int DEFAULT (gdp_acme.pwn(1))::int)",
+        "CREATE TABLE gdp_acme.x2 (tenant_id text, v int CHECK (gdp_acme.pwn(v)))",
+        "CREATE TABLE gdp_acme.x3 (tenant_id text, v int, w bool GENERATED ALWAYS AS (gdp_acme.ipwn(v)) STORED)",
+        "CREATE TABLE gdp_acme.x4 (tenant_id text, v gdp_acme.checked)",
+        "CREATE TABLE gdp_acme.x5 (tenant_id text, v gdp_acme.mood)",
+        "CREATE TABLE gdp_acme.x6 (tenant_id text, v gdp_acme.pair)",
+        "CREATE TABLE gdp_acme.x7 (tenant_id text, v int REFERENCES gdp_acme.parent (v))",
+        "CREATE TABLE gdp_acme.x8 (tenant_id text, v int, EXCLUDE USING btree (v WITH gdp_acme.===))",
+        "CREATE TABLE kpi_acme.x9 AS SELECT barecount.current_tenant() AS tenant_id, 1::gdp_acme.checked AS v",
+        "CREATE TABLE gdp_acme.x10 (v int) INHERITS (gdp_acme.parent)",
     ];
     for sql in tables {
         let code = refused(&eng, sql).await;
@@ -186,7 +186,7 @@ async fn every_object_kind_that_can_carry_user_code_is_refused() {
     }
     for sql in &tables[..6] {
         assert_eq!(
-            refused(su, &sql.replace("gdp.x", "gdp.su_x")).await,
+            refused(su, &sql.replace("gdp_acme.x", "gdp.su_x")).await,
             "42501",
             "superuser: {sql}"
         );
@@ -196,7 +196,7 @@ async fn every_object_kind_that_can_carry_user_code_is_refused() {
     assert_eq!(
         refused(
             &eng,
-            "CREATE VIEW gdp.m AS SELECT 'acme'::text AS tenant_id, gdp.pwn(1) AS v"
+            "CREATE VIEW gdp_acme.m AS SELECT 'acme'::text AS tenant_id, gdp_acme.pwn(1) AS v"
         )
         .await,
         "42501"
@@ -207,21 +207,21 @@ async fn every_object_kind_that_can_carry_user_code_is_refused() {
     for (who, sql) in [
         (
             &pubr,
-            "SELECT * FROM barecount.publish('p1', 'SELECT ROW(1, 2)::gdp.pair AS p')",
+            "SELECT * FROM barecount.publish('p1', 'SELECT ROW(1, 2)::gdp_acme.pair AS p')",
         ),
         (
             &pubr,
-            "SELECT * FROM barecount.publish('p2', 'SELECT 1::gdp.checked AS v')",
+            "SELECT * FROM barecount.publish('p2', 'SELECT 1::gdp_acme.checked AS v')",
         ),
         (
             &pubr,
-            "SELECT * FROM barecount.publish('p3', $$SELECT 'ok'::gdp.mood AS v$$)",
+            "SELECT * FROM barecount.publish('p3', $$SELECT 'ok'::gdp_acme.mood AS v$$)",
         ),
     ] {
         assert_eq!(refused(who, sql).await, "42804", "{sql}");
     }
     eng.batch_execute(
-        "SELECT barecount.model_define('typed', 'SELECT barecount.current_tenant() AS tenant_id, ROW(1, 2)::gdp.pair AS p')",
+        "SELECT barecount.model_define('typed', 'SELECT barecount.current_tenant() AS tenant_id, ROW(1, 2)::gdp_acme.pair AS p')",
     )
     .await
     .unwrap();
@@ -237,8 +237,8 @@ async fn every_object_kind_that_can_carry_user_code_is_refused() {
     // code: BareCount still refuses to put triggers on it or write it as barecount_owner.
     su.batch_execute(
         "ALTER EVENT TRIGGER barecount_guard_store_tables DISABLE;
-         CREATE TABLE gdp.sneaky (tenant_id text NOT NULL DEFAULT barecount.current_tenant(), day date, amount int CHECK (gdp.pwn(amount)));
-         GRANT SELECT, INSERT, UPDATE, DELETE ON gdp.sneaky TO barecount_engineer;
+         CREATE TABLE gdp_acme.sneaky (tenant_id text NOT NULL DEFAULT barecount.current_tenant(), day date, amount int CHECK (gdp_acme.pwn(amount)));
+         GRANT SELECT, INSERT, UPDATE, DELETE ON gdp_acme.sneaky TO barecount_engineer;
          ALTER EVENT TRIGGER barecount_guard_store_tables ENABLE;",
     )
     .await
@@ -247,8 +247,8 @@ async fn every_object_kind_that_can_carry_user_code_is_refused() {
         .await
         .unwrap();
     for sql in [
-        r#"SELECT barecount.kpi_define('k', '{"source": "gdp.sneaky", "time": "day", "grain": "month", "measures": {"n": "count(*)"}}')"#,
-        "SELECT barecount.period_guard('gdp.sneaky', 'day', 'fy')",
+        r#"SELECT barecount.kpi_define('k', '{"source": "gdp_acme.sneaky", "time": "day", "grain": "month", "measures": {"n": "count(*)"}}')"#,
+        "SELECT barecount.period_guard('gdp_acme.sneaky', 'day', 'fy')",
         "SELECT barecount.model_define('sneaky', 'SELECT barecount.current_tenant() AS tenant_id, DATE ''2024-01-01'' AS day, 1 AS amount'); SELECT * FROM barecount.model_run('sneaky')",
     ] {
         assert_eq!(refused(&eng, sql).await, "42501", "{sql}");
@@ -271,15 +271,15 @@ async fn user_sql_is_exactly_one_read_only_query() {
     let cases: [(&Client, &str, &str); 11] = [
         (&eng, "SELECT barecount.model_define('m1', 'SELECT 1 AS v; SELECT 2')", "42601"),
         (&eng, "SELECT barecount.model_define('m2', 'SELECT 1 AS v; ALTER ROLE CURRENT_USER SUPERUSER')", "42601"),
-        (&eng, "SELECT barecount.model_define('m3', 'WITH d AS (DELETE FROM gdp.base RETURNING *) SELECT * FROM d')", "0A000"),
-        (&eng, "SELECT barecount.model_define('m4', 'SELECT * FROM gdp.base FOR UPDATE')", "0A000"),
-        (&eng, "SELECT barecount.model_define('m5', 'SELECT 1 AS v INTO gdp.m5_made')", "0A000"),
-        (&pubr, "SELECT * FROM barecount.publish('d1', 'SELECT 1 AS a; DROP TABLE gdp.base')", "42601"),
+        (&eng, "SELECT barecount.model_define('m3', 'WITH d AS (DELETE FROM gdp_acme.base RETURNING *) SELECT * FROM d')", "0A000"),
+        (&eng, "SELECT barecount.model_define('m4', 'SELECT * FROM gdp_acme.base FOR UPDATE')", "0A000"),
+        (&eng, "SELECT barecount.model_define('m5', 'SELECT 1 AS v INTO gdp_acme.m5_made')", "0A000"),
+        (&pubr, "SELECT * FROM barecount.publish('d1', 'SELECT 1 AS a; DROP TABLE gdp_acme.base')", "42601"),
         (&pubr, "SELECT * FROM barecount.publish('d2', 'SELECT 1 AS a; ')", "OK"),
         (&eng, "SELECT barecount.restatement('r', 'BEGIN')", "42601"),
         (&eng, "SELECT barecount.restatement('r', 'COMMIT')", "42601"),
-        (&eng, "SELECT barecount.restatement('r', 'UPDATE gdp.base SET amount = 1; UPDATE gdp.base SET amount = 2')", "42601"),
-        (&eng, "SELECT barecount.restatement('r', 'CREATE TABLE gdp.made AS SELECT 1')", "42601"),
+        (&eng, "SELECT barecount.restatement('r', 'UPDATE gdp_acme.base SET amount = 1; UPDATE gdp_acme.base SET amount = 2')", "42601"),
+        (&eng, "SELECT barecount.restatement('r', 'CREATE TABLE gdp_acme.made AS SELECT 1')", "42601"),
     ];
     for (who, sql, want) in cases {
         match who.batch_execute(sql).await {
@@ -289,8 +289,8 @@ async fn user_sql_is_exactly_one_read_only_query() {
     }
     // A KPI whose measure tries to close the query and start another statement.
     eng.batch_execute(
-        r#"SELECT barecount.kpi_define('inj', '{"source": "gdp.base", "time": "order_date", "grain": "month",
-             "measures": {"net": "sum(amount)) AS net FROM gdp.base; DROP TABLE gdp.base; SELECT (1"}}')"#,
+        r#"SELECT barecount.kpi_define('inj', '{"source": "gdp_acme.base", "time": "order_date", "grain": "month",
+             "measures": {"net": "sum(amount)) AS net FROM gdp_acme.base; DROP TABLE gdp_acme.base; SELECT (1"}}')"#,
     )
     .await
     .unwrap();
@@ -302,7 +302,7 @@ async fn user_sql_is_exactly_one_read_only_query() {
         .await,
         "42601"
     );
-    assert_eq!(count(su, "SELECT count(*) FROM gdp.base").await, 1);
+    assert_eq!(count(su, "SELECT count(*) FROM gdp_acme.base").await, 1);
     assert_eq!(
         count(
             su,
@@ -322,20 +322,20 @@ async fn restatement_marker_cannot_be_forged() {
         r#"SELECT barecount.calendar_create('fy', '{"kind": "gregorian"}');
            SELECT barecount.model_define('sales', 'SELECT barecount.current_tenant() AS tenant_id, DATE ''2024-03-15'' AS day, 10 AS amount');
            SELECT * FROM barecount.model_run('sales');
-           SELECT barecount.period_guard('gdp.sales', 'day', 'fy');"#,
+           SELECT barecount.period_guard('gdp_acme.sales', 'day', 'fy');"#,
     )
     .await
     .unwrap();
     pubr.batch_execute("SELECT barecount.period_close('fy', 'period', '2024-03-15')")
         .await
         .unwrap();
-    let upd = "UPDATE gdp.sales SET amount = 0 WHERE day = '2024-03-15'";
+    let upd = "UPDATE gdp_acme.sales SET amount = 0 WHERE day = '2024-03-15'";
     assert_eq!(refused(&eng, upd).await, "55000");
     // one real restatement, then the same transaction tries to ride on it
     assert_eq!(
         refused(
             &eng,
-            &format!("BEGIN; SELECT barecount.restatement('late refund', 'UPDATE gdp.sales SET amount = 7'); {upd}; COMMIT")
+            &format!("BEGIN; SELECT barecount.restatement('late refund', 'UPDATE gdp_acme.sales SET amount = 7'); {upd}; COMMIT")
         )
         .await,
         "55000"
@@ -356,11 +356,14 @@ async fn restatement_marker_cannot_be_forged() {
     );
     // the real thing works, and leaves its receipt and a store_write receipt
     eng.batch_execute(
-        "SELECT barecount.restatement('late refund', 'UPDATE gdp.sales SET amount = 7')",
+        "SELECT barecount.restatement('late refund', 'UPDATE gdp_acme.sales SET amount = 7')",
     )
     .await
     .unwrap();
-    assert_eq!(count(&eng, "SELECT sum(amount) FROM gdp.sales").await, 7);
+    assert_eq!(
+        count(&eng, "SELECT sum(amount) FROM gdp_acme.sales").await,
+        7
+    );
     assert_eq!(
         count(
             &eng,
@@ -375,63 +378,69 @@ async fn restatement_marker_cannot_be_forged() {
 async fn guards_and_triggers_of_one_tenant_survive_another() {
     let t = tenants().await;
     let su = &t.db.superuser;
-    // one shared table, created by an admin, holding both tenants' rows
-    su.batch_execute(
-        "CREATE TABLE gdp.shared (tenant_id text NOT NULL DEFAULT barecount.current_tenant(), day date, amount int)",
-    )
-    .await
-    .unwrap();
+    // both tenants own a table "sales" with a guard and a KPI "sales" over it
     for (role, tenant) in [(&t.a_eng, "acme"), (&t.b_eng, "globex")] {
         let c = connect_as(&t.db.url, role).await;
-        c.batch_execute(
-            r#"SELECT barecount.calendar_create('fy', '{"kind": "gregorian"}');
-               INSERT INTO gdp.shared (day, amount) VALUES ('2024-03-15', 1);
-               SELECT barecount.period_guard('gdp.shared', 'day', 'fy');
-               SELECT barecount.kpi_define('sales', '{"source": "gdp.shared", "time": "day", "grain": "month", "measures": {"n": "count(*)"}}');"#,
-        )
+        c.batch_execute(&format!(
+            r#"SELECT barecount.calendar_create('fy', '{{"kind": "gregorian"}}');
+               CREATE TABLE gdp_{tenant}.sales (tenant_id text NOT NULL DEFAULT barecount.current_tenant(), day date, amount int);
+               SELECT barecount.period_guard('gdp_{tenant}.sales', 'day', 'fy');
+               SELECT barecount.kpi_define('sales', '{{"source": "gdp_{tenant}.sales", "time": "day", "grain": "month", "measures": {{"n": "count(*)"}}}}');
+               INSERT INTO gdp_{tenant}.sales (day, amount) VALUES ('2024-03-15', 1);"#
+        ))
         .await
         .unwrap_or_else(|e| panic!("{tenant}: {e}"));
     }
-    // both tenants' guards and invalidation triggers are there
+    for tenant in ["acme", "globex"] {
+        let guards = format!(
+            "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'gdp_{tenant}.sales'::regclass AND tgname LIKE 'barecount_period_guard_%'"
+        );
+        assert_eq!(count(su, &guards).await, 1, "{tenant}");
+        let kpi = format!(
+            "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'gdp_{tenant}.sales'::regclass AND tgname LIKE 'barecount_kpi_%'"
+        );
+        assert_eq!(count(su, &kpi).await, 3, "{tenant}");
+    }
+    // a tenant cannot guard, build a KPI on, or make tables in another tenant's schemas
+    let ae = connect_as(&t.db.url, &t.a_eng).await;
+    for sql in [
+        "SELECT barecount.period_guard('gdp_globex.sales', 'day', 'fy')",
+        r#"SELECT barecount.kpi_define('theirs', '{"source": "gdp_globex.sales", "time": "day", "grain": "month", "measures": {"n": "count(*)"}}')"#,
+        "CREATE TABLE gdp_globex.planted (tenant_id text DEFAULT barecount.current_tenant())",
+        "CREATE TABLE gdp.planted (tenant_id text DEFAULT barecount.current_tenant())",
+    ] {
+        let code = refused(&ae, sql).await;
+        assert!(code == "42501" || code == "22023", "{sql}: {code}");
+    }
+    // and writing into it through a restatement changes none of its rows (row-level security)
+    ae.batch_execute("SELECT barecount.restatement('x', 'UPDATE gdp_globex.sales SET amount = 0')")
+        .await
+        .unwrap();
     assert_eq!(
-        count(
-            su,
-            "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'gdp.shared'::regclass AND tgname LIKE 'barecount_period_guard_%'"
-        )
-        .await,
-        2
+        count(su, "SELECT sum(amount) FROM gdp_globex.sales").await,
+        1
     );
-    assert_eq!(
-        count(
-            su,
-            "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'gdp.shared'::regclass AND tgname LIKE 'barecount_kpi_%'"
-        )
-        .await,
-        6
-    );
-    // acme closes its period: globex's writes to its own rows are not blocked by it, acme's are
+    // acme closes its period: acme's writes are refused, globex's are not
     let ap = connect_as(&t.db.url, &t.a_pub).await;
     ap.batch_execute("SELECT barecount.period_close('fy', 'period', '2024-03-15')")
         .await
         .unwrap();
     let be = connect_as(&t.db.url, &t.b_eng).await;
-    be.batch_execute("UPDATE gdp.shared SET amount = 2")
+    be.batch_execute("UPDATE gdp_globex.sales SET amount = 2")
         .await
         .unwrap();
-    let ae = connect_as(&t.db.url, &t.a_eng).await;
     assert_eq!(
-        refused(&ae, "UPDATE gdp.shared SET amount = 2").await,
+        refused(&ae, "UPDATE gdp_acme.sales SET amount = 2").await,
         "55000"
     );
-    // each tenant's invalidation triggers note only its own rows: globex's update of its
-    // rows is noted for globex, never for acme
+    // each tenant's invalidations are its own
     assert_eq!(
         count(
             su,
             "SELECT count(*) FROM barecount.kpi_invalidations WHERE tenant_id = 'acme'"
         )
         .await,
-        0
+        1
     );
     assert!(
         count(
@@ -439,7 +448,7 @@ async fn guards_and_triggers_of_one_tenant_survive_another() {
             "SELECT count(*) FROM barecount.kpi_invalidations WHERE tenant_id = 'globex'"
         )
         .await
-            > 0
+            > 1
     );
 }
 
@@ -497,16 +506,18 @@ async fn notifications_carry_no_tenant_data() {
     eng.batch_execute(
         r#"SELECT barecount.model_define('orders', 'SELECT barecount.current_tenant() AS tenant_id, DATE ''2024-05-01'' AS order_date, 5 AS amount');
            SELECT * FROM barecount.model_run('orders');
-           SELECT barecount.kpi_define('secret_sales', '{"source": "gdp.orders", "time": "order_date", "grain": "month",
+           SELECT barecount.kpi_define('secret_sales', '{"source": "gdp_acme.orders", "time": "order_date", "grain": "month",
                "measures": {"net": "sum(amount)"}, "thresholds": [{"measure": "net", "direction": "below", "warn": 1000, "critical": 500}]}');
            SELECT * FROM barecount.kpi_materialize('secret_sales', '2024-01-01', '2024-12-31');"#,
     )
     .await
     .unwrap();
     let pubr = connect_as(&t.db.url, &t.a_pub).await;
-    pubr.batch_execute("SELECT * FROM barecount.publish('secret_dataset', 'kpi.secret_sales')")
-        .await
-        .unwrap();
+    pubr.batch_execute(
+        "SELECT * FROM barecount.publish('secret_dataset', 'kpi_acme.secret_sales')",
+    )
+    .await
+    .unwrap();
     let mut got = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while got.len() < 2 {
@@ -564,8 +575,8 @@ async fn every_change_of_state_leaves_a_receipt() {
         r#"SELECT barecount.json_schema_resource_put('http://example.com/money.json', '{"type": "number"}');
            SELECT barecount.model_define('n', 'SELECT barecount.current_tenant() AS tenant_id, 1 AS v');
            SELECT * FROM barecount.model_run('n');
-           UPDATE gdp.n SET v = 2;
-           DELETE FROM gdp.n;"#,
+           UPDATE gdp_acme.n SET v = 2;
+           DELETE FROM gdp_acme.n;"#,
     )
     .await
     .unwrap();
@@ -573,7 +584,7 @@ async fn every_change_of_state_leaves_a_receipt() {
         r#"SELECT barecount.calendar_create('fy', '{"kind": "gregorian"}');
            SELECT barecount.model_define('d', 'SELECT barecount.current_tenant() AS tenant_id, DATE ''2024-01-01'' AS day');
            SELECT * FROM barecount.model_run('d');
-           SELECT barecount.period_guard('gdp.d', 'day', 'fy');"#,
+           SELECT barecount.period_guard('gdp_acme.d', 'day', 'fy');"#,
     )
     .await
     .unwrap();
@@ -618,7 +629,7 @@ async fn every_change_of_state_leaves_a_receipt() {
     assert_eq!(kinds.iter().filter(|k| *k == "store_write").count(), 2);
     // a table an engineer makes in gdp (with its first rows) is on the record too
     eng.batch_execute(
-        "CREATE TABLE gdp.made AS SELECT barecount.current_tenant() AS tenant_id, 1 AS v",
+        "CREATE TABLE gdp_acme.made AS SELECT barecount.current_tenant() AS tenant_id, 1 AS v",
     )
     .await
     .unwrap();
@@ -633,7 +644,7 @@ async fn every_change_of_state_leaves_a_receipt() {
         (r.get(0), r.get(1))
     };
     assert_eq!(made.0, "CREATE");
-    assert!(made.1.contains("gdp.made"), "{made:?}");
+    assert!(made.1.contains("gdp_acme.made"), "{made:?}");
     assert!(su
         .query_one("SELECT ok FROM barecount.ledger_verify()", &[])
         .await
@@ -968,55 +979,77 @@ async fn a_superuser_rewriting_digested_history_is_caught() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_model_name_taken_by_another_tenant_never_mixes_columns() {
+async fn two_tenants_own_the_same_names_without_touching_each_other() {
     let t = tenants().await;
     let su = &t.db.superuser;
     let a = connect_as(&t.db.url, &t.a_eng).await;
-    a.batch_execute(
-        "SELECT barecount.model_define('m', 'SELECT barecount.current_tenant() AS tenant_id, ''a-code'' AS code, ''a-name'' AS name');
-         SELECT * FROM barecount.model_run('m');",
-    )
-    .await
-    .unwrap();
     let b = connect_as(&t.db.url, &t.b_eng).await;
-    // same types, columns swapped: written by name, never by position
-    b.batch_execute(
-        "SELECT barecount.model_define('m', 'SELECT ''b-name'' AS name, ''b-code'' AS code, barecount.current_tenant() AS tenant_id');
-         SELECT * FROM barecount.model_run('m');",
+    // the same model, KPI and dataset names with different columns
+    a.batch_execute(
+        r#"SELECT barecount.model_define('m', 'SELECT barecount.current_tenant() AS tenant_id, ''a-code'' AS code, DATE ''2024-05-01'' AS day');
+           SELECT * FROM barecount.model_run('m');
+           SELECT barecount.kpi_define('k', '{"source": "gdp_acme.m", "time": "day", "grain": "month", "measures": {"n": "count(*)"}}');
+           SELECT * FROM barecount.kpi_materialize('k', '2024-01-01', '2024-12-31');"#,
     )
     .await
     .unwrap();
-    let rows: Vec<(String, String, String)> = su
-        .query("SELECT tenant_id, code, name FROM gdp.m ORDER BY 1", &[])
+    b.batch_execute(
+        r#"SELECT barecount.model_define('m', 'SELECT 42 AS number, barecount.current_tenant() AS tenant_id, DATE ''2024-06-01'' AS day');
+           SELECT * FROM barecount.model_run('m');
+           SELECT barecount.kpi_define('k', '{"source": "gdp_globex.m", "time": "day", "grain": "month", "dimensions": ["number"], "measures": {"total": "sum(number)"}}');
+           SELECT * FROM barecount.kpi_materialize('k', '2024-01-01', '2024-12-31');"#,
+    )
+    .await
+    .unwrap();
+    for (role, tenant) in [(&t.a_pub, "acme"), (&t.b_eng, "globex")] {
+        let c = connect_as(&t.db.url, role).await;
+        if tenant == "globex" {
+            su.batch_execute(&format!("GRANT barecount_publisher TO {role}"))
+                .await
+                .unwrap();
+        }
+        c.batch_execute(&format!(
+            "SELECT * FROM barecount.publish('orders', 'kpi_{tenant}.k')"
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{tenant}: {e}"));
+    }
+    let cols = |rel: &str| {
+        format!(
+            "SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute WHERE attrelid = '{rel}'::regclass AND attnum > 0"
+        )
+    };
+    let text =
+        |sql: String| async move { su.query_one(&sql, &[]).await.unwrap().get::<_, String>(0) };
+    assert_eq!(text(cols("gdp_acme.m")).await, "tenant_id,code,day");
+    assert_eq!(text(cols("gdp_globex.m")).await, "number,tenant_id,day");
+    assert!(text(cols("published_acme.orders__v1")).await.contains(",n"));
+    assert!(text(cols("published_globex.orders__v1"))
+        .await
+        .contains("total"));
+    // each reads its own, and only its own
+    let ar = connect_as(&t.db.url, &t.a_reader).await;
+    assert_eq!(
+        count(&ar, "SELECT count(*) FROM published_acme.orders").await,
+        1
+    );
+    assert_eq!(
+        count(&ar, "SELECT count(*) FROM published_globex.orders").await,
+        0
+    );
+    let relations: Vec<String> = su
+        .query(
+            "SELECT relation FROM barecount.dataset_versions WHERE dataset = 'orders' ORDER BY tenant_id",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .map(|r| r.get(0))
         .collect();
     assert_eq!(
-        rows,
-        vec![
-            ("acme".into(), "a-code".into(), "a-name".into()),
-            ("globex".into(), "b-code".into(), "b-name".into())
-        ]
-    );
-    // other columns: refused, nothing of acme's touched
-    b.batch_execute(
-        "SELECT barecount.model_define('m', 'SELECT barecount.current_tenant() AS tenant_id, 1 AS code')",
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        refused(&b, "SELECT * FROM barecount.model_run('m')").await,
-        "42804"
-    );
-    assert_eq!(
-        count(
-            su,
-            "SELECT count(*) FROM gdp.m WHERE tenant_id = 'acme' AND code = 'a-code'"
-        )
-        .await,
-        1
+        relations,
+        ["published_acme.orders__v1", "published_globex.orders__v1"]
     );
 }
 
@@ -1032,7 +1065,7 @@ async fn a_quality_rule_cannot_point_ingest_at_user_code() {
         .await
         .unwrap();
     eng.batch_execute(
-        "CREATE VIEW gdp.stores AS SELECT 'acme'::text AS tenant_id, 'S1'::text AS store_id WHERE gdp.pwn(1)",
+        "CREATE VIEW gdp_acme.stores AS SELECT 'acme'::text AS tenant_id, 'S1'::text AS store_id WHERE gdp_acme.pwn(1)",
     )
     .await
     .unwrap();
@@ -1045,7 +1078,7 @@ async fn a_quality_rule_cannot_point_ingest_at_user_code() {
     quality:
       - rule: references
         property: store_id
-        table: gdp.stores
+        table: gdp_acme.stores
         column: store_id
 ",
     );

@@ -44,13 +44,13 @@ async fn one_tenant_cannot_see_or_change_another() {
         .await
         .unwrap();
     be.batch_execute(
-        "CREATE TABLE gdp.b_orders AS SELECT tenant_id, payload->>'order_id' AS order_id FROM raw.orders__accepted",
+        "CREATE TABLE gdp_globex.b_orders AS SELECT tenant_id, payload->>'order_id' AS order_id FROM raw.orders__accepted",
     )
     .await
     .unwrap();
     let bp = connect_as(&db.url, &b_pub).await;
     bp.query(
-        "SELECT * FROM barecount.publish('globex_sales', 'gdp.b_orders')",
+        "SELECT * FROM barecount.publish('globex_sales', 'gdp_globex.b_orders')",
         &[],
     )
     .await
@@ -103,15 +103,15 @@ async fn one_tenant_cannot_see_or_change_another() {
         .get(0);
     assert_eq!(tenant, "acme");
     assert_eq!(
-        count(&r, "SELECT count(*) FROM published.acme_sales").await,
+        count(&r, "SELECT count(*) FROM published_acme.acme_sales").await,
         2
     );
     assert_eq!(
-        count(&r, "SELECT count(*) FROM published.globex_sales").await,
+        count(&r, "SELECT count(*) FROM published_globex.globex_sales").await,
         0
     );
     assert_eq!(
-        count(&r, "SELECT count(*) FROM published.globex_sales__v1").await,
+        count(&r, "SELECT count(*) FROM published_globex.globex_sales__v1").await,
         0
     );
     assert_eq!(
@@ -137,10 +137,10 @@ async fn one_tenant_cannot_see_or_change_another() {
         "SELECT * FROM barecount.quarantine",
         "SELECT * FROM barecount.contracts",
         "SELECT * FROM barecount.tokens",
-        "SELECT * FROM gdp.b_orders",
-        "UPDATE published.globex_sales__v1 SET order_id = 'x'",
-        "DELETE FROM published.globex_sales__v1",
-        "TRUNCATE published.globex_sales__v1",
+        "SELECT * FROM gdp_globex.b_orders",
+        "UPDATE published_globex.globex_sales__v1 SET order_id = 'x'",
+        "DELETE FROM published_globex.globex_sales__v1",
+        "TRUNCATE published_globex.globex_sales__v1",
         "INSERT INTO barecount.datasets VALUES ('globex', 'x', 1)",
         "SELECT barecount.publish('x', 'SELECT 1 AS one')",
         "SELECT barecount.ingest('orders', '[]')",
@@ -164,12 +164,12 @@ async fn one_tenant_cannot_see_or_change_another() {
         .get(0);
     assert_eq!(tenant, "acme");
     assert_eq!(
-        count(&r, "SELECT count(*) FROM published.globex_sales").await,
+        count(&r, "SELECT count(*) FROM published_globex.globex_sales").await,
         0
     );
     r.batch_execute("SET ROLE barecount_reader").await.unwrap();
     assert_eq!(
-        count(&r, "SELECT count(*) FROM published.globex_sales").await,
+        count(&r, "SELECT count(*) FROM published_globex.globex_sales").await,
         0
     );
 
@@ -208,12 +208,15 @@ async fn one_tenant_cannot_see_or_change_another() {
         count(&ae, "SELECT count(*) FROM barecount.contract_versions").await,
         1
     );
-    assert_eq!(count(&ae, "SELECT count(*) FROM gdp.b_orders").await, 0);
     assert_eq!(
-        affected(&ae, "UPDATE gdp.b_orders SET order_id = 'hijacked'").await,
+        count(&ae, "SELECT count(*) FROM gdp_globex.b_orders").await,
         0
     );
-    assert_eq!(affected(&ae, "DELETE FROM gdp.b_orders").await, 0);
+    assert_eq!(
+        affected(&ae, "UPDATE gdp_globex.b_orders SET order_id = 'hijacked'").await,
+        0
+    );
+    assert_eq!(affected(&ae, "DELETE FROM gdp_globex.b_orders").await, 0);
     for sql in [
         "INSERT INTO raw.orders (tenant_id, batch_id, row_no, payload) VALUES ('globex', 1, 99, '{}')",
         "UPDATE raw.orders SET payload = '{}'",
@@ -222,17 +225,17 @@ async fn one_tenant_cannot_see_or_change_another() {
             VALUES (999, 'globex', 'x', now(), 'publish', 'x', '{}', 'x', 'x')",
         "UPDATE barecount.contracts SET status = 'retired'",
         "DELETE FROM barecount.quarantine",
-        "ALTER TABLE gdp.b_orders DISABLE ROW LEVEL SECURITY",
-        "ALTER TABLE gdp.b_orders NO FORCE ROW LEVEL SECURITY",
-        "DROP TABLE gdp.b_orders",
-        "INSERT INTO gdp.b_orders (tenant_id, order_id) VALUES ('globex', 'forged')",
-        "CREATE TABLE gdp.stolen AS SELECT 'globex'::text AS tenant_id, 1 AS x",
+        "ALTER TABLE gdp_globex.b_orders DISABLE ROW LEVEL SECURITY",
+        "ALTER TABLE gdp_globex.b_orders NO FORCE ROW LEVEL SECURITY",
+        "DROP TABLE gdp_globex.b_orders",
+        "INSERT INTO gdp_globex.b_orders (tenant_id, order_id) VALUES ('globex', 'forged')",
+        "CREATE TABLE gdp_acme.stolen AS SELECT 'globex'::text AS tenant_id, 1 AS x",
         "SELECT barecount.publish('x', 'SELECT 1 AS one')",
     ] {
         assert_eq!(refused(&ae, sql).await, "42501", "engineer: {sql}");
     }
     assert_eq!(
-        refused(&ae, "CREATE TABLE gdp.untagged AS SELECT 1 AS x").await,
+        refused(&ae, "CREATE TABLE gdp_acme.untagged AS SELECT 1 AS x").await,
         "42P16"
     );
 
@@ -273,21 +276,13 @@ async fn one_tenant_cannot_see_or_change_another() {
     assert_eq!(
         refused(
             &ap,
-            "SELECT barecount.publish('globex_sales', 'SELECT 1 AS one')"
-        )
-        .await,
-        "42710"
-    );
-    assert_eq!(
-        refused(
-            &ap,
             "SELECT barecount.publish('forged', 'SELECT ''globex''::text AS tenant_id, 1 AS x')"
         )
         .await,
         "42501"
     );
     let leaked: i64 = ap
-        .query_one("SELECT row_count FROM barecount.publish('leak', 'SELECT tenant_id, order_id FROM gdp.b_orders')", &[])
+        .query_one("SELECT row_count FROM barecount.publish('leak', 'SELECT tenant_id, order_id FROM gdp_globex.b_orders')", &[])
         .await
         .unwrap()
         .get(0);
@@ -326,7 +321,7 @@ async fn one_tenant_cannot_see_or_change_another() {
     assert_eq!(
         refused(
             &ap,
-            "SELECT * FROM barecount.lineage_upstream('published.globex_sales')"
+            "SELECT * FROM barecount.lineage_upstream('published_globex.globex_sales')"
         )
         .await,
         "42704"
@@ -347,7 +342,8 @@ async fn one_tenant_cannot_see_or_change_another() {
         .map(|r| r.get(0))
         .collect();
     assert!(
-        down.iter().any(|o| o.starts_with("published.acme_sales")),
+        down.iter()
+            .any(|o| o.starts_with("published_acme.acme_sales")),
         "{down:?}"
     );
     assert!(!down.iter().any(|o| o.contains("globex")), "{down:?}");
@@ -358,7 +354,7 @@ async fn one_tenant_cannot_see_or_change_another() {
         "42501"
     );
     assert_eq!(
-        refused(&n, "SELECT * FROM published.globex_sales").await,
+        refused(&n, "SELECT * FROM published_globex.globex_sales").await,
         "42501"
     );
     let o = connect_as(&db.url, &orphan).await;
@@ -369,7 +365,7 @@ async fn one_tenant_cannot_see_or_change_another() {
         .get(0);
     assert_eq!(t, None, "a reader mapped to no tenant has none");
     assert_eq!(
-        count(&o, "SELECT count(*) FROM published.globex_sales").await,
+        count(&o, "SELECT count(*) FROM published_globex.globex_sales").await,
         0
     );
     assert_eq!(
@@ -381,7 +377,7 @@ async fn one_tenant_cannot_see_or_change_another() {
     assert_eq!(
         count(
             su,
-            "SELECT count(*) FROM gdp.b_orders WHERE order_id LIKE 'G%'"
+            "SELECT count(*) FROM gdp_globex.b_orders WHERE order_id LIKE 'G%'"
         )
         .await,
         3
@@ -395,7 +391,7 @@ async fn one_tenant_cannot_see_or_change_another() {
         1
     );
     assert_eq!(
-        count(su, "SELECT count(*) FROM published.globex_sales__v1").await,
+        count(su, "SELECT count(*) FROM published_globex.globex_sales__v1").await,
         3
     );
 
@@ -423,6 +419,24 @@ async fn one_tenant_cannot_see_or_change_another() {
         .unwrap_err();
     assert!(format!("{err:#}").contains("globex_sales"), "{err:#}");
     flight.stop().await;
+
+    // dataset names are per tenant: acme may publish its own "globex_sales", in its own
+    // schema, and globex's stays as it was
+    ap.batch_execute("SELECT barecount.publish('globex_sales', 'SELECT 1 AS one')")
+        .await
+        .unwrap();
+    assert_eq!(
+        count(su, "SELECT count(*) FROM published_acme.globex_sales__v1").await,
+        1
+    );
+    assert_eq!(
+        count(
+            su,
+            "SELECT count(*) FROM barecount.dataset_versions WHERE dataset = 'globex_sales' AND tenant_id = 'globex' AND relation = 'published_globex.globex_sales__v1'"
+        )
+        .await,
+        1
+    );
 }
 
 #[tokio::test]
