@@ -9,7 +9,7 @@ COMMENT ON FUNCTION barecount.validation_errors(text, jsonb) IS
 COMMENT ON FUNCTION barecount.ingest(text, jsonb) IS
     'Ingest a JSON array of rows: valid rows into raw.<dataset>, invalid rows into barecount.quarantine with every error, one batch and ledger receipt, all in the caller''s transaction';
 COMMENT ON FUNCTION barecount.publish(text, text) IS
-    'Publish a query, table or view as the next immutable version published.<dataset>__v<N>, repoint the view published.<dataset>, record schema, row count, bytes and content hash, write a ledger receipt and NOTIFY barecount_publish';
+    'Publish a query, table or view as the next immutable version <published schema>.<dataset>__v<N> (published for the default tenant, published_<tenant> for others), repoint the view <published schema>.<dataset>, record schema, row count, bytes and content hash, write a ledger receipt and NOTIFY barecount_publish';
 COMMENT ON FUNCTION barecount.token_create(text, text[], timestamptz, text) IS
     'Create an access token for a tenant (publishers: own tenant; admins: any) with scopes read/export and an expiry within a year. Returns the token once; only a salted hash is stored.';
 COMMENT ON FUNCTION barecount.token_revoke(text) IS 'Revoke a token of the current tenant (admins: any); true if it was active';
@@ -72,9 +72,9 @@ COMMENT ON FUNCTION barecount.period_close(text, text, date, boolean) IS 'Close 
 COMMENT ON FUNCTION barecount.period_reopen(text, text, date, text) IS 'Reopen the period of a grain containing the date (a closed one needs a reason); writes a period_reopen receipt';
 COMMENT ON FUNCTION barecount.restatement(text, text) IS 'Run one statement that may change rows of closed periods in guarded tables, after a restatement receipt recording the reason and the statement';
 COMMENT ON FUNCTION barecount.model_define(text, text, text) IS
-    'Register (or version) a GDP model: a SELECT whose rows become gdp.<name>, optionally checked against the contract governing a dataset; writes a model_define receipt';
+    'Register (or version) a GDP model: a SELECT whose rows become <gdp schema>.<name> (gdp, or gdp_<tenant>), optionally checked against the contract governing a dataset; writes a model_define receipt';
 COMMENT ON FUNCTION barecount.model_run(text) IS
-    'Run a GDP model after the models it reads (dependency order, cycles refused): check its rows against its contract, replace the tenant''s rows of gdp.<name>, write a model_run receipt naming its inputs and content hash';
+    'Run a GDP model after the models it reads (dependency order, cycles refused): check its rows against its contract, replace the tenant''s rows of <gdp schema>.<name>, write a model_run receipt naming its inputs and content hash';
 COMMENT ON FUNCTION barecount.kpi_define(text, jsonb) IS 'Define a KPI or a new version of it (source, time, grain or calendar grain, dimensions, measures incl. ratios, filter)';
 COMMENT ON FUNCTION barecount.kpi_materialize(text, date, date) IS 'Recompute the KPI periods whose first day lies in [from, to] into kpi.<name>, atomically and idempotently; the receipt records each period''s content hash';
 COMMENT ON FUNCTION barecount.verify_kpi_period(text, text) IS 'Recompute a KPI period''s content hash from its stored rows and compare it with its latest materialization receipt';
