@@ -11,7 +11,7 @@
 //! chain (one for all tenants) can be read whole; code inside [`as_owner`] filters by tenant
 //! itself. It never runs an object a tenant role can create or alter: relations it writes are
 //! its own and carry no user code (see `barecount._assert_store_relation`), their columns have
-//! only built-in types (see [`crate::publish::builtin_types_only`]), and user SQL never runs
+//! only built-in types (see [`crate::staging::builtin_types_only`]), and user SQL never runs
 //! inside a section. Nothing SQL-callable exposes this switch.
 #![allow(unsafe_code)]
 

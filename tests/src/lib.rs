@@ -374,6 +374,16 @@ pub async fn gateway_role(superuser: &Client, url: &str) -> (String, String) {
     (gw, as_gw)
 }
 
+/// The first column of every row a query returns, as text.
+pub async fn strings(c: &Client, sql: &str) -> Vec<String> {
+    c.query(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 /// The single bigint a query returns.
 pub async fn count(c: &Client, sql: &str) -> i64 {
     c.query_one(sql, &[])

@@ -595,16 +595,11 @@ async fn every_change_of_state_leaves_a_receipt() {
     )
     .await
     .unwrap();
-    let kinds: Vec<String> = su
-        .query(
-            "SELECT event_type FROM barecount.ledger WHERE tenant_id = 'acme' ORDER BY seq",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let kinds = barecount_tests::strings(
+        su,
+        "SELECT event_type FROM barecount.ledger WHERE tenant_id = 'acme' ORDER BY seq",
+    )
+    .await;
     for want in [
         "tenant_create",
         "member_add",
@@ -1037,16 +1032,11 @@ async fn two_tenants_own_the_same_names_without_touching_each_other() {
         count(&ar, "SELECT count(*) FROM published_globex.orders").await,
         0
     );
-    let relations: Vec<String> = su
-        .query(
-            "SELECT relation FROM barecount.dataset_versions WHERE dataset = 'orders' ORDER BY tenant_id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let relations = barecount_tests::strings(
+        su,
+        "SELECT relation FROM barecount.dataset_versions WHERE dataset = 'orders' ORDER BY tenant_id",
+    )
+    .await;
     assert_eq!(
         relations,
         ["published_acme.orders__v1", "published_globex.orders__v1"]
