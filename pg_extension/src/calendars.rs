@@ -265,6 +265,11 @@ fn in_range(d: Date) -> NaiveDate {
     n
 }
 
+/// Lets Postgres cancel a long working-day search (statement_timeout, pg_cancel_backend).
+fn interrupt() {
+    check_for_interrupts!();
+}
+
 /// Whether the date is a working day of the calendar (weekend, holidays, closures, extra days).
 #[pg_extern(stable, parallel_safe)]
 fn is_working_day(d: Date, calendar: &str) -> bool {
@@ -274,9 +279,11 @@ fn is_working_day(d: Date, calendar: &str) -> bool {
 /// Working days in [from, to) (zero when to <= from).
 #[pg_extern(stable, parallel_safe)]
 fn working_days_between(from: Date, to: Date, calendar: &str) -> i64 {
-    calendar_of(calendar)
-        .working
-        .working_days_between(in_range(from), in_range(to))
+    calendar_of(calendar).working.working_days_between_with(
+        in_range(from),
+        in_range(to),
+        &mut interrupt,
+    )
 }
 
 /// The working day n working days after the first working day on or after d (n < 0: before).
@@ -285,7 +292,7 @@ fn add_working_days(d: Date, n: i32, calendar: &str) -> Date {
     to_date(
         calendar_of(calendar)
             .working
-            .add_working_days(in_range(d), i64::from(n))
+            .add_working_days_with(in_range(d), i64::from(n), &mut interrupt)
             .or_raise(),
     )
 }
@@ -296,7 +303,7 @@ fn next_working_day(d: Date, calendar: &str) -> Date {
     to_date(
         calendar_of(calendar)
             .working
-            .next_working_day(in_range(d))
+            .next_working_day_with(in_range(d), &mut interrupt)
             .or_raise(),
     )
 }
@@ -307,7 +314,7 @@ fn previous_working_day(d: Date, calendar: &str) -> Date {
     to_date(
         calendar_of(calendar)
             .working
-            .previous_working_day(in_range(d))
+            .previous_working_day_with(in_range(d), &mut interrupt)
             .or_raise(),
     )
 }

@@ -390,3 +390,62 @@ async fn closed_periods_change_only_through_a_recorded_restatement() {
         .unwrap()
         .get::<_, bool>(0));
 }
+
+#[tokio::test]
+async fn working_day_searches_are_bounded_and_every_accepted_calendar_is_usable() {
+    let db = fresh_db().await;
+    let c = &db.client;
+    c.batch_execute(
+        r#"SET statement_timeout = '5s';
+           SELECT barecount.calendar_create('us', '{"kind": "gregorian", "holidays": "us_federal"}');"#,
+    )
+    .await
+    .unwrap();
+    // counts past the supported range are refused at once (22008), never searched for
+    for n in ["1000000", "2147483647", "-2147483648"] {
+        let t0 = std::time::Instant::now();
+        assert_eq!(
+            refused(
+                c,
+                &format!("SELECT barecount.add_working_days('2024-01-01', {n}, 'us')")
+            )
+            .await,
+            "22008",
+            "{n}"
+        );
+        assert!(t0.elapsed() < std::time::Duration::from_secs(2), "{n}");
+    }
+    // an answer after 2200 is refused, not returned for the other functions to refuse
+    assert_eq!(
+        refused(
+            c,
+            "SELECT barecount.add_working_days('2200-12-01', 100, 'us')"
+        )
+        .await,
+        "22008"
+    );
+    // definitions that could never be used are refused when created, naming what is wrong
+    for (spec, what) in [
+        (
+            r#"{"kind": "gregorian", "weekend": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "working_days": ["2024-01-01"]}"#,
+            "weekend",
+        ),
+        (
+            r#"{"kind": "gregorian", "holiday_rules": [{"easter": 1000000000}]}"#,
+            "easter",
+        ),
+    ] {
+        let e = c
+            .query(
+                "SELECT barecount.calendar_create('bad', $1::text::jsonb)",
+                &[&spec],
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(barecount_tests::sqlstate(&e), "22023", "{spec}");
+        assert!(
+            e.to_string().contains(what) || format!("{e:?}").contains(what),
+            "{e:?}"
+        );
+    }
+}

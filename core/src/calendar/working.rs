@@ -195,8 +195,17 @@ fn parse_rule(v: &Value) -> Result<Rule, CalendarError> {
             weekday: weekday(w)?,
             month: month("month")?,
         }
-    } else if let Some(e) = o.get("easter").and_then(Value::as_i64) {
-        When::Easter(e)
+    } else if let Some(e) = o.get("easter") {
+        // an offset from Easter Sunday within the same year or so: anything larger would move
+        // the holiday years away (or overflow the date arithmetic)
+        match e.as_i64() {
+            Some(e) if (-MAX_EASTER_OFFSET..=MAX_EASTER_OFFSET).contains(&e) => When::Easter(e),
+            _ => {
+                return Err(bad(format!(
+                    "holiday rule {{\"easter\": {e}}}: the offset must be an integer of days between -{MAX_EASTER_OFFSET} and {MAX_EASTER_OFFSET}"
+                )))
+            }
+        }
     } else {
         return Err(bad("a holiday rule is fixed, nth, last or easter"));
     };
@@ -246,6 +255,24 @@ pub fn easter(y: i32) -> Option<NaiveDate> {
     NaiveDate::from_ymd_opt(y, month as u32, day as u32)
 }
 
+/// Largest Easter offset a holiday rule may have, in days.
+pub const MAX_EASTER_OFFSET: i64 = 200;
+
+/// Bounds of every working-day search: the supported date range.
+fn lowest() -> NaiveDate {
+    NaiveDate::from_ymd_opt(super::MIN_YEAR, 1, 1).unwrap_or(NaiveDate::MIN)
+}
+
+fn highest() -> NaiveDate {
+    NaiveDate::from_ymd_opt(super::MAX_YEAR, 12, 31).unwrap_or(NaiveDate::MAX)
+}
+
+/// Called every [`INTERRUPT_EVERY`] steps of a search, so a caller (Postgres) can cancel it.
+pub type Interrupt<'a> = &'a mut dyn FnMut();
+
+/// Steps between two interrupt checks.
+pub const INTERRUPT_EVERY: u32 = 1024;
+
 impl WorkingDays {
     /// Reads the working-day part of a calendar definition.
     pub fn parse(v: &Value) -> Result<WorkingDays, CalendarError> {
@@ -273,6 +300,12 @@ impl WorkingDays {
                 .collect::<Result<_, _>>()?,
             Some(_) => return Err(bad("\"weekend\" lists weekday names")),
         };
+        if (0..7u8).all(|i| Weekday::try_from(i).is_ok_and(|w| weekend.contains(&w))) {
+            // searches for the next working day would only ever find the listed extra days
+            return Err(bad(
+                "\"weekend\" holds every day of the week: a calendar needs at least one working weekday",
+            ));
+        }
         Ok(WorkingDays {
             weekend,
             rules,
@@ -348,31 +381,77 @@ impl WorkingDays {
         Ok(())
     }
 
-    /// The first working day on or after `d`.
+    /// The first working day on or after `d`, within the supported range.
     pub fn next_working_day(&self, d: NaiveDate) -> Result<NaiveDate, CalendarError> {
+        self.next_working_day_with(d, &mut || {})
+    }
+
+    /// [`Self::next_working_day`], calling `interrupt` as it goes.
+    pub fn next_working_day_with(
+        &self,
+        d: NaiveDate,
+        interrupt: Interrupt<'_>,
+    ) -> Result<NaiveDate, CalendarError> {
         self.guard()?;
-        let mut x = d;
+        let (mut x, mut steps) = (d, 0u32);
         while !self.is_working_day(x) {
-            x = x.succ_opt().ok_or(CalendarError::OutOfRange(d))?;
+            steps = steps.wrapping_add(1);
+            if steps % INTERRUPT_EVERY == 0 {
+                interrupt();
+            }
+            x = x
+                .succ_opt()
+                .filter(|n| *n <= highest())
+                .ok_or(CalendarError::OutOfRange(d))?;
         }
         Ok(x)
     }
 
-    /// The last working day on or before `d`.
+    /// The last working day on or before `d`, within the supported range.
     pub fn previous_working_day(&self, d: NaiveDate) -> Result<NaiveDate, CalendarError> {
+        self.previous_working_day_with(d, &mut || {})
+    }
+
+    /// [`Self::previous_working_day`], calling `interrupt` as it goes.
+    pub fn previous_working_day_with(
+        &self,
+        d: NaiveDate,
+        interrupt: Interrupt<'_>,
+    ) -> Result<NaiveDate, CalendarError> {
         self.guard()?;
-        let mut x = d;
+        let (mut x, mut steps) = (d, 0u32);
         while !self.is_working_day(x) {
-            x = x.pred_opt().ok_or(CalendarError::OutOfRange(d))?;
+            steps = steps.wrapping_add(1);
+            if steps % INTERRUPT_EVERY == 0 {
+                interrupt();
+            }
+            x = x
+                .pred_opt()
+                .filter(|p| *p >= lowest())
+                .ok_or(CalendarError::OutOfRange(d))?;
         }
         Ok(x)
     }
 
     /// Working days in [from, to): zero when `to` <= `from`.
     pub fn working_days_between(&self, from: NaiveDate, to: NaiveDate) -> i64 {
-        let mut n = 0;
+        self.working_days_between_with(from, to, &mut || {})
+    }
+
+    /// [`Self::working_days_between`], calling `interrupt` as it goes.
+    pub fn working_days_between_with(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+        interrupt: Interrupt<'_>,
+    ) -> i64 {
+        let (mut n, mut steps) = (0, 0u32);
         let mut x = from;
         while x < to {
+            steps = steps.wrapping_add(1);
+            if steps % INTERRUPT_EVERY == 0 {
+                interrupt();
+            }
             if self.is_working_day(x) {
                 n += 1;
             }
@@ -383,18 +462,49 @@ impl WorkingDays {
 
     /// The working day with exactly `n` working days between the first working day on or after
     /// `d` and it; negative `n` counts backwards. So `add_working_days(d,
-    /// working_days_between(d, e))` is the first working day on or after `e`.
+    /// working_days_between(d, e))` is the first working day on or after `e`. A result outside
+    /// the supported range is an error, never an answer the other functions would refuse.
     pub fn add_working_days(&self, d: NaiveDate, n: i64) -> Result<NaiveDate, CalendarError> {
+        self.add_working_days_with(d, n, &mut || {})
+    }
+
+    /// [`Self::add_working_days`], calling `interrupt` as it goes.
+    pub fn add_working_days_with(
+        &self,
+        d: NaiveDate,
+        n: i64,
+        interrupt: Interrupt<'_>,
+    ) -> Result<NaiveDate, CalendarError> {
+        // more working days than there are days in the supported range: no answer, at once
+        let span = (highest() - lowest()).num_days() + 1;
+        if n.unsigned_abs() > span.unsigned_abs() {
+            return Err(CalendarError::OutOfRange(d));
+        }
+        let step = |i: i64| i % i64::from(INTERRUPT_EVERY) == 0;
         if n >= 0 {
-            let mut x = self.next_working_day(d)?;
-            for _ in 0..n {
-                x = self.next_working_day(x + Duration::days(1))?;
+            let mut x = self.next_working_day_with(d, interrupt)?;
+            for i in 0..n {
+                if step(i) {
+                    interrupt();
+                }
+                let after = x
+                    .succ_opt()
+                    .filter(|a| *a <= highest())
+                    .ok_or(CalendarError::OutOfRange(d))?;
+                x = self.next_working_day_with(after, interrupt)?;
             }
             Ok(x)
         } else {
-            let mut x = self.previous_working_day(d)?;
-            for _ in 0..(-n) {
-                x = self.previous_working_day(x - Duration::days(1))?;
+            let mut x = self.previous_working_day_with(d, interrupt)?;
+            for i in 0..(-n) {
+                if step(i) {
+                    interrupt();
+                }
+                let before = x
+                    .pred_opt()
+                    .filter(|b| *b >= lowest())
+                    .ok_or(CalendarError::OutOfRange(d))?;
+                x = self.previous_working_day_with(before, interrupt)?;
             }
             Ok(x)
         }
@@ -480,11 +590,62 @@ mod tests {
             &json!({"holiday_rules": [{"nth": 9, "weekday": "mon", "month": 1}]})
         )
         .is_err());
-        let never = WorkingDays::parse(
-            &json!({"weekend": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]}),
-        )
-        .unwrap();
-        assert!(never.next_working_day(d("2024-01-01")).is_err());
+        // a week without a working weekday is refused when defined, extra working days or not
+        for v in [
+            json!({"weekend": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]}),
+            json!({"weekend": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "working_days": ["2024-01-01"]}),
+        ] {
+            assert!(
+                matches!(WorkingDays::parse(&v), Err(CalendarError::InvalidSpec(m)) if m.contains("weekend")),
+                "{v}"
+            );
+        }
+        // Easter offsets that would overflow the date arithmetic are refused with the rule
+        for e in [1_000_000_000_i64, -201, 201] {
+            assert!(
+                matches!(WorkingDays::parse(&json!({"holiday_rules": [{"easter": e}]})),
+                         Err(CalendarError::InvalidSpec(m)) if m.contains("easter")),
+                "{e}"
+            );
+        }
+        assert!(WorkingDays::parse(&json!({"holiday_rules": [{"easter": "x"}]})).is_err());
+        assert!(WorkingDays::parse(&json!({"holiday_rules": [{"easter": 200}]})).is_ok());
+    }
+
+    #[test]
+    fn searches_stay_in_range_and_can_be_interrupted() {
+        let us = WorkingDays::parse(&json!({"holidays": "us_federal"})).unwrap();
+        // no answer past 2200, at once, for any count
+        for n in [
+            1_000_000_i64,
+            i64::from(i32::MAX),
+            -1_000_000,
+            i64::from(i32::MIN),
+        ] {
+            assert!(
+                matches!(
+                    us.add_working_days(d("2024-01-01"), n),
+                    Err(CalendarError::OutOfRange(_))
+                ),
+                "{n}"
+            );
+        }
+        // the last answer in range is given, the first past it refused
+        let last = us.previous_working_day(d("2200-12-31")).unwrap();
+        let to_last = us.working_days_between(d("2200-01-01"), last);
+        assert_eq!(us.add_working_days(d("2200-01-01"), to_last).unwrap(), last);
+        assert!(us.add_working_days(d("2200-01-01"), to_last + 1).is_err());
+        let first = us.next_working_day(d("1900-01-01")).unwrap();
+        assert!(us.add_working_days(first, -1).is_err());
+        // the interrupt hook is called while a long search runs
+        let mut calls = 0;
+        let n = us.working_days_between_with(d("1900-01-01"), d("2200-12-31"), &mut || calls += 1);
+        assert!(n > 70_000, "{n}");
+        assert!(calls >= 100, "{calls}");
+        let mut calls = 0;
+        us.add_working_days_with(d("1900-01-02"), 70_000, &mut || calls += 1)
+            .unwrap();
+        assert!(calls >= 60, "{calls}");
     }
 
     #[test]
