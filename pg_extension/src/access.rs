@@ -84,10 +84,21 @@ fn random<const N: usize>() -> [u8; N] {
 #[pg_extern(volatile, parallel_unsafe)]
 fn token_create(
     tenant_id: &str,
-    scopes: Vec<String>,
+    scopes: Option<Vec<Option<String>>>,
     expires_at: TimestampWithTimeZone,
     name: default!(Option<&str>, "NULL"),
 ) -> TableIterator<'static, (name!(token_id, String), name!(token, String))> {
+    // a NULL list or a NULL scope in it has no meaning: a clear 22004, not an internal error
+    let scopes: Vec<String> = scopes
+        .and_then(|v| v.into_iter().collect::<Option<Vec<String>>>())
+        .unwrap_or_else(|| {
+            SqlError::new(
+                PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+                "token scopes must not be NULL or contain NULL",
+            )
+            .hint("Pass scopes such as ARRAY['read'] or ARRAY['read', 'export'].")
+            .raise()
+        });
     let scopes = token::check_scopes(&scopes).or_raise();
     let row = Spi::connect_mut(|client| {
         if !session_has_role(client, "barecount_admin")? && !session_has_role(client, "barecount_publisher")? {

@@ -264,6 +264,16 @@ fn kpi_materialize(
         name!(ledger_seq, i64),
     ),
 > {
+    for (what, v) in [("from", from), ("to", to)] {
+        if v.is_infinity() || v.is_neg_infinity() {
+            SqlError::new(
+                PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW,
+                format!("KPI \"{name}\": the range's {what} bound is infinite"),
+            )
+            .hint("Materialize a finite range of dates, e.g. '2024-01-01' to '2024-12-31'.")
+            .raise()
+        }
+    }
     let d = |d: Date| format!("'{}-{:02}-{:02}'::date", d.year(), d.month(), d.day());
     let row = Spi::connect_mut(|client| {
         let tenant_id = tenant::current(client)?;

@@ -129,3 +129,35 @@ async fn concurrent_ingests_keep_one_chain() {
     assert_eq!(links, 40);
     assert_eq!(good, 40, "every entry links to its predecessor");
 }
+
+#[tokio::test]
+async fn odd_but_legal_arguments_get_specific_errors_not_internal_ones() {
+    let db = fresh_db().await;
+    let c = &db.client;
+    c.batch_execute(
+        r#"CREATE TABLE gdp.orders (tenant_id text NOT NULL DEFAULT barecount.current_tenant(), order_date date, amount numeric);
+           SELECT barecount.kpi_define('k', '{"source": "gdp.orders", "time": "order_date", "grain": "month", "measures": {"n": "count(*)"}}');"#,
+    )
+    .await
+    .unwrap();
+    for (sql, want) in [
+        ("SELECT barecount.kpi_materialize('k', 'infinity', '2024-12-31')", "22008"),
+        ("SELECT barecount.kpi_materialize('k', '2024-01-01', 'infinity')", "22008"),
+        ("SELECT barecount.kpi_materialize('k', '-infinity', '2024-12-31')", "22008"),
+        ("SELECT barecount.token_create('default', ARRAY[NULL]::text[], now() + interval '1 day')", "22004"),
+        ("SELECT barecount.token_create('default', ARRAY['read', NULL], now() + interval '1 day')", "22004"),
+        ("SELECT barecount.model_define('m', 'SELECT 1; SELECT 2')", "42601"),
+        ("SELECT barecount.restatement('r', 'BEGIN')", "42601"),
+        ("SELECT barecount.restatement('r', 'COMMIT')", "42601"),
+        ("SELECT barecount.restatement('r', 'ROLLBACK')", "42601"),
+    ] {
+        let e = c.batch_execute(sql).await.unwrap_err();
+        assert_eq!(sqlstate(&e), want, "{sql}: {e}");
+    }
+    // a NULL scope list has no meaning either
+    let e = c
+        .batch_execute("SELECT barecount.token_create('default', NULL, now() + interval '1 day')")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "22004", "{e}");
+}
