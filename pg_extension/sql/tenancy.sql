@@ -144,16 +144,16 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM barecount.tenants t WHERE t.tenant_id = tenant_add_member.tenant_id) THEN
         RAISE EXCEPTION 'tenant "%" does not exist', tenant_add_member.tenant_id USING ERRCODE = 'undefined_object';
     END IF;
-    SELECT m.tenant_id INTO existing FROM barecount.tenant_members m WHERE m.role_name = member::text;
+    SELECT m.tenant_id INTO existing FROM barecount.tenant_members m WHERE m.role_name = pg_get_userbyid(member)::text;
     IF existing IS NOT NULL AND existing <> tenant_add_member.tenant_id THEN
         RAISE EXCEPTION 'role % already belongs to tenant "%"', member, existing
             USING ERRCODE = 'duplicate_object', HINT = 'Remove it with barecount.tenant_remove_member first.';
     END IF;
-    INSERT INTO barecount.tenant_members (role_name, tenant_id) VALUES (member::text, tenant_add_member.tenant_id)
+    INSERT INTO barecount.tenant_members (role_name, tenant_id) VALUES (pg_get_userbyid(member)::text, tenant_add_member.tenant_id)
         ON CONFLICT (role_name) DO NOTHING;
     IF FOUND THEN
-        PERFORM barecount._ledger_append(tenant_add_member.tenant_id, 'member_add', 'role:' || member::text,
-                                         jsonb_build_object('inputs', '[]'::jsonb, 'outputs', '[]'::jsonb, 'role', member::text));
+        PERFORM barecount._ledger_append(tenant_add_member.tenant_id, 'member_add', 'role:' || pg_get_userbyid(member)::text,
+                                         jsonb_build_object('inputs', '[]'::jsonb, 'outputs', '[]'::jsonb, 'role', pg_get_userbyid(member)::text));
     END IF;
 END
 $$;
@@ -166,10 +166,10 @@ CREATE FUNCTION barecount.tenant_remove_member(member regrole) RETURNS boolean
 DECLARE gone text;
 BEGIN
     PERFORM barecount._require_admin('unmap a role from its tenant');
-    DELETE FROM barecount.tenant_members WHERE role_name = member::text RETURNING tenant_id INTO gone;
+    DELETE FROM barecount.tenant_members WHERE role_name = pg_get_userbyid(member)::text RETURNING tenant_id INTO gone;
     IF gone IS NOT NULL THEN
-        PERFORM barecount._ledger_append(gone, 'member_remove', 'role:' || member::text,
-                                         jsonb_build_object('inputs', '[]'::jsonb, 'outputs', '[]'::jsonb, 'role', member::text));
+        PERFORM barecount._ledger_append(gone, 'member_remove', 'role:' || pg_get_userbyid(member)::text,
+                                         jsonb_build_object('inputs', '[]'::jsonb, 'outputs', '[]'::jsonb, 'role', pg_get_userbyid(member)::text));
     END IF;
     RETURN gone IS NOT NULL;
 END

@@ -831,3 +831,44 @@ async fn gateway_functions_are_for_gateways_and_say_what_is_wrong() {
         assert_eq!(refused(&reader, sql).await, "42501", "{sql}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_names_that_need_quoting_are_mapped_by_their_real_name() {
+    let db = fresh_db().await;
+    let su = &db.client;
+    su.batch_execute(
+        r#"SELECT barecount.tenant_create('acme', 'Acme');
+           DROP ROLE IF EXISTS "Bob_B x";
+           CREATE ROLE "Bob_B x" LOGIN;
+           GRANT barecount_reader TO "Bob_B x";
+           SELECT barecount.tenant_add_member('acme', '"Bob_B x"');"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        barecount_tests::strings(
+            &db.superuser,
+            "SELECT role_name::text FROM barecount.tenant_members WHERE tenant_id = 'acme'"
+        )
+        .await,
+        ["Bob_B x"]
+    );
+    let bob = connect_as(&db.url, "Bob_B x").await;
+    let t: Option<String> = bob
+        .query_one("SELECT barecount.current_tenant()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(t.as_deref(), Some("acme"));
+    su.batch_execute(r#"SELECT barecount.tenant_remove_member('"Bob_B x"')"#)
+        .await
+        .unwrap();
+    assert_eq!(
+        count(
+            &db.superuser,
+            "SELECT count(*) FROM barecount.tenant_members WHERE tenant_id = 'acme'"
+        )
+        .await,
+        0
+    );
+}
