@@ -186,6 +186,34 @@ fn bound(
     ));
 }
 
+/// A JSON number as an exact decimal: (digits, scale) with value digits / 10^scale.
+fn decimal(v: &Value) -> Option<(i128, u32)> {
+    let text = v.as_number()?.to_string();
+    let (mantissa, exp) = match text.split_once(['e', 'E']) {
+        Some((m, e)) => (m.to_owned(), e.parse::<i32>().ok()?),
+        None => (text, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((&mantissa, ""));
+    let digits: i128 = format!("{int}{frac}").parse().ok()?;
+    let scale = i32::try_from(frac.len()).ok()? - exp;
+    if scale >= 0 {
+        Some((digits, u32::try_from(scale).ok()?))
+    } else {
+        let up = 10_i128.checked_pow(u32::try_from(-scale).ok()?)?;
+        Some((digits.checked_mul(up)?, 0))
+    }
+}
+
+/// Whether `d` divides `n` exactly (both positive decimals); false when unsure.
+fn divides(d: (i128, u32), n: (i128, u32)) -> bool {
+    let s = d.1.max(n.1);
+    let scale = |(v, sc): (i128, u32)| 10_i128.checked_pow(s - sc).and_then(|f| v.checked_mul(f));
+    match (scale(d), scale(n)) {
+        (Some(d), Some(n)) if d != 0 => n % d == 0,
+        _ => false,
+    }
+}
+
 fn compare_property(path: &str, old: &Value, new: &Value, out: &mut Vec<Change>) {
     let (o, n) = (unwrap_optional(old), unwrap_optional(new));
     let (to, tn) = (types(o.get("type")), types(n.get("type")));
@@ -215,7 +243,28 @@ fn compare_property(path: &str, old: &Value, new: &Value, out: &mut Vec<Change>)
     ] {
         bound(path, key, o.get(key), n.get(key), lower, out);
     }
+    // multipleOf: the new value accepts every value the old one accepted exactly when it
+    // divides it (every multiple of 10 is a multiple of 2), compared as exact decimals
+    if let (Some(a), Some(b)) = (o.get("multipleOf"), n.get("multipleOf")) {
+        if a != b {
+            let (narrows, widens) = match (decimal(a), decimal(b)) {
+                (Some(a), Some(b)) => (!divides(b, a), !divides(a, b)),
+                _ => (true, true),
+            };
+            out.push(change(
+                format!("{path}/multipleOf"),
+                "multipleOf_changed",
+                Some(a),
+                Some(b),
+                narrows,
+                widens,
+            ));
+        }
+    }
     for key in ["format", "pattern", "multipleOf"] {
+        if key == "multipleOf" && o.get(key).is_some() && n.get(key).is_some() {
+            continue; // compared above
+        }
         match (o.get(key), n.get(key)) {
             (a, b) if a == b => {}
             (None, Some(_)) => out.push(change(
@@ -393,6 +442,38 @@ mod tests {
         c.iter()
             .map(|c| (c.kind.as_str(), c.narrows, c.widens))
             .collect()
+    }
+
+    #[test]
+    fn multiple_of_follows_divisibility_exactly() {
+        let m = |v: Value| {
+            schema(
+                true,
+                json!({"a": {"type": "number", "multipleOf": v}}),
+                &["a"],
+            )
+        };
+        let cases = [
+            // (old, new, narrows: breaks BACKWARD, widens: breaks FORWARD)
+            (json!(10), json!(2), false, true), // every multiple of 10 is one of 2
+            (json!(2), json!(10), true, false), // 4 was valid and is not now
+            (json!(3), json!(2), true, true),   // neither contains the other
+            (json!(0.1), json!(0.01), false, true),
+            (json!(0.01), json!(0.1), true, false),
+            (json!(1e1), json!(5), false, true), // exponent notation, compared exactly
+            (json!(0.3), json!(0.1), false, true), // 0.3 / 0.1 is not exact in binary floats
+        ];
+        for (old, new, narrows, widens) in cases {
+            let c = diff_schema("t", &m(old.clone()), &m(new.clone()));
+            assert_eq!(
+                kinds(&c),
+                vec![("multipleOf_changed", narrows, widens)],
+                "{old} -> {new}"
+            );
+            assert_eq!(Mode::Backward.broken_by(&c[0]), narrows, "{old} -> {new}");
+        }
+        let same = diff_schema("t", &m(json!(5)), &m(json!(5)));
+        assert!(same.is_empty());
     }
 
     #[test]
