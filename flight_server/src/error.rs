@@ -16,6 +16,8 @@ pub enum FlightError {
     Unauthenticated(String),
     #[error("permission denied: {0}")]
     PermissionDenied(String),
+    #[error("{0}")]
+    AlreadyExists(String),
     #[error("SQL error: {0}")]
     Sql(String),
     #[error("column \"{column}\" of \"{dataset}\" has type {pg_type}, which could not be read: {message}")]
@@ -47,6 +49,7 @@ impl From<FlightError> for tonic::Status {
                 tonic::Status::unauthenticated(msg)
             }
             FlightError::PermissionDenied(_) => tonic::Status::permission_denied(msg),
+            FlightError::AlreadyExists(_) => tonic::Status::already_exists(msg),
             FlightError::LimitExceeded(_) => tonic::Status::resource_exhausted(msg),
             FlightError::Database(_) => tonic::Status::unavailable(msg),
             FlightError::Conversion { .. } | FlightError::Internal(_) => {

@@ -81,7 +81,7 @@ impl SqlService {
             .map_err(|e| FlightError::Internal(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join(format!("{name}.{}", req.format.extension()));
         if path.exists() {
-            return Err(FlightError::InvalidRequest(format!(
+            return Err(FlightError::AlreadyExists(format!(
                 "export {} exists already; choose another name",
                 path.display()
             )));

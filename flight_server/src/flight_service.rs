@@ -23,6 +23,12 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
+/// The standard Flight action ADBC sends when a connection closes.
+const CLOSE_SESSION: &str = "CloseSession";
+
+/// `CloseSessionResult { status: CLOSED }` as protobuf: field 1 (varint) = 1.
+const CLOSE_SESSION_CLOSED: &[u8] = &[0x08, 0x01];
+
 #[derive(Debug, Clone)]
 pub struct BareCountFlight {
     pub sql: SqlService,
@@ -293,6 +299,16 @@ impl FlightService for BareCountFlight {
     ) -> Result<Response<Self::DoActionStream>, Status> {
         self.observed("do_action", async move {
             let (caller, request) = self.authenticated(request).await?;
+            if request.get_ref().r#type == CLOSE_SESSION {
+                // sessions are stateless signed tokens: closing frees nothing and always
+                // succeeds (what ADBC sends on every disconnect)
+                let closed = arrow_flight::Result {
+                    body: bytes::Bytes::from_static(CLOSE_SESSION_CLOSED),
+                };
+                let stream: Self::DoActionStream =
+                    Box::pin(futures::stream::once(async move { Ok(closed) }));
+                return Ok(Response::new(stream));
+            }
             if request.get_ref().r#type == crate::export::ACTION {
                 let req = crate::export::ExportRequest::parse(&request.get_ref().body)?;
                 let stream: Self::DoActionStream = self.sql.export(&caller, req).await?;

@@ -246,6 +246,7 @@ pub fn status_code(text: &str) -> tonic::Code {
         Code::NotFound,
         Code::InvalidArgument,
         Code::ResourceExhausted,
+        Code::AlreadyExists,
         Code::Unavailable,
         Code::Internal,
         Code::Unimplemented,

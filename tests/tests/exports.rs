@@ -133,7 +133,7 @@ async fn exports_write_files_with_receipts() {
     let e = client::export(url, auth, &again, |_, _| {})
         .await
         .unwrap_err();
-    assert_eq!(code_of(&e), Code::InvalidArgument, "{e:#}");
+    assert_eq!(code_of(&e), Code::AlreadyExists, "{e:#}");
     assert!(format!("{e:#}").contains("exists"), "{e:#}");
     let e = client::export(url, auth, &req(Some("nope"), None, Format::Csv), |_, _| {})
         .await

@@ -553,3 +553,25 @@ async fn metadata_is_complete() {
     assert_eq!(code_of(&e), Code::NotFound, "{e}");
     flight.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_session_succeeds_as_adbc_expects() {
+    let db = fresh_db().await;
+    let flight = Flight::start(&db.url).await;
+    let mut plain = client::plain_client(&flight.url, &flight.token)
+        .await
+        .unwrap();
+    let results: Vec<arrow_flight::Result> = futures::TryStreamExt::try_collect(
+        plain
+            .do_action(arrow_flight::Action::new("CloseSession", Vec::new()))
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await
+    .unwrap();
+    // CloseSessionResult { status: CLOSED }
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].body.as_ref(), &[0x08, 0x01]);
+    flight.stop().await;
+}
