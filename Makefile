@@ -4,7 +4,7 @@
 setup:  ## install what BareCount needs (idempotent)
 	bash scripts/setup.sh
 
-test:   ## every test: fmt, clippy, unit, pgrx, end-to-end
+test:   ## every test: fmt, clippy, unit, pgrx, end-to-end, demo, SQLsmith round
 	bash scripts/test.sh
 
 demo:   ## end-to-end demo: raw rows to a Flight SQL client, then shut down

@@ -24,12 +24,15 @@ step "cargo clippy -D warnings" cargo clippy --workspace --all-targets --quiet -
 step "unit tests (core, flight server)" cargo test --quiet -p barecount-core -p barecount-flight
 
 mkdir -p "$BC_STATE/pgrx"
-chown postgres:postgres "$BC_STATE/pgrx"
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"   # root or sudo, as the README says
+$SUDO chown postgres:postgres "$BC_STATE/pgrx"
 step "pgrx #[pg_test]s" env -C pg_extension CARGO_PGRX_TEST_RUNAS=postgres \
     CARGO_PGRX_TEST_PGDATA="$BC_STATE/pgrx/data" cargo pgrx test pg15
 
 step "install extension into Postgres 15" env -C pg_extension cargo pgrx install --pg-config "$PG_CONFIG"
 "$ROOT/scripts/e2e.sh"
+# the demo end to end, so it cannot break silently
+step "make demo" "$ROOT/scripts/demo.sh"
 # a short SQLsmith round as the real roles (scripts/fuzz.sh 20000 for the full one)
 step "SQLsmith fuzz (2,000 queries)" "$ROOT/scripts/fuzz.sh" 2000 1
 

@@ -10,10 +10,10 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 fn suite_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/jsonschema-suite");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("jsonschema-suite");
     assert!(
         dir.join("cases_draft2020-12.jsonl").is_file(),
-        "the JSON-Schema-Test-Suite is expected at {} (../shared/jsonschema-suite beside the repository)",
+        "the JSON-Schema-Test-Suite is expected at {} (vendored in tests/jsonschema-suite)",
         dir.display()
     );
     dir
