@@ -146,33 +146,33 @@ pub fn numeric_to_i128(v: &[u8], scale: i8) -> Result<i128, String> {
         0xC000 => return Err("NaN has no decimal value".into()),
         _ => return Err("infinity has no decimal value".into()),
     }
-    let mut n: i128 = 0;
+    // value = Σ digit_i × 10000^(weight − i); scaled = value × 10^scale, summed word by word
+    // at its own power of ten, so a value that fits the column never overflows on the way
+    // (numeric(38, 10) has more base-10000 words than an i128 holds before scaling).
+    let overflow = || "numeric overflows the column's precision".to_owned();
+    let mut scaled: i128 = 0;
+    let mut first_dropped: Option<i16> = None;
     for i in 0..ndigits {
         let d = word(4 + i)?;
-        n = n
-            .checked_mul(10_000)
-            .and_then(|x| x.checked_add(i128::from(d)))
-            .ok_or("numeric overflows 128 bits")?;
-    }
-    // value = n * 10000^(weight - ndigits + 1); scaled = value * 10^scale.
-    let exp10 = 4 * (weight - ndigits as i32 + 1) + i32::from(scale);
-    let overflow = || "numeric overflows the column's precision".to_owned();
-    let scaled = if exp10 >= 0 {
-        let f = 10i128.checked_pow(exp10 as u32).ok_or_else(overflow)?;
-        n.checked_mul(f).ok_or_else(overflow)?
-    } else {
-        match 10i128.checked_pow((-exp10) as u32) {
-            Some(f) => {
-                let (q, r) = (n / f, n % f);
-                if r * 2 >= f {
-                    q + 1
-                } else {
-                    q
-                }
+        let e = 4 * (weight - i as i32) + i32::from(scale);
+        if e >= 0 {
+            if d != 0 {
+                let f = 10i128.checked_pow(e as u32).ok_or_else(overflow)?;
+                let part = i128::from(d).checked_mul(f).ok_or_else(overflow)?;
+                scaled = scaled.checked_add(part).ok_or_else(overflow)?;
             }
-            None => 0,
+        } else if e > -4 {
+            // the word straddles the scale: its high digits count, the next one rounds
+            let f = 10i16.pow((-e) as u32);
+            scaled = scaled.checked_add(i128::from(d / f)).ok_or_else(overflow)?;
+            first_dropped.get_or_insert((d % f) / (f / 10));
+        } else {
+            first_dropped.get_or_insert(d / 1000);
         }
-    };
+    }
+    if first_dropped.is_some_and(|r| r >= 5) {
+        scaled = scaled.checked_add(1).ok_or_else(overflow)?;
+    }
     Ok(if sign == 0x4000 { -scaled } else { scaled })
 }
 
@@ -340,6 +340,38 @@ mod tests {
         );
         assert!(numeric_to_i128(&numeric(0, 0, 0xC000, 0, &[]), 2).is_err());
         assert!(numeric_to_i128(&numeric(1, 20, 0, 0, &[1]), 2).is_err());
+        // numeric(38, 10): 28 integer digits and 10 fractional ones, more base-10000 words
+        // than an i128 holds unscaled: 1234567890123456789012345678.1234567891
+        let big = numeric(
+            10,
+            6,
+            0,
+            10,
+            &[1234, 5678, 9012, 3456, 7890, 1234, 5678, 1234, 5678, 9100],
+        );
+        assert_eq!(
+            numeric_to_i128(&big, 10),
+            Ok(12_345_678_901_234_567_890_123_456_781_234_567_891)
+        );
+        // numeric(38, 2) at its largest: 36 nines before the point, two after
+        let mut words = [9999i16; 10];
+        words[9] = 9900;
+        let nines = numeric(10, 8, 0, 2, &words);
+        assert_eq!(numeric_to_i128(&nines, 2), Ok(10i128.pow(38) - 1));
+        // rounding across a word boundary, both signs
+        assert_eq!(numeric_to_i128(&numeric(2, 0, 0, 4, &[1, 2500]), 1), Ok(13));
+        assert_eq!(
+            numeric_to_i128(&numeric(2, 0, 0x4000, 4, &[1, 2500]), 1),
+            Ok(-13)
+        );
+        assert_eq!(
+            numeric_to_i128(&numeric(3, 0, 0, 8, &[1, 0, 5000]), 4),
+            Ok(10_001)
+        );
+        assert_eq!(
+            numeric_to_i128(&numeric(3, 0, 0, 8, &[1, 0, 4999]), 4),
+            Ok(10_000)
+        );
     }
 
     fn stream(rows: &[(Option<i64>, Option<&str>)]) -> Vec<u8> {

@@ -575,3 +575,30 @@ async fn close_session_succeeds_as_adbc_expects() {
     assert_eq!(results[0].body.as_ref(), &[0x08, 0x01]);
     flight.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_precision_numerics_read_back_exactly() {
+    let db = fresh_db().await;
+    db.client
+        .batch_execute(
+            "SELECT barecount.publish('wide', $$SELECT 1234567890123456789012345678.1234567891::numeric(38,10) AS big,
+                                                       999999999999999999999999999999999999.99::numeric(38,2) AS largest,
+                                                       (-0.0000000005)::numeric(38,10) AS tiny$$)",
+        )
+        .await
+        .unwrap();
+    let flight = Flight::start(&db.url).await;
+    let (_, batches) = client::query(
+        &flight.url,
+        &flight.auth,
+        "SELECT big, largest, tiny FROM wide",
+    )
+    .await
+    .unwrap();
+    let b = &batches[0];
+    let text = |i: usize| arrow::util::display::array_value_to_string(b.column(i), 0).unwrap();
+    assert_eq!(text(0), "1234567890123456789012345678.1234567891");
+    assert_eq!(text(1), "999999999999999999999999999999999999.99");
+    assert_eq!(text(2), "-0.0000000005");
+    flight.stop().await;
+}
