@@ -159,11 +159,47 @@ fn run(client: &mut SpiClient<'_>, dataset: &str, source: &str) -> Result<Publis
         STAGING,
         &query,
     )?;
+    finite_dates_only(client, dataset, &staged)?;
     let out = privilege::as_owner(|| {
         publish_staged(client, dataset, source, &tenant_id, &inputs, &staged)
     })?;
     client.update(&format!("DROP TABLE {staged}"), None, &[])?;
     Ok(out)
+}
+
+/// Refuses a version with an infinite date or timestamp (`'infinity'`, `'-infinity'`): no
+/// client type (Arrow's Date32 and Timestamp, Parquet, CSV readers) can hold one, so a single
+/// such value would make the whole version unservable. Names the first such column.
+fn finite_dates_only(client: &SpiClient<'_>, dataset: &str, staged: &str) -> Result<(), SqlError> {
+    let cols = columns_of(client, staged)?;
+    for c in cols
+        .iter()
+        .filter(|c| c.ty == "date" || c.ty.starts_with("timestamp"))
+    {
+        let infinite = client
+            .select(
+                &format!(
+                    "SELECT count(*) FROM {staged} WHERE NOT isfinite({})",
+                    quote_ident(&c.name)
+                ),
+                Some(1),
+                &[],
+            )?
+            .first()
+            .get::<i64>(1)?
+            .unwrap_or(0);
+        if infinite > 0 {
+            return Err(SqlError::new(
+                PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW,
+                format!(
+                    "source for dataset \"{dataset}\": column {} holds {infinite} infinite value(s) ({})",
+                    c.name, c.ty
+                ),
+            )
+            .hint("Published versions are read by clients whose date and time types have no infinity: map it to NULL or a real date in the source."));
+        }
+    }
+    Ok(())
 }
 
 /// The lineage names of the relations the source reads, from its plan (views expanded).

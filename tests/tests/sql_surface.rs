@@ -150,10 +150,21 @@ async fn odd_but_legal_arguments_get_specific_errors_not_internal_ones() {
         ("SELECT barecount.restatement('r', 'BEGIN')", "42601"),
         ("SELECT barecount.restatement('r', 'COMMIT')", "42601"),
         ("SELECT barecount.restatement('r', 'ROLLBACK')", "42601"),
+        // a version no client could read is refused, naming the column
+        ("SELECT barecount.publish('inf', $$SELECT 'infinity'::date AS d$$)", "22008"),
+        ("SELECT barecount.publish('inf', $$SELECT '-infinity'::timestamptz AS t$$)", "22008"),
+        ("SELECT barecount.publish('inf', $$SELECT 'infinity'::timestamp AS t$$)", "22008"),
+        // a calendar option of the wrong type is refused, not ignored
+        (r#"SELECT barecount.calendar_create('c', '{"kind": "gregorian", "year_label": 1}')"#, "22023"),
     ] {
         let e = c.batch_execute(sql).await.unwrap_err();
         assert_eq!(sqlstate(&e), want, "{sql}: {e}");
     }
+    c.batch_execute(
+        "SELECT barecount.publish('fin', $$SELECT DATE '2024-01-01' AS d, now() AS t$$)",
+    )
+    .await
+    .unwrap();
     // a NULL scope list has no meaning either
     let e = c
         .batch_execute("SELECT barecount.token_create('default', NULL, now() + interval '1 day')")

@@ -100,12 +100,13 @@ fn bad(msg: impl Into<String>) -> CalendarError {
 }
 
 fn label(v: Option<&Value>, default: YearLabel) -> Result<YearLabel, CalendarError> {
-    match v.and_then(Value::as_str) {
+    match v {
         None => Ok(default),
-        Some("start") => Ok(YearLabel::Start),
-        Some("end") => Ok(YearLabel::End),
+        Some(Value::String(s)) if s == "start" => Ok(YearLabel::Start),
+        Some(Value::String(s)) if s == "end" => Ok(YearLabel::End),
+        // a non-string (1, true, null) is refused too, never silently ignored
         Some(o) => Err(bad(format!(
-            "year_label must be \"start\" or \"end\", not \"{o}\""
+            "year_label must be \"start\" or \"end\", not {o}"
         ))),
     }
 }

@@ -115,6 +115,9 @@ fn out_of_range_and_bad_specs_are_refused() {
         json!({"kind": "retail_454", "weekday": "caturday"}),
         json!({"kind": "retail_454", "week53": {"quarter": 5}}),
         json!([1]),
+        json!({"kind": "gregorian", "year_label": 1}),
+        json!({"kind": "retail_454", "year_label": true}),
+        json!({"kind": "gregorian", "year_label": null}),
     ] {
         assert!(Spec::parse(&bad).is_err(), "{bad}");
     }
