@@ -131,7 +131,10 @@ impl PartitionStream for LoadingPartition {
 pub fn session(catalog: Catalog, db: Arc<Db>, store: Arc<Store>) -> Result<SessionContext> {
     let config = SessionConfig::new()
         .with_default_catalog_and_schema(CATALOG_NAME, SCHEMA_NAME)
-        .with_information_schema(false);
+        // a read-only information_schema (tables, columns, views) over this session's one
+        // catalog, so BI tools can run SHOW TABLES and information_schema queries; it lists
+        // only the caller's tenant's datasets, since the session holds nothing else
+        .with_information_schema(true);
     let ctx = SessionContext::new_with_config(config);
     let cat = ctx
         .catalog(CATALOG_NAME)

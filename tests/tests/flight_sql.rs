@@ -602,3 +602,51 @@ async fn full_precision_numerics_read_back_exactly() {
     assert_eq!(text(2), "-0.0000000005");
     flight.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn information_schema_and_show_tables_list_the_tenants_own_datasets() {
+    let db = fresh_db().await;
+    let su = &db.client;
+    su.batch_execute(
+        "SELECT barecount.tenant_create('acme', 'Acme');
+         SELECT barecount.publish('mine', 'SELECT 1::bigint AS n, ''x''::text AS label');
+         SELECT barecount.act_as_tenant('acme');
+         SELECT barecount.publish('theirs', 'SELECT 1 AS secret');
+         SELECT barecount.act_as_tenant(NULL);",
+    )
+    .await
+    .unwrap();
+    let flight = Flight::start(&db.url).await;
+    let texts = |b: &[RecordBatch], col: usize| -> Vec<String> {
+        b.iter()
+            .flat_map(|b| {
+                (0..b.num_rows())
+                    .map(|i| arrow::util::display::array_value_to_string(b.column(col), i).unwrap())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let (_, b) = client::query(
+        &flight.url,
+        &flight.auth,
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'published' ORDER BY 1",
+    )
+    .await
+    .unwrap();
+    assert_eq!(texts(&b, 0), ["mine", "mine__v1"]);
+    let (_, b) = client::query(
+        &flight.url,
+        &flight.auth,
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'mine' ORDER BY ordinal_position",
+    )
+    .await
+    .unwrap();
+    assert_eq!(texts(&b, 0), ["n", "label"]);
+    let (_, b) = client::query(&flight.url, &flight.auth, "SHOW TABLES")
+        .await
+        .unwrap();
+    let all = texts(&b, 2);
+    assert!(all.contains(&"mine".to_owned()), "{all:?}");
+    assert!(!all.iter().any(|t| t.contains("theirs")), "{all:?}");
+    flight.stop().await;
+}
