@@ -83,11 +83,13 @@ fn random<const N: usize>() -> [u8; N] {
 /// Create a token for a tenant; the token is returned once and never stored.
 #[pg_extern(volatile, parallel_unsafe)]
 fn token_create(
-    tenant_id: &str,
+    tenant_id: Option<&str>,
     scopes: Option<Vec<Option<String>>>,
-    expires_at: TimestampWithTimeZone,
+    expires_at: Option<TimestampWithTimeZone>,
     name: default!(Option<&str>, "NULL"),
 ) -> TableIterator<'static, (name!(token_id, String), name!(token, String))> {
+    let tenant_id = crate::errors::required(tenant_id, "token_create", "tenant_id");
+    let expires_at = crate::errors::required(expires_at, "token_create", "expires_at");
     // a NULL list or a NULL scope in it has no meaning: a clear 22004, not an internal error
     let scopes: Vec<String> = scopes
         .and_then(|v| v.into_iter().collect::<Option<Vec<String>>>())

@@ -49,6 +49,18 @@ impl SqlError {
     }
 }
 
+/// A required argument of a function that is not STRICT (because it has optional arguments):
+/// NULL is a clear 22004 naming the argument, not an internal error.
+pub fn required<T>(v: Option<T>, function: &str, arg: &str) -> T {
+    v.unwrap_or_else(|| {
+        SqlError::new(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            format!("barecount.{function}: argument {arg} must not be NULL"),
+        )
+        .raise()
+    })
+}
+
 /// Unwraps a result or raises its error.
 pub trait OrRaise<T> {
     fn or_raise(self) -> T;

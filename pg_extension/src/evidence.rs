@@ -123,7 +123,7 @@ fn ledger_digest() -> TableIterator<'static, (name!(seq, i64), name!(entry_hash,
 #[allow(clippy::type_complexity)]
 #[pg_extern(stable, parallel_safe)]
 fn verify_dataset(
-    dataset: &str,
+    dataset: Option<&str>,
     version: default!(Option<i32>, "NULL"),
 ) -> TableIterator<
     'static,
@@ -138,6 +138,7 @@ fn verify_dataset(
         name!(row_count, i64),
     ),
 > {
+    let dataset = crate::errors::required(dataset, "verify_dataset", "dataset");
     let row = Spi::connect_mut(|client| {
         let tenant_id = tenant::current(client)?;
         privilege::as_owner(|| {

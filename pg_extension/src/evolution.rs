@@ -280,9 +280,10 @@ fn contract_diff(
 /// Fields of a contract version that BareCount keeps verbatim but does not interpret.
 #[pg_extern(stable, parallel_safe)]
 fn contract_unsupported_fields(
-    contract: &str,
+    contract: Option<&str>,
     version: default!(Option<&str>, "NULL"),
 ) -> SetOfIterator<'static, String> {
+    let contract = crate::errors::required(contract, "contract_unsupported_fields", "contract");
     let fields = Spi::connect(|client| {
         let tenant_id = tenant::current(client)?;
         let t = client.select(

@@ -157,15 +157,22 @@ fn credential_check(
 #[pg_extern(volatile, parallel_unsafe)]
 #[allow(clippy::too_many_arguments)]
 fn export_receipt(
-    tenant_id: &str,
-    source: &str,
-    format: &str,
-    path: &str,
-    rows: i64,
-    bytes: i64,
-    file_sha256: &str,
+    tenant_id: Option<&str>,
+    source: Option<&str>,
+    format: Option<&str>,
+    path: Option<&str>,
+    rows: Option<i64>,
+    bytes: Option<i64>,
+    file_sha256: Option<&str>,
     source_content_hash: default!(Option<&str>, "NULL"),
 ) -> TableIterator<'static, (name!(ledger_seq, i64), name!(entry_hash, String))> {
+    let tenant_id = crate::errors::required(tenant_id, "export_receipt", "tenant_id");
+    let source = crate::errors::required(source, "export_receipt", "source");
+    let format = crate::errors::required(format, "export_receipt", "format");
+    let path = crate::errors::required(path, "export_receipt", "path");
+    let rows = crate::errors::required(rows, "export_receipt", "rows");
+    let bytes = crate::errors::required(bytes, "export_receipt", "bytes");
+    let file_sha256 = crate::errors::required(file_sha256, "export_receipt", "file_sha256");
     let row = Spi::connect_mut(|client| {
         require_gateway(client, "record exports")?;
         if rows < 0 || bytes < 0 {

@@ -20,7 +20,13 @@ use serde_json::{json, Value};
 /// Register (or replace) a model: a SELECT whose rows become `gdp.<name>`, optionally checked
 /// against the dataset `contract` governs. Returns the model's version.
 #[pg_extern(volatile, parallel_unsafe)]
-fn model_define(name: &str, sql: &str, contract: default!(Option<&str>, "NULL")) -> i32 {
+fn model_define(
+    name: Option<&str>,
+    sql: Option<&str>,
+    contract: default!(Option<&str>, "NULL"),
+) -> i32 {
+    let name = crate::errors::required(name, "model_define", "name");
+    let sql = crate::errors::required(sql, "model_define", "sql");
     check_dataset_name("model", name).or_raise();
     let Source::Query(query) = classify(sql) else {
         SqlError::new(

@@ -113,11 +113,14 @@ fn period_close(calendar: &str, grain: &str, d: Date, soft: default!(bool, false
 /// Reopen the period of `grain` containing the date; a closed period needs a reason.
 #[pg_extern(volatile, parallel_unsafe)]
 fn period_reopen(
-    calendar: &str,
-    grain: &str,
-    d: Date,
+    calendar: Option<&str>,
+    grain: Option<&str>,
+    d: Option<Date>,
     reason: default!(Option<&str>, "NULL"),
 ) -> String {
+    let calendar = crate::errors::required(calendar, "period_reopen", "calendar");
+    let grain = crate::errors::required(grain, "period_reopen", "grain");
+    let d = crate::errors::required(d, "period_reopen", "d");
     set_status(calendar, grain, d, "open", reason)
 }
 

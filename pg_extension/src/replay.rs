@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 /// contract version; release those that pass. Returns counts and the replay's receipt.
 #[pg_extern(volatile, parallel_unsafe)]
 fn quarantine_replay(
-    dataset: &str,
+    dataset: Option<&str>,
     batch_id: default!(Option<i64>, "NULL"),
 ) -> TableIterator<
     'static,
@@ -23,6 +23,7 @@ fn quarantine_replay(
         name!(ledger_seq, i64),
     ),
 > {
+    let dataset = crate::errors::required(dataset, "quarantine_replay", "dataset");
     let row = Spi::connect_mut(|client| {
         let tenant_id = tenant::current(client)?;
         privilege::as_owner(|| {

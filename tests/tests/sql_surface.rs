@@ -154,6 +154,17 @@ async fn odd_but_legal_arguments_get_specific_errors_not_internal_ones() {
         ("SELECT barecount.publish('inf', $$SELECT 'infinity'::date AS d$$)", "22008"),
         ("SELECT barecount.publish('inf', $$SELECT '-infinity'::timestamptz AS t$$)", "22008"),
         ("SELECT barecount.publish('inf', $$SELECT 'infinity'::timestamp AS t$$)", "22008"),
+        // a NULL where a value is required, in functions that take optional arguments too
+        ("SELECT barecount.model_define(NULL, 'SELECT 1')", "22004"),
+        ("SELECT barecount.model_define('m', NULL)", "22004"),
+        ("SELECT barecount.token_create(NULL, ARRAY['read'], now() + interval '1 day')", "22004"),
+        ("SELECT barecount.token_create('default', ARRAY['read'], NULL)", "22004"),
+        ("SELECT * FROM barecount.verify_dataset(NULL)", "22004"),
+        ("SELECT barecount.period_reopen(NULL, 'period', '2024-01-01')", "22004"),
+        ("SELECT * FROM barecount.quarantine_replay(NULL)", "22004"),
+        ("SELECT barecount.contract_unsupported_fields(NULL)", "22004"),
+        ("SELECT * FROM barecount.export_receipt(NULL, 'a', 'csv', 'p', 1, 1, 'x')", "22004"),
+        ("SELECT * FROM barecount.export_receipt('default', 'a', 'csv', 'p', NULL, 1, 'x')", "22004"),
         // a calendar option of the wrong type is refused, not ignored
         (r#"SELECT barecount.calendar_create('c', '{"kind": "gregorian", "year_label": 1}')"#, "22023"),
     ] {
