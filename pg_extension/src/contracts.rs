@@ -1,6 +1,7 @@
 //! Contract registry and row validation: `contract_register`, `validate`, `validation_errors`.
 
 use crate::errors::{OrRaise, SqlError};
+use crate::jsonarg::JsonbArg;
 use crate::{evolution, ledger, privilege, tenant};
 use barecount_core::contract::{Contract, RowError, RowValidator};
 use barecount_core::ident::quote_ident;
@@ -341,7 +342,7 @@ fn statement_validator(name: &str) -> Rc<RowValidator> {
 
 /// True when the row satisfies the latest contract version governing the dataset.
 #[pg_extern(stable, parallel_safe)]
-fn validate(dataset: &str, row: JsonB) -> bool {
+fn validate(dataset: &str, row: JsonbArg) -> bool {
     with_validator(dataset, &row.0, |v| v.is_valid(&row.0))
 }
 
@@ -349,7 +350,7 @@ fn validate(dataset: &str, row: JsonB) -> bool {
 #[pg_extern(stable, parallel_safe)]
 fn validation_errors(
     dataset: &str,
-    row: JsonB,
+    row: JsonbArg,
 ) -> TableIterator<
     'static,
     (
@@ -371,7 +372,7 @@ fn validation_errors(
 #[pg_extern(stable, parallel_safe)]
 fn validate_batch(
     dataset: &str,
-    rows: JsonB,
+    rows: JsonbArg,
 ) -> TableIterator<'static, (name!(row_no, i32), name!(valid, bool), name!(errors, JsonB))> {
     let Value::Array(items) = rows.0 else {
         SqlError::new(

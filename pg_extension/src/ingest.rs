@@ -2,6 +2,7 @@
 
 use crate::contracts::{errors_json, governing, Governing};
 use crate::errors::{OrRaise, SqlError};
+use crate::jsonarg::JsonbArg;
 use crate::{access, ledger, privilege, settings, tenant};
 use barecount_core::content_hash::ContentHasher;
 use barecount_core::contract::ErrorBudget;
@@ -19,7 +20,7 @@ type Ingested = (i64, i64, i64, i64);
 #[pg_extern(volatile, parallel_unsafe)]
 fn ingest(
     dataset: &str,
-    rows: JsonB,
+    rows: JsonbArg,
 ) -> TableIterator<
     'static,
     (
@@ -29,7 +30,7 @@ fn ingest(
         name!(ledger_seq, i64),
     ),
 > {
-    TableIterator::once(ingest_json(dataset, rows))
+    TableIterator::once(ingest_json(dataset, JsonB(rows.0)))
 }
 
 /// Ingest an array of jsonb rows (e.g. `array_agg(j)` over a query). A name of its own, so

@@ -12,6 +12,7 @@ mod evidence;
 mod evolution;
 mod gateway;
 mod ingest;
+mod jsonarg;
 mod kpis;
 mod ledger;
 mod lifecycle;

@@ -2,6 +2,7 @@
 //! `json_schema_resource_put` for the schemas `$ref`s resolve to.
 
 use crate::errors::{OrRaise, SqlError};
+use crate::jsonarg::JsonbArg;
 use crate::{privilege, tenant};
 use barecount_core::contract::RowError;
 use barecount_core::json_schema::{SchemaError, SchemaValidator};
@@ -74,15 +75,15 @@ fn validator(schema: &Value) -> Rc<SchemaValidator> {
 
 /// True when `instance` is valid against `schema` (JSON Schema 2020-12 unless `$schema` says otherwise).
 #[pg_extern(stable, parallel_safe)]
-fn json_schema_validate(schema: JsonB, instance: JsonB) -> bool {
+fn json_schema_validate(schema: JsonbArg, instance: JsonbArg) -> bool {
     validator(&schema.0).is_valid(&instance.0)
 }
 
 /// Every error of `instance` against `schema`: instance path, schema keyword, message.
 #[pg_extern(stable, parallel_safe)]
 fn json_schema_errors(
-    schema: JsonB,
-    instance: JsonB,
+    schema: JsonbArg,
+    instance: JsonbArg,
 ) -> TableIterator<
     'static,
     (

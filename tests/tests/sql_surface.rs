@@ -165,6 +165,10 @@ async fn odd_but_legal_arguments_get_specific_errors_not_internal_ones() {
         ("SELECT barecount.contract_unsupported_fields(NULL)", "22004"),
         ("SELECT * FROM barecount.export_receipt(NULL, 'a', 'csv', 'p', 1, 1, 'x')", "22004"),
         ("SELECT * FROM barecount.export_receipt('default', 'a', 'csv', 'p', NULL, 1, 'x')", "22004"),
+        // JSON that serde cannot hold: a specific error, never an internal one
+        ("SELECT barecount.json_schema_validate('{}', '1e400')", "22003"),
+        ("SELECT * FROM barecount.json_schema_errors('{\"type\": \"number\"}', '[1e400]')", "22003"),
+        ("SELECT * FROM barecount.ingest('orders', '[{\"amount\": 1e400}]')", "22003"),
         // a calendar option of the wrong type is refused, not ignored
         (r#"SELECT barecount.calendar_create('c', '{"kind": "gregorian", "year_label": 1}')"#, "22023"),
     ] {
@@ -176,6 +180,14 @@ async fn odd_but_legal_arguments_get_specific_errors_not_internal_ones() {
     )
     .await
     .unwrap();
+    let deep = format!("{}{}", "[".repeat(130), "]".repeat(130));
+    for sql in [
+        format!("SELECT barecount.json_schema_validate('{{}}', '{deep}')"),
+        format!("SELECT * FROM barecount.json_schema_errors('{{}}', '{deep}')"),
+    ] {
+        let e = c.batch_execute(&sql).await.unwrap_err();
+        assert_eq!(sqlstate(&e), "54001", "{e}");
+    }
     // a NULL scope list has no meaning either
     let e = c
         .batch_execute("SELECT barecount.token_create('default', NULL, now() + interval '1 day')")
