@@ -1,13 +1,13 @@
 //! Tokens for non-SQL clients, plan limits (entitlements) and metering.
 
 use crate::errors::{OrRaise, SqlError};
+use crate::jsonarg::JsonbArg;
 use crate::{ledger, privilege, tenant};
 use barecount_core::entitlement::{self, Exceeded, Limit};
 use barecount_core::token::{self, TokenError};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
-use pgrx::JsonB;
 use rand::RngCore;
 use serde_json::json;
 use serde_json::Value;
@@ -295,7 +295,7 @@ fn token_authenticate(
 /// Set a tenant's plan limits (admins only): keys max_datasets, max_published_versions,
 /// max_exports_per_day, max_rows_served_per_day; null means unlimited; absent keys unchanged.
 #[pg_extern(volatile, parallel_unsafe)]
-fn entitlement_set(tenant_id: &str, limits: JsonB) {
+fn entitlement_set(tenant_id: &str, limits: JsonbArg) {
     let Value::Object(map) = limits.0 else {
         SqlError::new(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,

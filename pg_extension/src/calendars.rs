@@ -2,6 +2,7 @@
 //! calendar. Pure calendar math lives in `barecount_core::calendar`.
 
 use crate::errors::{OrRaise, SqlError};
+use crate::jsonarg::JsonbArg;
 use crate::{ledger, privilege, tenant};
 use barecount_core::calendar::{self, CalendarError, Grain, Period, Spec, WorkingDays};
 use chrono::NaiveDate;
@@ -66,7 +67,7 @@ impl<T, E: std::fmt::Display> OrRaiseInternal<T> for Result<T, E> {
 /// Create a calendar, or a new version of it when the definition changed; the same definition
 /// again is a no-op returning the current version.
 #[pg_extern(volatile, parallel_unsafe)]
-fn calendar_create(name: &str, spec: JsonB) -> i32 {
+fn calendar_create(name: &str, spec: JsonbArg) -> i32 {
     barecount_core::ident::check_dataset_name("calendar", name).or_raise();
     Spec::parse(&spec.0).or_raise();
     WorkingDays::parse(&spec.0).or_raise();

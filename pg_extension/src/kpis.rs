@@ -2,6 +2,7 @@
 //! idempotently, with a receipt carrying each period's content hash) and `verify_kpi_period`.
 
 use crate::errors::{OrRaise, SqlError};
+use crate::jsonarg::JsonbArg;
 use crate::publish::{columns_of, Column};
 use crate::staging::{assert_store_relation, relation_exists, stage};
 use crate::{ledger, privilege, tenant};
@@ -31,7 +32,7 @@ const BOOKKEEPING: [&str; 4] = ["tenant_id", "definition_version", "run_seq", "c
 
 /// Define a KPI or a new version of it (same definition again: the current version).
 #[pg_extern(volatile, parallel_unsafe)]
-fn kpi_define(name: &str, spec: JsonB) -> i32 {
+fn kpi_define(name: &str, spec: JsonbArg) -> i32 {
     check_dataset_name("KPI", name).or_raise();
     Kpi::parse(&spec.0).or_raise();
     Spi::connect_mut(|client| {

@@ -1,6 +1,7 @@
 //! Lineage obligations: `obligation_define`, and their enforcement before an event.
 
 use crate::errors::{OrRaise, SqlError};
+use crate::jsonarg::JsonbArg;
 use crate::{ledger, lineage, privilege, tenant};
 use barecount_core::lineage::{upstream, Step};
 use barecount_core::obligation::{self, Evidence, ObligationError, Rule};
@@ -23,7 +24,7 @@ fn obligation_define(
     name: &str,
     event_type: &str,
     subject: &str,
-    rule: JsonB,
+    rule: JsonbArg,
     severity: default!(&str, "'error'"),
 ) -> i64 {
     Rule::parse(&rule.0).or_raise();

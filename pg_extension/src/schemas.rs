@@ -102,7 +102,7 @@ fn json_schema_errors(
 
 /// Register (or replace) the schema a `$ref` URI resolves to, for the current tenant.
 #[pg_extern(volatile, parallel_unsafe)]
-fn json_schema_resource_put(uri: &str, schema: JsonB) {
+fn json_schema_resource_put(uri: &str, schema: JsonbArg) {
     if uri.contains('#') || uri.trim().is_empty() {
         SqlError::new(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,

@@ -169,6 +169,8 @@ async fn odd_but_legal_arguments_get_specific_errors_not_internal_ones() {
         ("SELECT barecount.json_schema_validate('{}', '1e400')", "22003"),
         ("SELECT * FROM barecount.json_schema_errors('{\"type\": \"number\"}', '[1e400]')", "22003"),
         ("SELECT * FROM barecount.ingest('orders', '[{\"amount\": 1e400}]')", "22003"),
+        ("SELECT barecount.entitlement_set('default', '{\"max_datasets\": 1e400}')", "22003"),
+        ("SELECT barecount.kpi_define('big', '{\"source\": \"gdp.orders\", \"x\": 1e400}')", "22003"),
         // a calendar option of the wrong type is refused, not ignored
         (r#"SELECT barecount.calendar_create('c', '{"kind": "gregorian", "year_label": 1}')"#, "22023"),
     ] {
