@@ -199,7 +199,9 @@ fn token_revoke(token_id: &str) -> bool {
 /// The tokens of the current tenant (never their secrets or hashes).
 // pgrx reads the column names from the signature, so the row type cannot be an alias.
 #[allow(clippy::type_complexity)]
-#[pg_extern(stable, parallel_safe)]
+// parallel restricted: it switches to barecount_owner (a privileged section), which runs
+// only in the leader, never in a parallel worker
+#[pg_extern(stable, parallel_restricted)]
 fn token_list() -> TableIterator<
     'static,
     (
@@ -247,7 +249,9 @@ fn token_list() -> TableIterator<
 }
 
 /// For gateways (the Flight server): the tenant and scopes of a valid token, or SQLSTATE 28000.
-#[pg_extern(stable, parallel_safe)]
+// parallel restricted: it switches to barecount_owner (a privileged section), which runs
+// only in the leader, never in a parallel worker
+#[pg_extern(stable, parallel_restricted)]
 fn token_authenticate(
     token: &str,
 ) -> TableIterator<

@@ -17,7 +17,9 @@ type VerifyRow = (bool, i64, i64, i64, String, Option<i64>, Option<String>);
 /// Recompute the whole chain: every entry's hash, every link, every sequence number, and the
 /// kept digest if given. Reports the first broken entry and why.
 #[allow(clippy::type_complexity)]
-#[pg_extern(stable, parallel_safe)]
+// parallel restricted: it switches to barecount_owner (a privileged section), which runs
+// only in the leader, never in a parallel worker
+#[pg_extern(stable, parallel_restricted)]
 fn ledger_verify(
     digest_seq: default!(Option<i64>, "NULL"),
     digest_hash: default!(Option<&str>, "NULL"),
@@ -95,7 +97,9 @@ fn ledger_verify(
 
 /// The ledger's tail (sequence, hash): keep it outside the database; verifying against it later
 /// proves the history up to it was not rewritten or truncated.
-#[pg_extern(stable, parallel_safe)]
+// parallel restricted: it switches to barecount_owner (a privileged section), which runs
+// only in the leader, never in a parallel worker
+#[pg_extern(stable, parallel_restricted)]
 fn ledger_digest() -> TableIterator<'static, (name!(seq, i64), name!(entry_hash, String))> {
     let row = Spi::connect_mut(|client| {
         privilege::as_owner(|| {
@@ -121,7 +125,9 @@ fn ledger_digest() -> TableIterator<'static, (name!(seq, i64), name!(entry_hash,
 /// Recompute a published version's content hash and compare it with its catalog row and its
 /// publish receipt in the ledger. Version NULL means the latest.
 #[allow(clippy::type_complexity)]
-#[pg_extern(stable, parallel_safe)]
+// parallel restricted: it switches to barecount_owner (a privileged section), which runs
+// only in the leader, never in a parallel worker
+#[pg_extern(stable, parallel_restricted)]
 fn verify_dataset(
     dataset: Option<&str>,
     version: default!(Option<i32>, "NULL"),

@@ -286,7 +286,9 @@ fn kpi_materialize(
 
 /// Recompute one KPI period's content hash from its stored rows and compare it with the hash
 /// its latest materialization receipt recorded.
-#[pg_extern(stable, parallel_safe)]
+// parallel restricted: it switches to barecount_owner (a privileged section), which runs
+// only in the leader, never in a parallel worker
+#[pg_extern(stable, parallel_restricted)]
 fn verify_kpi_period(
     name: &str,
     period: &str,

@@ -121,7 +121,9 @@ fn walk(object: &str, depth: i32, up: bool) -> Hops {
 }
 
 /// Everything a published version, table, batch or contract came from, as recorded in the ledger.
-#[pg_extern(stable, parallel_safe)]
+// parallel restricted: it switches to barecount_owner (a privileged section), which runs
+// only in the leader, never in a parallel worker
+#[pg_extern(stable, parallel_restricted)]
 fn lineage_upstream(
     object: &str,
     depth: default!(i32, 10),
@@ -138,7 +140,9 @@ fn lineage_upstream(
 }
 
 /// Everything recorded as made from an object, as recorded in the ledger.
-#[pg_extern(stable, parallel_safe)]
+// parallel restricted: it switches to barecount_owner (a privileged section), which runs
+// only in the leader, never in a parallel worker
+#[pg_extern(stable, parallel_restricted)]
 fn lineage_downstream(
     object: &str,
     depth: default!(i32, 10),

@@ -197,3 +197,37 @@ async fn odd_but_legal_arguments_get_specific_errors_not_internal_ones() {
         .unwrap_err();
     assert_eq!(sqlstate(&e), "22004", "{e}");
 }
+
+#[tokio::test]
+async fn functions_with_privileged_sections_never_run_in_parallel_workers() {
+    let db = fresh_db().await;
+    let restricted = barecount_tests::strings(
+        &db.client,
+        "SELECT proname::text FROM pg_proc WHERE pronamespace = 'barecount'::regnamespace AND proparallel = 'r' ORDER BY 1",
+    )
+    .await;
+    for f in [
+        "credential_check",
+        "ledger_digest",
+        "ledger_verify",
+        "lineage_downstream",
+        "lineage_upstream",
+        "password_authenticate",
+        "token_authenticate",
+        "token_list",
+        "verify_dataset",
+        "verify_kpi_period",
+    ] {
+        assert!(
+            restricted.iter().any(|r| r == f),
+            "{f} is not PARALLEL RESTRICTED: {restricted:?}"
+        );
+    }
+    // and nothing that writes is parallel safe
+    let unsafe_writers = barecount_tests::strings(
+        &db.client,
+        "SELECT proname::text FROM pg_proc WHERE pronamespace = 'barecount'::regnamespace AND provolatile = 'v' AND proparallel = 's' ORDER BY 1",
+    )
+    .await;
+    assert!(unsafe_writers.is_empty(), "{unsafe_writers:?}");
+}
