@@ -119,6 +119,68 @@ pub struct ExportReceipt {
     pub ledger_hash: String,
 }
 
+/// CSV as Postgres's `COPY … (FORMAT csv)` writes it (RFC 4180): a header row; a NULL is an
+/// empty unquoted field, an empty string is `""`, so the two stay apart; fields holding a comma,
+/// a quote or a line break are quoted with quotes doubled; values as Arrow displays them (dates
+/// `2024-01-31`, timestamps ISO 8601, decimals exact).
+pub struct CsvWriter {
+    out: std::io::BufWriter<std::fs::File>,
+}
+
+fn csv_field(out: &mut impl Write, value: Option<&str>) -> std::io::Result<()> {
+    match value {
+        None => Ok(()),
+        Some(v) if v.is_empty() || v.contains([',', '"', '\r', '\n']) => {
+            write!(out, "\"{}\"", v.replace('"', "\"\""))
+        }
+        Some(v) => out.write_all(v.as_bytes()),
+    }
+}
+
+impl CsvWriter {
+    fn new(mut out: std::io::BufWriter<std::fs::File>, schema: &SchemaRef) -> Result<Self> {
+        let io = |e: std::io::Error| FlightError::Internal(format!("cannot write CSV: {e}"));
+        for (i, f) in schema.fields().iter().enumerate() {
+            if i > 0 {
+                out.write_all(b",").map_err(io)?;
+            }
+            csv_field(&mut out, Some(f.name())).map_err(io)?;
+        }
+        out.write_all(b"\n").map_err(io)?;
+        Ok(CsvWriter { out })
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let io = |e: std::io::Error| FlightError::Internal(format!("cannot write CSV: {e}"));
+        let options = arrow::util::display::FormatOptions::default();
+        let formatters = batch
+            .columns()
+            .iter()
+            .map(|c| arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &options))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let mut cell = String::new();
+        for row in 0..batch.num_rows() {
+            for (i, (col, fmt)) in batch.columns().iter().zip(&formatters).enumerate() {
+                if i > 0 {
+                    self.out.write_all(b",").map_err(io)?;
+                }
+                if col.is_null(row) {
+                    csv_field(&mut self.out, None).map_err(io)?;
+                } else {
+                    cell.clear();
+                    use std::fmt::Write as _;
+                    write!(cell, "{}", fmt.value(row)).map_err(|e| {
+                        FlightError::Internal(format!("cannot format a value: {e}"))
+                    })?;
+                    csv_field(&mut self.out, Some(&cell)).map_err(io)?;
+                }
+            }
+            self.out.write_all(b"\n").map_err(io)?;
+        }
+        Ok(())
+    }
+}
+
 /// Writes batches to a file in one format; blocking.
 pub struct FileSink {
     tmp: PathBuf,
@@ -128,7 +190,7 @@ pub struct FileSink {
 
 enum Writer {
     Parquet(parquet::arrow::ArrowWriter<std::fs::File>),
-    Csv(arrow::csv::Writer<std::io::BufWriter<std::fs::File>>),
+    Csv(CsvWriter),
     Arrow(arrow::ipc::writer::FileWriter<std::io::BufWriter<std::fs::File>>),
 }
 
@@ -143,7 +205,7 @@ impl FileSink {
                 parquet::arrow::ArrowWriter::try_new(file, schema.clone(), None)
                     .map_err(|e| FlightError::Internal(e.to_string()))?,
             ),
-            Format::Csv => Writer::Csv(arrow::csv::Writer::new(std::io::BufWriter::new(file))),
+            Format::Csv => Writer::Csv(CsvWriter::new(std::io::BufWriter::new(file), schema)?),
             Format::Arrow => Writer::Arrow(arrow::ipc::writer::FileWriter::try_new(
                 std::io::BufWriter::new(file),
                 schema,
@@ -173,7 +235,7 @@ impl FileSink {
         let internal = |e: &dyn std::fmt::Display| FlightError::Internal(e.to_string());
         let file = match self.writer {
             Writer::Parquet(w) => w.into_inner().map_err(|e| internal(&e))?,
-            Writer::Csv(w) => w.into_inner().into_inner().map_err(|e| internal(&e))?,
+            Writer::Csv(w) => w.out.into_inner().map_err(|e| internal(&e))?,
             Writer::Arrow(mut w) => {
                 w.finish()?;
                 w.into_inner()?.into_inner().map_err(|e| internal(&e))?
@@ -247,6 +309,26 @@ pub fn draw(out: &mut impl Write, text: &str) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn csv_keeps_null_and_empty_apart() {
+        let mut out = Vec::new();
+        for v in [
+            None,
+            Some(""),
+            Some("plain"),
+            Some("a,b"),
+            Some("say \"hi\""),
+            Some("two\nlines"),
+        ] {
+            csv_field(&mut out, v).unwrap();
+            out.push(b'|');
+        }
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "|\"\"|plain|\"a,b\"|\"say \"\"hi\"\"\"|\"two\nlines\"|"
+        );
+    }
+
     use super::*;
 
     #[test]

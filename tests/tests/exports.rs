@@ -267,3 +267,36 @@ async fn the_cli_exports_with_a_receipt() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--token"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_exports_keep_null_and_the_empty_string_apart() {
+    let db = fresh_db().await;
+    db.client
+        .batch_execute("SELECT barecount.publish('sales', 'SELECT 1 AS n')")
+        .await
+        .unwrap();
+    let mut config = Config::local(&db.url);
+    config.export_dir = temp_dir("csv-exports");
+    let flight = Flight::start_with(config).await;
+    let (url, auth) = (flight.url.as_str(), &flight.auth);
+    // NULL and the empty string stay apart (Postgres's CSV convention): NULL is an empty
+    // unquoted field, '' is ""
+    let receipt = client::export(
+        url,
+        auth,
+        &req(
+            None,
+            Some("SELECT CAST(NULL AS VARCHAR) AS a, '' AS b, 'x,y' AS c, 'say \"hi\"' AS d FROM sales"),
+            Format::Csv,
+        ),
+        |_, _| {},
+    )
+    .await
+    .unwrap();
+    let text = std::fs::read_to_string(&receipt.path).unwrap();
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        ["a,b,c,d", r#","","x,y","say ""hi""""#]
+    );
+    flight.stop().await;
+}
