@@ -101,6 +101,7 @@ CREATE FUNCTION barecount.tenant_create(tenant_id text, name text) RETURNS text
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
     AS $$
+DECLARE layer text;
 BEGIN
     PERFORM barecount._require_admin('create a tenant');
     IF tenant_id IS NULL OR tenant_id !~ '^[a-z][a-z0-9_]{0,52}$' THEN
@@ -111,15 +112,11 @@ BEGIN
     INSERT INTO barecount.tenants AS t (tenant_id, name) VALUES (tenant_create.tenant_id, tenant_create.name);
     -- the tenant's own layer schemas: its models, KPIs and published datasets live there, so
     -- two tenants may both own "orders" (raw stores stay shared, rows isolated by RLS)
-    EXECUTE format('CREATE SCHEMA %I', 'gdp_' || tenant_create.tenant_id);
-    EXECUTE format('CREATE SCHEMA %I', 'kpi_' || tenant_create.tenant_id);
-    EXECUTE format('CREATE SCHEMA %I', 'published_' || tenant_create.tenant_id);
-    EXECUTE format('COMMENT ON SCHEMA %I IS %L', 'gdp_' || tenant_create.tenant_id,
-                   format('BareCount golden data points of tenant %s', tenant_create.tenant_id));
-    EXECUTE format('COMMENT ON SCHEMA %I IS %L', 'kpi_' || tenant_create.tenant_id,
-                   format('BareCount KPI stores of tenant %s', tenant_create.tenant_id));
-    EXECUTE format('COMMENT ON SCHEMA %I IS %L', 'published_' || tenant_create.tenant_id,
-                   format('BareCount published datasets of tenant %s', tenant_create.tenant_id));
+    FOREACH layer IN ARRAY ARRAY['gdp', 'kpi', 'published'] LOOP
+        EXECUTE format('CREATE SCHEMA %I', layer || '_' || tenant_create.tenant_id);
+        EXECUTE format('COMMENT ON SCHEMA %I IS %L', layer || '_' || tenant_create.tenant_id,
+                       format('BareCount %s schema of tenant %s', layer, tenant_create.tenant_id));
+    END LOOP;
     EXECUTE format('GRANT USAGE, CREATE ON SCHEMA %I, %I TO barecount_engineer',
                    'gdp_' || tenant_create.tenant_id, 'kpi_' || tenant_create.tenant_id);
     EXECUTE format('GRANT USAGE ON SCHEMA %I, %I TO barecount_publisher',

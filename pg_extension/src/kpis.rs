@@ -50,8 +50,7 @@ fn kpi_define(name: &str, spec: JsonbArg) -> i32 {
             }
             let version = v + 1;
             let kpi = Kpi::parse(&spec.0)?;
-            let kpi_prefix = format!("{}.", tenant::schema(&tenant_id, Layer::Kpi));
-            if let Some(up) = kpi.source.strip_prefix(kpi_prefix.as_str()) {
+            if let Some(up) = upstream_kpi(&tenant_id, &kpi.source) {
                 // refuse a cycle now: walk what the source KPI reads
                 let mut seen = vec![name.to_owned()];
                 let mut next = Some(up.to_owned());
@@ -62,7 +61,7 @@ fn kpi_define(name: &str, spec: JsonbArg) -> i32 {
                     }
                     seen.push(n.clone());
                     if let Ok((_, k)) = definition(client, &tenant_id, &n) {
-                        next = k.source.strip_prefix(kpi_prefix.as_str()).map(str::to_owned);
+                        next = upstream_kpi(&tenant_id, &k.source).map(str::to_owned);
                     }
                 }
             }
@@ -414,6 +413,15 @@ fn kpi_refresh(
     TableIterator::once(row)
 }
 
+/// The KPI a source names, when it is one in the tenant's kpi schema (`kpi.<x>` or
+/// `kpi_<tenant>.<x>`): the name `<x>`.
+fn upstream_kpi<'a>(tenant_id: &str, source: &'a str) -> Option<&'a str> {
+    source
+        .split_once('.')
+        .filter(|(schema, _)| *schema == tenant::schema(tenant_id, Layer::Kpi))
+        .map(|(_, name)| name)
+}
+
 /// The KPIs this one reads (source kpi.<x> with x defined), upstream first, itself last; a
 /// cycle is an error.
 fn upstream_order(
@@ -423,10 +431,7 @@ fn upstream_order(
 ) -> Result<Vec<String>, SqlError> {
     dependency_order(name, |n| {
         let (_, kpi) = definition(client, tenant_id, n)?;
-        let kpi_prefix = format!("{}.", tenant::schema(tenant_id, Layer::Kpi));
-        Ok(kpi
-            .source
-            .strip_prefix(kpi_prefix.as_str())
+        Ok(upstream_kpi(tenant_id, &kpi.source)
             .filter(|up| definition(client, tenant_id, up).is_ok())
             .map(|up| vec![up.to_owned()])
             .unwrap_or_default())

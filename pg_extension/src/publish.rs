@@ -171,33 +171,41 @@ fn run(client: &mut SpiClient<'_>, dataset: &str, source: &str) -> Result<Publis
 /// client type (Arrow's Date32 and Timestamp, Parquet, CSV readers) can hold one, so a single
 /// such value would make the whole version unservable. Names the first such column.
 fn finite_dates_only(client: &SpiClient<'_>, dataset: &str, staged: &str) -> Result<(), SqlError> {
-    let cols = columns_of(client, staged)?;
-    for c in cols
-        .iter()
+    let dated: Vec<Column> = columns_of(client, staged)?
+        .into_iter()
         .filter(|c| c.ty == "date" || c.ty.starts_with("timestamp"))
-    {
-        let infinite = client
-            .select(
-                &format!(
-                    "SELECT count(*) FROM {staged} WHERE NOT isfinite({})",
-                    quote_ident(&c.name)
-                ),
-                Some(1),
-                &[],
-            )?
-            .first()
-            .get::<i64>(1)?
-            .unwrap_or(0);
-        if infinite > 0 {
-            return Err(SqlError::new(
-                PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW,
-                format!(
-                    "source for dataset \"{dataset}\": column {} holds {infinite} infinite value(s) ({})",
-                    c.name, c.ty
-                ),
+        .collect();
+    if dated.is_empty() {
+        return Ok(());
+    }
+    // one scan counts the infinite values of every such column
+    let counts: Vec<String> = dated
+        .iter()
+        .map(|c| {
+            format!(
+                "count(*) FILTER (WHERE NOT isfinite({}))",
+                quote_ident(&c.name)
             )
-            .hint("Published versions are read by clients whose date and time types have no infinity: map it to NULL or a real date in the source."));
-        }
+        })
+        .collect();
+    let row = client
+        .select(
+            &format!("SELECT ARRAY[{}]::int8[] FROM {staged}", counts.join(", ")),
+            Some(1),
+            &[],
+        )?
+        .first()
+        .get::<Vec<i64>>(1)?
+        .unwrap_or_default();
+    if let Some((c, infinite)) = dated.iter().zip(row).find(|(_, n)| *n > 0) {
+        return Err(SqlError::new(
+            PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW,
+            format!(
+                "source for dataset \"{dataset}\": column {} holds {infinite} infinite value(s) ({})",
+                c.name, c.ty
+            ),
+        )
+        .hint("Published versions are read by clients whose date and time types have no infinity: map it to NULL or a real date in the source."));
     }
     Ok(())
 }

@@ -103,9 +103,19 @@ pub async fn api_token(client: &Client, tenant: &str, scopes: &[&str]) -> String
         .get(0)
 }
 
+/// `url` (of the superuser `postgres`, as the test cluster gives it) with `role` as the user;
+/// a URL of another user is left alone.
+pub fn url_as(url: &str, role: &str) -> String {
+    url.replacen(
+        "postgresql://postgres@",
+        &format!("postgresql://{role}@"),
+        1,
+    )
+}
+
 /// The gateway role's URL for a URL of the superuser `postgres` (others are left alone).
 pub fn gateway_url(url: &str) -> String {
-    url.replacen("postgresql://postgres@", "postgresql://bc_gateway@", 1)
+    url_as(url, "bc_gateway")
 }
 
 /// A barecount-flight on an ephemeral loopback port, stopped when dropped. `auth` and `token`
@@ -370,7 +380,7 @@ pub async fn gateway_role(superuser: &Client, url: &str) -> (String, String) {
         .batch_execute(&format!("ALTER ROLE {gw} BYPASSRLS"))
         .await
         .unwrap();
-    let as_gw = url.replacen("postgresql://postgres@", &format!("postgresql://{gw}@"), 1);
+    let as_gw = url_as(url, &gw);
     assert!(as_gw.contains(&gw), "{url} does not name the user postgres");
     (gw, as_gw)
 }

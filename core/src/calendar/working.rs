@@ -370,17 +370,6 @@ impl WorkingDays {
         self.working.contains(&d) || (!self.weekend.contains(&d.weekday()) && !self.is_holiday(d))
     }
 
-    fn guard(&self) -> Result<(), CalendarError> {
-        if (0..7).all(|i| {
-            self.weekend
-                .contains(&Weekday::try_from(i as u8).unwrap_or(Weekday::Mon))
-        }) && self.working.is_empty()
-        {
-            return Err(bad("every weekday is weekend: there are no working days"));
-        }
-        Ok(())
-    }
-
     /// The first working day on or after `d`, within the supported range.
     pub fn next_working_day(&self, d: NaiveDate) -> Result<NaiveDate, CalendarError> {
         self.next_working_day_with(d, &mut || {})
@@ -392,7 +381,6 @@ impl WorkingDays {
         d: NaiveDate,
         interrupt: Interrupt<'_>,
     ) -> Result<NaiveDate, CalendarError> {
-        self.guard()?;
         let (mut x, mut steps) = (d, 0u32);
         while !self.is_working_day(x) {
             steps = steps.wrapping_add(1);
@@ -418,7 +406,6 @@ impl WorkingDays {
         d: NaiveDate,
         interrupt: Interrupt<'_>,
     ) -> Result<NaiveDate, CalendarError> {
-        self.guard()?;
         let (mut x, mut steps) = (d, 0u32);
         while !self.is_working_day(x) {
             steps = steps.wrapping_add(1);
