@@ -26,7 +26,8 @@ start)
     port="$(free_port)"
     echo "$port" >"$dir/port"
     # -w waits until the server accepts connections: readiness, not a sleep.
-    run_as_postgres "$PG_BIN/pg_ctl" -D "$data" -l "$dir/postgres.log" -w -t 60 start \
+    # RUST_BACKTRACE=1 as a careless deployment might set it: no backtrace may reach a client.
+    run_as_postgres env RUST_BACKTRACE=1 "$PG_BIN/pg_ctl" -D "$data" -l "$dir/postgres.log" -w -t 60 start \
         -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off" >/dev/null \
         || { tail -n 30 "$dir/postgres.log" >&2; die "postgres did not start"; }
     echo "$port"

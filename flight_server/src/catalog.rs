@@ -15,6 +15,12 @@ pub struct PgColumn {
     #[serde(rename = "type")]
     pub pg_type: String,
     pub nullable: bool,
+    /// For an unconstrained numeric: the digits and the digits after the point its values
+    /// need, measured when the version was published (absent in older versions).
+    #[serde(default, rename = "precision")]
+    pub numeric_precision: Option<u32>,
+    #[serde(default, rename = "scale")]
+    pub numeric_scale: Option<u32>,
 }
 
 /// One published version of a dataset, with the columns Flight serves (all but tenant_id).

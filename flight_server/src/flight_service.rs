@@ -5,6 +5,7 @@
 use crate::auth::Caller;
 use crate::catalog::VersionInfo;
 use crate::error::FlightError;
+use crate::session_options;
 use crate::sql_service::{descriptor_command, sql_has_params, DescribedCommand, SqlService};
 use crate::store::arrow_schema;
 use crate::store::BATCH_ROWS;
@@ -307,6 +308,26 @@ impl FlightService for BareCountFlight {
                 };
                 let stream: Self::DoActionStream =
                     Box::pin(futures::stream::once(async move { Ok(closed) }));
+                return Ok(Response::new(stream));
+            }
+            let kind = request.get_ref().r#type.as_str();
+            if kind == session_options::SET_ACTION || kind == session_options::GET_ACTION {
+                let body = if kind == session_options::SET_ACTION {
+                    let req = session_options::SetSessionOptionsRequest::decode(
+                        request.get_ref().body.as_ref(),
+                    )
+                    .map_err(|e| {
+                        FlightError::InvalidRequest(format!(
+                            "SetSessionOptions: not a SetSessionOptionsRequest: {e}"
+                        ))
+                    })?;
+                    session_options::set(&req).encode_to_vec()
+                } else {
+                    session_options::current().encode_to_vec()
+                };
+                let answer = arrow_flight::Result { body: body.into() };
+                let stream: Self::DoActionStream =
+                    Box::pin(futures::stream::once(async move { Ok(answer) }));
                 return Ok(Response::new(stream));
             }
             if request.get_ref().r#type == crate::export::ACTION {

@@ -21,6 +21,7 @@ pub mod pgcopy;
 pub mod pgtls;
 pub mod prepared;
 pub mod query;
+pub mod session_options;
 pub mod sql_info;
 pub mod sql_service;
 pub mod state;

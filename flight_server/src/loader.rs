@@ -20,7 +20,7 @@ pub const COPY_CHUNK_BYTES: usize = 1 << 20;
 pub fn kinds(v: &VersionInfo) -> Vec<ColumnKind> {
     v.columns
         .iter()
-        .map(|c| ColumnKind::from_pg(&c.pg_type))
+        .map(ColumnKind::of)
         .collect()
 }
 
@@ -223,11 +223,15 @@ mod tests {
                     name: "a".into(),
                     pg_type: "jsonb".into(),
                     nullable: true,
+                    numeric_precision: None,
+                    numeric_scale: None,
                 },
                 PgColumn {
                     name: "b".into(),
                     pg_type: "bigint".into(),
                     nullable: true,
+                    numeric_precision: None,
+                    numeric_scale: None,
                 },
             ],
             row_count: 1,

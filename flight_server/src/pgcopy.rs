@@ -7,10 +7,11 @@
 
 use crate::types::ColumnKind;
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder, Float64Builder,
+    ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Decimal256Builder, Float32Builder,
+    Float64Builder,
     Int16Builder, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{i256, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use std::sync::Arc;
 
@@ -39,6 +40,7 @@ enum Builder {
     Date(Date32Builder),
     Ts(TimestampMicrosecondBuilder),
     Decimal(Decimal128Builder, i8),
+    Decimal256(Decimal256Builder, i8),
 }
 
 impl Builder {
@@ -50,7 +52,9 @@ impl Builder {
             ColumnKind::Int64 => Builder::I64(Int64Builder::new()),
             ColumnKind::Float32 => Builder::F32(Float32Builder::new()),
             ColumnKind::Float64 | ColumnKind::NumericFloat => Builder::F64(Float64Builder::new()),
-            ColumnKind::Text | ColumnKind::OtherAsText => Builder::Utf8(StringBuilder::new()),
+            ColumnKind::Text | ColumnKind::OtherAsText | ColumnKind::NumericText => {
+                Builder::Utf8(StringBuilder::new())
+            }
             ColumnKind::Date => Builder::Date(Date32Builder::new()),
             ColumnKind::Timestamp => Builder::Ts(TimestampMicrosecondBuilder::new()),
             ColumnKind::TimestampTz => {
@@ -58,6 +62,12 @@ impl Builder {
             }
             ColumnKind::Decimal { precision, scale } => Builder::Decimal(
                 Decimal128Builder::new()
+                    .with_precision_and_scale(*precision, *scale)
+                    .map_err(|e| CopyError::Format(e.to_string()))?,
+                *scale,
+            ),
+            ColumnKind::Decimal256 { precision, scale } => Builder::Decimal256(
+                Decimal256Builder::new()
                     .with_precision_and_scale(*precision, *scale)
                     .map_err(|e| CopyError::Format(e.to_string()))?,
                 *scale,
@@ -77,6 +87,7 @@ impl Builder {
             Builder::Date(b) => b.append_null(),
             Builder::Ts(b) => b.append_null(),
             Builder::Decimal(b, _) => b.append_null(),
+            Builder::Decimal256(b, _) => b.append_null(),
         }
     }
 
@@ -110,6 +121,7 @@ impl Builder {
                 )
             }
             Builder::Decimal(b, scale) => b.append_value(numeric_to_i128(v, *scale)?),
+            Builder::Decimal256(b, scale) => b.append_value(numeric_scaled::<i256>(v, *scale)?),
         }
         Ok(())
     }
@@ -126,13 +138,67 @@ impl Builder {
             Builder::Date(b) => Arc::new(b.finish()),
             Builder::Ts(b) => Arc::new(b.finish()),
             Builder::Decimal(b, _) => Arc::new(b.finish()),
+            Builder::Decimal256(b, _) => Arc::new(b.finish()),
         }
     }
 }
 
+/// The integer types a scaled numeric is summed in.
+pub trait Scaled: Copy {
+    const ZERO: Self;
+    fn from_i16(d: i16) -> Self;
+    fn ten_pow(e: u32) -> Option<Self>;
+    fn add(self, o: Self) -> Option<Self>;
+    fn mul(self, o: Self) -> Option<Self>;
+    fn negate(self) -> Self;
+}
+
+impl Scaled for i128 {
+    const ZERO: Self = 0;
+    fn from_i16(d: i16) -> Self {
+        i128::from(d)
+    }
+    fn ten_pow(e: u32) -> Option<Self> {
+        10i128.checked_pow(e)
+    }
+    fn add(self, o: Self) -> Option<Self> {
+        self.checked_add(o)
+    }
+    fn mul(self, o: Self) -> Option<Self> {
+        self.checked_mul(o)
+    }
+    fn negate(self) -> Self {
+        -self
+    }
+}
+
+impl Scaled for i256 {
+    const ZERO: Self = i256::ZERO;
+    fn from_i16(d: i16) -> Self {
+        i256::from_i128(i128::from(d))
+    }
+    fn ten_pow(e: u32) -> Option<Self> {
+        i256::from_i128(10).checked_pow(e)
+    }
+    fn add(self, o: Self) -> Option<Self> {
+        self.checked_add(o)
+    }
+    fn mul(self, o: Self) -> Option<Self> {
+        self.checked_mul(o)
+    }
+    fn negate(self) -> Self {
+        self.wrapping_neg()
+    }
+}
+
+/// Postgres' binary numeric (base-10000 digits) as an i128 at `scale` (see [`numeric_scaled`]).
+pub fn numeric_to_i128(v: &[u8], scale: i8) -> Result<i128, String> {
+    numeric_scaled::<i128>(v, scale)
+}
+
 /// Postgres' binary numeric (base-10000 digits) as an integer at `scale`, rounding half away
 /// from zero below it. Refuses NaN, infinities and values that overflow.
-pub fn numeric_to_i128(v: &[u8], scale: i8) -> Result<i128, String> {
+pub fn numeric_scaled<T: Scaled>(v: &[u8], scale: i8) -> Result<T, String> {
     let word = |i: usize| -> Result<i16, String> {
         v.get(i * 2..i * 2 + 2)
             .map(|b| i16::from_be_bytes([b[0], b[1]]))
@@ -150,30 +216,30 @@ pub fn numeric_to_i128(v: &[u8], scale: i8) -> Result<i128, String> {
     // at its own power of ten, so a value that fits the column never overflows on the way
     // (numeric(38, 10) has more base-10000 words than an i128 holds before scaling).
     let overflow = || "numeric overflows the column's precision".to_owned();
-    let mut scaled: i128 = 0;
+    let mut scaled = T::ZERO;
     let mut first_dropped: Option<i16> = None;
     for i in 0..ndigits {
         let d = word(4 + i)?;
         let e = 4 * (weight - i as i32) + i32::from(scale);
         if e >= 0 {
             if d != 0 {
-                let f = 10i128.checked_pow(e as u32).ok_or_else(overflow)?;
-                let part = i128::from(d).checked_mul(f).ok_or_else(overflow)?;
-                scaled = scaled.checked_add(part).ok_or_else(overflow)?;
+                let f = T::ten_pow(e as u32).ok_or_else(overflow)?;
+                let part = T::from_i16(d).mul(f).ok_or_else(overflow)?;
+                scaled = scaled.add(part).ok_or_else(overflow)?;
             }
         } else if e > -4 {
             // the word straddles the scale: its high digits count, the next one rounds
             let f = 10i16.pow((-e) as u32);
-            scaled = scaled.checked_add(i128::from(d / f)).ok_or_else(overflow)?;
+            scaled = scaled.add(T::from_i16(d / f)).ok_or_else(overflow)?;
             first_dropped.get_or_insert((d % f) / (f / 10));
         } else {
             first_dropped.get_or_insert(d / 1000);
         }
     }
     if first_dropped.is_some_and(|r| r >= 5) {
-        scaled = scaled.checked_add(1).ok_or_else(overflow)?;
+        scaled = scaled.add(T::from_i16(1)).ok_or_else(overflow)?;
     }
-    Ok(if sign == 0x4000 { -scaled } else { scaled })
+    Ok(if sign == 0x4000 { scaled.negate() } else { scaled })
 }
 
 /// Incremental decoder: feed it the COPY stream's chunks, take finished batches.
@@ -358,6 +424,13 @@ mod tests {
         words[9] = 9900;
         let nines = numeric(10, 8, 0, 2, &words);
         assert_eq!(numeric_to_i128(&nines, 2), Ok(10i128.pow(38) - 1));
+        // numeric(74, 2) at its largest fits Decimal256 exactly, and overflows i128
+        let mut words = [9999i16; 19];
+        words[18] = 9900;
+        let wide = numeric(19, 17, 0x4000, 2, &words);
+        let expected = i256::from_i128(10).checked_pow(74).unwrap() - i256::from_i128(1);
+        assert_eq!(numeric_scaled::<i256>(&wide, 2), Ok(-expected));
+        assert!(numeric_to_i128(&wide, 2).is_err());
         // rounding across a word boundary, both signs
         assert_eq!(numeric_to_i128(&numeric(2, 0, 0, 4, &[1, 2500]), 1), Ok(13));
         assert_eq!(

@@ -1,6 +1,7 @@
 //! Prepared statements without server state: the handle is signed and carries the SQL and,
-//! once bound, the parameter row. Helpers here turn `?` placeholders into DataFusion's `$n`
-//! and move one parameter row between Arrow IPC, base64 and DataFusion scalars.
+//! once bound, the parameter rows. Helpers here turn `?` placeholders into DataFusion's `$n`
+//! and move parameter rows between Arrow IPC, base64 and DataFusion scalars. Several rows
+//! (ADBC's `executemany`, or a bound batch) run the statement once per row.
 
 use crate::error::{FlightError, Result};
 use arrow::datatypes::DataType;
@@ -61,63 +62,84 @@ pub fn qmark_to_dollar(sql: &str) -> String {
     out
 }
 
-/// Encodes the one parameter row a client bound.
+/// The most parameter rows one binding may carry (the signed handle holds them).
+pub const MAX_PARAM_ROWS: usize = 1_000;
+
+/// Encodes the parameter rows a client bound (one or more, in one batch).
 pub fn encode_params(batches: &[RecordBatch]) -> Result<String> {
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-    if rows != 1 {
+    if rows == 0 {
+        return Err(FlightError::InvalidRequest(
+            "no parameter rows were bound: bind at least one row".into(),
+        ));
+    }
+    if rows > MAX_PARAM_ROWS {
         return Err(FlightError::InvalidRequest(format!(
-            "a prepared query takes exactly one row of parameters, got {rows}"
+            "{rows} parameter rows were bound; at most {MAX_PARAM_ROWS} run in one call: split the batch"
         )));
     }
-    let batch = batches
-        .iter()
-        .find(|b| b.num_rows() == 1)
-        .ok_or_else(|| FlightError::Internal("parameter row missing".into()))?;
+    let schema = batches
+        .first()
+        .map(RecordBatch::schema)
+        .ok_or_else(|| FlightError::Internal("parameter rows missing".into()))?;
+    let batch = arrow::compute::concat_batches(&schema, batches).map_err(|e| {
+        FlightError::InvalidRequest(format!("parameter batches do not agree: {e}"))
+    })?;
     let mut buf = Vec::new();
     {
-        let mut w = StreamWriter::try_new(&mut buf, &batch.schema())?;
-        w.write(batch)?;
+        let mut w = StreamWriter::try_new(&mut buf, &schema)?;
+        w.write(&batch)?;
         w.finish()?;
     }
     Ok(STANDARD.encode(buf))
 }
 
-/// Decodes bound parameters into scalars, cast to the types the plan expects where it knows
-/// them (`$1` is the first column).
+/// Decodes bound parameter rows into scalars, one list per row, cast to the types the plan
+/// expects where it knows them (`$1` is the first column).
 pub fn decode_params(
     encoded: &str,
     expected: &HashMap<String, Option<DataType>>,
-) -> Result<Vec<ScalarValue>> {
+) -> Result<Vec<Vec<ScalarValue>>> {
     let bytes = STANDARD
         .decode(encoded)
         .map_err(|_| FlightError::InvalidRequest("malformed parameters".into()))?;
-    let mut reader = StreamReader::try_new(std::io::Cursor::new(bytes), None)?;
-    let mut out = Vec::new();
-    if let Some(batch) = reader.next() {
+    let reader = StreamReader::try_new(std::io::Cursor::new(bytes), None)?;
+    let mut rows = Vec::new();
+    for batch in reader {
         let batch = batch?;
-        for (i, col) in batch.columns().iter().enumerate() {
-            let value = ScalarValue::try_from_array(col, 0)?;
-            let name = format!("${}", i + 1);
-            let value = match expected.get(&name) {
-                Some(Some(t)) if &value.data_type() != t => value.cast_to(t).map_err(|e| {
-                    FlightError::InvalidRequest(format!(
-                        "parameter {name} ({}) cannot be used as {t}: {e}",
-                        value.data_type()
-                    ))
-                })?,
-                _ => value,
-            };
-            out.push(value);
+        if batch.num_columns() != expected.len() {
+            return Err(FlightError::InvalidRequest(format!(
+                "the statement has {} parameter(s), {} were bound",
+                expected.len(),
+                batch.num_columns()
+            )));
+        }
+        for r in 0..batch.num_rows() {
+            let mut row = Vec::with_capacity(batch.num_columns());
+            for (i, col) in batch.columns().iter().enumerate() {
+                let value = ScalarValue::try_from_array(col, r)?;
+                let name = format!("${}", i + 1);
+                let value = match expected.get(&name) {
+                    Some(Some(t)) if &value.data_type() != t => value.cast_to(t).map_err(|e| {
+                        FlightError::InvalidRequest(format!(
+                            "parameter {name} ({}) of row {} cannot be used as {t}: {e}",
+                            value.data_type(),
+                            r + 1
+                        ))
+                    })?,
+                    _ => value,
+                };
+                row.push(value);
+            }
+            rows.push(row);
         }
     }
-    if out.len() != expected.len() {
-        return Err(FlightError::InvalidRequest(format!(
-            "the statement has {} parameter(s), {} were bound",
-            expected.len(),
-            out.len()
-        )));
+    if rows.is_empty() {
+        return Err(FlightError::InvalidRequest(
+            "no parameter rows were bound: bind at least one row".into(),
+        ));
     }
-    Ok(out)
+    Ok(rows)
 }
 
 #[cfg(test)]
@@ -158,11 +180,22 @@ mod tests {
         let v = decode_params(&enc, &expected).unwrap();
         assert_eq!(
             v,
-            vec![ScalarValue::Int32(Some(7)), ScalarValue::from("east")]
+            vec![vec![ScalarValue::Int32(Some(7)), ScalarValue::from("east")]]
         );
         let too_few = HashMap::from([("$1".to_owned(), None)]);
         assert!(decode_params(&enc, &too_few).is_err());
+        // several rows (executemany): one list per row, in order
         let two = arrow::compute::concat_batches(&b.schema(), [&b, &b]).unwrap();
-        assert!(encode_params(&[two]).is_err());
+        let rows = decode_params(&encode_params(&[two, b.clone()]).unwrap(), &expected).unwrap();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[2][1], ScalarValue::from("east"));
+        // none, or more than a call takes, are refused
+        assert!(encode_params(&[b.slice(0, 0)]).is_err());
+        let many = arrow::compute::concat_batches(
+            &b.schema(),
+            std::iter::repeat_n(&b, MAX_PARAM_ROWS + 1),
+        )
+        .unwrap();
+        assert!(encode_params(&[many]).is_err());
     }
 }

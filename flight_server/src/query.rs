@@ -189,18 +189,32 @@ pub async fn plan(ctx: &SessionContext, sql: &str) -> Result<DataFrame> {
 
 /// Plans `sql`, binding `params` (a prepared statement's encoded parameter row) if given.
 pub async fn dataframe(ctx: &SessionContext, sql: &str, params: Option<&str>) -> Result<DataFrame> {
+    dataframes(ctx, sql, params)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| FlightError::InvalidRequest("no parameter rows were bound".into()))
+}
+
+/// The statement planned once per bound parameter row (once when it takes none), in row order:
+/// several rows (ADBC's executemany, a bound batch) run it once each.
+pub async fn dataframes(
+    ctx: &SessionContext,
+    sql: &str,
+    params: Option<&str>,
+) -> Result<Vec<DataFrame>> {
     let df = plan(ctx, sql).await?;
     let expected = df.logical_plan().get_parameter_types()?;
     match params {
-        Some(p) => {
-            let values = prepared::decode_params(p, &expected)?;
-            Ok(df.with_param_values(values)?)
-        }
+        Some(p) => prepared::decode_params(p, &expected)?
+            .into_iter()
+            .map(|row| Ok(df.clone().with_param_values(row)?))
+            .collect(),
         None if !expected.is_empty() => Err(FlightError::InvalidRequest(format!(
             "the statement has {} parameter(s): prepare it and bind them first",
             expected.len()
         ))),
-        None => Ok(df),
+        None => Ok(vec![df]),
     }
 }
 

@@ -20,7 +20,7 @@ use arrow_flight::sql::{
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
     ActionCreatePreparedStatementResult, CommandGetCatalogs, CommandGetDbSchemas,
     CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
-    CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandStatementQuery,
+    CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementQuery,
     DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
@@ -172,14 +172,21 @@ impl SqlService {
         params: Option<&str>,
     ) -> Result<DoGetStream, Status> {
         let ctx = self.state.session(&caller.tenant).await?;
-        let plan = query::dataframe(&ctx, sql, params)
-            .await?
-            .create_physical_plan()
-            .await
-            .map_err(FlightError::from)?;
-        let schema = plan.schema();
-        let batches = datafusion::physical_plan::execute_stream(plan, ctx.task_ctx())
-            .map_err(FlightError::from)?
+        // one plan per bound parameter row, their results one after the other
+        let mut streams = Vec::new();
+        let mut schema = None;
+        for df in query::dataframes(&ctx, sql, params).await? {
+            let plan = df.create_physical_plan().await.map_err(FlightError::from)?;
+            schema.get_or_insert_with(|| plan.schema());
+            streams.push(
+                datafusion::physical_plan::execute_stream(plan, ctx.task_ctx())
+                    .map_err(FlightError::from)?,
+            );
+        }
+        let schema =
+            schema.ok_or_else(|| FlightError::InvalidRequest("nothing to run".into()))?;
+        let batches = futures::stream::iter(streams)
+            .flatten()
             .map(|b| b.map_err(FlightError::from));
         let mut charged = ChargedStream {
             state: self.state.clone(),
@@ -566,6 +573,44 @@ impl FlightSqlService for SqlService {
                     .into(),
             ),
         })
+    }
+
+    /// ADBC's `executemany`: the prepared statement once per bound row. Every SQL surface here
+    /// is read-only, so each run is a query: its parameters are checked and its errors reported,
+    /// its rows discarded; the answer is 0 rows updated. No rows bound runs a statement without
+    /// placeholders once and one with placeholders not at all (DB-API's rule).
+    async fn do_put_prepared_statement_update(
+        &self,
+        query: CommandPreparedStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let caller = caller(&request)?;
+        caller.require("read")?;
+        let claims = self.prepared(&caller, &query.prepared_statement_handle)?;
+        let stream = FlightRecordBatchStream::new_from_flight_data(
+            request
+                .into_inner()
+                .map_err(arrow_flight::error::FlightError::from),
+        );
+        let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(|e| {
+            FlightError::InvalidRequest(format!("cannot read the parameter batch: {e}"))
+        })?;
+        let ctx = self.state.session(&caller.tenant).await?;
+        let params = if batches.iter().map(RecordBatch::num_rows).sum::<usize>() == 0 {
+            if sql_has_params(&ctx, &claims.sql).await? {
+                return Ok(0);
+            }
+            None
+        } else {
+            Some(encode_params(&batches)?)
+        };
+        for df in query::dataframes(&ctx, &claims.sql, params.as_deref()).await? {
+            let mut rows = df.execute_stream().await.map_err(FlightError::from)?;
+            while let Some(b) = rows.next().await {
+                b.map_err(FlightError::from)?;
+            }
+        }
+        Ok(0)
     }
 
     async fn get_flight_info_prepared_statement(

@@ -10,7 +10,7 @@ use crate::catalog::VersionInfo;
 use crate::db::Db;
 use crate::error::{FlightError, Result};
 use crate::loader;
-use crate::types::ColumnKind;
+use crate::types::{ColumnKind, NUMERIC_KEY, PG_TYPE_KEY};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::ipc::reader::FileReader;
 use arrow::ipc::writer::FileWriter;
@@ -102,11 +102,12 @@ pub fn arrow_schema(v: &VersionInfo) -> SchemaRef {
         v.columns
             .iter()
             .map(|c| {
-                Field::new(
-                    &c.name,
-                    ColumnKind::from_pg(&c.pg_type).arrow_type(),
-                    c.nullable,
-                )
+                let kind = ColumnKind::of(c);
+                let mut meta = HashMap::from([(PG_TYPE_KEY.to_owned(), c.pg_type.clone())]);
+                if let Some(carrier) = kind.numeric_carrier() {
+                    meta.insert(NUMERIC_KEY.to_owned(), carrier.to_owned());
+                }
+                Field::new(&c.name, kind.arrow_type(), c.nullable).with_metadata(meta)
             })
             .collect::<Vec<_>>(),
     ))
@@ -120,9 +121,10 @@ pub fn described_schema(v: &VersionInfo, table_name: &str) -> Schema {
         .iter()
         .zip(&v.columns)
         .map(|(f, c)| {
-            let kind = ColumnKind::from_pg(&c.pg_type);
+            let kind = ColumnKind::of(c);
             let (precision, scale) = match &kind {
-                ColumnKind::Decimal { precision, scale } => {
+                ColumnKind::Decimal { precision, scale }
+                | ColumnKind::Decimal256 { precision, scale } => {
                     (i64::from(*precision), i64::from(*scale))
                 }
                 ColumnKind::Int16 => (5, 0),
@@ -133,8 +135,9 @@ pub fn described_schema(v: &VersionInfo, table_name: &str) -> Schema {
                 _ => (0, 0),
             };
             let text = matches!(kind, ColumnKind::Text | ColumnKind::OtherAsText);
+            let mut meta = f.metadata().clone();
             let flag = |b: bool| if b { "1" } else { "0" }.to_owned();
-            let meta = HashMap::from([
+            meta.extend([
                 (
                     "ARROW:FLIGHT:SQL:CATALOG_NAME".to_owned(),
                     crate::query::CATALOG_NAME.to_owned(),
@@ -238,6 +241,8 @@ impl Store {
             h.update(part.as_bytes());
             h.update([0]);
         }
+        // the served schema too: a file cached under another type mapping is not reused
+        h.update(format!("{:?}", arrow_schema(v)).as_bytes());
         hex::encode(h.finalize())
     }
 

@@ -54,6 +54,12 @@ CREATE TABLE barecount.tenant_members (
 );
 COMMENT ON TABLE barecount.tenant_members IS 'Maps login roles to their tenant; a role belongs to at most one tenant';
 
+-- Parallel safety (audited for issue 13): the PARALLEL SAFE functions of this file (_is_admin,
+-- current_tenant, _require_admin, _tenant_schema, _untrusted_code, _assert_store_relation) only
+-- read catalogs and settings. A worker has its leader's session user, outer role and settings,
+-- so each answers there as in the leader. current_tenant is SECURITY DEFINER: the switch to its
+-- owner for the call is allowed in a worker (unlike SET ROLE), and its SET search_path clause is
+-- saved and restored per call, which parallel mode permits. None writes, locks or caches.
 CREATE FUNCTION barecount._is_admin() RETURNS boolean
     LANGUAGE sql STABLE PARALLEL SAFE
     SET search_path = pg_catalog, pg_temp

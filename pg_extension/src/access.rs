@@ -201,7 +201,7 @@ fn token_revoke(token_id: &str) -> bool {
 #[allow(clippy::type_complexity)]
 // parallel restricted: it switches to barecount_owner (a privileged section), which runs
 // only in the leader, never in a parallel worker
-#[pg_extern(stable, parallel_restricted)]
+#[pg_extern(stable, parallel_unsafe)]
 fn token_list() -> TableIterator<
     'static,
     (
@@ -251,7 +251,7 @@ fn token_list() -> TableIterator<
 /// For gateways (the Flight server): the tenant and scopes of a valid token, or SQLSTATE 28000.
 // parallel restricted: it switches to barecount_owner (a privileged section), which runs
 // only in the leader, never in a parallel worker
-#[pg_extern(stable, parallel_restricted)]
+#[pg_extern(stable, parallel_unsafe)]
 fn token_authenticate(
     token: &str,
 ) -> TableIterator<
@@ -337,6 +337,20 @@ fn entitlement_set(tenant_id: &str, limits: JsonbArg) {
             return Err(denied("set plan limits"));
         }
         privilege::as_owner(|| {
+            let known = client
+                .select(
+                    "SELECT 1 FROM barecount.tenants WHERE tenant_id = $1",
+                    Some(1),
+                    &[tenant_id.into()],
+                )?
+                .len();
+            if known == 0 {
+                return Err(SqlError::new(
+                    PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+                    format!("tenant \"{tenant_id}\" does not exist"),
+                )
+                .hint("Create it with barecount.tenant_create(tenant_id, name)."));
+            }
             client.update(
                 "INSERT INTO barecount.entitlements (tenant_id) VALUES ($1) ON CONFLICT (tenant_id) DO NOTHING",
                 None,

@@ -3,7 +3,7 @@
 
 use crate::errors::{OrRaise, SqlError};
 use crate::jsonarg::JsonbArg;
-use crate::{ledger, privilege, tenant};
+use crate::{ledger, privilege, readonly, tenant};
 use barecount_core::calendar::{self, CalendarError, Grain, Period, Spec, WorkingDays};
 use chrono::NaiveDate;
 use pgrx::datum::Date;
@@ -133,20 +133,20 @@ fn calendar_of(name: &str) -> Rc<Defined> {
     }) {
         return s;
     }
-    let spec = Spi::connect(|client| {
-        let tenant_id = tenant::current(client)?;
-        let t = client.select(
-            "SELECT spec FROM barecount.calendars WHERE tenant_id = $1 AND name = $2 ORDER BY version DESC LIMIT 1",
-            Some(1),
-            &[tenant_id.as_str().into(), name.into()],
-        )?;
-        if t.is_empty() {
+    // read-only SPI: this runs inside parallel queries (see readonly.rs)
+    let spec = (|| {
+        let tenant_id = readonly::tenant()?;
+        let Some(text) = readonly::one(
+            "SELECT spec::text FROM barecount.calendars WHERE tenant_id = $1 AND name = $2 ORDER BY version DESC LIMIT 1",
+            &[Some(&tenant_id), Some(name)],
+        )?
+        else {
             return Err(SqlError::new(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("calendar \"{name}\" does not exist"))
                 .hint("Create it with barecount.calendar_create(name, spec)."));
-        }
-        let v = t.first().get::<JsonB>(1)?.map(|j| j.0).unwrap_or_default();
+        };
+        let v = crate::jsonarg::parse(&text)?;
         Ok(Rc::new(Defined { spec: Spec::parse(&v)?, working: WorkingDays::parse(&v)? }))
-    })
+    })()
     .or_raise();
     RESOLVED.with(|r| *r.borrow_mut() = Some((statement, name.to_owned(), spec.clone())));
     spec
@@ -158,6 +158,14 @@ pub fn period_for(d: Date, calendar: &str, grain: &str) -> Period {
     calendar::period_of(&cal.spec, grain, to_naive(d).or_raise()).or_raise()
 }
 
+// Parallel safety (audited for issue 13): the calendar functions labelled PARALLEL SAFE below
+// only read. `calendar_of` looks the calendar up with read-only SPI (readonly.rs: no new
+// command, so allowed in a parallel worker and in its leader even after the transaction has
+// written, where pgrx's own SPI is refused) as the calling role, with its row-level security
+// (current_tenant() works in a worker: the session user and settings are the leader's); its
+// cache is a per-process thread_local keyed by the statement, so a worker keeps its own copy;
+// no role switch, no write, no sequence, no NOTIFY. The date arithmetic is pure core code,
+// bounded and interruptible.
 /// The fiscal year (its label) containing the date.
 #[pg_extern(stable, parallel_safe)]
 fn fiscal_year(d: Date, calendar: &str) -> i32 {

@@ -1,8 +1,8 @@
 //! Contract registry and row validation: `contract_register`, `validate`, `validation_errors`.
 
 use crate::errors::{OrRaise, SqlError};
-use crate::jsonarg::JsonbArg;
-use crate::{evolution, ledger, privilege, tenant};
+use crate::jsonarg::{Batch, BatchRow, JsonbArg, JsonbText};
+use crate::{evolution, ledger, privilege, readonly, tenant};
 use barecount_core::contract::{Contract, RowError, RowValidator};
 use barecount_core::ident::quote_ident;
 use barecount_core::ledger::canonical_json;
@@ -218,16 +218,14 @@ thread_local! {
 
 /// The contract version governing `name`: a dataset (its latest governing version), a
 /// contract with a single dataset, or either pinned as `name@version`.
-pub fn governing(
-    client: &SpiClient<'_>,
-    tenant_id: &str,
-    name: &str,
-) -> Result<Governing, SqlError> {
+///
+/// Read-only SPI (see readonly.rs): row validation runs inside parallel queries.
+pub fn governing(tenant_id: &str, name: &str) -> Result<Governing, SqlError> {
     let (name, pinned) = match name.split_once('@') {
         Some((n, v)) => (n, Some(v)),
         None => (name, None),
     };
-    let latest = client.select(
+    let latest = readonly::rows(
         "SELECT d.contract, d.contract_version, d.dataset \
            FROM barecount.contract_datasets d \
            JOIN barecount.contracts c \
@@ -238,10 +236,9 @@ pub fn governing(
                     WHERE x.tenant_id = d.tenant_id AND x.contract = d.contract \
                       AND x.contract_version = d.contract_version AND x.dataset <> d.dataset))) \
           ORDER BY (d.dataset = $2) DESC, c.version_sort DESC LIMIT 1",
-        Some(1),
-        &[tenant_id.into(), name.into(), pinned.into()],
+        &[Some(tenant_id), Some(name), pinned],
     )?;
-    if latest.is_empty() {
+    let Some(row) = latest.into_iter().next() else {
         return Err(SqlError::new(
             PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
             match pinned {
@@ -250,12 +247,10 @@ pub fn governing(
             },
         )
         .hint("Register a contract whose schema lists this dataset with barecount.contract_register(...)."));
-    }
-    let row = latest.first();
-    let dataset = row.get::<String>(3)?.unwrap_or_default();
+    };
+    let cell = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+    let (contract, version, dataset) = (cell(0), cell(1), cell(2));
     let dataset = dataset.as_str();
-    let contract = row.get::<String>(1)?.unwrap_or_default();
-    let version = row.get::<String>(2)?.unwrap_or_default();
     let key = (
         tenant_id.to_owned(),
         contract.clone(),
@@ -269,22 +264,14 @@ pub fn governing(
             validator: v,
         });
     }
-    let schema = client
-        .select(
-            "SELECT row_schema FROM barecount.contract_datasets \
-              WHERE tenant_id = $1 AND dataset = $2 AND contract = $3 AND contract_version = $4",
-            Some(1),
-            &[
-                tenant_id.into(),
-                dataset.into(),
-                contract.as_str().into(),
-                version.as_str().into(),
-            ],
-        )?
-        .first()
-        .get::<JsonB>(1)?
-        .map(|j| j.0)
-        .unwrap_or(Value::Null);
+    let schema = match readonly::one(
+        "SELECT row_schema::text FROM barecount.contract_datasets \
+          WHERE tenant_id = $1 AND dataset = $2 AND contract = $3 AND contract_version = $4",
+        &[Some(tenant_id), Some(dataset), Some(&contract), Some(&version)],
+    )? {
+        Some(text) => crate::jsonarg::parse(&text)?,
+        None => Value::Null,
+    };
     let validator = Rc::new(RowValidator::new(dataset, &schema)?);
     VALIDATORS.with(|c| c.borrow_mut().insert(key, validator.clone()));
     Ok(Governing {
@@ -331,15 +318,18 @@ fn statement_validator(name: &str) -> Rc<RowValidator> {
     }) {
         return v;
     }
-    let g = Spi::connect(|client| {
-        let tenant_id = tenant::current(client)?;
-        governing(client, &tenant_id, name)
-    })
-    .or_raise();
+    let g = readonly::tenant()
+        .and_then(|tenant_id| governing(&tenant_id, name))
+        .or_raise();
     RESOLVED.with(|r| *r.borrow_mut() = Some((statement, name.to_owned(), g.validator.clone())));
     g.validator
 }
 
+// Parallel safety (audited for issue 13): validate, validation_errors and validate_batch are
+// PARALLEL SAFE. They read the governing contract with read-only SPI (readonly.rs: no new
+// command, allowed in a parallel operation) as the caller (no role switch: `governing` does not
+// enter a privileged section), cache compiled validators in per-process thread_locals (a worker
+// builds its own), and write nothing. Validation itself is pure core code.
 /// True when the row satisfies the latest contract version governing the dataset.
 #[pg_extern(stable, parallel_safe)]
 fn validate(dataset: &str, row: JsonbArg) -> bool {
@@ -372,9 +362,9 @@ fn validation_errors(
 #[pg_extern(stable, parallel_safe)]
 fn validate_batch(
     dataset: &str,
-    rows: JsonbArg,
+    rows: JsonbText,
 ) -> TableIterator<'static, (name!(row_no, i32), name!(valid, bool), name!(errors, JsonB))> {
-    let Value::Array(items) = rows.0 else {
+    let Some(batch) = Batch::from_array_text(rows.0).or_raise() else {
         SqlError::new(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             format!("a batch for dataset \"{dataset}\" must be a JSON array of rows"),
@@ -382,16 +372,23 @@ fn validate_batch(
         .hint("Aggregate rows with jsonb_agg(...).")
         .raise()
     };
-    let g = Spi::connect(|client| {
-        let tenant_id = tenant::current(client)?;
-        governing(client, &tenant_id, dataset)
-    })
-    .or_raise();
-    let out: Vec<(i32, bool, JsonB)> = items
+    let g = readonly::tenant()
+        .and_then(|tenant_id| governing(&tenant_id, dataset))
+        .or_raise();
+    let out: Vec<(i32, bool, JsonB)> = batch
+        .rows
         .iter()
         .enumerate()
         .map(|(i, row)| {
-            let errors = g.validator.errors(row);
+            pgrx::check_for_interrupts!();
+            let errors = match row {
+                BatchRow::Read(v) => g.validator.errors(v),
+                BatchRow::Unreadable { error, .. } => vec![RowError {
+                    instance_path: String::new(),
+                    keyword: "json".to_owned(),
+                    message: error.message.clone(),
+                }],
+            };
             (i as i32 + 1, errors.is_empty(), JsonB(errors_json(&errors)))
         })
         .collect();

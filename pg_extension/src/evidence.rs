@@ -19,7 +19,7 @@ type VerifyRow = (bool, i64, i64, i64, String, Option<i64>, Option<String>);
 #[allow(clippy::type_complexity)]
 // parallel restricted: it switches to barecount_owner (a privileged section), which runs
 // only in the leader, never in a parallel worker
-#[pg_extern(stable, parallel_restricted)]
+#[pg_extern(stable, parallel_unsafe)]
 fn ledger_verify(
     digest_seq: default!(Option<i64>, "NULL"),
     digest_hash: default!(Option<&str>, "NULL"),
@@ -99,7 +99,7 @@ fn ledger_verify(
 /// proves the history up to it was not rewritten or truncated.
 // parallel restricted: it switches to barecount_owner (a privileged section), which runs
 // only in the leader, never in a parallel worker
-#[pg_extern(stable, parallel_restricted)]
+#[pg_extern(stable, parallel_unsafe)]
 fn ledger_digest() -> TableIterator<'static, (name!(seq, i64), name!(entry_hash, String))> {
     let row = Spi::connect_mut(|client| {
         privilege::as_owner(|| {
@@ -127,7 +127,7 @@ fn ledger_digest() -> TableIterator<'static, (name!(seq, i64), name!(entry_hash,
 #[allow(clippy::type_complexity)]
 // parallel restricted: it switches to barecount_owner (a privileged section), which runs
 // only in the leader, never in a parallel worker
-#[pg_extern(stable, parallel_restricted)]
+#[pg_extern(stable, parallel_unsafe)]
 fn verify_dataset(
     dataset: Option<&str>,
     version: default!(Option<i32>, "NULL"),

@@ -231,9 +231,13 @@ fn require_version(
     Ok(())
 }
 
+// Parallel safety (audited for issue 13): contract_diff and contract_unsupported_fields read
+// registered versions through pgrx's SPI, which runs read-write (a new command) once the
+// transaction has written, and Postgres refuses that anywhere in a parallel operation, its
+// leader included: PARALLEL UNSAFE (they are not hot paths).
 /// Every change between two registered versions of a contract, and which modes it breaks.
 #[allow(clippy::type_complexity)]
-#[pg_extern(stable, parallel_safe)]
+#[pg_extern(stable, parallel_unsafe)]
 fn contract_diff(
     contract: &str,
     from_version: &str,
@@ -278,7 +282,7 @@ fn contract_diff(
 }
 
 /// Fields of a contract version that BareCount keeps verbatim but does not interpret.
-#[pg_extern(stable, parallel_safe)]
+#[pg_extern(stable, parallel_unsafe)]
 fn contract_unsupported_fields(
     contract: Option<&str>,
     version: default!(Option<&str>, "NULL"),

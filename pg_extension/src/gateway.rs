@@ -77,7 +77,7 @@ fn login_role(
 /// password) is the same SQLSTATE 28P01.
 // parallel restricted: it switches to barecount_owner (a privileged section), which runs
 // only in the leader, never in a parallel worker
-#[pg_extern(stable, parallel_restricted)]
+#[pg_extern(stable, parallel_unsafe)]
 fn password_authenticate(
     role_name: &str,
     password: &str,
@@ -111,7 +111,7 @@ fn password_authenticate(
 /// SQLSTATE 28000; otherwise the tenant and the scopes it has now.
 // parallel restricted: it switches to barecount_owner (a privileged section), which runs
 // only in the leader, never in a parallel worker
-#[pg_extern(stable, parallel_restricted)]
+#[pg_extern(stable, parallel_unsafe)]
 fn credential_check(
     subject: &str,
 ) -> TableIterator<'static, (name!(tenant_id, String), name!(scopes, Vec<String>))> {

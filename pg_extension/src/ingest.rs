@@ -2,10 +2,10 @@
 
 use crate::contracts::{errors_json, governing, Governing};
 use crate::errors::{OrRaise, SqlError};
-use crate::jsonarg::JsonbArg;
+use crate::jsonarg::{Batch, BatchRow, JsonbText};
 use crate::{access, ledger, privilege, settings, tenant};
 use barecount_core::content_hash::ContentHasher;
-use barecount_core::contract::ErrorBudget;
+use barecount_core::contract::{ErrorBudget, RowError};
 use barecount_core::ident::quote_ident;
 use barecount_core::ledger::canonical_json;
 use barecount_core::quality::{self, Check};
@@ -20,7 +20,7 @@ type Ingested = (i64, i64, i64, i64);
 #[pg_extern(volatile, parallel_unsafe)]
 fn ingest(
     dataset: &str,
-    rows: JsonbArg,
+    rows: JsonbText,
 ) -> TableIterator<
     'static,
     (
@@ -30,7 +30,7 @@ fn ingest(
         name!(ledger_seq, i64),
     ),
 > {
-    TableIterator::once(ingest_json(dataset, JsonB(rows.0)))
+    TableIterator::once(ingest_text(dataset, rows.0))
 }
 
 /// Ingest an array of jsonb rows (e.g. `array_agg(j)` over a query). A name of its own, so
@@ -38,7 +38,7 @@ fn ingest(
 #[pg_extern(volatile, parallel_unsafe)]
 fn ingest_rows(
     dataset: &str,
-    rows: Vec<Option<JsonB>>,
+    rows: Vec<Option<JsonbText>>,
 ) -> TableIterator<
     'static,
     (
@@ -48,10 +48,10 @@ fn ingest_rows(
         name!(ledger_seq, i64),
     ),
 > {
-    let mut items = Vec::with_capacity(rows.len());
+    let mut texts = Vec::with_capacity(rows.len());
     for (i, r) in rows.into_iter().enumerate() {
         match r {
-            Some(j) => items.push(j.0),
+            Some(j) => texts.push(j.0),
             None => SqlError::new(
                 PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
                 format!("row {} for dataset \"{dataset}\" is NULL", i + 1),
@@ -60,7 +60,7 @@ fn ingest_rows(
             .raise(),
         }
     }
-    TableIterator::once(ingest_json(dataset, JsonB(Value::Array(items))))
+    TableIterator::once(ingest_batch(dataset, Batch::from_texts(texts)))
 }
 
 /// Ingest every row of a staging table or view (each row as a JSON object of its columns).
@@ -91,21 +91,21 @@ fn ingest_table(
             })?;
         let rows = client
             .select(
-                &format!("SELECT coalesce(jsonb_agg(to_jsonb(s)), '[]'::jsonb) FROM {rel} s"),
+                &format!("SELECT coalesce(jsonb_agg(to_jsonb(s)), '[]'::jsonb)::text FROM {rel} s"),
                 Some(1),
                 &[],
             )?
             .first()
-            .get::<JsonB>(1)?
-            .unwrap_or(JsonB(Value::Array(Vec::new())));
+            .get::<String>(1)?
+            .unwrap_or_else(|| "[]".to_owned());
         Ok::<_, SqlError>(rows)
     })
     .or_raise();
-    TableIterator::once(ingest_json(dataset, rows))
+    TableIterator::once(ingest_text(dataset, rows))
 }
 
-fn ingest_json(dataset: &str, rows: JsonB) -> Ingested {
-    let Value::Array(items) = &rows.0 else {
+fn ingest_text(dataset: &str, text: String) -> Ingested {
+    let Some(batch) = Batch::from_array_text(text).or_raise() else {
         SqlError::new(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             format!("rows for dataset \"{dataset}\" must be a JSON array of objects"),
@@ -113,18 +113,18 @@ fn ingest_json(dataset: &str, rows: JsonB) -> Ingested {
         .hint("Wrap a single row in [ ... ], or aggregate rows with jsonb_agg(...).")
         .raise()
     };
-    // No user SQL runs here, so the whole ingest is a privileged section.
-    Spi::connect_mut(|client| privilege::as_owner(|| run(client, dataset, items, &rows))).or_raise()
+    ingest_batch(dataset, batch)
 }
 
-fn run(
-    client: &mut SpiClient<'_>,
-    dataset: &str,
-    items: &[Value],
-    rows: &JsonB,
-) -> Result<Ingested, SqlError> {
+fn ingest_batch(dataset: &str, batch: Batch) -> Ingested {
+    // No user SQL runs here, so the whole ingest is a privileged section.
+    Spi::connect_mut(|client| privilege::as_owner(|| run(client, dataset, &batch))).or_raise()
+}
+
+fn run(client: &mut SpiClient<'_>, dataset: &str, batch: &Batch) -> Result<Ingested, SqlError> {
+    let items = &batch.rows;
     let tenant_id = tenant::current(client)?;
-    let g = governing(client, &tenant_id, dataset).map_err(|e| {
+    let g = governing(&tenant_id, dataset).map_err(|e| {
         if e.code == PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT {
             // for ingest the dataset itself is unknown: there is no raw store to write to
             SqlError::new(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE, format!("dataset \"{dataset}\" has no contract, so no raw store"))
@@ -150,13 +150,24 @@ fn run(
             )
             .hint("Split the batch into batches of at most 2^31-1 rows.")
         })?;
-        let errors = g.validator.errors(row);
+        pgrx::check_for_interrupts!();
+        let (errors, canonical) = match row {
+            BatchRow::Read(v) => (g.validator.errors(v), canonical_json(v)),
+            // a row serde_json cannot hold waits in quarantine on its own, as sent
+            BatchRow::Unreadable { text, error } => (
+                vec![RowError {
+                    instance_path: String::new(),
+                    keyword: "json".to_owned(),
+                    message: error.message.clone(),
+                }],
+                text.clone(),
+            ),
+        };
         if !errors.is_empty() {
             let errors = budget.admit(errors);
             bad_rows.push(row_no);
             bad_errors.push(JsonB(errors_json(&errors)));
         }
-        let canonical = canonical_json(row);
         payload_bytes += canonical.len() as i64;
         hasher
             .add_row(&[Some(row_no.to_string()), Some(canonical)])
@@ -233,14 +244,14 @@ fn run(
         &format!(
             "INSERT INTO raw.{} (tenant_id, batch_id, row_no, payload, contract, contract_version, valid) \
              SELECT $1, $2, e.n, e.p, $5, $6, e.n <> ALL($4::int[]) \
-               FROM jsonb_array_elements($3) WITH ORDINALITY AS e(p, n)",
+               FROM jsonb_array_elements($3::text::jsonb) WITH ORDINALITY AS e(p, n)",
             quote_ident(dataset)
         ),
         None,
         &[
             tenant_id.as_str().into(),
             batch_id.into(),
-            JsonB(rows.0.clone()).into(),
+            batch.text.as_str().into(),
             bad_rows.clone().into(),
             g.contract.as_str().into(),
             g.version.as_str().into(),
@@ -249,14 +260,14 @@ fn run(
     if quarantined > 0 {
         client.update(
             "INSERT INTO barecount.quarantine (tenant_id, batch_id, dataset, row_no, payload, errors) \
-             SELECT $1, $2, $3, q.n, $4::jsonb -> (q.n - 1), q.e \
+             SELECT $1, $2, $3, q.n, $4::text::jsonb -> (q.n - 1), q.e \
                FROM unnest($5::int[], $6::jsonb[]) AS q(n, e)",
             None,
             &[
                 tenant_id.as_str().into(),
                 batch_id.into(),
                 dataset.into(),
-                JsonB(rows.0.clone()).into(),
+                batch.text.as_str().into(),
                 bad_rows.clone().into(),
                 bad_errors.into(),
             ],
@@ -317,7 +328,7 @@ fn check_quality(
     tenant_id: &str,
     dataset: &str,
     g: &Governing,
-    items: &[Value],
+    items: &[BatchRow],
     bad_rows: &[i32],
 ) -> Result<Vec<QualityResult>, SqlError> {
     let defined = client
@@ -353,7 +364,7 @@ fn check_quality(
         .iter()
         .enumerate()
         .filter(|(i, _)| !bad_rows.contains(&(*i as i32 + 1)))
-        .map(|(_, v)| v)
+        .filter_map(|(_, r)| r.value())
         .collect();
     let mut out = Vec::with_capacity(rules.len());
     for rule in rules {

@@ -49,22 +49,8 @@ impl FromDatum for JsonbArg {
         if is_null {
             return None;
         }
-        // SAFETY: the datum is a jsonb varlena (the argument's declared type); jsonb_out returns
-        // a palloc'd C string in the current memory context.
-        let text = unsafe {
-            let varlena = datum.cast_mut_ptr::<pg_sys::varlena>();
-            let detoasted = pg_sys::pg_detoast_datum_packed(varlena);
-            let cstr = direct_function_call::<&core::ffi::CStr>(
-                pg_sys::jsonb_out,
-                &[Some(pg_sys::Datum::from(detoasted))],
-            )?;
-            let text = cstr.to_string_lossy().into_owned();
-            pg_sys::pfree(cstr.as_ptr() as *mut core::ffi::c_void);
-            if detoasted != varlena {
-                pg_sys::pfree(detoasted.cast());
-            }
-            text
-        };
+        // SAFETY: not null, and declared jsonb
+        let text = unsafe { jsonb_text(datum) }?;
         match parse(&text) {
             Ok(v) => Some(JsonbArg(v)),
             Err(e) => e.raise(),
@@ -91,5 +77,157 @@ unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for JsonbArg {
     ) -> pgrx::nullable::Nullable<Self> {
         // SAFETY: as above
         unsafe { arg.unbox_arg_using_from_datum() }.into()
+    }
+}
+
+/// A `jsonb` argument kept as its text (`jsonb_out`), read later row by row: a batch whose one
+/// row serde_json cannot hold is still read, and only that row is refused.
+#[derive(Debug)]
+pub struct JsonbText(pub String);
+
+pgrx::impl_sql_translatable!(JsonbText, arg_only = "jsonb");
+
+/// `jsonb_out` of a jsonb datum.
+///
+/// # Safety
+/// `datum` must be a non-null jsonb datum.
+unsafe fn jsonb_text(datum: pg_sys::Datum) -> Option<String> {
+    // SAFETY: the datum is a jsonb varlena (the argument's declared type); jsonb_out returns a
+    // palloc'd C string in the current memory context.
+    unsafe {
+        let varlena = datum.cast_mut_ptr::<pg_sys::varlena>();
+        let detoasted = pg_sys::pg_detoast_datum_packed(varlena);
+        let cstr = direct_function_call::<&core::ffi::CStr>(
+            pg_sys::jsonb_out,
+            &[Some(pg_sys::Datum::from(detoasted))],
+        )?;
+        let text = cstr.to_string_lossy().into_owned();
+        pg_sys::pfree(cstr.as_ptr() as *mut core::ffi::c_void);
+        if detoasted != varlena {
+            pg_sys::pfree(detoasted.cast());
+        }
+        Some(text)
+    }
+}
+
+impl FromDatum for JsonbText {
+    unsafe fn from_polymorphic_datum(
+        datum: pg_sys::Datum,
+        is_null: bool,
+        _: pg_sys::Oid,
+    ) -> Option<JsonbText> {
+        if is_null {
+            return None;
+        }
+        // SAFETY: not null, and declared jsonb
+        unsafe { jsonb_text(datum) }.map(JsonbText)
+    }
+}
+
+// SAFETY: as for JsonbArg; the element type of a jsonb[] argument unboxes the same way.
+unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for JsonbText {
+    unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
+        let index = arg.index();
+        // SAFETY: the caller guarantees the argument is a jsonb datum
+        unsafe { arg.unbox_arg_using_from_datum() }.unwrap_or_else(|| {
+            SqlError::new(
+                PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+                format!("argument {index} must not be NULL"),
+            )
+            .raise()
+        })
+    }
+}
+
+// SAFETY: array elements handed to `unbox` are non-null jsonb datums (NULL elements are
+// reported as None by the array before unboxing).
+unsafe impl pgrx::datum::UnboxDatum for JsonbText {
+    type As<'src> = JsonbText;
+    unsafe fn unbox<'src>(datum: pgrx::datum::Datum<'src>) -> Self::As<'src>
+    where
+        Self: 'src,
+    {
+        // SAFETY: see above
+        JsonbText(unsafe { jsonb_text(datum.sans_lifetime()) }.unwrap_or_default())
+    }
+}
+
+/// One row of a batch: its value, or why it cannot be read (with its text, kept as sent).
+#[derive(Debug)]
+pub enum BatchRow {
+    Read(Value),
+    Unreadable { text: String, error: SqlError },
+}
+
+impl BatchRow {
+    pub fn value(&self) -> Option<&Value> {
+        match self {
+            BatchRow::Read(v) => Some(v),
+            BatchRow::Unreadable { .. } => None,
+        }
+    }
+}
+
+/// A batch of rows and its jsonb text (an array), as stored.
+#[derive(Debug)]
+pub struct Batch {
+    pub rows: Vec<BatchRow>,
+    pub text: String,
+}
+
+impl Batch {
+    /// Reads a JSON array of rows. A row serde_json cannot hold (a number beyond double
+    /// precision, nesting past 127 levels) becomes [`BatchRow::Unreadable`] on its own; the
+    /// others are read. `Ok(None)` when the document is not an array.
+    pub fn from_array_text(text: String) -> Result<Option<Batch>, SqlError> {
+        match serde_json::from_str::<Value>(&text) {
+            Ok(Value::Array(items)) => Ok(Some(Batch {
+                rows: items.into_iter().map(BatchRow::Read).collect(),
+                text,
+            })),
+            Ok(_) => Ok(None),
+            Err(whole) => {
+                // serde_json's raw values are scanned without recursion or number conversion
+                let Ok(raws) = serde_json::from_str::<Vec<&serde_json::value::RawValue>>(&text)
+                else {
+                    return match parse(&text) {
+                        Err(e) => Err(e),
+                        Ok(_) => Err(SqlError::new(
+                            PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
+                            format!("a JSON document cannot be read: {whole}"),
+                        )),
+                    };
+                };
+                let rows = raws.iter().map(|r| row_of(r.get())).collect();
+                Ok(Some(Batch { rows, text }))
+            }
+        }
+    }
+
+    /// A batch of separately passed rows (`jsonb[]` elements, none NULL).
+    pub fn from_texts(texts: Vec<String>) -> Batch {
+        let mut text = String::with_capacity(texts.iter().map(|t| t.len() + 1).sum::<usize>() + 2);
+        text.push('[');
+        for (i, t) in texts.iter().enumerate() {
+            if i > 0 {
+                text.push(',');
+            }
+            text.push_str(t);
+        }
+        text.push(']');
+        Batch {
+            rows: texts.iter().map(|t| row_of(t)).collect(),
+            text,
+        }
+    }
+}
+
+fn row_of(text: &str) -> BatchRow {
+    match parse(text) {
+        Ok(v) => BatchRow::Read(v),
+        Err(error) => BatchRow::Unreadable {
+            text: text.to_owned(),
+            error,
+        },
     }
 }

@@ -287,7 +287,7 @@ fn kpi_materialize(
 /// its latest materialization receipt recorded.
 // parallel restricted: it switches to barecount_owner (a privileged section), which runs
 // only in the leader, never in a parallel worker
-#[pg_extern(stable, parallel_restricted)]
+#[pg_extern(stable, parallel_unsafe)]
 fn verify_kpi_period(
     name: &str,
     period: &str,

@@ -22,6 +22,7 @@ mod obligations;
 mod periods;
 mod privilege;
 mod publish;
+mod readonly;
 mod replay;
 mod schemas;
 mod settings;
@@ -52,9 +53,16 @@ extension_sql_file!("../sql/functions.sql", name = "functions", finalize);
 /// Called when the library loads: registers BareCount's settings.
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    // A Rust backtrace is for the server log at most, never for a client: with RUST_BACKTRACE
+    // in the server's environment, pgrx would put one into the DETAIL of every error it passes
+    // on. RUST_LIB_BACKTRACE takes precedence for std::backtrace::Backtrace::capture, and no
+    // backtrace has been captured in this process before its library is loaded.
+    // (_PG_init runs on the backend's only thread, so changing the environment is sound.)
+    std::env::set_var("RUST_LIB_BACKTRACE", "0");
     settings::init();
 }
 
+// Parallel safety: a constant.
 /// BareCount extension version.
 #[pg_extern(immutable, parallel_safe)]
 fn version() -> &'static str {

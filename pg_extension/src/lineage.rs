@@ -123,7 +123,7 @@ fn walk(object: &str, depth: i32, up: bool) -> Hops {
 /// Everything a published version, table, batch or contract came from, as recorded in the ledger.
 // parallel restricted: it switches to barecount_owner (a privileged section), which runs
 // only in the leader, never in a parallel worker
-#[pg_extern(stable, parallel_restricted)]
+#[pg_extern(stable, parallel_unsafe)]
 fn lineage_upstream(
     object: &str,
     depth: default!(i32, 10),
@@ -142,7 +142,7 @@ fn lineage_upstream(
 /// Everything recorded as made from an object, as recorded in the ledger.
 // parallel restricted: it switches to barecount_owner (a privileged section), which runs
 // only in the leader, never in a parallel worker
-#[pg_extern(stable, parallel_restricted)]
+#[pg_extern(stable, parallel_unsafe)]
 fn lineage_downstream(
     object: &str,
     depth: default!(i32, 10),

@@ -41,7 +41,7 @@ fn model_define(
         // plan it as the caller: a model that does not plan is refused now, not at run time
         let inputs = plan_inputs(client, &what, query)?;
         if let Some(c) = contract {
-            governing(client, &tenant_id, c)?;
+            governing(&tenant_id, c)?;
         }
         privilege::as_owner(|| {
             let version = client
@@ -146,7 +146,7 @@ fn run_one(client: &mut SpiClient<'_>, tenant_id: &str, m: &Model) -> Result<(i6
         &cols,
     )?;
     if let Some(contract) = &m.contract {
-        let g = governing(client, tenant_id, contract)?;
+        let g = governing(tenant_id, contract)?;
         let mut bad = 0_i64;
         let mut first: Option<Value> = None;
         for r in client.select(

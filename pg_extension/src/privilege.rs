@@ -39,6 +39,8 @@ pub fn in_section() -> bool {
     DEPTH.with(Cell::get) > 0
 }
 
+// Parallel safety (audited for issue 13): _outer_role reads GetOuterUserId, which a parallel
+// worker restores from its leader before running any plan, so it answers the same there.
 /// The role the session acts as outside any SECURITY DEFINER function: the login role, or the
 /// role it SET ROLE'd to (a pooler's pattern). `current_user` inside `current_tenant()` is that
 /// function's owner, so the function asks for this instead.

@@ -109,10 +109,17 @@ pub(crate) fn columns_of(client: &SpiClient<'_>, relation: &str) -> Result<Vec<C
     Ok(out)
 }
 
-fn columns_json(cols: &[Column]) -> Value {
+fn columns_json(cols: &[Column], numeric: &[(String, i64, i64)]) -> Value {
     Value::Array(
         cols.iter()
-            .map(|c| json!({"name": c.name, "type": c.ty, "nullable": c.nullable}))
+            .map(|c| {
+                let mut col = json!({"name": c.name, "type": c.ty, "nullable": c.nullable});
+                if let Some((_, p, s)) = numeric.iter().find(|(n, _, _)| *n == c.name) {
+                    col["precision"] = json!(p);
+                    col["scale"] = json!(s);
+                }
+                col
+            })
             .collect(),
     )
 }
@@ -151,7 +158,10 @@ type Published = (String, i32, i64, String, i64, String);
 fn run(client: &mut SpiClient<'_>, dataset: &str, source: &str) -> Result<Published, SqlError> {
     let tenant_id = tenant::current(client)?;
     let query = source_query(client, dataset, source)?;
-    let inputs = plan_inputs(client, &format!("source for dataset \"{dataset}\""), &query)?;
+    let what = format!("source for dataset \"{dataset}\"");
+    let inputs = plan_inputs(client, &what, &query)?;
+    // columns the source reads from a table column declared NOT NULL stay NOT NULL
+    let not_null = crate::usersql::not_null_origins(client, &what, &query)?;
     // The source runs as the caller: its privileges and row-level security decide what it reads.
     let staged = stage(
         client,
@@ -159,33 +169,49 @@ fn run(client: &mut SpiClient<'_>, dataset: &str, source: &str) -> Result<Publis
         STAGING,
         &query,
     )?;
-    finite_dates_only(client, dataset, &staged)?;
+    finite_values_only(client, dataset, &staged)?;
     let out = privilege::as_owner(|| {
-        publish_staged(client, dataset, source, &tenant_id, &inputs, &staged)
+        publish_staged(
+            client,
+            dataset,
+            source,
+            &tenant_id,
+            &inputs,
+            &staged,
+            &not_null,
+        )
     })?;
     client.update(&format!("DROP TABLE {staged}"), None, &[])?;
     Ok(out)
 }
 
-/// Refuses a version with an infinite date or timestamp (`'infinity'`, `'-infinity'`): no
-/// client type (Arrow's Date32 and Timestamp, Parquet, CSV readers) can hold one, so a single
-/// such value would make the whole version unservable. Names the first such column.
-fn finite_dates_only(client: &SpiClient<'_>, dataset: &str, staged: &str) -> Result<(), SqlError> {
-    let dated: Vec<Column> = columns_of(client, staged)?
+/// Refuses a version with an infinite date or timestamp (`'infinity'`, `'-infinity'`) or a
+/// numeric NaN or infinity: no client type (Arrow's Date32, Timestamp and decimals, Parquet,
+/// CSV readers) can hold one, so a single such value would make the whole version unservable.
+/// Names the first such column. (double precision NaN and infinities are fine: Arrow floats
+/// hold them.)
+fn finite_values_only(client: &SpiClient<'_>, dataset: &str, staged: &str) -> Result<(), SqlError> {
+    let checked: Vec<(Column, bool)> = columns_of(client, staged)?
         .into_iter()
-        .filter(|c| c.ty == "date" || c.ty.starts_with("timestamp"))
+        .filter_map(|c| {
+            let numeric = c.ty == "numeric" || c.ty.starts_with("numeric(");
+            let dated = c.ty == "date" || c.ty.starts_with("timestamp");
+            (numeric || dated).then_some((c, numeric))
+        })
         .collect();
-    if dated.is_empty() {
+    if checked.is_empty() {
         return Ok(());
     }
-    // one scan counts the infinite values of every such column
-    let counts: Vec<String> = dated
+    // one scan counts the non-finite values of every such column
+    let counts: Vec<String> = checked
         .iter()
-        .map(|c| {
-            format!(
-                "count(*) FILTER (WHERE NOT isfinite({}))",
-                quote_ident(&c.name)
-            )
+        .map(|(c, numeric)| {
+            let col = quote_ident(&c.name);
+            if *numeric {
+                format!("count(*) FILTER (WHERE {col} IN ('NaN', 'Infinity', '-Infinity'))")
+            } else {
+                format!("count(*) FILTER (WHERE NOT isfinite({col}))")
+            }
         })
         .collect();
     let row = client
@@ -197,17 +223,110 @@ fn finite_dates_only(client: &SpiClient<'_>, dataset: &str, staged: &str) -> Res
         .first()
         .get::<Vec<i64>>(1)?
         .unwrap_or_default();
-    if let Some((c, infinite)) = dated.iter().zip(row).find(|(_, n)| *n > 0) {
-        return Err(SqlError::new(
-            PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW,
+    match checked.iter().zip(row).find(|(_, n)| *n > 0) {
+        None => Ok(()),
+        Some(((c, true), n)) => Err(SqlError::new(
+            PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
             format!(
-                "source for dataset \"{dataset}\": column {} holds {infinite} infinite value(s) ({})",
+                "source for dataset \"{dataset}\": column {} holds {n} NaN or infinite value(s) ({})",
                 c.name, c.ty
             ),
         )
-        .hint("Published versions are read by clients whose date and time types have no infinity: map it to NULL or a real date in the source."));
+        .hint("Published versions are read as exact decimals, which have no NaN or infinity: map them to NULL in the source, or cast the column to double precision.")),
+        Some(((c, false), n)) => Err(SqlError::new(
+            PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW,
+            format!(
+                "source for dataset \"{dataset}\": column {} holds {n} infinite value(s) ({})",
+                c.name, c.ty
+            ),
+        )
+        .hint("Published versions are read by clients whose date and time types have no infinity: map it to NULL or a real date in the source.")),
+    }
+}
+
+/// Declares NOT NULL on the version's columns whose source column is declared NOT NULL and
+/// that hold no NULL (an outer join can bring one under such a column): one scan to check,
+/// one ALTER for all of them.
+fn keep_not_null(
+    client: &mut SpiClient<'_>,
+    relation: &str,
+    cols: &[Column],
+    declared: &[String],
+) -> Result<(), SqlError> {
+    let candidates: Vec<&Column> = cols
+        .iter()
+        .filter(|c| c.nullable && declared.contains(&c.name))
+        .collect();
+    if candidates.is_empty() {
+        return Ok(());
+    }
+    let nulls: Vec<String> = candidates
+        .iter()
+        .map(|c| format!("count(*) FILTER (WHERE {} IS NULL)", quote_ident(&c.name)))
+        .collect();
+    let found = client
+        .select(
+            &format!("SELECT ARRAY[{}]::int8[] FROM {relation}", nulls.join(", ")),
+            Some(1),
+            &[],
+        )?
+        .first()
+        .get::<Vec<i64>>(1)?
+        .unwrap_or_default();
+    let alters: Vec<String> = candidates
+        .iter()
+        .zip(found)
+        .filter(|(_, n)| *n == 0)
+        .map(|(c, _)| format!("ALTER COLUMN {} SET NOT NULL", quote_ident(&c.name)))
+        .collect();
+    if !alters.is_empty() {
+        client.update(
+            &format!("ALTER TABLE {relation} {}", alters.join(", ")),
+            None,
+            &[],
+        )?;
     }
     Ok(())
+}
+
+/// For each unconstrained `numeric` column: the digits its values need and how many of them
+/// follow the point (precision, scale), measured on the immutable version, so clients can be
+/// served an exact decimal of that size (Flight: Decimal128, Decimal256 or text).
+fn numeric_extents(
+    client: &SpiClient<'_>,
+    relation: &str,
+    cols: &[Column],
+) -> Result<Vec<(String, i64, i64)>, SqlError> {
+    let free: Vec<&Column> = cols.iter().filter(|c| c.ty == "numeric").collect();
+    if free.is_empty() {
+        return Ok(Vec::new());
+    }
+    let parts: Vec<String> = free
+        .iter()
+        .map(|c| {
+            let col = quote_ident(&c.name);
+            format!(
+                "coalesce(max(length(trunc(abs({col}))::text)), 1), coalesce(max(scale({col})), 0)"
+            )
+        })
+        .collect();
+    let row = client
+        .select(
+            &format!("SELECT ARRAY[{}]::int8[] FROM {relation}", parts.join(", ")),
+            Some(1),
+            &[],
+        )?
+        .first()
+        .get::<Vec<i64>>(1)?
+        .unwrap_or_default();
+    Ok(free
+        .iter()
+        .zip(row.chunks(2))
+        .map(|(c, ps)| {
+            let (int_digits, scale) = (ps.first().copied().unwrap_or(1), ps.get(1).copied().unwrap_or(0));
+            (c.name.clone(), int_digits + scale, scale)
+        })
+        .collect())
 }
 
 /// The lineage names of the relations the source reads, from its plan (views expanded).
@@ -243,6 +362,7 @@ fn publish_staged(
     tenant_id: &str,
     inputs: &[String],
     staged: &str,
+    not_null: &[String],
 ) -> Result<Published, SqlError> {
     let tenant_id = tenant_id.to_owned();
     // dataset names are the tenant's own: its versions live in its published schema
@@ -287,6 +407,7 @@ fn publish_staged(
             format!("source for dataset \"{dataset}\" returns no columns"),
         ));
     }
+    keep_not_null(client, &relation, &cols, not_null)?;
     stamp_tenant(
         client,
         &format!("source for dataset \"{dataset}\""),
@@ -305,7 +426,7 @@ fn publish_staged(
         .first()
         .get::<i64>(1)?
         .unwrap_or(0);
-    let cols_json = columns_json(&cols);
+    let cols_json = columns_json(&cols, &numeric_extents(client, &relation, &cols)?);
 
     let why = quote_literal("published versions are immutable");
     let hint = quote_literal("Publish a new version instead.");

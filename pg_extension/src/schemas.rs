@@ -3,7 +3,7 @@
 
 use crate::errors::{OrRaise, SqlError};
 use crate::jsonarg::JsonbArg;
-use crate::{privilege, tenant};
+use crate::{privilege, readonly, tenant};
 use barecount_core::contract::RowError;
 use barecount_core::json_schema::{SchemaError, SchemaValidator};
 use barecount_core::ledger::canonical_json;
@@ -32,32 +32,27 @@ thread_local! {
 }
 
 fn validator(schema: &Value) -> Rc<SchemaValidator> {
-    Spi::connect(|client| {
-        let tenant_id = tenant::current(client)?;
-        let generation = client
-            .select(
-                "SELECT count(*)::text || '/' || coalesce(max(registered_at)::text, '') \
-                   FROM barecount.json_schema_resources WHERE tenant_id = $1",
-                Some(1),
-                &[tenant_id.as_str().into()],
-            )?
-            .first()
-            .get::<String>(1)?
-            .unwrap_or_default();
+    // read-only SPI: this runs inside parallel queries (see readonly.rs)
+    (|| {
+        let tenant_id = readonly::tenant()?;
+        let generation = readonly::one(
+            "SELECT count(*)::text || '/' || coalesce(max(registered_at)::text, '') \
+               FROM barecount.json_schema_resources WHERE tenant_id = $1",
+            &[Some(&tenant_id)],
+        )?
+        .unwrap_or_default();
         let digest = hex::encode(Sha256::digest(canonical_json(schema)));
         let key = (tenant_id.clone(), digest, generation);
         if let Some(v) = CACHE.with(|c| c.borrow().get(&key).cloned()) {
             return Ok(v);
         }
         let mut resources = HashMap::new();
-        let rows = client.select(
-            "SELECT uri, schema FROM barecount.json_schema_resources WHERE tenant_id = $1",
-            None,
-            &[tenant_id.as_str().into()],
-        )?;
-        for r in rows {
-            if let (Some(uri), Some(s)) = (r.get::<String>(1)?, r.get::<JsonB>(2)?) {
-                resources.insert(uri, s.0);
+        for r in readonly::rows(
+            "SELECT uri, schema::text FROM barecount.json_schema_resources WHERE tenant_id = $1",
+            &[Some(&tenant_id)],
+        )? {
+            if let [Some(uri), Some(s)] = r.as_slice() {
+                resources.insert(uri.clone(), crate::jsonarg::parse(s)?);
             }
         }
         let v = Rc::new(SchemaValidator::new(schema, resources)?);
@@ -69,10 +64,13 @@ fn validator(schema: &Value) -> Rc<SchemaValidator> {
             c.insert(key, v.clone());
         });
         Ok::<_, SqlError>(v)
-    })
+    })()
     .or_raise()
 }
 
+// Parallel safety (audited for issue 13): json_schema_validate and json_schema_errors read the
+// tenant's registered resources with read-only SPI (readonly.rs) as the caller and keep compiled
+// schemas in a per-process thread_local (bounded); no role switch, no write: PARALLEL SAFE.
 /// True when `instance` is valid against `schema` (JSON Schema 2020-12 unless `$schema` says otherwise).
 #[pg_extern(stable, parallel_safe)]
 fn json_schema_validate(schema: JsonbArg, instance: JsonbArg) -> bool {

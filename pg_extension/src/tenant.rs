@@ -10,13 +10,16 @@ pub fn current(client: &SpiClient<'_>) -> Result<String, SqlError> {
     let row = client
         .select("SELECT barecount.current_tenant()", Some(1), &[])?
         .first();
-    row.get::<String>(1)?.ok_or_else(|| {
-        SqlError::new(
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            "this session has no BareCount tenant",
-        )
-        .hint("Ask an administrator to map your role to a tenant.")
-    })
+    row.get::<String>(1)?.ok_or_else(no_tenant)
+}
+
+/// The error for a session of no tenant.
+pub fn no_tenant() -> SqlError {
+    SqlError::new(
+        PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        "this session has no BareCount tenant",
+    )
+    .hint("Ask an administrator to map your role to a tenant.")
 }
 
 /// Serializes work on one named object within a tenant until the transaction ends.

@@ -154,3 +154,69 @@ pub fn one_change(what: &str, sql: &str) -> Result<(), SqlError> {
         .hint(format!("Pass {expected}."))),
     }
 }
+
+/// The result columns of a query (accepted by [`one_query`]) that come straight from a table
+/// column declared `NOT NULL`: Postgres's own parse analysis records each result column's
+/// origin (what libpq reports as `PQftable`/`PQftablecol`). A column read through an outer
+/// join keeps its origin yet may be NULL, so callers check the rows too. Analysis only looks
+/// names up; it runs nothing.
+pub fn not_null_origins(
+    client: &pgrx::spi::SpiClient<'_>,
+    what: &str,
+    sql: &str,
+) -> Result<Vec<String>, SqlError> {
+    one_query(what, sql)?;
+    let text = CString::new(sql).map_err(|_| {
+        SqlError::new(
+            PgSqlErrorCode::ERRCODE_CHARACTER_NOT_IN_REPERTOIRE,
+            "SQL text contains a NUL character",
+        )
+    })?;
+    let mut origins: Vec<(String, pg_sys::Oid, i16)> = Vec::new();
+    // SAFETY: as in `shapes`; parse_analyze_fixedparams takes the RawStmt raw_parser made and
+    // the same source text, with no parameters, and returns a palloc'd Query (or raises an
+    // ERROR, unwound to the function boundary). The Query is only read.
+    unsafe {
+        let list = pg_sys::raw_parser(text.as_ptr(), pg_sys::RawParseMode::RAW_PARSE_DEFAULT);
+        let stmts = PgList::<pg_sys::RawStmt>::from_pg(list);
+        if let Some(raw) = stmts.get_ptr(0) {
+            let query = pg_sys::parse_analyze_fixedparams(
+                raw,
+                text.as_ptr(),
+                std::ptr::null(),
+                0,
+                std::ptr::null_mut(),
+            );
+            let targets = PgList::<pg_sys::TargetEntry>::from_pg((*query).targetList);
+            for te in targets.iter_ptr() {
+                if te.is_null()
+                    || (*te).resjunk
+                    || (*te).resname.is_null()
+                    || (*te).resorigtbl == pg_sys::InvalidOid
+                {
+                    continue;
+                }
+                let name = std::ffi::CStr::from_ptr((*te).resname)
+                    .to_string_lossy()
+                    .into_owned();
+                origins.push((name, (*te).resorigtbl, (*te).resorigcol));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (name, rel, col) in origins {
+        let declared = client
+            .select(
+                "SELECT attnotnull FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attnum = $2",
+                Some(1),
+                &[rel.into(), col.into()],
+            )?
+            .first()
+            .get::<bool>(1)?
+            .unwrap_or(false);
+        if declared {
+            out.push(name);
+        }
+    }
+    Ok(out)
+}

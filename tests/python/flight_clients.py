@@ -56,6 +56,35 @@ def adbc():
         cur.execute("SELECT id FROM sales WHERE region = ? AND id <= ? ORDER BY id", parameters=("west", 4))
         check(cur.fetch_arrow_table().column("id").to_pylist() == [1, 3], "same statement, new parameters")
 
+        # executemany: the statement once per parameter row; nothing is written (read-only)
+        cur.executemany("SELECT id FROM sales WHERE region = ? AND id <= ?", [("east", 4), ("west", 3)])
+        check(cur.rowcount in (0, -1), f"executemany ran, updating nothing: rowcount {cur.rowcount}")
+        try:
+            cur.executemany("SELECT id / ? FROM sales", [(1,), (0,)])
+            check(False, "executemany reports an error of any row")
+        except adbc_driver_manager.Error as e:
+            check("zero" in str(e).lower(), f"executemany error names the problem: {e}")
+        # a bound batch of several rows: results of each row, in row order
+        params = pa.record_batch([pa.array(["east", "west"]), pa.array([4, 3])], names=["r", "n"])
+        cur.execute("SELECT id FROM sales WHERE region = ? AND id <= ? ORDER BY id", parameters=params)
+        ids = cur.fetch_arrow_table().column("id").to_pylist()
+        check(ids == [2, 4, 1, 3], f"a batch of parameter rows runs once per row, in order: {ids}")
+
+        # session options as ADBC reads and sets them
+        check(conn.adbc_current_catalog == "barecount", f"current catalog {conn.adbc_current_catalog}")
+        check(conn.adbc_current_db_schema == "published", f"current schema {conn.adbc_current_db_schema}")
+        import json
+        options = json.loads(conn.adbc_connection.get_option("adbc.flight.sql.session.options"))
+        check(options.get("catalog") == "barecount" and options.get("schema") == "published", f"session options {options}")
+        conn.adbc_connection.set_options(**{"adbc.flight.sql.session.option.schema": "published"})
+        check(True, "setting the schema to its own value succeeds")
+        for name, value in [("schema", "elsewhere"), ("search_path", "x")]:
+            try:
+                conn.adbc_connection.set_options(**{f"adbc.flight.sql.session.option.{name}": value})
+                check(False, f"session option {name}={value} is refused")
+            except adbc_driver_manager.Error as e:
+                check(name in str(e), f"session option {name}={value} refused, naming it: {e}")
+
         cur.execute("SELECT * FROM sales")
         t = cur.fetch_arrow_table()
         check(t.num_rows == ROWS, f"fetch_arrow_table of a dataset: {t.num_rows} rows")

@@ -300,3 +300,154 @@ async fn csv_exports_keep_null_and_the_empty_string_apart() {
     );
     flight.stop().await;
 }
+
+/// Display strings of every cell, row by row, for comparing what different readers got.
+fn cells(batches: &[arrow::record_batch::RecordBatch]) -> Vec<Vec<Option<String>>> {
+    let mut out = Vec::new();
+    for b in batches {
+        for r in 0..b.num_rows() {
+            out.push(
+                b.columns()
+                    .iter()
+                    .map(|c| {
+                        (!c.is_null(r)).then(|| {
+                            arrow::util::display::array_value_to_string(c, r).unwrap()
+                        })
+                    })
+                    .collect(),
+            );
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_published_type_reads_back_over_flight_and_in_every_export_format() {
+    use arrow::datatypes::DataType;
+    let db = fresh_db().await;
+    let n100 = format!("{}.125", "9".repeat(97));
+    db.client
+        .batch_execute(&format!(
+            "CREATE TEMP TABLE typed (
+                 id bigint NOT NULL, label text NOT NULL, note text,
+                 n38 numeric(38,10), n60 numeric(60,10), n100 numeric(100,3), free numeric, huge numeric,
+                 iv interval, arr int[], j jsonb, js json, u uuid, b bytea, d date, ts timestamptz);
+             INSERT INTO typed VALUES
+               (1, 'a', '', 1234567890123456789012345678.1234567891,
+                12345678901234567890123456789012345678901234567890.0123456789, {n100}, 1.5, 1e80,
+                '1 day 02:03:04', '{{1,2,3}}', '{{\"a\": [1, {{\"b\": null}}]}}', '{{\"x\":1}}',
+                'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '\\x0102ff', '2024-02-29', '2024-01-01 12:00:00+00'),
+               (2, 'b', NULL, NULL, NULL, NULL, 12345678901234567890.123456789, NULL,
+                NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+             SELECT barecount.publish('typed', 'typed');
+             -- through a query too: an outer join can bring NULL under a NOT NULL column
+             SELECT barecount.publish('joined', $$SELECT t.id, o.label FROM typed t
+                                                   LEFT JOIN typed o ON o.id = t.id AND o.id = 1$$);"
+        ))
+        .await
+        .unwrap();
+    let mut config = Config::local(&db.url);
+    config.export_dir = temp_dir("typed-exports");
+    let flight = Flight::start_with(config).await;
+    let (url, auth) = (flight.url.as_str(), &flight.auth);
+
+    let (schema, batches) = client::query(url, auth, "SELECT * FROM typed ORDER BY id")
+        .await
+        .unwrap();
+    let field = |n: &str| schema.field_with_name(n).unwrap().clone();
+    // NOT NULL survives into the Arrow schema
+    assert!(!field("id").is_nullable() && !field("label").is_nullable());
+    assert!(field("note").is_nullable() && field("n38").is_nullable());
+    // numerics at full precision, and the schema says how each is carried
+    let carried = |n: &str| field(n).metadata().get("barecount.numeric").cloned();
+    assert_eq!(field("n38").data_type(), &DataType::Decimal128(38, 10));
+    assert_eq!(field("n60").data_type(), &DataType::Decimal256(60, 10));
+    assert_eq!(carried("n60").as_deref(), Some("decimal256"));
+    assert_eq!(field("n100").data_type(), &DataType::Utf8);
+    assert_eq!(carried("n100").as_deref(), Some("text"));
+    assert_eq!(field("free").data_type(), &DataType::Decimal128(29, 9));
+    assert_eq!(carried("free").as_deref(), Some("decimal128"));
+    assert_eq!(field("huge").data_type(), &DataType::Utf8);
+    assert_eq!(
+        field("iv").metadata().get("barecount.pg_type").map(String::as_str),
+        Some("interval")
+    );
+    let got = cells(&batches);
+    let s = |v: &str| Some(v.to_owned());
+    assert_eq!(
+        got[0],
+        vec![
+            s("1"),
+            s("a"),
+            s(""),
+            s("1234567890123456789012345678.1234567891"),
+            s("12345678901234567890123456789012345678901234567890.0123456789"),
+            s(&n100),
+            s("1.500000000"),
+            s(&format!("1{}", "0".repeat(80))),
+            s("1 day 02:03:04"),
+            s("{1,2,3}"),
+            s(r#"{"a": [1, {"b": null}]}"#),
+            s(r#"{"x":1}"#),
+            s("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+            s("\\x0102ff"),
+            s("2024-02-29"),
+            s("2024-01-01T12:00:00Z"),
+        ]
+    );
+    assert_eq!(got[1][2], None, "NULL stays NULL");
+    assert_eq!(got[1][6], s("12345678901234567890.123456789"));
+
+    // a NOT NULL column read through an outer join that brought a NULL stays nullable
+    let (joined, _) = client::query(url, auth, "SELECT * FROM joined").await.unwrap();
+    assert!(!joined.field_with_name("id").unwrap().is_nullable());
+    assert!(joined.field_with_name("label").unwrap().is_nullable());
+
+    // every export format holds the same values and types
+    let mut from_files = Vec::new();
+    for format in [Format::Parquet, Format::Arrow, Format::Csv] {
+        let receipt = client::export(url, auth, &req(Some("typed"), None, format), |_, _| {})
+            .await
+            .unwrap();
+        assert_eq!(receipt.rows, 2);
+        let file = std::fs::File::open(&receipt.path).unwrap();
+        match format {
+            Format::Parquet => {
+                let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+                let file_schema = reader.schema().clone();
+                assert_eq!(
+                    file_schema.field_with_name("n60").unwrap().data_type(),
+                    &DataType::Decimal256(60, 10)
+                );
+                assert!(!file_schema.field_with_name("id").unwrap().is_nullable());
+                let b: Vec<_> = reader.build().unwrap().map(Result::unwrap).collect();
+                from_files.push(("parquet", cells(&b)));
+            }
+            Format::Arrow => {
+                let reader = arrow::ipc::reader::FileReader::try_new(file, None).unwrap();
+                assert_eq!(
+                    reader.schema().field_with_name("n60").unwrap().data_type(),
+                    &DataType::Decimal256(60, 10)
+                );
+                let b: Vec<_> = reader.map(Result::unwrap).collect();
+                from_files.push(("arrow", cells(&b)));
+            }
+            Format::Csv => {
+                let text = std::fs::read_to_string(&receipt.path).unwrap();
+                let lines: Vec<&str> = text.lines().collect();
+                assert_eq!(lines[0], "id,label,note,n38,n60,n100,free,huge,iv,arr,j,js,u,b,d,ts");
+                assert!(lines[1].starts_with(
+                    "1,a,\"\",1234567890123456789012345678.1234567891,12345678901234567890123456789012345678901234567890.0123456789,"
+                ), "{}", lines[1]);
+                assert!(lines[1].contains(r#","{""a"": [1, {""b"": null}]}","#), "{}", lines[1]);
+                assert!(lines[2].starts_with("2,b,,,,,12345678901234567890.123456789,"), "{}", lines[2]);
+            }
+        }
+    }
+    for (format, rows) in from_files {
+        let mut rows = rows;
+        rows.sort();
+        assert_eq!(rows, got, "{format} export differs from what Flight serves");
+    }
+    flight.stop().await;
+}

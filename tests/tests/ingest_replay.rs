@@ -431,3 +431,86 @@ async fn quality_rules_record_results_and_a_blocking_failure_quarantines_the_bat
         "22023"
     );
 }
+
+#[tokio::test]
+async fn a_row_serde_cannot_hold_is_quarantined_alone() {
+    let db = fresh_db().await;
+    let c = &db.client;
+    c.query("SELECT barecount.contract_register($1)", &[&ORDERS_CONTRACT])
+        .await
+        .unwrap();
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let batch = format!(
+        r#"[{}, {{"order_id": "D2", "amount": 1e400}}, {deep}, {}]"#,
+        order("D1", "east", 1.0),
+        order("D3", "west", 2.0)
+    );
+    let r = c
+        .query_one(
+            "SELECT batch_id, accepted, quarantined FROM barecount.ingest('orders', $1::text::jsonb)",
+            &[&batch],
+        )
+        .await
+        .unwrap();
+    let batch_id: i64 = r.get(0);
+    assert_eq!((r.get::<_, i64>(1), r.get::<_, i64>(2)), (2, 2));
+    // every row is kept, the two unreadable ones as sent and with the reason
+    assert_eq!(
+        count(c, &format!("SELECT count(*) FROM raw.orders WHERE batch_id = {batch_id}")).await,
+        4
+    );
+    let q = c
+        .query(
+            "SELECT row_no, payload->>'order_id', errors->0->>'keyword', errors->0->>'message', jsonb_typeof(payload) \
+               FROM barecount.quarantine WHERE batch_id = $1 ORDER BY row_no",
+            &[&batch_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(q.len(), 2);
+    assert_eq!(q[0].get::<_, i32>(0), 2);
+    assert_eq!(q[0].get::<_, Option<String>>(1).as_deref(), Some("D2"));
+    assert_eq!(q[0].get::<_, String>(2), "json");
+    assert!(q[0].get::<_, String>(3).contains("out of range"), "{}", q[0].get::<_, String>(3));
+    assert_eq!(q[1].get::<_, i32>(0), 3);
+    assert_eq!(q[1].get::<_, String>(4), "array");
+    assert!(q[1].get::<_, String>(3).contains("nested"), "{}", q[1].get::<_, String>(3));
+    // the receipt counts them
+    let received = count(
+        c,
+        &format!("SELECT rows_total FROM barecount.batches WHERE batch_id = {batch_id}"),
+    )
+    .await;
+    assert_eq!(received, 4);
+
+    // the same through an array of jsonb, and in validate_batch
+    let r = c
+        .query_one(
+            "SELECT accepted, quarantined FROM barecount.ingest_rows('orders', ARRAY[$1::jsonb, '{\"amount\": -1e999}'::jsonb])",
+            &[&order("D4", "east", 1.0)],
+        )
+        .await
+        .unwrap();
+    assert_eq!((r.get::<_, i64>(0), r.get::<_, i64>(1)), (1, 1));
+    let verdicts: Vec<bool> = c
+        .query(
+            "SELECT valid FROM barecount.validate_batch('orders', $1::text::jsonb) ORDER BY row_no",
+            &[&batch],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(verdicts, [true, false, false, true]);
+
+    // a replay reads them again and keeps them in quarantine, without an internal error
+    let r = c
+        .query_one(
+            "SELECT released, still_quarantined FROM barecount.quarantine_replay('orders')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!((r.get::<_, i64>(0), r.get::<_, i64>(1)), (0, 3));
+}
