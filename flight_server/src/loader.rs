@@ -18,10 +18,7 @@ use tokio::sync::mpsc;
 pub const COPY_CHUNK_BYTES: usize = 1 << 20;
 
 pub fn kinds(v: &VersionInfo) -> Vec<ColumnKind> {
-    v.columns
-        .iter()
-        .map(ColumnKind::of)
-        .collect()
+    v.columns.iter().map(ColumnKind::of).collect()
 }
 
 /// The COPY statement for a version's rows, optionally within a block range.

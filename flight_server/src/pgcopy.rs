@@ -8,8 +8,8 @@
 use crate::types::ColumnKind;
 use arrow::array::{
     ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Decimal256Builder, Float32Builder,
-    Float64Builder,
-    Int16Builder, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+    Float64Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder,
+    TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{i256, SchemaRef};
 use arrow::record_batch::RecordBatch;
@@ -239,7 +239,11 @@ pub fn numeric_scaled<T: Scaled>(v: &[u8], scale: i8) -> Result<T, String> {
     if first_dropped.is_some_and(|r| r >= 5) {
         scaled = scaled.add(T::from_i16(1)).ok_or_else(overflow)?;
     }
-    Ok(if sign == 0x4000 { scaled.negate() } else { scaled })
+    Ok(if sign == 0x4000 {
+        scaled.negate()
+    } else {
+        scaled
+    })
 }
 
 /// Incremental decoder: feed it the COPY stream's chunks, take finished batches.

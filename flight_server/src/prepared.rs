@@ -82,9 +82,8 @@ pub fn encode_params(batches: &[RecordBatch]) -> Result<String> {
         .first()
         .map(RecordBatch::schema)
         .ok_or_else(|| FlightError::Internal("parameter rows missing".into()))?;
-    let batch = arrow::compute::concat_batches(&schema, batches).map_err(|e| {
-        FlightError::InvalidRequest(format!("parameter batches do not agree: {e}"))
-    })?;
+    let batch = arrow::compute::concat_batches(&schema, batches)
+        .map_err(|e| FlightError::InvalidRequest(format!("parameter batches do not agree: {e}")))?;
     let mut buf = Vec::new();
     {
         let mut w = StreamWriter::try_new(&mut buf, &schema)?;

@@ -138,7 +138,10 @@ mod tests {
         assert!(!errors.contains_key("catalog"));
         assert_eq!(errors["schema"].value, ErrorValue::InvalidValue as i32);
         assert_eq!(errors["search_path"].value, ErrorValue::InvalidName as i32);
-        assert_eq!(errors["catalog_erased"].value, ErrorValue::InvalidName as i32);
+        assert_eq!(
+            errors["catalog_erased"].value,
+            ErrorValue::InvalidName as i32
+        );
         let erase = SetSessionOptionsRequest {
             session_options: HashMap::from([(
                 "schema".to_owned(),

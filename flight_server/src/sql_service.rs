@@ -20,8 +20,9 @@ use arrow_flight::sql::{
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
     ActionCreatePreparedStatementResult, CommandGetCatalogs, CommandGetDbSchemas,
     CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
-    CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementQuery,
-    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
+    CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandPreparedStatementUpdate,
+    CommandStatementQuery, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
+    TicketStatementQuery,
 };
 use arrow_flight::{
     Action, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
@@ -183,8 +184,7 @@ impl SqlService {
                     .map_err(FlightError::from)?,
             );
         }
-        let schema =
-            schema.ok_or_else(|| FlightError::InvalidRequest("nothing to run".into()))?;
+        let schema = schema.ok_or_else(|| FlightError::InvalidRequest("nothing to run".into()))?;
         let batches = futures::stream::iter(streams)
             .flatten()
             .map(|b| b.map_err(FlightError::from));

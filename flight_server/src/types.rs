@@ -79,7 +79,11 @@ impl ColumnKind {
     /// The kind of a published column: its type, and for an unconstrained numeric the
     /// precision and scale measured when it was published.
     pub fn of(c: &PgColumn) -> Self {
-        match (ColumnKind::from_pg(&c.pg_type), c.numeric_precision, c.numeric_scale) {
+        match (
+            ColumnKind::from_pg(&c.pg_type),
+            c.numeric_precision,
+            c.numeric_scale,
+        ) {
             (ColumnKind::NumericFloat, Some(p), Some(s)) => decimal_for(p, s),
             (kind, _, _) => kind,
         }
@@ -105,9 +109,7 @@ impl ColumnKind {
             ColumnKind::Float32 => DataType::Float32,
             ColumnKind::Float64 | ColumnKind::NumericFloat => DataType::Float64,
             ColumnKind::Decimal { precision, scale } => DataType::Decimal128(*precision, *scale),
-            ColumnKind::Decimal256 { precision, scale } => {
-                DataType::Decimal256(*precision, *scale)
-            }
+            ColumnKind::Decimal256 { precision, scale } => DataType::Decimal256(*precision, *scale),
             ColumnKind::Text | ColumnKind::OtherAsText | ColumnKind::NumericText => DataType::Utf8,
             ColumnKind::Date => DataType::Date32,
             ColumnKind::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
@@ -187,8 +189,14 @@ mod tests {
             ColumnKind::from_pg("numeric(60,10)").arrow_type(),
             DataType::Decimal256(60, 10)
         );
-        assert_eq!(ColumnKind::from_pg("numeric(100,2)"), ColumnKind::NumericText);
-        assert_eq!(ColumnKind::from_pg("numeric(3,-2)"), ColumnKind::NumericText);
+        assert_eq!(
+            ColumnKind::from_pg("numeric(100,2)"),
+            ColumnKind::NumericText
+        );
+        assert_eq!(
+            ColumnKind::from_pg("numeric(3,-2)"),
+            ColumnKind::NumericText
+        );
         assert_eq!(
             ColumnKind::from_pg("numeric(3,5)"),
             ColumnKind::Decimal {

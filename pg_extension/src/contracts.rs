@@ -267,7 +267,12 @@ pub fn governing(tenant_id: &str, name: &str) -> Result<Governing, SqlError> {
     let schema = match readonly::one(
         "SELECT row_schema::text FROM barecount.contract_datasets \
           WHERE tenant_id = $1 AND dataset = $2 AND contract = $3 AND contract_version = $4",
-        &[Some(tenant_id), Some(dataset), Some(&contract), Some(&version)],
+        &[
+            Some(tenant_id),
+            Some(dataset),
+            Some(&contract),
+            Some(&version),
+        ],
     )? {
         Some(text) => crate::jsonarg::parse(&text)?,
         None => Value::Null,

@@ -172,13 +172,7 @@ fn run(client: &mut SpiClient<'_>, dataset: &str, source: &str) -> Result<Publis
     finite_values_only(client, dataset, &staged)?;
     let out = privilege::as_owner(|| {
         publish_staged(
-            client,
-            dataset,
-            source,
-            &tenant_id,
-            &inputs,
-            &staged,
-            &not_null,
+            client, dataset, source, &tenant_id, &inputs, &staged, &not_null,
         )
     })?;
     client.update(&format!("DROP TABLE {staged}"), None, &[])?;
@@ -323,7 +317,10 @@ fn numeric_extents(
         .iter()
         .zip(row.chunks(2))
         .map(|(c, ps)| {
-            let (int_digits, scale) = (ps.first().copied().unwrap_or(1), ps.get(1).copied().unwrap_or(0));
+            let (int_digits, scale) = (
+                ps.first().copied().unwrap_or(1),
+                ps.get(1).copied().unwrap_or(0),
+            );
             (c.name.clone(), int_digits + scale, scale)
         })
         .collect())

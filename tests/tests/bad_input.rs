@@ -34,13 +34,36 @@ fn documented() -> BTreeSet<String> {
 }
 
 const WORDS: &[&str] = &[
-    "amount", "order_id", "kind", "weekday", "year_end", "end_month", "holiday_rules", "easter",
-    "measures", "source", "time", "grain", "weekend", "year_label", "max_datasets", "type",
-    "properties", "required", "minimum", "multipleOf", "$ref", "items", "region", "",
+    "amount",
+    "order_id",
+    "kind",
+    "weekday",
+    "year_end",
+    "end_month",
+    "holiday_rules",
+    "easter",
+    "measures",
+    "source",
+    "time",
+    "grain",
+    "weekend",
+    "year_label",
+    "max_datasets",
+    "type",
+    "properties",
+    "required",
+    "minimum",
+    "multipleOf",
+    "$ref",
+    "items",
+    "region",
+    "",
 ];
 
 fn random_string(rng: &mut StdRng) -> String {
-    let alphabet = ['a', 'Z', '0', ' ', '\'', '"', '\\', ';', '-', '%', '_', '$', '.', 'é', '✓', '\n'];
+    let alphabet = [
+        'a', 'Z', '0', ' ', '\'', '"', '\\', ';', '-', '%', '_', '$', '.', 'é', '✓', '\n',
+    ];
     let n = rng.random_range(0..24);
     (0..n)
         .map(|_| alphabet[rng.random_range(0..alphabet.len())])
@@ -50,7 +73,11 @@ fn random_string(rng: &mut StdRng) -> String {
 fn random_number(rng: &mut StdRng) -> String {
     match rng.random_range(0..6) {
         0 => rng.random::<i64>().to_string(),
-        1 => format!("{}e{}", rng.random_range(-9..10), rng.random_range(-400..400)),
+        1 => format!(
+            "{}e{}",
+            rng.random_range(-9..10),
+            rng.random_range(-400..400)
+        ),
         2 => format!("{}.{}", rng.random_range(-1000..1000), rng.random::<u32>()),
         3 => "0".to_owned(),
         4 => "-0.0".to_owned(),
@@ -60,7 +87,11 @@ fn random_number(rng: &mut StdRng) -> String {
 
 /// Random JSON text (numbers may lie beyond double precision: jsonb holds them).
 fn random_json(rng: &mut StdRng, depth: u32) -> String {
-    let choice = if depth == 0 { rng.random_range(0..4) } else { rng.random_range(0..7) };
+    let choice = if depth == 0 {
+        rng.random_range(0..4)
+    } else {
+        rng.random_range(0..7)
+    };
     match choice {
         0 => "null".to_owned(),
         1 => (if rng.random() { "true" } else { "false" }).to_owned(),
@@ -71,7 +102,11 @@ fn random_json(rng: &mut StdRng, depth: u32) -> String {
             let fields: Vec<String> = (0..n)
                 .map(|_| {
                     let k = WORDS[rng.random_range(0..WORDS.len())];
-                    format!("{}: {}", Value::String(k.to_owned()), random_json(rng, depth - 1))
+                    format!(
+                        "{}: {}",
+                        Value::String(k.to_owned()),
+                        random_json(rng, depth - 1)
+                    )
                 })
                 .collect();
             format!("{{{}}}", fields.join(", "))
@@ -89,19 +124,40 @@ fn random_calendar(rng: &mut StdRng) -> String {
     let pick = |rng: &mut StdRng, xs: &[Value]| xs[rng.random_range(0..xs.len())].clone();
     let days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
     let mut spec = serde_json::Map::new();
-    let kinds = [json!("gregorian"), json!("retail_454"), json!("retail_445"), json!("retail_544"), json!("fiscal"), json!("x"), json!(3)];
+    let kinds = [
+        json!("gregorian"),
+        json!("retail_454"),
+        json!("retail_445"),
+        json!("retail_544"),
+        json!("fiscal"),
+        json!("x"),
+        json!(3),
+    ];
     spec.insert("kind".into(), pick(rng, &kinds));
     if rng.random() {
-        spec.insert("year_end".into(), pick(rng, &[json!("nearest"), json!("last"), json!("x"), json!(null)]));
+        spec.insert(
+            "year_end".into(),
+            pick(
+                rng,
+                &[json!("nearest"), json!("last"), json!("x"), json!(null)],
+            ),
+        );
     }
     if rng.random() {
         spec.insert("end_month".into(), json!(rng.random_range(-2..16)));
     }
     if rng.random() {
-        spec.insert("weekday".into(), pick(rng, &[json!("sat"), json!("sun"), json!("x"), json!(7)]));
+        spec.insert(
+            "weekday".into(),
+            pick(rng, &[json!("sat"), json!("sun"), json!("x"), json!(7)]),
+        );
     }
     if rng.random() {
-        let weekend: Vec<&str> = days.iter().copied().filter(|_| rng.random_bool(0.4)).collect();
+        let weekend: Vec<&str> = days
+            .iter()
+            .copied()
+            .filter(|_| rng.random_bool(0.4))
+            .collect();
         spec.insert("weekend".into(), json!(weekend));
     }
     if rng.random() {
@@ -116,14 +172,19 @@ fn random_calendar(rng: &mut StdRng) -> String {
         spec.insert("holiday_rules".into(), json!(rules));
     }
     if rng.random_bool(0.2) {
-        spec.insert("year_label".into(), serde_json::from_str(&random_json(rng, 1)).unwrap_or(Value::Null));
+        spec.insert(
+            "year_label".into(),
+            serde_json::from_str(&random_json(rng, 1)).unwrap_or(Value::Null),
+        );
     }
     Value::Object(spec).to_string()
 }
 
 /// A random data contract (ODCS YAML) with random property types and constraints.
 fn random_contract(rng: &mut StdRng) -> String {
-    let types = ["string", "integer", "number", "boolean", "date", "object", "array", "uuid", "x"];
+    let types = [
+        "string", "integer", "number", "boolean", "date", "object", "array", "uuid", "x",
+    ];
     let mut props = String::new();
     for i in 0..rng.random_range(0..4) {
         props.push_str(&format!(
@@ -132,7 +193,11 @@ fn random_contract(rng: &mut StdRng) -> String {
             rng.random::<bool>()
         ));
         if rng.random() {
-            props.push_str(&format!("            logicalTypeOptions: {{minimum: {}, multipleOf: {}}}\n", random_number(rng), random_number(rng)));
+            props.push_str(&format!(
+                "            logicalTypeOptions: {{minimum: {}, multipleOf: {}}}\n",
+                random_number(rng),
+                random_number(rng)
+            ));
         }
     }
     format!(
@@ -150,42 +215,123 @@ fn pool(ty: &str, rng: &mut StdRng) -> Vec<Option<String>> {
     let deep_objects = format!("{}1{}", "{\"a\": ".repeat(130), "}".repeat(130));
     let mut out: Vec<Option<String>> = match ty {
         "text" | "name" => vec![
-            None, s(""), s("x"), s("default"), s("orders"), s("nrf"), s("sales"), s("k"), s("m"),
-            s("acme"), s("period"), s("month"), s("day"), s("read"), s("BACKWARD"), s("2024-01-01"),
-            s("SELECT 1 AS v"), s("SELECT 1; SELECT 2"), s("'; DROP TABLE barecount.ledger; --"),
-            s("published.sales@1"), s("raw.orders"), s("contract:orders@1.0.0"), s("gdp.orders"),
-            s(&"a".repeat(10_000)), s("Ünïcødé ✓ \u{1F600}"), s(ORDERS_CONTRACT),
-            s("COPY (SELECT 1) TO '/tmp/x'"), s("BEGIN"),
+            None,
+            s(""),
+            s("x"),
+            s("default"),
+            s("orders"),
+            s("nrf"),
+            s("sales"),
+            s("k"),
+            s("m"),
+            s("acme"),
+            s("period"),
+            s("month"),
+            s("day"),
+            s("read"),
+            s("BACKWARD"),
+            s("2024-01-01"),
+            s("SELECT 1 AS v"),
+            s("SELECT 1; SELECT 2"),
+            s("'; DROP TABLE barecount.ledger; --"),
+            s("published.sales@1"),
+            s("raw.orders"),
+            s("contract:orders@1.0.0"),
+            s("gdp.orders"),
+            s(&"a".repeat(10_000)),
+            s("Ünïcødé ✓ \u{1F600}"),
+            s(ORDERS_CONTRACT),
+            s("COPY (SELECT 1) TO '/tmp/x'"),
+            s("BEGIN"),
         ],
         "jsonb" => vec![
-            None, s("{}"), s("[]"), s("null"), s("1"), s("\"s\""), s("1e400"), s("[1e400]"),
-            s("{\"amount\": -1e999}"), s(&deep_arrays), s(&deep_objects),
+            None,
+            s("{}"),
+            s("[]"),
+            s("null"),
+            s("1"),
+            s("\"s\""),
+            s("1e400"),
+            s("[1e400]"),
+            s("{\"amount\": -1e999}"),
+            s(&deep_arrays),
+            s(&deep_objects),
             s(&format!("[{}]", vec!["{}"; 5000].join(","))),
             s(r#"{"kind": "retail_454", "year_end": "nearest", "end_month": 1, "weekday": "sat"}"#),
             s(r#"{"source": "gdp.orders", "time": "order_date", "measures": {"n": "count(*)"}}"#),
         ],
         "date" => vec![
-            None, s("infinity"), s("-infinity"), s("1899-12-31"), s("1900-01-01"), s("2200-12-31"),
-            s("2201-01-01"), s("2024-02-29"), s("0001-01-01 BC"), s("5874897-12-31"), s("1970-01-01"),
+            None,
+            s("infinity"),
+            s("-infinity"),
+            s("1899-12-31"),
+            s("1900-01-01"),
+            s("2200-12-31"),
+            s("2201-01-01"),
+            s("2024-02-29"),
+            s("0001-01-01 BC"),
+            s("5874897-12-31"),
+            s("1970-01-01"),
         ],
-        "integer" => vec![None, s("0"), s("1"), s("-1"), s("2147483647"), s("-2147483648"), s("7")],
+        "integer" => vec![
+            None,
+            s("0"),
+            s("1"),
+            s("-1"),
+            s("2147483647"),
+            s("-2147483648"),
+            s("7"),
+        ],
         "bigint" => vec![
-            None, s("0"), s("1"), s("-1"), s("9223372036854775807"), s("-9223372036854775808"),
+            None,
+            s("0"),
+            s("1"),
+            s("-1"),
+            s("9223372036854775807"),
+            s("-9223372036854775808"),
         ],
         "boolean" => vec![None, s("true"), s("false")],
         "text[]" => vec![
-            None, s("{}"), s("{NULL}"), s("{read}"), s("{read,export}"), s("{\"\",x}"), s("{admin}"),
+            None,
+            s("{}"),
+            s("{NULL}"),
+            s("{read}"),
+            s("{read,export}"),
+            s("{\"\",x}"),
+            s("{admin}"),
         ],
         "timestamp with time zone" => vec![
-            None, s("infinity"), s("-infinity"), s("1900-01-01"), s("2999-01-01"), s("epoch"),
+            None,
+            s("infinity"),
+            s("-infinity"),
+            s("1900-01-01"),
+            s("2999-01-01"),
+            s("epoch"),
             s(&format!("{}-06-01", 2027)),
         ],
         "oid" => vec![None, s("0"), s("1"), s("4294967295"), s("1259")],
-        "jsonb[]" => vec![None, s("{}"), s("{NULL}"), s("{\"{}\"}"), s("{\"[1e400]\",\"{}\"}")],
-        "regclass" => vec![
-            None, s("pg_class"), s("barecount.ledger"), s("gdp.orders"), s("kpi.k"), s("no_such_table"),
+        "jsonb[]" => vec![
+            None,
+            s("{}"),
+            s("{NULL}"),
+            s("{\"{}\"}"),
+            s("{\"[1e400]\",\"{}\"}"),
         ],
-        "regrole" => vec![None, s("postgres"), s("bc_test_admin"), s("pg_monitor"), s("no_such_role")],
+        "regclass" => vec![
+            None,
+            s("pg_class"),
+            s("barecount.ledger"),
+            s("gdp.orders"),
+            s("kpi.k"),
+            s("no_such_table"),
+        ],
+        "regrole" => vec![
+            None,
+            s("postgres"),
+            s("bc_test_admin"),
+            s("pg_monitor"),
+            s("no_such_role"),
+        ],
         _ => vec![None],
     };
     // generated values: random JSON, calendars and contracts; random dates and numbers
@@ -295,10 +441,13 @@ async fn hammer(
             let outcome = match &result {
                 Ok(_) => "ok".to_owned(),
                 Err(e) => {
-                    let code = e
-                        .code()
-                        .map(|c| c.code().to_owned())
-                        .unwrap_or_else(|| panic!("{who}: barecount.{}({}): no SQLSTATE: {e:?}", f.name, shown.join(", ")));
+                    let code = e.code().map(|c| c.code().to_owned()).unwrap_or_else(|| {
+                        panic!(
+                            "{who}: barecount.{}({}): no SQLSTATE: {e:?}",
+                            f.name,
+                            shown.join(", ")
+                        )
+                    });
                     assert!(
                         code != "XX000" && documented.contains(&code),
                         "{who}: barecount.{}({}) answered {code}, which the README's error table does not list: {e:?}",
@@ -339,16 +488,28 @@ async fn every_function_answers_hostile_and_random_input_with_a_documented_sqlst
         .await
         .unwrap();
     db.client
-        .query("SELECT barecount.contract_register($1)", &[&ORDERS_CONTRACT])
+        .query(
+            "SELECT barecount.contract_register($1)",
+            &[&ORDERS_CONTRACT],
+        )
         .await
         .unwrap();
     let fns = functions(&db.client).await;
     assert!(fns.len() > 60, "only {} functions found", fns.len());
     let mut outcomes = BTreeMap::new();
     hammer(&mut db.client, &fns, &mut rng, 14, "admin", &mut outcomes).await;
-    let reader = login_role(&db.client, "fuzz_reader", &["barecount_reader"], Some("default")).await;
+    let reader = login_role(
+        &db.client,
+        "fuzz_reader",
+        &["barecount_reader"],
+        Some("default"),
+    )
+    .await;
     let mut reader = barecount_tests::connect_as(&db.url, &reader).await;
     hammer(&mut reader, &fns, &mut rng, 4, "reader", &mut outcomes).await;
     println!("{} functions, outcomes: {outcomes:?}", fns.len());
-    assert!(outcomes.get("ok").copied().unwrap_or(0) > 100, "too few calls got through: {outcomes:?}");
+    assert!(
+        outcomes.get("ok").copied().unwrap_or(0) > 100,
+        "too few calls got through: {outcomes:?}"
+    );
 }

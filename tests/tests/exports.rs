@@ -310,9 +310,8 @@ fn cells(batches: &[arrow::record_batch::RecordBatch]) -> Vec<Vec<Option<String>
                 b.columns()
                     .iter()
                     .map(|c| {
-                        (!c.is_null(r)).then(|| {
-                            arrow::util::display::array_value_to_string(c, r).unwrap()
-                        })
+                        (!c.is_null(r))
+                            .then(|| arrow::util::display::array_value_to_string(c, r).unwrap())
                     })
                     .collect(),
             );
@@ -369,7 +368,10 @@ async fn every_published_type_reads_back_over_flight_and_in_every_export_format(
     assert_eq!(carried("free").as_deref(), Some("decimal128"));
     assert_eq!(field("huge").data_type(), &DataType::Utf8);
     assert_eq!(
-        field("iv").metadata().get("barecount.pg_type").map(String::as_str),
+        field("iv")
+            .metadata()
+            .get("barecount.pg_type")
+            .map(String::as_str),
         Some("interval")
     );
     let got = cells(&batches);
@@ -399,7 +401,9 @@ async fn every_published_type_reads_back_over_flight_and_in_every_export_format(
     assert_eq!(got[1][6], s("12345678901234567890.123456789"));
 
     // a NOT NULL column read through an outer join that brought a NULL stays nullable
-    let (joined, _) = client::query(url, auth, "SELECT * FROM joined").await.unwrap();
+    let (joined, _) = client::query(url, auth, "SELECT * FROM joined")
+        .await
+        .unwrap();
     assert!(!joined.field_with_name("id").unwrap().is_nullable());
     assert!(joined.field_with_name("label").unwrap().is_nullable());
 
@@ -435,12 +439,23 @@ async fn every_published_type_reads_back_over_flight_and_in_every_export_format(
             Format::Csv => {
                 let text = std::fs::read_to_string(&receipt.path).unwrap();
                 let lines: Vec<&str> = text.lines().collect();
-                assert_eq!(lines[0], "id,label,note,n38,n60,n100,free,huge,iv,arr,j,js,u,b,d,ts");
+                assert_eq!(
+                    lines[0],
+                    "id,label,note,n38,n60,n100,free,huge,iv,arr,j,js,u,b,d,ts"
+                );
                 assert!(lines[1].starts_with(
                     "1,a,\"\",1234567890123456789012345678.1234567891,12345678901234567890123456789012345678901234567890.0123456789,"
                 ), "{}", lines[1]);
-                assert!(lines[1].contains(r#","{""a"": [1, {""b"": null}]}","#), "{}", lines[1]);
-                assert!(lines[2].starts_with("2,b,,,,,12345678901234567890.123456789,"), "{}", lines[2]);
+                assert!(
+                    lines[1].contains(r#","{""a"": [1, {""b"": null}]}","#),
+                    "{}",
+                    lines[1]
+                );
+                assert!(
+                    lines[2].starts_with("2,b,,,,,12345678901234567890.123456789,"),
+                    "{}",
+                    lines[2]
+                );
             }
         }
     }

@@ -436,9 +436,12 @@ async fn quality_rules_record_results_and_a_blocking_failure_quarantines_the_bat
 async fn a_row_serde_cannot_hold_is_quarantined_alone() {
     let db = fresh_db().await;
     let c = &db.client;
-    c.query("SELECT barecount.contract_register($1)", &[&ORDERS_CONTRACT])
-        .await
-        .unwrap();
+    c.query(
+        "SELECT barecount.contract_register($1)",
+        &[&ORDERS_CONTRACT],
+    )
+    .await
+    .unwrap();
     let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
     let batch = format!(
         r#"[{}, {{"order_id": "D2", "amount": 1e400}}, {deep}, {}]"#,
@@ -456,7 +459,11 @@ async fn a_row_serde_cannot_hold_is_quarantined_alone() {
     assert_eq!((r.get::<_, i64>(1), r.get::<_, i64>(2)), (2, 2));
     // every row is kept, the two unreadable ones as sent and with the reason
     assert_eq!(
-        count(c, &format!("SELECT count(*) FROM raw.orders WHERE batch_id = {batch_id}")).await,
+        count(
+            c,
+            &format!("SELECT count(*) FROM raw.orders WHERE batch_id = {batch_id}")
+        )
+        .await,
         4
     );
     let q = c
@@ -471,10 +478,18 @@ async fn a_row_serde_cannot_hold_is_quarantined_alone() {
     assert_eq!(q[0].get::<_, i32>(0), 2);
     assert_eq!(q[0].get::<_, Option<String>>(1).as_deref(), Some("D2"));
     assert_eq!(q[0].get::<_, String>(2), "json");
-    assert!(q[0].get::<_, String>(3).contains("out of range"), "{}", q[0].get::<_, String>(3));
+    assert!(
+        q[0].get::<_, String>(3).contains("out of range"),
+        "{}",
+        q[0].get::<_, String>(3)
+    );
     assert_eq!(q[1].get::<_, i32>(0), 3);
     assert_eq!(q[1].get::<_, String>(4), "array");
-    assert!(q[1].get::<_, String>(3).contains("nested"), "{}", q[1].get::<_, String>(3));
+    assert!(
+        q[1].get::<_, String>(3).contains("nested"),
+        "{}",
+        q[1].get::<_, String>(3)
+    );
     // the receipt counts them
     let received = count(
         c,

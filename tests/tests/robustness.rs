@@ -133,7 +133,9 @@ async fn killing_parallel_barecount_work_under_load_leaves_the_cluster_clean() {
             let killed = load.iter().position(|(p, _)| *p == leader).unwrap();
             let (_, t) = load.remove(killed);
             let out = t.await.unwrap();
-            run.await.unwrap().unwrap_or_else(|e| panic!("round {round}: {e:?}"));
+            run.await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("round {round}: {e:?}"));
             out
         };
         if let Some(e) = outcome {
@@ -154,7 +156,10 @@ async fn killing_parallel_barecount_work_under_load_leaves_the_cluster_clean() {
         assert_eq!(count(watch, "SELECT 1::bigint").await, 1, "round {round}");
     }
     println!("{saw_workers} of 3 rounds killed a call while its parallel workers ran");
-    assert!(saw_workers > 0, "no round ran BareCount code in parallel workers");
+    assert!(
+        saw_workers > 0,
+        "no round ran BareCount code in parallel workers"
+    );
 
     // the rerun gives what a direct computation gives, and the ledger still verifies
     c.batch_execute(PARALLEL).await.unwrap();
@@ -178,7 +183,10 @@ async fn killing_parallel_barecount_work_under_load_leaves_the_cluster_clean() {
           WHERE d.net IS DISTINCT FROM k.net OR d.n IS DISTINCT FROM k.n",
     )
     .await;
-    assert_eq!(mismatched, 0, "the rerun's numbers differ from a direct computation");
+    assert_eq!(
+        mismatched, 0,
+        "the rerun's numbers differ from a direct computation"
+    );
     assert!(count(c, "SELECT count(DISTINCT period) FROM kpi.sales_nrf").await >= 30);
     let ok: bool = c
         .query_one("SELECT ok FROM barecount.ledger_verify()", &[])

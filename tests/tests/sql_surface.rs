@@ -280,7 +280,10 @@ async fn functions_with_privileged_sections_never_run_in_parallel_workers() {
         "version",
         "working_days_between",
     ];
-    assert_eq!(safe, audited, "PARALLEL SAFE functions changed: audit the new ones");
+    assert_eq!(
+        safe, audited,
+        "PARALLEL SAFE functions changed: audit the new ones"
+    );
 }
 
 #[tokio::test]
@@ -291,7 +294,10 @@ async fn no_rust_backtrace_reaches_a_client() {
     // is intact in /proc (backends overwrite theirs with their process titles).
     let su = &db.superuser;
     let postmaster: String = su
-        .query_one("SELECT split_part(pg_read_file('postmaster.pid'), E'\\n', 1)", &[])
+        .query_one(
+            "SELECT split_part(pg_read_file('postmaster.pid'), E'\\n', 1)",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -304,9 +310,7 @@ async fn no_rust_backtrace_reaches_a_client() {
         .unwrap()
         .get::<_, Vec<u8>>(0);
     assert!(
-        environ
-            .split(|b| *b == 0)
-            .any(|v| v == b"RUST_BACKTRACE=1"),
+        environ.split(|b| *b == 0).any(|v| v == b"RUST_BACKTRACE=1"),
         "the server does not run with RUST_BACKTRACE=1"
     );
     // errors Postgres raises inside BareCount's SPI calls pass through pgrx, which attaches a
