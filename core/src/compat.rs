@@ -204,6 +204,76 @@ fn decimal(v: &Value) -> Option<(i128, u32)> {
     }
 }
 
+/// Orders two JSON numbers exactly where both are decimals an i128 holds, else as doubles.
+fn cmp_num(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
+    if let (Some((da, sa)), Some((db, sb))) = (decimal(a), decimal(b)) {
+        let s = sa.max(sb);
+        let up = |v: i128, sc: u32| 10_i128.checked_pow(s - sc).and_then(|f| v.checked_mul(f));
+        if let (Some(x), Some(y)) = (up(da, sa), up(db, sb)) {
+            return Some(x.cmp(&y));
+        }
+    }
+    a.as_f64()?.partial_cmp(&b.as_f64()?)
+}
+
+/// The bound a schema puts on numbers from below (`lower`) or above: its value and whether
+/// the value itself is admitted (`minimum`) or not (`exclusiveMinimum`); the tighter of the
+/// two keywords when both are given; `None` when unbounded.
+fn number_bound(schema: &Value, lower: bool) -> Option<(Value, bool)> {
+    use std::cmp::Ordering::{Equal, Greater, Less};
+    let (inclusive, exclusive) = if lower {
+        ("minimum", "exclusiveMinimum")
+    } else {
+        ("maximum", "exclusiveMaximum")
+    };
+    [
+        schema.get(inclusive).map(|v| (v.clone(), true)),
+        schema.get(exclusive).map(|v| (v.clone(), false)),
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|(v, _)| v.is_number())
+    .reduce(|a, b| match cmp_num(&a.0, &b.0) {
+        Some(Equal) => {
+            if a.1 {
+                b
+            } else {
+                a
+            }
+        }
+        Some(Greater) => {
+            if lower {
+                a
+            } else {
+                b
+            }
+        }
+        Some(Less) => {
+            if lower {
+                b
+            } else {
+                a
+            }
+        }
+        None => a,
+    })
+}
+
+/// Whether bound `new` admits every number bound `old` admits.
+fn admits_all(old: &Option<(Value, bool)>, new: &Option<(Value, bool)>, lower: bool) -> bool {
+    use std::cmp::Ordering::{Equal, Greater, Less};
+    match (old, new) {
+        (_, None) => true,
+        (None, Some(_)) => false,
+        (Some((o, old_inclusive)), Some((n, new_inclusive))) => match cmp_num(n, o) {
+            Some(Equal) => *new_inclusive || !*old_inclusive,
+            Some(Less) => lower,
+            Some(Greater) => !lower,
+            None => false,
+        },
+    }
+}
+
 /// Whether `d` divides `n` exactly (both positive decimals); false when unsure.
 fn divides(d: (i128, u32), n: (i128, u32)) -> bool {
     let s = d.1.max(n.1);
@@ -231,13 +301,32 @@ fn compare_property(path: &str, old: &Value, new: &Value, out: &mut Vec<Change>)
             widens,
         ));
     }
+    // numeric bounds: the rule is whether the new bound admits every number the old one
+    // admitted, minimum and exclusiveMinimum (maximum and exclusiveMaximum) taken together and
+    // compared as exact decimals: minimum 0 -> exclusiveMinimum -1 breaks no old row
     for (key, lower) in [
         ("minimum", true),
         ("exclusiveMinimum", true),
-        ("minLength", true),
-        ("minItems", true),
         ("maximum", false),
         ("exclusiveMaximum", false),
+    ] {
+        let (a, b) = (o.get(key), n.get(key));
+        if a == b {
+            continue;
+        }
+        let (was, now) = (number_bound(o, lower), number_bound(n, lower));
+        out.push(change(
+            format!("{path}/{key}"),
+            &format!("{key}_changed"),
+            a,
+            b,
+            !admits_all(&was, &now, lower),
+            !admits_all(&now, &was, lower),
+        ));
+    }
+    for (key, lower) in [
+        ("minLength", true),
+        ("minItems", true),
         ("maxLength", false),
         ("maxItems", false),
     ] {
@@ -474,6 +563,54 @@ mod tests {
         }
         let same = diff_schema("t", &m(json!(5)), &m(json!(5)));
         assert!(same.is_empty());
+    }
+
+    #[test]
+    fn numeric_bounds_follow_what_they_admit() {
+        let m = |v: Value| schema(true, json!({"a": v}), &["a"]);
+        // (old, new, narrows: breaks BACKWARD, widens: breaks FORWARD), for each changed key
+        let cases = [
+            (json!({"minimum": 0}), json!({"minimum": -1}), vec![(false, true)]),
+            (json!({"minimum": 0}), json!({"minimum": 1}), vec![(true, false)]),
+            (json!({"maximum": 10}), json!({"maximum": 20}), vec![(false, true)]),
+            // inclusive to exclusive at the same value: 0 is no longer admitted
+            (
+                json!({"minimum": 0}),
+                json!({"exclusiveMinimum": 0}),
+                vec![(true, false), (true, false)],
+            ),
+            // exclusive below the old inclusive bound admits every old value
+            (
+                json!({"minimum": 0}),
+                json!({"exclusiveMinimum": -1}),
+                vec![(false, true), (false, true)],
+            ),
+            (
+                json!({"exclusiveMaximum": 10}),
+                json!({"maximum": 10}),
+                vec![(false, true), (false, true)],
+            ),
+            // exact decimals: 0.3 and 0.30 are the same bound, 0.1 + 0.2 style noise is not
+            (json!({"maximum": 0.3}), json!({"maximum": 0.30000000000000004}), vec![(false, true)]),
+            // removing a bound widens, adding one narrows
+            (json!({"maximum": 5}), json!({}), vec![(false, true)]),
+            (json!({}), json!({"exclusiveMinimum": 5}), vec![(true, false)]),
+            // a looser keyword next to a tighter one changes nothing the schema admits
+            (
+                json!({"minimum": 0, "exclusiveMinimum": -5}),
+                json!({"minimum": 0, "exclusiveMinimum": -9}),
+                vec![(false, false)],
+            ),
+        ];
+        for (old, new, want) in cases {
+            let c = diff_schema("t", &m(old.clone()), &m(new.clone()));
+            let got: Vec<(bool, bool)> = c.iter().map(|c| (c.narrows, c.widens)).collect();
+            assert_eq!(got, want, "{old} -> {new}: {c:?}");
+            for x in &c {
+                assert_eq!(Mode::Backward.broken_by(x), x.narrows, "{old} -> {new}");
+                assert_eq!(Mode::Forward.broken_by(x), x.widens, "{old} -> {new}");
+            }
+        }
     }
 
     #[test]
