@@ -570,9 +570,21 @@ mod tests {
         let m = |v: Value| schema(true, json!({"a": v}), &["a"]);
         // (old, new, narrows: breaks BACKWARD, widens: breaks FORWARD), for each changed key
         let cases = [
-            (json!({"minimum": 0}), json!({"minimum": -1}), vec![(false, true)]),
-            (json!({"minimum": 0}), json!({"minimum": 1}), vec![(true, false)]),
-            (json!({"maximum": 10}), json!({"maximum": 20}), vec![(false, true)]),
+            (
+                json!({"minimum": 0}),
+                json!({"minimum": -1}),
+                vec![(false, true)],
+            ),
+            (
+                json!({"minimum": 0}),
+                json!({"minimum": 1}),
+                vec![(true, false)],
+            ),
+            (
+                json!({"maximum": 10}),
+                json!({"maximum": 20}),
+                vec![(false, true)],
+            ),
             // inclusive to exclusive at the same value: 0 is no longer admitted
             (
                 json!({"minimum": 0}),
@@ -591,10 +603,18 @@ mod tests {
                 vec![(false, true), (false, true)],
             ),
             // exact decimals: 0.3 and 0.30 are the same bound, 0.1 + 0.2 style noise is not
-            (json!({"maximum": 0.3}), json!({"maximum": 0.30000000000000004}), vec![(false, true)]),
+            (
+                json!({"maximum": 0.3}),
+                json!({"maximum": 0.30000000000000004}),
+                vec![(false, true)],
+            ),
             // removing a bound widens, adding one narrows
             (json!({"maximum": 5}), json!({}), vec![(false, true)]),
-            (json!({}), json!({"exclusiveMinimum": 5}), vec![(true, false)]),
+            (
+                json!({}),
+                json!({"exclusiveMinimum": 5}),
+                vec![(true, false)],
+            ),
             // a looser keyword next to a tighter one changes nothing the schema admits
             (
                 json!({"minimum": 0, "exclusiveMinimum": -5}),

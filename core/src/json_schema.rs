@@ -71,18 +71,27 @@ mod tests {
     #[test]
     fn integers_beyond_double_precision_compare_exactly() {
         // 2^53 + 1 is not representable as a double; compared as doubles it would equal 2^53
-        let v = SchemaValidator::new(&json!({"maximum": 9_007_199_254_740_992_u64}), HashMap::new())
-            .unwrap();
+        let v = SchemaValidator::new(
+            &json!({"maximum": 9_007_199_254_740_992_u64}),
+            HashMap::new(),
+        )
+        .unwrap();
         let over: Value = serde_json::from_str("9007199254740993").unwrap();
         let at: Value = serde_json::from_str("9007199254740992").unwrap();
         assert!(!v.is_valid(&over));
         assert!(v.is_valid(&at));
-        let v = SchemaValidator::new(&json!({"minimum": -9_223_372_036_854_775_807_i64}), HashMap::new())
-            .unwrap();
+        let v = SchemaValidator::new(
+            &json!({"minimum": -9_223_372_036_854_775_807_i64}),
+            HashMap::new(),
+        )
+        .unwrap();
         assert!(!v.is_valid(&json!(i64::MIN)));
         assert!(v.is_valid(&json!(i64::MIN + 1)));
-        let v = SchemaValidator::new(&json!({"const": 18_446_744_073_709_551_615_u64}), HashMap::new())
-            .unwrap();
+        let v = SchemaValidator::new(
+            &json!({"const": 18_446_744_073_709_551_615_u64}),
+            HashMap::new(),
+        )
+        .unwrap();
         assert!(!v.is_valid(&json!(18_446_744_073_709_551_614_u64)));
     }
 

@@ -199,8 +199,9 @@ fn token_revoke(token_id: &str) -> bool {
 /// The tokens of the current tenant (never their secrets or hashes).
 // pgrx reads the column names from the signature, so the row type cannot be an alias.
 #[allow(clippy::type_complexity)]
-// parallel restricted: it switches to barecount_owner (a privileged section), which runs
-// only in the leader, never in a parallel worker
+// parallel unsafe: it switches to barecount_owner (a privileged section) and reads through
+// pgrx's SPI, which runs read-write once the transaction has written; Postgres refuses both
+// anywhere in a parallel operation, so it never runs in one
 #[pg_extern(stable, parallel_unsafe)]
 fn token_list() -> TableIterator<
     'static,
@@ -249,8 +250,9 @@ fn token_list() -> TableIterator<
 }
 
 /// For gateways (the Flight server): the tenant and scopes of a valid token, or SQLSTATE 28000.
-// parallel restricted: it switches to barecount_owner (a privileged section), which runs
-// only in the leader, never in a parallel worker
+// parallel unsafe: it switches to barecount_owner (a privileged section) and reads through
+// pgrx's SPI, which runs read-write once the transaction has written; Postgres refuses both
+// anywhere in a parallel operation, so it never runs in one
 #[pg_extern(stable, parallel_unsafe)]
 fn token_authenticate(
     token: &str,

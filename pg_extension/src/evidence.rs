@@ -17,8 +17,9 @@ type VerifyRow = (bool, i64, i64, i64, String, Option<i64>, Option<String>);
 /// Recompute the whole chain: every entry's hash, every link, every sequence number, and the
 /// kept digest if given. Reports the first broken entry and why.
 #[allow(clippy::type_complexity)]
-// parallel restricted: it switches to barecount_owner (a privileged section), which runs
-// only in the leader, never in a parallel worker
+// parallel unsafe: it switches to barecount_owner (a privileged section) and reads through
+// pgrx's SPI, which runs read-write once the transaction has written; Postgres refuses both
+// anywhere in a parallel operation, so it never runs in one
 #[pg_extern(stable, parallel_unsafe)]
 fn ledger_verify(
     digest_seq: default!(Option<i64>, "NULL"),
@@ -57,6 +58,7 @@ fn ledger_verify(
             );
             let mut cursor = cursor;
             'fetch: loop {
+                pgrx::check_for_interrupts!();
                 let batch = cursor.fetch(FETCH)?;
                 if batch.is_empty() {
                     break;
@@ -97,8 +99,9 @@ fn ledger_verify(
 
 /// The ledger's tail (sequence, hash): keep it outside the database; verifying against it later
 /// proves the history up to it was not rewritten or truncated.
-// parallel restricted: it switches to barecount_owner (a privileged section), which runs
-// only in the leader, never in a parallel worker
+// parallel unsafe: it switches to barecount_owner (a privileged section) and reads through
+// pgrx's SPI, which runs read-write once the transaction has written; Postgres refuses both
+// anywhere in a parallel operation, so it never runs in one
 #[pg_extern(stable, parallel_unsafe)]
 fn ledger_digest() -> TableIterator<'static, (name!(seq, i64), name!(entry_hash, String))> {
     let row = Spi::connect_mut(|client| {
@@ -125,8 +128,9 @@ fn ledger_digest() -> TableIterator<'static, (name!(seq, i64), name!(entry_hash,
 /// Recompute a published version's content hash and compare it with its catalog row and its
 /// publish receipt in the ledger. Version NULL means the latest.
 #[allow(clippy::type_complexity)]
-// parallel restricted: it switches to barecount_owner (a privileged section), which runs
-// only in the leader, never in a parallel worker
+// parallel unsafe: it switches to barecount_owner (a privileged section) and reads through
+// pgrx's SPI, which runs read-write once the transaction has written; Postgres refuses both
+// anywhere in a parallel operation, so it never runs in one
 #[pg_extern(stable, parallel_unsafe)]
 fn verify_dataset(
     dataset: Option<&str>,

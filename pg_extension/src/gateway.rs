@@ -75,8 +75,9 @@ fn login_role(
 /// returns the tenant it belongs to, with the scopes its grants give (see [`role_scopes`]).
 /// Every failure (unknown role, no login, expired, no tenant, no BareCount role, wrong
 /// password) is the same SQLSTATE 28P01.
-// parallel restricted: it switches to barecount_owner (a privileged section), which runs
-// only in the leader, never in a parallel worker
+// parallel unsafe: it switches to barecount_owner (a privileged section) and reads through
+// pgrx's SPI, which runs read-write once the transaction has written; Postgres refuses both
+// anywhere in a parallel operation, so it never runs in one
 #[pg_extern(stable, parallel_unsafe)]
 fn password_authenticate(
     role_name: &str,
@@ -109,8 +110,9 @@ fn password_authenticate(
 /// `subject` is a login role, or `token:<id>` for an API token. A revoked or expired token, a
 /// role that can no longer log in, has expired, lost its tenant or every BareCount role is
 /// SQLSTATE 28000; otherwise the tenant and the scopes it has now.
-// parallel restricted: it switches to barecount_owner (a privileged section), which runs
-// only in the leader, never in a parallel worker
+// parallel unsafe: it switches to barecount_owner (a privileged section) and reads through
+// pgrx's SPI, which runs read-write once the transaction has written; Postgres refuses both
+// anywhere in a parallel operation, so it never runs in one
 #[pg_extern(stable, parallel_unsafe)]
 fn credential_check(
     subject: &str,

@@ -121,6 +121,7 @@ fn period_hashes(
         None,
         &[],
     )? {
+        pgrx::check_for_interrupts!();
         let label = r.get::<String>(1)?.unwrap_or_default();
         let values = r.get::<Vec<Option<String>>>(2)?.unwrap_or_default();
         let h = per
@@ -285,8 +286,9 @@ fn kpi_materialize(
 
 /// Recompute one KPI period's content hash from its stored rows and compare it with the hash
 /// its latest materialization receipt recorded.
-// parallel restricted: it switches to barecount_owner (a privileged section), which runs
-// only in the leader, never in a parallel worker
+// parallel unsafe: it switches to barecount_owner (a privileged section) and reads through
+// pgrx's SPI, which runs read-write once the transaction has written; Postgres refuses both
+// anywhere in a parallel operation, so it never runs in one
 #[pg_extern(stable, parallel_unsafe)]
 fn verify_kpi_period(
     name: &str,

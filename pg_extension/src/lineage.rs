@@ -121,8 +121,9 @@ fn walk(object: &str, depth: i32, up: bool) -> Hops {
 }
 
 /// Everything a published version, table, batch or contract came from, as recorded in the ledger.
-// parallel restricted: it switches to barecount_owner (a privileged section), which runs
-// only in the leader, never in a parallel worker
+// parallel unsafe: it switches to barecount_owner (a privileged section) and reads through
+// pgrx's SPI, which runs read-write once the transaction has written; Postgres refuses both
+// anywhere in a parallel operation, so it never runs in one
 #[pg_extern(stable, parallel_unsafe)]
 fn lineage_upstream(
     object: &str,
@@ -140,8 +141,9 @@ fn lineage_upstream(
 }
 
 /// Everything recorded as made from an object, as recorded in the ledger.
-// parallel restricted: it switches to barecount_owner (a privileged section), which runs
-// only in the leader, never in a parallel worker
+// parallel unsafe: it switches to barecount_owner (a privileged section) and reads through
+// pgrx's SPI, which runs read-write once the transaction has written; Postgres refuses both
+// anywhere in a parallel operation, so it never runs in one
 #[pg_extern(stable, parallel_unsafe)]
 fn lineage_downstream(
     object: &str,

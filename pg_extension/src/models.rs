@@ -14,7 +14,6 @@ use barecount_core::layer::Layer;
 use barecount_core::source::{classify, Source};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
-use pgrx::JsonB;
 use serde_json::{json, Value};
 
 /// Register (or replace) a model: a SELECT whose rows become `gdp.<name>`, optionally checked
@@ -150,12 +149,27 @@ fn run_one(client: &mut SpiClient<'_>, tenant_id: &str, m: &Model) -> Result<(i6
         let mut bad = 0_i64;
         let mut first: Option<Value> = None;
         for r in client.select(
-            &format!("SELECT to_jsonb(s) - 'tenant_id' FROM {staged} s"),
+            &format!("SELECT (to_jsonb(s) - 'tenant_id')::text FROM {staged} s"),
             None,
             &[],
         )? {
-            let row = r.get::<JsonB>(1)?.map(|j| j.0).unwrap_or(Value::Null);
-            let errors = g.validator.errors(&row);
+            pgrx::check_for_interrupts!();
+            let text = r.get::<String>(1)?.unwrap_or_default();
+            // a row serde_json cannot hold (a number beyond double precision) fails as a row
+            let (row, errors) = match crate::jsonarg::parse(&text) {
+                Ok(row) => {
+                    let errors = g.validator.errors(&row);
+                    (row, errors)
+                }
+                Err(e) => (
+                    Value::String(text),
+                    vec![barecount_core::contract::RowError {
+                        instance_path: String::new(),
+                        keyword: "json".to_owned(),
+                        message: e.message,
+                    }],
+                ),
+            };
             if !errors.is_empty() {
                 bad += 1;
                 first.get_or_insert_with(|| json!({"row": row, "errors": errors_json(&errors)}));

@@ -141,6 +141,7 @@ pub(crate) fn content_hash(
         .collect();
     let query = format!("SELECT ARRAY[{}]::text[] FROM {relation}", cells.join(", "));
     for row in client.select(&query, None, &[])? {
+        pgrx::check_for_interrupts!();
         let values = row.get::<Vec<Option<String>>>(1)?.unwrap_or_default();
         hasher
             .add_row(&values)

@@ -316,3 +316,29 @@ async fn diff_unsupported_fields_and_bad_input() {
         .get(0);
     assert_eq!(ledger_before, ledger_after, "failed calls write nothing");
 }
+
+#[tokio::test]
+async fn numeric_bounds_are_judged_by_what_they_admit() {
+    let db = fresh_db().await;
+    let c = &db.client;
+    assert!(register(c, ORDERS_CONTRACT).await.unwrap());
+    // BACKWARD: amount >= 0 before; amount > -1 admits every old value
+    let looser = version("1.1.0", |t| t.replace("minimum: 0", "exclusiveMinimum: -1"));
+    assert!(register(c, &looser).await.unwrap());
+    // amount > -1 before; amount > 0 no longer admits 0
+    let tighter = version("1.2.0", |t| t.replace("minimum: 0", "exclusiveMinimum: 0"));
+    let e = register(c, &tighter).await.unwrap_err();
+    assert_eq!(sqlstate(&e), "42P15", "{e}");
+    assert!(
+        e.as_db_error()
+            .and_then(|d| d.detail())
+            .unwrap_or_default()
+            .contains("exclusiveMinimum_changed"),
+        "{e:?}"
+    );
+    // FORWARD mirrors it: narrowing is fine, widening is not
+    set_mode(c, "FORWARD").await;
+    assert!(register(c, &tighter).await.unwrap());
+    let wider = version("1.3.0", |t| t.replace("minimum: 0", "minimum: -5"));
+    assert_eq!(sqlstate(&register(c, &wider).await.unwrap_err()), "42P15");
+}
