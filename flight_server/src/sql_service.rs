@@ -556,14 +556,7 @@ impl FlightSqlService for SqlService {
     ) -> Result<DoPutPreparedStatementResult, Status> {
         let caller = caller(&request)?;
         let claims = self.prepared(&caller, &query.prepared_statement_handle)?;
-        let stream = FlightRecordBatchStream::new_from_flight_data(
-            request
-                .into_inner()
-                .map_err(arrow_flight::error::FlightError::from),
-        );
-        let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(|e| {
-            FlightError::InvalidRequest(format!("cannot read the parameter batch: {e}"))
-        })?;
+        let batches = parameter_batches(request).await?;
         let params = encode_params(&batches)?;
         Ok(DoPutPreparedStatementResult {
             prepared_statement_handle: Some(
@@ -587,14 +580,7 @@ impl FlightSqlService for SqlService {
         let caller = caller(&request)?;
         caller.require("read")?;
         let claims = self.prepared(&caller, &query.prepared_statement_handle)?;
-        let stream = FlightRecordBatchStream::new_from_flight_data(
-            request
-                .into_inner()
-                .map_err(arrow_flight::error::FlightError::from),
-        );
-        let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(|e| {
-            FlightError::InvalidRequest(format!("cannot read the parameter batch: {e}"))
-        })?;
+        let batches = parameter_batches(request).await?;
         let ctx = self.state.session(&caller.tenant).await?;
         let params = if batches.iter().map(RecordBatch::num_rows).sum::<usize>() == 0 {
             if sql_has_params(&ctx, &claims.sql).await? {
@@ -652,6 +638,20 @@ impl FlightSqlService for SqlService {
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+/// The parameter rows a client streamed with DoPut.
+async fn parameter_batches(
+    request: Request<PeekableFlightDataStream>,
+) -> Result<Vec<RecordBatch>, FlightError> {
+    FlightRecordBatchStream::new_from_flight_data(
+        request
+            .into_inner()
+            .map_err(arrow_flight::error::FlightError::from),
+    )
+    .try_collect()
+    .await
+    .map_err(|e| FlightError::InvalidRequest(format!("cannot read the parameter batch: {e}")))
 }
 
 /// The result schema of GetPrimaryKeys, as the Flight SQL specification defines it.

@@ -123,6 +123,10 @@ DECLARE
     guard text;
     before text;
 BEGIN
+    IF rel IS NULL OR date_column IS NULL OR calendar IS NULL OR grain IS NULL THEN
+        RAISE EXCEPTION 'barecount.period_guard: arguments rel, date_column, calendar and grain must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
     IF (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = rel)
            NOT IN (barecount._tenant_schema('gdp'), barecount._tenant_schema('kpi')) THEN
         RAISE EXCEPTION 'only tables in the tenant''s gdp and kpi schemas (%, %) can be period-guarded, not %',

@@ -110,6 +110,10 @@ CREATE FUNCTION barecount.tenant_create(tenant_id text, name text) RETURNS text
 DECLARE layer text;
 BEGIN
     PERFORM barecount._require_admin('create a tenant');
+    IF name IS NULL THEN
+        RAISE EXCEPTION 'barecount.tenant_create: argument name must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
     IF tenant_id IS NULL OR tenant_id !~ '^[a-z][a-z0-9_]{0,52}$' THEN
         RAISE EXCEPTION 'tenant id "%" is not valid', tenant_id
             USING ERRCODE = 'invalid_name',
@@ -144,6 +148,10 @@ CREATE FUNCTION barecount.tenant_add_member(tenant_id text, member regrole) RETU
 DECLARE existing text;
 BEGIN
     PERFORM barecount._require_admin('map a role to a tenant');
+    IF tenant_id IS NULL OR member IS NULL THEN
+        RAISE EXCEPTION 'barecount.tenant_add_member: arguments tenant_id and member must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
     IF NOT EXISTS (SELECT 1 FROM barecount.tenants t WHERE t.tenant_id = tenant_add_member.tenant_id) THEN
         RAISE EXCEPTION 'tenant "%" does not exist', tenant_add_member.tenant_id USING ERRCODE = 'undefined_object';
     END IF;

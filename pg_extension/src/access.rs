@@ -339,20 +339,7 @@ fn entitlement_set(tenant_id: &str, limits: JsonbArg) {
             return Err(denied("set plan limits"));
         }
         privilege::as_owner(|| {
-            let known = client
-                .select(
-                    "SELECT 1 FROM barecount.tenants WHERE tenant_id = $1",
-                    Some(1),
-                    &[tenant_id.into()],
-                )?
-                .len();
-            if known == 0 {
-                return Err(SqlError::new(
-                    PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-                    format!("tenant \"{tenant_id}\" does not exist"),
-                )
-                .hint("Create it with barecount.tenant_create(tenant_id, name)."));
-            }
+            tenant::require_exists(client, tenant_id)?;
             client.update(
                 "INSERT INTO barecount.entitlements (tenant_id) VALUES ($1) ON CONFLICT (tenant_id) DO NOTHING",
                 None,
@@ -478,6 +465,7 @@ fn usage_charge(tenant_id: &str, kind: &str, rows: i64, bytes: i64) {
             ));
         }
         privilege::as_owner(|| {
+            tenant::require_exists(client, tenant_id)?;
             tenant::lock_object(client, "usage", tenant_id, kind)?;
             match kind {
                 "read" => enforce(client, tenant_id, Limit::RowsServedPerDay, rows)?,

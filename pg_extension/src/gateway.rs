@@ -195,6 +195,7 @@ fn export_receipt(
             .hint("Formats are parquet, csv and arrow."));
         }
         privilege::as_owner(|| {
+            tenant::require_exists(client, tenant_id)?;
             tenant::lock_object(client, "usage", tenant_id, "export")?;
             enforce(client, tenant_id, Limit::ExportsPerDay, 1)?;
             meter(client, tenant_id, "export", rows, bytes)

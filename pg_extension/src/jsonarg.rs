@@ -40,6 +40,15 @@ pub fn parse(text: &str) -> Result<Value, SqlError> {
     })
 }
 
+/// A NULL where a jsonb argument is required: 22004 naming it.
+fn null_argument(index: usize) -> ! {
+    SqlError::new(
+        PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+        format!("argument {index} must not be NULL"),
+    )
+    .raise()
+}
+
 impl FromDatum for JsonbArg {
     unsafe fn from_polymorphic_datum(
         datum: pg_sys::Datum,
@@ -63,13 +72,7 @@ unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for JsonbArg {
     unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
         let index = arg.index();
         // SAFETY: the caller guarantees the argument is a jsonb datum
-        unsafe { arg.unbox_arg_using_from_datum() }.unwrap_or_else(|| {
-            SqlError::new(
-                PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-                format!("argument {index} must not be NULL"),
-            )
-            .raise()
-        })
+        unsafe { arg.unbox_arg_using_from_datum() }.unwrap_or_else(|| null_argument(index))
     }
 
     unsafe fn unbox_nullable_arg(
@@ -129,13 +132,7 @@ unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for JsonbText {
     unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
         let index = arg.index();
         // SAFETY: the caller guarantees the argument is a jsonb datum
-        unsafe { arg.unbox_arg_using_from_datum() }.unwrap_or_else(|| {
-            SqlError::new(
-                PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-                format!("argument {index} must not be NULL"),
-            )
-            .raise()
-        })
+        unsafe { arg.unbox_arg_using_from_datum() }.unwrap_or_else(|| null_argument(index))
     }
 }
 

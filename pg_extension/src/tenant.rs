@@ -13,6 +13,25 @@ pub fn current(client: &SpiClient<'_>) -> Result<String, SqlError> {
     row.get::<String>(1)?.ok_or_else(no_tenant)
 }
 
+/// Refuses a tenant id that names no tenant (42704), before anything refers to it.
+pub fn require_exists(client: &SpiClient<'_>, tenant_id: &str) -> Result<(), SqlError> {
+    let known = client
+        .select(
+            "SELECT 1 FROM barecount.tenants WHERE tenant_id = $1",
+            Some(1),
+            &[tenant_id.into()],
+        )?
+        .len();
+    if known == 0 {
+        return Err(SqlError::new(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            format!("tenant \"{tenant_id}\" does not exist"),
+        )
+        .hint("Create it with barecount.tenant_create(tenant_id, name)."));
+    }
+    Ok(())
+}
+
 /// The error for a session of no tenant.
 pub fn no_tenant() -> SqlError {
     SqlError::new(

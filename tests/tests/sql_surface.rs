@@ -168,6 +168,13 @@ async fn odd_but_legal_arguments_get_specific_errors_not_internal_ones() {
         ("SELECT barecount.contract_unsupported_fields(NULL)", "22004"),
         ("SELECT * FROM barecount.export_receipt(NULL, 'a', 'csv', 'p', 1, 1, 'x')", "22004"),
         ("SELECT * FROM barecount.export_receipt('default', 'a', 'csv', 'p', NULL, 1, 'x')", "22004"),
+        // found by tests/tests/bad_input.rs: an unknown tenant is 42704, not a foreign-key error;
+        // a NULL where a value is required is 22004, not a not-null violation
+        ("SELECT barecount.entitlement_set('nope', '{}')", "42704"),
+        ("SELECT barecount.usage_charge('nope', 'read', 1, 1)", "42704"),
+        ("SELECT barecount.tenant_add_member('default', NULL)", "22004"),
+        ("SELECT barecount.tenant_create('t_null_name', NULL)", "22004"),
+        ("SELECT barecount.period_guard(NULL, 'd', 'nrf')", "22004"),
         // JSON that serde cannot hold: a specific error, never an internal one
         ("SELECT barecount.json_schema_validate('{}', '1e400')", "22003"),
         ("SELECT * FROM barecount.json_schema_errors('{\"type\": \"number\"}', '[1e400]')", "22003"),
