@@ -4,6 +4,8 @@
 #   scripts/bench.sh ingest [--rows 1000000 --batch 10000]
 #   scripts/bench.sh ledger [--seconds 5]
 #   scripts/bench.sh validate [--rows 1000000]
+#   scripts/bench.sh rls [--rows 3000000 --runs 5]
+#   scripts/bench.sh ingest-invalid [--rows 40000 --rows 100000 --runs 3]
 #   scripts/bench.sh read10m [--rows 10000000 --runs 5]   (Python ADBC clients, ROAPI from PyPI)
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$ROOT"
@@ -16,7 +18,7 @@ rm -rf "$BC_STATE/bench"
 psql -X -q "$("$ROOT/scripts/cluster.sh" url bench postgres)" -c "CREATE DATABASE bench" >/dev/null
 url="$("$ROOT/scripts/cluster.sh" url bench bench)"
 psql -X -q "$url" -c "CREATE EXTENSION barecount" >/dev/null
-bench="${1:?which benchmark: read, read10m, ingest, ledger or validate}"; shift
+bench="${1:?which benchmark: read, read10m, ingest, ingest-invalid, ledger, validate or rls}"; shift
 if [ "$bench" = read10m ]; then
     step "build barecount-flight (release)" cargo build --quiet --release -p barecount-flight
     ROAPI_VENV="${BARECOUNT_ROAPI_VENV:-$HOME/.cache/barecount/roapi-venv}"

@@ -199,6 +199,13 @@ def main():
     print(f"cold vs binary COPY (psql): {results['postgres binary COPY (psql)'][0] / c:.2f}x")
     print("(ratios > 1: barecount-flight is faster; peak MiB is the server process's VmHWM;"
           " for Postgres, the backend that served the ADBC reads)")
+    # machine-readable lines (ratio: ours/baseline as throughput, so > 1 is faster)
+    for name, ours, base in [
+        ("read10m_cold", c, results["postgres binary COPY (psql)"][0]),
+        ("read10m_warm_vs_roapi", w, results["roapi 0.12.7 (Parquet in memory)"][0]),
+        ("read10m_warm_vs_adbc", w, results["adbc-driver-postgresql"][0]),
+    ]:
+        print(f"bench={name} ours={a.rows / ours:.3f} baseline={a.rows / base:.3f} ratio={base / ours:.3f} unit=rows/s")
 
 
 if __name__ == "__main__":

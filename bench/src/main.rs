@@ -19,6 +19,13 @@
 //!   - BareCount: `barecount.validate('orders', row)`
 //!   - both with parallel workers off and on
 //!
+//! `rls`: a tenant role's full scan of a raw store (row-level security) vs the superuser's
+//!
+//! `ingest-invalid`: one batch of invalid rows vs one of valid rows, at two sizes (linearity)
+//!
+//! Every benchmark ends with machine-readable lines:
+//! `bench=<name> ours=<value> baseline=<value> ratio=<value> unit=<unit>`.
+//!
 //! `ledger`: evidence ledger throughput
 //!   - appends per second with 1, 4 and 16 concurrent writers (one-row ingests, one receipt each)
 //!   - `ledger_verify()` MB/s of canonical encoding hashed, beside this machine's raw SHA-256
@@ -63,6 +70,24 @@ enum Bench {
         /// Seconds each writer count runs.
         #[arg(long, default_value_t = 5)]
         seconds: u64,
+    },
+    /// A tenant role's full scan of a raw store under row-level security vs the superuser's.
+    Rls {
+        #[arg(long, env = "BARECOUNT_BENCH_PG_URL")]
+        pg_url: String,
+        #[arg(long, default_value_t = 3_000_000)]
+        rows: i64,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+    /// Ingest of invalid rows vs valid rows, one batch each, at two batch sizes (linearity).
+    IngestInvalid {
+        #[arg(long, env = "BARECOUNT_BENCH_PG_URL")]
+        pg_url: String,
+        #[arg(long, default_values_t = vec![40_000, 100_000])]
+        rows: Vec<usize>,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
     },
     /// Read a whole published dataset: Postgres driver vs barecount-flight.
     Read {
@@ -294,6 +319,7 @@ async fn ingest(pg_url: String, rows: usize, batch: usize) -> anyhow::Result<()>
         "  ratio barecount/baseline: {:.2}x",
         secs(governed) / secs(plain)
     );
+    report("ingest", secs(governed), secs(plain), secs(governed) / secs(plain), "s");
     Ok(())
 }
 
@@ -394,6 +420,7 @@ async fn ledger(pg_url: String, seconds: u64) -> anyhow::Result<()> {
         mb / secs(verify) / contiguous,
         mb / secs(verify) / pieces
     );
+    report("ledger_verify", mb / secs(verify), pieces, mb / secs(verify) / pieces, "MB/s");
     Ok(())
 }
 
@@ -470,6 +497,136 @@ async fn validate(pg_url: String, rows: i64) -> anyhow::Result<()> {
         println!("    baseline  hand-written SQL predicates  {:>8.3} s  {:>10.0} rows/s", secs(best.0), rows as f64 / secs(best.0));
         println!("    barecount validate()                   {:>8.3} s  {:>10.0} rows/s", secs(best.1), rows as f64 / secs(best.1));
         println!("    ratio barecount/baseline rows/s: {:.2}x", secs(best.0) / secs(best.1));
+        let name = if label.starts_with("parallel off") { "validate" } else { "validate_parallel" };
+        let (ours, base) = (rows as f64 / secs(best.1), rows as f64 / secs(best.0));
+        report(name, ours, base, ours / base, "rows/s");
+    }
+    Ok(())
+}
+
+/// The machine-readable line of a benchmark: `ratio` is ours/baseline for throughputs and
+/// our time/baseline time for timings.
+fn report(name: &str, ours: f64, baseline: f64, ratio: f64, unit: &str) {
+    println!("bench={name} ours={ours:.3} baseline={baseline:.3} ratio={ratio:.3} unit={unit}");
+}
+
+/// Runs `sql` `runs` times on `c` and returns the median time and the first column of the
+/// last run's single row.
+async fn timed_count(
+    c: &tokio_postgres::Client,
+    sql: &str,
+    runs: usize,
+) -> anyhow::Result<(Duration, i64)> {
+    let mut times = Vec::with_capacity(runs);
+    let mut n = 0;
+    for _ in 0..runs {
+        let t = Instant::now();
+        n = c.query_one(sql, &[]).await?.get(0);
+        times.push(t.elapsed());
+    }
+    Ok((median(times), n))
+}
+
+async fn rls(pg_url: String, rows: i64, runs: usize) -> anyhow::Result<()> {
+    let su = connect(&pg_url).await?;
+    su.query("SELECT barecount.contract_register($1)", &[&ORDERS_CONTRACT])
+        .await?;
+    su.batch_execute(
+        "DO $$ BEGIN
+           IF NOT EXISTS (SELECT 1 FROM barecount.tenants WHERE tenant_id = 'acme') THEN
+             PERFORM barecount.tenant_create('acme', 'Acme');
+           END IF;
+           IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'bench_tenant') THEN
+             CREATE ROLE bench_tenant LOGIN;
+             GRANT barecount_engineer TO bench_tenant;
+             PERFORM barecount.tenant_add_member('acme', 'bench_tenant');
+           END IF;
+         END $$;",
+    )
+    .await?;
+    let mut cfg: tokio_postgres::Config = pg_url.parse()?;
+    cfg.user("bench_tenant");
+    let (tenant, conn) = cfg.connect(NoTls).await?;
+    tokio::spawn(conn);
+    // one real batch as the tenant, then its rows multiplied straight into the raw store (as
+    // the superuser, which row-level security does not filter), plus as many of another tenant
+    let batch: i64 = tenant
+        .query_one(
+            "SELECT batch_id FROM barecount.ingest('orders', $1)",
+            &[&orders(0, 1)],
+        )
+        .await?
+        .get(0);
+    su.batch_execute(&format!(
+        "INSERT INTO raw.orders (tenant_id, batch_id, row_no, payload, contract, contract_version, valid)
+         SELECT t, {batch}, g * 2 + (t = 'acme')::int + 10, r.payload, r.contract, r.contract_version, true
+           FROM raw.orders r, generate_series(1, {rows} / 2) g, unnest(ARRAY['acme', 'default']) t
+          WHERE r.batch_id = {batch} AND r.row_no = 1;
+         VACUUM ANALYZE raw.orders;"
+    ))
+    .await?;
+    let sql = "SELECT count(*) FROM raw.orders";
+    // warm both once, then the median of `runs`
+    timed_count(&su, sql, 1).await?;
+    timed_count(&tenant, sql, 1).await?;
+    let (t_su, n_su) = timed_count(&su, sql, runs).await?;
+    let (t_tenant, n_tenant) = timed_count(&tenant, sql, runs).await?;
+    anyhow::ensure!(
+        n_tenant * 2 >= n_su - 2 && n_tenant < n_su,
+        "the tenant sees {n_tenant} of {n_su} rows"
+    );
+    println!("full scan of raw.orders ({n_su} rows, {n_tenant} the tenant's), median of {runs}");
+    println!("  baseline  superuser (no row-level security)  {:>8.3} s", secs(t_su));
+    println!("  barecount tenant role under the policy        {:>8.3} s", secs(t_tenant));
+    report("rls_scan", secs(t_tenant), secs(t_su), secs(t_tenant) / secs(t_su), "s");
+    Ok(())
+}
+
+/// `n` order rows that each fail the contract (a negative amount and an unknown region).
+fn invalid_orders(from: usize, n: usize) -> serde_json::Value {
+    let mut rows = orders(from, n);
+    if let Some(items) = rows.as_array_mut() {
+        for r in items {
+            r["amount"] = serde_json::json!(-1);
+            r["region"] = serde_json::json!("mars");
+        }
+    }
+    rows
+}
+
+async fn ingest_invalid(pg_url: String, sizes: Vec<usize>, runs: usize) -> anyhow::Result<()> {
+    let pg = connect(&pg_url).await?;
+    pg.query("SELECT barecount.contract_register($1)", &[&ORDERS_CONTRACT])
+        .await?;
+    println!("one batch of valid vs invalid rows, median of {runs}");
+    let mut from = 0;
+    for n in sizes {
+        let (mut valid, mut invalid) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            let rows = orders(from, n);
+            let t = Instant::now();
+            pg.query("SELECT * FROM barecount.ingest('orders', $1)", &[&rows])
+                .await?;
+            valid.push(t.elapsed());
+            let rows = invalid_orders(from + n, n);
+            let t = Instant::now();
+            let r = pg
+                .query_one("SELECT quarantined FROM barecount.ingest('orders', $1)", &[&rows])
+                .await?;
+            invalid.push(t.elapsed());
+            anyhow::ensure!(r.get::<_, i64>(0) as usize == n, "not every invalid row was quarantined");
+            from += 2 * n;
+        }
+        let (v, i) = (median(valid), median(invalid));
+        println!(
+            "  {n:>7} rows  valid {:>7.3} s ({:>8.0} rows/s)  invalid {:>7.3} s ({:>8.0} rows/s)  invalid/valid {:.2}x",
+            secs(v),
+            n as f64 / secs(v),
+            secs(i),
+            n as f64 / secs(i),
+            secs(i) / secs(v)
+        );
+        report(&format!("ingest_invalid_{n}"), secs(i), secs(v), secs(i) / secs(v), "s");
     }
     Ok(())
 }
@@ -494,5 +651,13 @@ async fn main() -> anyhow::Result<()> {
         } => ingest(pg_url, rows, batch.max(1)).await,
         Bench::Ledger { pg_url, seconds } => ledger(pg_url, seconds.max(1)).await,
         Bench::Validate { pg_url, rows } => validate(pg_url, rows.max(1)).await,
+        Bench::Rls {
+            pg_url,
+            rows,
+            runs,
+        } => rls(pg_url, rows.max(1), runs.max(1)).await,
+        Bench::IngestInvalid { pg_url, rows, runs } => {
+            ingest_invalid(pg_url, rows, runs.max(1)).await
+        }
     }
 }

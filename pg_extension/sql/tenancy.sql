@@ -214,11 +214,16 @@ CREATE FUNCTION barecount._protect_table(rel regclass) RETURNS void
 BEGIN
     EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', rel);
     EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', rel);
+    -- (SELECT current_tenant()) is an initplan: evaluated once per statement, not once per row
+    -- (the function is SECURITY DEFINER, so Postgres cannot inline it; per row it cost ~200x)
     IF NOT EXISTS (SELECT 1 FROM pg_policy WHERE polrelid = rel AND polname = 'tenant_isolation') THEN
-        EXECUTE format('CREATE POLICY tenant_isolation ON %s USING (tenant_id = barecount.current_tenant()) '
-                       'WITH CHECK (tenant_id = barecount.current_tenant())', rel);
+        EXECUTE format('CREATE POLICY tenant_isolation ON %s USING (tenant_id = (SELECT barecount.current_tenant())) '
+                       'WITH CHECK (tenant_id = (SELECT barecount.current_tenant()))', rel);
         EXECUTE format('COMMENT ON POLICY tenant_isolation ON %s IS %L', rel,
                        'BareCount: rows of the current tenant only');
+    ELSE
+        EXECUTE format('ALTER POLICY tenant_isolation ON %s USING (tenant_id = (SELECT barecount.current_tenant())) '
+                       'WITH CHECK (tenant_id = (SELECT barecount.current_tenant()))', rel);
     END IF;
 END
 $$;
@@ -231,7 +236,7 @@ SELECT barecount._protect_table(t::regclass) FROM unnest(ARRAY[
 -- Tenants see their own tenant row; admins see all.
 ALTER TABLE barecount.tenants ENABLE ROW LEVEL SECURITY;
 ALTER TABLE barecount.tenants FORCE ROW LEVEL SECURITY;
-CREATE POLICY tenant_isolation ON barecount.tenants USING (tenant_id = barecount.current_tenant() OR barecount._is_admin());
+CREATE POLICY tenant_isolation ON barecount.tenants USING (tenant_id = (SELECT barecount.current_tenant()) OR (SELECT barecount._is_admin()));
 COMMENT ON POLICY tenant_isolation ON barecount.tenants IS 'BareCount: a tenant sees its own row; admins see all';
 
 -- The schema holding the current tenant's relations of a layer (gdp, kpi, published): the plain
@@ -356,7 +361,7 @@ BEGIN
                 USING ERRCODE = 'insufficient_privilege',
                       HINT = 'Tables in gdp and kpi may use only built-in types and functions (and barecount.*): no user functions in defaults, checks or generated columns, no user types, no foreign keys.';
         END IF;
-        EXECUTE format('SELECT count(*) FROM %s WHERE tenant_id IS DISTINCT FROM barecount.current_tenant()',
+        EXECUTE format('SELECT count(*) FROM %s WHERE tenant_id IS DISTINCT FROM (SELECT barecount.current_tenant())',
                        obj.object_identity) INTO foreign_rows;
         IF foreign_rows > 0 THEN
             RAISE EXCEPTION 'table % holds % row(s) of another tenant', obj.object_identity, foreign_rows

@@ -135,6 +135,8 @@ fn run(client: &mut SpiClient<'_>, dataset: &str, batch: &Batch) -> Result<Inges
     })?;
 
     let mut bad_rows: Vec<i32> = Vec::new();
+    // row i (0-based) failed: looked up per row, so a batch of bad rows stays linear
+    let mut is_bad = vec![false; items.len()];
     let mut bad_errors: Vec<JsonB> = Vec::new();
     let mut payload_bytes: i64 = 0;
     let mut budget = ErrorBudget::new(
@@ -166,6 +168,7 @@ fn run(client: &mut SpiClient<'_>, dataset: &str, batch: &Batch) -> Result<Inges
         if !errors.is_empty() {
             let errors = budget.admit(errors);
             bad_rows.push(row_no);
+            is_bad[i] = true;
             bad_errors.push(JsonB(errors_json(&errors)));
         }
         payload_bytes += canonical.len() as i64;
@@ -173,7 +176,7 @@ fn run(client: &mut SpiClient<'_>, dataset: &str, batch: &Batch) -> Result<Inges
             .add_row(&[Some(row_no.to_string()), Some(canonical)])
             .map_err(|e| SqlError::new(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string()))?;
     }
-    let quality = check_quality(client, &tenant_id, dataset, &g, items, &bad_rows)?;
+    let quality = check_quality(client, &tenant_id, dataset, &g, items, &is_bad)?;
     if let Some(blocking) = quality.iter().find(|q| q.blocking && q.failing > 0) {
         // a blocking rule failed: the whole batch waits in quarantine
         let note = JsonB(json!([{
@@ -181,9 +184,10 @@ fn run(client: &mut SpiClient<'_>, dataset: &str, batch: &Batch) -> Result<Inges
             "keyword": "quality",
             "message": format!("the batch failed blocking quality rule {} ({} failing)", blocking.name, blocking.failing),
         }]));
-        for row_no in 1..=items.len() as i32 {
-            if !bad_rows.contains(&row_no) {
-                bad_rows.push(row_no);
+        for (i, bad) in is_bad.iter_mut().enumerate() {
+            if !*bad {
+                *bad = true;
+                bad_rows.push(i as i32 + 1);
                 bad_errors.push(JsonB(note.0.clone()));
             }
         }
@@ -243,7 +247,7 @@ fn run(client: &mut SpiClient<'_>, dataset: &str, batch: &Batch) -> Result<Inges
     client.update(
         &format!(
             "INSERT INTO raw.{} (tenant_id, batch_id, row_no, payload, contract, contract_version, valid) \
-             SELECT $1, $2, e.n, e.p, $5, $6, e.n <> ALL($4::int[]) \
+             SELECT $1, $2, e.n, e.p, $5, $6, ($4::bool[])[e.n] \
                FROM jsonb_array_elements($3::text::jsonb) WITH ORDINALITY AS e(p, n)",
             quote_ident(dataset)
         ),
@@ -252,7 +256,7 @@ fn run(client: &mut SpiClient<'_>, dataset: &str, batch: &Batch) -> Result<Inges
             tenant_id.as_str().into(),
             batch_id.into(),
             batch.text.as_str().into(),
-            bad_rows.clone().into(),
+            is_bad.iter().map(|b| !b).collect::<Vec<bool>>().into(),
             g.contract.as_str().into(),
             g.version.as_str().into(),
         ],
@@ -329,7 +333,7 @@ fn check_quality(
     dataset: &str,
     g: &Governing,
     items: &[BatchRow],
-    bad_rows: &[i32],
+    is_bad: &[bool],
 ) -> Result<Vec<QualityResult>, SqlError> {
     let defined = client
         .select(
@@ -363,7 +367,7 @@ fn check_quality(
     let valid: Vec<&Value> = items
         .iter()
         .enumerate()
-        .filter(|(i, _)| !bad_rows.contains(&(*i as i32 + 1)))
+        .filter(|(i, _)| !is_bad[*i])
         .filter_map(|(_, r)| r.value())
         .collect();
     let mut out = Vec::with_capacity(rules.len());
