@@ -103,14 +103,16 @@ CREATE TABLE barecount.batches (
     content_hash     text NOT NULL,
     ingested_by      text NOT NULL DEFAULT current_user,
     ingested_at      timestamptz NOT NULL DEFAULT now(),
-    ledger_seq       bigint NOT NULL
+    ledger_seq       bigint NOT NULL,
+    -- what raw and quarantine rows reference: their batch of their tenant, one check per row
+    UNIQUE (tenant_id, batch_id)
 );
 COMMENT ON TABLE barecount.batches IS 'One row per ingest call: the dataset, the contract version rows were checked against, and counts';
 
 CREATE TABLE barecount.quarantine (
-    tenant_id      text NOT NULL REFERENCES barecount.tenants,
+    tenant_id      text NOT NULL,
     quarantine_id  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    batch_id       bigint NOT NULL REFERENCES barecount.batches,
+    batch_id       bigint NOT NULL,
     dataset        text NOT NULL,
     row_no         integer NOT NULL,
     payload        jsonb NOT NULL,
@@ -119,7 +121,9 @@ CREATE TABLE barecount.quarantine (
     released_at    timestamptz,
     released_by_contract_version text,
     released_seq   bigint,
-    UNIQUE (batch_id, row_no)
+    UNIQUE (batch_id, row_no),
+    -- the batch, of the same tenant (and so the tenant): one foreign-key check per row
+    FOREIGN KEY (tenant_id, batch_id) REFERENCES barecount.batches (tenant_id, batch_id)
 );
 COMMENT ON TABLE barecount.quarantine IS 'Rows that failed their contract, kept whole with every error (instance path, keyword, message), until a replay releases them (released_at, the contract version that passed them, the replay receipt)';
 CREATE TRIGGER quarantine_no_delete BEFORE DELETE ON barecount.quarantine

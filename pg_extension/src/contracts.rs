@@ -170,14 +170,18 @@ fn create_raw_store(client: &mut SpiClient<'_>, dataset: &str) -> Result<(), Sql
         &format!(
             "CREATE TABLE IF NOT EXISTS {t} (
                 tenant_id        text NOT NULL,
-                batch_id         bigint NOT NULL REFERENCES barecount.batches,
+                batch_id         bigint NOT NULL,
                 row_no           integer NOT NULL,
                 payload          jsonb NOT NULL,
                 contract         text NOT NULL,
                 contract_version text NOT NULL,
                 valid            boolean NOT NULL,
                 received_at      timestamptz NOT NULL DEFAULT now(),
-                PRIMARY KEY (batch_id, row_no));
+                -- tenant first: a tenant's scans (row-level security adds tenant_id = $0) read
+                -- the index only
+                PRIMARY KEY (tenant_id, batch_id, row_no),
+                -- the batch, of the same tenant
+                FOREIGN KEY (tenant_id, batch_id) REFERENCES barecount.batches (tenant_id, batch_id));
              COMMENT ON TABLE {t} IS 'BareCount raw store for dataset {dataset}: every received row with its batch, contract version and validity on receipt; append-only';
              SELECT barecount._protect_table('{t}'::regclass);
              GRANT SELECT ON {t} TO barecount_engineer, barecount_publisher;

@@ -880,9 +880,12 @@ async fn row_level_security_evaluates_the_tenant_once_per_statement() {
     su.batch_execute("SELECT barecount.tenant_create('acme', 'Acme')")
         .await
         .unwrap();
-    su.query("SELECT barecount.contract_register($1)", &[&ORDERS_CONTRACT])
-        .await
-        .unwrap();
+    su.query(
+        "SELECT barecount.contract_register($1)",
+        &[&ORDERS_CONTRACT],
+    )
+    .await
+    .unwrap();
     let eng = login_role(su, "rls_eng", &["barecount_engineer"], Some("acme")).await;
     let c = connect_as(&db.url, &eng).await;
     c.query(
@@ -895,7 +898,10 @@ async fn row_level_security_evaluates_the_tenant_once_per_statement() {
     // are never inlined: per row it cost ~200x on a full scan)
     for table in ["raw.orders", "barecount.batches", "barecount.ledger"] {
         let plan: Vec<String> = c
-            .query(&format!("EXPLAIN (COSTS OFF) SELECT count(*) FROM {table}"), &[])
+            .query(
+                &format!("EXPLAIN (COSTS OFF) SELECT count(*) FROM {table}"),
+                &[],
+            )
             .await
             .unwrap()
             .iter()
