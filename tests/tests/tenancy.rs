@@ -880,14 +880,14 @@ async fn row_level_security_evaluates_the_tenant_once_per_statement() {
     su.batch_execute("SELECT barecount.tenant_create('acme', 'Acme')")
         .await
         .unwrap();
-    su.query(
+    let eng = login_role(su, "rls_eng", &["barecount_engineer"], Some("acme")).await;
+    let c = connect_as(&db.url, &eng).await;
+    c.query(
         "SELECT barecount.contract_register($1)",
         &[&ORDERS_CONTRACT],
     )
     .await
     .unwrap();
-    let eng = login_role(su, "rls_eng", &["barecount_engineer"], Some("acme")).await;
-    let c = connect_as(&db.url, &eng).await;
     c.query(
         "SELECT * FROM barecount.ingest('orders', $1)",
         &[&json!([order("R1", "east", 1.0), order("R2", "west", 2.0)])],
