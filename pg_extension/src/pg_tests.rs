@@ -28,6 +28,87 @@ mod tests {
         .unwrap();
     }
 
+    /// A random JSON document: nested objects and arrays, escaped and non-ASCII strings,
+    /// integers, decimals and exponents (some beyond double precision).
+    fn random_doc(next: &mut impl FnMut() -> u64, depth: u32) -> String {
+        let pick = next() % if depth == 0 { 4 } else { 6 };
+        match pick {
+            0 => ["null", "true", "false"][(next() % 3) as usize].to_owned(),
+            1 => match next() % 5 {
+                0 => format!("{}", next() as i64),
+                1 => format!("{}.{}", (next() % 2000) as i64 - 1000, next() % 1000),
+                2 => format!("{}e{}", (next() % 9) + 1, (next() % 800) as i64 - 400),
+                3 => "1.0".to_owned(),
+                _ => format!("{}", next() % 100),
+            },
+            2 | 3 => {
+                let parts = ["a", "\\\"q\\\"", "\\n", "é", "\\u00e9", "✓", " ", "\\\\"];
+                let n = next() % 5;
+                let s: String = (0..n)
+                    .map(|_| parts[(next() % parts.len() as u64) as usize])
+                    .collect();
+                format!("\"{s}\"")
+            }
+            4 => {
+                let n = next() % 4;
+                let items: Vec<String> = (0..n).map(|_| random_doc(next, depth - 1)).collect();
+                format!("[{}]", items.join(","))
+            }
+            _ => {
+                let n = next() % 4;
+                let items: Vec<String> = (0..n)
+                    .map(|i| format!("\"k{}{i}\": {}", next() % 3, random_doc(next, depth - 1)))
+                    .collect();
+                format!("{{{}}}", items.join(","))
+            }
+        }
+    }
+
+    #[pg_test]
+    #[allow(unsafe_code)]
+    fn binary_jsonb_reader_agrees_with_the_text_path() {
+        // xorshift: deterministic, no dependency
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let deep = format!("{}1{}", "[".repeat(130), "]".repeat(130));
+        let mut docs: Vec<String> =
+            vec![deep, "[1e400]".into(), "{\"a\": -1e999}".into(), "7".into()];
+        docs.extend((0..3000).map(|_| random_doc(&mut next, 5)));
+        for text in docs {
+            let c = std::ffi::CString::new(text.clone()).unwrap();
+            // SAFETY: jsonb_in takes a cstring and returns a jsonb datum (or raises)
+            let datum = unsafe {
+                pgrx::direct_function_call_as_datum(
+                    pgrx::pg_sys::jsonb_in,
+                    &[Some(pgrx::pg_sys::Datum::from(c.as_ptr()))],
+                )
+            }
+            .unwrap();
+            // SAFETY: a non-null jsonb datum, just made
+            let binary = unsafe { crate::jsonarg::jsonb_value(datum) };
+            // SAFETY: as above
+            let via_text = unsafe { crate::jsonarg::jsonb_text(datum) }
+                .map(|t| crate::jsonarg::parse(&t))
+                .unwrap();
+            match (binary, via_text) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{text}"),
+                (Err(a), Err(b)) => assert_eq!(
+                    format!("{:?}", a.code),
+                    format!("{:?}", b.code),
+                    "{text}: {} / {}",
+                    a.message,
+                    b.message
+                ),
+                (a, b) => panic!("{text}: binary {a:?}, text {b:?}"),
+            }
+        }
+    }
+
     #[pg_test]
     fn privileged_sections_refuse_a_superuser_owner() {
         install_sqlstate_helper();
