@@ -481,7 +481,7 @@ async fn validate(pg_url: String, rows: i64) -> anyhow::Result<()> {
          ANALYZE bench_rows;"
     ))
     .await?;
-    println!("validate {rows} order rows (1 % invalid) in one statement, best of 3");
+    println!("validate {rows} order rows (1 % invalid) in one statement, median of 5");
     for (label, setup) in [
         ("parallel off", "SET max_parallel_workers_per_gather = 0"),
         (
@@ -491,19 +491,26 @@ async fn validate(pg_url: String, rows: i64) -> anyhow::Result<()> {
         ),
     ] {
         pg.batch_execute(setup).await?;
-        let mut best = (Duration::MAX, Duration::MAX);
+        let (mut hand, mut ours) = (Vec::new(), Vec::new());
         let mut counts = (0i64, 0i64);
-        for _ in 0..3 {
+        for _ in 0..5 {
             let t = Instant::now();
             counts.0 = pg.query_one(&format!("SELECT count(*) FILTER (WHERE {HAND_WRITTEN}) FROM bench_rows"), &[]).await?.get(0);
-            best.0 = best.0.min(t.elapsed());
+            hand.push(t.elapsed());
             let t = Instant::now();
             counts.1 = pg
                 .query_one("SELECT count(*) FILTER (WHERE barecount.validate('orders', row)) FROM bench_rows", &[])
                 .await?
                 .get(0);
-            best.1 = best.1.min(t.elapsed());
+            ours.push(t.elapsed());
         }
+        let spread = |xs: &[Duration]| {
+            let lo = xs.iter().min().copied().unwrap_or_default();
+            let hi = xs.iter().max().copied().unwrap_or_default();
+            format!("{:.0}–{:.0} rows/s", rows as f64 / secs(hi), rows as f64 / secs(lo))
+        };
+        println!("    spread: baseline {}, barecount {}", spread(&hand), spread(&ours));
+        let best = (median(hand), median(ours));
         anyhow::ensure!(counts.0 == counts.1, "the two sides disagree: {} vs {} valid rows", counts.0, counts.1);
         println!("  {label}: {} valid", counts.1);
         println!("    baseline  hand-written SQL predicates  {:>8.3} s  {:>10.0} rows/s", secs(best.0), rows as f64 / secs(best.0));
