@@ -2,7 +2,7 @@
 
 use crate::contracts::{errors_json, governing, Governing};
 use crate::errors::{OrRaise, SqlError};
-use crate::jsonarg::{Batch, BatchRow, JsonbText};
+use crate::jsonarg::{Batch, BatchRow, JsonbDatum, JsonbText};
 use crate::{access, ledger, privilege, settings, tenant};
 use barecount_core::content_hash::ContentHasher;
 use barecount_core::contract::{ErrorBudget, RowError};
@@ -20,7 +20,7 @@ type Ingested = (i64, i64, i64, i64);
 #[pg_extern(volatile, parallel_unsafe)]
 fn ingest(
     dataset: &str,
-    rows: JsonbText,
+    rows: JsonbDatum,
 ) -> TableIterator<
     'static,
     (
@@ -30,7 +30,8 @@ fn ingest(
         name!(ledger_seq, i64),
     ),
 > {
-    TableIterator::once(ingest_text(dataset, rows.0))
+    let batch = Batch::from_jsonb(&rows).or_raise();
+    TableIterator::once(ingest_batch(dataset, not_an_array(dataset, batch)))
 }
 
 /// Ingest an array of jsonb rows (e.g. `array_agg(j)` over a query). A name of its own, so
@@ -105,15 +106,20 @@ fn ingest_table(
 }
 
 fn ingest_text(dataset: &str, text: String) -> Ingested {
-    let Some(batch) = Batch::from_array_text(text).or_raise() else {
+    let batch = Batch::from_array_text(text).or_raise();
+    ingest_batch(dataset, not_an_array(dataset, batch))
+}
+
+/// The batch, or the error for a document that is not an array.
+fn not_an_array(dataset: &str, batch: Option<Batch>) -> Batch {
+    batch.unwrap_or_else(|| {
         SqlError::new(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             format!("rows for dataset \"{dataset}\" must be a JSON array of objects"),
         )
         .hint("Wrap a single row in [ ... ], or aggregate rows with jsonb_agg(...).")
         .raise()
-    };
-    ingest_batch(dataset, batch)
+    })
 }
 
 fn ingest_batch(dataset: &str, batch: Batch) -> Ingested {
@@ -248,14 +254,14 @@ fn run(client: &mut SpiClient<'_>, dataset: &str, batch: &Batch) -> Result<Inges
         &format!(
             "INSERT INTO raw.{} (tenant_id, batch_id, row_no, payload, contract, contract_version, valid) \
              SELECT $1, $2, e.n, e.p, $5, $6, ($4::bool[])[e.n] \
-               FROM jsonb_array_elements($3::text::jsonb) WITH ORDINALITY AS e(p, n)",
+               FROM jsonb_array_elements($3::jsonb) WITH ORDINALITY AS e(p, n)",
             quote_ident(dataset)
         ),
         None,
         &[
             tenant_id.as_str().into(),
             batch_id.into(),
-            batch.text.as_str().into(),
+            batch.payload_arg(),
             is_bad.iter().map(|b| !b).collect::<Vec<bool>>().into(),
             g.contract.as_str().into(),
             g.version.as_str().into(),
@@ -264,14 +270,14 @@ fn run(client: &mut SpiClient<'_>, dataset: &str, batch: &Batch) -> Result<Inges
     if quarantined > 0 {
         client.update(
             "INSERT INTO barecount.quarantine (tenant_id, batch_id, dataset, row_no, payload, errors) \
-             SELECT $1, $2, $3, q.n, $4::text::jsonb -> (q.n - 1), q.e \
+             SELECT $1, $2, $3, q.n, $4::jsonb -> (q.n - 1), q.e \
                FROM unnest($5::int[], $6::jsonb[]) AS q(n, e)",
             None,
             &[
                 tenant_id.as_str().into(),
                 batch_id.into(),
                 dataset.into(),
-                batch.text.as_str().into(),
+                batch.payload_arg(),
                 bad_rows.clone().into(),
                 bad_errors.into(),
             ],

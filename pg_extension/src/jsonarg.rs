@@ -314,14 +314,79 @@ impl BatchRow {
     }
 }
 
-/// A batch of rows and its jsonb text (an array), as stored.
+/// A `jsonb` argument kept as its (detoasted) datum, valid for the call: a batch read in its
+/// binary form and stored as it came, with no text in between.
+#[derive(Debug)]
+pub struct JsonbDatum(pub pg_sys::Datum);
+
+pgrx::impl_sql_translatable!(JsonbDatum, arg_only = "jsonb");
+
+impl FromDatum for JsonbDatum {
+    unsafe fn from_polymorphic_datum(
+        datum: pg_sys::Datum,
+        is_null: bool,
+        _: pg_sys::Oid,
+    ) -> Option<JsonbDatum> {
+        if is_null {
+            return None;
+        }
+        // SAFETY: a non-null jsonb datum; detoasted once here (in the call's memory context) so
+        // every later use reads it in place instead of detoasting it again per row
+        let detoasted =
+            unsafe { pg_sys::pg_detoast_datum(datum.cast_mut_ptr::<pg_sys::varlena>()) };
+        Some(JsonbDatum(pg_sys::Datum::from(detoasted)))
+    }
+}
+
+// SAFETY: as for JsonbArg.
+unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for JsonbDatum {
+    unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
+        let index = arg.index();
+        // SAFETY: the caller guarantees the argument is a jsonb datum
+        unsafe { arg.unbox_arg_using_from_datum() }.unwrap_or_else(|| null_argument(index))
+    }
+}
+
+/// How a batch's rows are stored: the jsonb as it came, or its text.
+#[derive(Debug)]
+pub enum Payload {
+    Jsonb(pg_sys::Datum),
+    Text(String),
+}
+
+/// A batch of rows and its payload (a jsonb array), as stored.
 #[derive(Debug)]
 pub struct Batch {
     pub rows: Vec<BatchRow>,
-    pub text: String,
+    pub payload: Payload,
 }
 
 impl Batch {
+    /// Reads a jsonb array of rows in its binary form. When one row cannot be held (a number
+    /// beyond double precision, nesting past 127 levels), reads the batch row by row through
+    /// its text instead, so only that row is refused. `Ok(None)` when it is not an array.
+    pub fn from_jsonb(arg: &JsonbDatum) -> Result<Option<Batch>, SqlError> {
+        // SAFETY: a non-null, detoasted jsonb datum (JsonbDatum)
+        match unsafe { jsonb_value(arg.0) } {
+            Ok(Value::Array(items)) => Ok(Some(Batch {
+                rows: items.into_iter().map(BatchRow::Read).collect(),
+                payload: Payload::Jsonb(arg.0),
+            })),
+            Ok(_) => Ok(None),
+            // SAFETY: as above
+            Err(_) => Batch::from_array_text(unsafe { jsonb_text(arg.0) }.unwrap_or_default()),
+        }
+    }
+
+    /// The payload as a query parameter: cast it with `::jsonb` in the query.
+    pub fn payload_arg(&self) -> pgrx::datum::DatumWithOid<'_> {
+        match &self.payload {
+            // SAFETY: a jsonb datum valid for the call, passed as jsonb
+            Payload::Jsonb(d) => unsafe { pgrx::datum::DatumWithOid::new(*d, pg_sys::JSONBOID) },
+            Payload::Text(t) => t.as_str().into(),
+        }
+    }
+
     /// Reads a JSON array of rows. A row serde_json cannot hold (a number beyond double
     /// precision, nesting past 127 levels) becomes [`BatchRow::Unreadable`] on its own; the
     /// others are read. `Ok(None)` when the document is not an array.
@@ -329,7 +394,7 @@ impl Batch {
         match serde_json::from_str::<Value>(&text) {
             Ok(Value::Array(items)) => Ok(Some(Batch {
                 rows: items.into_iter().map(BatchRow::Read).collect(),
-                text,
+                payload: Payload::Text(text),
             })),
             Ok(_) => Ok(None),
             Err(whole) => {
@@ -345,7 +410,10 @@ impl Batch {
                     };
                 };
                 let rows = raws.iter().map(|r| row_of(r.get())).collect();
-                Ok(Some(Batch { rows, text }))
+                Ok(Some(Batch {
+                    rows,
+                    payload: Payload::Text(text),
+                }))
             }
         }
     }
@@ -363,7 +431,7 @@ impl Batch {
         text.push(']');
         Batch {
             rows: texts.iter().map(|t| row_of(t)).collect(),
-            text,
+            payload: Payload::Text(text),
         }
     }
 }
