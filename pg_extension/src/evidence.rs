@@ -6,7 +6,6 @@ use crate::{privilege, tenant};
 use barecount_core::ident::quote_qualified;
 use barecount_core::ledger::{StoredEntry, Verifier};
 use pgrx::prelude::*;
-use pgrx::JsonB;
 use serde_json::Value;
 
 /// Rows fetched per round trip while verifying.
@@ -71,7 +70,10 @@ fn ledger_verify(
                         at: r.get::<String>(4)?.unwrap_or_default(),
                         event_type: r.get::<String>(5)?.unwrap_or_default(),
                         subject: r.get::<String>(6)?.unwrap_or_default(),
-                        inputs: r.get::<JsonB>(7)?.map(|j| j.0).unwrap_or(Value::Null),
+                        inputs: r
+                            .get::<crate::jsonarg::JsonbArg>(7)?
+                            .map(|j| j.0)
+                            .unwrap_or(Value::Null),
                         content_hash: r.get::<String>(8)?,
                         prev_hash: r.get::<String>(9)?.unwrap_or_default(),
                         entry_hash: r.get::<String>(10)?.unwrap_or_default(),

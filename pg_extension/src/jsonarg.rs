@@ -40,6 +40,17 @@ pub fn parse(text: &str) -> Result<Value, SqlError> {
     })
 }
 
+// So SPI results can be read as JsonbArg too (the ledger's inputs, read in binary form).
+impl pgrx::IntoDatum for JsonbArg {
+    fn into_datum(self) -> Option<pg_sys::Datum> {
+        pgrx::JsonB(self.0).into_datum()
+    }
+
+    fn type_oid() -> pg_sys::Oid {
+        pg_sys::JSONBOID
+    }
+}
+
 /// A NULL where a jsonb argument is required: 22004 naming it.
 fn null_argument(index: usize) -> ! {
     SqlError::new(
