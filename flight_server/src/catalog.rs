@@ -8,6 +8,10 @@ use serde::Deserialize;
 /// The column of every published table that names its tenant.
 pub const TENANT_COLUMN: &str = "tenant_id";
 
+/// The one catalog and schema a tenant's datasets appear in over Flight SQL.
+pub const CATALOG_NAME: &str = "barecount";
+pub const SCHEMA_NAME: &str = "published";
+
 /// One column of a published version, as `barecount.dataset_versions.columns` records it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct PgColumn {

@@ -32,3 +32,29 @@ pub mod xdbc;
 
 pub use app::Application;
 pub use config::Config;
+
+#[cfg(test)]
+mod layering {
+    /// The loader reads versions out of Postgres into a sink it defines; the store gives it one
+    /// and knows no COPY; the query layer uses the store and hands it nothing back.
+    #[test]
+    fn store_loader_and_query_depend_one_way() {
+        let store = include_str!("store.rs");
+        let loader = include_str!("loader.rs");
+        assert!(
+            !loader.contains("crate::store"),
+            "the loader imports the store"
+        );
+        assert!(
+            !loader.contains("crate::query"),
+            "the loader imports the query layer"
+        );
+        assert!(
+            !store.contains("crate::query"),
+            "the store imports the query layer"
+        );
+        for copy in ["copy_into", "copy_sql", "read_parallel", "parallel_ranges"] {
+            assert!(!store.contains(copy), "the store calls the loader's {copy}");
+        }
+    }
+}

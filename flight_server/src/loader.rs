@@ -6,7 +6,6 @@ use crate::catalog::{VersionInfo, TENANT_COLUMN};
 use crate::db::Db;
 use crate::error::{FlightError, Result};
 use crate::pgcopy::{CopyDecoder, CopyError};
-use crate::store::BATCH_ROWS;
 use crate::types::ColumnKind;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
@@ -16,6 +15,79 @@ use tokio::sync::mpsc;
 
 /// Bytes of COPY data handed to a decoder at a time.
 pub const COPY_CHUNK_BYTES: usize = 1 << 20;
+
+/// Rows per Arrow batch; the last batch of a version holds fewer.
+pub const BATCH_ROWS: usize = 65_536;
+
+/// Where a load writes its batches, in table order, on a blocking thread. The loader knows
+/// COPY and Postgres; whoever hands it a sink (the store's cache) knows neither.
+pub trait Sink: Send + 'static {
+    fn write(&mut self, batch: RecordBatch) -> Result<()>;
+}
+
+/// When a load reads block ranges in parallel rather than through one COPY.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    /// Tables smaller than this are read with one COPY.
+    pub parallel_min_bytes: u64,
+    /// Tables larger than this stream through one decoder rather than be held whole.
+    pub parallel_max_bytes: u64,
+}
+
+/// What a load did: its sink back, the batches written, whether it read in parallel.
+pub struct Loaded<S> {
+    pub sink: S,
+    pub batches: usize,
+    pub parallel: bool,
+}
+
+/// Reads a version out of Postgres into `sink`: in parallel block ranges when the plan says
+/// so (the parts are put back in table order before they are written), else one COPY streamed
+/// through one decoder.
+pub async fn load<S: Sink>(
+    db: &Db,
+    v: &VersionInfo,
+    schema: SchemaRef,
+    plan: Plan,
+    sink: S,
+) -> Result<Loaded<S>> {
+    match parallel_ranges(db, v, plan.parallel_min_bytes, plan.parallel_max_bytes).await? {
+        Some(ranges) => {
+            let batches = read_parallel(db, v, schema, ranges).await?;
+            let mut sink = sink;
+            tokio::task::spawn_blocking(move || -> Result<Loaded<S>> {
+                let n = batches.len();
+                for b in batches {
+                    sink.write(b)?;
+                }
+                Ok(Loaded {
+                    sink,
+                    batches: n,
+                    parallel: true,
+                })
+            })
+            .await
+            .map_err(|e| FlightError::Internal(format!("cache writer: {e}")))?
+        }
+        None => {
+            let shared = std::sync::Arc::new(std::sync::Mutex::new(sink));
+            let writer = shared.clone();
+            let n = copy_into(db, v, copy_sql(v, None), schema, move |b| {
+                writer.lock().unwrap_or_else(|p| p.into_inner()).write(b)
+            })
+            .await?;
+            let sink = std::sync::Arc::try_unwrap(shared)
+                .map_err(|_| FlightError::Internal("load sink still shared".into()))?
+                .into_inner()
+                .unwrap_or_else(|p| p.into_inner());
+            Ok(Loaded {
+                sink,
+                batches: n,
+                parallel: false,
+            })
+        }
+    }
+}
 
 pub fn kinds(v: &VersionInfo) -> Vec<ColumnKind> {
     v.columns.iter().map(ColumnKind::of).collect()

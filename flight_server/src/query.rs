@@ -30,8 +30,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::StreamExt;
 use std::sync::Arc;
 
-pub const CATALOG_NAME: &str = "barecount";
-pub const SCHEMA_NAME: &str = "published";
+pub use crate::catalog::{CATALOG_NAME, SCHEMA_NAME};
 
 /// A tenant's published datasets as a DataFusion schema.
 #[derive(Debug)]

@@ -1,6 +1,6 @@
 //! Published versions as Arrow data. A version is immutable, so it is read once from Postgres
-//! with binary COPY — decoded chunk by chunk into Arrow batches of `BATCH_ROWS` rows and written
-//! to an Arrow IPC file — and later reads come from that file. The cache is keyed by (tenant,
+//! (by the loader, which knows COPY, into a sink this module gives it) as Arrow batches of
+//! `BATCH_ROWS` rows written to an Arrow IPC file, and later reads come from that file. The cache is keyed by (tenant,
 //! dataset, version, content hash), so it is never stale; it has a size limit and evicts the
 //! least recently used versions past it; it survives restarts (files are found again by key).
 //! In front of the files sits a memory tier, also bounded and LRU: recently read versions are
@@ -28,8 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, Mutex};
 
-/// Rows per Arrow batch in the store; the last batch of a version holds fewer.
-pub const BATCH_ROWS: usize = 65_536;
+pub use crate::loader::BATCH_ROWS;
 
 /// Counters the metrics endpoint reports.
 #[derive(Debug, Default)]
@@ -140,11 +139,11 @@ pub fn described_schema(v: &VersionInfo, table_name: &str) -> Schema {
             meta.extend([
                 (
                     "ARROW:FLIGHT:SQL:CATALOG_NAME".to_owned(),
-                    crate::query::CATALOG_NAME.to_owned(),
+                    crate::catalog::CATALOG_NAME.to_owned(),
                 ),
                 (
                     "ARROW:FLIGHT:SQL:DB_SCHEMA_NAME".to_owned(),
-                    crate::query::SCHEMA_NAME.to_owned(),
+                    crate::catalog::SCHEMA_NAME.to_owned(),
                 ),
                 (
                     "ARROW:FLIGHT:SQL:TABLE_NAME".to_owned(),
@@ -449,10 +448,9 @@ impl Store {
         self.stats.cached_bytes.store(idx.total, Ordering::Relaxed);
     }
 
-    /// Reads the version out of Postgres with binary COPY into an IPC file. Large versions that
-    /// fit the memory budget are read in parallel block ranges and kept in memory; others
-    /// stream through one decoder straight into the file (memory: a few chunks and one batch),
-    /// keeping the batches only while they fit the budget.
+    /// Has the loader read the version into the cache file (kept in memory too while it fits
+    /// the budget; a waiting first reader is fed as batches arrive). The loader decides between
+    /// parallel block ranges and one streamed COPY (`loader::Plan`).
     async fn load(
         &self,
         db: &Db,
@@ -462,84 +460,29 @@ impl Store {
     ) -> Result<(Cached, Option<Resident>)> {
         let schema = arrow_schema(v);
         let tmp = path.with_extension(format!("{:016x}.tmp", rand::random::<u64>()));
-        let result =
-            match loader::parallel_ranges(db, v, self.parallel_min_bytes, self.memory_max_bytes)
-                .await?
-            {
-                Some(ranges) => {
-                    self.stats.parallel_loads.fetch_add(1, Ordering::Relaxed);
-                    let batches = loader::read_parallel(db, v, schema.clone(), ranges).await?;
-                    if let Some(tee) = &tee {
-                        for b in &batches {
-                            // A reader that went away does not stop the load.
-                            let _ = tee.send(Ok(b.clone())).await;
-                        }
+        let plan = loader::Plan {
+            parallel_min_bytes: self.parallel_min_bytes,
+            parallel_max_bytes: self.memory_max_bytes,
+        };
+        let result = match IpcSink::create(&tmp, &schema, self.memory_max_bytes) {
+            Ok(ipc) => loader::load(db, v, schema.clone(), plan, CacheSink { ipc, tee })
+                .await
+                .and_then(|loaded| {
+                    if loaded.parallel {
+                        self.stats.parallel_loads.fetch_add(1, Ordering::Relaxed);
                     }
-                    let file_tmp = tmp.clone();
-                    let file_schema = schema.clone();
-                    tokio::task::spawn_blocking(move || -> Result<(usize, Option<Resident>)> {
-                        let mut w = IpcSink::create(&file_tmp, &file_schema, 0)?;
-                        for b in &batches {
-                            w.write(b)?;
-                        }
-                        w.finish()?;
-                        let bytes = batches
-                            .iter()
-                            .map(|b| b.get_array_memory_size() as u64)
-                            .sum();
-                        Ok((
-                            batches.len(),
-                            Some(Resident {
-                                schema: file_schema,
-                                batches,
-                                bytes,
-                            }),
-                        ))
-                    })
-                    .await
-                    .map_err(|e| FlightError::Internal(format!("cache writer: {e}")))?
-                }
-                None => {
-                    let sink = Arc::new(std::sync::Mutex::new(IpcSink::create(
-                        &tmp,
-                        &schema,
-                        self.memory_max_bytes,
-                    )?));
-                    let writer = sink.clone();
-                    let copied = loader::copy_into(
-                        db,
-                        v,
-                        loader::copy_sql(v, None),
-                        schema.clone(),
-                        move |b| {
-                            if let Some(tee) = &tee {
-                                // A reader that went away does not stop the load.
-                                let _ = tee.blocking_send(Ok(b.clone()));
-                            }
-                            writer
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .write_keep(b)
-                        },
-                    )
-                    .await;
-                    copied.and_then(|n| {
-                        let sink = Arc::try_unwrap(sink)
-                            .map_err(|_| FlightError::Internal("cache writer still shared".into()))?
-                            .into_inner()
-                            .unwrap_or_else(|p| p.into_inner());
-                        let kept = sink.finish()?;
-                        Ok((
-                            n,
-                            kept.map(|(batches, bytes)| Resident {
-                                schema: schema.clone(),
-                                batches,
-                                bytes,
-                            }),
-                        ))
-                    })
-                }
-            };
+                    let kept = loaded.sink.ipc.finish()?;
+                    Ok((
+                        loaded.batches,
+                        kept.map(|(batches, bytes)| Resident {
+                            schema: schema.clone(),
+                            batches,
+                            bytes,
+                        }),
+                    ))
+                }),
+            Err(e) => Err(e),
+        };
         let (batches, resident) = match result {
             Ok(r) => r,
             Err(e) => {
@@ -679,10 +622,6 @@ impl IpcSink {
         })
     }
 
-    fn write(&mut self, b: &RecordBatch) -> Result<()> {
-        Ok(self.writer.write(b)?)
-    }
-
     fn write_keep(&mut self, b: RecordBatch) -> Result<()> {
         self.writer.write(&b)?;
         if let Some((list, bytes)) = self.kept.as_mut() {
@@ -706,6 +645,23 @@ impl IpcSink {
             .into_inner()
             .map_err(|e| io("write", &self.path, e.error()))?;
         Ok(self.kept)
+    }
+}
+
+/// Where a load's batches go: the cache file (keeping them in memory while they fit) and,
+/// while a first reader waits, that reader too.
+struct CacheSink {
+    ipc: IpcSink,
+    tee: Option<Tee>,
+}
+
+impl loader::Sink for CacheSink {
+    fn write(&mut self, b: RecordBatch) -> Result<()> {
+        if let Some(tee) = &self.tee {
+            // A reader that went away does not stop the load.
+            let _ = tee.blocking_send(Ok(b.clone()));
+        }
+        self.ipc.write_keep(b)
     }
 }
 
