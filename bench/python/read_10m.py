@@ -90,6 +90,62 @@ def publish(pg_url, rows):
     return token
 
 
+def start_flight(a, work, extra):
+    """A barecount-flight with an empty cache; returns (process, port)."""
+    port_file = os.path.join(work, "port")
+    if os.path.exists(port_file):
+        os.remove(port_file)
+    flight = subprocess.Popen(
+        [a.flight_bin, "serve", "--listen", "127.0.0.1:0", "--database-url", a.pg_url,
+         "--port-file", port_file, "--cache-dir", os.path.join(work, "cache"),
+         "--export-dir", os.path.join(work, "exports"), *extra],
+        stderr=subprocess.DEVNULL,
+    )
+    while not (os.path.exists(port_file) and open(port_file).read()):
+        if flight.poll() is not None:
+            sys.exit("barecount-flight exited")
+        time.sleep(0.05)
+    return flight, int(open(port_file).read())
+
+
+def cold_only(a, token):
+    """The first read after start, `runs` times per loader setting (a new server and an empty
+    cache each time), beside binary COPY: which loader should be the default."""
+    copy_sql = f"\\copy (SELECT {COLUMNS} FROM published.bench_read) TO '/dev/null' WITH (FORMAT binary)"
+    setups = [("read10m_cold", []), ("read10m_cold_parallel", ["--parallel-load-min-bytes", "0"])]
+    times = {name: [] for name, _ in setups}
+    copies = []
+    for _ in range(a.runs):
+        for name, extra in setups:
+            work = tempfile.mkdtemp(prefix="bc-bench-cold-")
+            flight, port = start_flight(a, work, extra)
+            conn = flightsql.connect(f"grpc://127.0.0.1:{port}",
+                                     db_kwargs={"adbc.flight.sql.authorization_header": f"Bearer {token}"})
+            t = time.perf_counter()
+            cur = conn.cursor()
+            cur.execute("SELECT * FROM bench_read")
+            table = cur.fetch_arrow_table()
+            times[name].append(time.perf_counter() - t)
+            assert table.num_rows == a.rows, table.num_rows
+            cur.close()
+            conn.close()
+            flight.terminate()
+            flight.wait()
+        t = time.perf_counter()
+        subprocess.run(["psql", "-X", "-q", a.pg_url, "-c", copy_sql], check=True)
+        copies.append(time.perf_counter() - t)
+    copy = statistics.median(copies)
+    print(f"\ncold reads of {a.rows:,} rows, {a.runs} runs each (new server, empty cache), interleaved")
+    print(f"{'reader':36} {'median s':>9} {'spread s':>14}")
+    print(f"{'postgres binary COPY (psql)':36} {copy:9.2f} {min(copies):6.2f}-{max(copies):.2f}")
+    for name, _ in setups:
+        m = statistics.median(times[name])
+        print(f"{name:36} {m:9.2f} {min(times[name]):6.2f}-{max(times[name]):.2f}")
+    for name, _ in setups:
+        m = statistics.median(times[name])
+        print(f"bench={name} ours={a.rows / m:.3f} baseline={a.rows / copy:.3f} ratio={copy / m:.3f} unit=rows/s")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--pg-url", required=True)
@@ -97,9 +153,14 @@ def main():
     ap.add_argument("--roapi-bin", required=True)
     ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--cold-only", action="store_true",
+                    help="only cold reads: the default loader vs the parallel one, each --runs times")
     a = ap.parse_args()
 
     token = publish(a.pg_url, a.rows)
+    if a.cold_only:
+        cold_only(a, token)
+        return
     work = tempfile.mkdtemp(prefix="bc-bench-read-")
     results = {}
 
