@@ -114,6 +114,7 @@ def cold_only(a, token):
     copy_sql = f"\\copy (SELECT {COLUMNS} FROM published.bench_read) TO '/dev/null' WITH (FORMAT binary)"
     setups = [("read10m_cold", []), ("read10m_cold_parallel", ["--parallel-load-min-bytes", "0"])]
     times = {name: [] for name, _ in setups}
+    warm = {name: [] for name, _ in setups}
     copies = []
     for _ in range(a.runs):
         for name, extra in setups:
@@ -128,6 +129,14 @@ def cold_only(a, token):
             times[name].append(time.perf_counter() - t)
             assert table.num_rows == a.rows, table.num_rows
             cur.close()
+            # the first warm reads after the load (the issue saw them slower after parallel loads)
+            for _ in range(3):
+                t = time.perf_counter()
+                cur = conn.cursor()
+                cur.execute("SELECT * FROM bench_read")
+                cur.fetch_arrow_table()
+                cur.close()
+                warm[name].append(time.perf_counter() - t)
             conn.close()
             flight.terminate()
             flight.wait()
@@ -141,6 +150,9 @@ def cold_only(a, token):
     for name, _ in setups:
         m = statistics.median(times[name])
         print(f"{name:36} {m:9.2f} {min(times[name]):6.2f}-{max(times[name]):.2f}")
+    for name, _ in setups:
+        w = warm[name]
+        print(f"{'  3 warm reads after ' + name:36} {statistics.median(w):9.2f} {min(w):6.2f}-{max(w):.2f}")
     for name, _ in setups:
         m = statistics.median(times[name])
         print(f"bench={name} ours={a.rows / m:.3f} baseline={a.rows / copy:.3f} ratio={copy / m:.3f} unit=rows/s")
