@@ -6,7 +6,7 @@
 #   scripts/bench.sh validate [--rows 1000000]
 #   scripts/bench.sh rls [--rows 3000000 --runs 5]
 #   scripts/bench.sh ingest-invalid [--rows 40000 --rows 100000 --runs 3]
-#   scripts/bench.sh read10m [--rows 10000000 --runs 5]   (Python ADBC clients, ROAPI from PyPI)
+#   scripts/bench.sh read10m [--rows 10000000 --runs 5 [--cold-only]]   (Python ADBC clients, ROAPI from PyPI)
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$ROOT"
 "$ROOT/scripts/setup.sh" >/dev/null
