@@ -209,15 +209,7 @@ fn finite_values_only(client: &SpiClient<'_>, dataset: &str, staged: &str) -> Re
             }
         })
         .collect();
-    let row = client
-        .select(
-            &format!("SELECT ARRAY[{}]::int8[] FROM {staged}", counts.join(", ")),
-            Some(1),
-            &[],
-        )?
-        .first()
-        .get::<Vec<i64>>(1)?
-        .unwrap_or_default();
+    let row = int8_aggregates(client, staged, &counts)?;
     match checked.iter().zip(row).find(|(_, n)| *n > 0) {
         None => Ok(()),
         Some(((c, true), n)) => Err(SqlError::new(
@@ -239,84 +231,66 @@ fn finite_values_only(client: &SpiClient<'_>, dataset: &str, staged: &str) -> Re
     }
 }
 
-/// Declares NOT NULL on the version's columns whose source column is declared NOT NULL and
-/// that hold no NULL (an outer join can bring one under such a column): one scan to check,
-/// one ALTER for all of them.
-fn keep_not_null(
-    client: &mut SpiClient<'_>,
+/// One scan of `relation`: each expression (an aggregate whose value fits int8), in order.
+fn int8_aggregates(
+    client: &SpiClient<'_>,
+    relation: &str,
+    exprs: &[String],
+) -> Result<Vec<i64>, SqlError> {
+    Ok(client
+        .select(
+            &format!("SELECT ARRAY[{}]::int8[] FROM {relation}", exprs.join(", ")),
+            Some(1),
+            &[],
+        )?
+        .first()
+        .get::<Vec<i64>>(1)?
+        .unwrap_or_default())
+}
+
+/// The columns to declare NOT NULL, and (name, precision, scale) per unconstrained numeric.
+type Measured = (Vec<String>, Vec<(String, i64, i64)>);
+
+/// What a new version's columns are, measured in one scan:
+/// - the columns to declare NOT NULL: their source column is declared NOT NULL and they hold
+///   no NULL (an outer join can bring one under such a column);
+/// - for each unconstrained `numeric` column, the digits its values need and how many of them
+///   follow the point (name, precision, scale), so clients can be served an exact decimal of
+///   that size (Flight: Decimal128, Decimal256 or text).
+fn measure_version(
+    client: &SpiClient<'_>,
     relation: &str,
     cols: &[Column],
     declared: &[String],
-) -> Result<(), SqlError> {
+) -> Result<Measured, SqlError> {
     let candidates: Vec<&Column> = cols
         .iter()
         .filter(|c| c.nullable && declared.contains(&c.name))
         .collect();
-    if candidates.is_empty() {
-        return Ok(());
-    }
-    let nulls: Vec<String> = candidates
+    let free: Vec<&Column> = cols.iter().filter(|c| c.ty == "numeric").collect();
+    let mut exprs: Vec<String> = candidates
         .iter()
         .map(|c| format!("count(*) FILTER (WHERE {} IS NULL)", quote_ident(&c.name)))
         .collect();
-    let found = client
-        .select(
-            &format!("SELECT ARRAY[{}]::int8[] FROM {relation}", nulls.join(", ")),
-            Some(1),
-            &[],
-        )?
-        .first()
-        .get::<Vec<i64>>(1)?
-        .unwrap_or_default();
-    let alters: Vec<String> = candidates
-        .iter()
-        .zip(found)
-        .filter(|(_, n)| *n == 0)
-        .map(|(c, _)| format!("ALTER COLUMN {} SET NOT NULL", quote_ident(&c.name)))
-        .collect();
-    if !alters.is_empty() {
-        client.update(
-            &format!("ALTER TABLE {relation} {}", alters.join(", ")),
-            None,
-            &[],
-        )?;
+    for c in &free {
+        let col = quote_ident(&c.name);
+        exprs.push(format!("coalesce(max(length(trunc(abs({col}))::text)), 1)"));
+        exprs.push(format!("coalesce(max(scale({col})), 0)"));
     }
-    Ok(())
-}
-
-/// For each unconstrained `numeric` column: the digits its values need and how many of them
-/// follow the point (precision, scale), measured on the immutable version, so clients can be
-/// served an exact decimal of that size (Flight: Decimal128, Decimal256 or text).
-fn numeric_extents(
-    client: &SpiClient<'_>,
-    relation: &str,
-    cols: &[Column],
-) -> Result<Vec<(String, i64, i64)>, SqlError> {
-    let free: Vec<&Column> = cols.iter().filter(|c| c.ty == "numeric").collect();
-    if free.is_empty() {
-        return Ok(Vec::new());
+    if exprs.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
     }
-    let parts: Vec<String> = free
+    let found = int8_aggregates(client, relation, &exprs)?;
+    let (nulls, extents) = found.split_at(candidates.len().min(found.len()));
+    let not_null = candidates
         .iter()
-        .map(|c| {
-            let col = quote_ident(&c.name);
-            format!(
-                "coalesce(max(length(trunc(abs({col}))::text)), 1), coalesce(max(scale({col})), 0)"
-            )
-        })
+        .zip(nulls)
+        .filter(|(_, n)| **n == 0)
+        .map(|(c, _)| c.name.clone())
         .collect();
-    let row = client
-        .select(
-            &format!("SELECT ARRAY[{}]::int8[] FROM {relation}", parts.join(", ")),
-            Some(1),
-            &[],
-        )?
-        .first()
-        .get::<Vec<i64>>(1)?
-        .unwrap_or_default();
-    Ok(free
+    let extents = free
         .iter()
-        .zip(row.chunks(2))
+        .zip(extents.chunks(2))
         .map(|(c, ps)| {
             let (int_digits, scale) = (
                 ps.first().copied().unwrap_or(1),
@@ -324,7 +298,29 @@ fn numeric_extents(
             );
             (c.name.clone(), int_digits + scale, scale)
         })
-        .collect())
+        .collect();
+    Ok((not_null, extents))
+}
+
+/// Declares NOT NULL on `columns` of `relation`, in one ALTER.
+fn declare_not_null(
+    client: &mut SpiClient<'_>,
+    relation: &str,
+    columns: &[String],
+) -> Result<(), SqlError> {
+    if columns.is_empty() {
+        return Ok(());
+    }
+    let alters: Vec<String> = columns
+        .iter()
+        .map(|c| format!("ALTER COLUMN {} SET NOT NULL", quote_ident(c)))
+        .collect();
+    client.update(
+        &format!("ALTER TABLE {relation} {}", alters.join(", ")),
+        None,
+        &[],
+    )?;
+    Ok(())
 }
 
 /// The lineage names of the relations the source reads, from its plan (views expanded).
@@ -405,7 +401,8 @@ fn publish_staged(
             format!("source for dataset \"{dataset}\" returns no columns"),
         ));
     }
-    keep_not_null(client, &relation, &cols, not_null)?;
+    let (declare, numeric) = measure_version(client, &relation, &cols, not_null)?;
+    declare_not_null(client, &relation, &declare)?;
     stamp_tenant(
         client,
         &format!("source for dataset \"{dataset}\""),
@@ -424,7 +421,7 @@ fn publish_staged(
         .first()
         .get::<i64>(1)?
         .unwrap_or(0);
-    let cols_json = columns_json(&cols, &numeric_extents(client, &relation, &cols)?);
+    let cols_json = columns_json(&cols, &numeric);
 
     let why = quote_literal("published versions are immutable");
     let hint = quote_literal("Publish a new version instead.");
