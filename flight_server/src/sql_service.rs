@@ -570,7 +570,8 @@ impl FlightSqlService for SqlService {
 
     /// ADBC's `executemany`: the prepared statement once per bound row. Every SQL surface here
     /// is read-only, so each run is a query: its parameters are checked and its errors reported,
-    /// its rows discarded; the answer is 0 rows updated. No rows bound runs a statement without
+    /// its rows discarded; the answer is 0 rows updated. The rows come with the call or were
+    /// bound before (the handle carries them); none at all runs a statement without
     /// placeholders once and one with placeholders not at all (DB-API's rule).
     async fn do_put_prepared_statement_update(
         &self,
@@ -582,13 +583,15 @@ impl FlightSqlService for SqlService {
         let claims = self.prepared(&caller, &query.prepared_statement_handle)?;
         let batches = parameter_batches(request).await?;
         let ctx = self.state.session(&caller.tenant).await?;
-        let params = if batches.iter().map(RecordBatch::num_rows).sum::<usize>() == 0 {
-            if sql_has_params(&ctx, &claims.sql).await? {
-                return Ok(0);
-            }
-            None
-        } else {
+        // rows sent now, else rows bound earlier (the handle carries them)
+        let params = if batches.iter().map(RecordBatch::num_rows).sum::<usize>() > 0 {
             Some(encode_params(&batches)?)
+        } else if claims.params.is_some() {
+            claims.params
+        } else if sql_has_params(&ctx, &claims.sql).await? {
+            return Ok(0);
+        } else {
+            None
         };
         for df in query::dataframes(&ctx, &claims.sql, params.as_deref()).await? {
             let mut rows = df.execute_stream().await.map_err(FlightError::from)?;
@@ -644,9 +647,12 @@ impl FlightSqlService for SqlService {
 async fn parameter_batches(
     request: Request<PeekableFlightDataStream>,
 ) -> Result<Vec<RecordBatch>, FlightError> {
+    // a message with only the descriptor (what the Rust client sends to execute a statement it
+    // bound before) carries no data: skip it rather than decode nothing
     FlightRecordBatchStream::new_from_flight_data(
         request
             .into_inner()
+            .try_filter(|d| futures::future::ready(!d.data_header.is_empty()))
             .map_err(arrow_flight::error::FlightError::from),
     )
     .try_collect()

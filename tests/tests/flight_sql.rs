@@ -650,3 +650,66 @@ async fn information_schema_and_show_tables_list_the_tenants_own_datasets() {
     assert!(!all.iter().any(|t| t.contains("theirs")), "{all:?}");
     flight.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executemany_and_session_options_refuse_what_they_must() {
+    let db = fresh_db().await;
+    db.client
+        .batch_execute("SELECT barecount.publish('sales', 'SELECT g::bigint AS id FROM generate_series(1, 10) g')")
+        .await
+        .unwrap();
+    let flight = Flight::start(&db.url).await;
+    let mut c = client::sql_client(&flight.url, &flight.auth).await.unwrap();
+    // executemany (DoPut of a prepared update): runs each row, updates nothing, reports 0
+    let mut stmt = c
+        .prepare("SELECT id FROM sales WHERE id = ?".into(), None)
+        .await
+        .unwrap();
+    let rows =
+        RecordBatch::try_from_iter(vec![("p1", Arc::new(Int64Array::from(vec![1, 2, 3])) as _)])
+            .unwrap();
+    stmt.set_parameters(rows).unwrap();
+    assert_eq!(stmt.execute_update().await.unwrap(), 0);
+    // hostile input: a row that fails is reported, with its parameter
+    let mut div = c
+        .prepare("SELECT 10 / ? AS q FROM sales".into(), None)
+        .await
+        .unwrap();
+    let rows =
+        RecordBatch::try_from_iter(vec![("p1", Arc::new(Int64Array::from(vec![1, 0])) as _)])
+            .unwrap();
+    div.set_parameters(rows).unwrap();
+    let e = div.execute_update().await.unwrap_err();
+    assert!(e.to_string().to_lowercase().contains("zero"), "{e}");
+    // writing statements never get a handle to executemany with
+    let e = c
+        .prepare("INSERT INTO sales VALUES (?)".into(), None)
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&e), Code::PermissionDenied, "{e}");
+
+    // session options: only with a valid credential
+    let mut bogus = client::plain_client(&flight.url, "bct_bogus")
+        .await
+        .unwrap();
+    for action in ["GetSessionOptions", "SetSessionOptions"] {
+        let s = bogus
+            .do_action(arrow_flight::Action::new(action, Vec::new()))
+            .await
+            .unwrap_err();
+        assert_eq!(s.code(), Code::Unauthenticated, "{action}: {s}");
+    }
+    // a body that is not a SetSessionOptionsRequest is InvalidArgument
+    let mut plain = client::plain_client(&flight.url, &flight.token)
+        .await
+        .unwrap();
+    let s = plain
+        .do_action(arrow_flight::Action::new(
+            "SetSessionOptions",
+            vec![0xff, 0xff, 0xff],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::InvalidArgument, "{s}");
+    flight.stop().await;
+}
