@@ -112,6 +112,175 @@ fn write_canonical(v: &Value, out: &mut String) {
     }
 }
 
+/// Number of length-prefixed fields after the tag in encoding version 1.
+const FIELDS: usize = 9;
+const TAG: &[u8] = b"barecount-ledger-v1";
+
+/// Why stored canonical bytes are not a version-1 encoding.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("it does not start with the tag barecount-ledger-v1")]
+    Tag,
+    #[error("field {0} is cut short")]
+    Short(usize),
+    #[error("bytes follow the last field")]
+    Trailing,
+    #[error("field {0} is not UTF-8")]
+    Utf8(usize),
+    #[error("the sequence number is not a positive decimal without leading zeros")]
+    Seq,
+    #[error("the time is not YYYY-MM-DDTHH:MM:SS.ffffffZ")]
+    At,
+    #[error("the previous hash is not 64 lower-case hex digits")]
+    PrevHash,
+}
+
+/// The fields of a version-1 canonical encoding, borrowed from it (the stored bytes are the
+/// truth: the ledger's readable columns are computed from them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoded<'a> {
+    pub seq: i64,
+    pub tenant_id: &'a str,
+    pub actor: &'a str,
+    pub at: &'a str,
+    pub event_type: &'a str,
+    pub subject: &'a str,
+    /// Canonical JSON text.
+    pub inputs: &'a str,
+    /// `None` when encoded as the empty string.
+    pub content_hash: Option<&'a str>,
+    pub prev_hash: &'a str,
+}
+
+/// The raw field slices of an encoding, checked for framing only.
+fn fields(bytes: &[u8]) -> Result<[&[u8]; FIELDS], DecodeError> {
+    let mut rest = bytes.strip_prefix(TAG).ok_or(DecodeError::Tag)?;
+    let mut out: [&[u8]; FIELDS] = [&[]; FIELDS];
+    for (i, slot) in out.iter_mut().enumerate() {
+        let (len, tail) = rest
+            .split_first_chunk::<8>()
+            .ok_or(DecodeError::Short(i + 1))?;
+        let len =
+            usize::try_from(u64::from_be_bytes(*len)).map_err(|_| DecodeError::Short(i + 1))?;
+        if tail.len() < len {
+            return Err(DecodeError::Short(i + 1));
+        }
+        let (field, tail) = tail.split_at(len);
+        *slot = field;
+        rest = tail;
+    }
+    if !rest.is_empty() {
+        return Err(DecodeError::Trailing);
+    }
+    Ok(out)
+}
+
+/// The sequence number alone (the first field), without reading further.
+fn first_seq(bytes: &[u8]) -> Option<i64> {
+    let rest = bytes.strip_prefix(TAG)?;
+    let (len, tail) = rest.split_first_chunk::<8>()?;
+    let len = usize::try_from(u64::from_be_bytes(*len)).ok()?;
+    parse_seq(tail.get(..len)?).ok()
+}
+
+fn parse_seq(b: &[u8]) -> Result<i64, DecodeError> {
+    if b.is_empty() || b.len() > 19 || b[0] == b'0' || !b.iter().all(u8::is_ascii_digit) {
+        return Err(DecodeError::Seq);
+    }
+    b.iter()
+        .try_fold(0i64, |n, d| {
+            n.checked_mul(10)?.checked_add(i64::from(d - b'0'))
+        })
+        .ok_or(DecodeError::Seq)
+}
+
+fn is_hash(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// What the chain needs of an encoding — its sequence number and previous hash — with the
+/// framing checked (the tag, nine fields, nothing after): no other field is looked at, so
+/// verification spends its time hashing.
+fn chain_fields(bytes: &[u8]) -> Result<(i64, &[u8]), DecodeError> {
+    let f = fields(bytes)?;
+    let prev = f[8];
+    if prev.len() != 64 || !prev.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(DecodeError::PrevHash);
+    }
+    Ok((parse_seq(f[0])?, prev))
+}
+
+/// Decodes and checks a version-1 encoding: framing, UTF-8, the sequence number, the time and
+/// the previous hash (the inputs' JSON is checked where it is turned into jsonb).
+pub fn decode(bytes: &[u8]) -> Result<Decoded<'_>, DecodeError> {
+    let f = fields(bytes)?;
+    let text = |i: usize| std::str::from_utf8(f[i]).map_err(|_| DecodeError::Utf8(i + 1));
+    let at = text(3)?;
+    at_micros(at)?;
+    let prev_hash = text(8)?;
+    if !is_hash(prev_hash) {
+        return Err(DecodeError::PrevHash);
+    }
+    let content_hash = text(7)?;
+    Ok(Decoded {
+        seq: parse_seq(f[0])?,
+        tenant_id: text(1)?,
+        actor: text(2)?,
+        at,
+        event_type: text(4)?,
+        subject: text(5)?,
+        inputs: text(6)?,
+        content_hash: (!content_hash.is_empty()).then_some(content_hash),
+        prev_hash,
+    })
+}
+
+/// Microseconds since 2000-01-01 00:00:00 UTC (Postgres' timestamp epoch) of a canonical time,
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ`, years 1..=9999.
+pub fn at_micros(at: &str) -> Result<i64, DecodeError> {
+    let b = at.as_bytes();
+    if b.len() != 27 {
+        return Err(DecodeError::At);
+    }
+    for (i, c) in b.iter().enumerate() {
+        let ok = match i {
+            4 | 7 => *c == b'-',
+            10 => *c == b'T',
+            13 | 16 => *c == b':',
+            19 => *c == b'.',
+            26 => *c == b'Z',
+            _ => c.is_ascii_digit(),
+        };
+        if !ok {
+            return Err(DecodeError::At);
+        }
+    }
+    let num =
+        |r: std::ops::Range<usize>| b[r].iter().fold(0i64, |n, d| n * 10 + i64::from(d - b'0'));
+    let (y, m, d) = (num(0..4), num(5..7), num(8..10));
+    let (hh, mm, ss, us) = (num(11..13), num(14..16), num(17..19), num(20..26));
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let days_in_month = match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => 0,
+    };
+    if y == 0 || d == 0 || d > days_in_month || hh > 23 || mm > 59 || ss > 59 {
+        return Err(DecodeError::At);
+    }
+    // days from civil (Howard Hinnant's algorithm), then from 2000-01-01 (day 10957)
+    let yy = if m <= 2 { y - 1 } else { y };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468 - 10_957;
+    Ok(((days * 24 + hh) * 60 + mm) * 60_000_000 + ss * 1_000_000 + us)
+}
+
 /// A ledger entry as stored, for verification.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredEntry {
@@ -128,6 +297,11 @@ pub struct StoredEntry {
 }
 
 impl StoredEntry {
+    /// The canonical bytes of the entry's fields, as the ledger stores them.
+    pub fn canonical(&self) -> Vec<u8> {
+        self.as_entry().canonical_bytes()
+    }
+
     pub fn as_entry(&self) -> LedgerEntry<'_> {
         LedgerEntry {
             seq: self.seq,
@@ -151,6 +325,9 @@ pub enum Break {
     /// The entry does not point at its predecessor's hash: something before it was inserted,
     /// removed or rewritten.
     BrokenLink { seq: i64 },
+    /// The stored bytes are not a canonical encoding (they can only have been written past the
+    /// ledger's guards).
+    Malformed { seq: i64, why: DecodeError },
     /// Sequence numbers skip: entries were deleted (or the order was changed).
     Gap { expected: i64, found: i64 },
     /// The entry at the kept digest's sequence has another hash: history up to it was rewritten.
@@ -164,7 +341,8 @@ impl Break {
         match self {
             Break::HashMismatch { seq }
             | Break::BrokenLink { seq }
-            | Break::DigestMismatch { seq } => *seq,
+            | Break::DigestMismatch { seq }
+            | Break::Malformed { seq, .. } => *seq,
             Break::Gap { expected, .. } => *expected,
             Break::Truncated { last_seq, .. } => last_seq + 1,
         }
@@ -174,6 +352,9 @@ impl Break {
         match self {
             Break::HashMismatch { seq } => format!(
                 "entry {seq}: its stored hash is not the hash of its contents (the entry was changed)"
+            ),
+            Break::Malformed { seq, why } => format!(
+                "entry {seq}: its stored bytes are not a canonical ledger entry ({why}; the entry was changed)"
             ),
             Break::BrokenLink { seq } => format!(
                 "entry {seq}: prev_hash is not the hash of entry {} (an entry was inserted, removed or rewritten before it)",
@@ -206,14 +387,19 @@ pub struct Report {
     pub first_break: Option<Break>,
 }
 
-/// Recomputes a chain entry by entry: every hash, every link, every sequence number, and the
-/// kept digest if one is given. Feed entries in sequence order from the first.
+/// Recomputes a chain entry by entry from the stored canonical bytes: every hash, every link,
+/// every sequence number, and the kept digest if one is given. Feed entries in sequence order
+/// from the first. Nothing is rebuilt: each entry's bytes are decoded in place and hashed.
 #[derive(Debug, Clone)]
 pub struct Verifier {
     expected_seq: i64,
+    /// Hash of the last entry that checked out (the genesis hash before the first).
     prev_hash: String,
     digest: Option<(i64, String)>,
-    report: Report,
+    checked: u64,
+    bytes: u64,
+    last_seq: i64,
+    first_break: Option<Break>,
 }
 
 impl Verifier {
@@ -222,67 +408,347 @@ impl Verifier {
             expected_seq: 1,
             prev_hash: GENESIS_HASH.to_owned(),
             digest,
-            report: Report {
-                checked: 0,
-                bytes: 0,
-                last_seq: 0,
-                last_hash: GENESIS_HASH.to_owned(),
-                first_break: None,
-            },
+            checked: 0,
+            bytes: 0,
+            last_seq: 0,
+            first_break: None,
         }
     }
 
-    /// Checks one entry; returns false once the chain is broken (later entries prove nothing).
-    pub fn push(&mut self, e: &StoredEntry) -> bool {
-        if self.report.first_break.is_some() {
+    /// Checks one entry, given its stored canonical bytes and stored hash; returns false once
+    /// the chain is broken (later entries prove nothing).
+    pub fn push(&mut self, canonical: &[u8], entry_hash: &str) -> bool {
+        self.push_hashed(canonical, entry_hash, &Sha256::digest(canonical).into())
+    }
+
+    /// Like [`Self::push`], with the SHA-256 of `canonical` already computed (by [`Pipeline`]'s
+    /// helper thread).
+    pub fn push_hashed(&mut self, canonical: &[u8], entry_hash: &str, digest: &[u8; 32]) -> bool {
+        self.check(chain_fields(canonical), canonical.len(), entry_hash, digest)
+    }
+
+    /// The checks, given the entry's framing already read (sequence number and previous hash),
+    /// its length and its SHA-256.
+    fn check(
+        &mut self,
+        framed: Result<(i64, &[u8]), DecodeError>,
+        len: usize,
+        entry_hash: &str,
+        digest: &[u8; 32],
+    ) -> bool {
+        if self.first_break.is_some() {
             return false;
         }
-        let brk = if e.seq != self.expected_seq {
-            Some(Break::Gap {
+        let brk = match framed {
+            Err(why) => Some(Break::Malformed {
+                seq: self.expected_seq,
+                why,
+            }),
+            Ok((seq, _)) if seq != self.expected_seq => Some(Break::Gap {
                 expected: self.expected_seq,
-                found: e.seq,
-            })
-        } else {
-            let bytes = e.as_entry().canonical_bytes();
-            self.report.bytes += bytes.len() as u64;
-            let computed = hex::encode(Sha256::digest(&bytes));
-            if computed != e.entry_hash {
-                Some(Break::HashMismatch { seq: e.seq })
-            } else if e.prev_hash != self.prev_hash {
-                Some(Break::BrokenLink { seq: e.seq })
-            } else {
-                match &self.digest {
-                    Some((dseq, dhash)) if *dseq == e.seq && *dhash != e.entry_hash => {
-                        Some(Break::DigestMismatch { seq: e.seq })
+                found: seq,
+            }),
+            Ok((seq, prev_hash)) => {
+                self.bytes += len as u64;
+                let mut computed = [0u8; 64];
+                // 32 bytes always fit 64 hex digits
+                let _ = hex::encode_to_slice(digest, &mut computed);
+                if computed != entry_hash.as_bytes() {
+                    Some(Break::HashMismatch { seq })
+                } else if prev_hash != self.prev_hash.as_bytes() {
+                    Some(Break::BrokenLink { seq })
+                } else {
+                    match &self.digest {
+                        Some((dseq, dhash)) if *dseq == seq && dhash != entry_hash => {
+                            Some(Break::DigestMismatch { seq })
+                        }
+                        _ => None,
                     }
-                    _ => None,
                 }
             }
         };
         if let Some(b) = brk {
-            self.report.first_break = Some(b);
+            self.first_break = Some(b);
             return false;
         }
-        self.report.checked += 1;
-        self.report.last_seq = e.seq;
-        self.report.last_hash = e.entry_hash.clone();
-        self.prev_hash = e.entry_hash.clone();
-        self.expected_seq = e.seq + 1;
+        self.checked += 1;
+        self.last_seq = self.expected_seq;
+        self.prev_hash.clear();
+        self.prev_hash.push_str(entry_hash);
+        self.expected_seq += 1;
         true
     }
 
     pub fn finish(mut self) -> Report {
-        if self.report.first_break.is_none() {
+        if self.first_break.is_none() {
             if let Some((dseq, _)) = &self.digest {
-                if *dseq > self.report.last_seq {
-                    self.report.first_break = Some(Break::Truncated {
+                if *dseq > self.last_seq {
+                    self.first_break = Some(Break::Truncated {
                         digest_seq: *dseq,
-                        last_seq: self.report.last_seq,
+                        last_seq: self.last_seq,
                     });
                 }
             }
         }
-        self.report
+        Report {
+            checked: self.checked,
+            bytes: self.bytes,
+            last_seq: self.last_seq,
+            last_hash: self.prev_hash,
+            first_break: self.first_break,
+        }
+    }
+}
+
+/// Entries copied out of storage, hashed on the helper thread.
+#[derive(Default)]
+struct Batch {
+    data: Vec<u8>,
+    /// (start of the canonical bytes, start of the stored hash, end) in `data`.
+    spans: Vec<(usize, usize, usize)>,
+    /// Each entry's framing, read while its bytes were at hand: its sequence number and where
+    /// its previous hash is in `data`.
+    framing: Vec<Result<(i64, std::ops::Range<usize>), DecodeError>>,
+    digests: Vec<[u8; 32]>,
+}
+
+/// The helper's part: each entry's framing and SHA-256.
+fn hash_batch(b: &mut Batch) {
+    b.framing.clear();
+    b.digests.clear();
+    for &(start, hash, _) in &b.spans {
+        let canonical = &b.data[start..hash];
+        b.framing.push(chain_fields(canonical).map(|(seq, prev)| {
+            // prev is a sub-slice of canonical
+            let at = start + (prev.as_ptr() as usize - canonical.as_ptr() as usize);
+            (seq, at..at + prev.len())
+        }));
+        b.digests.push(Sha256::digest(canonical).into());
+    }
+}
+
+/// Bytes per batch handed to the helper thread.
+const BATCH_BYTES: usize = 128 << 10;
+
+/// Verification with SHA-256 on a helper thread: the caller reads entries out of storage and
+/// checks the chain (framing, sequence, links, digest) while the helper hashes the batch read
+/// before, so reading and hashing overlap. Same checks and same report as [`Verifier`]; the
+/// helper touches nothing but the bytes it is given.
+pub fn verify_pipelined(
+    digest: Option<(i64, String)>,
+    feed: impl FnOnce(&mut dyn FnMut(&[u8], &str) -> bool),
+) -> Report {
+    std::thread::scope(|scope| {
+        let (to_helper, helper_rx) = std::sync::mpsc::sync_channel::<Batch>(2);
+        let (helper_tx, from_helper) = std::sync::mpsc::sync_channel::<Batch>(2);
+        scope.spawn(move || {
+            for mut b in helper_rx {
+                hash_batch(&mut b);
+                if helper_tx.send(b).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut p = Pipeline {
+            verifier: Verifier::new(digest),
+            current: Batch::default(),
+            in_flight: 0,
+            to_helper: Some(to_helper),
+            from_helper,
+            broken: false,
+            spare: None,
+        };
+        feed(&mut |canonical, entry_hash| p.push(canonical, entry_hash));
+        p.flush();
+        while p.in_flight > 0 {
+            p.check_next();
+        }
+        // closing the channel ends the helper, which the scope then joins
+        p.to_helper = None;
+        p.verifier.finish()
+    })
+}
+
+/// Verification over entries read in any order — a heap scan, where concurrent writers leave
+/// entries a little out of sequence. An entry that arrives before its turn waits (copied) until
+/// the ones before it have come; `None` when more than `max_waiting_bytes` would have to wait
+/// (the caller then reads in sequence order). A report without a break is definitive: every
+/// entry was checked in sequence. A break found here may sit at the wrong place (an entry
+/// missing, or one that does not decode, shows up wherever it was met), so a caller that wants
+/// its exact position verifies again in sequence order.
+pub fn verify_unordered(
+    digest: Option<(i64, String)>,
+    max_waiting_bytes: usize,
+    feed: impl FnOnce(&mut dyn FnMut(&[u8], &str) -> bool),
+) -> Option<Report> {
+    let mut overflow = false;
+    let report = verify_pipelined(digest, |push| {
+        let mut r = Reorder {
+            next: 1,
+            waiting: std::collections::BTreeMap::new(),
+            bytes: 0,
+            max: max_waiting_bytes,
+            overflow: false,
+        };
+        feed(&mut |canonical, entry_hash| r.push(canonical, entry_hash, push));
+        if !r.overflow {
+            r.finish(push);
+        }
+        overflow = r.overflow;
+    });
+    (!overflow).then_some(report)
+}
+
+struct Reorder {
+    /// The sequence number to hand on next.
+    next: i64,
+    waiting: std::collections::BTreeMap<i64, (Vec<u8>, String)>,
+    bytes: usize,
+    max: usize,
+    overflow: bool,
+}
+
+type Push<'a> = &'a mut dyn FnMut(&[u8], &str) -> bool;
+
+impl Reorder {
+    fn push(&mut self, canonical: &[u8], entry_hash: &str, out: Push<'_>) -> bool {
+        match first_seq(canonical) {
+            Some(seq) if seq == self.next => {
+                self.next += 1;
+                out(canonical, entry_hash) && self.drain(out)
+            }
+            Some(seq) if seq > self.next && !self.waiting.contains_key(&seq) => {
+                self.bytes += canonical.len() + entry_hash.len();
+                if self.bytes > self.max {
+                    self.overflow = true;
+                    return false;
+                }
+                self.waiting
+                    .insert(seq, (canonical.to_vec(), entry_hash.to_owned()));
+                true
+            }
+            // already handed on, twice seen, or not an entry: the verifier says what is wrong
+            _ => out(canonical, entry_hash),
+        }
+    }
+
+    fn drain(&mut self, out: Push<'_>) -> bool {
+        while let Some((canonical, entry_hash)) = self.waiting.remove(&self.next) {
+            self.bytes -= canonical.len() + entry_hash.len();
+            self.next += 1;
+            if !out(&canonical, &entry_hash) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Hands on whatever still waits, in order: the first of them is after a missing entry.
+    fn finish(&mut self, out: Push<'_>) {
+        for (_, (canonical, entry_hash)) in std::mem::take(&mut self.waiting) {
+            if !out(&canonical, &entry_hash) {
+                break;
+            }
+        }
+    }
+}
+
+struct Pipeline {
+    verifier: Verifier,
+    current: Batch,
+    in_flight: usize,
+    to_helper: Option<std::sync::mpsc::SyncSender<Batch>>,
+    from_helper: std::sync::mpsc::Receiver<Batch>,
+    broken: bool,
+    /// A checked batch, cleared for reuse (no fresh pages to fault in for every batch).
+    spare: Option<Batch>,
+}
+
+impl Pipeline {
+    fn push(&mut self, canonical: &[u8], entry_hash: &str) -> bool {
+        if self.broken {
+            return false;
+        }
+        let b = &mut self.current;
+        let start = b.data.len();
+        b.data.extend_from_slice(canonical);
+        b.data.extend_from_slice(entry_hash.as_bytes());
+        b.spans.push((start, start + canonical.len(), b.data.len()));
+        if b.data.len() >= BATCH_BYTES {
+            self.flush();
+            // keep at most two batches with the helper: check the older one meanwhile
+            if self.in_flight > 1 {
+                self.check_next();
+            }
+        }
+        !self.broken
+    }
+
+    fn flush(&mut self) {
+        if self.current.spans.is_empty() {
+            return;
+        }
+        let next = match self.spare.take() {
+            Some(mut b) => {
+                b.data.clear();
+                b.spans.clear();
+                b.framing.clear();
+                b.digests.clear();
+                b
+            }
+            None => Batch::default(),
+        };
+        let batch = std::mem::replace(&mut self.current, next);
+        let unsent = match &self.to_helper {
+            Some(tx) => match tx.send(batch) {
+                Ok(()) => {
+                    self.in_flight += 1;
+                    return;
+                }
+                Err(std::sync::mpsc::SendError(b)) => b,
+            },
+            None => batch,
+        };
+        // the helper is gone (it has nothing that fails, but if it did): hash here instead
+        let mut b = unsent;
+        hash_batch(&mut b);
+        self.check(b);
+    }
+
+    fn check_next(&mut self) {
+        let Ok(b) = self.from_helper.recv() else {
+            self.in_flight = 0;
+            return;
+        };
+        self.in_flight -= 1;
+        self.check(b);
+    }
+
+    fn check(&mut self, b: Batch) {
+        self.check_entries(&b);
+        self.spare = Some(b);
+    }
+
+    fn check_entries(&mut self, b: &Batch) {
+        if self.broken {
+            return;
+        }
+        for ((&(start, hash, end), digest), framed) in
+            b.spans.iter().zip(&b.digests).zip(&b.framing)
+        {
+            let entry_hash = std::str::from_utf8(&b.data[hash..end]).unwrap_or("");
+            let framed = match framed {
+                Ok((seq, prev)) => Ok((*seq, &b.data[prev.clone()])),
+                Err(e) => Err(e.clone()),
+            };
+            if !self
+                .verifier
+                .check(framed, hash - start, entry_hash, digest)
+            {
+                self.broken = true;
+                return;
+            }
+        }
     }
 }
 
@@ -372,7 +838,7 @@ mod tests {
     fn verify(entries: &[StoredEntry], digest: Option<(i64, String)>) -> Report {
         let mut v = Verifier::new(digest);
         for e in entries {
-            if !v.push(e) {
+            if !v.push(&e.canonical(), &e.entry_hash) {
                 break;
             }
         }
@@ -465,5 +931,221 @@ mod tests {
                 last_seq: 3
             })
         );
+    }
+
+    #[test]
+    fn canonical_bytes_decode_to_the_fields_they_encode() {
+        let inputs = json!({"b": 1, "a": "x"});
+        let e = entry(&inputs, GENESIS_HASH);
+        let bytes = e.canonical_bytes();
+        let d = decode(&bytes).unwrap();
+        assert_eq!(d.seq, 1);
+        assert_eq!(
+            (d.tenant_id, d.actor, d.at, d.event_type, d.subject),
+            (
+                "default",
+                "alice",
+                "2024-03-01T12:00:00.000000Z",
+                "ingest",
+                "raw.orders"
+            )
+        );
+        assert_eq!(d.inputs, r#"{"a":"x","b":1}"#);
+        assert_eq!(d.content_hash, Some("ab"));
+        assert_eq!(d.prev_hash, GENESIS_HASH);
+        let mut none = e.clone();
+        none.content_hash = None;
+        assert_eq!(decode(&none.canonical_bytes()).unwrap().content_hash, None);
+    }
+
+    #[test]
+    fn malformed_encodings_are_refused() {
+        let inputs = json!({});
+        let good = entry(&inputs, GENESIS_HASH).canonical_bytes();
+        assert_eq!(decode(b"barecount-ledger-v2"), Err(DecodeError::Tag));
+        assert_eq!(decode(&good[..good.len() - 1]), Err(DecodeError::Short(9)));
+        let mut long = good.clone();
+        long.push(0);
+        assert_eq!(decode(&long), Err(DecodeError::Trailing));
+        // a length prefix past the end, and one near u64::MAX
+        let mut huge = good.clone();
+        huge[19..27].copy_from_slice(&u64::MAX.to_be_bytes());
+        assert_eq!(decode(&huge), Err(DecodeError::Short(1)));
+        for (seq, ok) in [
+            ("0", false),
+            ("01", false),
+            ("-1", false),
+            ("", false),
+            ("99999999999999999999", false),
+            ("9223372036854775807", true),
+        ] {
+            let mut e = entry(&inputs, GENESIS_HASH);
+            let mut bytes = b"barecount-ledger-v1".to_vec();
+            put(&mut bytes, seq.as_bytes());
+            e.seq = 1;
+            bytes.extend_from_slice(&e.canonical_bytes()[19 + 8 + 1..]);
+            assert_eq!(decode(&bytes).is_ok(), ok, "seq {seq:?}");
+        }
+        for at in [
+            "2024-02-30T00:00:00.000000Z",
+            "2024-03-01 12:00:00.000000Z",
+            "2024-03-01T24:00:00.000000Z",
+            "2024-03-01T12:00:00Z",
+            "0000-01-01T00:00:00.000000Z",
+        ] {
+            let mut e = entry(&inputs, GENESIS_HASH);
+            e.at = at;
+            assert_eq!(decode(&e.canonical_bytes()), Err(DecodeError::At), "{at}");
+        }
+        let mut e = entry(&inputs, "ABC");
+        e.prev_hash = "ABC";
+        assert_eq!(decode(&e.canonical_bytes()), Err(DecodeError::PrevHash));
+    }
+
+    #[test]
+    fn times_count_microseconds_from_the_postgres_epoch() {
+        assert_eq!(at_micros("2000-01-01T00:00:00.000000Z"), Ok(0));
+        assert_eq!(at_micros("1999-12-31T23:59:59.999999Z"), Ok(-1));
+        // 2024-02-29 is day 8825 after 2000-01-01
+        assert_eq!(
+            at_micros("2024-02-29T01:02:03.000004Z"),
+            Ok(8825 * 86_400_000_000 + 3_723_000_004)
+        );
+        assert_eq!(
+            at_micros("1970-01-01T00:00:00.000000Z"),
+            Ok(-946_684_800_000_000)
+        );
+        assert_eq!(
+            at_micros("2023-02-29T00:00:00.000000Z"),
+            Err(DecodeError::At)
+        );
+    }
+
+    #[test]
+    fn a_changed_byte_is_always_found() {
+        let c = chain(4);
+        let mut v = Verifier::new(None);
+        let bytes: Vec<Vec<u8>> = c.iter().map(StoredEntry::canonical).collect();
+        for (b, e) in bytes.iter().zip(&c) {
+            assert!(v.push(b, &e.entry_hash));
+        }
+        let report = v.finish();
+        assert_eq!(report.last_hash, c[3].entry_hash);
+        assert_eq!(
+            report.bytes,
+            bytes.iter().map(|b| b.len() as u64).sum::<u64>()
+        );
+        for at in 0..bytes[1].len() {
+            let mut v = Verifier::new(None);
+            for (i, e) in c.iter().enumerate() {
+                let mut b = bytes[i].clone();
+                if i == 1 {
+                    b[at] ^= 0x01;
+                }
+                if !v.push(&b, &e.entry_hash) {
+                    break;
+                }
+            }
+            let r = v.finish();
+            assert_eq!(
+                r.first_break.as_ref().map(Break::seq),
+                Some(2),
+                "byte {at}: {r:?}"
+            );
+            assert_eq!(r.checked, 1);
+        }
+    }
+
+    #[test]
+    fn the_pipelined_verifier_reports_what_the_sequential_one_does() {
+        // big enough for several batches
+        let c = chain(6000);
+        let bytes: Vec<Vec<u8>> = c.iter().map(StoredEntry::canonical).collect();
+        let run = |entries: &[(Vec<u8>, String)], digest: Option<(i64, String)>| {
+            let mut v = Verifier::new(digest.clone());
+            for (b, h) in entries {
+                if !v.push(b, h) {
+                    break;
+                }
+            }
+            let sequential = v.finish();
+            let pipelined = verify_pipelined(digest, |push| {
+                for (b, h) in entries {
+                    if !push(b, h) {
+                        break;
+                    }
+                }
+            });
+            assert_eq!(pipelined, sequential);
+            pipelined
+        };
+        let honest: Vec<(Vec<u8>, String)> = bytes
+            .iter()
+            .cloned()
+            .zip(c.iter().map(|e| e.entry_hash.clone()))
+            .collect();
+        let r = run(&honest, Some((6000, c[5999].entry_hash.clone())));
+        assert_eq!((r.checked, r.first_break), (6000, None));
+        for at in [0usize, 1, 2047, 4500, 5999] {
+            let mut changed = honest.clone();
+            changed[at].0[40] ^= 1;
+            let r = run(&changed, None);
+            assert_eq!(r.first_break.map(|b| b.seq()), Some(at as i64 + 1));
+            let mut removed = honest.clone();
+            removed.remove(at);
+            run(&removed, Some((6000, c[5999].entry_hash.clone())));
+        }
+        assert_eq!(run(&[], None).checked, 0);
+    }
+
+    #[test]
+    fn entries_read_out_of_order_verify_as_in_order_within_the_window() {
+        let c = chain(3000);
+        let entries: Vec<(Vec<u8>, String)> = c
+            .iter()
+            .map(|e| (e.canonical(), e.entry_hash.clone()))
+            .collect();
+        let ordered = {
+            let mut v = Verifier::new(None);
+            for (b, h) in &entries {
+                v.push(b, h);
+            }
+            v.finish()
+        };
+        // interleaved as concurrent writers leave them: blocks of 7 swapped pairwise
+        let mut shuffled = entries.clone();
+        for chunk in shuffled.chunks_mut(14) {
+            if chunk.len() == 14 {
+                let (a, b) = chunk.split_at_mut(7);
+                a.swap_with_slice(b);
+            }
+        }
+        let feed = |list: Vec<(Vec<u8>, String)>| {
+            move |push: &mut dyn FnMut(&[u8], &str) -> bool| {
+                for (b, h) in &list {
+                    if !push(b, h) {
+                        break;
+                    }
+                }
+            }
+        };
+        assert_eq!(
+            verify_unordered(None, 1 << 20, feed(shuffled.clone())),
+            Some(ordered.clone())
+        );
+        // too much out of place for the window: the caller must read in order
+        let mut reversed = entries.clone();
+        reversed.reverse();
+        assert_eq!(verify_unordered(None, 64 << 10, feed(reversed)), None);
+        // a missing entry is a break (its place is settled by the ordered read)
+        let mut missing = shuffled.clone();
+        missing.remove(100);
+        let r = verify_unordered(None, 1 << 20, feed(missing)).unwrap();
+        assert!(r.first_break.is_some());
+        // a duplicate is a break
+        let mut twice = shuffled;
+        twice.insert(500, entries[10].clone());
+        let r = verify_unordered(None, 1 << 20, feed(twice)).unwrap();
+        assert!(r.first_break.is_some());
     }
 }

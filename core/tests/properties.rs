@@ -43,7 +43,7 @@ fn chain(payloads: &[u32]) -> Vec<StoredEntry> {
 fn first_break(entries: &[StoredEntry]) -> Option<i64> {
     let mut v = Verifier::new(None);
     for e in entries {
-        if !v.push(e) {
+        if !v.push(&e.canonical(), &e.entry_hash) {
             break;
         }
     }

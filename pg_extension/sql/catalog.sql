@@ -130,28 +130,7 @@ CREATE TRIGGER quarantine_no_delete BEFORE DELETE ON barecount.quarantine
     FOR EACH ROW EXECUTE FUNCTION barecount._refuse_write('quarantined rows are never deleted', 'Replay them once the contract or data is fixed.');
 COMMENT ON TRIGGER quarantine_no_delete ON barecount.quarantine IS 'Refuses DELETE: quarantined rows wait for replay, never disappear';
 
--- Evidence ledger ------------------------------------------------------------------------------
-CREATE TABLE barecount.ledger (
-    seq          bigint PRIMARY KEY CHECK (seq > 0),
-    tenant_id    text NOT NULL REFERENCES barecount.tenants,
-    actor        text NOT NULL,
-    at           timestamptz NOT NULL,
-    event_type   text NOT NULL,
-    subject      text NOT NULL,
-    inputs       jsonb NOT NULL,
-    content_hash text,
-    prev_hash    text NOT NULL,
-    entry_hash   text NOT NULL UNIQUE
-);
-COMMENT ON TABLE barecount.ledger IS
-    'Append-only, hash-chained evidence ledger: each entry hashes its fields and the previous entry''s hash (SHA-256, canonical encoding barecount-ledger-v1)';
-REVOKE UPDATE, DELETE, TRUNCATE ON barecount.ledger FROM PUBLIC;
-CREATE TRIGGER ledger_append_only BEFORE UPDATE OR DELETE ON barecount.ledger
-    FOR EACH ROW EXECUTE FUNCTION barecount._refuse_write('the evidence ledger is append-only', 'Record a correcting event instead.');
-CREATE TRIGGER ledger_no_truncate BEFORE TRUNCATE ON barecount.ledger
-    FOR EACH STATEMENT EXECUTE FUNCTION barecount._refuse_write('the evidence ledger is append-only', 'Record a correcting event instead.');
-COMMENT ON TRIGGER ledger_append_only ON barecount.ledger IS 'Refuses UPDATE and DELETE: the ledger is append-only';
-COMMENT ON TRIGGER ledger_no_truncate ON barecount.ledger IS 'Refuses TRUNCATE: the ledger is append-only';
+-- The evidence ledger is in ledger.sql: its columns are computed by BareCount functions.
 
 -- Published store catalog ----------------------------------------------------------------------
 CREATE TABLE barecount.datasets (

@@ -197,5 +197,13 @@ COMMENT ON FUNCTION barecount._restatement_seq() IS
     'For the period guard: the receipt of the restatement whose statement is running now, or NULL; set only inside barecount.restatement, never from SQL';
 COMMENT ON FUNCTION barecount._store_write_receipt(oid, text) IS
     'For the barecount_store_write trigger: a store_write ledger receipt for a write to a gdp or kpi table made outside BareCount';
+COMMENT ON FUNCTION barecount._ledger_seq(bytea) IS
+    'Internal: the sequence number in a ledger entry''s canonical bytes (generates barecount.ledger.seq)';
+COMMENT ON FUNCTION barecount._ledger_field(bytea, integer) IS
+    'Internal: a text field of a ledger entry''s canonical bytes (generates the ledger''s text columns)';
+COMMENT ON FUNCTION barecount._ledger_at(bytea) IS
+    'Internal: the time in a ledger entry''s canonical bytes (generates barecount.ledger.at)';
+COMMENT ON FUNCTION barecount._ledger_inputs(bytea) IS
+    'Internal: the inputs in a ledger entry''s canonical bytes, as jsonb (generates barecount.ledger.inputs)';
 COMMENT ON FUNCTION barecount._ledger_append(text, text, text, jsonb) IS
     'For BareCount''s own SECURITY DEFINER helpers: append a ledger receipt (granted to barecount_owner only)';

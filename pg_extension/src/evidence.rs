@@ -4,12 +4,13 @@ use crate::errors::{OrRaise, SqlError};
 use crate::publish::{columns_of, content_hash};
 use crate::{privilege, tenant};
 use barecount_core::ident::quote_qualified;
-use barecount_core::ledger::{StoredEntry, Verifier};
+use barecount_core::ledger::{verify_unordered, Verifier};
 use pgrx::prelude::*;
-use serde_json::Value;
 
-/// Rows fetched per round trip while verifying.
+/// Rows fetched per round trip while verifying in sequence order.
 const FETCH: i64 = 10_000;
+/// Bytes of entries met before their turn that a heap-order verification keeps waiting.
+const WAITING: usize = 64 << 20;
 
 type VerifyRow = (bool, i64, i64, i64, String, Option<i64>, Option<String>);
 
@@ -47,43 +48,21 @@ fn ledger_verify(
     };
     let row: VerifyRow = Spi::connect_mut(|client| {
         privilege::as_owner(|| {
-            let mut verifier = Verifier::new(digest);
-            let cursor = client.open_cursor(
-                "SELECT seq, tenant_id, actor, \
-                        to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
-                        event_type, subject, inputs, content_hash, prev_hash, entry_hash \
-                   FROM barecount.ledger ORDER BY seq",
-                &[],
-            );
-            let mut cursor = cursor;
-            'fetch: loop {
-                pgrx::check_for_interrupts!();
-                let batch = cursor.fetch(FETCH)?;
-                if batch.is_empty() {
-                    break;
-                }
-                for r in batch {
-                    let e = StoredEntry {
-                        seq: r.get::<i64>(1)?.unwrap_or_default(),
-                        tenant_id: r.get::<String>(2)?.unwrap_or_default(),
-                        actor: r.get::<String>(3)?.unwrap_or_default(),
-                        at: r.get::<String>(4)?.unwrap_or_default(),
-                        event_type: r.get::<String>(5)?.unwrap_or_default(),
-                        subject: r.get::<String>(6)?.unwrap_or_default(),
-                        inputs: r
-                            .get::<crate::jsonarg::JsonbArg>(7)?
-                            .map(|j| j.0)
-                            .unwrap_or(Value::Null),
-                        content_hash: r.get::<String>(8)?,
-                        prev_hash: r.get::<String>(9)?.unwrap_or_default(),
-                        entry_hash: r.get::<String>(10)?.unwrap_or_default(),
-                    };
-                    if !verifier.push(&e) {
-                        break 'fetch;
-                    }
-                }
+            if let Some(reason) = detached_column(client)? {
+                return Ok((false, 0, 0, 0, String::new(), None, Some(reason)));
             }
-            let report = verifier.finish();
+            let layout = layout(client)?;
+            // Fast path: one pass over the heap in physical order, reading each entry in its
+            // buffer. Concurrent writers leave entries a little out of sequence; those wait
+            // (up to WAITING bytes) for their turn. SHA-256 runs on a helper thread (pure Rust,
+            // it calls nothing in Postgres) while this backend reads on. A clean result is
+            // definitive; a break, or too much out of place, is settled by a second pass in
+            // sequence order through the primary key, which places the break exactly.
+            let fast = verify_unordered(digest.clone(), WAITING, |push| scan_heap(&layout, push));
+            let report = match fast {
+                Some(r) if r.first_break.is_none() => r,
+                _ => in_sequence_order(client, digest)?,
+            };
             Ok((
                 report.first_break.is_none(),
                 report.checked as i64,
@@ -97,6 +76,206 @@ fn ledger_verify(
     })
     .or_raise();
     TableIterator::once(row)
+}
+
+/// Verifies the chain reading entries in sequence order through the primary key, a batch at a
+/// time (keyset pages: an index range scan each, no sort).
+fn in_sequence_order(
+    client: &pgrx::spi::SpiClient<'_>,
+    digest: Option<(i64, String)>,
+) -> Result<barecount_core::ledger::Report, SqlError> {
+    let mut verifier = Verifier::new(digest);
+    let mut after = 0i64;
+    loop {
+        pgrx::check_for_interrupts!();
+        let page = client.select(
+            "SELECT seq, canonical, entry_hash FROM barecount.ledger WHERE seq > $1 ORDER BY seq LIMIT $2",
+            None,
+            &[after.into(), FETCH.into()],
+        )?;
+        if page.is_empty() {
+            break;
+        }
+        for r in page {
+            after = r.get::<i64>(1)?.unwrap_or(after);
+            let canonical = r.get::<&[u8]>(2)?.unwrap_or_default();
+            let entry_hash = r.get::<&str>(3)?.unwrap_or_default();
+            if !verifier.push(canonical, entry_hash) {
+                return Ok(verifier.finish());
+            }
+        }
+    }
+    Ok(verifier.finish())
+}
+
+/// The ledger's heap and the attribute numbers of the two columns verification reads.
+struct Layout {
+    rel: pg_sys::Oid,
+    canonical: usize,
+    entry_hash: usize,
+}
+
+fn layout(client: &pgrx::spi::SpiClient<'_>) -> Result<Layout, SqlError> {
+    let row = client
+        .select(
+            "SELECT 'barecount.ledger'::regclass::oid, \
+                    (SELECT attnum::int FROM pg_attribute WHERE attrelid = 'barecount.ledger'::regclass AND attname = 'canonical' AND NOT attisdropped), \
+                    (SELECT attnum::int FROM pg_attribute WHERE attrelid = 'barecount.ledger'::regclass AND attname = 'entry_hash' AND NOT attisdropped)",
+            Some(1),
+            &[],
+        )?
+        .first();
+    let attnum = |i: usize| -> Result<usize, SqlError> {
+        row.get::<i32>(i)?
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| {
+                SqlError::new(
+                    PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
+                    "barecount.ledger has lost its canonical or entry_hash column",
+                )
+            })
+    };
+    Ok(Layout {
+        rel: row.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid),
+        canonical: attnum(2)?,
+        entry_hash: attnum(3)?,
+    })
+}
+
+/// Feeds every ledger entry visible to the statement's snapshot to `push` — its canonical bytes
+/// and stored hash, read in place in the shared buffer, no copy — in the heap's physical order,
+/// until `push` returns false.
+#[allow(unsafe_code)]
+fn scan_heap(layout: &Layout, push: &mut dyn FnMut(&[u8], &str) -> bool) {
+    let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
+    // SAFETY: the relation is opened and locked for the scan and closed after it; the tuple a
+    // heap_getnext returns stays valid (its buffer pinned) until the next call, and the slices
+    // made from it are used only before that call; attribute numbers come from pg_attribute
+    // and are checked against natts; anything detoasting allocates lives in `scratch`, reset every
+    // 1,024 tuples, after the slices of earlier tuples are gone. An ERROR (a cancel) unwinds
+    // through here and the transaction's abort releases the scan, the pin and the lock.
+    unsafe {
+        let rel = pg_sys::table_open(layout.rel, lock);
+        let desc = (*rel).rd_att;
+        let natts = usize::try_from((*desc).natts).unwrap_or(0);
+        if layout.canonical > natts || layout.entry_hash > natts {
+            pg_sys::table_close(rel, lock);
+            return;
+        }
+        let scan =
+            pg_sys::table_beginscan(rel, pg_sys::GetActiveSnapshot(), 0, std::ptr::null_mut());
+        let mut scratch = pgrx::PgMemoryContexts::new("ledger_verify");
+        let mut n = 0u64;
+        loop {
+            let tuple = pg_sys::heap_getnext(scan, pg_sys::ScanDirection::ForwardScanDirection);
+            if tuple.is_null() {
+                break;
+            }
+            n += 1;
+            if n.is_multiple_of(1024) {
+                pgrx::check_for_interrupts!();
+                scratch.reset();
+            }
+            let go = scratch.switch_to(|_| {
+                // only the two attributes read are deformed (they lead the table)
+                let bytes = |attnum: usize| -> &[u8] {
+                    let mut null = true;
+                    let datum = pg_sys::heap_getattr(tuple, attnum as i32, desc, &mut null);
+                    if null {
+                        &[]
+                    } else {
+                        pgrx::varlena::varlena_to_byte_slice(pg_sys::pg_detoast_datum_packed(
+                            datum.cast_mut_ptr(),
+                        ))
+                    }
+                };
+                let canonical = bytes(layout.canonical);
+                let hash = std::str::from_utf8(bytes(layout.entry_hash)).unwrap_or("");
+                push(canonical, hash)
+            });
+            if !go {
+                break;
+            }
+        }
+        pg_sys::table_endscan(scan);
+        pg_sys::table_close(rel, lock);
+    }
+}
+
+/// The ledger's columns and the functions that generate them, as created: the readable columns
+/// say what was hashed only while they are generated from `canonical` by BareCount's own code.
+const GENERATED: &[(&str, &str)] = &[
+    ("seq", "_ledger_seq(canonical)"),
+    ("tenant_id", "_ledger_field(canonical, 2)"),
+    ("actor", "_ledger_field(canonical, 3)"),
+    ("at", "_ledger_at(canonical)"),
+    ("event_type", "_ledger_field(canonical, 5)"),
+    ("subject", "_ledger_field(canonical, 6)"),
+    ("inputs", "_ledger_inputs(canonical)"),
+    ("content_hash", "_ledger_field(canonical, 8)"),
+    ("prev_hash", "_ledger_field(canonical, 9)"),
+];
+
+/// Why the ledger's readable columns can no longer be trusted to show what was hashed (a column
+/// no longer generated, say after `ALTER TABLE … DROP EXPRESSION`, or a generating function
+/// replaced), or None.
+fn detached_column(client: &pgrx::spi::SpiClient<'_>) -> Result<Option<String>, SqlError> {
+    let cols = client.select(
+        "SELECT a.attname::text, a.attgenerated::text, pg_get_expr(d.adbin, d.adrelid, false) \
+           FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+          WHERE a.attrelid = 'barecount.ledger'::regclass AND a.attnum > 0 AND NOT a.attisdropped",
+        None,
+        &[],
+    )?;
+    let mut found = std::collections::HashMap::new();
+    for r in cols {
+        let name = r.get::<String>(1)?.unwrap_or_default();
+        let generated = r.get::<String>(2)?.unwrap_or_default();
+        let expr = r.get::<String>(3)?.unwrap_or_default();
+        found.insert(name, (generated, expr));
+    }
+    for (col, expected) in GENERATED {
+        let ok = found.get(*col).is_some_and(|(g, e)| {
+            g == "s" && e.strip_prefix("barecount.").unwrap_or(e) == *expected
+        });
+        if !ok {
+            return Ok(Some(format!(
+                "column {col} of barecount.ledger is no longer generated from the hashed bytes by \
+                 barecount.{expected} (altered outside BareCount): its values may not be what was hashed"
+            )));
+        }
+    }
+    let funcs = client.select(
+        "SELECT p.proname::text, l.lanname::text, coalesce(p.probin, ''), p.prosrc \
+           FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang \
+          WHERE p.pronamespace = 'barecount'::regnamespace \
+            AND p.proname IN ('_ledger_seq', '_ledger_field', '_ledger_at', '_ledger_inputs')",
+        None,
+        &[],
+    )?;
+    let mut seen = 0;
+    for r in funcs {
+        let name = r.get::<String>(1)?.unwrap_or_default();
+        let lang = r.get::<String>(2)?.unwrap_or_default();
+        let bin = r.get::<String>(3)?.unwrap_or_default();
+        let src = r.get::<String>(4)?.unwrap_or_default();
+        // module_pathname in barecount.control
+        let ours = bin == "barecount" || bin == "$libdir/barecount";
+        if lang != "c" || !ours || src != format!("{name}_wrapper") {
+            return Ok(Some(format!(
+                "function barecount.{name}, which generates ledger columns, was replaced \
+                 (now {lang}, {bin:?}): the columns may not show what was hashed"
+            )));
+        }
+        seen += 1;
+    }
+    if seen != 4 {
+        return Ok(Some(
+            "the functions that generate the ledger's columns are not all BareCount's own".into(),
+        ));
+    }
+    Ok(None)
 }
 
 /// The ledger's tail (sequence, hash): keep it outside the database; verifying against it later

@@ -7,10 +7,11 @@
 
 use crate::errors::SqlError;
 use crate::privilege;
-use barecount_core::ledger::{LedgerEntry, GENESIS_HASH};
+use barecount_core::ledger::{decode, Decoded, LedgerEntry, GENESIS_HASH};
 use pgrx::spi::SpiClient;
 use pgrx::JsonB;
 use serde_json::Value;
+use sha2::Digest;
 
 /// Advisory lock key that serializes ledger appends (`hashtext('barecount.ledger')` is not
 /// stable across major versions, so the key is a constant).
@@ -75,7 +76,6 @@ fn append_as_owner(
         .first();
     let stored_inputs = meta.get::<JsonB>(1)?.map(|j| j.0).unwrap_or(Value::Null);
     let actor = meta.get::<String>(2)?.unwrap_or_default();
-    let at = meta.get::<pgrx::datum::TimestampWithTimeZone>(3)?;
     let at_text = meta.get::<String>(4)?.unwrap_or_default();
     let seq = prev_seq + 1;
     let entry = LedgerEntry {
@@ -89,24 +89,14 @@ fn append_as_owner(
         content_hash,
         prev_hash: &prev_hash,
     };
-    let entry_hash = entry.hash();
+    // The canonical bytes are what is stored; every readable column of the entry is computed
+    // from them (generated columns), so what is read is what was hashed.
+    let canonical = entry.canonical_bytes();
+    let entry_hash = hex::encode(sha2::Sha256::digest(&canonical));
     client.update(
-        "INSERT INTO barecount.ledger \
-           (seq, tenant_id, actor, at, event_type, subject, inputs, content_hash, prev_hash, entry_hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        "INSERT INTO barecount.ledger (canonical, entry_hash) VALUES ($1, $2)",
         None,
-        &[
-            seq.into(),
-            tenant_id.into(),
-            actor.as_str().into(),
-            at.into(),
-            event_type.into(),
-            subject.into(),
-            JsonB(stored_inputs.clone()).into(),
-            content_hash.into(),
-            prev_hash.as_str().into(),
-            entry_hash.as_str().into(),
-        ],
+        &[canonical.as_slice().into(), entry_hash.as_str().into()],
     )?;
     Ok(Receipt { seq, entry_hash })
 }
@@ -154,4 +144,81 @@ fn _ledger_append(tenant_id: &str, event_type: &str, subject: &str, inputs: Json
         append(client, tenant_id, event_type, subject, &inputs.0, None).map(|r| r.seq)
     })
     .or_raise()
+}
+
+// The ledger's readable columns are generated from its stored canonical bytes by these four
+// functions (see sql/ledger.sql). Immutable: the result depends on the bytes alone. Parallel
+// safe: pure decoding, no SPI, no state, no privileged section.
+
+fn decoded(canonical: &[u8]) -> Decoded<'_> {
+    decode(canonical).unwrap_or_else(|why| {
+        SqlError::new(
+            pgrx::PgSqlErrorCode::ERRCODE_INVALID_BINARY_REPRESENTATION,
+            format!("barecount.ledger: the canonical bytes are not a ledger entry: {why}"),
+        )
+        .detail("Entries are encoded as barecount-ledger-v1 by BareCount's own append.")
+        .hint("Ledger entries are written by BareCount functions only.")
+        .raise()
+    })
+}
+
+/// The sequence number in a ledger entry's canonical bytes (for the generated column `seq`).
+#[pgrx::pg_extern(immutable, strict, parallel_safe)]
+fn _ledger_seq(canonical: &[u8]) -> i64 {
+    decoded(canonical).seq
+}
+
+/// A text field of a ledger entry's canonical bytes (for the generated columns): 2 tenant_id,
+/// 3 actor, 5 event_type, 6 subject, 8 content_hash (NULL when empty), 9 prev_hash.
+#[pgrx::pg_extern(immutable, strict, parallel_safe)]
+fn _ledger_field(canonical: &[u8], field: i32) -> Option<String> {
+    let d = decoded(canonical);
+    let value = match field {
+        2 => Some(d.tenant_id),
+        3 => Some(d.actor),
+        5 => Some(d.event_type),
+        6 => Some(d.subject),
+        8 => d.content_hash,
+        9 => Some(d.prev_hash),
+        _ => SqlError::new(
+            pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("barecount._ledger_field: field {field} is not a text field"),
+        )
+        .hint("Text fields are 2, 3, 5, 6, 8 and 9.")
+        .raise(),
+    };
+    value.map(str::to_owned)
+}
+
+/// The time of a ledger entry's canonical bytes (for the generated column `at`).
+#[pgrx::pg_extern(immutable, strict, parallel_safe)]
+fn _ledger_at(canonical: &[u8]) -> pgrx::datum::TimestampWithTimeZone {
+    let d = decoded(canonical);
+    barecount_core::ledger::at_micros(d.at)
+        .ok()
+        .and_then(|us| pgrx::datum::TimestampWithTimeZone::try_from(us).ok())
+        .unwrap_or_else(|| {
+            SqlError::new(
+                pgrx::PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW,
+                format!("barecount.ledger: the time {} is out of range", d.at),
+            )
+            .raise()
+        })
+}
+
+/// The inputs of a ledger entry's canonical bytes, as jsonb (for the generated column `inputs`).
+#[pgrx::pg_extern(immutable, strict, parallel_safe)]
+fn _ledger_inputs(canonical: &[u8]) -> JsonB {
+    let d = decoded(canonical);
+    match serde_json::from_str::<Value>(d.inputs) {
+        Ok(v) => JsonB(v),
+        Err(e) => SqlError::new(
+            pgrx::PgSqlErrorCode::ERRCODE_INVALID_BINARY_REPRESENTATION,
+            format!(
+                "barecount.ledger: entry {} has inputs that are not JSON: {e}",
+                d.seq
+            ),
+        )
+        .raise(),
+    }
 }

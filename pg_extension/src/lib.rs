@@ -34,9 +34,20 @@ mod usersql;
 
 extension_sql_file!("../sql/catalog.sql", name = "catalog", bootstrap);
 extension_sql_file!(
+    "../sql/ledger.sql",
+    name = "ledger",
+    requires = [
+        "catalog",
+        ledger::_ledger_seq,
+        ledger::_ledger_field,
+        ledger::_ledger_at,
+        ledger::_ledger_inputs
+    ]
+);
+extension_sql_file!(
     "../sql/tenancy.sql",
     name = "tenancy",
-    requires = ["catalog", privilege::_outer_role]
+    requires = ["ledger", privilege::_outer_role]
 );
 extension_sql_file!(
     "../sql/evidence.sql",

@@ -62,7 +62,7 @@ const PWN: &str = "CREATE FUNCTION gdp_acme.pwn(v int) RETURNS bool LANGUAGE plp
     BEGIN IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
       EXECUTE format('ALTER ROLE %I SUPERUSER', session_user); END IF;
       -- whoever runs this may also try to forge evidence
-      BEGIN INSERT INTO barecount.ledger VALUES (999999, 'acme', 'x', now(), 'forged', 'x', '{}', NULL, 'x', 'x');
+      BEGIN INSERT INTO barecount.ledger (canonical, entry_hash) SELECT canonical, 'forged' FROM barecount.ledger ORDER BY seq DESC LIMIT 1;
       EXCEPTION WHEN OTHERS THEN NULL; END;
       RETURN true; END $$";
 

@@ -4,7 +4,7 @@
 //! evidence; every store-changing operation has its receipt, and an error leaves neither.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use barecount_core::ledger::LedgerEntry;
+use barecount_core::ledger::StoredEntry;
 use barecount_tests::{count, fresh_db, order, sqlstate, ORDERS_CONTRACT};
 use serde_json::{json, Value};
 use tokio_postgres::{Client, GenericClient};
@@ -90,22 +90,37 @@ async fn tampered(
     r
 }
 
-fn rehash(e: &tokio_postgres::Row, seq: i64, prev: &str, subject: &str) -> String {
-    let inputs: Value = e.get("inputs");
-    let at: String = e.get("at_text");
-    let content: Option<String> = e.get("content_hash");
-    LedgerEntry {
+/// Entry `seq`, its fields read back from the ledger's (generated) columns.
+async fn stored(c: &Client, seq: i64) -> StoredEntry {
+    let e = c.query_one(ENTRY, &[&seq]).await.unwrap();
+    StoredEntry {
         seq,
         tenant_id: e.get("tenant_id"),
         actor: e.get("actor"),
-        at: &at,
+        at: e.get("at_text"),
         event_type: e.get("event_type"),
-        subject,
-        inputs: &inputs,
-        content_hash: content.as_deref(),
-        prev_hash: prev,
+        subject: e.get("subject"),
+        inputs: e.get("inputs"),
+        content_hash: e.get("content_hash"),
+        prev_hash: e.get("prev_hash"),
+        entry_hash: e.get("entry_hash"),
     }
-    .hash()
+}
+
+/// A bytea literal of an entry's canonical encoding.
+fn bytes_literal(e: &StoredEntry) -> String {
+    let hex: String = e.canonical().iter().map(|b| format!("{b:02x}")).collect();
+    format!("'\\x{hex}'::bytea")
+}
+
+/// SQL that stores `e` at its sequence number: its canonical bytes (every other column follows
+/// from them) and the given hash.
+fn rewrite(e: &StoredEntry, hash: &str) -> String {
+    format!(
+        "UPDATE barecount.ledger SET canonical = {}, entry_hash = '{hash}' WHERE seq = {};",
+        bytes_literal(e),
+        e.seq
+    )
 }
 
 const ENTRY: &str = "SELECT seq, tenant_id, actor, event_type, subject, inputs, content_hash, prev_hash, entry_hash,
@@ -120,7 +135,7 @@ async fn every_tamper_kind_is_detected() {
     assert_eq!(
         sqlstate(
             &db.client
-                .batch_execute("UPDATE barecount.ledger SET actor = 'x'")
+                .batch_execute("UPDATE barecount.ledger SET entry_hash = 'x'")
                 .await
                 .unwrap_err()
         ),
@@ -143,7 +158,7 @@ async fn every_tamper_kind_is_detected() {
     // the guards hold for everyone, the owner included, until a superuser switches them off
     assert_eq!(
         sqlstate(
-            &c.batch_execute("UPDATE barecount.ledger SET actor = 'x'")
+            &c.batch_execute("UPDATE barecount.ledger SET entry_hash = 'x'")
                 .await
                 .unwrap_err()
         ),
@@ -166,46 +181,75 @@ async fn every_tamper_kind_is_detected() {
         "2F002"
     );
 
-    // changed payload
-    let r = tampered(
+    // the columns are computed from the hashed bytes: even with the guards off they cannot be
+    // written on their own
+    let e = tampered_err(c, "UPDATE barecount.ledger SET actor = 'x' WHERE seq = 2").await;
+    assert_eq!(e, "428C9", "a generated column cannot be written");
+    let e = tampered_err(
         c,
-        "UPDATE barecount.ledger SET inputs = jsonb_set(inputs, '{accepted}', '999') WHERE seq = 2",
-        None,
+        "INSERT INTO barecount.ledger (seq, tenant_id, actor, at, event_type, subject, inputs, prev_hash, entry_hash, canonical)
+         SELECT seq + 100, tenant_id, actor, at, event_type, subject, inputs, prev_hash, entry_hash, canonical FROM barecount.ledger WHERE seq = 1",
     )
     .await;
+    assert_eq!(e, "428C9");
+    // bytes that are not an entry are refused on the way in
+    let e = tampered_err(
+        c,
+        "UPDATE barecount.ledger SET canonical = '\\x00'::bytea WHERE seq = 2",
+    )
+    .await;
+    assert_eq!(e, "22P03");
+
+    // changed payload: the entry's bytes rewritten with other inputs, its hash kept
+    let mut e2 = stored(c, 2).await;
+    let hash2 = e2.entry_hash.clone();
+    e2.inputs["accepted"] = json!(999);
+    let r = tampered(c, &rewrite(&e2, &hash2), None).await;
     assert_eq!((r.0, r.1), (false, Some(2)), "{r:?}");
     assert!(r.2.unwrap().contains("changed"));
     // deleted entry
     let r = tampered(c, "DELETE FROM barecount.ledger WHERE seq = 3", None).await;
     assert_eq!((r.0, r.1), (false, Some(3)), "{r:?}");
     assert!(r.2.unwrap().contains("missing"));
-    // reordered entries (sequence numbers swapped)
+    // entries 3 and 4 swapped: their sequence numbers are in the hashed bytes, so the swap
+    // rewrites both entries' bytes (each keeping its hash)
+    let (mut e3, mut e4) = (stored(c, 3).await, stored(c, 4).await);
+    let (h3, h4) = (e3.entry_hash.clone(), e4.entry_hash.clone());
+    std::mem::swap(&mut e3.seq, &mut e4.seq);
     let r = tampered(
         c,
-        "UPDATE barecount.ledger SET seq = 1000 WHERE seq = 3; UPDATE barecount.ledger SET seq = 3 WHERE seq = 4;
-         UPDATE barecount.ledger SET seq = 4 WHERE seq = 1000;",
+        &format!(
+            "DELETE FROM barecount.ledger WHERE seq IN (3, 4); \
+             INSERT INTO barecount.ledger (canonical, entry_hash) VALUES ({}, '{h3}'), ({}, '{h4}');",
+            bytes_literal(&e3),
+            bytes_literal(&e4)
+        ),
         None,
     )
     .await;
     assert_eq!((r.0, r.1), (false, Some(3)), "{r:?}");
 
     // a forged entry, correctly hashed and linked, slipped in at 3 with the rest renumbered
-    let e2 = c.query_one(ENTRY, &[&2_i64]).await.unwrap();
-    let e3 = c.query_one(ENTRY, &[&3_i64]).await.unwrap();
-    let prev: String = e2.get("entry_hash");
-    let forged_hash = rehash(&e3, 3, &prev, "batch:999");
-    let r = tampered(
-        c,
-        &format!(
-            "UPDATE barecount.ledger SET seq = seq + 1000 WHERE seq >= 3;
-             UPDATE barecount.ledger SET seq = seq - 999 WHERE seq >= 1003;
-             INSERT INTO barecount.ledger (seq, tenant_id, actor, at, event_type, subject, inputs, content_hash, prev_hash, entry_hash)
-               SELECT 3, tenant_id, actor, at, event_type, 'batch:999', inputs, content_hash, '{prev}', '{forged_hash}'
-                 FROM barecount.ledger WHERE seq = 4;"
-        ),
-        None,
-    )
-    .await;
+    let prev = stored(c, 2).await.entry_hash;
+    let mut forged = stored(c, 3).await;
+    forged.subject = "batch:999".into();
+    forged.prev_hash = prev;
+    let forged_hash = forged.as_entry().hash();
+    let mut script = format!(
+        "DELETE FROM barecount.ledger WHERE seq >= 3; \
+         INSERT INTO barecount.ledger (canonical, entry_hash) VALUES ({}, '{forged_hash}');",
+        bytes_literal(&forged)
+    );
+    for seq in 3..=dseq {
+        let mut e = stored(c, seq).await;
+        let hash = e.entry_hash.clone();
+        e.seq += 1;
+        script.push_str(&format!(
+            "INSERT INTO barecount.ledger (canonical, entry_hash) VALUES ({}, '{hash}');",
+            bytes_literal(&e)
+        ));
+    }
+    let r = tampered(c, &script, None).await;
     assert_eq!(
         (r.0, r.1),
         (false, Some(4)),
@@ -226,28 +270,16 @@ async fn every_tamper_kind_is_detected() {
 
     // a whole history rewritten consistently (entry 1's actor changed, everything rehashed):
     // only the kept digest can tell
-    let mut script = String::from("UPDATE barecount.ledger SET actor = 'mallory' WHERE seq = 1;");
+    let mut script = String::new();
     let mut prev = barecount_core::ledger::GENESIS_HASH.to_owned();
     for seq in 1..=dseq {
-        let e = c.query_one(ENTRY, &[&seq]).await.unwrap();
-        let subject: String = e.get("subject");
-        let inputs: Value = e.get("inputs");
-        let content: Option<String> = e.get("content_hash");
-        let hash = LedgerEntry {
-            seq,
-            tenant_id: e.get("tenant_id"),
-            actor: if seq == 1 { "mallory" } else { e.get("actor") },
-            at: e.get("at_text"),
-            event_type: e.get("event_type"),
-            subject: &subject,
-            inputs: &inputs,
-            content_hash: content.as_deref(),
-            prev_hash: &prev,
+        let mut e = stored(c, seq).await;
+        if seq == 1 {
+            e.actor = "mallory".into();
         }
-        .hash();
-        script.push_str(&format!(
-            "UPDATE barecount.ledger SET prev_hash = '{prev}', entry_hash = '{hash}' WHERE seq = {seq};"
-        ));
+        e.prev_hash = prev;
+        let hash = e.as_entry().hash();
+        script.push_str(&rewrite(&e, &hash));
         prev = hash;
     }
     let r = tampered(c, &script, None).await;
@@ -255,8 +287,155 @@ async fn every_tamper_kind_is_detected() {
     let r = tampered(c, &script, Some((dseq, &dhash))).await;
     assert_eq!((r.0, r.1), (false, Some(dseq)), "{r:?}");
 
+    // the readable columns detached from the hashed bytes, then changed: the chain itself is
+    // intact, but verification says the columns can no longer be trusted
+    let r = tampered(
+        c,
+        "ALTER TABLE barecount.ledger ALTER COLUMN actor DROP EXPRESSION;
+         UPDATE barecount.ledger SET actor = 'mallory' WHERE seq = 1;",
+        None,
+    )
+    .await;
+    assert!(!r.0, "{r:?}");
+    assert!(
+        r.2.as_deref().unwrap_or("").contains("column actor"),
+        "{r:?}"
+    );
+    // a generating function replaced by one that lies
+    let r = tampered(
+        c,
+        "CREATE OR REPLACE FUNCTION barecount._ledger_field(canonical bytea, field integer) RETURNS text
+           LANGUAGE sql IMMUTABLE AS $$ SELECT 'mallory' $$;",
+        None,
+    )
+    .await;
+    assert!(!r.0, "{r:?}");
+    assert!(
+        r.2.as_deref().unwrap_or("").contains("_ledger_field"),
+        "{r:?}"
+    );
+
+    // the functions that generate the columns: nobody is granted them (the admin gets 42501);
+    // a superuser feeding them hostile bytes gets a specific error, never a crash
+    for sql in [
+        "SELECT barecount._ledger_seq(canonical) FROM barecount.ledger LIMIT 1",
+        "SELECT barecount._ledger_field(canonical, 2) FROM barecount.ledger LIMIT 1",
+        "SELECT barecount._ledger_at(canonical) FROM barecount.ledger LIMIT 1",
+        "SELECT barecount._ledger_inputs(canonical) FROM barecount.ledger LIMIT 1",
+    ] {
+        let e = db_admin_err(&db.client, sql).await;
+        assert_eq!(e, "42501", "{sql}");
+    }
+    let c = &mut db.superuser;
+    for (sql, code) in [
+        ("SELECT barecount._ledger_seq('\\x00'::bytea)", "22P03"),
+        ("SELECT barecount._ledger_at(substring(canonical from 1 for 40)) FROM barecount.ledger LIMIT 1", "22P03"),
+        ("SELECT barecount._ledger_inputs(canonical || '\\x00'::bytea) FROM barecount.ledger LIMIT 1", "22P03"),
+        ("SELECT barecount._ledger_field(canonical, 4) FROM barecount.ledger LIMIT 1", "22023"),
+    ] {
+        let e = c.batch_execute(sql).await.unwrap_err();
+        assert_eq!(sqlstate(&e), code, "{sql}: {e:?}");
+    }
+    let e = c
+        .batch_execute("SELECT barecount._ledger_seq('\\x00'::bytea)")
+        .await
+        .unwrap_err();
+    let msg = e
+        .as_db_error()
+        .map(|d| d.message().to_owned())
+        .unwrap_or_default();
+    assert!(
+        msg.contains("barecount.ledger") && msg.contains("tag"),
+        "{msg}"
+    );
+
     // and after all that, nothing was really changed
     assert!(verify(c, Some((dseq, &dhash))).await.0);
+}
+
+async fn db_admin_err(c: &Client, sql: &str) -> String {
+    sqlstate(&c.batch_execute(sql).await.unwrap_err())
+}
+
+/// Runs `tamper` as a superuser with the ledger's guards off, expecting an error; returns its
+/// SQLSTATE and rolls back.
+async fn tampered_err(c: &mut Client, tamper: &str) -> String {
+    let tx = c.transaction().await.unwrap();
+    tx.batch_execute("ALTER TABLE barecount.ledger DISABLE TRIGGER USER")
+        .await
+        .unwrap();
+    let e = tx.batch_execute(tamper).await.unwrap_err();
+    tx.rollback().await.unwrap();
+    sqlstate(&e)
+}
+
+/// Verification reads the heap in physical order with hashing on a helper thread, in batches;
+/// entries out of physical order (rewritten tuples, concurrent writers) wait for their turn.
+/// Over a ledger of many batches it must still check every entry and place a break exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_of_a_long_ledger_checks_every_entry_and_places_breaks_exactly() {
+    let mut db = fresh_db().await;
+    pipeline(&db.client).await;
+    let c = &mut db.superuser;
+    c.batch_execute(
+        "SELECT barecount._ledger_append('default', 'ingest', 'batch:' || g,
+                jsonb_build_object('inputs', jsonb_build_array('contract:orders@1.0.0'),
+                                   'outputs', jsonb_build_array('raw.orders'), 'n', g, 'pad', repeat('x', g % 300)))
+           FROM generate_series(1, 3000) g",
+    )
+    .await
+    .unwrap();
+    let total: i64 = c
+        .query_one("SELECT max(seq) FROM barecount.ledger", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let checked = |r: &tokio_postgres::Row| -> (bool, i64, i64) { (r.get(0), r.get(1), r.get(2)) };
+    let q = "SELECT ok, checked, bytes_hashed FROM barecount.ledger_verify()";
+    let r = checked(&c.query_one(q, &[]).await.unwrap());
+    let bytes: i64 = c
+        .query_one(
+            "SELECT sum(length(canonical))::bigint FROM barecount.ledger",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        r,
+        (true, total, bytes),
+        "every entry and every byte checked"
+    );
+
+    // the first 500 entries rewritten in place (same bytes): their tuples move to the end of
+    // the heap, so a physical scan meets them last; verification still checks all in order
+    let tx = c.transaction().await.unwrap();
+    tx.batch_execute(
+        "ALTER TABLE barecount.ledger DISABLE TRIGGER USER;
+         UPDATE barecount.ledger SET canonical = canonical WHERE seq <= 500;",
+    )
+    .await
+    .unwrap();
+    let r = checked(&tx.query_one(q, &[]).await.unwrap());
+    assert_eq!(r, (true, total, bytes), "out of physical order");
+    tx.rollback().await.unwrap();
+
+    // a changed entry deep inside, and a missing one, are placed exactly
+    let mut e = stored(c, 1700).await;
+    let hash = e.entry_hash.clone();
+    e.subject = "batch:forged".into();
+    let r = tampered(c, &rewrite(&e, &hash), None).await;
+    assert_eq!((r.0, r.1), (false, Some(1700)), "{r:?}");
+    let r = tampered(c, "DELETE FROM barecount.ledger WHERE seq = 2900", None).await;
+    assert_eq!((r.0, r.1), (false, Some(2900)), "{r:?}");
+    assert!(r.2.unwrap().contains("missing"));
+    let r = tampered(
+        c,
+        "UPDATE barecount.ledger SET canonical = canonical WHERE seq <= 500; DELETE FROM barecount.ledger WHERE seq = 20",
+        None,
+    )
+    .await;
+    assert_eq!((r.0, r.1), (false, Some(20)), "{r:?}");
 }
 
 #[tokio::test]

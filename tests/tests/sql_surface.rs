@@ -78,13 +78,13 @@ async fn errors_are_specific_and_leave_nothing_behind() {
     assert_eq!(entries, 0);
 
     let e = pg
-        .batch_execute("UPDATE barecount.ledger SET actor = 'mallory'")
+        .batch_execute("UPDATE barecount.ledger SET entry_hash = 'mallory'")
         .await
         .unwrap_err();
     assert_eq!(sqlstate(&e), "42501");
     let e = db
         .superuser
-        .batch_execute("UPDATE barecount.ledger SET actor = 'mallory'")
+        .batch_execute("UPDATE barecount.ledger SET entry_hash = 'mallory'")
         .await
         .unwrap_err();
     assert_eq!(sqlstate(&e), "2F002", "the guard holds for a superuser too");
@@ -261,6 +261,10 @@ async fn functions_with_privileged_sections_never_run_in_parallel_workers() {
     let audited = [
         "_assert_store_relation",
         "_is_admin",
+        "_ledger_at",
+        "_ledger_field",
+        "_ledger_inputs",
+        "_ledger_seq",
         "_outer_role",
         "_require_admin",
         "_tenant_schema",
