@@ -61,6 +61,17 @@ def timed(fn, runs):
     return times, result
 
 
+def autovacuum_workers(pg_url):
+    """How many autovacuum workers are running in the cluster right now."""
+    conn = pgdbapi.connect(pg_url)
+    cur = conn.cursor()
+    cur.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'")
+    n = cur.fetchone()[0]
+    cur.close()
+    conn.close()
+    return n
+
+
 def publish(pg_url, rows):
     conn = pgdbapi.connect(pg_url)
     cur = conn.cursor()
@@ -129,14 +140,22 @@ def cold_only(a, token):
             times[name].append(time.perf_counter() - t)
             assert table.num_rows == a.rows, table.num_rows
             cur.close()
-            # the first warm reads after the load (the issue saw them slower after parallel loads)
+            # the first warm reads after the load (the issue saw them slower after parallel
+            # loads): each split into planning (GetFlightInfo) and fetching (DoGet on every
+            # endpoint), with whether a Postgres autovacuum worker was busy meanwhile
             for _ in range(3):
+                vacuuming = autovacuum_workers(a.pg_url)
                 t = time.perf_counter()
                 cur = conn.cursor()
                 cur.execute("SELECT * FROM bench_read")
+                planned = time.perf_counter() - t
                 cur.fetch_arrow_table()
                 cur.close()
-                warm[name].append(time.perf_counter() - t)
+                took = time.perf_counter() - t
+                warm[name].append(took)
+                vacuuming = max(vacuuming, autovacuum_workers(a.pg_url))
+                print(f"  {name} warm read: {took:.2f}s (GetFlightInfo {planned:.2f}s), "
+                      f"autovacuum workers busy: {vacuuming}", flush=True)
             conn.close()
             flight.terminate()
             flight.wait()

@@ -175,14 +175,6 @@ fn fields(bytes: &[u8]) -> Result<[&[u8]; FIELDS], DecodeError> {
     Ok(out)
 }
 
-/// The sequence number alone (the first field), without reading further.
-fn first_seq(bytes: &[u8]) -> Option<i64> {
-    let rest = bytes.strip_prefix(TAG)?;
-    let (len, tail) = rest.split_first_chunk::<8>()?;
-    let len = usize::try_from(u64::from_be_bytes(*len)).ok()?;
-    parse_seq(tail.get(..len)?).ok()
-}
-
 fn parse_seq(b: &[u8]) -> Result<i64, DecodeError> {
     if b.is_empty() || b.len() > 19 || b[0] == b'0' || !b.iter().all(u8::is_ascii_digit) {
         return Err(DecodeError::Seq);
@@ -530,14 +522,22 @@ fn hash_batch(b: &mut Batch) {
 /// Bytes per batch handed to the helper thread.
 const BATCH_BYTES: usize = 128 << 10;
 
-/// Verification with SHA-256 on a helper thread: the caller reads entries out of storage and
-/// checks the chain (framing, sequence, links, digest) while the helper hashes the batch read
-/// before, so reading and hashing overlap. Same checks and same report as [`Verifier`]; the
+/// Verification over entries read in any order — a heap scan, where rewritten tuples and
+/// concurrent writers leave entries out of sequence — with SHA-256 on a helper thread: the
+/// caller reads entries out of storage (copied into batches) while the helper frames and hashes
+/// the batch before, and the caller checks the chain in sequence order. An entry met before its
+/// turn waits — its hash, previous hash and length only, about 200 bytes — until the ones
+/// before it have been checked; `None` when more than `max_waiting_bytes` would have to wait
+/// (the caller then reads in sequence order). The checks and the report are [`Verifier`]'s: a
+/// report without a break is definitive, every entry checked in sequence. A break found here
+/// may sit at the wrong place (a missing entry, or one that does not decode, shows up where it
+/// was met), so a caller that wants its exact place verifies again in sequence order. The
 /// helper touches nothing but the bytes it is given.
-pub fn verify_pipelined(
+pub fn verify_unordered(
     digest: Option<(i64, String)>,
+    max_waiting_bytes: usize,
     feed: impl FnOnce(&mut dyn FnMut(&[u8], &str) -> bool),
-) -> Report {
+) -> Option<Report> {
     std::thread::scope(|scope| {
         let (to_helper, helper_rx) = std::sync::mpsc::sync_channel::<Batch>(2);
         let (helper_tx, from_helper) = std::sync::mpsc::sync_channel::<Batch>(2);
@@ -557,101 +557,34 @@ pub fn verify_pipelined(
             from_helper,
             broken: false,
             spare: None,
+            next: 1,
+            waiting: std::collections::BTreeMap::new(),
+            waiting_bytes: 0,
+            max_waiting_bytes,
+            overflow: false,
         };
         feed(&mut |canonical, entry_hash| p.push(canonical, entry_hash));
         p.flush();
         while p.in_flight > 0 {
             p.check_next();
         }
+        p.check_waiting();
         // closing the channel ends the helper, which the scope then joins
         p.to_helper = None;
-        p.verifier.finish()
+        (!p.overflow).then(|| p.verifier.finish())
     })
 }
 
-/// Verification over entries read in any order — a heap scan, where concurrent writers leave
-/// entries a little out of sequence. An entry that arrives before its turn waits (copied) until
-/// the ones before it have come; `None` when more than `max_waiting_bytes` would have to wait
-/// (the caller then reads in sequence order). A report without a break is definitive: every
-/// entry was checked in sequence. A break found here may sit at the wrong place (an entry
-/// missing, or one that does not decode, shows up wherever it was met), so a caller that wants
-/// its exact position verifies again in sequence order.
-pub fn verify_unordered(
-    digest: Option<(i64, String)>,
-    max_waiting_bytes: usize,
-    feed: impl FnOnce(&mut dyn FnMut(&[u8], &str) -> bool),
-) -> Option<Report> {
-    let mut overflow = false;
-    let report = verify_pipelined(digest, |push| {
-        let mut r = Reorder {
-            next: 1,
-            waiting: std::collections::BTreeMap::new(),
-            bytes: 0,
-            max: max_waiting_bytes,
-            overflow: false,
-        };
-        feed(&mut |canonical, entry_hash| r.push(canonical, entry_hash, push));
-        if !r.overflow {
-            r.finish(push);
-        }
-        overflow = r.overflow;
-    });
-    (!overflow).then_some(report)
+/// An entry checked out of its turn: what the chain check needs of it.
+struct Waiting {
+    prev_hash: [u8; 64],
+    len: usize,
+    entry_hash: String,
+    digest: [u8; 32],
 }
 
-struct Reorder {
-    /// The sequence number to hand on next.
-    next: i64,
-    waiting: std::collections::BTreeMap<i64, (Vec<u8>, String)>,
-    bytes: usize,
-    max: usize,
-    overflow: bool,
-}
-
-type Push<'a> = &'a mut dyn FnMut(&[u8], &str) -> bool;
-
-impl Reorder {
-    fn push(&mut self, canonical: &[u8], entry_hash: &str, out: Push<'_>) -> bool {
-        match first_seq(canonical) {
-            Some(seq) if seq == self.next => {
-                self.next += 1;
-                out(canonical, entry_hash) && self.drain(out)
-            }
-            Some(seq) if seq > self.next && !self.waiting.contains_key(&seq) => {
-                self.bytes += canonical.len() + entry_hash.len();
-                if self.bytes > self.max {
-                    self.overflow = true;
-                    return false;
-                }
-                self.waiting
-                    .insert(seq, (canonical.to_vec(), entry_hash.to_owned()));
-                true
-            }
-            // already handed on, twice seen, or not an entry: the verifier says what is wrong
-            _ => out(canonical, entry_hash),
-        }
-    }
-
-    fn drain(&mut self, out: Push<'_>) -> bool {
-        while let Some((canonical, entry_hash)) = self.waiting.remove(&self.next) {
-            self.bytes -= canonical.len() + entry_hash.len();
-            self.next += 1;
-            if !out(&canonical, &entry_hash) {
-                return false;
-            }
-        }
-        true
-    }
-
-    /// Hands on whatever still waits, in order: the first of them is after a missing entry.
-    fn finish(&mut self, out: Push<'_>) {
-        for (_, (canonical, entry_hash)) in std::mem::take(&mut self.waiting) {
-            if !out(&canonical, &entry_hash) {
-                break;
-            }
-        }
-    }
-}
+/// What a waiting entry costs, for the bound on waiting.
+const WAITING_COST: usize = std::mem::size_of::<Waiting>() + 64 + 48;
 
 struct Pipeline {
     verifier: Verifier,
@@ -662,11 +595,17 @@ struct Pipeline {
     broken: bool,
     /// A checked batch, cleared for reuse (no fresh pages to fault in for every batch).
     spare: Option<Batch>,
+    /// The sequence number to check next.
+    next: i64,
+    waiting: std::collections::BTreeMap<i64, Waiting>,
+    waiting_bytes: usize,
+    max_waiting_bytes: usize,
+    overflow: bool,
 }
 
 impl Pipeline {
     fn push(&mut self, canonical: &[u8], entry_hash: &str) -> bool {
-        if self.broken {
+        if self.broken || self.overflow {
             return false;
         }
         let b = &mut self.current;
@@ -681,7 +620,7 @@ impl Pipeline {
                 self.check_next();
             }
         }
-        !self.broken
+        !self.broken && !self.overflow
     }
 
     fn flush(&mut self) {
@@ -730,23 +669,89 @@ impl Pipeline {
     }
 
     fn check_entries(&mut self, b: &Batch) {
-        if self.broken {
-            return;
-        }
         for ((&(start, hash, end), digest), framed) in
             b.spans.iter().zip(&b.digests).zip(&b.framing)
         {
+            if self.broken || self.overflow {
+                return;
+            }
             let entry_hash = std::str::from_utf8(&b.data[hash..end]).unwrap_or("");
-            let framed = match framed {
-                Ok((seq, prev)) => Ok((*seq, &b.data[prev.clone()])),
-                Err(e) => Err(e.clone()),
-            };
+            let len = hash - start;
+            match framed {
+                Ok((seq, prev)) if *seq == self.next => {
+                    self.next += 1;
+                    let framed = Ok((*seq, &b.data[prev.clone()]));
+                    if !self.verifier.check(framed, len, entry_hash, digest) {
+                        self.broken = true;
+                        return;
+                    }
+                    self.check_ready();
+                }
+                Ok((seq, prev)) if *seq > self.next && !self.waiting.contains_key(seq) => {
+                    self.waiting_bytes += WAITING_COST;
+                    if self.waiting_bytes > self.max_waiting_bytes {
+                        self.overflow = true;
+                        return;
+                    }
+                    let mut prev_hash = [0u8; 64];
+                    // framing checked the previous hash is 64 hex digits
+                    prev_hash.copy_from_slice(&b.data[prev.clone()]);
+                    self.waiting.insert(
+                        *seq,
+                        Waiting {
+                            prev_hash,
+                            len,
+                            entry_hash: entry_hash.to_owned(),
+                            digest: *digest,
+                        },
+                    );
+                }
+                // seen before, twice, or not an entry: the verifier says what is wrong
+                other => {
+                    let framed = match other {
+                        Ok((seq, prev)) => Ok((*seq, &b.data[prev.clone()])),
+                        Err(e) => Err(e.clone()),
+                    };
+                    if !self.verifier.check(framed, len, entry_hash, digest) {
+                        self.broken = true;
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Checks the waiting entries whose turn has come.
+    fn check_ready(&mut self) {
+        while let Some(w) = self.waiting.remove(&self.next) {
+            self.waiting_bytes -= WAITING_COST;
+            let seq = self.next;
+            self.next += 1;
             if !self
                 .verifier
-                .check(framed, hash - start, entry_hash, digest)
+                .check(Ok((seq, &w.prev_hash)), w.len, &w.entry_hash, &w.digest)
             {
                 self.broken = true;
                 return;
+            }
+        }
+    }
+
+    /// At the end: whatever still waits comes after a missing entry; checked in order, the
+    /// first of them reports the gap.
+    fn check_waiting(&mut self) {
+        if self.overflow {
+            return;
+        }
+        for (seq, w) in std::mem::take(&mut self.waiting) {
+            if self.broken {
+                return;
+            }
+            if !self
+                .verifier
+                .check(Ok((seq, &w.prev_hash)), w.len, &w.entry_hash, &w.digest)
+            {
+                self.broken = true;
             }
         }
     }
@@ -1069,13 +1074,14 @@ mod tests {
                 }
             }
             let sequential = v.finish();
-            let pipelined = verify_pipelined(digest, |push| {
+            let pipelined = verify_unordered(digest, usize::MAX, |push| {
                 for (b, h) in entries {
                     if !push(b, h) {
                         break;
                     }
                 }
-            });
+            })
+            .unwrap();
             assert_eq!(pipelined, sequential);
             pipelined
         };
@@ -1136,7 +1142,14 @@ mod tests {
         // too much out of place for the window: the caller must read in order
         let mut reversed = entries.clone();
         reversed.reverse();
-        assert_eq!(verify_unordered(None, 64 << 10, feed(reversed)), None);
+        assert_eq!(
+            verify_unordered(None, 64 << 10, feed(reversed.clone())),
+            None
+        );
+        assert_eq!(
+            verify_unordered(None, usize::MAX, feed(reversed)),
+            Some(ordered.clone())
+        );
         // a missing entry is a break (its place is settled by the ordered read)
         let mut missing = shuffled.clone();
         missing.remove(100);

@@ -9,16 +9,13 @@ use crate::session_options;
 use crate::sql_service::{descriptor_command, sql_has_params, DescribedCommand, SqlService};
 use crate::store::arrow_schema;
 use crate::store::BATCH_ROWS;
-use crate::ticket::TicketQuery;
 use arrow_flight::flight_descriptor::DescriptorType;
 use arrow_flight::flight_service_server::FlightService;
-use arrow_flight::sql::{ProstMessageExt, TicketStatementQuery};
 use arrow_flight::{
-    Action, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
-    HandshakeRequest, HandshakeResponse, PollInfo, SchemaAsIpc, SchemaResult, Ticket,
+    Action, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo, HandshakeRequest,
+    HandshakeResponse, PollInfo, SchemaAsIpc, SchemaResult, Ticket,
 };
 use prost::Message;
-use serde_json::json;
 use std::sync::Arc;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
@@ -84,54 +81,7 @@ impl BareCountFlight {
 
     fn version_info(&self, caller: &Caller, v: &VersionInfo) -> Result<FlightInfo, Status> {
         let descriptor = FlightDescriptor::new_path(vec![v.dataset.clone(), v.version.to_string()]);
-        let meta = json!({
-            "dataset": v.dataset,
-            "version": v.version,
-            "row_count": v.row_count,
-            "content_hash": v.content_hash,
-            "ledger_seq": v.ledger_seq,
-            "ledger_hash": v.ledger_hash,
-        });
-        let batches = batch_count(v.row_count);
-        let mut info = FlightInfo::new()
-            .try_with_schema(&arrow_schema(v))
-            .map_err(|e| Status::internal(format!("cannot encode schema: {e}")))?
-            .with_descriptor(descriptor)
-            .with_total_records(v.row_count)
-            .with_ordered(false)
-            .with_app_metadata(meta.to_string().into_bytes());
-        let mut first = 0;
-        loop {
-            // Parallel loads leave a short batch per part, so a version can hold a few more
-            // batches than its row count implies: the last endpoint is open-ended.
-            let last = first + self.sql.state.endpoint_batches >= batches;
-            let end = if last {
-                usize::MAX
-            } else {
-                first + self.sql.state.endpoint_batches
-            };
-            let signed = self.sql.state.signer.sign(
-                &caller.tenant,
-                TicketQuery::Dataset {
-                    dataset: v.dataset.clone(),
-                    version: v.version,
-                    content_hash: v.content_hash.clone(),
-                    first_batch: first,
-                    end_batch: end,
-                },
-            )?;
-            let ticket = TicketStatementQuery {
-                statement_handle: signed.into_bytes().into(),
-            };
-            info = info.with_endpoint(
-                FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec())),
-            );
-            if last {
-                break;
-            }
-            first = end;
-        }
-        Ok(info)
+        self.sql.dataset_info(caller, v, descriptor)
     }
 }
 

@@ -217,6 +217,48 @@ pub async fn dataframes(
     }
 }
 
+/// The table a statement reads whole — every column in order, no filter, limit or other
+/// operator (`SELECT * FROM sales`, `SELECT id, region, … FROM sales__v3`) — so it can be
+/// served straight from the store; `None` for anything else.
+pub async fn whole_version(ctx: &SessionContext, sql: &str) -> Result<Option<String>> {
+    let plan = plan(ctx, sql).await?.into_optimized_plan()?;
+    Ok(whole_scan(&plan))
+}
+
+fn whole_scan(plan: &LogicalPlan) -> Option<String> {
+    match plan {
+        LogicalPlan::TableScan(scan) => {
+            let n = scan.source.schema().fields().len();
+            let every_column = scan
+                .projection
+                .as_ref()
+                .is_none_or(|p| p.iter().copied().eq(0..n));
+            // a published dataset, not a same-named table of information_schema
+            let t = &scan.table_name;
+            let published = t.schema().is_none_or(|s| s == SCHEMA_NAME)
+                && t.catalog().is_none_or(|c| c == CATALOG_NAME);
+            (published && every_column && scan.filters.is_empty() && scan.fetch.is_none())
+                .then(|| t.table().to_owned())
+        }
+        // a projection that hands on every input column as it is, in order
+        LogicalPlan::Projection(p) => {
+            let input = p.input.schema();
+            let identity = p.expr.len() == input.fields().len()
+                && p.expr
+                    .iter()
+                    .zip(input.iter())
+                    .all(|(e, (qualifier, field))| {
+                        matches!(e, datafusion::logical_expr::Expr::Column(c)
+                        if c.name == *field.name() && c.relation.as_ref() == qualifier)
+                    });
+            identity.then(|| whole_scan(&p.input)).flatten()
+        }
+        // `FROM sales s`: a new qualifier, the same columns
+        LogicalPlan::SubqueryAlias(a) => whole_scan(&a.input),
+        _ => None,
+    }
+}
+
 /// Plans a query and returns the schema its results will have.
 pub async fn plan_schema(
     ctx: &SessionContext,

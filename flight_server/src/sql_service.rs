@@ -2,12 +2,13 @@
 //! `FlightSqlService` trait.
 
 use crate::auth::Caller;
+use crate::catalog::VersionInfo;
 use crate::error::FlightError;
 use crate::prepared::{encode_params, qmark_to_dollar};
 use crate::query::{self, CATALOG_NAME, SCHEMA_NAME};
 use crate::state::caller;
 use crate::state::State;
-use crate::store::described_schema;
+use crate::store::{arrow_schema, described_schema};
 use crate::ticket::{PreparedClaims, TicketQuery};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
@@ -104,7 +105,20 @@ impl SqlService {
         descriptor: FlightDescriptor,
     ) -> Result<FlightInfo, Status> {
         caller.require("read")?;
-        let ctx = self.state.session(&caller.tenant).await?;
+        let (ctx, catalog) = self.state.session_and_catalog(&caller.tenant).await?;
+        if params.is_none() {
+            // A whole version already in the store (`SELECT * FROM sales`) is served straight
+            // from it, split over endpoints the client fetches in parallel. Not yet loaded, it
+            // goes the general way: one stream, served while it loads.
+            if let Some(v) = query::whole_version(&ctx, sql)
+                .await?
+                .and_then(|table| catalog.resolve_table(&table))
+            {
+                if self.state.store.is_present(v) {
+                    return self.dataset_info(caller, v, descriptor);
+                }
+            }
+        }
         let schema = query::plan_schema(&ctx, sql, params.as_deref()).await?;
         let signed = self.state.signer.sign(
             &caller.tenant,
@@ -117,6 +131,65 @@ impl SqlService {
             statement_handle: signed.into_bytes().into(),
         };
         flight_info(&schema, ticket.as_any().encode_to_vec(), descriptor)
+    }
+
+    /// A whole version as a FlightInfo: its schema, row count and receipt, and one endpoint per
+    /// `endpoint_batches` store batches, each with a ticket signed for the caller's tenant and
+    /// this exact version (content hash).
+    pub fn dataset_info(
+        &self,
+        caller: &Caller,
+        v: &VersionInfo,
+        descriptor: FlightDescriptor,
+    ) -> Result<FlightInfo, Status> {
+        let meta = serde_json::json!({
+            "dataset": v.dataset,
+            "version": v.version,
+            "row_count": v.row_count,
+            "content_hash": v.content_hash,
+            "ledger_seq": v.ledger_seq,
+            "ledger_hash": v.ledger_hash,
+        });
+        let batches = crate::flight_service::batch_count(v.row_count);
+        let mut info = FlightInfo::new()
+            .try_with_schema(&arrow_schema(v))
+            .map_err(|e| Status::internal(format!("cannot encode schema: {e}")))?
+            .with_descriptor(descriptor)
+            .with_total_records(v.row_count)
+            .with_ordered(false)
+            .with_app_metadata(meta.to_string().into_bytes());
+        let mut first = 0;
+        loop {
+            // Parallel loads leave a short batch per part, so a version can hold a few more
+            // batches than its row count implies: the last endpoint is open-ended.
+            let last = first + self.state.endpoint_batches >= batches;
+            let end = if last {
+                usize::MAX
+            } else {
+                first + self.state.endpoint_batches
+            };
+            let signed = self.state.signer.sign(
+                &caller.tenant,
+                TicketQuery::Dataset {
+                    dataset: v.dataset.clone(),
+                    version: v.version,
+                    content_hash: v.content_hash.clone(),
+                    first_batch: first,
+                    end_batch: end,
+                },
+            )?;
+            let ticket = TicketStatementQuery {
+                statement_handle: signed.into_bytes().into(),
+            };
+            info = info.with_endpoint(
+                FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec())),
+            );
+            if last {
+                break;
+            }
+            first = end;
+        }
+        Ok(info)
     }
 
     /// Serves a signed ticket after checking it belongs to the caller's tenant; the tenant's

@@ -64,7 +64,13 @@ impl State {
     }
 
     pub async fn session(&self, tenant: &str) -> Result<SessionContext> {
+        Ok(self.session_and_catalog(tenant).await?.0)
+    }
+
+    /// A session and the catalog snapshot it was built over.
+    pub async fn session_and_catalog(&self, tenant: &str) -> Result<(SessionContext, Catalog)> {
         let catalog = self.catalog(tenant).await?;
-        query::session(catalog, self.db.clone(), self.store.clone())
+        let ctx = query::session(catalog.clone(), self.db.clone(), self.store.clone())?;
+        Ok((ctx, catalog))
     }
 }

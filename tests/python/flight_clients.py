@@ -90,6 +90,20 @@ def adbc():
         check(t.num_rows == ROWS, f"fetch_arrow_table of a dataset: {t.num_rows} rows")
         check(t.schema.names == ["id", "region", "amount", "day"], "dataset schema")
         check(pa.types.is_date32(t.schema.field("day").type), "dates are date32")
+        # read once, the version is stored: the same statement now comes as several endpoints
+        # (65,536 rows each here), which ADBC fetches in parallel; together they are the same rows
+        partitions, schema = cur.adbc_execute_partitions("SELECT * FROM sales")
+        check(len(partitions) == -(-ROWS // 65_536), f"a stored version in endpoints: {len(partitions)}")
+        check(schema.names == t.schema.names, "the endpoints' schema")
+        parts = []
+        for p in partitions:
+            cur.adbc_read_partition(p)
+            parts.append(cur.fetch_arrow_table())
+        whole = pa.concat_tables(parts).sort_by("id")
+        check(whole.equals(t.sort_by("id")), "the endpoints hold every row once")
+        cur.execute("SELECT * FROM sales")
+        again = cur.fetch_arrow_table()
+        check(again.sort_by("id").equals(t.sort_by("id")), "fetch_arrow_table over endpoints")
 
         try:
             cur.execute("SELECT * FROM globex_secret")

@@ -713,3 +713,117 @@ async fn executemany_and_session_options_refuse_what_they_must() {
     assert_eq!(s.code(), Code::InvalidArgument, "{s}");
     flight.stop().await;
 }
+
+/// `SELECT * FROM <dataset>` over a version already in the store is served straight from it
+/// over several endpoints (clients fetch them in parallel); anything else, or a version not yet
+/// loaded, is one stream. Either way the rows are the same, and the endpoints' tickets are the
+/// tenant's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_versions_are_served_over_parallel_endpoints_once_stored() {
+    let db = fresh_db().await;
+    let su = &db.superuser;
+    su.batch_execute(
+        "SELECT barecount.tenant_create('acme', 'Acme'); SELECT barecount.tenant_create('globex', 'Globex');
+         SELECT barecount.act_as_tenant('acme');
+         SELECT barecount.publish('big', 'SELECT g::bigint AS id, g % 7 AS k, ''r'' || (g % 3) AS r FROM generate_series(1, 300000) g');",
+    )
+    .await
+    .unwrap();
+    let mut config = Config::local(&db.url);
+    config.endpoint_rows = 65_536;
+    let flight = Flight::start_with(config).await;
+    let acme = Auth::Token(api_token(su, "acme", &["read"]).await);
+    let mut c = client::sql_client(&flight.url, &acme).await.unwrap();
+    let ids = |b: &[RecordBatch]| -> Vec<i64> {
+        let mut v: Vec<i64> = b
+            .iter()
+            .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    let expected: Vec<i64> = (1..=300_000).collect();
+
+    // not stored yet: one stream, served while the version loads
+    let cold = c.execute("SELECT * FROM big".into(), None).await.unwrap();
+    assert_eq!(cold.endpoint.len(), 1);
+    assert_eq!(ids(&rows_of(&mut c, cold).await), expected);
+
+    // stored now: one endpoint per 65,536 rows, together every row once, each with the schema
+    let warm = c.execute("SELECT * FROM big".into(), None).await.unwrap();
+    assert_eq!(warm.endpoint.len(), 5, "{warm:?}");
+    assert_eq!(warm.total_records, 300_000);
+    let schema = warm.clone().try_decode_schema().unwrap();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(names, ["id", "k", "r"]);
+    let mut parts = Vec::new();
+    for e in &warm.endpoint {
+        let got: Vec<RecordBatch> = c
+            .do_get(e.ticket.clone().unwrap())
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert!(got.iter().all(|b| b.schema().fields() == schema.fields()));
+        parts.push(got);
+    }
+    assert_eq!(ids(&parts.concat()), expected);
+    // the same columns named in order, or a pinned version: also whole
+    for sql in [
+        "SELECT id, k, r FROM big",
+        "SELECT * FROM big__v1",
+        "SELECT b.* FROM big b",
+    ] {
+        let info = c.execute(sql.into(), None).await.unwrap();
+        assert_eq!(info.endpoint.len(), 5, "{sql}");
+    }
+    // anything else is one stream with its own answer
+    for (sql, rows) in [
+        ("SELECT id FROM big", 300_000),
+        ("SELECT k, id, r FROM big", 300_000),
+        ("SELECT * FROM big LIMIT 10", 10),
+        ("SELECT * FROM big WHERE k = 0", 42_857),
+        ("SELECT * FROM big ORDER BY id", 300_000),
+        ("SELECT id AS k, k AS id, r FROM big", 300_000),
+    ] {
+        let info = c.execute(sql.into(), None).await.unwrap();
+        assert_eq!(info.endpoint.len(), 1, "{sql}");
+        assert_eq!(total(&rows_of(&mut c, info).await), rows, "{sql}");
+    }
+    // a dataset named like an information_schema table does not stand in for it
+    su.batch_execute("SELECT barecount.act_as_tenant('acme'); SELECT barecount.publish('tables', 'SELECT 1 AS x')")
+        .await
+        .unwrap();
+    let c2 = &mut client::sql_client(&flight.url, &acme).await.unwrap();
+    let info = c2
+        .execute("SELECT * FROM tables".into(), None)
+        .await
+        .unwrap();
+    assert_eq!(total(&rows_of(c2, info).await), 1);
+    let info = c2
+        .execute("SELECT * FROM information_schema.tables".into(), None)
+        .await
+        .unwrap();
+    let schema = info.clone().try_decode_schema().unwrap();
+    assert_eq!(schema.field(0).name(), "table_catalog");
+    assert!(total(&rows_of(c2, info).await) > 1);
+
+    // another tenant can use none of the endpoints
+    let globex = Auth::Token(api_token(su, "globex", &["read"]).await);
+    let mut g = client::sql_client(&flight.url, &globex).await.unwrap();
+    for e in &warm.endpoint {
+        let s = g
+            .do_get(e.ticket.clone().unwrap())
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(code_of(&s), Code::PermissionDenied, "{s}");
+    }
+    let e = g
+        .execute("SELECT * FROM big".into(), None)
+        .await
+        .unwrap_err();
+    assert!(format!("{e}").contains("big"), "{e}");
+    flight.stop().await;
+}
