@@ -83,6 +83,8 @@ pub struct Store {
     hot: std::sync::Mutex<Hot>,
     index: std::sync::Mutex<Index>,
     loading: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Per version: held while its cache file is read into memory.
+    reading: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     pub stats: StoreStats,
 }
 
@@ -166,6 +168,37 @@ pub fn described_schema(v: &VersionInfo, table_name: &str) -> Schema {
     Schema::new(fields)
 }
 
+/// The memory batches hold, each allocation counted once. Arrays read from an IPC file are
+/// slices of one buffer per batch, which `get_array_memory_size` counts again for every array
+/// (many times the file's size): the memory tier then refused versions that fit it and read
+/// them from their file on every request.
+pub fn memory_size(batches: &[RecordBatch]) -> u64 {
+    fn add(
+        d: &arrow::array::ArrayData,
+        seen: &mut std::collections::HashSet<usize>,
+        total: &mut u64,
+    ) {
+        let nulls = d.nulls().map(|n| n.buffer());
+        for buf in d.buffers().iter().chain(nulls) {
+            if seen.insert(buf.data_ptr().as_ptr() as usize) {
+                // an externally owned buffer reports no capacity: count its length
+                *total += buf.capacity().max(buf.len()) as u64;
+            }
+        }
+        for child in d.child_data() {
+            add(child, seen, total);
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0;
+    for b in batches {
+        for c in b.columns() {
+            add(&c.to_data(), &mut seen, &mut total);
+        }
+    }
+    total
+}
+
 fn io(what: &str, path: &Path, e: impl std::fmt::Display) -> FlightError {
     FlightError::Internal(format!("cache: cannot {what} {}: {e}", path.display()))
 }
@@ -225,6 +258,7 @@ impl Store {
             hot: std::sync::Mutex::new(Hot::default()),
             index: std::sync::Mutex::new(index),
             loading: Mutex::new(HashMap::new()),
+            reading: Mutex::new(HashMap::new()),
             stats,
         })
     }
@@ -305,8 +339,15 @@ impl Store {
             return Ok(Some(r));
         }
         let cached = self.ensure(db, v).await?;
+        // one reader of the file at a time per version: concurrent readers (the endpoints of
+        // one query, fetched in parallel) wait for it and find the version in memory
+        let lock = {
+            let mut reading = self.reading.lock().await;
+            reading.entry(key.clone()).or_default().clone()
+        };
+        let _reading = lock.lock().await;
         if let Some(r) = self.hot_get(&key) {
-            return Ok(Some(r)); // the load kept it
+            return Ok(Some(r)); // the load kept it, or another reader read it meanwhile
         }
         if cached.bytes > self.memory_max_bytes {
             return Ok(None);
@@ -317,10 +358,7 @@ impl Store {
             let reader = FileReader::try_new(std::io::BufReader::new(file), None)?;
             let schema = reader.schema();
             let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
-            let bytes = batches
-                .iter()
-                .map(|b| b.get_array_memory_size() as u64)
-                .sum();
+            let bytes = memory_size(&batches);
             Ok(Resident {
                 schema,
                 batches,
@@ -625,7 +663,7 @@ impl IpcSink {
     fn write_keep(&mut self, b: RecordBatch) -> Result<()> {
         self.writer.write(&b)?;
         if let Some((list, bytes)) = self.kept.as_mut() {
-            *bytes += b.get_array_memory_size() as u64;
+            *bytes += memory_size(std::slice::from_ref(&b));
             if *bytes > self.keep_budget {
                 self.kept = None;
             } else {
@@ -680,4 +718,76 @@ async fn describe(path: PathBuf) -> Result<Cached> {
     })
     .await
     .map_err(|e| FlightError::Internal(format!("cache reader: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use arrow::array::{Int64Array, StringArray};
+
+    /// A version read back from its cache file is counted at about its file's size, so the
+    /// memory tier keeps what fits it (it was counted many times over, and refused).
+    #[test]
+    fn batches_read_from_a_cache_file_count_their_memory_once() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", arrow::datatypes::DataType::Int64, false),
+            Field::new("a", arrow::datatypes::DataType::Utf8, true),
+            Field::new("b", arrow::datatypes::DataType::Utf8, true),
+            Field::new("n", arrow::datatypes::DataType::Int64, true),
+        ]));
+        let dir =
+            std::env::temp_dir().join(format!("bc-store-test-{:016x}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("v.arrow");
+        let mut sink = IpcSink::create(&path, &schema, u64::MAX).unwrap();
+        for part in 0..8i64 {
+            let ids: Vec<i64> = (0..65_536).map(|i| part * 65_536 + i).collect();
+            let a: Vec<Option<String>> = ids
+                .iter()
+                .map(|i| (i % 5 != 0).then(|| format!("customer_{}", i % 5000)))
+                .collect();
+            let b: Vec<Option<&str>> = ids
+                .iter()
+                .map(|i| Some(if i % 2 == 0 { "east" } else { "west" }))
+                .collect();
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(Int64Array::from(ids.clone())),
+                    Arc::new(StringArray::from(a)),
+                    Arc::new(StringArray::from(b)),
+                    Arc::new(Int64Array::from(
+                        ids.iter().map(|i| Some(i * 3)).collect::<Vec<_>>(),
+                    )),
+                ],
+            )
+            .unwrap();
+            sink.write_keep(batch).unwrap();
+        }
+        let (kept, kept_bytes) = sink.finish().unwrap().unwrap();
+        let file = std::fs::metadata(&path).unwrap().len();
+        let read: Vec<RecordBatch> = FileReader::try_new(std::fs::File::open(&path).unwrap(), None)
+            .unwrap()
+            .collect::<std::result::Result<_, _>>()
+            .unwrap();
+        let counted = memory_size(&read);
+        let naive: u64 = read.iter().map(|b| b.get_array_memory_size() as u64).sum();
+        assert!(
+            counted >= file / 2 && counted <= file * 3 / 2,
+            "read back: {counted} bytes for a {file}-byte file"
+        );
+        assert!(
+            naive > 2 * counted,
+            "get_array_memory_size counts shared buffers again: {naive} vs {counted}"
+        );
+        // built batches own their buffers: the same either way
+        let built: u64 = kept.iter().map(|b| b.get_array_memory_size() as u64).sum();
+        assert_eq!(kept_bytes, memory_size(&kept));
+        assert!(
+            kept_bytes <= built && kept_bytes * 2 >= built,
+            "{kept_bytes} vs {built}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
