@@ -168,6 +168,26 @@ pub fn described_schema(v: &VersionInfo, table_name: &str) -> Schema {
     Schema::new(fields)
 }
 
+/// A schema as text that is the same every time for the same schema: each field's name, type,
+/// nullability and metadata with its keys sorted. (`{:?}` of a schema prints the metadata
+/// maps in their hash order, which differs between two maps of the same entries: the cache
+/// key then changed from one request to the next, and a stored version was loaded again from
+/// Postgres as if it had never been read.)
+pub fn schema_fingerprint(schema: &Schema) -> String {
+    let mut out = String::new();
+    for f in schema.fields() {
+        let meta: std::collections::BTreeMap<_, _> = f.metadata().iter().collect();
+        out.push_str(&format!(
+            "{:?}\0{:?}\0{}\0{:?}\n",
+            f.name(),
+            f.data_type(),
+            f.is_nullable(),
+            meta
+        ));
+    }
+    out
+}
+
 /// The memory batches hold, each allocation counted once. Arrays read from an IPC file are
 /// slices of one buffer per batch, which `get_array_memory_size` counts again for every array
 /// (many times the file's size): the memory tier then refused versions that fit it and read
@@ -275,7 +295,7 @@ impl Store {
             h.update([0]);
         }
         // the served schema too: a file cached under another type mapping is not reused
-        h.update(format!("{:?}", arrow_schema(v)).as_bytes());
+        h.update(schema_fingerprint(&arrow_schema(v)).as_bytes());
         hex::encode(h.finalize())
     }
 
@@ -725,6 +745,48 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use arrow::array::{Int64Array, StringArray};
+
+    /// The cache key of a version is the same on every request: numeric columns carry two
+    /// metadata entries, whose hash-map order differs between two maps.
+    #[test]
+    fn a_versions_cache_key_is_the_same_every_time() {
+        let col = |name: &str, ty: &str| crate::catalog::PgColumn {
+            name: name.into(),
+            pg_type: ty.into(),
+            nullable: true,
+            numeric_precision: None,
+            numeric_scale: None,
+        };
+        let v = VersionInfo {
+            tenant: "default".into(),
+            dataset: "bench_read".into(),
+            version: 1,
+            relation: "published.bench_read__v1".into(),
+            columns: vec![
+                col("id", "bigint"),
+                col("amount", "numeric(12,2)"),
+                col("price", "numeric(10,4)"),
+                col("total", "numeric"),
+                col("region", "text"),
+            ],
+            row_count: 10,
+            content_hash: "ab".into(),
+            ledger_seq: 1,
+            ledger_hash: "cd".into(),
+            is_latest: true,
+        };
+        let first = Store::key(&v);
+        for _ in 0..200 {
+            assert_eq!(Store::key(&v), first);
+        }
+        let mut other = v.clone();
+        other.columns[1].pg_type = "numeric(14,2)".into();
+        assert_ne!(
+            Store::key(&other),
+            first,
+            "another type mapping is another key"
+        );
+    }
 
     /// A version read back from its cache file is counted at about its file's size, so the
     /// memory tier keeps what fits it (it was counted many times over, and refused).

@@ -283,3 +283,61 @@ async fn concurrent_first_readers_share_one_load() {
     );
     flight.stop().await;
 }
+
+/// A version with numeric columns (two metadata entries per field) is loaded from Postgres
+/// once, however often it is read, and held in memory at about its size: its cache key was
+/// the schema's debug text, whose metadata order changed between requests, so "warm" reads
+/// loaded it again; and its memory was counted once per array of each batch read back from the
+/// file, so the memory tier refused it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_version_is_loaded_once_and_kept_in_memory_at_its_size() {
+    let db = fresh_db().await;
+    db.client
+        .batch_execute(
+            "SELECT barecount.publish('money', 'SELECT g::bigint AS id, (g % 1000 / 100.0)::numeric(12,2) AS amount,
+                                              (g % 77 / 10000.0)::numeric(10,4) AS rate, g::numeric AS big
+                                         FROM generate_series(1, 200000) g')",
+        )
+        .await
+        .unwrap();
+    let dir = temp_dir("bc-cache-key");
+    let mut c = Config::local(&db.url);
+    c.cache_dir = dir.clone();
+    c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    c.endpoint_rows = 65_536;
+    let flight = Flight::start_with(c).await;
+    let m = flight.metrics_addr.unwrap();
+    for _ in 0..6 {
+        let (_, b) = client::query(&flight.url, &flight.auth, "SELECT * FROM money")
+            .await
+            .unwrap();
+        assert_eq!(b.iter().map(|b| b.num_rows()).sum::<usize>(), 200_000);
+    }
+    assert_eq!(metric(m, "barecount_flight_cache_misses_total").await, 1.0);
+    assert_eq!(
+        metric(m, "barecount_flight_cache_loaded_rows_total").await,
+        200_000.0
+    );
+    assert_eq!(files(&dir), 1);
+    // read back from its file by a new server, it is kept in memory at about the file's size
+    flight.stop().await;
+    let mut c = Config::local(&db.url);
+    c.cache_dir = dir.clone();
+    c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    let flight = Flight::start_with(c).await;
+    let m = flight.metrics_addr.unwrap();
+    for _ in 0..3 {
+        client::query(&flight.url, &flight.auth, "SELECT sum(id) FROM money")
+            .await
+            .unwrap();
+    }
+    assert_eq!(metric(m, "barecount_flight_cache_misses_total").await, 0.0);
+    let file = metric(m, "barecount_flight_cache_bytes").await;
+    let memory = metric(m, "barecount_flight_cache_memory_bytes").await;
+    assert!(
+        memory > 0.0 && memory < 2.0 * file,
+        "in memory: {memory} bytes for a {file}-byte file"
+    );
+    assert!(metric(m, "barecount_flight_cache_memory_hits_total").await >= 2.0);
+    flight.stop().await;
+}
