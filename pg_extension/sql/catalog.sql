@@ -130,6 +130,33 @@ CREATE TRIGGER quarantine_no_delete BEFORE DELETE ON barecount.quarantine
     FOR EACH ROW EXECUTE FUNCTION barecount._refuse_write('quarantined rows are never deleted', 'Replay them once the contract or data is fixed.');
 COMMENT ON TRIGGER quarantine_no_delete ON barecount.quarantine IS 'Refuses DELETE: quarantined rows wait for replay, never disappear';
 
+-- Raw stores: every inserted row's batch must exist for its tenant. A statement trigger over
+-- the inserted rows (one join per statement) instead of a foreign key (one lookup and lock per
+-- row, ~40 % of an ingest).
+CREATE FUNCTION barecount._raw_batches_exist() RETURNS trigger
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    missing record;
+BEGIN
+    SELECT n.tenant_id, n.batch_id INTO missing
+      FROM (SELECT DISTINCT r.tenant_id, r.batch_id FROM new_rows r) n
+     WHERE NOT EXISTS (SELECT 1 FROM barecount.batches b
+                        WHERE b.tenant_id = n.tenant_id AND b.batch_id = n.batch_id)
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'a row of %.% names batch % of tenant "%", which does not exist',
+                TG_TABLE_SCHEMA, TG_TABLE_NAME, missing.batch_id, missing.tenant_id
+            USING ERRCODE = 'foreign_key_violation',
+                  HINT = 'Raw rows are written by barecount.ingest, with their batch.';
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION barecount._raw_batches_exist() IS
+    'Statement trigger on raw stores: refuses inserted rows whose batch does not exist for their tenant (23503)';
+
 -- The evidence ledger is in ledger.sql: its columns are computed by BareCount functions.
 
 -- Published store catalog ----------------------------------------------------------------------

@@ -179,12 +179,17 @@ fn create_raw_store(client: &mut SpiClient<'_>, dataset: &str) -> Result<(), Sql
                 received_at      timestamptz NOT NULL DEFAULT now(),
                 -- tenant first: a tenant's scans (row-level security adds tenant_id = $0) read
                 -- the index only
-                PRIMARY KEY (tenant_id, batch_id, row_no),
-                -- the batch, of the same tenant
-                FOREIGN KEY (tenant_id, batch_id) REFERENCES barecount.batches (tenant_id, batch_id));
+                PRIMARY KEY (tenant_id, batch_id, row_no));
              COMMENT ON TABLE {t} IS 'BareCount raw store for dataset {dataset}: every received row with its batch, contract version and validity on receipt; append-only';
              SELECT barecount._protect_table('{t}'::regclass);
              GRANT SELECT ON {t} TO barecount_engineer, barecount_publisher;
+             -- every row's batch exists, of the same tenant: checked once per statement over
+             -- the rows it inserted (a foreign key checked each row on its own, ~40 % of an
+             -- ingest's time)
+             CREATE OR REPLACE TRIGGER raw_batch_exists AFTER INSERT ON {t}
+                REFERENCING NEW TABLE AS new_rows
+                FOR EACH STATEMENT EXECUTE FUNCTION barecount._raw_batches_exist();
+             COMMENT ON TRIGGER raw_batch_exists ON {t} IS 'Refuses rows whose batch does not exist for their tenant (23503), once per statement';
              CREATE OR REPLACE TRIGGER raw_append_only BEFORE UPDATE OR DELETE ON {t}
                 FOR EACH ROW EXECUTE FUNCTION barecount._refuse_write('{why}', '{hint}');
              CREATE OR REPLACE TRIGGER raw_no_truncate BEFORE TRUNCATE ON {t}
