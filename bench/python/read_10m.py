@@ -224,6 +224,7 @@ def main():
     nbytes = table.nbytes
     results["barecount-flight cold"] = (cold[0], peak_kib(flight.pid))
     results["barecount-flight warm"] = (statistics.median(warm), peak_kib(flight.pid))
+    spreads = {"barecount-flight warm": warm}
     conn.close()
     flight.terminate()
     flight.wait()
@@ -245,10 +246,12 @@ def main():
     times, t = timed(pg_read, a.runs)
     assert t.num_rows == a.rows
     results["adbc-driver-postgresql"] = (statistics.median(times), peak_kib(backend))
+    spreads["adbc-driver-postgresql"] = times
     pg.close()
     copy_sql = f"\\copy (SELECT {COLUMNS} FROM published.bench_read) TO '/dev/null' WITH (FORMAT binary)"
     times, _ = timed(lambda: subprocess.run(["psql", "-X", "-q", a.pg_url, "-c", copy_sql], check=True), a.runs)
     results["postgres binary COPY (psql)"] = (statistics.median(times), None)
+    spreads["postgres binary COPY (psql)"] = times
 
     # ROAPI over the same rows from Parquet, loaded into memory at start.
     parquet = os.path.join(work, "bench_read.parquet")
@@ -273,16 +276,19 @@ def main():
     times, t = timed(roapi_read, a.runs)
     assert t.num_rows == a.rows
     results["roapi 0.12.7 (Parquet in memory)"] = (statistics.median(times), peak_kib(roapi.pid))
+    spreads["roapi 0.12.7 (Parquet in memory)"] = times
     rconn.close()
     roapi.terminate()
     roapi.wait()
 
     mb = nbytes / 1e6
     print(f"\nread {a.rows:,} rows x 8 columns ({mb:,.0f} MB as Arrow) into a pyarrow Table, median of {a.runs}")
-    print(f"{'reader':36} {'seconds':>8} {'rows/s':>12} {'MB/s':>8} {'peak MiB':>9}")
+    print(f"{'reader':36} {'seconds':>8} {'spread s':>12} {'rows/s':>12} {'MB/s':>8} {'peak MiB':>9}")
     for name, (secs, peak) in results.items():
         peak_s = f"{peak / 1024:,.0f}" if peak else "-"
-        print(f"{name:36} {secs:8.2f} {a.rows / secs:12,.0f} {mb / secs:8,.0f} {peak_s:>9}")
+        sp = spreads.get(name)
+        spread = f"{min(sp):.2f}-{max(sp):.2f}" if sp else "(one read)"
+        print(f"{name:36} {secs:8.2f} {spread:>12} {a.rows / secs:12,.0f} {mb / secs:8,.0f} {peak_s:>9}")
     w = results["barecount-flight warm"][0]
     c = results["barecount-flight cold"][0]
     print(f"\nwarm vs roapi:              {results['roapi 0.12.7 (Parquet in memory)'][0] / w:.2f}x")

@@ -104,33 +104,12 @@ CREATE TABLE barecount.batches (
     ingested_by      text NOT NULL DEFAULT current_user,
     ingested_at      timestamptz NOT NULL DEFAULT now(),
     ledger_seq       bigint NOT NULL,
-    -- what raw and quarantine rows reference: their batch of their tenant, one check per row
+    -- what raw and quarantine rows name: their batch of their tenant (checked per statement)
     UNIQUE (tenant_id, batch_id)
 );
 COMMENT ON TABLE barecount.batches IS 'One row per ingest call: the dataset, the contract version rows were checked against, and counts';
 
-CREATE TABLE barecount.quarantine (
-    tenant_id      text NOT NULL,
-    quarantine_id  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    batch_id       bigint NOT NULL,
-    dataset        text NOT NULL,
-    row_no         integer NOT NULL,
-    payload        jsonb NOT NULL,
-    errors         jsonb NOT NULL,
-    quarantined_at timestamptz NOT NULL DEFAULT now(),
-    released_at    timestamptz,
-    released_by_contract_version text,
-    released_seq   bigint,
-    UNIQUE (batch_id, row_no),
-    -- the batch, of the same tenant (and so the tenant): one foreign-key check per row
-    FOREIGN KEY (tenant_id, batch_id) REFERENCES barecount.batches (tenant_id, batch_id)
-);
-COMMENT ON TABLE barecount.quarantine IS 'Rows that failed their contract, kept whole with every error (instance path, keyword, message), until a replay releases them (released_at, the contract version that passed them, the replay receipt)';
-CREATE TRIGGER quarantine_no_delete BEFORE DELETE ON barecount.quarantine
-    FOR EACH ROW EXECUTE FUNCTION barecount._refuse_write('quarantined rows are never deleted', 'Replay them once the contract or data is fixed.');
-COMMENT ON TRIGGER quarantine_no_delete ON barecount.quarantine IS 'Refuses DELETE: quarantined rows wait for replay, never disappear';
-
--- Raw stores: every inserted row's batch must exist for its tenant. A statement trigger over
+-- Raw stores and quarantine: every inserted row's batch must exist for its tenant. A statement trigger over
 -- the inserted rows (one join per statement) instead of a foreign key (one lookup and lock per
 -- row, ~40 % of an ingest).
 CREATE FUNCTION barecount._raw_batches_exist() RETURNS trigger
@@ -155,7 +134,31 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION barecount._raw_batches_exist() IS
-    'Statement trigger on raw stores: refuses inserted rows whose batch does not exist for their tenant (23503)';
+    'Statement trigger on raw stores and the quarantine: refuses inserted rows whose batch does not exist for their tenant (23503)';
+
+CREATE TABLE barecount.quarantine (
+    tenant_id      text NOT NULL,
+    quarantine_id  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    batch_id       bigint NOT NULL,
+    dataset        text NOT NULL,
+    row_no         integer NOT NULL,
+    payload        jsonb NOT NULL,
+    errors         jsonb NOT NULL,
+    quarantined_at timestamptz NOT NULL DEFAULT now(),
+    released_at    timestamptz,
+    released_by_contract_version text,
+    released_seq   bigint,
+    UNIQUE (batch_id, row_no)
+);
+COMMENT ON TABLE barecount.quarantine IS 'Rows that failed their contract, kept whole with every error (instance path, keyword, message), until a replay releases them (released_at, the contract version that passed them, the replay receipt)';
+CREATE TRIGGER quarantine_no_delete BEFORE DELETE ON barecount.quarantine
+    FOR EACH ROW EXECUTE FUNCTION barecount._refuse_write('quarantined rows are never deleted', 'Replay them once the contract or data is fixed.');
+COMMENT ON TRIGGER quarantine_no_delete ON barecount.quarantine IS 'Refuses DELETE: quarantined rows wait for replay, never disappear';
+-- the batch, of the same tenant (and so the tenant): checked once per statement
+CREATE TRIGGER quarantine_batch_exists AFTER INSERT ON barecount.quarantine
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION barecount._raw_batches_exist();
+COMMENT ON TRIGGER quarantine_batch_exists ON barecount.quarantine IS 'Refuses rows whose batch does not exist for their tenant (23503), once per statement';
 
 -- The evidence ledger is in ledger.sql: its columns are computed by BareCount functions.
 

@@ -583,6 +583,15 @@ async fn raw_rows_without_their_batch_are_refused_per_statement() {
         1,
         "nothing half-written"
     );
+    // the quarantine likewise
+    let e = su
+        .batch_execute(
+            "INSERT INTO barecount.quarantine (tenant_id, batch_id, dataset, row_no, payload, errors)
+             VALUES ('default', 777777, 'orders', 1, '{}', '[]')",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "23503", "{e:?}");
     // a row of an existing batch of its own tenant is accepted (the check is not a blanket refusal)
     su.batch_execute(&insert("default", batch, 2))
         .await
