@@ -410,13 +410,13 @@ impl Verifier {
     /// Checks one entry, given its stored canonical bytes and stored hash; returns false once
     /// the chain is broken (later entries prove nothing).
     pub fn push(&mut self, canonical: &[u8], entry_hash: &str) -> bool {
-        self.push_hashed(canonical, entry_hash, &Sha256::digest(canonical).into())
-    }
-
-    /// Like [`Self::push`], with the SHA-256 of `canonical` already computed (by [`Pipeline`]'s
-    /// helper thread).
-    pub fn push_hashed(&mut self, canonical: &[u8], entry_hash: &str, digest: &[u8; 32]) -> bool {
-        self.check(chain_fields(canonical), canonical.len(), entry_hash, digest)
+        let digest: [u8; 32] = Sha256::digest(canonical).into();
+        self.check(
+            chain_fields(canonical),
+            canonical.len(),
+            entry_hash,
+            &digest,
+        )
     }
 
     /// The checks, given the entry's framing already read (sequence number and previous hash),
