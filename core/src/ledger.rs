@@ -30,6 +30,22 @@ pub const EVENT_TYPES: &[&str] = &[
     "export",
 ];
 
+/// Ascending row numbers as `[first, last]` ranges of consecutive numbers (`[1, 2, 3, 7]` →
+/// `[[1, 3], [7, 7]]`): how a receipt lists many rows compactly. Unsorted input is sorted.
+pub fn row_ranges(rows: &[i32]) -> Vec<[i32; 2]> {
+    let mut sorted = rows.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut out: Vec<[i32; 2]> = Vec::new();
+    for r in sorted {
+        match out.last_mut() {
+            Some(last) if last[1].checked_add(1) == Some(r) => last[1] = r,
+            _ => out.push([r, r]),
+        }
+    }
+    out
+}
+
 /// The fields of one ledger entry that its hash covers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LedgerEntry<'a> {
@@ -1160,5 +1176,20 @@ mod tests {
         twice.insert(500, entries[10].clone());
         let r = verify_unordered(None, 1 << 20, feed(twice)).unwrap();
         assert!(r.first_break.is_some());
+    }
+
+    #[test]
+    fn row_ranges_are_compact_and_exact() {
+        assert_eq!(row_ranges(&[]), Vec::<[i32; 2]>::new());
+        assert_eq!(row_ranges(&[1, 2, 3, 7]), vec![[1, 3], [7, 7]]);
+        assert_eq!(row_ranges(&[9, 8, 8, 1]), vec![[1, 1], [8, 9]]);
+        assert_eq!(
+            row_ranges(&[i32::MAX - 1, i32::MAX]),
+            vec![[i32::MAX - 1, i32::MAX]]
+        );
+        let every_other: Vec<i32> = (1..=9).step_by(2).collect();
+        assert_eq!(row_ranges(&every_other).len(), 5);
+        let all: Vec<i32> = (1..=10_000).collect();
+        assert_eq!(row_ranges(&all), vec![[1, 10_000]]);
     }
 }

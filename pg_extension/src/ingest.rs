@@ -143,7 +143,8 @@ fn run(client: &mut SpiClient<'_>, dataset: &str, batch: &Batch) -> Result<Inges
     let mut bad_rows: Vec<i32> = Vec::new();
     // row i (0-based) failed: looked up per row, so a batch of bad rows stays linear
     let mut is_bad = vec![false; items.len()];
-    let mut bad_errors: Vec<JsonB> = Vec::new();
+    // every bad row's error document, bound as one jsonb array (one parse, not one per row)
+    let mut bad_errors: Vec<Value> = Vec::new();
     let mut payload_bytes: i64 = 0;
     let mut budget = ErrorBudget::new(
         settings::MAX_ERRORS_PER_ROW.get().max(1) as usize,
@@ -175,7 +176,7 @@ fn run(client: &mut SpiClient<'_>, dataset: &str, batch: &Batch) -> Result<Inges
             let errors = budget.admit(errors);
             bad_rows.push(row_no);
             is_bad[i] = true;
-            bad_errors.push(JsonB(errors_json(&errors)));
+            bad_errors.push(errors_json(&errors));
         }
         payload_bytes += canonical.len() as i64;
         hasher
@@ -194,7 +195,7 @@ fn run(client: &mut SpiClient<'_>, dataset: &str, batch: &Batch) -> Result<Inges
             if !*bad {
                 *bad = true;
                 bad_rows.push(i as i32 + 1);
-                bad_errors.push(JsonB(note.0.clone()));
+                bad_errors.push(note.0.clone());
             }
         }
     }
@@ -270,8 +271,8 @@ fn run(client: &mut SpiClient<'_>, dataset: &str, batch: &Batch) -> Result<Inges
     if quarantined > 0 {
         client.update(
             "INSERT INTO barecount.quarantine (tenant_id, batch_id, dataset, row_no, payload, errors) \
-             SELECT $1, $2, $3, q.n, $4::jsonb -> (q.n - 1), q.e \
-               FROM unnest($5::int[], $6::jsonb[]) AS q(n, e)",
+             SELECT $1, $2, $3, q.n, $4::jsonb -> (q.n - 1), $6::jsonb -> (q.i::int - 1) \
+               FROM unnest($5::int[]) WITH ORDINALITY AS q(n, i)",
             None,
             &[
                 tenant_id.as_str().into(),
@@ -279,7 +280,7 @@ fn run(client: &mut SpiClient<'_>, dataset: &str, batch: &Batch) -> Result<Inges
                 dataset.into(),
                 batch.payload_arg(),
                 bad_rows.clone().into(),
-                bad_errors.into(),
+                JsonB(Value::Array(bad_errors)).into(),
             ],
         )?;
         ledger::append(
@@ -292,7 +293,10 @@ fn run(client: &mut SpiClient<'_>, dataset: &str, batch: &Batch) -> Result<Inges
                 "outputs": [],
                 "batch_id": batch_id,
                 "dataset": dataset,
-                "rows": bad_rows,
+                // the quarantined row numbers as [first, last] ranges: a batch of bad rows
+                // records a few pairs, not one number per row
+                "row_ranges": barecount_core::ledger::row_ranges(&bad_rows),
+                "count": quarantined,
                 "ingest_seq": receipt.seq,
             }),
             None,

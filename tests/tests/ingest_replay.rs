@@ -598,3 +598,56 @@ async fn raw_rows_without_their_batch_are_refused_per_statement() {
         .unwrap();
     assert_eq!(count(su, "SELECT count(*) FROM raw.orders").await, 2);
 }
+
+/// Quarantined rows keep their own error documents (bound as one array, matched by position),
+/// and the quarantine receipt lists them as ranges.
+#[tokio::test]
+async fn quarantined_rows_keep_their_own_errors_and_the_receipt_lists_ranges() {
+    let db = fresh_db().await;
+    let c = &db.client;
+    c.query(
+        "SELECT barecount.contract_register($1)",
+        &[&ORDERS_CONTRACT],
+    )
+    .await
+    .unwrap();
+    let rows = json!([
+        order("A1", "east", 10.0),
+        {"order_id": "B2"},
+        order("A3", "nowhere", 10.0),
+        order("A4", "west", 10.0),
+        order("A5", "east", -1.0),
+    ]);
+    let r = c
+        .query_one(
+            "SELECT batch_id, quarantined FROM barecount.ingest('orders', $1)",
+            &[&rows],
+        )
+        .await
+        .unwrap();
+    let (batch, quarantined): (i64, i64) = (r.get(0), r.get(1));
+    assert_eq!(quarantined, 3);
+    let q = c
+        .query(
+            "SELECT row_no, payload->>'order_id', errors::text FROM barecount.quarantine WHERE batch_id = $1 ORDER BY row_no",
+            &[&batch],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(i32, String)> = q.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(got, [(2, "B2".into()), (3, "A3".into()), (5, "A5".into())]);
+    let errors: Vec<String> = q.iter().map(|r| r.get(2)).collect();
+    assert!(errors[0].contains("required"), "{}", errors[0]);
+    assert!(errors[1].contains("region"), "{}", errors[1]);
+    assert!(errors[2].contains("amount"), "{}", errors[2]);
+    let receipt: Value = c
+        .query_one(
+            "SELECT inputs FROM barecount.ledger WHERE event_type = 'quarantine' AND subject = $1",
+            &[&format!("quarantine:batch:{batch}")],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(receipt["row_ranges"], json!([[2, 3], [5, 5]]));
+    assert_eq!(receipt["count"], json!(3));
+}
