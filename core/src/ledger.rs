@@ -84,8 +84,13 @@ impl LedgerEntry<'_> {
 
     /// Lower-case hex SHA-256 of [`Self::canonical_bytes`].
     pub fn hash(&self) -> String {
-        hex::encode(Sha256::digest(self.canonical_bytes()))
+        hash_of(&self.canonical_bytes())
     }
+}
+
+/// Lower-case hex SHA-256 of an entry's canonical bytes: its `entry_hash`.
+pub fn hash_of(canonical: &[u8]) -> String {
+    hex::encode(Sha256::digest(canonical))
 }
 
 /// JSON with object keys sorted by code point and no insignificant whitespace, independent of
@@ -202,8 +207,9 @@ fn parse_seq(b: &[u8]) -> Result<i64, DecodeError> {
         .ok_or(DecodeError::Seq)
 }
 
-fn is_hash(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+/// 64 lower-case hex digits: a hash as the ledger writes it.
+fn is_hash(b: &[u8]) -> bool {
+    b.len() == 64 && b.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// What the chain needs of an encoding — its sequence number and previous hash — with the
@@ -212,7 +218,7 @@ fn is_hash(s: &str) -> bool {
 fn chain_fields(bytes: &[u8]) -> Result<(i64, &[u8]), DecodeError> {
     let f = fields(bytes)?;
     let prev = f[8];
-    if prev.len() != 64 || !prev.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+    if !is_hash(prev) {
         return Err(DecodeError::PrevHash);
     }
     Ok((parse_seq(f[0])?, prev))
@@ -226,7 +232,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded<'_>, DecodeError> {
     let at = text(3)?;
     at_micros(at)?;
     let prev_hash = text(8)?;
-    if !is_hash(prev_hash) {
+    if !is_hash(prev_hash.as_bytes()) {
         return Err(DecodeError::PrevHash);
     }
     let content_hash = text(7)?;
@@ -264,29 +270,19 @@ pub fn at_micros(at: &str) -> Result<i64, DecodeError> {
         }
     }
     let num =
-        |r: std::ops::Range<usize>| b[r].iter().fold(0i64, |n, d| n * 10 + i64::from(d - b'0'));
-    let (y, m, d) = (num(0..4), num(5..7), num(8..10));
-    let (hh, mm, ss, us) = (num(11..13), num(14..16), num(17..19), num(20..26));
-    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let days_in_month = match m {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if leap => 29,
-        2 => 28,
-        _ => 0,
-    };
-    if y == 0 || d == 0 || d > days_in_month || hh > 23 || mm > 59 || ss > 59 {
-        return Err(DecodeError::At);
-    }
-    // days from civil (Howard Hinnant's algorithm), then from 2000-01-01 (day 10957)
-    let yy = if m <= 2 { y - 1 } else { y };
-    let era = yy.div_euclid(400);
-    let yoe = yy - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468 - 10_957;
-    Ok(((days * 24 + hh) * 60 + mm) * 60_000_000 + ss * 1_000_000 + us)
+        |r: std::ops::Range<usize>| b[r].iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
+    // year 0 is not a year of the encoding (chrono's proleptic calendar has one)
+    let year = i32::try_from(num(0..4))
+        .ok()
+        .filter(|y| *y >= 1)
+        .ok_or(DecodeError::At)?;
+    let time = chrono::NaiveDate::from_ymd_opt(year, num(5..7), num(8..10))
+        .and_then(|d| d.and_hms_micro_opt(num(11..13), num(14..16), num(17..19), num(20..26)))
+        .ok_or(DecodeError::At)?;
+    let epoch = chrono::NaiveDate::from_ymd_opt(2000, 1, 1)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .ok_or(DecodeError::At)?;
+    (time - epoch).num_microseconds().ok_or(DecodeError::At)
 }
 
 /// A ledger entry as stored, for verification.

@@ -48,10 +48,10 @@ fn ledger_verify(
     };
     let row: VerifyRow = Spi::connect_mut(|client| {
         privilege::as_owner(|| {
-            if let Some(reason) = detached_column(client)? {
-                return Ok((false, 0, 0, 0, String::new(), None, Some(reason)));
-            }
-            let layout = layout(client)?;
+            let layout = match layout(client)? {
+                Ok(layout) => layout,
+                Err(reason) => return Ok((false, 0, 0, 0, String::new(), None, Some(reason))),
+            };
             // Fast path: one pass over the heap in physical order, reading each entry in its
             // buffer. Concurrent writers leave entries a little out of sequence; those wait
             // (up to WAITING bytes) for their turn. SHA-256 runs on a helper thread (pure Rust,
@@ -113,34 +113,6 @@ struct Layout {
     rel: pg_sys::Oid,
     canonical: usize,
     entry_hash: usize,
-}
-
-fn layout(client: &pgrx::spi::SpiClient<'_>) -> Result<Layout, SqlError> {
-    let row = client
-        .select(
-            "SELECT 'barecount.ledger'::regclass::oid, \
-                    (SELECT attnum::int FROM pg_attribute WHERE attrelid = 'barecount.ledger'::regclass AND attname = 'canonical' AND NOT attisdropped), \
-                    (SELECT attnum::int FROM pg_attribute WHERE attrelid = 'barecount.ledger'::regclass AND attname = 'entry_hash' AND NOT attisdropped)",
-            Some(1),
-            &[],
-        )?
-        .first();
-    let attnum = |i: usize| -> Result<usize, SqlError> {
-        row.get::<i32>(i)?
-            .and_then(|n| usize::try_from(n).ok())
-            .filter(|n| *n >= 1)
-            .ok_or_else(|| {
-                SqlError::new(
-                    PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
-                    "barecount.ledger has lost its canonical or entry_hash column",
-                )
-            })
-    };
-    Ok(Layout {
-        rel: row.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid),
-        canonical: attnum(2)?,
-        entry_hash: attnum(3)?,
-    })
 }
 
 /// Feeds every ledger entry visible to the statement's snapshot to `push` — its canonical bytes
@@ -217,35 +189,59 @@ const GENERATED: &[(&str, &str)] = &[
     ("prev_hash", "_ledger_field(canonical, 9)"),
 ];
 
-/// Why the ledger's readable columns can no longer be trusted to show what was hashed (a column
-/// no longer generated, say after `ALTER TABLE … DROP EXPRESSION`, or a generating function
-/// replaced), or None.
-fn detached_column(client: &pgrx::spi::SpiClient<'_>) -> Result<Option<String>, SqlError> {
+/// Where verification reads the ledger — or why its readable columns can no longer be trusted
+/// to show what was hashed (a column no longer generated, say after `ALTER TABLE … DROP
+/// EXPRESSION`, or a generating function replaced). One look at the catalog serves both.
+fn layout(client: &pgrx::spi::SpiClient<'_>) -> Result<Result<Layout, String>, SqlError> {
     let cols = client.select(
-        "SELECT a.attname::text, a.attgenerated::text, pg_get_expr(d.adbin, d.adrelid, false) \
+        "SELECT a.attname::text, a.attnum::int, a.attgenerated::text, pg_get_expr(d.adbin, d.adrelid, false), \
+                a.attrelid::oid \
            FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
           WHERE a.attrelid = 'barecount.ledger'::regclass AND a.attnum > 0 AND NOT a.attisdropped",
         None,
         &[],
     )?;
     let mut found = std::collections::HashMap::new();
+    let mut rel = pg_sys::InvalidOid;
     for r in cols {
         let name = r.get::<String>(1)?.unwrap_or_default();
-        let generated = r.get::<String>(2)?.unwrap_or_default();
-        let expr = r.get::<String>(3)?.unwrap_or_default();
-        found.insert(name, (generated, expr));
+        let attnum = r
+            .get::<i32>(2)?
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(0);
+        let generated = r.get::<String>(3)?.unwrap_or_default();
+        let expr = r.get::<String>(4)?.unwrap_or_default();
+        rel = r.get::<pg_sys::Oid>(5)?.unwrap_or(rel);
+        found.insert(name, (attnum, generated, expr));
     }
     for (col, expected) in GENERATED {
-        let ok = found.get(*col).is_some_and(|(g, e)| {
+        let ok = found.get(*col).is_some_and(|(_, g, e)| {
             g == "s" && e.strip_prefix("barecount.").unwrap_or(e) == *expected
         });
         if !ok {
-            return Ok(Some(format!(
+            return Ok(Err(format!(
                 "column {col} of barecount.ledger is no longer generated from the hashed bytes by \
                  barecount.{expected} (altered outside BareCount): its values may not be what was hashed"
             )));
         }
     }
+    let attnum = |col: &str| -> Result<usize, SqlError> {
+        found
+            .get(col)
+            .map(|(n, _, _)| *n)
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| {
+                SqlError::new(
+                    PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
+                    format!("barecount.ledger has lost its {col} column"),
+                )
+            })
+    };
+    let layout = Layout {
+        rel,
+        canonical: attnum("canonical")?,
+        entry_hash: attnum("entry_hash")?,
+    };
     let funcs = client.select(
         "SELECT p.proname::text, l.lanname::text, coalesce(p.probin, ''), p.prosrc \
            FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang \
@@ -263,7 +259,7 @@ fn detached_column(client: &pgrx::spi::SpiClient<'_>) -> Result<Option<String>, 
         // module_pathname in barecount.control
         let ours = bin == "barecount" || bin == "$libdir/barecount";
         if lang != "c" || !ours || src != format!("{name}_wrapper") {
-            return Ok(Some(format!(
+            return Ok(Err(format!(
                 "function barecount.{name}, which generates ledger columns, was replaced \
                  (now {lang}, {bin:?}): the columns may not show what was hashed"
             )));
@@ -271,11 +267,11 @@ fn detached_column(client: &pgrx::spi::SpiClient<'_>) -> Result<Option<String>, 
         seen += 1;
     }
     if seen != 4 {
-        return Ok(Some(
+        return Ok(Err(
             "the functions that generate the ledger's columns are not all BareCount's own".into(),
         ));
     }
-    Ok(None)
+    Ok(Ok(layout))
 }
 
 /// The ledger's tail (sequence, hash): keep it outside the database; verifying against it later

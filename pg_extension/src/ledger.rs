@@ -7,11 +7,10 @@
 
 use crate::errors::SqlError;
 use crate::privilege;
-use barecount_core::ledger::{decode, Decoded, LedgerEntry, GENESIS_HASH};
+use barecount_core::ledger::{decode, hash_of, Decoded, LedgerEntry, GENESIS_HASH};
 use pgrx::spi::SpiClient;
 use pgrx::JsonB;
 use serde_json::Value;
-use sha2::Digest;
 
 /// Advisory lock key that serializes ledger appends (`hashtext('barecount.ledger')` is not
 /// stable across major versions, so the key is a constant).
@@ -68,7 +67,7 @@ fn append_as_owner(
     // Normalize inputs through jsonb so the hash is computed over what is stored.
     let meta = client
         .select(
-            "SELECT $1::jsonb, session_user::text, now(), \
+            "SELECT $1::jsonb, session_user::text, \
                     to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
             Some(1),
             &[JsonB(inputs.clone()).into()],
@@ -76,7 +75,7 @@ fn append_as_owner(
         .first();
     let stored_inputs = meta.get::<JsonB>(1)?.map(|j| j.0).unwrap_or(Value::Null);
     let actor = meta.get::<String>(2)?.unwrap_or_default();
-    let at_text = meta.get::<String>(4)?.unwrap_or_default();
+    let at_text = meta.get::<String>(3)?.unwrap_or_default();
     let seq = prev_seq + 1;
     let entry = LedgerEntry {
         seq,
@@ -92,7 +91,7 @@ fn append_as_owner(
     // The canonical bytes are what is stored; every readable column of the entry is computed
     // from them (generated columns), so what is read is what was hashed.
     let canonical = entry.canonical_bytes();
-    let entry_hash = hex::encode(sha2::Sha256::digest(&canonical));
+    let entry_hash = hash_of(&canonical);
     client.update(
         "INSERT INTO barecount.ledger (canonical, entry_hash) VALUES ($1, $2)",
         None,
