@@ -217,12 +217,11 @@ pub async fn dataframes(
     }
 }
 
-/// The table a statement reads whole — every column in order, no filter, limit or other
-/// operator (`SELECT * FROM sales`, `SELECT id, region, … FROM sales__v3`) — so it can be
+/// The table a planned statement reads whole — every column in order, no filter, limit or
+/// other operator (`SELECT * FROM sales`, `SELECT id, region, … FROM sales__v3`) — so it can be
 /// served straight from the store; `None` for anything else.
-pub async fn whole_version(ctx: &SessionContext, sql: &str) -> Result<Option<String>> {
-    let plan = plan(ctx, sql).await?.into_optimized_plan()?;
-    Ok(whole_scan(&plan))
+pub fn whole_version(df: &DataFrame) -> Option<String> {
+    whole_scan(df.logical_plan())
 }
 
 fn whole_scan(plan: &LogicalPlan) -> Option<String> {

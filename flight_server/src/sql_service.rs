@@ -106,20 +106,25 @@ impl SqlService {
     ) -> Result<FlightInfo, Status> {
         caller.require("read")?;
         let (ctx, catalog) = self.state.session_and_catalog(&caller.tenant).await?;
+        // planned once: for the whole-version check and, failing that, for the result schema
+        let df = query::dataframe(&ctx, sql, params.as_deref()).await?;
         if params.is_none() {
             // A whole version already in the store (`SELECT * FROM sales`) is served straight
             // from it, split over endpoints the client fetches in parallel. Not yet loaded, it
             // goes the general way: one stream, served while it loads.
-            if let Some(v) = query::whole_version(&ctx, sql)
-                .await?
-                .and_then(|table| catalog.resolve_table(&table))
+            if let Some(v) =
+                query::whole_version(&df).and_then(|table| catalog.resolve_table(&table))
             {
                 if self.state.store.is_present(v) {
                     return self.dataset_info(caller, v, descriptor);
                 }
             }
         }
-        let schema = query::plan_schema(&ctx, sql, params.as_deref()).await?;
+        let schema = df
+            .create_physical_plan()
+            .await
+            .map_err(FlightError::from)?
+            .schema();
         let signed = self.state.signer.sign(
             &caller.tenant,
             TicketQuery::Sql {

@@ -168,6 +168,20 @@ pub fn described_schema(v: &VersionInfo, table_name: &str) -> Schema {
     Schema::new(fields)
 }
 
+/// Takes the lock of `key` in a map of per-version locks (made on first use).
+async fn per_key(
+    locks: &Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    key: &str,
+) -> tokio::sync::OwnedMutexGuard<()> {
+    let lock = locks
+        .lock()
+        .await
+        .entry(key.to_owned())
+        .or_default()
+        .clone();
+    lock.lock_owned().await
+}
+
 /// A schema as text that is the same every time for the same schema: each field's name, type,
 /// nullability and metadata with its keys sorted. (`{:?}` of a schema prints the metadata
 /// maps in their hash order, which differs between two maps of the same entries: the cache
@@ -361,11 +375,7 @@ impl Store {
         let cached = self.ensure(db, v).await?;
         // one reader of the file at a time per version: concurrent readers (the endpoints of
         // one query, fetched in parallel) wait for it and find the version in memory
-        let lock = {
-            let mut reading = self.reading.lock().await;
-            reading.entry(key.clone()).or_default().clone()
-        };
-        let _reading = lock.lock().await;
+        let _reading = per_key(&self.reading, &key).await;
         if let Some(r) = self.hot_get(&key) {
             return Ok(Some(r)); // the load kept it, or another reader read it meanwhile
         }
@@ -413,11 +423,7 @@ impl Store {
         tee: Option<Tee>,
     ) -> Result<(Cached, bool)> {
         let key = Self::key(v);
-        let lock = {
-            let mut loading = self.loading.lock().await;
-            loading.entry(key.clone()).or_default().clone()
-        };
-        let _loading = lock.lock().await;
+        let _loading = per_key(&self.loading, &key).await;
         let path = self.path(&key);
         let known = {
             let mut idx = self.index();
