@@ -825,5 +825,28 @@ async fn whole_versions_are_served_over_parallel_endpoints_once_stored() {
         .await
         .unwrap_err();
     assert!(format!("{e}").contains("big"), "{e}");
+
+    // a revoked token can use neither the statement nor endpoints it was handed before
+    let doomed = api_token(su, "acme", &["read"]).await;
+    let doomed_id = doomed.split('_').nth(1).unwrap().to_owned();
+    let mut d = client::sql_client(&flight.url, &Auth::Token(doomed))
+        .await
+        .unwrap();
+    let handed = d.execute("SELECT * FROM big".into(), None).await.unwrap();
+    assert_eq!(handed.endpoint.len(), 5);
+    su.execute("SELECT barecount.token_revoke($1)", &[&doomed_id])
+        .await
+        .unwrap();
+    let s = d
+        .do_get(handed.endpoint[0].ticket.clone().unwrap())
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(code_of(&s), Code::Unauthenticated, "{s}");
+    let e = d
+        .execute("SELECT * FROM big".into(), None)
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&e), Code::Unauthenticated, "{e}");
     flight.stop().await;
 }
