@@ -5,6 +5,7 @@
 //! does not interpret are kept in the document and listed by [`Contract::unsupported_fields`].
 
 use crate::ident::{check_dataset_name, IdentError};
+use crate::jsonb::{JsonbError, Node};
 use crate::version::{SemVer, VersionError};
 use serde_json::{json, Map, Value};
 use thiserror::Error;
@@ -428,9 +429,11 @@ impl ErrorBudget {
     }
 }
 
-/// A compiled row schema, ready to validate many rows.
+/// A compiled row schema, ready to validate many rows: as `serde_json` values, or in place
+/// over Postgres's on-disk jsonb (the same schema compiled twice, with the same options).
 pub struct RowValidator {
     validator: jsonschema::Validator,
+    binary: jsonschema::Validator<jsonschema::json::Jsonb>,
 }
 
 impl std::fmt::Debug for RowValidator {
@@ -442,15 +445,21 @@ impl std::fmt::Debug for RowValidator {
 impl RowValidator {
     /// Compiles a JSON Schema 2020-12 document; formats (`date`, `date-time`, …) are asserted.
     pub fn new(schema_name: &str, schema: &Value) -> Result<Self, ContractError> {
+        let invalid = |e: jsonschema::ValidationError<'_>| ContractError::InvalidRowSchema {
+            schema: schema_name.to_owned(),
+            message: e.to_string(),
+        };
         let validator = jsonschema::options()
             .with_draft(jsonschema::Draft::Draft202012)
             .should_validate_formats(true)
             .build(schema)
-            .map_err(|e| ContractError::InvalidRowSchema {
-                schema: schema_name.to_owned(),
-                message: e.to_string(),
-            })?;
-        Ok(RowValidator { validator })
+            .map_err(invalid)?;
+        let binary = jsonschema::options_for::<jsonschema::json::Jsonb>()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .should_validate_formats(true)
+            .build(schema)
+            .map_err(invalid)?;
+        Ok(RowValidator { validator, binary })
     }
 
     pub fn is_valid(&self, row: &Value) -> bool {
@@ -461,18 +470,56 @@ impl RowValidator {
     pub fn errors(&self, row: &Value) -> Vec<RowError> {
         collect_errors(&self.validator, row)
     }
+
+    /// [`RowValidator::is_valid`] over a row read in place from Postgres's jsonb. The row must
+    /// have passed [`Node::check`] (numbers within double precision, nesting within 127
+    /// levels), as the text path requires. Numbers compare as the exact decimals jsonb stores.
+    pub fn is_valid_jsonb(&self, row: Node<'_>) -> Result<bool, JsonbError> {
+        match row {
+            Node::Object(c) | Node::Array(c) => Ok(self
+                .binary
+                .is_valid(jsonschema::json::Jsonb::root(c.bytes()))),
+            // a scalar is never a row; answered through its value (no container to read)
+            scalar => Ok(self.validator.is_valid(&scalar.to_value()?)),
+        }
+    }
+
+    /// [`RowValidator::errors`] over a row read in place; a valid row costs one validation.
+    pub fn errors_jsonb(&self, row: Node<'_>) -> Result<Vec<RowError>, JsonbError> {
+        if self.is_valid_jsonb(row)? {
+            return Ok(Vec::new());
+        }
+        match row {
+            Node::Object(c) | Node::Array(c) => Ok(in_report_order(
+                self.binary
+                    .iter_errors(jsonschema::json::Jsonb::root(c.bytes()))
+                    .map(row_error)
+                    .collect(),
+            )),
+            scalar => Ok(self.errors(&scalar.to_value()?)),
+        }
+    }
+}
+
+fn row_error(e: jsonschema::ValidationError<'_>) -> RowError {
+    RowError {
+        instance_path: e.instance_path().as_str().to_owned(),
+        keyword: e.kind().keyword().to_owned(),
+        message: e.to_string(),
+    }
 }
 
 /// Every error of `instance` against a compiled schema, as BareCount reports them.
 pub(crate) fn collect_errors(validator: &jsonschema::Validator, instance: &Value) -> Vec<RowError> {
-    validator
-        .iter_errors(instance)
-        .map(|e| RowError {
-            instance_path: e.instance_path().as_str().to_owned(),
-            keyword: e.kind().keyword().to_owned(),
-            message: e.to_string(),
-        })
-        .collect()
+    in_report_order(validator.iter_errors(instance).map(row_error).collect())
+}
+
+/// Errors ordered by where they are in the row (stable: one place keeps the schema's order), so
+/// a row reports the same list whether read as text or in place (the two walk an object's
+/// members in different orders).
+fn in_report_order(mut errors: Vec<RowError>) -> Vec<RowError> {
+    errors.sort_by(|a, b| a.instance_path.cmp(&b.instance_path));
+    errors
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod dag;
 pub mod entitlement;
 pub mod ident;
 pub mod json_schema;
+pub mod jsonb;
 pub mod kpi;
 pub mod layer;
 pub mod ledger;
