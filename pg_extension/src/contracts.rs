@@ -1,7 +1,8 @@
 //! Contract registry and row validation: `contract_register`, `validate`, `validation_errors`.
 
 use crate::errors::{OrRaise, SqlError};
-use crate::jsonarg::{Batch, BatchRow, JsonbArg, JsonbText};
+use crate::jsonarg::{jsonb_error, Batch, JsonbDatum};
+use barecount_core::jsonb::Node;
 use crate::{evolution, ledger, privilege, readonly, tenant};
 use barecount_core::contract::{Contract, RowError, RowValidator};
 use barecount_core::ident::quote_ident;
@@ -295,13 +296,16 @@ pub fn governing(tenant_id: &str, name: &str) -> Result<Governing, SqlError> {
     })
 }
 
-fn with_validator<T>(dataset: &str, row: &Value, f: impl FnOnce(&RowValidator) -> T) -> T {
-    if !row.is_object() {
+/// The row's root, checked as the text path checks it, or the error for a row that is not an
+/// object.
+fn row_node<'a>(dataset: &str, row: &'a JsonbDatum) -> Node<'a> {
+    let node = row.node().or_raise();
+    if !matches!(node, Node::Object(_)) {
         SqlError::new(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             format!(
                 "a row of dataset \"{dataset}\" must be a JSON object, not {}",
-                json_kind(row)
+                node.kind()
             ),
         )
         .hint(
@@ -309,7 +313,7 @@ fn with_validator<T>(dataset: &str, row: &Value, f: impl FnOnce(&RowValidator) -
         )
         .raise()
     }
-    f(&statement_validator(dataset))
+    node
 }
 
 /// (statement, name, validator)
@@ -346,15 +350,20 @@ fn statement_validator(name: &str) -> Rc<RowValidator> {
 // builds its own), and write nothing. Validation itself is pure core code.
 /// True when the row satisfies the latest contract version governing the dataset.
 #[pg_extern(stable, parallel_safe)]
-fn validate(dataset: &str, row: JsonbArg) -> bool {
-    with_validator(dataset, &row.0, |v| v.is_valid(&row.0))
+fn validate(dataset: &str, row: JsonbDatum) -> bool {
+    // read in place: the compiled validator runs over the jsonb's own bytes (issue 14)
+    let node = row_node(dataset, &row);
+    statement_validator(dataset)
+        .is_valid_jsonb(node)
+        .map_err(jsonb_error)
+        .or_raise()
 }
 
 /// Every reason the row fails the latest contract version governing the dataset.
 #[pg_extern(stable, parallel_safe)]
 fn validation_errors(
     dataset: &str,
-    row: JsonbArg,
+    row: JsonbDatum,
 ) -> TableIterator<
     'static,
     (
@@ -363,7 +372,11 @@ fn validation_errors(
         name!(message, String),
     ),
 > {
-    let errors: Vec<RowError> = with_validator(dataset, &row.0, |v| v.errors(&row.0));
+    let node = row_node(dataset, &row);
+    let errors: Vec<RowError> = statement_validator(dataset)
+        .errors_jsonb(node)
+        .map_err(jsonb_error)
+        .or_raise();
     TableIterator::new(
         errors
             .into_iter()
@@ -376,9 +389,9 @@ fn validation_errors(
 #[pg_extern(stable, parallel_safe)]
 fn validate_batch(
     dataset: &str,
-    rows: JsonbText,
+    rows: JsonbDatum,
 ) -> TableIterator<'static, (name!(row_no, i32), name!(valid, bool), name!(errors, JsonB))> {
-    let Some(batch) = Batch::from_array_text(rows.0).or_raise() else {
+    let Some(batch) = Batch::from_jsonb(&rows).or_raise() else {
         SqlError::new(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             format!("a batch for dataset \"{dataset}\" must be a JSON array of rows"),
@@ -395,14 +408,7 @@ fn validate_batch(
         .enumerate()
         .map(|(i, row)| {
             pgrx::check_for_interrupts!();
-            let errors = match row {
-                BatchRow::Read(v) => g.validator.errors(v),
-                BatchRow::Unreadable { error, .. } => vec![RowError {
-                    instance_path: String::new(),
-                    keyword: "json".to_owned(),
-                    message: error.message.clone(),
-                }],
-            };
+            let errors = row.errors(&g.validator);
             (i as i32 + 1, errors.is_empty(), JsonB(errors_json(&errors)))
         })
         .collect();
@@ -419,13 +425,3 @@ pub fn errors_json(errors: &[RowError]) -> Value {
     )
 }
 
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}

@@ -5,9 +5,8 @@ use crate::errors::{OrRaise, SqlError};
 use crate::jsonarg::{Batch, BatchRow, JsonbDatum, JsonbText};
 use crate::{access, ledger, privilege, settings, tenant};
 use barecount_core::content_hash::ContentHasher;
-use barecount_core::contract::{ErrorBudget, RowError};
+use barecount_core::contract::ErrorBudget;
 use barecount_core::ident::quote_ident;
-use barecount_core::ledger::canonical_json;
 use barecount_core::quality::{self, Check};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -111,7 +110,7 @@ fn ingest_text(dataset: &str, text: String) -> Ingested {
 }
 
 /// The batch, or the error for a document that is not an array.
-fn not_an_array(dataset: &str, batch: Option<Batch>) -> Batch {
+fn not_an_array<'a>(dataset: &str, batch: Option<Batch<'a>>) -> Batch<'a> {
     batch.unwrap_or_else(|| {
         SqlError::new(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
@@ -122,12 +121,12 @@ fn not_an_array(dataset: &str, batch: Option<Batch>) -> Batch {
     })
 }
 
-fn ingest_batch(dataset: &str, batch: Batch) -> Ingested {
+fn ingest_batch(dataset: &str, batch: Batch<'_>) -> Ingested {
     // No user SQL runs here, so the whole ingest is a privileged section.
     Spi::connect_mut(|client| privilege::as_owner(|| run(client, dataset, &batch))).or_raise()
 }
 
-fn run(client: &mut SpiClient<'_>, dataset: &str, batch: &Batch) -> Result<Ingested, SqlError> {
+fn run(client: &mut SpiClient<'_>, dataset: &str, batch: &Batch<'_>) -> Result<Ingested, SqlError> {
     let items = &batch.rows;
     let tenant_id = tenant::current(client)?;
     let g = governing(&tenant_id, dataset).map_err(|e| {
@@ -160,18 +159,8 @@ fn run(client: &mut SpiClient<'_>, dataset: &str, batch: &Batch) -> Result<Inges
             .hint("Split the batch into batches of at most 2^31-1 rows.")
         })?;
         pgrx::check_for_interrupts!();
-        let (errors, canonical) = match row {
-            BatchRow::Read(v) => (g.validator.errors(v), canonical_json(v)),
-            // a row serde_json cannot hold waits in quarantine on its own, as sent
-            BatchRow::Unreadable { text, error } => (
-                vec![RowError {
-                    instance_path: String::new(),
-                    keyword: "json".to_owned(),
-                    message: error.message.clone(),
-                }],
-                text.clone(),
-            ),
-        };
+        let errors = row.errors(&g.validator);
+        let canonical = row.canonical();
         if !errors.is_empty() {
             let errors = budget.admit(errors);
             bad_rows.push(row_no);
@@ -180,7 +169,7 @@ fn run(client: &mut SpiClient<'_>, dataset: &str, batch: &Batch) -> Result<Inges
         }
         payload_bytes += canonical.len() as i64;
         hasher
-            .add_row(&[Some(row_no.to_string()), Some(canonical)])
+            .add_row(&[Some(row_no.to_string().as_str()), Some(&canonical)])
             .map_err(|e| SqlError::new(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string()))?;
     }
     let quality = check_quality(client, &tenant_id, dataset, &g, items, &is_bad)?;
@@ -342,7 +331,7 @@ fn check_quality(
     tenant_id: &str,
     dataset: &str,
     g: &Governing,
-    items: &[BatchRow],
+    items: &[BatchRow<'_>],
     is_bad: &[bool],
 ) -> Result<Vec<QualityResult>, SqlError> {
     let defined = client
@@ -374,12 +363,13 @@ fn check_quality(
         .first()
         .get::<i64>(1)?
         .unwrap_or(0);
-    let valid: Vec<&Value> = items
+    let values: Vec<std::borrow::Cow<'_, Value>> = items
         .iter()
         .enumerate()
         .filter(|(i, _)| !is_bad[*i])
         .filter_map(|(_, r)| r.value())
         .collect();
+    let valid: Vec<&Value> = values.iter().map(|v| v.as_ref()).collect();
     let mut out = Vec::with_capacity(rules.len());
     for rule in rules {
         let mut o = quality::evaluate(&rule, &valid, today);

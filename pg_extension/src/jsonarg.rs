@@ -7,7 +7,11 @@
 use crate::errors::SqlError;
 use pgrx::prelude::*;
 use pgrx::{direct_function_call, pg_sys, FromDatum};
+use barecount_core::contract::{RowError, RowValidator};
+use barecount_core::jsonb::{Container, JsonbError, Node};
+use barecount_core::ledger::canonical_json;
 use serde_json::Value;
+use std::borrow::Cow;
 
 /// A `jsonb` argument as a serde_json value.
 #[derive(Debug)]
@@ -309,19 +313,60 @@ unsafe impl pgrx::datum::UnboxDatum for JsonbText {
     }
 }
 
-/// One row of a batch: its value, or why it cannot be read (with its text, kept as sent).
+/// One row of a batch: its value, read in place, or why it cannot be read (with its text, kept
+/// as sent).
 #[derive(Debug)]
-pub enum BatchRow {
+pub enum BatchRow<'a> {
     Read(Value),
-    Unreadable { text: String, error: SqlError },
+    /// A row of a jsonb batch, read where it lies, with its canonical JSON (computed while
+    /// checking it reads as the text path reads it).
+    Binary {
+        node: Node<'a>,
+        canonical: String,
+    },
+    Unreadable {
+        text: String,
+        error: SqlError,
+    },
 }
 
-impl BatchRow {
-    pub fn value(&self) -> Option<&Value> {
+impl BatchRow<'_> {
+    /// The row as a serde value (built for a row read in place; for rules that need one).
+    pub fn value(&self) -> Option<Cow<'_, Value>> {
         match self {
-            BatchRow::Read(v) => Some(v),
+            BatchRow::Read(v) => Some(Cow::Borrowed(v)),
+            BatchRow::Binary { node, .. } => node.to_value().ok().map(Cow::Owned),
             BatchRow::Unreadable { .. } => None,
         }
+    }
+
+    /// Every reason the row fails `validator`.
+    pub fn errors(&self, validator: &RowValidator) -> Vec<RowError> {
+        match self {
+            BatchRow::Read(v) => validator.errors(v),
+            BatchRow::Binary { node, .. } => validator
+                .errors_jsonb(*node)
+                .unwrap_or_else(|e| vec![json_error(e.to_string())]),
+            BatchRow::Unreadable { error, .. } => vec![json_error(error.message.clone())],
+        }
+    }
+
+    /// The row's canonical JSON (for an unreadable row, its text as sent).
+    pub fn canonical(&self) -> Cow<'_, str> {
+        match self {
+            BatchRow::Read(v) => Cow::Owned(canonical_json(v)),
+            BatchRow::Binary { canonical, .. } => Cow::Borrowed(canonical),
+            BatchRow::Unreadable { text, .. } => Cow::Borrowed(text),
+        }
+    }
+}
+
+/// The error of a row that cannot be read as JSON (keyword `json`).
+fn json_error(message: String) -> RowError {
+    RowError {
+        instance_path: String::new(),
+        keyword: "json".to_owned(),
+        message,
     }
 }
 
@@ -349,6 +394,53 @@ impl FromDatum for JsonbDatum {
     }
 }
 
+// So SPI results can be read in place too (quarantined rows on replay).
+impl pgrx::IntoDatum for JsonbDatum {
+    fn into_datum(self) -> Option<pg_sys::Datum> {
+        Some(self.0)
+    }
+
+    fn type_oid() -> pg_sys::Oid {
+        pg_sys::JSONBOID
+    }
+}
+
+impl JsonbDatum {
+    /// The document's bytes after its varlena header (Postgres's `JsonbContainer`), read in place
+    /// by `barecount_core::jsonb`.
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: a detoasted (uncompressed, inline) jsonb varlena, valid for the call: its data
+        // is the varsize_any_exhdr bytes at vardata_any
+        unsafe {
+            let ptr = self.0.cast_mut_ptr::<pg_sys::varlena>();
+            let data = pgrx::varlena::vardata_any(ptr).cast::<u8>();
+            std::slice::from_raw_parts(data, pgrx::varlena::varsize_any_exhdr(ptr))
+        }
+    }
+
+    /// The document's root value, checked as the text path checks it.
+    pub fn node(&self) -> Result<Node<'_>, SqlError> {
+        let node = Container::root_node(self.bytes()).map_err(jsonb_error)?;
+        node.check().map_err(jsonb_error)?;
+        Ok(node)
+    }
+}
+
+/// A document the reader refuses: what the text path raises for the same document (22003 for a
+/// number beyond double precision, 54001 for nesting past 127 levels); a malformed document is
+/// corrupt data (XX001).
+pub fn jsonb_error(e: JsonbError) -> SqlError {
+    match e {
+        JsonbError::OutOfRange(msg) => SqlError::new(
+            PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
+            format!("a JSON number is out of range: {msg}"),
+        )
+        .hint("BareCount validates numbers as double precision: keep them within ±1.7e308."),
+        JsonbError::TooDeep => too_deep(),
+        other => SqlError::new(PgSqlErrorCode::ERRCODE_DATA_CORRUPTED, other.to_string()),
+    }
+}
+
 // SAFETY: as for JsonbArg.
 unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for JsonbDatum {
     unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
@@ -367,26 +459,35 @@ pub enum Payload {
 
 /// A batch of rows and its payload (a jsonb array), as stored.
 #[derive(Debug)]
-pub struct Batch {
-    pub rows: Vec<BatchRow>,
+pub struct Batch<'a> {
+    pub rows: Vec<BatchRow<'a>>,
     pub payload: Payload,
 }
 
-impl Batch {
-    /// Reads a jsonb array of rows in its binary form. When one row cannot be held (a number
-    /// beyond double precision, nesting past 127 levels), reads the batch row by row through
-    /// its text instead, so only that row is refused. `Ok(None)` when it is not an array.
-    pub fn from_jsonb(arg: &JsonbDatum) -> Result<Option<Batch>, SqlError> {
-        // SAFETY: a non-null, detoasted jsonb datum (JsonbDatum)
-        match unsafe { jsonb_value(arg.0) } {
-            Ok(Value::Array(items)) => Ok(Some(Batch {
-                rows: items.into_iter().map(BatchRow::Read).collect(),
-                payload: Payload::Jsonb(arg.0),
-            })),
-            Ok(_) => Ok(None),
-            // SAFETY: as above
-            Err(_) => Batch::from_array_text(unsafe { jsonb_text(arg.0) }.unwrap_or_default()),
+impl<'a> Batch<'a> {
+    /// Reads a jsonb array of rows in place (issue 14): each row is validated where it lies and
+    /// canonicalized straight from its bytes. When one row cannot be held as the text path holds
+    /// it (a number beyond double precision, nesting past 127 levels), reads the batch row by row
+    /// through its text instead, so only that row is refused. `Ok(None)` when it is not an array.
+    pub fn from_jsonb(arg: &'a JsonbDatum) -> Result<Option<Batch<'a>>, SqlError> {
+        let root = Container::root(arg.bytes()).map_err(jsonb_error)?;
+        if !root.is_array() || root.is_scalar() {
+            return Ok(None);
         }
+        let mut rows = Vec::with_capacity(root.len());
+        for element in root.elements() {
+            let node = element.map_err(jsonb_error)?;
+            let mut canonical = String::new();
+            if node.write_canonical(&mut canonical).is_err() {
+                // SAFETY: a non-null, detoasted jsonb datum (JsonbDatum)
+                return Batch::from_array_text(unsafe { jsonb_text(arg.0) }.unwrap_or_default());
+            }
+            rows.push(BatchRow::Binary { node, canonical });
+        }
+        Ok(Some(Batch {
+            rows,
+            payload: Payload::Jsonb(arg.0),
+        }))
     }
 
     /// The payload as a query parameter: cast it with `::jsonb` in the query.
@@ -401,7 +502,7 @@ impl Batch {
     /// Reads a JSON array of rows. A row serde_json cannot hold (a number beyond double
     /// precision, nesting past 127 levels) becomes [`BatchRow::Unreadable`] on its own; the
     /// others are read. `Ok(None)` when the document is not an array.
-    pub fn from_array_text(text: String) -> Result<Option<Batch>, SqlError> {
+    pub fn from_array_text(text: String) -> Result<Option<Batch<'a>>, SqlError> {
         match serde_json::from_str::<Value>(&text) {
             Ok(Value::Array(items)) => Ok(Some(Batch {
                 rows: items.into_iter().map(BatchRow::Read).collect(),
@@ -430,7 +531,7 @@ impl Batch {
     }
 
     /// A batch of separately passed rows (`jsonb[]` elements, none NULL).
-    pub fn from_texts(texts: Vec<String>) -> Batch {
+    pub fn from_texts(texts: Vec<String>) -> Batch<'a> {
         let mut text = String::with_capacity(texts.iter().map(|t| t.len() + 1).sum::<usize>() + 2);
         text.push('[');
         for (i, t) in texts.iter().enumerate() {
@@ -447,7 +548,7 @@ impl Batch {
     }
 }
 
-fn row_of(text: &str) -> BatchRow {
+fn row_of(text: &str) -> BatchRow<'static> {
     match parse(text) {
         Ok(v) => BatchRow::Read(v),
         Err(error) => BatchRow::Unreadable {

@@ -64,6 +64,17 @@ mod tests {
         }
     }
 
+    /// An array of 40-99 members and an object of 40-79 keys, each a random document.
+    fn random_doc_wide(next: &mut impl FnMut() -> u64) -> String {
+        let n = 40 + next() % 60;
+        let items: Vec<String> = (0..n).map(|_| random_doc(next, 2)).collect();
+        let m = 40 + next() % 40;
+        let members: Vec<String> = (0..m)
+            .map(|i| format!("\"key{i}{}\": {}", "x".repeat((next() % 9) as usize), random_doc(next, 2)))
+            .collect();
+        format!("[{}, {{{}}}]", items.join(","), members.join(","))
+    }
+
     #[pg_test]
     #[allow(unsafe_code)]
     fn binary_jsonb_reader_agrees_with_the_text_path() {
@@ -79,6 +90,8 @@ mod tests {
         let mut docs: Vec<String> =
             vec![deep, "[1e400]".into(), "{\"a\": -1e999}".into(), "7".into()];
         docs.extend((0..3000).map(|_| random_doc(&mut next, 5)));
+        // wide containers: offsets stored every 32nd entry
+        docs.extend((0..50).map(|_| random_doc_wide(&mut next)));
         for text in docs {
             let c = std::ffi::CString::new(text.clone()).unwrap();
             // SAFETY: jsonb_in takes a cstring and returns a jsonb datum (or raises)
@@ -95,6 +108,40 @@ mod tests {
             let via_text = unsafe { crate::jsonarg::jsonb_text(datum) }
                 .map(|t| crate::jsonarg::parse(&t))
                 .unwrap();
+            // the in-place reader (barecount_core::jsonb) over the same datum's bytes
+            // SAFETY: as above
+            let held = unsafe {
+                <crate::jsonarg::JsonbDatum as pgrx::FromDatum>::from_polymorphic_datum(
+                    datum,
+                    false,
+                    pgrx::pg_sys::JSONBOID,
+                )
+            }
+            .unwrap();
+            let in_place = held.node().and_then(|n| {
+                let mut canonical = String::new();
+                n.write_canonical(&mut canonical)
+                    .map_err(crate::jsonarg::jsonb_error)?;
+                Ok((n.to_value().map_err(crate::jsonarg::jsonb_error)?, canonical))
+            });
+            match (&in_place, &via_text) {
+                (Ok((a, canonical)), Ok(b)) => {
+                    assert_eq!(a, b, "{text}");
+                    assert_eq!(
+                        canonical,
+                        &barecount_core::ledger::canonical_json(b),
+                        "{text}"
+                    );
+                }
+                (Err(a), Err(b)) => assert_eq!(
+                    format!("{:?}", a.code),
+                    format!("{:?}", b.code),
+                    "{text}: {} / {}",
+                    a.message,
+                    b.message
+                ),
+                (a, b) => panic!("{text}: in place {a:?}, text {b:?}"),
+            }
             match (binary, via_text) {
                 (Ok(a), Ok(b)) => assert_eq!(a, b, "{text}"),
                 (Err(a), Err(b)) => assert_eq!(

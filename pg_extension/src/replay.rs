@@ -28,7 +28,7 @@ fn quarantine_replay(
         privilege::as_owner(|| {
             let g = governing(&tenant_id, dataset)?;
             let pending = client.select(
-                "SELECT quarantine_id, batch_id, row_no, payload::text FROM barecount.quarantine \
+                "SELECT quarantine_id, batch_id, row_no, payload FROM barecount.quarantine \
                   WHERE tenant_id = $1 AND dataset = $2 AND released_at IS NULL \
                     AND ($3::bigint IS NULL OR batch_id = $3) \
                   ORDER BY batch_id, row_no",
@@ -44,13 +44,19 @@ fn quarantine_replay(
                 let batch = format!("batch:{}", r.get::<i64>(2)?.unwrap_or_default());
                 let row_no = r.get::<i32>(3)?.unwrap_or_default();
                 // a row serde_json cannot hold (a number beyond double precision, nesting past
-                // 127 levels) stays in quarantine
-                let payload = crate::jsonarg::parse(&r.get::<String>(4)?.unwrap_or_default()).ok();
+                // 127 levels) stays in quarantine; the rest are validated in place, as ingest does
+                let payload = r.get::<crate::jsonarg::JsonbDatum>(4)?;
+                let valid = payload.as_ref().is_some_and(|p| {
+                    p.node()
+                        .ok()
+                        .and_then(|n| g.validator.is_valid_jsonb(n).ok())
+                        .unwrap_or(false)
+                });
                 if !batches.contains(&batch) {
                     batches.push(batch.clone());
                 }
                 pgrx::check_for_interrupts!();
-                if payload.is_some_and(|p| g.validator.is_valid(&p)) {
+                if valid {
                     release_ids.push(id);
                     released.entry(batch).or_default().push(row_no);
                 } else {
