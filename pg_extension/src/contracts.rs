@@ -2,10 +2,10 @@
 
 use crate::errors::{OrRaise, SqlError};
 use crate::jsonarg::{jsonb_error, Batch, JsonbDatum};
-use barecount_core::jsonb::Node;
 use crate::{evolution, ledger, privilege, readonly, tenant};
 use barecount_core::contract::{Contract, RowError, RowValidator};
 use barecount_core::ident::quote_ident;
+use barecount_core::jsonb::Node;
 use barecount_core::ledger::canonical_json;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -424,4 +424,3 @@ pub fn errors_json(errors: &[RowError]) -> Value {
             .collect(),
     )
 }
-

@@ -5,11 +5,11 @@
 #![allow(unsafe_code)]
 
 use crate::errors::SqlError;
-use pgrx::prelude::*;
-use pgrx::{direct_function_call, pg_sys, FromDatum};
 use barecount_core::contract::{RowError, RowValidator};
 use barecount_core::jsonb::{Container, JsonbError, Node};
 use barecount_core::ledger::canonical_json;
+use pgrx::prelude::*;
+use pgrx::{direct_function_call, pg_sys, FromDatum};
 use serde_json::Value;
 use std::borrow::Cow;
 

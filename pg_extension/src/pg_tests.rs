@@ -70,7 +70,13 @@ mod tests {
         let items: Vec<String> = (0..n).map(|_| random_doc(next, 2)).collect();
         let m = 40 + next() % 40;
         let members: Vec<String> = (0..m)
-            .map(|i| format!("\"key{i}{}\": {}", "x".repeat((next() % 9) as usize), random_doc(next, 2)))
+            .map(|i| {
+                format!(
+                    "\"key{i}{}\": {}",
+                    "x".repeat((next() % 9) as usize),
+                    random_doc(next, 2)
+                )
+            })
             .collect();
         format!("[{}, {{{}}}]", items.join(","), members.join(","))
     }
@@ -122,7 +128,10 @@ mod tests {
                 let mut canonical = String::new();
                 n.write_canonical(&mut canonical)
                     .map_err(crate::jsonarg::jsonb_error)?;
-                Ok((n.to_value().map_err(crate::jsonarg::jsonb_error)?, canonical))
+                Ok((
+                    n.to_value().map_err(crate::jsonarg::jsonb_error)?,
+                    canonical,
+                ))
             });
             match (&in_place, &via_text) {
                 (Ok((a, canonical)), Ok(b)) => {
