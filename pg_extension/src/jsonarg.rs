@@ -472,6 +472,8 @@ impl<'a> Batch<'a> {
     pub fn from_jsonb(arg: &'a JsonbDatum) -> Result<Option<Batch<'a>>, SqlError> {
         let root = Container::root(arg.bytes()).map_err(jsonb_error)?;
         if !root.is_array() || root.is_scalar() {
+            // a document that cannot be held is refused as such (22003, 54001), as in the text path
+            arg.node()?;
             return Ok(None);
         }
         let mut rows = Vec::with_capacity(root.len());
