@@ -473,7 +473,8 @@ impl RowValidator {
 
     /// [`RowValidator::is_valid`] over a row read in place from Postgres's jsonb. The row must
     /// have passed [`Node::check`] (numbers within double precision, nesting within 127
-    /// levels), as the text path requires. Numbers compare as the exact decimals jsonb stores.
+    /// levels), as the text path requires. Numbers compare as their nearest doubles, as in the
+    /// text path (jsonschema's exact decimals need its `arbitrary-precision` feature, not enabled).
     pub fn is_valid_jsonb(&self, row: Node<'_>) -> Result<bool, JsonbError> {
         match row {
             Node::Object(c) | Node::Array(c) => Ok(self

@@ -285,3 +285,22 @@ proptest! {
         prop_assert_eq!(v.errors_jsonb(node).unwrap(), v.errors(&value));
     }
 }
+
+#[test]
+fn in_place_numbers_compare_as_the_text_paths_doubles() {
+    let schema = serde_json::json!({"type": "object", "properties": {"x": {"maximum": 1}}});
+    let v = crate::contract::RowValidator::new("t", &schema).unwrap();
+    // 1 + 1e-20 and 1.1: both paths compare a number's nearest double, so both accept the first
+    // (its double is 1.0) and refuse the second, the same way
+    for (frac, valid) in [("00000000000000000001", true), ("1", false), ("000", true)] {
+        let d = Doc::Obj(vec![("x".into(), Doc::Num(false, "1".into(), frac.into()))]);
+        let bytes = encode(&d);
+        let node = Container::root_node(&bytes).unwrap();
+        assert_eq!(v.is_valid_jsonb(node).unwrap(), valid, "1.{frac}");
+        assert_eq!(
+            v.is_valid(&serde_json::from_str(&d.text()).unwrap()),
+            valid,
+            "1.{frac}"
+        );
+    }
+}
