@@ -125,26 +125,11 @@ fn convert(buf: &mut Vec<u8>, doc: &Doc) -> u32 {
 }
 
 fn array(buf: &mut Vec<u8>, items: &[Doc], raw_scalar: bool) -> u32 {
-    let base = buf.len();
-    pad(buf);
     let mut head = items.len() as u32 | JB_FARRAY;
     if raw_scalar {
         head |= JB_FSCALAR;
     }
-    buf.extend_from_slice(&head.to_ne_bytes());
-    let mut at = buf.len();
-    buf.resize(at + 4 * items.len(), 0);
-    let mut total = 0u32;
-    for (i, item) in items.iter().enumerate() {
-        let mut meta = convert(buf, item);
-        total += meta & JENTRY_OFFLENMASK;
-        if i % 32 == 0 {
-            meta = (meta & JENTRY_TYPEMASK) | total | JENTRY_HAS_OFF;
-        }
-        buf[at..at + 4].copy_from_slice(&meta.to_ne_bytes());
-        at += 4;
-    }
-    (buf.len() - base) as u32
+    container(buf, head, items)
 }
 
 fn object(buf: &mut Vec<u8>, pairs: &[(String, Doc)]) -> u32 {
@@ -158,18 +143,24 @@ fn object(buf: &mut Vec<u8>, pairs: &[(String, Doc)]) -> u32 {
         }
     }
     sorted.sort_by(|a, b| (a.0.len(), a.0.as_bytes()).cmp(&(b.0.len(), b.0.as_bytes())));
-    let n = sorted.len();
-    let base = buf.len();
-    pad(buf);
-    buf.extend_from_slice(&(n as u32 | JB_FOBJECT).to_ne_bytes());
-    let mut at = buf.len();
-    buf.resize(at + 8 * n, 0);
-    let mut total = 0u32;
+    // keys first, then values, as one run of children
     let children = sorted
         .iter()
         .map(|(k, _)| Doc::Str(k.clone()))
         .chain(sorted.iter().map(|(_, v)| v.clone()))
         .collect::<Vec<_>>();
+    container(buf, sorted.len() as u32 | JB_FOBJECT, &children)
+}
+
+/// A container: padding, the header word, one JEntry per child (every 32nd holding its end
+/// offset, the others their length), then the children. Returns its length with the padding.
+fn container(buf: &mut Vec<u8>, head: u32, children: &[Doc]) -> u32 {
+    let base = buf.len();
+    pad(buf);
+    buf.extend_from_slice(&head.to_ne_bytes());
+    let mut at = buf.len();
+    buf.resize(at + 4 * children.len(), 0);
+    let mut total = 0u32;
     for (i, child) in children.iter().enumerate() {
         let mut meta = convert(buf, child);
         total += meta & JENTRY_OFFLENMASK;
