@@ -46,8 +46,10 @@ pub fn row_ranges(rows: &[i32]) -> Vec<[i32; 2]> {
     out
 }
 
-/// The fields of one ledger entry that its hash covers.
-#[derive(Debug, Clone, PartialEq)]
+/// The fields of one ledger entry that its hash covers: what [`LedgerEntry::canonical_bytes`]
+/// encodes and [`decode`] reads back (borrowed from the stored bytes, which are the truth: the
+/// ledger's readable columns are computed from them).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LedgerEntry<'a> {
     pub seq: i64,
     pub tenant_id: &'a str,
@@ -55,7 +57,9 @@ pub struct LedgerEntry<'a> {
     pub at: &'a str,
     pub event_type: &'a str,
     pub subject: &'a str,
-    pub inputs: &'a Value,
+    /// Canonical JSON text ([`canonical_json`] of the inputs as stored).
+    pub inputs: &'a str,
+    /// `None` when encoded as the empty string.
     pub content_hash: Option<&'a str>,
     pub prev_hash: &'a str,
 }
@@ -76,7 +80,7 @@ impl LedgerEntry<'_> {
         put(&mut buf, self.at.as_bytes());
         put(&mut buf, self.event_type.as_bytes());
         put(&mut buf, self.subject.as_bytes());
-        put(&mut buf, canonical_json(self.inputs).as_bytes());
+        put(&mut buf, self.inputs.as_bytes());
         put(&mut buf, self.content_hash.unwrap_or("").as_bytes());
         put(&mut buf, self.prev_hash.as_bytes());
         buf
@@ -156,23 +160,6 @@ pub enum DecodeError {
     PrevHash,
 }
 
-/// The fields of a version-1 canonical encoding, borrowed from it (the stored bytes are the
-/// truth: the ledger's readable columns are computed from them).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decoded<'a> {
-    pub seq: i64,
-    pub tenant_id: &'a str,
-    pub actor: &'a str,
-    pub at: &'a str,
-    pub event_type: &'a str,
-    pub subject: &'a str,
-    /// Canonical JSON text.
-    pub inputs: &'a str,
-    /// `None` when encoded as the empty string.
-    pub content_hash: Option<&'a str>,
-    pub prev_hash: &'a str,
-}
-
 /// The raw field slices of an encoding, checked for framing only.
 fn fields(bytes: &[u8]) -> Result<[&[u8]; FIELDS], DecodeError> {
     let mut rest = bytes.strip_prefix(TAG).ok_or(DecodeError::Tag)?;
@@ -226,7 +213,7 @@ fn chain_fields(bytes: &[u8]) -> Result<(i64, &[u8]), DecodeError> {
 
 /// Decodes and checks a version-1 encoding: framing, UTF-8, the sequence number, the time and
 /// the previous hash (the inputs' JSON is checked where it is turned into jsonb).
-pub fn decode(bytes: &[u8]) -> Result<Decoded<'_>, DecodeError> {
+pub fn decode(bytes: &[u8]) -> Result<LedgerEntry<'_>, DecodeError> {
     let f = fields(bytes)?;
     let text = |i: usize| std::str::from_utf8(f[i]).map_err(|_| DecodeError::Utf8(i + 1));
     let at = text(3)?;
@@ -236,7 +223,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded<'_>, DecodeError> {
         return Err(DecodeError::PrevHash);
     }
     let content_hash = text(7)?;
-    Ok(Decoded {
+    Ok(LedgerEntry {
         seq: parse_seq(f[0])?,
         tenant_id: text(1)?,
         actor: text(2)?,
@@ -285,7 +272,8 @@ pub fn at_micros(at: &str) -> Result<i64, DecodeError> {
     (time - epoch).num_microseconds().ok_or(DecodeError::At)
 }
 
-/// A ledger entry as stored, for verification.
+/// A ledger entry with owned fields and its hash: for building (and tampering with) chains
+/// outside the database, as the verification tests do.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredEntry {
     pub seq: i64,
@@ -303,10 +291,6 @@ pub struct StoredEntry {
 impl StoredEntry {
     /// The canonical bytes of the entry's fields, as the ledger stores them.
     pub fn canonical(&self) -> Vec<u8> {
-        self.as_entry().canonical_bytes()
-    }
-
-    pub fn as_entry(&self) -> LedgerEntry<'_> {
         LedgerEntry {
             seq: self.seq,
             tenant_id: &self.tenant_id,
@@ -314,10 +298,16 @@ impl StoredEntry {
             at: &self.at,
             event_type: &self.event_type,
             subject: &self.subject,
-            inputs: &self.inputs,
+            inputs: &canonical_json(&self.inputs),
             content_hash: self.content_hash.as_deref(),
             prev_hash: &self.prev_hash,
         }
+        .canonical_bytes()
+    }
+
+    /// The hash of [`StoredEntry::canonical`]: what `entry_hash` should be.
+    pub fn hash(&self) -> String {
+        hash_of(&self.canonical())
     }
 }
 
@@ -774,7 +764,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn entry<'a>(inputs: &'a Value, prev: &'a str) -> LedgerEntry<'a> {
+    fn entry<'a>(inputs: &'a str, prev: &'a str) -> LedgerEntry<'a> {
         LedgerEntry {
             seq: 1,
             tenant_id: "default",
@@ -790,7 +780,7 @@ mod tests {
 
     #[test]
     fn hash_is_stable_and_covers_every_field() {
-        let inputs = json!({"b": 1, "a": [1, {"y": 2, "x": 1}]});
+        let inputs = canonical_json(&json!({"b": 1, "a": [1, {"y": 2, "x": 1}]}));
         let e = entry(&inputs, GENESIS_HASH);
         let h = e.hash();
         assert_eq!(h.len(), 64);
@@ -811,7 +801,7 @@ mod tests {
 
     #[test]
     fn field_boundaries_are_unambiguous() {
-        let inputs = json!([]);
+        let inputs = canonical_json(&json!([]));
         let mut a = entry(&inputs, GENESIS_HASH);
         a.actor = "ab";
         a.subject = "c";
@@ -845,7 +835,7 @@ mod tests {
                     prev_hash: prev.clone(),
                     entry_hash: String::new(),
                 };
-                e.entry_hash = e.as_entry().hash();
+                e.entry_hash = e.hash();
                 prev = e.entry_hash.clone();
                 e
             })
@@ -914,7 +904,7 @@ mod tests {
         let mut f = c[2].clone();
         f.subject = "forged".into();
         f.prev_hash = c[1].entry_hash.clone();
-        f.entry_hash = f.as_entry().hash();
+        f.entry_hash = f.hash();
         forged.insert(2, f);
         for (i, e) in forged.iter_mut().enumerate().skip(3) {
             e.seq = i as i64 + 1;
@@ -928,7 +918,7 @@ mod tests {
         let mut prev = GENESIS_HASH.to_owned();
         for e in rewritten.iter_mut() {
             e.prev_hash = prev.clone();
-            e.entry_hash = e.as_entry().hash();
+            e.entry_hash = e.hash();
             prev = e.entry_hash.clone();
         }
         assert_eq!(verify(&rewritten, None).first_break, None);
@@ -952,7 +942,7 @@ mod tests {
 
     #[test]
     fn canonical_bytes_decode_to_the_fields_they_encode() {
-        let inputs = json!({"b": 1, "a": "x"});
+        let inputs = canonical_json(&json!({"b": 1, "a": "x"}));
         let e = entry(&inputs, GENESIS_HASH);
         let bytes = e.canonical_bytes();
         let d = decode(&bytes).unwrap();
@@ -977,7 +967,7 @@ mod tests {
 
     #[test]
     fn malformed_encodings_are_refused() {
-        let inputs = json!({});
+        let inputs = canonical_json(&json!({}));
         let good = entry(&inputs, GENESIS_HASH).canonical_bytes();
         assert_eq!(decode(b"barecount-ledger-v2"), Err(DecodeError::Tag));
         assert_eq!(decode(&good[..good.len() - 1]), Err(DecodeError::Short(9)));

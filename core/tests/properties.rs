@@ -33,7 +33,7 @@ fn chain(payloads: &[u32]) -> Vec<StoredEntry> {
                 prev_hash: prev.clone(),
                 entry_hash: String::new(),
             };
-            e.entry_hash = e.as_entry().hash();
+            e.entry_hash = e.hash();
             prev = e.entry_hash.clone();
             e
         })

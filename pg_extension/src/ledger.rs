@@ -7,7 +7,7 @@
 
 use crate::errors::SqlError;
 use crate::privilege;
-use barecount_core::ledger::{decode, hash_of, Decoded, LedgerEntry, GENESIS_HASH};
+use barecount_core::ledger::{canonical_json, decode, hash_of, LedgerEntry, GENESIS_HASH};
 use pgrx::spi::SpiClient;
 use pgrx::JsonB;
 use serde_json::Value;
@@ -77,6 +77,7 @@ fn append_as_owner(
     let actor = meta.get::<String>(2)?.unwrap_or_default();
     let at_text = meta.get::<String>(3)?.unwrap_or_default();
     let seq = prev_seq + 1;
+    let inputs_json = canonical_json(&stored_inputs);
     let entry = LedgerEntry {
         seq,
         tenant_id,
@@ -84,7 +85,7 @@ fn append_as_owner(
         at: &at_text,
         event_type,
         subject,
-        inputs: &stored_inputs,
+        inputs: &inputs_json,
         content_hash,
         prev_hash: &prev_hash,
     };
@@ -149,7 +150,7 @@ fn _ledger_append(tenant_id: &str, event_type: &str, subject: &str, inputs: Json
 // functions (see sql/ledger.sql). Immutable: the result depends on the bytes alone. Parallel
 // safe: pure decoding, no SPI, no state, no privileged section.
 
-fn decoded(canonical: &[u8]) -> Decoded<'_> {
+fn decoded(canonical: &[u8]) -> LedgerEntry<'_> {
     decode(canonical).unwrap_or_else(|why| {
         SqlError::new(
             pgrx::PgSqlErrorCode::ERRCODE_INVALID_BINARY_REPRESENTATION,

@@ -234,7 +234,7 @@ async fn every_tamper_kind_is_detected() {
     let mut forged = stored(c, 3).await;
     forged.subject = "batch:999".into();
     forged.prev_hash = prev;
-    let forged_hash = forged.as_entry().hash();
+    let forged_hash = forged.hash();
     let mut script = format!(
         "DELETE FROM barecount.ledger WHERE seq >= 3; \
          INSERT INTO barecount.ledger (canonical, entry_hash) VALUES ({}, '{forged_hash}');",
@@ -278,7 +278,7 @@ async fn every_tamper_kind_is_detected() {
             e.actor = "mallory".into();
         }
         e.prev_hash = prev;
-        let hash = e.as_entry().hash();
+        let hash = e.hash();
         script.push_str(&rewrite(&e, &hash));
         prev = hash;
     }
