@@ -74,7 +74,8 @@ impl FromDatum for JsonbArg {
             return None;
         }
         // SAFETY: not null, and declared jsonb
-        match unsafe { jsonb_value(datum) } {
+        let held = unsafe { JsonbDatum::from_polymorphic_datum(datum, false, pg_sys::JSONBOID) }?;
+        match jsonb_value(&held) {
             Ok(v) => Some(JsonbArg(v)),
             Err(e) => e.raise(),
         }
@@ -104,9 +105,6 @@ pub struct JsonbText(pub String);
 
 pgrx::impl_sql_translatable!(JsonbText, arg_only = "jsonb");
 
-/// Nesting serde_json holds (and so BareCount validates): the levels of the text path.
-const MAX_DEPTH: usize = 127;
-
 fn too_deep() -> SqlError {
     SqlError::new(
         PgSqlErrorCode::ERRCODE_STATEMENT_TOO_COMPLEX,
@@ -115,143 +113,13 @@ fn too_deep() -> SqlError {
     .hint("Flatten the document; BareCount validates at most 127 levels of nesting.")
 }
 
-/// A container being built while walking a jsonb document.
-enum Frame {
-    /// Elements so far, and whether this is the wrapper of a top-level scalar.
-    Array(Vec<Value>, bool),
-    /// Members so far and the key whose value comes next.
-    Object(serde_json::Map<String, Value>, Option<String>),
-}
-
-/// Puts a finished value into the container being built, or makes it the result.
-fn attach(stack: &mut [Frame], value: Value, result: &mut Option<Value>) {
-    match stack.last_mut() {
-        Some(Frame::Array(items, _)) => items.push(value),
-        Some(Frame::Object(members, key)) => {
-            if let Some(k) = key.take() {
-                members.insert(k, value);
-            }
-        }
-        None => *result = Some(value),
-    }
-}
-
-/// The UTF-8 text of a jsonb string value.
-///
-/// # Safety
-/// `v` must be a `jbvString` value from the iterator.
-unsafe fn string_of(v: &pg_sys::JsonbValue) -> String {
-    // SAFETY: a jbvString holds `len` bytes at `val` (not NUL-terminated), valid UTF-8 in a
-    // UTF-8 database, alive as long as the document
-    unsafe {
-        let s = v.val.string;
-        let bytes = std::slice::from_raw_parts(s.val.cast::<u8>(), s.len.max(0) as usize);
-        String::from_utf8_lossy(bytes).into_owned()
-    }
-}
-
-/// A jsonb scalar as a serde value. Numbers go through their numeric text and serde_json, as in
-/// the text path, so the same numbers are accepted and refused (22003 beyond double precision).
-///
-/// # Safety
-/// `v` must be a scalar value from the iterator.
-unsafe fn scalar_of(v: &pg_sys::JsonbValue) -> Result<Value, SqlError> {
-    use pg_sys::jbvType as kind;
-    // SAFETY: the union member read is the one `type_` names
-    unsafe {
-        Ok(match v.type_ {
-            kind::jbvNull => Value::Null,
-            kind::jbvBool => Value::Bool(v.val.boolean),
-            kind::jbvString => Value::String(string_of(v)),
-            kind::jbvNumeric => {
-                let text = direct_function_call::<&core::ffi::CStr>(
-                    pg_sys::numeric_out,
-                    &[Some(pg_sys::Datum::from(v.val.numeric))],
-                )
-                .map(|c| c.to_string_lossy().into_owned())
-                .unwrap_or_default();
-                parse(&text)?
-            }
-            other => {
-                return Err(SqlError::new(
-                    PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
-                    format!("a jsonb value of kind {other} cannot be read"),
-                ))
-            }
-        })
-    }
-}
-
-/// A jsonb datum read straight from its binary form with Postgres's own iterator into a serde
-/// value — no text in between (issue 14: the text round trip was most of validation's cost).
-/// Nesting past 127 levels is refused as in the text path (54001).
-///
-/// # Safety
-/// `datum` must be a non-null jsonb datum.
-pub(crate) unsafe fn jsonb_value(datum: pg_sys::Datum) -> Result<Value, SqlError> {
-    use pg_sys::JsonbIteratorToken::*;
-    // SAFETY: a detoasted jsonb is a Jsonb struct (4-byte header, then its root container);
-    // the iterator walks it read-only, allocating its frames in the current memory context;
-    // every JsonbValue it fills is read per its type before the next call.
-    unsafe {
-        let varlena = datum.cast_mut_ptr::<pg_sys::varlena>();
-        let detoasted = pg_sys::pg_detoast_datum(varlena);
-        let jb = detoasted.cast::<pg_sys::Jsonb>();
-        let mut it = pg_sys::JsonbIteratorInit(&mut (*jb).root);
-        let mut v: pg_sys::JsonbValue = std::mem::zeroed();
-        let mut stack: Vec<Frame> = Vec::new();
-        let mut result: Option<Value> = None;
-        let out = loop {
-            match pg_sys::JsonbIteratorNext(&mut it, &mut v, false) {
-                WJB_DONE => break Ok(result.take().unwrap_or(Value::Null)),
-                WJB_BEGIN_ARRAY => {
-                    let raw = v.val.array.rawScalar;
-                    if !raw && stack.len() >= MAX_DEPTH {
-                        break Err(too_deep());
-                    }
-                    let n = usize::try_from(v.val.array.nElems).unwrap_or(0);
-                    stack.push(Frame::Array(Vec::with_capacity(n.min(1 << 16)), raw));
-                }
-                WJB_BEGIN_OBJECT => {
-                    if stack.len() >= MAX_DEPTH {
-                        break Err(too_deep());
-                    }
-                    stack.push(Frame::Object(serde_json::Map::new(), None));
-                }
-                WJB_KEY => {
-                    let key = string_of(&v);
-                    if let Some(Frame::Object(_, k)) = stack.last_mut() {
-                        *k = Some(key);
-                    }
-                }
-                WJB_VALUE | WJB_ELEM => match scalar_of(&v) {
-                    Ok(x) => attach(&mut stack, x, &mut result),
-                    Err(e) => break Err(e),
-                },
-                WJB_END_ARRAY | WJB_END_OBJECT => {
-                    let done = match stack.pop() {
-                        Some(Frame::Array(items, true)) => {
-                            items.into_iter().next().unwrap_or(Value::Null)
-                        }
-                        Some(Frame::Array(items, false)) => Value::Array(items),
-                        Some(Frame::Object(members, _)) => Value::Object(members),
-                        None => Value::Null,
-                    };
-                    attach(&mut stack, done, &mut result);
-                }
-                other => {
-                    break Err(SqlError::new(
-                        PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
-                        format!("unexpected jsonb iterator token {other}"),
-                    ))
-                }
-            }
-        };
-        if detoasted != varlena {
-            pg_sys::pfree(detoasted.cast());
-        }
-        out
-    }
+/// A jsonb document as a serde value, read in place by `barecount_core::jsonb` (no text in
+/// between). A number beyond double precision (22003) or nesting past 127 levels (54001) is
+/// refused as in the text path.
+pub(crate) fn jsonb_value(held: &JsonbDatum) -> Result<Value, SqlError> {
+    Container::root_node(held.bytes())
+        .and_then(|n| n.to_value())
+        .map_err(jsonb_error)
 }
 
 /// `jsonb_out` of a jsonb datum.

@@ -120,13 +120,11 @@ mod tests {
             }
             .unwrap();
             // SAFETY: a non-null jsonb datum, just made
-            let binary = unsafe { crate::jsonarg::jsonb_value(datum) };
-            // SAFETY: as above
             let via_text = unsafe { crate::jsonarg::jsonb_text(datum) }
                 .map(|t| crate::jsonarg::parse(&t))
                 .unwrap();
             // the in-place reader (barecount_core::jsonb) over the same datum's bytes
-            // SAFETY: as above
+            // SAFETY: a non-null jsonb datum, just made
             let held = unsafe {
                 <crate::jsonarg::JsonbDatum as pgrx::FromDatum>::from_polymorphic_datum(
                     datum,
@@ -135,6 +133,8 @@ mod tests {
                 )
             }
             .unwrap();
+            // what a JsonbArg argument reads (straight to a value, no separate check)
+            let binary = crate::jsonarg::jsonb_value(&held);
             let in_place = held.node().and_then(|n| {
                 let mut canonical = String::new();
                 n.write_canonical(&mut canonical)
