@@ -175,5 +175,39 @@ pub fn periods_between(
     Ok(out)
 }
 
+/// The period of `grain` numbered `index` in fiscal year `year` (the year's label), e.g.
+/// period 3 of FY2024; None when the year has no such period (a 53rd week in a 52-week year).
+pub fn period_by_label(
+    spec: &Spec,
+    grain: Grain,
+    year: i32,
+    index: u32,
+) -> Result<Option<Period>, CalendarError> {
+    if !(MIN_YEAR + 1..=MAX_YEAR - 1).contains(&year) {
+        return Err(CalendarError::OutOfRange(
+            NaiveDate::from_ymd_opt(year.clamp(MIN_YEAR - 1, MAX_YEAR + 1), 1, 1)
+                .unwrap_or(NaiveDate::MIN),
+        ));
+    }
+    // a fiscal year labelled `year` starts somewhere from a year before to a year after
+    let mut d = NaiveDate::from_ymd_opt(year - 1, 1, 1).ok_or(CalendarError::InvalidRange {
+        from: NaiveDate::MIN,
+        to: NaiveDate::MIN,
+    })?;
+    for _ in 0..4 {
+        let (label, start, end) = year_of(spec, d)?;
+        if label == year {
+            return Ok(periods_between(spec, grain, start, end)?
+                .into_iter()
+                .find(|p| p.year == year && p.index == index));
+        }
+        if label > year {
+            return Ok(None);
+        }
+        d = end + Duration::days(1);
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests;
