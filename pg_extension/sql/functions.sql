@@ -84,6 +84,20 @@ COMMENT ON FUNCTION barecount.dataset_unpin(text, integer, text) IS 'Remove a ho
 COMMENT ON FUNCTION barecount.dataset_deprecate(text, integer) IS 'Mark an old published version deprecated (still served); writes a receipt';
 COMMENT ON FUNCTION barecount.dataset_retire(text, integer) IS 'Retire an old published version: no longer served or readable, kept for verification; refused while pinned or for the latest; writes a receipt';
 
+COMMENT ON FUNCTION barecount.pipeline_define(text, jsonb) IS
+    'Define a pipeline or a new version of it (steps: ingest from a table or file, model, kpi, publish, hook; calendar and grain; retry policy; quarantine rule); unknown objects, cycles and grain mismatches are refused naming the step';
+COMMENT ON FUNCTION barecount.pipeline_run(text, text, text, text) IS
+    'Run a pipeline over dates or calendar periods (''FY2024-P01'' to ''FY2024-P06''): steps in dependency order, each in a subtransaction retried on transient errors, each with a receipt linked to the run; the same idempotency key again returns the first run';
+COMMENT ON FUNCTION barecount.pipeline_resume(bigint) IS
+    'Resume a failed pipeline run from its failed step; the steps that succeeded are not run again';
+COMMENT ON FUNCTION barecount.pipeline_schedule(text, text, boolean) IS
+    'Schedule a pipeline with pg_cron (a cron expression); calendar_aware runs the period that closed, on the first working day after it; scheduled runs are ordinary runs';
+COMMENT ON FUNCTION barecount.pipeline_unschedule(text) IS 'Remove a pipeline''s pg_cron schedule; true if there was one';
+COMMENT ON FUNCTION barecount._pipeline_tick(text, boolean) IS
+    'Internal: what a pipeline''s pg_cron job runs (the run for today''s firing, if one is due); returns the run id or NULL';
+COMMENT ON FUNCTION barecount.ingest_file(text, text, text) IS
+    'Ingest a CSV or JSON Lines file named relative to barecount.load_directory, as one batch (CSV cells typed by the contract); the same file content again is recognised and not ingested twice';
+
 -- Who may call what. Functions run as their caller; privileged writes happen inside the
 -- extension (see src/privilege.rs), so these grants are the gate.
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA barecount FROM PUBLIC;
@@ -137,6 +151,14 @@ GRANT EXECUTE ON FUNCTION barecount.model_define(text, text, text), barecount.mo
 GRANT EXECUTE ON FUNCTION barecount.kpi_define(text, jsonb), barecount.kpi_materialize(text, date, date) TO barecount_engineer;
 GRANT EXECUTE ON FUNCTION barecount.verify_kpi_period(text, text) TO barecount_engineer, barecount_publisher;
 GRANT EXECUTE ON FUNCTION barecount.kpi_refresh(text) TO barecount_engineer;
+GRANT EXECUTE ON FUNCTION barecount.pipeline_define(text, jsonb), barecount.pipeline_run(text, text, text, text),
+                          barecount.pipeline_resume(bigint), barecount.pipeline_schedule(text, text, boolean),
+                          barecount.pipeline_unschedule(text), barecount._pipeline_tick(text, boolean),
+                          barecount.ingest_file(text, text, text)
+    TO barecount_engineer;
+GRANT EXECUTE ON FUNCTION barecount.pipeline_runs_page(text, bigint, integer),
+                          barecount.events_claim(text, integer, interval), barecount.events_ack(text, bigint[])
+    TO barecount_engineer, barecount_publisher;
 GRANT EXECUTE ON FUNCTION barecount.dataset_pin(text, integer, text), barecount.dataset_unpin(text, integer, text) TO barecount_reader;
 GRANT EXECUTE ON FUNCTION barecount.dataset_deprecate(text, integer), barecount.dataset_retire(text, integer) TO barecount_publisher;
 

@@ -152,6 +152,11 @@ fn calendar_of(name: &str) -> Rc<Defined> {
     spec
 }
 
+/// A calendar's period definition (raises 42704 for an unknown calendar).
+pub(crate) fn spec_of(name: &str) -> Spec {
+    calendar_of(name).spec.clone()
+}
+
 pub fn period_for(d: Date, calendar: &str, grain: &str) -> Period {
     let cal = calendar_of(calendar);
     let grain = Grain::parse(grain).or_raise();

@@ -311,6 +311,16 @@ fn run(client: &mut SpiClient<'_>, dataset: &str, batch: &Batch<'_>) -> Result<I
         )?;
     }
     access::meter(client, &tenant_id, "ingest", total, payload_bytes)?;
+    if quarantined > 0 {
+        crate::pipelines::emit(
+            client,
+            &tenant_id,
+            "quarantine",
+            &format!("batch:{batch_id}"),
+            &serde_json::json!({"dataset": dataset, "batch_id": batch_id, "accepted": accepted,
+                                "quarantined": quarantined, "ledger_seq": receipt.seq}),
+        )?;
+    }
     Ok((batch_id, accepted, quarantined, receipt.seq))
 }
 

@@ -79,7 +79,7 @@ fn kpi_define(name: &str, spec: JsonbArg) -> i32 {
     .or_raise()
 }
 
-fn definition(client: &SpiClient<'_>, tenant_id: &str, name: &str) -> Result<(i32, Kpi), SqlError> {
+pub(crate) fn definition(client: &SpiClient<'_>, tenant_id: &str, name: &str) -> Result<(i32, Kpi), SqlError> {
     let t = client.select(
         "SELECT version, spec FROM barecount.kpis WHERE tenant_id = $1 AND name = $2 ORDER BY version DESC LIMIT 1",
         Some(1),
@@ -531,7 +531,14 @@ fn evaluate_thresholds(
                       CASE WHEN level = 'ok' OR (was = 'critical' AND level = 'warn') THEN 'recovery' ELSE 'breach' END, $4
                  FROM changed
                RETURNING event_id, kpi, measure, period, dims, value, level, kind)
-             SELECT count(pg_notify('barecount_kpi_events', '')) FROM events e",
+             outbox AS (
+               INSERT INTO barecount.events (tenant_id, kind, subject, payload)
+               SELECT $1, 'threshold', 'kpi:' || e.kpi || '/' || e.period,
+                      jsonb_build_object('event_id', e.event_id, 'kpi', e.kpi, 'measure', e.measure, 'period', e.period,
+                                         'dims', e.dims, 'value', e.value, 'level', e.level, 'kind', e.kind)
+                 FROM events e RETURNING 1)
+             SELECT count(pg_notify('barecount_kpi_events', '')) + (SELECT count(pg_notify('barecount_events', '')) FROM outbox)
+               FROM events e",
             col = quote_ident(&t.measure),
             level = t.level_sql(),
         );

@@ -6,6 +6,7 @@ use pgrx::prelude::*;
 
 mod access;
 mod calendars;
+mod connectors;
 mod contracts;
 mod errors;
 mod evidence;
@@ -20,6 +21,7 @@ mod lineage;
 mod models;
 mod obligations;
 mod periods;
+mod pipelines;
 mod privilege;
 mod publish;
 mod readonly;
@@ -27,6 +29,7 @@ mod replay;
 mod schemas;
 mod settings;
 mod staging;
+mod subxact;
 mod tenant;
 mod usersql;
 
@@ -58,6 +61,11 @@ extension_sql_file!(
     "../sql/schemas.sql",
     name = "schemas",
     requires = ["tenancy"]
+);
+extension_sql_file!(
+    "../sql/pipelines.sql",
+    name = "pipelines",
+    requires = ["evidence"]
 );
 extension_sql_file!("../sql/functions.sql", name = "functions", finalize);
 

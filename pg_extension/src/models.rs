@@ -90,6 +90,18 @@ fn model(client: &SpiClient<'_>, tenant_id: &str, name: &str) -> Result<Option<M
     }))
 }
 
+/// The relations a model reads (lineage names, from its plan), or None when it is not defined.
+pub(crate) fn model_reads(
+    client: &mut SpiClient<'_>,
+    tenant_id: &str,
+    name: &str,
+) -> Result<Option<Vec<String>>, SqlError> {
+    match model(client, tenant_id, name)? {
+        None => Ok(None),
+        Some(m) => plan_inputs(client, &format!("model \"{name}\""), &m.sql).map(Some),
+    }
+}
+
 /// The models `name` reads (gdp relations that are models), from its plan.
 fn dependencies(
     client: &mut SpiClient<'_>,

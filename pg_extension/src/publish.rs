@@ -519,6 +519,14 @@ fn publish_staged(
     // LISTEN is open to every role, so the shared channel carries a wake-up and no tenant
     // data: listeners read what changed back through row-level security (dataset_versions).
     client.update("SELECT pg_notify('barecount_publish', '')", None, &[])?;
+    crate::pipelines::emit(
+        client,
+        &tenant_id,
+        "publish",
+        &format!("{published}.{dataset}@{version}"),
+        &serde_json::json!({"dataset": dataset, "version": version, "rows": row_count,
+                            "content_hash": hash, "ledger_seq": receipt.seq}),
+    )?;
     Ok((
         dataset.to_owned(),
         version,
