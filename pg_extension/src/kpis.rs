@@ -152,6 +152,9 @@ fn materialize(
     to: &str,
 ) -> Result<(i64, i64, i64), SqlError> {
     let tenant_id = tenant_id.to_owned();
+    // one materialization of a KPI at a time: a second one over overlapping periods waits,
+    // then (at READ COMMITTED) deletes what the first wrote, so no period is doubled or lost
+    tenant::lock_object(client, "kpi_materialize", &tenant_id, name)?;
     let (version, kpi) = definition(client, &tenant_id, name)?;
     let calendar = kpi
         .calendar
@@ -166,7 +169,43 @@ fn materialize(
     let (periods, all_hash, rows) = period_hashes(client, &staged, &cols)?;
     let out = privilege::as_owner(|| {
         let target = tenant::relation(&tenant_id, Layer::Kpi, name);
-        let exists = relation_exists(client, &target)?;
+        let mut exists = relation_exists(client, &target)?;
+        if exists {
+            // written as barecount_owner: only a table BareCount owns, with no user code
+            assert_store_relation(client, &target, &format!("the table of KPI \"{name}\""))?;
+            let have: Vec<String> = columns_of(client, &target)?
+                .into_iter()
+                .map(|c| c.name)
+                .filter(|n| !BOOKKEEPING.contains(&n.as_str()))
+                .collect();
+            let want: Vec<String> = cols.iter().map(|c| c.name.clone()).collect();
+            if have != want {
+                let old: Option<i32> = client
+                    .select(&format!("SELECT max(definition_version) FROM {target}"), Some(1), &[])?
+                    .first()
+                    .get::<i32>(1)?;
+                if old.is_some_and(|o| o >= version) {
+                    return Err(SqlError::new(
+                        PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+                        format!("KPI \"{name}\" now has columns {want:?}, its table {target} has {have:?}"),
+                    )
+                    .hint("Redefine the KPI with barecount.kpi_define: a new version with other measures or dimensions materializes into a new table."));
+                }
+                // a new version changed the measures or dimensions: it materializes into a new
+                // table; the old version's rows are kept as <name>__v<old>
+                let keep = format!("{name}__v{}", old.unwrap_or(0));
+                let kept = tenant::relation(&tenant_id, Layer::Kpi, &keep);
+                if relation_exists(client, &kept)? {
+                    return Err(SqlError::new(
+                        PgSqlErrorCode::ERRCODE_DUPLICATE_TABLE,
+                        format!("KPI \"{name}\": its old version's table cannot be kept as {kept}, which exists"),
+                    )
+                    .hint("Rename or drop that table, then materialize again."));
+                }
+                client.update(&format!("ALTER TABLE {target} RENAME TO {}", quote_ident(&keep)), None, &[])?;
+                exists = false;
+            }
+        }
         if !exists {
             client.update(
                     &format!(
@@ -179,24 +218,6 @@ fn materialize(
                     None,
                     &[],
                 )?;
-        } else {
-            // written as barecount_owner: only a table BareCount owns, with no user code
-            assert_store_relation(client, &target, &format!("the table of KPI \"{name}\""))?;
-            let have: Vec<String> = columns_of(client, &target)?
-                .into_iter()
-                .map(|c| c.name)
-                .filter(|n| !BOOKKEEPING.contains(&n.as_str()))
-                .collect();
-            let want: Vec<String> = cols.iter().map(|c| c.name.clone()).collect();
-            if have != want {
-                return Err(SqlError::new(
-                    PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
-                    format!(
-                        "KPI \"{name}\" now has columns {want:?}, its table {target} has {have:?}"
-                    ),
-                )
-                .hint("Give a KPI with other measures or dimensions a new name."));
-            }
         }
         if let Some(cal) = &kpi.calendar {
             // rows of closed calendar periods change only through a restatement
@@ -351,6 +372,12 @@ fn install_invalidation(
             format!("KPI source {} does not exist", kpi.source),
         ));
     }
+    if !is_table(client, &source)? {
+        // Postgres allows no transition-table triggers on views (raw.<dataset>__accepted,
+        // published.*) or foreign tables: kpi_refresh compares each period's content hash
+        // with a fresh computation instead
+        return Ok(());
+    }
     // the trigger reads the source's rows as barecount_owner: only a store table BareCount
     // owns, with no user code, may carry one
     assert_store_relation(client, &source, &format!("KPI source {}", kpi.source))?;
@@ -383,6 +410,74 @@ fn install_invalidation(
         )?;
     }
     Ok(())
+}
+
+/// Whether a relation is a plain or partitioned table (not a view or foreign table).
+fn is_table(client: &SpiClient<'_>, relation: &str) -> Result<bool, SqlError> {
+    Ok(client
+        .select(
+            "SELECT relkind IN ('r', 'p') FROM pg_catalog.pg_class WHERE oid = to_regclass($1)",
+            Some(1),
+            &[relation.into()],
+        )?
+        .first()
+        .get::<bool>(1)?
+        .unwrap_or(false))
+}
+
+/// For a KPI over a view: the first days of the periods whose freshly computed rows differ
+/// from the stored ones (by content hash), or that exist on one side only.
+fn changed_starts(
+    client: &mut SpiClient<'_>,
+    tenant_id: &str,
+    name: &str,
+    kpi: &Kpi,
+) -> Result<Vec<String>, SqlError> {
+    let calendar = kpi.calendar.as_deref().map(quote_literal).unwrap_or_else(|| "NULL".into());
+    let query = kpi
+        .query(&calendar)
+        .replace("$1", "'1900-01-01'::date")
+        .replace("$2", "'2200-12-31'::date");
+    let staged = stage(client, &format!("KPI \"{name}\""), STAGING, &query)?;
+    let cols = columns_of(client, &staged)?;
+    let (fresh, _, _) = period_hashes(client, &staged, &cols)?;
+    let mut starts: BTreeMap<String, String> = BTreeMap::new();
+    for r in client.select(&format!("SELECT DISTINCT period::text, period_start::text FROM {staged}"), None, &[])? {
+        if let (Some(p), Some(d)) = (r.get::<String>(1)?, r.get::<String>(2)?) {
+            starts.insert(p, d);
+        }
+    }
+    client.update(&format!("DROP TABLE {staged}"), None, &[])?;
+    let stored = privilege::as_owner(|| {
+        let target = tenant::relation(tenant_id, Layer::Kpi, name);
+        if !relation_exists(client, &target)? {
+            return Ok(BTreeMap::new());
+        }
+        let have: Vec<Column> = columns_of(client, &target)?
+            .into_iter()
+            .filter(|c| !BOOKKEEPING.contains(&c.name.as_str()))
+            .collect();
+        let rel = format!("(SELECT * FROM {target} WHERE tenant_id = {}) t", quote_literal(tenant_id));
+        let (per, _, _) = period_hashes(client, &rel, &have)?;
+        for r in client.select(
+            &format!("SELECT DISTINCT period::text, period_start::text FROM {target} WHERE tenant_id = $1"),
+            None,
+            &[tenant_id.into()],
+        )? {
+            if let (Some(p), Some(d)) = (r.get::<String>(1)?, r.get::<String>(2)?) {
+                starts.entry(p).or_insert(d);
+            }
+        }
+        Ok(per)
+    })?;
+    let mut out: Vec<String> = starts
+        .iter()
+        .filter(|(p, _)| fresh.get(*p) != stored.get(*p))
+        .map(|(_, d)| d.clone())
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
 }
 
 /// Recompute the periods of a KPI whose source rows changed since they were materialized —
@@ -460,7 +555,12 @@ fn refresh_one(
             .as_deref()
             .map(quote_literal)
             .unwrap_or_else(|| "NULL".into());
-        let starts: Vec<String> = privilege::as_owner(|| {
+        let (schema, table) = kpi.source.split_once('.').unwrap_or(("gdp", kpi.source.as_str()));
+        let source = format!("{}.{}", quote_ident(schema), quote_ident(table));
+        let starts: Vec<String> = if !is_table(client, &source)? {
+            changed_starts(client, &tenant_id, name, &kpi)?
+        } else {
+            privilege::as_owner(|| {
             let sql = format!(
                 "SELECT DISTINCT ({start})::text FROM (SELECT day AS {time} FROM barecount.kpi_invalidations \
                   WHERE tenant_id = $1 AND kpi = $2) s ORDER BY 1",
@@ -479,7 +579,8 @@ fn refresh_one(
                 &[tenant_id.as_str().into(), name.into()],
             )?;
             Ok(out)
-        })?;
+        })?
+        };
         let (mut rows, mut last) = (0, None);
         for start in &starts {
             let lit = format!("{}::date", quote_literal(start));
