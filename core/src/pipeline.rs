@@ -155,7 +155,11 @@ impl RetryPolicy {
         let o = v
             .as_object()
             .ok_or_else(|| PipelineError::Shape(format!("{at}: retry must be an object")))?;
-        only(o, &["attempts", "backoff_ms", "max_backoff_ms"], &format!("{at}: retry"))?;
+        only(
+            o,
+            &["attempts", "backoff_ms", "max_backoff_ms"],
+            &format!("{at}: retry"),
+        )?;
         let d = RetryPolicy::default();
         let num = |k: &str, dflt: u64, max: u64| -> Result<u64, PipelineError> {
             match o.get(k) {
@@ -174,7 +178,11 @@ impl RetryPolicy {
             )));
         }
         let backoff_ms = num("backoff_ms", d.backoff_ms, 3_600_000)?;
-        let max_backoff_ms = num("max_backoff_ms", d.max_backoff_ms.max(backoff_ms), 3_600_000)?;
+        let max_backoff_ms = num(
+            "max_backoff_ms",
+            d.max_backoff_ms.max(backoff_ms),
+            3_600_000,
+        )?;
         Ok(RetryPolicy {
             attempts: attempts as u32,
             backoff_ms,
@@ -233,7 +241,11 @@ impl Pipeline {
         let o = v
             .as_object()
             .ok_or_else(|| PipelineError::Shape("the definition must be a JSON object".into()))?;
-        only(o, &["calendar", "grain", "retry", "steps", "description"], "the definition")?;
+        only(
+            o,
+            &["calendar", "grain", "retry", "steps", "description"],
+            "the definition",
+        )?;
         let opt_text = |k: &str| -> Result<Option<String>, PipelineError> {
             match o.get(k) {
                 None | Some(Value::Null) => Ok(None),
@@ -252,7 +264,8 @@ impl Pipeline {
         }
         if calendar.is_some() && grain.is_none() {
             return Err(PipelineError::Shape(
-                "a pipeline with a calendar needs its grain (year, quarter, period, week, day)".into(),
+                "a pipeline with a calendar needs its grain (year, quarter, period, week, day)"
+                    .into(),
             ));
         }
         let retry = match o.get("retry") {
@@ -307,7 +320,11 @@ impl Pipeline {
             .ok_or_else(|| PipelineError::Shape(format!("{at} must be an object")))?;
         let name = match o.get("name") {
             Some(Value::String(s)) => s.clone(),
-            _ => return Err(PipelineError::Shape(format!("{at} needs a \"name\" (a string)"))),
+            _ => {
+                return Err(PipelineError::Shape(format!(
+                    "{at} needs a \"name\" (a string)"
+                )))
+            }
         };
         check_dataset_name("pipeline step", &name).map_err(|e| PipelineError::Step {
             step: name.clone(),
@@ -315,20 +332,19 @@ impl Pipeline {
         })?;
         let kind_s = text(o, "kind", &name)?;
         let common = ["name", "kind", "after", "retry"];
-        let extra: &[&str] = match kind_s.as_str() {
+        let extra: &[&str] =
+            match kind_s.as_str() {
                 "ingest" => &["dataset", "source", "quarantine"][..],
                 "model" => &["model"][..],
                 "kpi" => &["kpi"][..],
                 "publish" => &["dataset", "source"][..],
                 "hook" => &["event"][..],
-                other => {
-                    return Err(PipelineError::Step {
-                        step: name,
-                        problem: format!(
-                            "unknown kind \"{other}\" (expected ingest, model, kpi, publish or hook)"
-                        ),
-                    })
-                }
+                other => return Err(PipelineError::Step {
+                    step: name,
+                    problem: format!(
+                        "unknown kind \"{other}\" (expected ingest, model, kpi, publish or hook)"
+                    ),
+                }),
             };
         let allowed: Vec<&str> = common.iter().chain(extra).copied().collect();
         only(o, &allowed, &format!("step \"{name}\""))?;
@@ -337,10 +353,12 @@ impl Pipeline {
             Some(Value::Array(a)) => a
                 .iter()
                 .map(|x| {
-                    x.as_str().map(str::to_owned).ok_or_else(|| PipelineError::Step {
-                        step: name.clone(),
-                        problem: "\"after\" must be an array of step names".into(),
-                    })
+                    x.as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| PipelineError::Step {
+                            step: name.clone(),
+                            problem: "\"after\" must be an array of step names".into(),
+                        })
                 })
                 .collect::<Result<_, _>>()?,
             Some(_) => {
@@ -426,7 +444,11 @@ impl Pipeline {
         let o = v
             .as_object()
             .ok_or_else(|| bad("\"quarantine\" must be an object"))?;
-        only(o, &["max_share", "on_breach"], &format!("step \"{step}\": quarantine"))?;
+        only(
+            o,
+            &["max_share", "on_breach"],
+            &format!("step \"{step}\": quarantine"),
+        )?;
         let max_share = o
             .get("max_share")
             .and_then(Value::as_f64)
@@ -435,7 +457,11 @@ impl Pipeline {
         let fail = match o.get("on_breach").and_then(Value::as_str) {
             None | Some("fail") => true,
             Some("warn") => false,
-            Some(x) => return Err(bad(&format!("quarantine.on_breach \"{x}\" is not fail or warn"))),
+            Some(x) => {
+                return Err(bad(&format!(
+                    "quarantine.on_breach \"{x}\" is not fail or warn"
+                )))
+            }
         };
         Ok(QuarantineRule { max_share, fail })
     }
@@ -573,7 +599,9 @@ fn describe(calendar: Option<&str>, grain: Option<&str>) -> String {
 /// hidden parts, no backslashes or NULs.
 pub fn check_relative_path(path: &str) -> Result<(), String> {
     if path.starts_with('/') || path.contains('\\') || path.contains('\0') {
-        return Err(format!("file \"{path}\" must be a name relative to the load directory"));
+        return Err(format!(
+            "file \"{path}\" must be a name relative to the load directory"
+        ));
     }
     if path.len() > 1024 {
         return Err("the file name is longer than 1024 bytes".into());

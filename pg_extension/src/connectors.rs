@@ -47,14 +47,20 @@ pub fn ingest(
             Some(1),
             &[tenant_id.into(), dataset.into(), name.as_str().into(), fingerprint.as_str().into()],
         )?;
-        Ok(if t.is_empty() { None } else { t.first().get::<i64>(1)? })
+        Ok(if t.is_empty() {
+            None
+        } else {
+            t.first().get::<i64>(1)?
+        })
     })?;
     if let Some(b) = seen {
         return Ok(Landed {
             rows: count,
             skipped: true,
             batch_id: Some(b),
-            note: Some(format!("{name} (sha256 {fingerprint}) was already landed as batch {b}")),
+            note: Some(format!(
+                "{name} (sha256 {fingerprint}) was already landed as batch {b}"
+            )),
             ..Landed::default()
         });
     }
@@ -164,7 +170,10 @@ fn resolve(path: &str) -> Result<PathBuf, SqlError> {
     if meta.len() > MAX_FILE_BYTES {
         return Err(SqlError::new(
             PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
-            format!("file \"{path}\" has {} bytes; a file load takes at most {MAX_FILE_BYTES}", meta.len()),
+            format!(
+                "file \"{path}\" has {} bytes; a file load takes at most {MAX_FILE_BYTES}",
+                meta.len()
+            ),
         )
         .hint("Split the file, or load it through a staging table."));
     }
@@ -191,7 +200,10 @@ fn read_file(
     let text = String::from_utf8(bytes).map_err(|e| {
         SqlError::new(
             PgSqlErrorCode::ERRCODE_CHARACTER_NOT_IN_REPERTOIRE,
-            format!("file \"{path}\" is not UTF-8 (byte {})", e.utf8_error().valid_up_to()),
+            format!(
+                "file \"{path}\" is not UTF-8 (byte {})",
+                e.utf8_error().valid_up_to()
+            ),
         )
     })?;
     let rows: Vec<Value> = match format {
@@ -215,14 +227,21 @@ fn read_file(
         }
         FileFormat::Csv => {
             let types = column_types(client, tenant_id, dataset)?;
-            let mut rdr = csv::ReaderBuilder::new().flexible(false).from_reader(text.as_bytes());
+            let mut rdr = csv::ReaderBuilder::new()
+                .flexible(false)
+                .from_reader(text.as_bytes());
             let csv_err = |e: csv::Error| {
                 SqlError::new(
                     PgSqlErrorCode::ERRCODE_BAD_COPY_FILE_FORMAT,
                     format!("file \"{path}\": {e}"),
                 )
             };
-            let header: Vec<String> = rdr.headers().map_err(csv_err)?.iter().map(str::to_owned).collect();
+            let header: Vec<String> = rdr
+                .headers()
+                .map_err(csv_err)?
+                .iter()
+                .map(str::to_owned)
+                .collect();
             let mut out = Vec::new();
             for (i, rec) in rdr.records().enumerate() {
                 if i % 4096 == 0 {
@@ -260,7 +279,11 @@ fn column_types(
             Some(1),
             &[tenant_id.into(), dataset.into()],
         )?;
-        Ok(if t.is_empty() { None } else { t.first().get::<pgrx::JsonB>(1)?.map(|j| j.0) })
+        Ok(if t.is_empty() {
+            None
+        } else {
+            t.first().get::<pgrx::JsonB>(1)?.map(|j| j.0)
+        })
     })?;
     let Some(schema) = schema else {
         return Err(SqlError::new(
@@ -344,5 +367,11 @@ fn ingest_file(
         )
     })
     .or_raise();
-    TableIterator::once((l.batch_id, l.accepted, l.quarantined, l.ledger_seq, l.skipped))
+    TableIterator::once((
+        l.batch_id,
+        l.accepted,
+        l.quarantined,
+        l.ledger_seq,
+        l.skipped,
+    ))
 }

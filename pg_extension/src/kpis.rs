@@ -79,7 +79,11 @@ fn kpi_define(name: &str, spec: JsonbArg) -> i32 {
     .or_raise()
 }
 
-pub(crate) fn definition(client: &SpiClient<'_>, tenant_id: &str, name: &str) -> Result<(i32, Kpi), SqlError> {
+pub(crate) fn definition(
+    client: &SpiClient<'_>,
+    tenant_id: &str,
+    name: &str,
+) -> Result<(i32, Kpi), SqlError> {
     let t = client.select(
         "SELECT version, spec FROM barecount.kpis WHERE tenant_id = $1 AND name = $2 ORDER BY version DESC LIMIT 1",
         Some(1),
@@ -181,7 +185,11 @@ fn materialize(
             let want: Vec<String> = cols.iter().map(|c| c.name.clone()).collect();
             if have != want {
                 let old: Option<i32> = client
-                    .select(&format!("SELECT max(definition_version) FROM {target}"), Some(1), &[])?
+                    .select(
+                        &format!("SELECT max(definition_version) FROM {target}"),
+                        Some(1),
+                        &[],
+                    )?
                     .first()
                     .get::<i32>(1)?;
                 if old.is_some_and(|o| o >= version) {
@@ -202,7 +210,11 @@ fn materialize(
                     )
                     .hint("Rename or drop that table, then materialize again."));
                 }
-                client.update(&format!("ALTER TABLE {target} RENAME TO {}", quote_ident(&keep)), None, &[])?;
+                client.update(
+                    &format!("ALTER TABLE {target} RENAME TO {}", quote_ident(&keep)),
+                    None,
+                    &[],
+                )?;
                 exists = false;
             }
         }
@@ -433,7 +445,11 @@ fn changed_starts(
     name: &str,
     kpi: &Kpi,
 ) -> Result<Vec<String>, SqlError> {
-    let calendar = kpi.calendar.as_deref().map(quote_literal).unwrap_or_else(|| "NULL".into());
+    let calendar = kpi
+        .calendar
+        .as_deref()
+        .map(quote_literal)
+        .unwrap_or_else(|| "NULL".into());
     let query = kpi
         .query(&calendar)
         .replace("$1", "'1900-01-01'::date")
@@ -442,7 +458,11 @@ fn changed_starts(
     let cols = columns_of(client, &staged)?;
     let (fresh, _, _) = period_hashes(client, &staged, &cols)?;
     let mut starts: BTreeMap<String, String> = BTreeMap::new();
-    for r in client.select(&format!("SELECT DISTINCT period::text, period_start::text FROM {staged}"), None, &[])? {
+    for r in client.select(
+        &format!("SELECT DISTINCT period::text, period_start::text FROM {staged}"),
+        None,
+        &[],
+    )? {
         if let (Some(p), Some(d)) = (r.get::<String>(1)?, r.get::<String>(2)?) {
             starts.insert(p, d);
         }
@@ -457,7 +477,10 @@ fn changed_starts(
             .into_iter()
             .filter(|c| !BOOKKEEPING.contains(&c.name.as_str()))
             .collect();
-        let rel = format!("(SELECT * FROM {target} WHERE tenant_id = {}) t", quote_literal(tenant_id));
+        let rel = format!(
+            "(SELECT * FROM {target} WHERE tenant_id = {}) t",
+            quote_literal(tenant_id)
+        );
         let (per, _, _) = period_hashes(client, &rel, &have)?;
         for r in client.select(
             &format!("SELECT DISTINCT period::text, period_start::text FROM {target} WHERE tenant_id = $1"),
@@ -555,31 +578,34 @@ fn refresh_one(
             .as_deref()
             .map(quote_literal)
             .unwrap_or_else(|| "NULL".into());
-        let (schema, table) = kpi.source.split_once('.').unwrap_or(("gdp", kpi.source.as_str()));
+        let (schema, table) = kpi
+            .source
+            .split_once('.')
+            .unwrap_or(("gdp", kpi.source.as_str()));
         let source = format!("{}.{}", quote_ident(schema), quote_ident(table));
         let starts: Vec<String> = if !is_table(client, &source)? {
             changed_starts(client, &tenant_id, name, &kpi)?
         } else {
             privilege::as_owner(|| {
-            let sql = format!(
+                let sql = format!(
                 "SELECT DISTINCT ({start})::text FROM (SELECT day AS {time} FROM barecount.kpi_invalidations \
                   WHERE tenant_id = $1 AND kpi = $2) s ORDER BY 1",
                 start = kpi.period_start_sql(&calendar),
                 time = quote_ident(&kpi.time)
             );
-            let mut out = Vec::new();
-            for r in client.select(&sql, None, &[tenant_id.as_str().into(), name.into()])? {
-                if let Some(s) = r.get::<String>(1)? {
-                    out.push(s);
+                let mut out = Vec::new();
+                for r in client.select(&sql, None, &[tenant_id.as_str().into(), name.into()])? {
+                    if let Some(s) = r.get::<String>(1)? {
+                        out.push(s);
+                    }
                 }
-            }
-            client.update(
-                "DELETE FROM barecount.kpi_invalidations WHERE tenant_id = $1 AND kpi = $2",
-                None,
-                &[tenant_id.as_str().into(), name.into()],
-            )?;
-            Ok(out)
-        })?
+                client.update(
+                    "DELETE FROM barecount.kpi_invalidations WHERE tenant_id = $1 AND kpi = $2",
+                    None,
+                    &[tenant_id.as_str().into(), name.into()],
+                )?;
+                Ok(out)
+            })?
         };
         let (mut rows, mut last) = (0, None);
         for start in &starts {

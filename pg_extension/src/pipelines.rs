@@ -75,7 +75,11 @@ impl Catalog for Snapshot {
     }
 }
 
-fn snapshot(client: &mut SpiClient<'_>, tenant_id: &str, p: &Pipeline) -> Result<Snapshot, SqlError> {
+fn snapshot(
+    client: &mut SpiClient<'_>,
+    tenant_id: &str,
+    p: &Pipeline,
+) -> Result<Snapshot, SqlError> {
     let mut s = Snapshot::default();
     for step in &p.steps {
         match &step.kind {
@@ -98,11 +102,13 @@ fn snapshot(client: &mut SpiClient<'_>, tenant_id: &str, p: &Pipeline) -> Result
                 s.models.insert(model.clone(), reads);
             }
             StepKind::Kpi { kpi } => {
-                let info = kpis::definition(client, tenant_id, kpi).ok().map(|(_, k)| KpiInfo {
-                    source: k.source,
-                    calendar: k.calendar,
-                    grain: k.grain,
-                });
+                let info = kpis::definition(client, tenant_id, kpi)
+                    .ok()
+                    .map(|(_, k)| KpiInfo {
+                        source: k.source,
+                        calendar: k.calendar,
+                        grain: k.grain,
+                    });
                 s.kpis.insert(kpi.clone(), info);
             }
             StepKind::Publish { .. } | StepKind::Hook { .. } => {}
@@ -208,7 +214,12 @@ fn bound(p: &Pipeline, name: &str, text: &str, first: bool) -> Result<NaiveDate,
     };
     let spec = calendars::spec_of(cal);
     let period = calendar::period_by_label(&spec, grain, year, index)
-        .map_err(|e| SqlError::new(PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW, e.to_string()))?
+        .map_err(|e| {
+            SqlError::new(
+                PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW,
+                e.to_string(),
+            )
+        })?
         .ok_or_else(|| {
             SqlError::from(PipelineError::Period(format!(
                 "calendar \"{cal}\" has no {grain} {text}"
@@ -217,7 +228,14 @@ fn bound(p: &Pipeline, name: &str, text: &str, first: bool) -> Result<NaiveDate,
     Ok(if first { period.start } else { period.end })
 }
 
-type RunRow = (i64, String, bool, Option<String>, Option<String>, Option<String>);
+type RunRow = (
+    i64,
+    String,
+    bool,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
 
 /// Run a pipeline over a range of dates or calendar periods.
 #[pg_extern(volatile, parallel_unsafe)]
@@ -246,51 +264,84 @@ fn pipeline_run(
 /// containing yesterday.
 #[pg_extern(volatile, parallel_unsafe)]
 fn _pipeline_tick(name: &str, calendar_aware: bool) -> Option<i64> {
-    let plan = Spi::connect(|client| -> Result<Option<(NaiveDate, NaiveDate, String)>, SqlError> {
-        let tenant_id = tenant::current(client)?;
-        let (_, p) = load(client, &tenant_id, name, None)?;
-        let today = client
-            .select("SELECT current_date::text", Some(1), &[])?
-            .first()
-            .get::<String>(1)?
-            .unwrap_or_default();
-        let today = NaiveDate::parse_from_str(&today, "%Y-%m-%d")
-            .map_err(|e| SqlError::new(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string()))?;
-        let yesterday = today.pred_opt().unwrap_or(today);
-        match (&p.calendar, p.grain.as_deref()) {
-            (Some(cal), Some(g)) => {
-                let grain = Grain::parse(g).map_err(|e| SqlError::new(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string()))?;
-                let spec = calendars::spec_of(cal);
-                let cerr = |e: calendar::CalendarError| SqlError::new(PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW, e.to_string());
-                let period = calendar::period_of(&spec, grain, yesterday).map_err(cerr)?;
-                if calendar_aware {
-                    // the period that ended most recently, and the first working day after it
-                    let current = calendar::period_of(&spec, grain, today).map_err(cerr)?;
-                    let closed = calendar::period_of(&spec, grain, current.start.pred_opt().unwrap_or(current.start)).map_err(cerr)?;
-                    let after = closed.end.succ_opt().unwrap_or(closed.end);
-                    let first_working = client
-                        .select(
-                            "SELECT barecount.next_working_day($1::date, $2)::text",
-                            Some(1),
-                            &[after.to_string().into(), cal.as_str().into()],
-                        )?
-                        .first()
-                        .get::<String>(1)?
-                        .unwrap_or_default();
-                    if first_working != today.to_string() {
-                        return Ok(None);
+    let plan = Spi::connect(
+        |client| -> Result<Option<(NaiveDate, NaiveDate, String)>, SqlError> {
+            let tenant_id = tenant::current(client)?;
+            let (_, p) = load(client, &tenant_id, name, None)?;
+            let today = client
+                .select("SELECT current_date::text", Some(1), &[])?
+                .first()
+                .get::<String>(1)?
+                .unwrap_or_default();
+            let today = NaiveDate::parse_from_str(&today, "%Y-%m-%d").map_err(|e| {
+                SqlError::new(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string())
+            })?;
+            let yesterday = today.pred_opt().unwrap_or(today);
+            match (&p.calendar, p.grain.as_deref()) {
+                (Some(cal), Some(g)) => {
+                    let grain = Grain::parse(g).map_err(|e| {
+                        SqlError::new(
+                            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                            e.to_string(),
+                        )
+                    })?;
+                    let spec = calendars::spec_of(cal);
+                    let cerr = |e: calendar::CalendarError| {
+                        SqlError::new(
+                            PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW,
+                            e.to_string(),
+                        )
+                    };
+                    let period = calendar::period_of(&spec, grain, yesterday).map_err(cerr)?;
+                    if calendar_aware {
+                        // the period that ended most recently, and the first working day after it
+                        let current = calendar::period_of(&spec, grain, today).map_err(cerr)?;
+                        let closed = calendar::period_of(
+                            &spec,
+                            grain,
+                            current.start.pred_opt().unwrap_or(current.start),
+                        )
+                        .map_err(cerr)?;
+                        let after = closed.end.succ_opt().unwrap_or(closed.end);
+                        let first_working = client
+                            .select(
+                                "SELECT barecount.next_working_day($1::date, $2)::text",
+                                Some(1),
+                                &[after.to_string().into(), cal.as_str().into()],
+                            )?
+                            .first()
+                            .get::<String>(1)?
+                            .unwrap_or_default();
+                        if first_working != today.to_string() {
+                            return Ok(None);
+                        }
+                        Ok(Some((
+                            closed.start,
+                            closed.end,
+                            format!("schedule:{}", closed.label()),
+                        )))
+                    } else {
+                        Ok(Some((
+                            period.start,
+                            period.end,
+                            format!("schedule:{today}:{}", period.label()),
+                        )))
                     }
-                    Ok(Some((closed.start, closed.end, format!("schedule:{}", closed.label()))))
-                } else {
-                    Ok(Some((period.start, period.end, format!("schedule:{today}:{}", period.label()))))
                 }
+                _ => Ok(Some((yesterday, yesterday, format!("schedule:{today}")))),
             }
-            _ => Ok(Some((yesterday, yesterday, format!("schedule:{today}")))),
-        }
-    })
+        },
+    )
     .or_raise();
     let (from, to, key) = plan?;
-    let row = start(name, &from.to_string(), &to.to_string(), Some(&key), "schedule").or_raise();
+    let row = start(
+        name,
+        &from.to_string(),
+        &to.to_string(),
+        Some(&key),
+        "schedule",
+    )
+    .or_raise();
     Some(row.0)
 }
 
@@ -390,7 +441,11 @@ fn start(
                 &[tenant_id.as_str().into(), name.into(), version.into(), key.into(), f.to_string().into(),
                   t.to_string().into(), trigger.into()],
             )?;
-            let id = if r.is_empty() { None } else { r.first().get::<i64>(1)? };
+            let id = if r.is_empty() {
+                None
+            } else {
+                r.first().get::<i64>(1)?
+            };
             if let Some(id) = id {
                 for (i, s) in p.steps.iter().enumerate() {
                     client.update(
@@ -421,8 +476,18 @@ fn start(
                 r.get::<String>(5)?,
             ));
         };
-        let run = Run { tenant_id, name: name.to_owned(), run_id, from: f.to_string(), to: t.to_string() };
-        run.event(client, "run_started", json!({"trigger": trigger, "idempotency_key": key}))?;
+        let run = Run {
+            tenant_id,
+            name: name.to_owned(),
+            run_id,
+            from: f.to_string(),
+            to: t.to_string(),
+        };
+        run.event(
+            client,
+            "run_started",
+            json!({"trigger": trigger, "idempotency_key": key}),
+        )?;
         execute(client, &run, &p)
     })
 }
@@ -462,7 +527,12 @@ pub(crate) fn emit(
         client.update(
             "SELECT barecount._event_emit($1, $2, $3, $4)",
             None,
-            &[tenant_id.into(), kind.into(), subject.into(), JsonB(payload.clone()).into()],
+            &[
+                tenant_id.into(),
+                kind.into(),
+                subject.into(),
+                JsonB(payload.clone()).into(),
+            ],
         )?;
         Ok(())
     })
@@ -513,7 +583,11 @@ fn execute(client: &mut SpiClient<'_>, run: &Run, p: &Pipeline) -> Result<RunRow
                 Ok(o) => break Ok(o),
                 Err(c) => {
                     let retry = is_transient(&c.sqlstate) && tries < step.retry.attempts;
-                    let wait = if retry { step.retry.delay_ms(tries + 1, rand::random::<f64>()) } else { 0 };
+                    let wait = if retry {
+                        step.retry.delay_ms(tries + 1, rand::random::<f64>())
+                    } else {
+                        0
+                    };
                     privilege::as_owner(|| {
                         client.update(
                             "UPDATE barecount.pipeline_run_steps SET attempts = attempts + 1, \
@@ -530,7 +604,11 @@ fn execute(client: &mut SpiClient<'_>, run: &Run, p: &Pipeline) -> Result<RunRow
                         break Err(c);
                     }
                     // interruptible: a cancel stops the run here
-                    client.update("SELECT pg_sleep($1::float8 / 1000)", None, &[(wait as i64).into()])?;
+                    client.update(
+                        "SELECT pg_sleep($1::float8 / 1000)",
+                        None,
+                        &[(wait as i64).into()],
+                    )?;
                 }
             }
         };
@@ -570,7 +648,13 @@ fn execute(client: &mut SpiClient<'_>, run: &Run, p: &Pipeline) -> Result<RunRow
     Ok((run.run_id, "succeeded".into(), false, None, None, None))
 }
 
-fn finish_step(client: &mut SpiClient<'_>, run: &Run, step: &Step, tries: u32, o: &Outcome) -> Result<(), SqlError> {
+fn finish_step(
+    client: &mut SpiClient<'_>,
+    run: &Run,
+    step: &Step,
+    tries: u32,
+    o: &Outcome,
+) -> Result<(), SqlError> {
     let status = if o.skipped {
         "skipped"
     } else if o.warned {
@@ -601,7 +685,13 @@ fn finish_step(client: &mut SpiClient<'_>, run: &Run, step: &Step, tries: u32, o
     })
 }
 
-fn fail(client: &mut SpiClient<'_>, run: &Run, step: &Step, tries: u32, c: &Caught) -> Result<RunRow, SqlError> {
+fn fail(
+    client: &mut SpiClient<'_>,
+    run: &Run,
+    step: &Step,
+    tries: u32,
+    c: &Caught,
+) -> Result<RunRow, SqlError> {
     privilege::as_owner(|| {
         client.update(
             "UPDATE barecount.pipeline_run_steps SET status = 'failed', error_sqlstate = $3, error_message = $4, \
@@ -626,7 +716,11 @@ fn fail(client: &mut SpiClient<'_>, run: &Run, step: &Step, tries: u32, c: &Caug
         )?;
         Ok(())
     })?;
-    run.event(client, "run_failed", json!({"step": step.name, "sqlstate": c.sqlstate, "message": c.message}))?;
+    run.event(
+        client,
+        "run_failed",
+        json!({"step": step.name, "sqlstate": c.sqlstate, "message": c.message}),
+    )?;
     pgrx::warning!(
         "pipeline \"{}\" run {} failed at step \"{}\": {} (SQLSTATE {})",
         run.name,
@@ -635,15 +729,32 @@ fn fail(client: &mut SpiClient<'_>, run: &Run, step: &Step, tries: u32, c: &Caug
         c.message,
         c.sqlstate
     );
-    Ok((run.run_id, "failed".into(), false, Some(step.name.clone()), Some(c.sqlstate.clone()), Some(c.message.clone())))
+    Ok((
+        run.run_id,
+        "failed".into(),
+        false,
+        Some(step.name.clone()),
+        Some(c.sqlstate.clone()),
+        Some(c.message.clone()),
+    ))
 }
 
 /// One attempt at a step, as the caller, inside the attempt's subtransaction.
-fn run_step(client: &mut SpiClient<'_>, run: &Run, p: &Pipeline, step: &Step) -> Result<Outcome, Caught> {
+fn run_step(
+    client: &mut SpiClient<'_>,
+    run: &Run,
+    p: &Pipeline,
+    step: &Step,
+) -> Result<Outcome, Caught> {
     let r = (|| -> Result<Outcome, SqlError> {
         match &step.kind {
-            StepKind::Ingest { dataset, source, quarantine } => {
-                let o = connectors::ingest(client, &run.tenant_id, dataset, source, Some(run.run_id))?;
+            StepKind::Ingest {
+                dataset,
+                source,
+                quarantine,
+            } => {
+                let o =
+                    connectors::ingest(client, &run.tenant_id, dataset, source, Some(run.run_id))?;
                 let mut out = Outcome {
                     rows_in: Some(o.rows),
                     rows_out: Some(o.accepted),
@@ -668,8 +779,11 @@ fn run_step(client: &mut SpiClient<'_>, run: &Run, p: &Pipeline, step: &Step) ->
                             "fail": rule.fail, "message": what}))));
                         if rule.fail {
                             // the batch is rolled back with the attempt: nothing lands
-                            return Err(SqlError::new(PgSqlErrorCode::ERRCODE_CHECK_VIOLATION, what)
-                                .hint("Fix the feed or the contract, then resume the run."));
+                            return Err(SqlError::new(
+                                PgSqlErrorCode::ERRCODE_CHECK_VIOLATION,
+                                what,
+                            )
+                            .hint("Fix the feed or the contract, then resume the run."));
                         }
                         out.warned = true;
                         out.note = Some(what);
@@ -720,8 +834,12 @@ fn run_step(client: &mut SpiClient<'_>, run: &Run, p: &Pipeline, step: &Step) ->
                 })
             }
             StepKind::Hook { event } => {
-                run.event(client, "hook", json!({"step": step.name, "event": event,
-                    "calendar": p.calendar, "grain": p.grain}))?;
+                run.event(
+                    client,
+                    "hook",
+                    json!({"step": step.name, "event": event,
+                    "calendar": p.calendar, "grain": p.grain}),
+                )?;
                 Ok(Outcome::default())
             }
         }
@@ -775,7 +893,11 @@ fn pipeline_unschedule(name: &str) -> bool {
         require_cron(client)?;
         let job = format!("barecount:{tenant_id}:{name}");
         let n = client
-            .select("SELECT 1 FROM cron.job WHERE jobname = $1 AND username = current_user", None, &[job.as_str().into()])?
+            .select(
+                "SELECT 1 FROM cron.job WHERE jobname = $1 AND username = current_user",
+                None,
+                &[job.as_str().into()],
+            )?
             .len();
         if n == 0 {
             return Ok(false);
@@ -788,7 +910,11 @@ fn pipeline_unschedule(name: &str) -> bool {
 
 fn require_cron(client: &SpiClient<'_>) -> Result<(), SqlError> {
     let n = client
-        .select("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_cron'", None, &[])?
+        .select(
+            "SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_cron'",
+            None,
+            &[],
+        )?
         .len();
     if n == 0 {
         return Err(SqlError::new(

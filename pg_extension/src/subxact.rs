@@ -33,8 +33,8 @@ pub fn attempt<R>(f: impl FnOnce() -> Result<R, Caught>) -> Result<R, Caught> {
             let f = f;
             (f.0)().map_err(Ok)
         })
-            .catch_others(|e| Err(Err(e)))
-            .execute();
+        .catch_others(|e| Err(Err(e)))
+        .execute();
         match out {
             Ok(v) => {
                 pg_sys::ReleaseCurrentSubTransaction();

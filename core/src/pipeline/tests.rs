@@ -92,7 +92,10 @@ fn a_cycle_is_refused_naming_its_steps() {
         {"name": "a", "kind": "hook", "event": "x", "after": ["c"]},
         {"name": "b", "kind": "hook", "event": "x", "after": ["a"]},
         {"name": "c", "kind": "hook", "event": "x", "after": ["b"]}]}));
-    assert_eq!(e, PipelineError::Cycle(vec!["a".into(), "c".into(), "b".into(), "a".into()]));
+    assert_eq!(
+        e,
+        PipelineError::Cycle(vec!["a".into(), "c".into(), "b".into(), "a".into()])
+    );
     assert!(e.to_string().contains("a -> c -> b -> a"), "{e}");
     let e = err(json!({"steps": [{"name": "a", "kind": "hook", "event": "x", "after": ["a"]}]}));
     assert!(matches!(e, PipelineError::Cycle(_)), "{e}");
@@ -103,19 +106,28 @@ fn unknown_objects_are_refused_with_the_step_named() {
     let mut v = retail();
     v["steps"][3]["kpi"] = json!("nope");
     let e = err(v);
-    assert!(e.to_string().contains("step \"sales\" names KPI \"nope\""), "{e}");
+    assert!(
+        e.to_string().contains("step \"sales\" names KPI \"nope\""),
+        "{e}"
+    );
     let mut v = retail();
     v["steps"][4]["model"] = json!("nope");
-    assert!(err(v).to_string().contains("\"clean\" names model \"nope\""));
+    assert!(err(v)
+        .to_string()
+        .contains("\"clean\" names model \"nope\""));
     let mut v = retail();
     v["steps"][2]["dataset"] = json!("nope");
     assert!(err(v).to_string().contains("\"load\" names dataset"));
     let mut v = retail();
     v["calendar"] = json!("nope");
-    assert!(err(v).to_string().contains("calendar \"nope\" does not exist"));
+    assert!(err(v)
+        .to_string()
+        .contains("calendar \"nope\" does not exist"));
     let mut v = retail();
     v["steps"][0]["after"] = json!(["ghost"]);
-    assert!(err(v).to_string().contains("\"tell\" names step (in \"after\") \"ghost\""));
+    assert!(err(v)
+        .to_string()
+        .contains("\"tell\" names step (in \"after\") \"ghost\""));
 }
 
 #[test]
@@ -123,7 +135,10 @@ fn grain_mismatches_are_refused_with_the_step_named() {
     let mut v = retail();
     v["steps"][3]["kpi"] = json!("weekly");
     let e = err(v);
-    assert!(matches!(e, PipelineError::GrainMismatch { ref step, .. } if step == "sales"), "{e}");
+    assert!(
+        matches!(e, PipelineError::GrainMismatch { ref step, .. } if step == "sales"),
+        "{e}"
+    );
     assert!(e.to_string().contains("week of calendar \"nrf\""), "{e}");
     let mut v = retail();
     v["steps"][3]["kpi"] = json!("monthly");
@@ -142,7 +157,8 @@ fn a_step_reading_what_another_builds_must_come_after_it() {
     v["steps"][3]["after"] = json!([]);
     let e = err(v);
     assert!(
-        e.to_string().contains("\"sales\": reads gdp.orders_clean, which step \"clean\" builds"),
+        e.to_string()
+            .contains("\"sales\": reads gdp.orders_clean, which step \"clean\" builds"),
         "{e}"
     );
     let mut v = retail();
@@ -157,20 +173,62 @@ fn bad_shapes_are_refused_clearly() {
         (json!({"steps": []}), "non-empty array"),
         (json!({"steps": [{"kind": "hook"}]}), "needs a \"name\""),
         (json!({"stepz": []}), "unknown field \"stepz\""),
-        (json!({"steps": [{"name": "a", "kind": "sql"}]}), "unknown kind \"sql\""),
-        (json!({"steps": [{"name": "a", "kind": "hook", "event": "x", "model": "m"}]}), "unknown field \"model\""),
-        (json!({"steps": [{"name": "a", "kind": "hook", "event": "x"}, {"name": "a", "kind": "hook", "event": "y"}]}), "two steps have this name"),
-        (json!({"steps": [{"name": "Bad Name", "kind": "hook", "event": "x"}]}), "Bad Name"),
-        (json!({"steps": [{"name": "a", "kind": "hook", "event": ""}]}), "\"event\" must be a non-empty string"),
-        (json!({"steps": [{"name": "a", "kind": "ingest", "dataset": "orders", "source": {"file": "../etc/passwd", "format": "csv"}}]}), "\"..\""),
-        (json!({"steps": [{"name": "a", "kind": "ingest", "dataset": "orders", "source": {"file": "/etc/passwd", "format": "csv"}}]}), "relative to the load directory"),
-        (json!({"steps": [{"name": "a", "kind": "ingest", "dataset": "orders", "source": {"file": "x.xls", "format": "xls"}}]}), "not csv or jsonl"),
-        (json!({"steps": [{"name": "a", "kind": "ingest", "dataset": "orders", "source": {"query": "select 1"}}]}), "needs \"table\" or \"file\""),
-        (json!({"steps": [{"name": "a", "kind": "ingest", "dataset": "orders", "source": {"table": "t"}, "quarantine": {"max_share": 2}}]}), "max_share"),
-        (json!({"retry": {"attempts": 0}, "steps": [{"name": "a", "kind": "hook", "event": "x"}]}), "at least 1"),
-        (json!({"retry": {"attempts": 99}, "steps": [{"name": "a", "kind": "hook", "event": "x"}]}), "from 0 to 10"),
-        (json!({"calendar": "nrf", "steps": [{"name": "a", "kind": "hook", "event": "x"}]}), "needs its grain"),
-        (json!({"calendar": "nrf", "grain": "fortnight", "steps": [{"name": "a", "kind": "hook", "event": "x"}]}), "not a calendar grain"),
+        (
+            json!({"steps": [{"name": "a", "kind": "sql"}]}),
+            "unknown kind \"sql\"",
+        ),
+        (
+            json!({"steps": [{"name": "a", "kind": "hook", "event": "x", "model": "m"}]}),
+            "unknown field \"model\"",
+        ),
+        (
+            json!({"steps": [{"name": "a", "kind": "hook", "event": "x"}, {"name": "a", "kind": "hook", "event": "y"}]}),
+            "two steps have this name",
+        ),
+        (
+            json!({"steps": [{"name": "Bad Name", "kind": "hook", "event": "x"}]}),
+            "Bad Name",
+        ),
+        (
+            json!({"steps": [{"name": "a", "kind": "hook", "event": ""}]}),
+            "\"event\" must be a non-empty string",
+        ),
+        (
+            json!({"steps": [{"name": "a", "kind": "ingest", "dataset": "orders", "source": {"file": "../etc/passwd", "format": "csv"}}]}),
+            "\"..\"",
+        ),
+        (
+            json!({"steps": [{"name": "a", "kind": "ingest", "dataset": "orders", "source": {"file": "/etc/passwd", "format": "csv"}}]}),
+            "relative to the load directory",
+        ),
+        (
+            json!({"steps": [{"name": "a", "kind": "ingest", "dataset": "orders", "source": {"file": "x.xls", "format": "xls"}}]}),
+            "not csv or jsonl",
+        ),
+        (
+            json!({"steps": [{"name": "a", "kind": "ingest", "dataset": "orders", "source": {"query": "select 1"}}]}),
+            "needs \"table\" or \"file\"",
+        ),
+        (
+            json!({"steps": [{"name": "a", "kind": "ingest", "dataset": "orders", "source": {"table": "t"}, "quarantine": {"max_share": 2}}]}),
+            "max_share",
+        ),
+        (
+            json!({"retry": {"attempts": 0}, "steps": [{"name": "a", "kind": "hook", "event": "x"}]}),
+            "at least 1",
+        ),
+        (
+            json!({"retry": {"attempts": 99}, "steps": [{"name": "a", "kind": "hook", "event": "x"}]}),
+            "from 0 to 10",
+        ),
+        (
+            json!({"calendar": "nrf", "steps": [{"name": "a", "kind": "hook", "event": "x"}]}),
+            "needs its grain",
+        ),
+        (
+            json!({"calendar": "nrf", "grain": "fortnight", "steps": [{"name": "a", "kind": "hook", "event": "x"}]}),
+            "not a calendar grain",
+        ),
     ] {
         let e = err(v.clone());
         assert!(e.to_string().contains(says), "{v}: {e}");
@@ -223,22 +281,52 @@ fn quarantine_rule_is_a_share_of_the_batch() {
 
 #[test]
 fn period_labels_resolve_on_the_calendar() {
-    assert_eq!(parse_period_label("FY2024-P03").unwrap(), (Grain::Period, 2024, 3));
-    assert_eq!(parse_period_label("FY2024").unwrap(), (Grain::Year, 2024, 1));
-    assert_eq!(parse_period_label("FY2024-W53").unwrap(), (Grain::Week, 2024, 53));
-    for bad in ["2024-P03", "FY24-P03", "FY2024-X03", "FY2024-P", "FY2024-P0", "FY2024-P1234", "FYabcd"] {
+    assert_eq!(
+        parse_period_label("FY2024-P03").unwrap(),
+        (Grain::Period, 2024, 3)
+    );
+    assert_eq!(
+        parse_period_label("FY2024").unwrap(),
+        (Grain::Year, 2024, 1)
+    );
+    assert_eq!(
+        parse_period_label("FY2024-W53").unwrap(),
+        (Grain::Week, 2024, 53)
+    );
+    for bad in [
+        "2024-P03",
+        "FY24-P03",
+        "FY2024-X03",
+        "FY2024-P",
+        "FY2024-P0",
+        "FY2024-P1234",
+        "FYabcd",
+    ] {
         assert!(parse_period_label(bad).is_err(), "{bad}");
     }
-    let nrf = Spec::parse(&json!({"kind": "retail_454", "year_end": "nearest", "end_month": 1, "weekday": "sat"})).unwrap();
+    let nrf = Spec::parse(
+        &json!({"kind": "retail_454", "year_end": "nearest", "end_month": 1, "weekday": "sat"}),
+    )
+    .unwrap();
     let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
     // NRF FY2024 runs from 2024-02-04; P01 is 4 weeks, P06 ends after 26 weeks
-    let p1 = period_by_label(&nrf, Grain::Period, 2024, 1).unwrap().unwrap();
+    let p1 = period_by_label(&nrf, Grain::Period, 2024, 1)
+        .unwrap()
+        .unwrap();
     assert_eq!((p1.start, p1.end), (d("2024-02-04"), d("2024-03-02")));
-    let p6 = period_by_label(&nrf, Grain::Period, 2024, 6).unwrap().unwrap();
+    let p6 = period_by_label(&nrf, Grain::Period, 2024, 6)
+        .unwrap()
+        .unwrap();
     assert_eq!(p6.end, d("2024-08-03"));
     // FY2023 had 53 weeks, FY2024 has 52
-    assert!(period_by_label(&nrf, Grain::Week, 2023, 53).unwrap().is_some());
-    assert!(period_by_label(&nrf, Grain::Week, 2024, 53).unwrap().is_none());
-    assert!(period_by_label(&nrf, Grain::Period, 2024, 13).unwrap().is_none());
+    assert!(period_by_label(&nrf, Grain::Week, 2023, 53)
+        .unwrap()
+        .is_some());
+    assert!(period_by_label(&nrf, Grain::Week, 2024, 53)
+        .unwrap()
+        .is_none());
+    assert!(period_by_label(&nrf, Grain::Period, 2024, 13)
+        .unwrap()
+        .is_none());
     assert!(period_by_label(&nrf, Grain::Period, 3000, 1).is_err());
 }
