@@ -3,6 +3,7 @@
 #   cluster.sh start NAME   -> initdb (once) and start; prints the port
 #   cluster.sh stop NAME    -> fast shutdown (no error when not running)
 #   cluster.sh url NAME DB  -> the connection URL
+# pg_cron is preloaded; its jobs live in database $BC_CRON_DB (default postgres).
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 cmd="${1:-}"; name="${2:-}"
@@ -28,7 +29,9 @@ start)
     # -w waits until the server accepts connections: readiness, not a sleep.
     # RUST_BACKTRACE=1 as a careless deployment might set it: no backtrace may reach a client.
     run_as_postgres env RUST_BACKTRACE=1 "$PG_BIN/pg_ctl" -D "$data" -l "$dir/postgres.log" -w -t 60 start \
-        -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off" >/dev/null \
+        -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off \
+            -c shared_preload_libraries=pg_cron -c cron.database_name=${BC_CRON_DB:-postgres} \
+            -c cron.use_background_workers=on -c cron.max_running_jobs=4 -c max_worker_processes=16" >/dev/null \
         || { tail -n 30 "$dir/postgres.log" >&2; die "postgres did not start"; }
     echo "$port"
     ;;

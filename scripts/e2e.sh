@@ -17,7 +17,8 @@ trap cleanup EXIT
 
 "$ROOT/scripts/cluster.sh" stop test
 rm -rf "$BC_STATE/test"
-port="$("$ROOT/scripts/cluster.sh" start test)"
+# pg_cron keeps its jobs in barecount_test (the scheduling test runs there)
+port="$(BC_CRON_DB=barecount_test "$ROOT/scripts/cluster.sh" start test)"
 say "test cluster on 127.0.0.1:$port"
 # TLS on the test cluster, with a CA of its own, so the Flight server's sslmode=verify-full is
 # tested for real; plain connections keep working.
@@ -44,7 +45,8 @@ export BARECOUNT_TEST_PG_CA="$tls/ca.pem" BARECOUNT_TEST_OTHER_CA="$tls/other-ca
 psql -X -q -v ON_ERROR_STOP=1 "$("$ROOT/scripts/cluster.sh" url test postgres)" \
     -c "CREATE DATABASE barecount_test" >/dev/null
 export BARECOUNT_TEST_PG_URL="$("$ROOT/scripts/cluster.sh" url test barecount_test)"
-psql -X -q -v ON_ERROR_STOP=1 "$BARECOUNT_TEST_PG_URL" -c "CREATE EXTENSION barecount" >/dev/null
+psql -X -q -v ON_ERROR_STOP=1 "$BARECOUNT_TEST_PG_URL" -c "CREATE EXTENSION barecount" \
+    -c "CREATE EXTENSION pg_cron" -c "GRANT USAGE ON SCHEMA cron TO barecount_engineer" >/dev/null
 # barecount-flight connects as a gateway role, as a deployment should: a member of
 # barecount_admin with BYPASSRLS, never a superuser (the harness does the same per test).
 psql -X -q -v ON_ERROR_STOP=1 "$BARECOUNT_TEST_PG_URL" >/dev/null <<'SQL'

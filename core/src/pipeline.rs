@@ -332,20 +332,21 @@ impl Pipeline {
         })?;
         let kind_s = text(o, "kind", &name)?;
         let common = ["name", "kind", "after", "retry"];
-        let extra: &[&str] =
-            match kind_s.as_str() {
-                "ingest" => &["dataset", "source", "quarantine"][..],
-                "model" => &["model"][..],
-                "kpi" => &["kpi"][..],
-                "publish" => &["dataset", "source"][..],
-                "hook" => &["event"][..],
-                other => return Err(PipelineError::Step {
+        let extra: &[&str] = match kind_s.as_str() {
+            "ingest" => &["dataset", "source", "quarantine"][..],
+            "model" => &["model"][..],
+            "kpi" => &["kpi"][..],
+            "publish" => &["dataset", "source"][..],
+            "hook" => &["event"][..],
+            other => {
+                return Err(PipelineError::Step {
                     step: name,
                     problem: format!(
                         "unknown kind \"{other}\" (expected ingest, model, kpi, publish or hook)"
                     ),
-                }),
-            };
+                })
+            }
+        };
         let allowed: Vec<&str> = common.iter().chain(extra).copied().collect();
         only(o, &allowed, &format!("step \"{name}\""))?;
         let after = match o.get("after") {

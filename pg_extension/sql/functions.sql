@@ -93,8 +93,8 @@ COMMENT ON FUNCTION barecount.pipeline_resume(bigint) IS
 COMMENT ON FUNCTION barecount.pipeline_schedule(text, text, boolean) IS
     'Schedule a pipeline with pg_cron (a cron expression); calendar_aware runs the period that closed, on the first working day after it; scheduled runs are ordinary runs';
 COMMENT ON FUNCTION barecount.pipeline_unschedule(text) IS 'Remove a pipeline''s pg_cron schedule; true if there was one';
-COMMENT ON FUNCTION barecount._pipeline_tick(text, boolean) IS
-    'Internal: what a pipeline''s pg_cron job runs (the run for today''s firing, if one is due); returns the run id or NULL';
+COMMENT ON FUNCTION barecount._pipeline_tick(text, boolean, date) IS
+    'What a pipeline''s pg_cron job runs: the run due on the day (default today; another day catches a missed firing up), or NULL when none is; returns the run id';
 COMMENT ON FUNCTION barecount.ingest_file(text, text, text) IS
     'Ingest a CSV or JSON Lines file named relative to barecount.load_directory, as one batch (CSV cells typed by the contract); the same file content again is recognised and not ingested twice';
 
@@ -153,7 +153,7 @@ GRANT EXECUTE ON FUNCTION barecount.verify_kpi_period(text, text) TO barecount_e
 GRANT EXECUTE ON FUNCTION barecount.kpi_refresh(text) TO barecount_engineer;
 GRANT EXECUTE ON FUNCTION barecount.pipeline_define(text, jsonb), barecount.pipeline_run(text, text, text, text),
                           barecount.pipeline_resume(bigint), barecount.pipeline_schedule(text, text, boolean),
-                          barecount.pipeline_unschedule(text), barecount._pipeline_tick(text, boolean),
+                          barecount.pipeline_unschedule(text), barecount._pipeline_tick(text, boolean, date),
                           barecount.ingest_file(text, text, text)
     TO barecount_engineer;
 GRANT EXECUTE ON FUNCTION barecount.pipeline_runs_page(text, bigint, integer),

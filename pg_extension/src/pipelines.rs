@@ -263,16 +263,32 @@ fn pipeline_run(
 /// period, once (its label is the idempotency key); otherwise each firing runs the period
 /// containing yesterday.
 #[pg_extern(volatile, parallel_unsafe)]
-fn _pipeline_tick(name: &str, calendar_aware: bool) -> Option<i64> {
+fn _pipeline_tick(
+    name: &str,
+    calendar_aware: bool,
+    today: default!(Option<pgrx::datum::Date>, "NULL"),
+) -> Option<i64> {
     let plan = Spi::connect(
         |client| -> Result<Option<(NaiveDate, NaiveDate, String)>, SqlError> {
             let tenant_id = tenant::current(client)?;
             let (_, p) = load(client, &tenant_id, name, None)?;
-            let today = client
-                .select("SELECT current_date::text", Some(1), &[])?
-                .first()
-                .get::<String>(1)?
-                .unwrap_or_default();
+            // a firing is named by its minute (pg_cron fires at most once a minute), or by
+            // the day asked for when a missed firing is caught up
+            let (today, firing) = match today {
+                Some(d) if !d.is_infinity() && !d.is_neg_infinity() => {
+                    let t = format!("{}-{:02}-{:02}", d.year(), d.month(), d.day());
+                    (t.clone(), t)
+                }
+                _ => {
+                    let r = client.select(
+                        "SELECT current_date::text, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI\"Z\"')",
+                        Some(1),
+                        &[],
+                    )?;
+                    let r = r.first();
+                    (r.get::<String>(1)?.unwrap_or_default(), r.get::<String>(2)?.unwrap_or_default())
+                }
+            };
             let today = NaiveDate::parse_from_str(&today, "%Y-%m-%d").map_err(|e| {
                 SqlError::new(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string())
             })?;
@@ -324,11 +340,11 @@ fn _pipeline_tick(name: &str, calendar_aware: bool) -> Option<i64> {
                         Ok(Some((
                             period.start,
                             period.end,
-                            format!("schedule:{today}:{}", period.label()),
+                            format!("schedule:{firing}:{}", period.label()),
                         )))
                     }
                 }
-                _ => Ok(Some((yesterday, yesterday, format!("schedule:{today}")))),
+                _ => Ok(Some((yesterday, yesterday, format!("schedule:{firing}")))),
             }
         },
     )

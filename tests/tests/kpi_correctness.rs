@@ -5,7 +5,9 @@
 //! restarts every backend after one dies).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use barecount_tests::{connect, connect_as, count, fresh_db, login_role, order, strings, TestDb, ORDERS_CONTRACT};
+use barecount_tests::{
+    connect, connect_as, count, fresh_db, login_role, order, strings, TestDb, ORDERS_CONTRACT,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::time::{Duration, Instant};
@@ -22,7 +24,13 @@ const DIFF: &str = "WITH oracle AS (
        + (SELECT count(*) FROM (SELECT * FROM kpi EXCEPT ALL SELECT * FROM oracle) b)";
 
 async fn engineer(db: &TestDb) -> Client {
-    let eng = login_role(&db.client, "kc_eng", &["barecount_engineer", "barecount_publisher"], Some("default")).await;
+    let eng = login_role(
+        &db.client,
+        "kc_eng",
+        &["barecount_engineer", "barecount_publisher"],
+        Some("default"),
+    )
+    .await;
     connect_as(&db.url, &eng).await
 }
 
@@ -66,14 +74,25 @@ async fn refresh_after_random_changes_always_equals_a_group_by() {
                 2 => format!("UPDATE gdp.src SET d = DATE '2022-01-01' + {day}, region = 'west' WHERE id % 97 = {}", rng.random_range(0..97)),
                 _ => format!("DELETE FROM gdp.src WHERE id % 89 = {}", rng.random_range(0..89)),
             };
-            e.batch_execute(&sql).await.unwrap_or_else(|err| panic!("{sql}: {err}"));
+            e.batch_execute(&sql)
+                .await
+                .unwrap_or_else(|err| panic!("{sql}: {err}"));
         }
-        e.batch_execute("SELECT * FROM barecount.kpi_refresh('rk')").await.unwrap();
+        e.batch_execute("SELECT * FROM barecount.kpi_refresh('rk')")
+            .await
+            .unwrap();
         assert_eq!(count(&e, DIFF).await, 0, "round {round}, seed {seed}");
     }
     // and every refreshed period still verifies against its receipt
     for p in strings(&e, "SELECT DISTINCT period FROM kpi.rk ORDER BY 1 LIMIT 6").await {
-        let ok: bool = e.query_one("SELECT ok FROM barecount.verify_kpi_period('rk', $1)", &[&p]).await.unwrap().get(0);
+        let ok: bool = e
+            .query_one(
+                "SELECT ok FROM barecount.verify_kpi_period('rk', $1)",
+                &[&p],
+            )
+            .await
+            .unwrap()
+            .get(0);
         assert!(ok, "{p}");
     }
 }
@@ -83,12 +102,26 @@ async fn concurrent_materializations_of_overlapping_periods_neither_double_nor_l
     let db = fresh_db().await;
     let e = engineer(&db).await;
     source(&e).await;
-    let eng: String = e.query_one("SELECT current_user::text", &[]).await.unwrap().get(0);
+    let eng: String = e
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .unwrap()
+        .get(0);
     let a = connect_as(&db.url, &eng).await;
     let b = connect_as(&db.url, &eng).await;
-    e.batch_execute("UPDATE gdp.src SET amount = amount * 2 WHERE d < '2023-06-01'").await.unwrap();
-    a.batch_execute("BEGIN; SELECT * FROM barecount.kpi_materialize('rk', '2022-01-01', '2023-06-30')").await.unwrap();
-    let b_pid: i32 = b.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    e.batch_execute("UPDATE gdp.src SET amount = amount * 2 WHERE d < '2023-06-01'")
+        .await
+        .unwrap();
+    a.batch_execute(
+        "BEGIN; SELECT * FROM barecount.kpi_materialize('rk', '2022-01-01', '2023-06-30')",
+    )
+    .await
+    .unwrap();
+    let b_pid: i32 = b
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
     let second = tokio::spawn(async move {
         b.batch_execute("BEGIN; SELECT * FROM barecount.kpi_materialize('rk', '2023-01-01', '2024-12-31'); COMMIT").await
     });
@@ -99,7 +132,10 @@ async fn concurrent_materializations_of_overlapping_periods_neither_double_nor_l
         if waiting == 1 {
             break;
         }
-        assert!(Instant::now() < deadline, "the second materialization never waited for the first");
+        assert!(
+            Instant::now() < deadline,
+            "the second materialization never waited for the first"
+        );
         tokio::task::yield_now().await;
     }
     a.batch_execute("COMMIT").await.unwrap();
@@ -112,9 +148,16 @@ async fn concurrent_materializations_of_overlapping_periods_neither_double_nor_l
 async fn kpis_over_views_refresh_and_new_versions_materialize() {
     let db = fresh_db().await;
     let e = engineer(&db).await;
-    e.query("SELECT barecount.contract_register($1)", &[&ORDERS_CONTRACT]).await.unwrap();
+    e.query(
+        "SELECT barecount.contract_register($1)",
+        &[&ORDERS_CONTRACT],
+    )
+    .await
+    .unwrap();
     let rows = serde_json::json!([order("A1", "east", 10.0), order("A2", "west", 5.0)]);
-    e.query("SELECT * FROM barecount.ingest('orders', $1)", &[&rows]).await.unwrap();
+    e.query("SELECT * FROM barecount.ingest('orders', $1)", &[&rows])
+        .await
+        .unwrap();
     // over raw.<dataset>__accepted (a view): Postgres allows no transition-table triggers there
     e.batch_execute(
         r#"SELECT barecount.kpi_define('arrivals', '{"source": "raw.orders__accepted", "time": "received_at", "grain": "day",
@@ -123,14 +166,31 @@ async fn kpis_over_views_refresh_and_new_versions_materialize() {
     )
     .await
     .unwrap();
-    assert_eq!(count(&e, "SELECT sum(n)::bigint FROM kpi.arrivals").await, 2);
+    assert_eq!(
+        count(&e, "SELECT sum(n)::bigint FROM kpi.arrivals").await,
+        2
+    );
     let rows = serde_json::json!([order("A3", "east", 1.0)]);
-    e.query("SELECT * FROM barecount.ingest('orders', $1)", &[&rows]).await.unwrap();
-    let r = e.query_one("SELECT periods, row_count FROM barecount.kpi_refresh('arrivals')", &[]).await.unwrap();
+    e.query("SELECT * FROM barecount.ingest('orders', $1)", &[&rows])
+        .await
+        .unwrap();
+    let r = e
+        .query_one(
+            "SELECT periods, row_count FROM barecount.kpi_refresh('arrivals')",
+            &[],
+        )
+        .await
+        .unwrap();
     assert_eq!(r.get::<_, i64>(0), 1, "only the changed period");
-    assert_eq!(count(&e, "SELECT sum(n)::bigint FROM kpi.arrivals").await, 3);
+    assert_eq!(
+        count(&e, "SELECT sum(n)::bigint FROM kpi.arrivals").await,
+        3
+    );
     // nothing changed: nothing recomputed
-    let r = e.query_one("SELECT periods FROM barecount.kpi_refresh('arrivals')", &[]).await.unwrap();
+    let r = e
+        .query_one("SELECT periods FROM barecount.kpi_refresh('arrivals')", &[])
+        .await
+        .unwrap();
     assert_eq!(r.get::<_, i64>(0), 0);
 
     // over a published view
@@ -143,7 +203,14 @@ async fn kpis_over_views_refresh_and_new_versions_materialize() {
     )
     .await
     .unwrap();
-    assert_eq!(count(&e, "SELECT (sum(net) * 10)::bigint FROM kpi.published_sales").await, 160);
+    assert_eq!(
+        count(
+            &e,
+            "SELECT (sum(net) * 10)::bigint FROM kpi.published_sales"
+        )
+        .await,
+        160
+    );
 
     // a new version with another measure materializes into a new table; the old one is kept
     e.batch_execute(
@@ -153,15 +220,38 @@ async fn kpis_over_views_refresh_and_new_versions_materialize() {
     )
     .await
     .unwrap();
-    assert_eq!(count(&e, "SELECT sum(orders)::bigint FROM kpi.published_sales WHERE definition_version = 2").await, 3);
-    assert_eq!(count(&e, "SELECT count(*) FROM kpi.published_sales__v1 WHERE definition_version = 1").await, 2);
+    assert_eq!(
+        count(
+            &e,
+            "SELECT sum(orders)::bigint FROM kpi.published_sales WHERE definition_version = 2"
+        )
+        .await,
+        3
+    );
+    assert_eq!(
+        count(
+            &e,
+            "SELECT count(*) FROM kpi.published_sales__v1 WHERE definition_version = 1"
+        )
+        .await,
+        2
+    );
 }
 
 /// psql-free helper: the scripts' cluster tool, for a cluster this test may crash.
 fn cluster(args: &[&str]) -> String {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let out = std::process::Command::new(root.join("scripts/cluster.sh")).args(args).output().unwrap();
-    assert!(out.status.success(), "cluster.sh {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    let out = std::process::Command::new(root.join("scripts/cluster.sh"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cluster.sh {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
@@ -171,7 +261,9 @@ async fn a_backend_killed_mid_run_leaves_no_partial_period_and_a_rerun_completes
     cluster(&["start", "kpicrash"]);
     let url = cluster(&["url", "kpicrash", "postgres"]);
     let root = connect(&url).await;
-    root.batch_execute("DROP DATABASE IF EXISTS crash").await.unwrap();
+    root.batch_execute("DROP DATABASE IF EXISTS crash")
+        .await
+        .unwrap();
     root.batch_execute("CREATE DATABASE crash").await.unwrap();
     let url = format!("{}/crash", url.rsplit_once('/').unwrap().0);
     let su = connect(&url).await;
@@ -198,9 +290,17 @@ async fn a_backend_killed_mid_run_leaves_no_partial_period_and_a_rerun_completes
     ))
     .await
     .unwrap();
-    let pid: i32 = e.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let pid: i32 = e
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
     let running = tokio::spawn(async move {
-        e.query("SELECT * FROM barecount.pipeline_run('crashy', '2022-01-01', '2024-12-31', 'once')", &[]).await
+        e.query(
+            "SELECT * FROM barecount.pipeline_run('crashy', '2022-01-01', '2024-12-31', 'once')",
+            &[],
+        )
+        .await
     });
     // the KPI step is done (inside the run's transaction) once the next step sleeps
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -209,12 +309,21 @@ async fn a_backend_killed_mid_run_leaves_no_partial_period_and_a_rerun_completes
         if n == 1 {
             break;
         }
-        assert!(Instant::now() < deadline, "the run never reached its second step");
+        assert!(
+            Instant::now() < deadline,
+            "the run never reached its second step"
+        );
         tokio::task::yield_now().await;
     }
-    let killed = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
     assert!(killed.success());
-    assert!(running.await.unwrap().is_err(), "the killed backend's client sees an error");
+    assert!(
+        running.await.unwrap().is_err(),
+        "the killed backend's client sees an error"
+    );
     // Postgres restarts every backend; reconnect once it accepts connections again
     let deadline = Instant::now() + Duration::from_secs(60);
     let su = loop {
@@ -226,25 +335,54 @@ async fn a_backend_killed_mid_run_leaves_no_partial_period_and_a_rerun_completes
                 break c;
             }
         }
-        assert!(Instant::now() < deadline, "Postgres did not come back after the kill");
+        assert!(
+            Instant::now() < deadline,
+            "Postgres did not come back after the kill"
+        );
         tokio::task::yield_now().await;
     };
     // nothing of the run survived: no KPI rows, no run, no receipt of a materialization
     // (the KPI's table was created inside the killed transaction: it is gone with it)
-    assert_eq!(count(&su, "SELECT count(*) FROM pg_class WHERE oid = to_regclass('kpi.rk')").await, 0);
-    assert_eq!(count(&su, "SELECT count(*) FROM barecount.pipeline_runs").await, 0);
-    assert_eq!(count(&su, "SELECT count(*) FROM barecount.ledger WHERE event_type = 'kpi_materialize'").await, 0);
-    assert!(su.query_one("SELECT ok FROM barecount.ledger_verify()", &[]).await.unwrap().get::<_, bool>(0));
+    assert_eq!(
+        count(
+            &su,
+            "SELECT count(*) FROM pg_class WHERE oid = to_regclass('kpi.rk')"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(&su, "SELECT count(*) FROM barecount.pipeline_runs").await,
+        0
+    );
+    assert_eq!(
+        count(
+            &su,
+            "SELECT count(*) FROM barecount.ledger WHERE event_type = 'kpi_materialize'"
+        )
+        .await,
+        0
+    );
+    assert!(su
+        .query_one("SELECT ok FROM barecount.ledger_verify()", &[])
+        .await
+        .unwrap()
+        .get::<_, bool>(0));
     // the rerun (same key: the first never committed) completes
     let e = connect_as(&url, "crash_eng").await;
-    e.batch_execute("SELECT barecount.model_define('after_kpi', 'SELECT 1 AS x')").await.unwrap();
+    e.batch_execute("SELECT barecount.model_define('after_kpi', 'SELECT 1 AS x')")
+        .await
+        .unwrap();
     let status: String = e
         .query_one("SELECT status FROM barecount.pipeline_run('crashy', '2022-01-01', '2024-12-31', 'once')", &[])
         .await
         .unwrap()
         .get(0);
     assert_eq!(status, "succeeded");
-    assert_eq!(count(&e, "SELECT count(DISTINCT period) FROM kpi.rk").await, 36);
+    assert_eq!(
+        count(&e, "SELECT count(DISTINCT period) FROM kpi.rk").await,
+        36
+    );
     assert_eq!(count(&e, "SELECT sum(n)::bigint FROM kpi.rk").await, 5000);
     drop(e);
     drop(su);
