@@ -330,6 +330,7 @@ fn typed(cell: &str, ty: Option<&Value>) -> Value {
 
 /// Ingest a CSV or JSON Lines file from the load directory (a name relative to
 /// `barecount.load_directory`), once: the same file content again is recognised and skipped.
+#[allow(clippy::type_complexity)]
 #[pg_extern(volatile, parallel_unsafe)]
 fn ingest_file(
     dataset: &str,

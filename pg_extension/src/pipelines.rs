@@ -238,6 +238,7 @@ type RunRow = (
 );
 
 /// Run a pipeline over a range of dates or calendar periods.
+#[allow(clippy::type_complexity)]
 #[pg_extern(volatile, parallel_unsafe)]
 fn pipeline_run(
     name: &str,
@@ -362,6 +363,7 @@ fn _pipeline_tick(
 }
 
 /// Resume a failed run from its failed step (the steps that succeeded are not run again).
+#[allow(clippy::type_complexity)]
 #[pg_extern(volatile, parallel_unsafe)]
 fn pipeline_resume(
     run_id: i64,

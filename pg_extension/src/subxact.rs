@@ -31,9 +31,9 @@ pub fn attempt<R>(f: impl FnOnce() -> Result<R, Caught>) -> Result<R, Caught> {
         let f = AssertUnwindSafe(f);
         let out = PgTryBuilder::new(move || {
             let f = f;
-            (f.0)().map_err(Ok)
+            (f.0)().map_err(|c| Box::new(Ok(c)))
         })
-        .catch_others(|e| Err(Err(e)))
+        .catch_others(|e| Err(Box::new(Err(e))))
         .execute();
         match out {
             Ok(v) => {
@@ -47,7 +47,7 @@ pub fn attempt<R>(f: impl FnOnce() -> Result<R, Caught>) -> Result<R, Caught> {
                 pg_sys::RollbackAndReleaseCurrentSubTransaction();
                 pg_sys::MemoryContextSwitchTo(ctx);
                 pg_sys::CurrentResourceOwner = owner;
-                match e {
+                match *e {
                     Ok(caught) => Err(caught),
                     Err(caught) => {
                         let report = match &caught {
