@@ -657,7 +657,7 @@ fn evaluate_thresholds(
                SELECT $1, $2, $3, period, dims, value, level,
                       CASE WHEN level = 'ok' OR (was = 'critical' AND level = 'warn') THEN 'recovery' ELSE 'breach' END, $4
                  FROM changed
-               RETURNING event_id, kpi, measure, period, dims, value, level, kind)
+               RETURNING event_id, kpi, measure, period, dims, value, level, kind),
              outbox AS (
                INSERT INTO barecount.events (tenant_id, kind, subject, payload)
                SELECT $1, 'threshold', 'kpi:' || e.kpi || '/' || e.period,

@@ -312,6 +312,16 @@ async fn thresholds_write_breach_and_recovery_events() {
         count(c, "SELECT count(*) FROM barecount.kpi_events").await,
         2
     );
+    // each is also in the platform's events outbox, for the consumers of events_claim
+    assert_eq!(
+        count(
+            c,
+            "SELECT count(*) FROM barecount.events e JOIN barecount.kpi_events k \
+               ON (e.payload->>'event_id')::bigint = k.event_id WHERE e.kind = 'threshold'"
+        )
+        .await,
+        2
+    );
     c.batch_execute("UPDATE gdp.orders SET amount = 30 WHERE order_date = '2024-03-10'")
         .await
         .unwrap();
