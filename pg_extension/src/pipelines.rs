@@ -6,7 +6,7 @@
 //! Steps run as the caller, through the same SQL functions a person would call; only the run's
 //! bookkeeping (runs, steps, receipts, events) is written in privileged sections.
 
-use crate::errors::{OrRaise, SqlError};
+use crate::errors::{required, OrRaise, SqlError};
 use crate::jsonarg::JsonbArg;
 use crate::subxact::{attempt, Caught};
 use crate::{calendars, connectors, kpis, ledger, models, privilege, tenant};
@@ -241,9 +241,9 @@ type RunRow = (
 #[allow(clippy::type_complexity)]
 #[pg_extern(volatile, parallel_unsafe)]
 fn pipeline_run(
-    name: &str,
-    period_from: &str,
-    period_to: &str,
+    name: Option<&str>,
+    period_from: Option<&str>,
+    period_to: Option<&str>,
     idempotency_key: default!(Option<&str>, "NULL"),
 ) -> TableIterator<
     'static,
@@ -256,6 +256,10 @@ fn pipeline_run(
         name!(error_message, Option<String>),
     ),
 > {
+    // not STRICT (the key is optional): a NULL argument is a clear 22004
+    let name = required(name, "pipeline_run", "name");
+    let period_from = required(period_from, "pipeline_run", "period_from");
+    let period_to = required(period_to, "pipeline_run", "period_to");
     TableIterator::once(start(name, period_from, period_to, idempotency_key, "manual").or_raise())
 }
 
@@ -265,10 +269,12 @@ fn pipeline_run(
 /// containing yesterday.
 #[pg_extern(volatile, parallel_unsafe)]
 fn _pipeline_tick(
-    name: &str,
-    calendar_aware: bool,
+    name: Option<&str>,
+    calendar_aware: Option<bool>,
     today: default!(Option<pgrx::datum::Date>, "NULL"),
 ) -> Option<i64> {
+    let name = required(name, "_pipeline_tick", "name");
+    let calendar_aware = required(calendar_aware, "_pipeline_tick", "calendar_aware");
     let plan = Spi::connect(
         |client| -> Result<Option<(NaiveDate, NaiveDate, String)>, SqlError> {
             let tenant_id = tenant::current(client)?;
@@ -872,7 +878,14 @@ fn run_step(
 /// on the schedule but run only on the first working day after a period of the pipeline's
 /// calendar grain closes, over that period.
 #[pg_extern(volatile, parallel_unsafe)]
-fn pipeline_schedule(name: &str, cron: &str, calendar_aware: default!(bool, false)) -> i64 {
+fn pipeline_schedule(
+    name: Option<&str>,
+    cron: Option<&str>,
+    calendar_aware: default!(Option<bool>, false),
+) -> i64 {
+    let name = required(name, "pipeline_schedule", "name");
+    let cron = required(cron, "pipeline_schedule", "cron");
+    let calendar_aware = required(calendar_aware, "pipeline_schedule", "calendar_aware");
     Spi::connect_mut(|client| {
         let tenant_id = tenant::current(client)?;
         let (_, p) = load(client, &tenant_id, name, None)?;
