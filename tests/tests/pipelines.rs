@@ -10,6 +10,7 @@ use barecount_tests::{
     TestDb, ORDERS_CONTRACT,
 };
 use serde_json::{json, Value};
+use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
 const NRF: &str =
@@ -791,4 +792,119 @@ async fn file_connectors_read_only_the_allowed_directory_and_land_each_file_once
     );
     std::fs::remove_dir_all(&dir).ok();
     std::fs::remove_dir_all(&outside).ok();
+}
+
+#[tokio::test]
+async fn events_are_claimed_once_across_concurrent_claimers_and_come_back_when_not_acknowledged() {
+    let db = fresh_db().await;
+    let (eng, e) = setup(&db).await;
+    // 40 hook events from 20 runs
+    e.query_one(
+        "SELECT barecount.pipeline_define('hooks', '{\"steps\": [{\"name\": \"a\", \"kind\": \"hook\", \"event\": \"x\"}]}')",
+        &[],
+    )
+    .await
+    .unwrap();
+    for i in 0..20 {
+        e.query(
+            "SELECT * FROM barecount.pipeline_run('hooks', '2024-01-01', '2024-01-01', $1)",
+            &[&format!("k{i}")],
+        )
+        .await
+        .unwrap();
+    }
+    let total = count(&e, "SELECT count(*) FROM barecount.events").await;
+    assert_eq!(total, 60, "run_started, hook and run_finished per run");
+    // the consumer's first claim offers it every event (committed here: one claimed and acked)
+    let first: i64 = e
+        .query_one(
+            "SELECT event_id FROM barecount.events_claim('worker', 1)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    e.query_one(
+        "SELECT barecount.events_ack('worker', ARRAY[$1::bigint])",
+        &[&first],
+    )
+    .await
+    .unwrap();
+    // two claimers of one consumer, each in an open transaction: SKIP LOCKED splits the events
+    let a = connect_as(&db.url, &eng).await;
+    let b = connect_as(&db.url, &eng).await;
+    a.batch_execute("BEGIN").await.unwrap();
+    b.batch_execute("BEGIN").await.unwrap();
+    let ids = |rows: Vec<tokio_postgres::Row>| {
+        rows.iter()
+            .map(|r| r.get::<_, i64>(0))
+            .collect::<Vec<i64>>()
+    };
+    let got_a = ids(a
+        .query(
+            "SELECT event_id FROM barecount.events_claim('worker', 35)",
+            &[],
+        )
+        .await
+        .unwrap());
+    let got_b = ids(b
+        .query(
+            "SELECT event_id FROM barecount.events_claim('worker', 35)",
+            &[],
+        )
+        .await
+        .unwrap());
+    assert_eq!(got_a.len(), 35);
+    assert_eq!(got_b.len(), 24, "the rest, none of a's");
+    assert!(got_a.iter().all(|x| !got_b.contains(x)));
+    a.batch_execute("COMMIT").await.unwrap();
+    b.batch_execute("COMMIT").await.unwrap();
+    // acknowledged events never come back; unacknowledged ones do after the visibility timeout
+    let acked: i32 = e
+        .query_one("SELECT barecount.events_ack('worker', $1)", &[&got_a])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(acked, 35);
+    let again: i32 = e
+        .query_one("SELECT barecount.events_ack('worker', $1)", &[&got_a])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(again, 0, "acknowledging twice changes nothing");
+    assert_eq!(
+        count(
+            &e,
+            "SELECT count(*) FROM barecount.events_claim('worker', 100)"
+        )
+        .await,
+        0
+    );
+    // b's claim had the default 30 s timeout; claim the rest again with a 1 s one once due
+    e.batch_execute("SELECT count(*) FROM barecount.events_claim('short', 100, '1 second')")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let back = loop {
+        let rows = e
+            .query(
+                "SELECT event_id, delivery FROM barecount.events_claim('short', 100, '1 second')",
+                &[],
+            )
+            .await
+            .unwrap();
+        if !rows.is_empty() {
+            break rows;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "unacknowledged events never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await; // polling the visibility deadline
+    };
+    assert_eq!(back.len(), 60);
+    assert!(
+        back.iter().all(|r| r.get::<_, i32>(1) == 2),
+        "second delivery of each"
+    );
 }
