@@ -27,7 +27,7 @@ impl From<CalendarError> for SqlError {
     }
 }
 
-fn to_naive(d: Date) -> Result<NaiveDate, SqlError> {
+pub(crate) fn to_naive(d: Date) -> Result<NaiveDate, SqlError> {
     if !d.is_finite() {
         return Err(SqlError::new(
             PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW,
@@ -155,6 +155,13 @@ fn calendar_of(name: &str) -> Rc<Defined> {
 /// A calendar's period definition (raises 42704 for an unknown calendar).
 pub(crate) fn spec_of(name: &str) -> Spec {
     calendar_of(name).spec.clone()
+}
+
+/// The first working day of a calendar on or after `d`, as `next_working_day` answers it.
+pub(crate) fn next_working_day_of(name: &str, d: NaiveDate) -> Result<NaiveDate, SqlError> {
+    Ok(calendar_of(name)
+        .working
+        .next_working_day_with(d, &mut interrupt)?)
 }
 
 pub fn period_for(d: Date, calendar: &str, grain: &str) -> Period {

@@ -37,7 +37,7 @@ pub fn ingest(
     run_id: Option<i64>,
 ) -> Result<Landed, SqlError> {
     let (name, rows, count) = match source {
-        Source::Table(rel) => read_table(client, dataset, rel)?,
+        Source::Table(rel) => read_table(client, dataset, rel, true)?,
         Source::File { path, format } => read_file(client, tenant_id, dataset, path, *format)?,
     };
     let fingerprint = hex::encode(Sha256::digest(rows.as_bytes()));
@@ -92,12 +92,14 @@ pub fn ingest(
     Ok(landed)
 }
 
-/// A relation's rows as a JSON array (ordered, so the same rows give the same fingerprint),
-/// read with the caller's privileges.
-fn read_table(
+/// A relation's rows as a JSON array, read with the caller's privileges: (lineage name, rows,
+/// count). `ordered` sorts them by content, so the same rows give the same fingerprint however
+/// they are stored; `ingest_table` keeps the relation's own order.
+pub(crate) fn read_table(
     client: &SpiClient<'_>,
     dataset: &str,
     relation: &str,
+    ordered: bool,
 ) -> Result<(String, String, i64), SqlError> {
     let rel = client
         .select("SELECT to_regclass($1)::text", Some(1), &[relation.into()])?
@@ -106,12 +108,13 @@ fn read_table(
         .ok_or_else(|| {
             SqlError::new(
                 PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
-                format!("source table \"{relation}\" for dataset \"{dataset}\" does not exist"),
+                format!("staging table \"{relation}\" for dataset \"{dataset}\" does not exist"),
             )
         })?;
+    let order = if ordered { " ORDER BY j::text" } else { "" };
     let r = client.select(
         &format!(
-            "SELECT coalesce(jsonb_agg(j ORDER BY j::text), '[]')::text, count(*) \
+            "SELECT coalesce(jsonb_agg(j{order}), '[]')::text, count(*) \
                FROM (SELECT to_jsonb(s) AS j FROM {rel} s) x"
         ),
         Some(1),

@@ -79,26 +79,7 @@ fn ingest_table(
     ),
 > {
     let rows = Spi::connect(|client| {
-        let rel = client
-            .select("SELECT to_regclass($1)::text", Some(1), &[source.into()])?
-            .first()
-            .get::<String>(1)?
-            .ok_or_else(|| {
-                SqlError::new(
-                    PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
-                    format!("staging table \"{source}\" for dataset \"{dataset}\" does not exist"),
-                )
-            })?;
-        let rows = client
-            .select(
-                &format!("SELECT coalesce(jsonb_agg(to_jsonb(s)), '[]'::jsonb)::text FROM {rel} s"),
-                Some(1),
-                &[],
-            )?
-            .first()
-            .get::<String>(1)?
-            .unwrap_or_else(|| "[]".to_owned());
-        Ok::<_, SqlError>(rows)
+        crate::connectors::read_table(client, dataset, source, false).map(|(_, rows, _)| rows)
     })
     .or_raise();
     TableIterator::once(ingest_text(dataset, rows))

@@ -79,6 +79,23 @@ fn kpi_define(name: &str, spec: JsonbArg) -> i32 {
     .or_raise()
 }
 
+/// The KPI's calendar as a SQL literal for its queries (NULL for plain grains).
+fn calendar_literal(kpi: &Kpi) -> String {
+    kpi.calendar
+        .as_deref()
+        .map(quote_literal)
+        .unwrap_or_else(|| "NULL".into())
+}
+
+/// The KPI's source as a quoted relation name (`gdp` when no schema is given).
+fn source_relation(kpi: &Kpi) -> String {
+    let (schema, table) = kpi
+        .source
+        .split_once('.')
+        .unwrap_or(("gdp", kpi.source.as_str()));
+    format!("{}.{}", quote_ident(schema), quote_ident(table))
+}
+
 pub(crate) fn definition(
     client: &SpiClient<'_>,
     tenant_id: &str,
@@ -144,6 +161,28 @@ fn period_hashes(
     ))
 }
 
+/// Content hash per period of a KPI table's stored rows of a tenant (one period, or all),
+/// over the KPI's own columns (not BareCount's bookkeeping).
+fn stored_hashes(
+    client: &SpiClient<'_>,
+    target: &str,
+    tenant_id: &str,
+    period: Option<&str>,
+) -> Result<BTreeMap<String, String>, SqlError> {
+    let cols: Vec<Column> = columns_of(client, target)?
+        .into_iter()
+        .filter(|c| !BOOKKEEPING.contains(&c.name.as_str()))
+        .collect();
+    let only = period
+        .map(|p| format!(" AND period = {}", quote_literal(p)))
+        .unwrap_or_default();
+    let rel = format!(
+        "(SELECT * FROM {target} WHERE tenant_id = {}{only}) t",
+        quote_literal(tenant_id)
+    );
+    Ok(period_hashes(client, &rel, &cols)?.0)
+}
+
 const STAGING: &str = "barecount_kpi_staging";
 
 /// Materializes the periods whose first day lies in [from, to] (SQL date literals). The KPI's
@@ -160,11 +199,7 @@ fn materialize(
     // then (at READ COMMITTED) deletes what the first wrote, so no period is doubled or lost
     tenant::lock_object(client, "kpi_materialize", &tenant_id, name)?;
     let (version, kpi) = definition(client, &tenant_id, name)?;
-    let calendar = kpi
-        .calendar
-        .as_deref()
-        .map(quote_literal)
-        .unwrap_or_else(|| "NULL".into());
+    let calendar = calendar_literal(&kpi);
     let query = kpi.query(&calendar);
     let query = query.replace("$1", from).replace("$2", to);
     // the KPI's query runs as the caller, with its privileges and row-level security
@@ -343,9 +378,7 @@ fn verify_kpi_period(
             if !exists {
                 return Err(SqlError::new(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("KPI \"{name}\" has not been materialized")));
             }
-            let cols: Vec<Column> = columns_of(client, &target)?.into_iter().filter(|c| !BOOKKEEPING.contains(&c.name.as_str())).collect();
-            let rel = format!("(SELECT * FROM {target} WHERE tenant_id = {} AND period = {}) t", quote_literal(&tenant_id), quote_literal(period));
-            let (per, _, _) = period_hashes(client, &rel, &cols)?;
+            let per = stored_hashes(client, &target, &tenant_id, Some(period))?;
             let computed = per.get(period).cloned().unwrap_or_default();
             let t = client.select(
                 "SELECT seq, inputs->'periods'->>$3 FROM barecount.ledger \
@@ -370,13 +403,9 @@ fn install_invalidation(
     name: &str,
     kpi: &Kpi,
 ) -> Result<(), SqlError> {
-    let (schema, table) = kpi
-        .source
-        .split_once('.')
-        .unwrap_or(("gdp", kpi.source.as_str()));
     // a tenant's KPI reads its own layer schemas (or the shared raw stores), never another's
     tenant::check_owns(tenant_id, &kpi.source, "KPI source")?;
-    let source = format!("{}.{}", quote_ident(schema), quote_ident(table));
+    let source = source_relation(kpi);
     let exists = relation_exists(client, &source)?;
     if !exists {
         return Err(SqlError::new(
@@ -445,11 +474,7 @@ fn changed_starts(
     name: &str,
     kpi: &Kpi,
 ) -> Result<Vec<String>, SqlError> {
-    let calendar = kpi
-        .calendar
-        .as_deref()
-        .map(quote_literal)
-        .unwrap_or_else(|| "NULL".into());
+    let calendar = calendar_literal(kpi);
     let query = kpi
         .query(&calendar)
         .replace("$1", "'1900-01-01'::date")
@@ -473,15 +498,7 @@ fn changed_starts(
         if !relation_exists(client, &target)? {
             return Ok(BTreeMap::new());
         }
-        let have: Vec<Column> = columns_of(client, &target)?
-            .into_iter()
-            .filter(|c| !BOOKKEEPING.contains(&c.name.as_str()))
-            .collect();
-        let rel = format!(
-            "(SELECT * FROM {target} WHERE tenant_id = {}) t",
-            quote_literal(tenant_id)
-        );
-        let (per, _, _) = period_hashes(client, &rel, &have)?;
+        let per = stored_hashes(client, &target, tenant_id, None)?;
         for r in client.select(
             &format!("SELECT DISTINCT period::text, period_start::text FROM {target} WHERE tenant_id = $1"),
             None,
@@ -573,16 +590,8 @@ fn refresh_one(
     let tenant_id = tenant_id.to_owned();
     {
         let (_, kpi) = definition(client, &tenant_id, name)?;
-        let calendar = kpi
-            .calendar
-            .as_deref()
-            .map(quote_literal)
-            .unwrap_or_else(|| "NULL".into());
-        let (schema, table) = kpi
-            .source
-            .split_once('.')
-            .unwrap_or(("gdp", kpi.source.as_str()));
-        let source = format!("{}.{}", quote_ident(schema), quote_ident(table));
+        let calendar = calendar_literal(&kpi);
+        let source = source_relation(&kpi);
         let starts: Vec<String> = if !is_table(client, &source)? {
             changed_starts(client, &tenant_id, name, &kpi)?
         } else {

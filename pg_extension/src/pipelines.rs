@@ -20,14 +20,7 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::JsonB;
 use serde_json::{json, Value};
-use std::cell::RefCell;
 use std::collections::HashMap;
-
-thread_local! {
-    /// Events a step's attempt asks for even when the attempt is rolled back (a quarantine
-    /// threshold breach that fails the step): emitted after the attempt, outside it.
-    static AFTER_ATTEMPT: RefCell<Vec<(String, Value)>> = const { RefCell::new(Vec::new()) };
-}
 
 impl From<PipelineError> for SqlError {
     fn from(e: PipelineError) -> Self {
@@ -282,23 +275,23 @@ fn _pipeline_tick(
             // a firing is named by its minute (pg_cron fires at most once a minute), or by
             // the day asked for when a missed firing is caught up
             let (today, firing) = match today {
-                Some(d) if !d.is_infinity() && !d.is_neg_infinity() => {
-                    let t = format!("{}-{:02}-{:02}", d.year(), d.month(), d.day());
-                    (t.clone(), t)
+                Some(d) => {
+                    let t = calendars::to_naive(d)?;
+                    (t, t.to_string())
                 }
-                _ => {
+                None => {
                     let r = client.select(
-                        "SELECT current_date::text, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI\"Z\"')",
+                        "SELECT current_date, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI\"Z\"')",
                         Some(1),
                         &[],
                     )?;
                     let r = r.first();
-                    (r.get::<String>(1)?.unwrap_or_default(), r.get::<String>(2)?.unwrap_or_default())
+                    let d = r.get::<pgrx::datum::Date>(1)?.ok_or_else(|| {
+                        SqlError::new(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "current_date is NULL")
+                    })?;
+                    (calendars::to_naive(d)?, r.get::<String>(2)?.unwrap_or_default())
                 }
             };
-            let today = NaiveDate::parse_from_str(&today, "%Y-%m-%d").map_err(|e| {
-                SqlError::new(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string())
-            })?;
             let yesterday = today.pred_opt().unwrap_or(today);
             match (&p.calendar, p.grain.as_deref()) {
                 (Some(cal), Some(g)) => {
@@ -315,7 +308,6 @@ fn _pipeline_tick(
                             e.to_string(),
                         )
                     };
-                    let period = calendar::period_of(&spec, grain, yesterday).map_err(cerr)?;
                     if calendar_aware {
                         // the period that ended most recently, and the first working day after it
                         let current = calendar::period_of(&spec, grain, today).map_err(cerr)?;
@@ -326,16 +318,7 @@ fn _pipeline_tick(
                         )
                         .map_err(cerr)?;
                         let after = closed.end.succ_opt().unwrap_or(closed.end);
-                        let first_working = client
-                            .select(
-                                "SELECT barecount.next_working_day($1::date, $2)::text",
-                                Some(1),
-                                &[after.to_string().into(), cal.as_str().into()],
-                            )?
-                            .first()
-                            .get::<String>(1)?
-                            .unwrap_or_default();
-                        if first_working != today.to_string() {
+                        if calendars::next_working_day_of(cal, after)? != today {
                             return Ok(None);
                         }
                         Ok(Some((
@@ -344,6 +327,7 @@ fn _pipeline_tick(
                             format!("schedule:{}", closed.label()),
                         )))
                     } else {
+                        let period = calendar::period_of(&spec, grain, yesterday).map_err(cerr)?;
                         Ok(Some((
                             period.start,
                             period.end,
@@ -599,9 +583,12 @@ fn execute(client: &mut SpiClient<'_>, run: &Run, p: &Pipeline) -> Result<RunRow
         let result = loop {
             tries += 1;
             pgrx::check_for_interrupts!();
-            let result = attempt(|| run_step(client, run, p, step));
-            for (kind, payload) in AFTER_ATTEMPT.with(|a| std::mem::take(&mut *a.borrow_mut())) {
-                run.event(client, &kind, payload)?;
+            // events the attempt asks for even when it is rolled back (a quarantine threshold
+            // breach that fails the step): emitted after it, outside its subtransaction
+            let mut after = Vec::new();
+            let result = attempt(|| run_step(client, run, p, step, &mut after));
+            for (kind, payload) in after {
+                run.event(client, kind, payload)?;
             }
             match result {
                 Ok(o) => break Ok(o),
@@ -763,12 +750,14 @@ fn fail(
     ))
 }
 
-/// One attempt at a step, as the caller, inside the attempt's subtransaction.
+/// One attempt at a step, as the caller, inside the attempt's subtransaction; `after` takes
+/// the events to emit whether or not the attempt stands.
 fn run_step(
     client: &mut SpiClient<'_>,
     run: &Run,
     p: &Pipeline,
     step: &Step,
+    after: &mut Vec<(&'static str, Value)>,
 ) -> Result<Outcome, Caught> {
     let r = (|| -> Result<Outcome, SqlError> {
         match &step.kind {
@@ -798,9 +787,9 @@ fn run_step(
                             100.0 * o.quarantined as f64 / o.rows as f64,
                             100.0 * rule.max_share
                         );
-                        AFTER_ATTEMPT.with(|a| a.borrow_mut().push(("quarantine_threshold".into(), json!({"step": step.name,
+                        after.push(("quarantine_threshold", json!({"step": step.name,
                             "dataset": dataset, "quarantined": o.quarantined, "rows": o.rows, "max_share": rule.max_share,
-                            "fail": rule.fail, "message": what}))));
+                            "fail": rule.fail, "message": what})));
                         if rule.fail {
                             // the batch is rolled back with the attempt: nothing lands
                             return Err(SqlError::new(
