@@ -6,6 +6,9 @@
 #   scripts/bench.sh validate [--rows 1000000]
 #   scripts/bench.sh rls [--rows 3000000 --runs 5]
 #   scripts/bench.sh ingest-invalid [--rows 40000 --rows 100000 --runs 3]
+#   scripts/bench.sh kpi [--rows 5000000 --runs 5]
+#   scripts/bench.sh fiscal [--rows 10000000 --runs 5]
+#   scripts/bench.sh pipeline [--steps 20 --runs 5]
 #   scripts/bench.sh read10m [--rows 10000000 --runs 5 [--cold-only]]   (Python ADBC clients, ROAPI from PyPI)
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$ROOT"
@@ -18,7 +21,7 @@ rm -rf "$BC_STATE/bench"
 psql -X -q "$("$ROOT/scripts/cluster.sh" url bench postgres)" -c "CREATE DATABASE bench" >/dev/null
 url="$("$ROOT/scripts/cluster.sh" url bench bench)"
 psql -X -q "$url" -c "CREATE EXTENSION barecount" >/dev/null
-bench="${1:?which benchmark: read, read10m, ingest, ingest-invalid, ledger, validate or rls}"; shift
+bench="${1:?which benchmark: read, read10m, ingest, ingest-invalid, ledger, validate, rls, kpi, fiscal or pipeline}"; shift
 if [ "$bench" = read10m ]; then
     step "build barecount-flight (release)" cargo build --quiet --release -p barecount-flight
     ROAPI_VENV="${BARECOUNT_ROAPI_VENV:-$HOME/.cache/barecount/roapi-venv}"

@@ -31,6 +31,8 @@
 //!   - `ledger_verify()` MB/s of canonical encoding hashed, beside this machine's raw SHA-256
 //!     throughput measured in the same run
 
+mod pipelines;
+
 use anyhow::Context;
 use arrow::record_batch::RecordBatch;
 use barecount_flight::{client, Application, Config};
@@ -87,6 +89,34 @@ enum Bench {
         #[arg(long, default_values_t = vec![40_000, 100_000])]
         rows: Vec<usize>,
         #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// A daily KPI: one-day kpi_refresh vs REFRESH MATERIALIZED VIEW, full kpi_materialize vs
+    /// INSERT ... SELECT ... GROUP BY.
+    Kpi {
+        #[arg(long, env = "BARECOUNT_BENCH_PG_URL")]
+        pg_url: String,
+        #[arg(long, default_value_t = 5_000_000)]
+        rows: i64,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+    /// fiscal_period(d, 'nrf') over 10M dates vs date_trunc('month', d).
+    Fiscal {
+        #[arg(long, env = "BARECOUNT_BENCH_PG_URL")]
+        pg_url: String,
+        #[arg(long, default_value_t = 10_000_000)]
+        rows: i64,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+    /// A 20-step pipeline run vs its 20 KPI materializations called directly.
+    Pipeline {
+        #[arg(long, env = "BARECOUNT_BENCH_PG_URL")]
+        pg_url: String,
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        #[arg(long, default_value_t = 5)]
         runs: usize,
     },
     /// Read a whole published dataset: Postgres driver vs barecount-flight.
@@ -728,6 +758,15 @@ async fn main() -> anyhow::Result<()> {
         Bench::Ledger { pg_url, seconds } => ledger(pg_url, seconds.max(1)).await,
         Bench::Validate { pg_url, rows } => validate(pg_url, rows.max(1)).await,
         Bench::Rls { pg_url, rows, runs } => rls(pg_url, rows.max(1), runs.max(1)).await,
+        Bench::Kpi { pg_url, rows, runs } => pipelines::kpi(pg_url, rows.max(1), runs.max(1)).await,
+        Bench::Fiscal { pg_url, rows, runs } => {
+            pipelines::fiscal(pg_url, rows.max(1), runs.max(1)).await
+        }
+        Bench::Pipeline {
+            pg_url,
+            steps,
+            runs,
+        } => pipelines::pipeline(pg_url, steps.max(1), runs.max(1)).await,
         Bench::IngestInvalid { pg_url, rows, runs } => {
             ingest_invalid(pg_url, rows, runs.max(1)).await
         }

@@ -46,6 +46,10 @@ fn kpi_define(name: &str, spec: JsonbArg) -> i32 {
             )?;
             let (v, same) = if t.is_empty() { (0, false) } else { let r = t.first(); (r.get::<i32>(1)?.unwrap_or(0), r.get::<bool>(2)?.unwrap_or(false)) };
             if same {
+                // the source may have been dropped and created again since: its change
+                // capture is put back (idempotent), or kpi_refresh would miss changes
+                let (_, kpi) = definition(client, &tenant_id, name)?;
+                install_invalidation(client, &tenant_id, name, &kpi)?;
                 return Ok(v);
             }
             let version = v + 1;
@@ -453,6 +457,29 @@ fn install_invalidation(
     Ok(())
 }
 
+/// Whether the three change-capture triggers of a KPI are on its source table and enabled.
+fn capture_intact(
+    client: &SpiClient<'_>,
+    tenant_id: &str,
+    name: &str,
+    source: &str,
+) -> Result<bool, SqlError> {
+    let names: Vec<String> = ["ins", "upd", "del"]
+        .iter()
+        .map(|s| format!("barecount_kpi_{tenant_id}_{name}_{s}"))
+        .collect();
+    Ok(client
+        .select(
+            "SELECT count(*) = 3 FROM pg_catalog.pg_trigger \
+              WHERE tgrelid = to_regclass($1) AND tgname = ANY($2) AND tgenabled <> 'D'",
+            Some(1),
+            &[source.into(), names.into()],
+        )?
+        .first()
+        .get::<bool>(1)?
+        .unwrap_or(false))
+}
+
 /// Whether a relation is a plain or partitioned table (not a view or foreign table).
 fn is_table(client: &SpiClient<'_>, relation: &str) -> Result<bool, SqlError> {
     Ok(client
@@ -592,8 +619,23 @@ fn refresh_one(
         let (_, kpi) = definition(client, &tenant_id, name)?;
         let calendar = calendar_literal(&kpi);
         let source = source_relation(&kpi);
-        let starts: Vec<String> = if !is_table(client, &source)? {
+        let table = is_table(client, &source)?;
+        let starts: Vec<String> = if !table {
             changed_starts(client, &tenant_id, name, &kpi)?
+        } else if !capture_intact(client, &tenant_id, name, &source)? {
+            // the change-capture triggers are gone or disabled (the table was created again,
+            // or its owner dropped or disabled them): the invalidation log cannot be trusted,
+            // so every period is compared by content hash, and the capture is put back
+            let starts = changed_starts(client, &tenant_id, name, &kpi)?;
+            privilege::as_owner(|| {
+                client.update(
+                    "DELETE FROM barecount.kpi_invalidations WHERE tenant_id = $1 AND kpi = $2",
+                    None,
+                    &[tenant_id.as_str().into(), name.into()],
+                )?;
+                install_invalidation(client, &tenant_id, name, &kpi)
+            })?;
+            starts
         } else {
             privilege::as_owner(|| {
                 let sql = format!(

@@ -97,6 +97,52 @@ async fn refresh_after_random_changes_always_equals_a_group_by() {
     }
 }
 
+/// A KPI's source table owner can drop or disable the change-capture triggers, or drop the table
+/// and create it again; kpi_refresh must not then miss changes (a stale number that looks fresh).
+#[tokio::test]
+async fn refresh_is_right_after_change_capture_was_removed() {
+    let db = fresh_db().await;
+    let e = engineer(&db).await;
+    source(&e).await;
+    // the table belongs to barecount_owner, so a tenant role cannot touch its triggers: the
+    // careless admin (the superuser) does it
+    for (how, copy, sabotage) in [
+        ("trigger disabled", "", "ALTER TABLE gdp.src DISABLE TRIGGER barecount_kpi_default_rk_ins"),
+        ("trigger dropped", "", "DROP TRIGGER barecount_kpi_default_rk_upd ON gdp.src"),
+        (
+            "table created again",
+            "CREATE TABLE gdp.src2 (LIKE gdp.src INCLUDING DEFAULTS); INSERT INTO gdp.src2 SELECT * FROM gdp.src",
+            "DROP TABLE gdp.src; ALTER TABLE gdp.src2 RENAME TO src",
+        ),
+    ] {
+        e.batch_execute(copy).await.unwrap_or_else(|err| panic!("{how}: {err:?}"));
+        db.superuser.batch_execute(sabotage).await.unwrap_or_else(|err| panic!("{how}: {err:?}"));
+        e.batch_execute(
+            "UPDATE gdp.src SET amount = amount + 1000 WHERE id % 7 = 0;
+             INSERT INTO gdp.src (id, d, region, amount) VALUES (99999, '2022-02-02', 'south', 5)",
+        )
+        .await
+        .unwrap_or_else(|err| panic!("{how}: {err:?}"));
+        assert!(count(&e, DIFF).await > 0, "{how}: the change shows before the refresh");
+        let periods: i64 = e
+            .query_one("SELECT periods FROM barecount.kpi_refresh('rk')", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(periods > 0, "{how}");
+        assert_eq!(count(&e, DIFF).await, 0, "{how}: the KPI equals a GROUP BY after the refresh");
+        // and the capture is back: the next change is noted, refreshed, and nothing else
+        e.batch_execute("DELETE FROM gdp.src WHERE id = 99999").await.unwrap();
+        let periods: i64 = e
+            .query_one("SELECT periods FROM barecount.kpi_refresh('rk')", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(periods, 1, "{how}: one changed month after the capture was put back");
+        assert_eq!(count(&e, DIFF).await, 0, "{how}");
+    }
+}
+
 #[tokio::test]
 async fn concurrent_materializations_of_overlapping_periods_neither_double_nor_lose_a_period() {
     let db = fresh_db().await;
