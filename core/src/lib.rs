@@ -16,6 +16,7 @@ pub mod layer;
 pub mod ledger;
 pub mod lineage;
 pub mod obligation;
+pub mod parquet_rows;
 pub mod pipeline;
 pub mod quality;
 pub mod scram;

@@ -89,6 +89,7 @@ pub enum Source {
 pub enum FileFormat {
     Csv,
     JsonLines,
+    Parquet,
 }
 
 impl FileFormat {
@@ -96,6 +97,7 @@ impl FileFormat {
         match s {
             "csv" => Some(FileFormat::Csv),
             "jsonl" | "ndjson" | "jsonlines" => Some(FileFormat::JsonLines),
+            "parquet" => Some(FileFormat::Parquet),
             _ => None,
         }
     }
@@ -428,7 +430,7 @@ impl Pipeline {
             check_relative_path(path).map_err(|p| bad(&p))?;
             let fmt = o.get("format").and_then(Value::as_str).unwrap_or("");
             let format = FileFormat::parse(fmt)
-                .ok_or_else(|| bad(&format!("source.format \"{fmt}\" is not csv or jsonl")))?;
+                .ok_or_else(|| bad(&format!("source.format \"{fmt}\" is not csv, jsonl or parquet")))?;
             return Ok(Source::File {
                 path: path.to_owned(),
                 format,

@@ -9,11 +9,11 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 /// Scopes a token may carry.
-pub const SCOPES: &[&str] = &["read", "export"];
+pub const SCOPES: &[&str] = &["read", "export", "ingest"];
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum TokenError {
-    #[error("token scope \"{0}\" is unknown (known scopes: read, export)")]
+    #[error("token scope \"{0}\" is unknown (known scopes: read, export, ingest)")]
     UnknownScope(String),
     #[error("a token needs at least one scope")]
     NoScopes,

@@ -18,6 +18,8 @@ pub enum FlightError {
     PermissionDenied(String),
     #[error("{0}")]
     AlreadyExists(String),
+    #[error("{0}")]
+    NotFound(String),
     #[error("SQL error: {0}")]
     Sql(String),
     #[error("column \"{column}\" of \"{dataset}\" has type {pg_type}, which could not be read: {message}")]
@@ -50,6 +52,7 @@ impl From<FlightError> for tonic::Status {
             }
             FlightError::PermissionDenied(_) => tonic::Status::permission_denied(msg),
             FlightError::AlreadyExists(_) => tonic::Status::already_exists(msg),
+            FlightError::NotFound(_) => tonic::Status::not_found(msg),
             FlightError::LimitExceeded(_) => tonic::Status::resource_exhausted(msg),
             FlightError::Database(_) => tonic::Status::unavailable(msg),
             FlightError::Conversion { .. } | FlightError::Internal(_) => {
@@ -145,6 +148,17 @@ impl From<tokio_postgres::Error> for FlightError {
             Some(db) if db.code() == &tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE => {
                 FlightError::PermissionDenied(db.message().to_owned())
             }
+            // an object the request names does not exist (a dataset without a contract)
+            Some(db)
+                if db.code() == &tokio_postgres::error::SqlState::UNDEFINED_TABLE
+                    || db.code() == &tokio_postgres::error::SqlState::UNDEFINED_OBJECT =>
+            {
+                FlightError::NotFound(with_hint(db))
+            }
+            // the request's data is wrong (class 22): the client must change it
+            Some(db) if db.code().code().starts_with("22") => {
+                FlightError::InvalidRequest(with_hint(db))
+            }
             // Only what another attempt may cure is UNAVAILABLE: the connection or the server
             // going away, the server being short of resources. Any other answer Postgres gave
             // is final, so a client must not retry it.
@@ -158,6 +172,14 @@ impl From<tokio_postgres::Error> for FlightError {
             )),
             None => FlightError::Database(e.to_string()),
         }
+    }
+}
+
+/// A Postgres error's message with its hint, if it has one.
+fn with_hint(db: &tokio_postgres::error::DbError) -> String {
+    match db.hint() {
+        Some(h) => format!("{} (hint: {h})", db.message()),
+        None => db.message().to_owned(),
     }
 }
 

@@ -15,6 +15,7 @@ pub mod error;
 pub mod export;
 pub mod exporter;
 pub mod flight_service;
+pub mod ingest;
 pub mod loader;
 pub mod metrics;
 pub mod pgcopy;

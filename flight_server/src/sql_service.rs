@@ -13,6 +13,7 @@ use crate::ticket::{PreparedClaims, TicketQuery};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::flight_descriptor::DescriptorType;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::metadata::SqlInfoData;
@@ -22,7 +23,7 @@ use arrow_flight::sql::{
     ActionCreatePreparedStatementResult, CommandGetCatalogs, CommandGetDbSchemas,
     CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
     CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandPreparedStatementUpdate,
-    CommandStatementQuery, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
+    CommandStatementIngest, CommandStatementQuery, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
     TicketStatementQuery,
 };
 use arrow_flight::{
@@ -678,6 +679,76 @@ impl FlightSqlService for SqlService {
             }
         }
         Ok(0)
+    }
+
+    /// Flight SQL bulk ingest (ADBC `adbc_ingest(..., mode="append")`): the rows land in the
+    /// dataset's raw store under its contract (see `ingest`); the answer is the rows accepted.
+    async fn do_put_statement_ingest(
+        &self,
+        cmd: CommandStatementIngest,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        use arrow_flight::sql::TableExistsOption;
+        let caller = caller(&request)?;
+        caller.require("ingest")?;
+        let dataset = cmd.table.clone();
+        let refuse = |what: &str| {
+            Err(Status::invalid_argument(format!(
+                "ingest into dataset \"{dataset}\": {what}; BareCount appends to a contract's dataset \
+                 (ADBC: adbc_ingest(dataset, data, mode=\"append\"))"
+            )))
+        };
+        if cmd.temporary {
+            return refuse("temporary tables are not supported");
+        }
+        if cmd.transaction_id.is_some() {
+            return refuse("transactions are not supported");
+        }
+        if cmd.schema.as_deref().is_some_and(|s| !s.is_empty() && s != SCHEMA_NAME)
+            || cmd.catalog.as_deref().is_some_and(|c| !c.is_empty() && c != CATALOG_NAME)
+        {
+            return refuse("a dataset is named without a catalog or schema");
+        }
+        if let Some(o) = cmd.table_definition_options {
+            let exists = TableExistsOption::try_from(o.if_exists).unwrap_or(TableExistsOption::Fail);
+            if !matches!(exists, TableExistsOption::Append | TableExistsOption::Unspecified) {
+                return refuse(&format!("if-exists option {} is not supported", exists.as_str_name()));
+            }
+        }
+        let (rows, count) = crate::ingest::rows_json(&dataset, request.into_inner()).await?;
+        let landed = crate::ingest::land(&self.state, &caller, &dataset, rows, count, None).await?;
+        Ok(landed.accepted)
+    }
+
+    /// Plain Flight `DoPut` with a path descriptor `[dataset]` or `[dataset, idempotency key]`
+    /// (pyarrow's `do_put`): the rows land as one batch; the answer's `app_metadata` is JSON
+    /// with the batch, accepted and quarantined counts and the ledger sequence.
+    async fn do_put_fallback(
+        &self,
+        mut request: Request<PeekableFlightDataStream>,
+        message: arrow_flight::sql::Any,
+    ) -> Result<Response<<Self as FlightService>::DoPutStream>, Status> {
+        let descriptor = match request.get_mut().peek().await {
+            Some(Ok(first)) => first.flight_descriptor.clone(),
+            Some(Err(e)) => return Err(e.clone()),
+            None => None,
+        };
+        let Some(d) = descriptor.filter(|d| d.r#type == DescriptorType::Path as i32) else {
+            return Err(Status::invalid_argument(format!(
+                "DoPut takes a path descriptor [dataset] (ingest) or a Flight SQL command; got {}",
+                if message.type_url.is_empty() { "no command".to_owned() } else { message.type_url }
+            )));
+        };
+        let caller = caller(&request)?;
+        let (dataset, key) = crate::ingest::parse_put_path(&d.path)?;
+        caller.require("ingest")?;
+        let (rows, count) = crate::ingest::rows_json(&dataset, request.into_inner()).await?;
+        let landed =
+            crate::ingest::land(&self.state, &caller, &dataset, rows, count, key.as_deref()).await?;
+        let result = arrow_flight::PutResult {
+            app_metadata: landed.metadata().into(),
+        };
+        Ok(Response::new(Box::pin(futures::stream::once(async move { Ok(result) }))))
     }
 
     async fn get_flight_info_prepared_statement(

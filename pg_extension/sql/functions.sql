@@ -96,7 +96,7 @@ COMMENT ON FUNCTION barecount.pipeline_unschedule(text) IS 'Remove a pipeline''s
 COMMENT ON FUNCTION barecount._pipeline_tick(text, boolean, date) IS
     'What a pipeline''s pg_cron job runs: the run due on the day (default today; another day catches a missed firing up), or NULL when none is; returns the run id';
 COMMENT ON FUNCTION barecount.ingest_file(text, text, text) IS
-    'Ingest a CSV or JSON Lines file named relative to barecount.load_directory, as one batch (CSV cells typed by the contract); the same file content again is recognised and not ingested twice';
+    'Ingest a CSV, JSON Lines or Parquet file named relative to barecount.load_directory, as one batch (CSV cells typed by the contract, Parquet columns by their own types); the same file content again is recognised and not ingested twice';
 
 -- Who may call what. Functions run as their caller; privileged writes happen inside the
 -- extension (see src/privilege.rs), so these grants are the gate.
@@ -166,8 +166,11 @@ COMMENT ON FUNCTION barecount.password_authenticate(text, text) IS
     'For gateways (members of barecount_admin): check a login role''s own SCRAM-SHA-256 password and return its tenant and scopes; SQLSTATE 28P01 for any failure';
 COMMENT ON FUNCTION barecount.export_receipt(text, text, text, text, bigint, bigint, text, text) IS
     'For gateways: record an export (source, format parquet/csv/arrow, path, rows, bytes, file SHA-256) — checks the daily export limit (53400), meters it and appends a ledger receipt';
+COMMENT ON FUNCTION barecount.gateway_ingest(text, text, text, text) IS
+    'For gateways (Flight DoPut): ingest a JSON array of rows for the tenant of a credential (login role or token:<id>) holding the ingest scope now — one batch under the dataset''s contract, invalid rows quarantined, one receipt; the same rows (or idempotency key) again return the first batch with already_landed';
 GRANT EXECUTE ON FUNCTION barecount.password_authenticate(text, text),
-                          barecount.export_receipt(text, text, text, text, bigint, bigint, text, text)
+                          barecount.export_receipt(text, text, text, text, bigint, bigint, text, text),
+                          barecount.gateway_ingest(text, text, text, text)
     TO barecount_admin;
 
 -- Ownership: barecount_owner (NOSUPERUSER, NOLOGIN, NOINHERIT, BYPASSRLS) owns the catalog,

@@ -1,10 +1,11 @@
 //! Connectors: where an ingest reads its rows — a table, view or foreign table (postgres_fdw),
-//! or a CSV or JSON Lines file under the directory the administrator allows. Each read is
+//! a CSV, JSON Lines or Parquet file under the directory the administrator allows. Each read is
 //! fingerprinted (SHA-256 of the rows or the file) and recorded, so the same input again is
 //! recognised and not ingested twice.
 
 use crate::errors::{OrRaise, SqlError};
 use crate::{privilege, settings, tenant};
+use barecount_core::parquet_rows::{self, ParquetRowsError};
 use barecount_core::pipeline::{check_relative_path, FileFormat, Source};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -14,6 +15,9 @@ use std::path::PathBuf;
 
 /// Most bytes a file load reads (the batch is held in memory as one ingest).
 const MAX_FILE_BYTES: u64 = 256 << 20;
+
+/// Most bytes of JSON a compressed (Parquet) file may expand to.
+const MAX_ROWS_TEXT_BYTES: usize = 1 << 30;
 
 /// What a connector landed.
 #[derive(Debug, Default)]
@@ -41,19 +45,7 @@ pub fn ingest(
         Source::File { path, format } => read_file(client, tenant_id, dataset, path, *format)?,
     };
     let fingerprint = hex::encode(Sha256::digest(rows.as_bytes()));
-    let seen = privilege::as_owner(|| {
-        let t = client.select(
-            "SELECT batch_id FROM barecount.connector_reads WHERE tenant_id = $1 AND dataset = $2 AND source = $3 AND fingerprint = $4",
-            Some(1),
-            &[tenant_id.into(), dataset.into(), name.as_str().into(), fingerprint.as_str().into()],
-        )?;
-        Ok(if t.is_empty() {
-            None
-        } else {
-            t.first().get::<i64>(1)?
-        })
-    })?;
-    if let Some(b) = seen {
+    if let Some(b) = privilege::as_owner(|| seen(client, tenant_id, dataset, &name, &fingerprint))? {
         return Ok(Landed {
             rows: count,
             skipped: true,
@@ -80,16 +72,94 @@ pub fn ingest(
         note: Some(format!("{name} sha256 {fingerprint}")),
     };
     privilege::as_owner(|| {
-        client.update(
-            "INSERT INTO barecount.connector_reads (tenant_id, dataset, source, fingerprint, row_count, batch_id, run_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            None,
-            &[tenant_id.into(), dataset.into(), name.as_str().into(), fingerprint.as_str().into(), count.into(),
-              landed.batch_id.into(), run_id.into()],
-        )?;
-        Ok(())
+        record(client, tenant_id, dataset, &name, &fingerprint, count, landed.batch_id, run_id)
     })?;
     Ok(landed)
+}
+
+/// The batch an input with this fingerprint landed as, if it did. Privileged section.
+fn seen(
+    client: &SpiClient<'_>,
+    tenant_id: &str,
+    dataset: &str,
+    source: &str,
+    fingerprint: &str,
+) -> Result<Option<i64>, SqlError> {
+    let t = client.select(
+        "SELECT batch_id FROM barecount.connector_reads WHERE tenant_id = $1 AND dataset = $2 AND source = $3 AND fingerprint = $4",
+        Some(1),
+        &[tenant_id.into(), dataset.into(), source.into(), fingerprint.into()],
+    )?;
+    Ok(if t.is_empty() {
+        None
+    } else {
+        t.first().get::<i64>(1)?
+    })
+}
+
+/// Notes what a connector read and the batch it landed as. Privileged section.
+#[allow(clippy::too_many_arguments)]
+fn record(
+    client: &mut SpiClient<'_>,
+    tenant_id: &str,
+    dataset: &str,
+    source: &str,
+    fingerprint: &str,
+    count: i64,
+    batch_id: Option<i64>,
+    run_id: Option<i64>,
+) -> Result<(), SqlError> {
+    client.update(
+        "INSERT INTO barecount.connector_reads (tenant_id, dataset, source, fingerprint, row_count, batch_id, run_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        None,
+        &[tenant_id.into(), dataset.into(), source.into(), fingerprint.into(), count.into(),
+          batch_id.into(), run_id.into()],
+    )?;
+    Ok(())
+}
+
+/// Rows a gateway received from a client (Flight `DoPut`) for `tenant_id`, landed once: the
+/// same rows again (or the same idempotency key) return the first batch and land nothing.
+/// Privileged section (the gateway checked the credential's `ingest` scope).
+pub(crate) fn land_sent(
+    client: &mut SpiClient<'_>,
+    tenant_id: &str,
+    dataset: &str,
+    rows: &str,
+    idempotency_key: Option<&str>,
+) -> Result<(i64, i64, i64, i64, Option<i64>, bool), SqlError> {
+    // the same key from two clients at once: the second waits for the first, then sees it
+    tenant::lock_object(client, "flight_put", tenant_id, dataset)?;
+    let fingerprint = match idempotency_key {
+        Some(k) => format!("key:{}", hex::encode(Sha256::digest(k.as_bytes()))),
+        None => hex::encode(Sha256::digest(rows.as_bytes())),
+    };
+    let batch = crate::jsonarg::Batch::from_array_text(rows.to_owned())?.ok_or_else(|| {
+        SqlError::new(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("rows for dataset \"{dataset}\" must be a JSON array of objects"),
+        )
+    })?;
+    let count = batch.rows.len() as i64;
+    if let Some(b) = seen(client, tenant_id, dataset, "flight", &fingerprint)? {
+        let t = client.select(
+            "SELECT rows_accepted, rows_quarantined, ledger_seq FROM barecount.batches WHERE tenant_id = $1 AND batch_id = $2",
+            Some(1),
+            &[tenant_id.into(), b.into()],
+        )?;
+        let (a, q, seq) = if t.is_empty() {
+            (0, 0, None)
+        } else {
+            let r = t.first();
+            (r.get::<i64>(1)?.unwrap_or(0), r.get::<i64>(2)?.unwrap_or(0), r.get::<i64>(3)?)
+        };
+        return Ok((b, count, a, q, seq, true));
+    }
+    let (batch_id, accepted, quarantined, seq) =
+        crate::ingest::run_for(client, tenant_id, dataset, &batch)?;
+    record(client, tenant_id, dataset, "flight", &fingerprint, count, Some(batch_id), None)?;
+    Ok((batch_id, count, accepted, quarantined, Some(seq), false))
 }
 
 /// A relation's rows as a JSON array, read with the caller's privileges: (lineage name, rows,
@@ -200,6 +270,21 @@ fn read_file(
         )
     })?;
     let digest = hex::encode(Sha256::digest(&bytes));
+    if format == FileFormat::Parquet {
+        let (rows, count) = parquet_rows::rows_json(bytes, MAX_ROWS_TEXT_BYTES, || {
+            pgrx::check_for_interrupts!();
+            true
+        })
+        .map_err(|e| {
+            let code = match e {
+                ParquetRowsError::TooLarge { .. } => PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+                ParquetRowsError::Value { .. } => PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
+                _ => PgSqlErrorCode::ERRCODE_BAD_COPY_FILE_FORMAT,
+            };
+            SqlError::new(code, format!("file \"{path}\": {e}"))
+        })?;
+        return Ok((format!("file:{path}#sha256={digest}"), rows, count));
+    }
     let text = String::from_utf8(bytes).map_err(|e| {
         SqlError::new(
             PgSqlErrorCode::ERRCODE_CHARACTER_NOT_IN_REPERTOIRE,
@@ -227,6 +312,13 @@ fn read_file(
                 })?);
             }
             out
+        }
+        // read above, without the UTF-8 text step
+        FileFormat::Parquet => {
+            return Err(SqlError::new(
+                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                "Parquet files are read as bytes",
+            ))
         }
         FileFormat::Csv => {
             let types = column_types(client, tenant_id, dataset)?;
@@ -331,7 +423,7 @@ fn typed(cell: &str, ty: Option<&Value>) -> Value {
     Value::String(cell.to_owned())
 }
 
-/// Ingest a CSV or JSON Lines file from the load directory (a name relative to
+/// Ingest a CSV, JSON Lines or Parquet file from the load directory (a name relative to
 /// `barecount.load_directory`), once: the same file content again is recognised and skipped.
 #[allow(clippy::type_complexity)]
 #[pg_extern(volatile, parallel_unsafe)]
@@ -353,7 +445,7 @@ fn ingest_file(
         .ok_or_else(|| {
             SqlError::new(
                 PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                format!("file format \"{format}\" is not csv or jsonl"),
+                format!("file format \"{format}\" is not csv, jsonl or parquet"),
             )
         })
         .or_raise();

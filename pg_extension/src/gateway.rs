@@ -26,13 +26,14 @@ fn login_failed(role: &str) -> SqlError {
 }
 
 /// The scopes a login role's BareCount grants give it over a gateway: `read` for every
-/// BareCount role (reader, engineer, publisher, admin), `export` for publishers and admins.
+/// BareCount role (reader, engineer, publisher, admin), `export` for publishers and admins,
+/// `ingest` for engineers (who ingest in SQL too).
 /// Empty when it holds none. Runs as barecount_owner.
 fn role_scopes(client: &SpiClient<'_>, role_name: &str) -> Result<Vec<String>, SqlError> {
     let r = client.select(
         "SELECT pg_has_role($1, 'barecount_reader', 'MEMBER') OR pg_has_role($1, 'barecount_engineer', 'MEMBER') \
                 OR pg_has_role($1, 'barecount_publisher', 'MEMBER') OR pg_has_role($1, 'barecount_admin', 'MEMBER'), \
-                pg_has_role($1, 'barecount_publisher', 'MEMBER')",
+                pg_has_role($1, 'barecount_publisher', 'MEMBER'), pg_has_role($1, 'barecount_engineer', 'MEMBER')",
         Some(1),
         &[role_name.into()],
     )?;
@@ -40,6 +41,9 @@ fn role_scopes(client: &SpiClient<'_>, role_name: &str) -> Result<Vec<String>, S
     let mut scopes = Vec::new();
     if row.get::<bool>(2)?.unwrap_or(false) {
         scopes.push("export".to_owned());
+    }
+    if row.get::<bool>(3)?.unwrap_or(false) {
+        scopes.push("ingest".to_owned());
     }
     if row.get::<bool>(1)?.unwrap_or(false) {
         scopes.push("read".to_owned());
@@ -117,6 +121,18 @@ fn password_authenticate(
 fn credential_check(
     subject: &str,
 ) -> TableIterator<'static, (name!(tenant_id, String), name!(scopes, Vec<String>))> {
+    let row = Spi::connect(|client| {
+        require_gateway(client, "check credentials")?;
+        privilege::as_owner(|| grants(client, subject))
+    })
+    .or_raise();
+    TableIterator::once(row)
+}
+
+/// The tenant and scopes `subject` (a login role, or `token:<id>`) has now; SQLSTATE 28000
+/// when the credential is revoked, expired or no longer a BareCount login. Runs as
+/// barecount_owner.
+fn grants(client: &SpiClient<'_>, subject: &str) -> Result<(String, Vec<String>), SqlError> {
     let gone = || {
         SqlError::new(
             PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
@@ -124,33 +140,72 @@ fn credential_check(
         )
         .hint("Authenticate again.")
     };
-    let row = Spi::connect(|client| {
-        require_gateway(client, "check credentials")?;
+    if let Some(id) = subject.strip_prefix("token:") {
+        let r = client.select(
+            "SELECT tenant_id, scopes FROM barecount.tokens \
+              WHERE token_id = $1 AND revoked_at IS NULL AND expires_at > now()",
+            Some(1),
+            &[id.into()],
+        )?;
+        if r.is_empty() {
+            return Err(gone());
+        }
+        let row = r.first();
+        return Ok((
+            row.get::<String>(1)?.unwrap_or_default(),
+            row.get::<Vec<String>>(2)?.unwrap_or_default(),
+        ));
+    }
+    let Some((tenant, _)) = login_role(client, subject)? else {
+        return Err(gone());
+    };
+    let scopes = role_scopes(client, subject)?;
+    if scopes.is_empty() {
+        return Err(gone());
+    }
+    Ok((tenant, scopes))
+}
+
+/// For gateways (Flight `DoPut`): ingests rows a client sent, for the tenant of the credential
+/// that sent them (`subject`: a login role or `token:<id>`), which must hold the `ingest`
+/// scope now. `rows` is a JSON array of objects; it lands as one batch under the contract
+/// governing `dataset`, with its receipt, invalid rows in quarantine. The read is recorded in
+/// `barecount.connector_reads` (source `flight`, SHA-256 of the rows, or of the client's
+/// idempotency key when it gives one): the same put again returns the first batch with
+/// `already_landed` and lands nothing.
+#[allow(clippy::type_complexity)]
+#[pg_extern(volatile, parallel_unsafe)]
+fn gateway_ingest(
+    subject: Option<&str>,
+    dataset: Option<&str>,
+    rows: Option<String>,
+    idempotency_key: default!(Option<&str>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(batch_id, i64),
+        name!(row_count, i64),
+        name!(accepted, i64),
+        name!(quarantined, i64),
+        name!(ledger_seq, Option<i64>),
+        name!(already_landed, bool),
+    ),
+> {
+    let subject = crate::errors::required(subject, "gateway_ingest", "subject");
+    let dataset = crate::errors::required(dataset, "gateway_ingest", "dataset");
+    let rows = crate::errors::required(rows, "gateway_ingest", "rows");
+    let row = Spi::connect_mut(|client| {
+        require_gateway(client, "ingest for a client")?;
         privilege::as_owner(|| {
-            if let Some(id) = subject.strip_prefix("token:") {
-                let r = client.select(
-                    "SELECT tenant_id, scopes FROM barecount.tokens \
-                      WHERE token_id = $1 AND revoked_at IS NULL AND expires_at > now()",
-                    Some(1),
-                    &[id.into()],
-                )?;
-                if r.is_empty() {
-                    return Err(gone());
-                }
-                let row = r.first();
-                return Ok((
-                    row.get::<String>(1)?.unwrap_or_default(),
-                    row.get::<Vec<String>>(2)?.unwrap_or_default(),
-                ));
+            let (tenant_id, scopes) = grants(client, subject)?;
+            if !scopes.iter().any(|s| s == "ingest") {
+                return Err(SqlError::new(
+                    PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                    format!("the credentials of \"{subject}\" lack the ingest scope"),
+                )
+                .hint("Ingest with a token made with ARRAY['ingest'] among its scopes, or as a login role that is a barecount_engineer."));
             }
-            let Some((tenant, _)) = login_role(client, subject)? else {
-                return Err(gone());
-            };
-            let scopes = role_scopes(client, subject)?;
-            if scopes.is_empty() {
-                return Err(gone());
-            }
-            Ok((tenant, scopes))
+            crate::connectors::land_sent(client, &tenant_id, dataset, &rows, idempotency_key)
         })
     })
     .or_raise();

@@ -13,7 +13,7 @@ use pgrx::spi::SpiClient;
 use pgrx::JsonB;
 use serde_json::{json, Value};
 
-type Ingested = (i64, i64, i64, i64);
+pub(crate) type Ingested = (i64, i64, i64, i64);
 
 /// Ingest a JSON array of rows into raw.<dataset>; rows failing the contract go to quarantine.
 #[pg_extern(volatile, parallel_unsafe)]
@@ -108,8 +108,20 @@ fn ingest_batch(dataset: &str, batch: Batch<'_>) -> Ingested {
 }
 
 fn run(client: &mut SpiClient<'_>, dataset: &str, batch: &Batch<'_>) -> Result<Ingested, SqlError> {
-    let items = &batch.rows;
     let tenant_id = tenant::current(client)?;
+    run_for(client, &tenant_id, dataset, batch)
+}
+
+/// The ingest of a batch for `tenant_id` (the caller's tenant, or for gateways the tenant of
+/// the credential that sent the rows). Runs inside the privileged section.
+pub(crate) fn run_for(
+    client: &mut SpiClient<'_>,
+    tenant_id: &str,
+    dataset: &str,
+    batch: &Batch<'_>,
+) -> Result<Ingested, SqlError> {
+    let items = &batch.rows;
+    let tenant_id = tenant_id.to_owned();
     let g = governing(&tenant_id, dataset).map_err(|e| {
         if e.code == PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT {
             // for ingest the dataset itself is unknown: there is no raw store to write to

@@ -764,6 +764,70 @@ async fn file_connectors_read_only_the_allowed_directory_and_land_each_file_once
         2
     );
 
+    // Parquet (snappy-compressed, as pyarrow writes by default): typed columns keep their
+    // types, decimals their digits; a row the contract refuses is quarantined
+    {
+        use arrow::array::{ArrayRef, Date32Array, Decimal128Array, Int64Array, StringArray};
+        use arrow::record_batch::RecordBatch;
+        let cols: Vec<(&str, ArrayRef)> = vec![
+            ("order_id", std::sync::Arc::new(StringArray::from(vec!["P1", "P2", "P3"]))),
+            ("order_date", std::sync::Arc::new(Date32Array::from(vec![19_763, 19_764, 19_765]))),
+            ("store_id", std::sync::Arc::new(StringArray::from(vec!["S1", "S2", "S3"]))),
+            ("region", std::sync::Arc::new(StringArray::from(vec!["east", "mars", "north"]))),
+            (
+                "amount",
+                std::sync::Arc::new(
+                    Decimal128Array::from(vec![725, 100, 1_234_567_890_123])
+                        .with_precision_and_scale(15, 2)
+                        .unwrap(),
+                ),
+            ),
+            ("quantity", std::sync::Arc::new(Int64Array::from(vec![1, 2, 3]))),
+        ];
+        let batch = RecordBatch::try_from_iter(cols).unwrap();
+        let file = std::fs::File::create(dir.join("orders.parquet")).unwrap();
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::SNAPPY)
+            .build();
+        let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), Some(props)).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        std::fs::write(dir.join("broken.parquet"), b"PAR1 this is not parquet PAR1").unwrap();
+        std::process::Command::new("chmod").args(["-R", "a+rX"]).arg(&dir).status().unwrap();
+    }
+    let r = e
+        .query_one(
+            "SELECT accepted, quarantined, already_landed FROM barecount.ingest_file('orders', 'orders.parquet', 'parquet')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!((r.get::<_, i64>(0), r.get::<_, i64>(1), r.get::<_, bool>(2)), (2, 1, false));
+    assert_eq!(
+        strings(
+            &e,
+            "SELECT payload->>'order_date' || ' ' || (payload->'amount')::text || ' ' || jsonb_typeof(payload->'quantity') \
+               FROM raw.orders__accepted WHERE payload->>'order_id' LIKE 'P%' ORDER BY 1"
+        )
+        .await,
+        ["2024-02-10 7.25 number", "2024-02-12 12345678901.23 number"],
+        "dates as dates, decimals exact, integers as numbers"
+    );
+    assert_eq!(count(&e, "SELECT count(*) FROM barecount.quarantine WHERE payload->>'order_id' = 'P2'").await, 1);
+    let r = e
+        .query_one(
+            "SELECT accepted, already_landed FROM barecount.ingest_file('orders', 'orders.parquet', 'parquet')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!((r.get::<_, i64>(0), r.get::<_, bool>(1)), (0, true), "the same Parquet file once");
+    assert_eq!(
+        refused(&e, "SELECT * FROM barecount.ingest_file('orders', 'broken.parquet', 'parquet')").await,
+        "22P04",
+        "a file that is not Parquet"
+    );
+
     // never any path
     for (path, state) in [
         ("../bc-outside/secret.csv", "42501"),

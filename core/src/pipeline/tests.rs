@@ -203,7 +203,7 @@ fn bad_shapes_are_refused_clearly() {
         ),
         (
             json!({"steps": [{"name": "a", "kind": "ingest", "dataset": "orders", "source": {"file": "x.xls", "format": "xls"}}]}),
-            "not csv or jsonl",
+            "not csv, jsonl or parquet",
         ),
         (
             json!({"steps": [{"name": "a", "kind": "ingest", "dataset": "orders", "source": {"query": "select 1"}}]}),
