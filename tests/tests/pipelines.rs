@@ -858,6 +858,76 @@ async fn file_connectors_read_only_the_allowed_directory_and_land_each_file_once
     std::fs::remove_dir_all(&outside).ok();
 }
 
+/// A foreign table (postgres_fdw) is a source like any table: a pipeline's ingest step reads it
+/// through the foreign server, lands it once, and recognises the same remote rows again.
+#[tokio::test]
+async fn a_foreign_table_is_a_source_read_once() {
+    let db = fresh_db().await;
+    let (eng, e) = setup(&db).await;
+    let (host_port, dbname) = db.url.rsplit_once('@').unwrap().1.split_once('/').unwrap();
+    let (host, port) = host_port.split_once(':').unwrap();
+    let remote = login_role(&db.superuser, "fdw_remote", &[], None).await;
+    db.superuser
+        .batch_execute(&format!(
+            "CREATE EXTENSION IF NOT EXISTS postgres_fdw;
+             CREATE SCHEMA remote_src;
+             CREATE TABLE remote_src.orders_feed (order_id text, order_date text, store_id text, region text, amount numeric, quantity int);
+             INSERT INTO remote_src.orders_feed VALUES
+               ('R1', '2024-02-10', 'S1', 'east', 10.5, 1), ('R2', '2024-02-11', 'S2', 'west', 3, 2), ('R3', '2024-02-12', 'S1', 'mars', 1, 1);
+             GRANT USAGE ON SCHEMA remote_src TO {remote}; GRANT SELECT ON remote_src.orders_feed TO {remote};
+             CREATE SERVER feed_server FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '{host}', port '{port}', dbname '{dbname}');
+             CREATE USER MAPPING FOR {eng} SERVER feed_server OPTIONS (user '{remote}', password_required 'false');
+             CREATE FOREIGN TABLE staging.orders_remote (order_id text, order_date text, store_id text, region text, amount numeric, quantity int)
+               SERVER feed_server OPTIONS (schema_name 'remote_src', table_name 'orders_feed');
+             GRANT SELECT ON staging.orders_remote TO {eng};"
+        ))
+        .await
+        .unwrap();
+    let spec = json!({"steps": [{"name": "load", "kind": "ingest", "dataset": "orders",
+                                 "source": {"table": "staging.orders_remote"}}]});
+    e.execute("SELECT barecount.pipeline_define('remote', $1)", &[&spec])
+        .await
+        .unwrap();
+    let run = |key: &'static str| {
+        let e = &e;
+        async move {
+            let r = e
+                .query_one(
+                    "SELECT status, error_message FROM barecount.pipeline_run('remote', '2024-02-01', '2024-02-29', $1)",
+                    &[&key],
+                )
+                .await
+                .unwrap();
+            assert_eq!(r.get::<_, String>(0), "succeeded", "{:?}", r.get::<_, Option<String>>(1));
+        }
+    };
+    run("first").await;
+    assert_eq!(count(&e, "SELECT count(*) FROM raw.orders__accepted WHERE payload->>'order_id' LIKE 'R%'").await, 2);
+    assert_eq!(count(&e, "SELECT count(*) FROM barecount.quarantine WHERE payload->>'order_id' = 'R3'").await, 1);
+    let source: String = e
+        .query_one("SELECT source FROM barecount.connector_reads", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(source, "table:staging.orders_remote");
+    // the same remote rows again: recognised, nothing lands
+    run("second").await;
+    assert_eq!(count(&e, "SELECT count(*) FROM barecount.batches").await, 1);
+    let note: String = e
+        .query_one("SELECT note FROM barecount.pipeline_run_steps s JOIN barecount.pipeline_runs r USING (run_id) WHERE r.idempotency_key = 'second'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(note.contains("already landed"), "{note}");
+    // the remote side changes: the next run lands the new content
+    db.superuser
+        .batch_execute("INSERT INTO remote_src.orders_feed VALUES ('R4', '2024-02-13', 'S3', 'north', 7, 1)")
+        .await
+        .unwrap();
+    run("third").await;
+    assert_eq!(count(&e, "SELECT count(*) FROM barecount.batches").await, 2);
+}
+
 #[tokio::test]
 async fn events_are_claimed_once_across_concurrent_claimers_and_come_back_when_not_acknowledged() {
     let db = fresh_db().await;
