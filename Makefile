@@ -1,5 +1,5 @@
 # BareCount: the commands README.md documents.
-.PHONY: setup test demo up down
+.PHONY: setup test demo up down walkthrough
 
 setup:  ## install what BareCount needs (idempotent)
 	bash scripts/setup.sh
@@ -9,6 +9,9 @@ test:   ## every test: fmt, clippy, unit, pgrx, end-to-end, demo, SQLsmith round
 
 demo:   ## end-to-end demo: raw rows to a Flight SQL client, then shut down
 	bash scripts/demo.sh
+
+walkthrough:  ## the README's pipeline walkthrough against its own cluster
+	bash scripts/walkthrough.sh
 
 up:     ## like demo, but leave Postgres and barecount-flight running
 	BARECOUNT_KEEP_RUNNING=1 bash scripts/demo.sh

@@ -47,6 +47,8 @@ step "install extension into Postgres 15" env -C pg_extension cargo pgrx install
 "$ROOT/scripts/e2e.sh"
 # the demo end to end, so it cannot break silently
 step "demo" "$ROOT/scripts/demo.sh"
+# the README's pipeline walkthrough (schedule, backfill, history, a transient failure, SIGKILL)
+step "pipeline walkthrough" "$ROOT/scripts/walkthrough.sh"
 # a short SQLsmith round as the real roles (scripts/fuzz.sh 20000 for the full one)
 step "SQLsmith fuzz (2,000 queries)" "$ROOT/scripts/fuzz.sh" 2000 1
 

@@ -114,6 +114,8 @@ fn calendar_create(name: &str, spec: JsonbArg) -> i32 {
 struct Defined {
     spec: Spec,
     working: WorkingDays,
+    /// the fiscal years met in this statement (each computed once, not once per row)
+    years: RefCell<calendar::YearCache>,
 }
 
 /// (statement, name, calendar) — a calendar is resolved once per statement, not per row.
@@ -145,7 +147,7 @@ fn calendar_of(name: &str) -> Rc<Defined> {
                 .hint("Create it with barecount.calendar_create(name, spec)."));
         };
         let v = crate::jsonarg::parse(&text)?;
-        Ok(Rc::new(Defined { spec: Spec::parse(&v)?, working: WorkingDays::parse(&v)? }))
+        Ok(Rc::new(Defined { spec: Spec::parse(&v)?, working: WorkingDays::parse(&v)?, years: RefCell::default() }))
     })()
     .or_raise();
     RESOLVED.with(|r| *r.borrow_mut() = Some((statement, name.to_owned(), spec.clone())));
@@ -167,7 +169,9 @@ pub(crate) fn next_working_day_of(name: &str, d: NaiveDate) -> Result<NaiveDate,
 pub fn period_for(d: Date, calendar: &str, grain: &str) -> Period {
     let cal = calendar_of(calendar);
     let grain = Grain::parse(grain).or_raise();
-    calendar::period_of(&cal.spec, grain, to_naive(d).or_raise()).or_raise()
+    let day = to_naive(d).or_raise();
+    let mut years = cal.years.borrow_mut();
+    years.period_of(&cal.spec, grain, day).or_raise()
 }
 
 // Parallel safety (audited for issue 13): the calendar functions labelled PARALLEL SAFE below

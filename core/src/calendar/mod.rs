@@ -89,6 +89,23 @@ fn ymd(y: i32, m: u32, d: u32) -> Result<NaiveDate, CalendarError> {
 /// The period of `grain` containing `d`.
 pub fn period_of(spec: &Spec, grain: Grain, d: NaiveDate) -> Result<Period, CalendarError> {
     let (year, ystart, yend) = year_of(spec, d)?;
+    let periods = match grain {
+        Grain::Period | Grain::Quarter => Some(months(spec, year, ystart, yend)?),
+        _ => None,
+    };
+    in_year(grain, d, year, ystart, yend, periods.as_deref())
+}
+
+/// The period of `grain` containing `d` within its fiscal year `year` [ystart, yend], whose
+/// twelve periods (for the period and quarter grains) are `periods`.
+fn in_year(
+    grain: Grain,
+    d: NaiveDate,
+    year: i32,
+    ystart: NaiveDate,
+    yend: NaiveDate,
+    periods: Option<&[(NaiveDate, NaiveDate)]>,
+) -> Result<Period, CalendarError> {
     let day_index = (d - ystart).num_days() as u32 + 1;
     let make = |index: u32, start: NaiveDate, end: NaiveDate| Period {
         grain,
@@ -107,20 +124,65 @@ pub fn period_of(spec: &Spec, grain: Grain, d: NaiveDate) -> Result<Period, Cale
             make(index, start, end)
         }
         Grain::Period | Grain::Quarter => {
-            let periods = months(spec, year, ystart, yend)?;
-            let (i, (s, e)) = periods
-                .iter()
-                .enumerate()
-                .find(|(_, (s, e))| *s <= d && d <= *e)
-                .ok_or(CalendarError::OutOfRange(d))?;
+            let periods = periods.ok_or(CalendarError::OutOfRange(d))?;
+            let i = periods.partition_point(|(_, e)| *e < d);
+            let (s, e) = periods.get(i).filter(|(s, _)| *s <= d).ok_or(CalendarError::OutOfRange(d))?;
             if grain == Grain::Period {
                 make(i as u32 + 1, *s, *e)
             } else {
                 let q = i / 3;
-                make(q as u32 + 1, periods[q * 3].0, periods[q * 3 + 2].1)
+                let (qs, qe) = (periods.get(q * 3), periods.get(q * 3 + 2));
+                match (qs, qe) {
+                    (Some((qs, _)), Some((_, qe))) => make(q as u32 + 1, *qs, *qe),
+                    _ => return Err(CalendarError::OutOfRange(d)),
+                }
             }
         }
     })
+}
+
+/// One fiscal year a [`YearCache`] keeps: its label, days and periods (empty where the
+/// calendar has none, as ISO week calendars).
+#[derive(Debug, Clone)]
+struct CachedYear {
+    year: i32,
+    start: NaiveDate,
+    end: NaiveDate,
+    periods: Result<Vec<(NaiveDate, NaiveDate)>, CalendarError>,
+}
+
+/// The fiscal years of one calendar met so far, so that answering for many dates (a query
+/// over millions of rows) computes each year's bounds and periods once. Answers exactly what
+/// [`period_of`] answers.
+#[derive(Debug, Clone, Default)]
+pub struct YearCache {
+    /// sorted by start, never overlapping
+    years: Vec<CachedYear>,
+}
+
+impl YearCache {
+    pub fn period_of(
+        &mut self,
+        spec: &Spec,
+        grain: Grain,
+        d: NaiveDate,
+    ) -> Result<Period, CalendarError> {
+        check_range(d)?;
+        let i = self.years.partition_point(|y| y.end < d);
+        let hit = self.years.get(i).is_some_and(|y| y.start <= d);
+        if !hit {
+            let (year, start, end) = year_of(spec, d)?;
+            let periods = months(spec, year, start, end);
+            // bounded: a calendar has at most MAX_YEAR - MIN_YEAR + 2 fiscal years
+            self.years.insert(i, CachedYear { year, start, end, periods });
+        }
+        let y = self.years.get(i).ok_or(CalendarError::OutOfRange(d))?;
+        let periods = match grain {
+            Grain::Period | Grain::Quarter => Some(y.periods.as_deref().map_err(Clone::clone)?),
+            _ => None,
+        };
+        in_year(grain, d, y.year, y.start, y.end, periods)
+    }
 }
 
 /// The twelve periods of a fiscal year (months, or retail periods of 4/5 weeks).

@@ -77,7 +77,7 @@ pub enum Spec {
     Retail(Retail),
 }
 
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum CalendarError {
     #[error("invalid calendar definition: {0}")]
     InvalidSpec(String),
