@@ -34,17 +34,31 @@ pub(crate) fn to_naive(d: Date) -> Result<NaiveDate, SqlError> {
             "calendars have no infinite dates",
         ));
     }
-    NaiveDate::from_ymd_opt(d.year(), u32::from(d.month()), u32::from(d.day())).ok_or_else(|| {
-        SqlError::new(
-            PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW,
-            "date out of range",
-        )
-    })
+    // from the stored day number (days since 2000-01-01), not pgrx's year()/month()/day(),
+    // which each call extract() through the function manager (most of the time of a call)
+    pg_epoch()
+        .checked_add_signed(chrono::Duration::days(i64::from(d.to_pg_epoch_days())))
+        .ok_or_else(|| {
+            SqlError::new(
+                PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW,
+                "date out of range",
+            )
+        })
+}
+
+/// 2000-01-01, day 0 of Postgres dates.
+fn pg_epoch() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2000, 1, 1).unwrap_or(NaiveDate::MIN)
 }
 
 fn to_date(d: NaiveDate) -> Date {
-    use chrono::Datelike;
-    Date::new(d.year(), d.month() as u8, d.day() as u8).or_raise_internal()
+    let days = (d - pg_epoch()).num_days();
+    i32::try_from(days)
+        .ok()
+        .and_then(|days| Date::try_from(pg_sys::Datum::from(days)).ok())
+        .filter(Date::is_finite)
+        .ok_or_else(|| format!("date {d} is out of range"))
+        .or_raise_internal()
 }
 
 trait OrRaiseInternal<T> {
@@ -167,8 +181,11 @@ pub(crate) fn next_working_day_of(name: &str, d: NaiveDate) -> Result<NaiveDate,
 }
 
 pub fn period_for(d: Date, calendar: &str, grain: &str) -> Period {
+    period_of_grain(d, calendar, Grain::parse(grain).or_raise())
+}
+
+fn period_of_grain(d: Date, calendar: &str, grain: Grain) -> Period {
     let cal = calendar_of(calendar);
-    let grain = Grain::parse(grain).or_raise();
     let day = to_naive(d).or_raise();
     let mut years = cal.years.borrow_mut();
     years.period_of(&cal.spec, grain, day).or_raise()
@@ -185,31 +202,31 @@ pub fn period_for(d: Date, calendar: &str, grain: &str) -> Period {
 /// The fiscal year (its label) containing the date.
 #[pg_extern(stable, parallel_safe)]
 fn fiscal_year(d: Date, calendar: &str) -> i32 {
-    period_for(d, calendar, "year").year
+    period_of_grain(d, calendar, Grain::Year).year
 }
 
 /// The fiscal quarter (1-4) containing the date.
 #[pg_extern(stable, parallel_safe)]
 fn fiscal_quarter(d: Date, calendar: &str) -> i32 {
-    period_for(d, calendar, "quarter").index as i32
+    period_of_grain(d, calendar, Grain::Quarter).index as i32
 }
 
 /// The fiscal period's label, e.g. FY2024-P03.
 #[pg_extern(stable, parallel_safe)]
 fn fiscal_period(d: Date, calendar: &str) -> String {
-    period_for(d, calendar, "period").label()
+    period_of_grain(d, calendar, Grain::Period).label()
 }
 
 /// The fiscal week (1-53) containing the date.
 #[pg_extern(stable, parallel_safe)]
 fn fiscal_week(d: Date, calendar: &str) -> i32 {
-    period_for(d, calendar, "week").index as i32
+    period_of_grain(d, calendar, Grain::Week).index as i32
 }
 
 /// The day of the fiscal year (1-371).
 #[pg_extern(stable, parallel_safe)]
 fn fiscal_day_of_year(d: Date, calendar: &str) -> i32 {
-    period_for(d, calendar, "day").index as i32
+    period_of_grain(d, calendar, Grain::Day).index as i32
 }
 
 /// The label of the period of `grain` (year, quarter, period, week, day) containing the date.

@@ -3,9 +3,13 @@
 Run by tests/tests/python_clients.rs, which starts Postgres data and the server and passes:
 BARECOUNT_FLIGHT_URI (grpc://127.0.0.1:PORT), BARECOUNT_USER / BARECOUNT_PASSWORD (a login role
 of tenant acme), BARECOUNT_TOKEN (an API token of acme), BARECOUNT_OTHER_TOKEN (of globex),
-BARECOUNT_ROWS (rows of acme's dataset `sales`). Exits non-zero on the first failed check.
+BARECOUNT_ROWS (rows of acme's dataset `sales`), BARECOUNT_INGEST_TOKEN (an acme token with the
+ingest scope; acme has the orders contract). Exits non-zero on the first failed check.
 """
 
+import datetime
+import decimal
+import json
 import os
 import sys
 
@@ -20,6 +24,7 @@ PASSWORD = os.environ["BARECOUNT_PASSWORD"]
 TOKEN = os.environ["BARECOUNT_TOKEN"]
 OTHER_TOKEN = os.environ["BARECOUNT_OTHER_TOKEN"]
 ROWS = int(os.environ["BARECOUNT_ROWS"])
+INGEST_TOKEN = os.environ["BARECOUNT_INGEST_TOKEN"]
 
 
 def check(cond, what):
@@ -160,6 +165,59 @@ def pyarrow_flight():
         check(True, "a bad token is Unauthenticated")
 
 
+def orders(prefix, regions):
+    n = len(regions)
+    return pa.table({
+        "order_id": [f"{prefix}{i}" for i in range(n)],
+        "order_date": pa.array([datetime.date(2024, 3, 1 + i) for i in range(n)], pa.date32()),
+        "store_id": [f"S{i}" for i in range(n)],
+        "region": regions,
+        "amount": pa.array([decimal.Decimal("12.50") + i for i in range(n)], pa.decimal128(12, 2)),
+        "quantity": pa.array([1 + i for i in range(n)], pa.int32()),
+    })
+
+
+def ingest():
+    # pyarrow.flight DoPut with a path descriptor: the answer's app_metadata has the counts
+    client = flight.FlightClient(URI)
+    opts = flight.FlightCallOptions(headers=[(b"authorization", f"Bearer {INGEST_TOKEN}".encode())])
+    table = orders("PY", ["east", "west", "mars"])
+    writer, reader = client.do_put(flight.FlightDescriptor.for_path("orders"), table.schema, opts)
+    writer.write_table(table)
+    writer.done_writing()
+    meta = json.loads(reader.read().to_pybytes())
+    writer.close()
+    check(meta["accepted"] == 2 and meta["quarantined"] == 1 and meta["ledger_seq"] > 0,
+          f"pyarrow do_put lands 2 rows, quarantines 1, with a receipt: {meta}")
+    # a read-only token may not put
+    ro = flight.FlightCallOptions(headers=[(b"authorization", f"Bearer {TOKEN}".encode())])
+    try:
+        writer, reader = client.do_put(flight.FlightDescriptor.for_path("orders"), table.schema, ro)
+        writer.write_table(table)
+        writer.done_writing()
+        reader.read()
+        writer.close()
+        check(False, "a read-only token cannot put")
+    except flight.FlightUnauthorizedError as e:
+        check("ingest scope" in str(e), f"a read-only token is PermissionDenied: {e}")
+
+    # ADBC bulk ingest (Flight SQL CommandStatementIngest), append mode
+    conn = flightsql.connect(URI, db_kwargs={"adbc.flight.sql.authorization_header": f"Bearer {INGEST_TOKEN}"})
+    try:
+        cur = conn.cursor()
+        n = cur.adbc_ingest("orders", orders("AD", ["north", "south", "east"]), mode="append")
+        check(n == 3, f"adbc_ingest appends 3 rows: {n}")
+        try:
+            cur.adbc_ingest("orders", orders("AX", ["east"]), mode="replace")
+            check(False, "adbc_ingest mode=replace is refused")
+        except adbc_driver_manager.Error as e:
+            check("append" in str(e), f"mode=replace is refused, naming append: {e}")
+        cur.close()
+    finally:
+        conn.close()
+
+
 adbc()
 pyarrow_flight()
+ingest()
 print("all Python client checks passed")

@@ -926,6 +926,45 @@ async fn a_foreign_table_is_a_source_read_once() {
         .unwrap();
     run("third").await;
     assert_eq!(count(&e, "SELECT count(*) FROM barecount.batches").await, 2);
+
+    // a lost connection (SQLSTATE class 08: the foreign server does not answer) is transient:
+    // the step is tried as often as the retry policy says, then the run fails naming it
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    db.superuser
+        .batch_execute(&format!(
+            "CREATE SERVER dead_server FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '127.0.0.1', port '{dead_port}', dbname 'x', connect_timeout '2');
+             CREATE USER MAPPING FOR {eng} SERVER dead_server OPTIONS (user '{remote}', password_required 'false');
+             CREATE FOREIGN TABLE staging.orders_gone (order_id text) SERVER dead_server OPTIONS (table_name 'orders_feed');
+             GRANT SELECT ON staging.orders_gone TO {eng};"
+        ))
+        .await
+        .unwrap();
+    let spec = json!({"retry": {"attempts": 3, "backoff_ms": 10, "max_backoff_ms": 20},
+                      "steps": [{"name": "load", "kind": "ingest", "dataset": "orders",
+                                 "source": {"table": "staging.orders_gone"}}]});
+    e.execute("SELECT barecount.pipeline_define('gone', $1)", &[&spec])
+        .await
+        .unwrap();
+    let r = e
+        .query_one(
+            "SELECT status, failed_step, error_sqlstate FROM barecount.pipeline_run('gone', '2024-02-01', '2024-02-29', 'k')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.get::<_, String>(0), r.get::<_, Option<String>>(1), r.get::<_, Option<String>>(2)),
+        ("failed".to_owned(), Some("load".to_owned()), Some("08001".to_owned()))
+    );
+    let attempts: i32 = e
+        .query_one(
+            "SELECT s.attempts FROM barecount.pipeline_run_steps s JOIN barecount.pipeline_runs r USING (run_id) WHERE r.pipeline = 'gone'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(attempts, 3, "a lost connection is retried");
 }
 
 #[tokio::test]

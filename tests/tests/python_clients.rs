@@ -1,7 +1,7 @@
 //! Python clients from PyPI against a real barecount-flight: adbc-driver-flightsql (username and
 //! password, adbc_get_objects, a query, a parameterized prepared statement, fetch_arrow_table)
 //! and pyarrow.flight (Basic handshake, ListFlights, DoGet by path over several endpoints),
-//! plus tenant isolation and a bad token. The checks live in tests/python/flight_clients.py.
+//! ingest (pyarrow do_put, ADBC adbc_ingest), plus tenant isolation and a bad token. The checks live in tests/python/flight_clients.py.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use barecount_flight::Config;
@@ -33,6 +33,12 @@ async fn adbc_and_pyarrow_clients_work() {
         .await
         .unwrap();
     let token = api_token(su, "acme", &["read"]).await;
+    let ingest = api_token(su, "acme", &["ingest"]).await;
+    let eng = login_role(su, "pyeng", &["barecount_engineer"], Some("acme")).await;
+    let e = barecount_tests::connect_as(&db.url, &eng).await;
+    e.query("SELECT barecount.contract_register($1)", &[&barecount_tests::ORDERS_CONTRACT])
+        .await
+        .unwrap();
     let other = api_token(su, "globex", &["read"]).await;
 
     let mut config = Config::local(&db.url);
@@ -49,6 +55,7 @@ async fn adbc_and_pyarrow_clients_work() {
         .env("BARECOUNT_TOKEN", &token)
         .env("BARECOUNT_OTHER_TOKEN", &other)
         .env("BARECOUNT_ROWS", ROWS.to_string())
+        .env("BARECOUNT_INGEST_TOKEN", &ingest)
         .output()
         .await
         .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
@@ -63,5 +70,9 @@ async fn adbc_and_pyarrow_clients_work() {
         stdout.contains("all Python client checks passed"),
         "{stdout}"
     );
+    // what the Python puts landed: pyarrow's 2 and ADBC's 3 accepted, pyarrow's third row
+    // quarantined, nothing from the refused calls
+    assert_eq!(barecount_tests::count(&e, "SELECT count(*) FROM raw.orders__accepted").await, 5);
+    assert_eq!(barecount_tests::count(&e, "SELECT count(*) FROM barecount.quarantine").await, 1);
     flight.stop().await;
 }
