@@ -37,10 +37,12 @@ pub async fn kpi(pg_url: String, rows: i64, runs: usize) -> anyhow::Result<()> {
     pg.batch_execute(&format!(
         "DROP MATERIALIZED VIEW IF EXISTS bench_mv; DROP TABLE IF EXISTS gdp.bench_sales, bench_plain_kpi, bench_plain_src;
          CREATE TABLE gdp.bench_sales (tenant_id text NOT NULL DEFAULT 'default', id bigint, d date, region text, amount numeric(12,2));
+         -- stored in date order, as a fact table loaded day by day is
          INSERT INTO gdp.bench_sales (id, d, region, amount)
-           SELECT g, DATE '2021-01-01' + ((g * 7919) % 1095)::int, (ARRAY['east','west','north','south','emea','apac','latam','anz'])[1 + g % 8],
-                  ((g * 37) % 100000 / 100.0)::numeric(12,2)
-             FROM generate_series(1, {rows}::bigint) g;
+           SELECT * FROM (
+             SELECT g, DATE '2021-01-01' + ((g * 7919) % 1095)::int AS d, (ARRAY['east','west','north','south','emea','apac','latam','anz'])[1 + g % 8],
+                    ((g * 37) % 100000 / 100.0)::numeric(12,2)
+               FROM generate_series(1, {rows}::bigint) g) x ORDER BY d;
          CREATE TABLE bench_plain_src (LIKE gdp.bench_sales INCLUDING DEFAULTS);
          INSERT INTO bench_plain_src SELECT * FROM gdp.bench_sales;
          CREATE TABLE bench_plain_kpi (d date, region text, s numeric, n bigint);
@@ -55,38 +57,66 @@ pub async fn kpi(pg_url: String, rows: i64, runs: usize) -> anyhow::Result<()> {
     pg.batch_execute("VACUUM ANALYZE gdp.bench_sales").await?;
     pg.batch_execute("VACUUM ANALYZE bench_plain_src").await?;
 
-    // full materialization vs INSERT ... SELECT ... GROUP BY, alternating
-    let (mut ours, mut base) = (Vec::new(), Vec::new());
-    for _ in 0..runs {
-        base.push(
-            timed(
-                &pg,
-                "TRUNCATE bench_plain_kpi; INSERT INTO bench_plain_kpi
+    // full materialization vs INSERT ... SELECT ... GROUP BY, alternating; Postgres 15 runs
+    // INSERT ... SELECT without parallel workers while kpi_materialize stages with CREATE
+    // TABLE AS, which may use them: so once as configured and once with parallelism off
+    for serial in [false, true] {
+        if serial {
+            pg.batch_execute("SET max_parallel_workers_per_gather = 0")
+                .await?;
+        }
+        let (mut ours, mut base) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            base.push(
+                timed(
+                    &pg,
+                    "TRUNCATE bench_plain_kpi; INSERT INTO bench_plain_kpi
                    SELECT d, region, sum(amount), count(*) FROM gdp.bench_sales GROUP BY 1, 2",
-            )
-            .await?,
-        );
-        ours.push(
+                )
+                .await?,
+            );
+            ours.push(
             timed(
                 &pg,
                 "SELECT * FROM barecount.kpi_materialize('bench_daily', '2021-01-01', '2023-12-31')",
             )
             .await?,
         );
+        }
+        let periods = one_number(
+            &pg,
+            "SELECT count(DISTINCT period_start) FROM kpi.bench_daily",
+        )
+        .await?;
+        anyhow::ensure!(periods == 1095, "the KPI has {periods} days, expected 1095");
+        let (o, b) = (median(ours.clone()), median(base.clone()));
+        let how = if serial { "_serial" } else { "" };
+        if !serial {
+            println!("kpi: {rows} source rows (in date order, index on the date), 1095 days x 8 regions, median of {runs}");
+        }
+        println!(
+            "  full materialization{}",
+            if serial { ", parallel workers off" } else { "" }
+        );
+        println!(
+            "    baseline  TRUNCATE + INSERT ... SELECT ... GROUP BY   {:>8.3} s  (runs {})",
+            secs(b),
+            spread(&base)
+        );
+        println!(
+            "    barecount kpi_materialize (all 1095 days)            {:>8.3} s  (runs {})",
+            secs(o),
+            spread(&ours)
+        );
+        println!(
+            "bench=kpi_full_materialize{how}_{rows} ours={:.3} baseline={:.3} ratio={:.3} unit=s",
+            secs(o),
+            secs(b),
+            secs(o) / secs(b)
+        );
     }
-    let periods = one_number(&pg, "SELECT count(DISTINCT period_start) FROM kpi.bench_daily").await?;
-    anyhow::ensure!(periods == 1095, "the KPI has {periods} days, expected 1095");
-    let (o, b) = (median(ours.clone()), median(base.clone()));
-    println!("kpi: {rows} source rows (index on the date), 1095 days x 8 regions, median of {runs}");
-    println!("  full materialization");
-    println!("    baseline  TRUNCATE + INSERT ... SELECT ... GROUP BY   {:>8.3} s", secs(b));
-    println!("    barecount kpi_materialize (all 1095 days)            {:>8.3} s  (runs {})", secs(o), spread(&ours));
-    println!(
-        "bench=kpi_full_materialize_{rows} ours={:.3} baseline={:.3} ratio={:.3} unit=s",
-        secs(o),
-        secs(b),
-        secs(o) / secs(b)
-    );
+    pg.batch_execute("RESET max_parallel_workers_per_gather")
+        .await?;
 
     // one day changes: late rows on one old day, then refresh vs REFRESH MATERIALIZED VIEW
     pg.batch_execute(
@@ -105,17 +135,35 @@ pub async fn kpi(pg_url: String, rows: i64, runs: usize) -> anyhow::Result<()> {
         ins_plain.push(timed(&pg, &late.replace("{t}", "bench_plain_src")).await?);
         ins_trig.push(timed(&pg, &late.replace("{t}", "gdp.bench_sales")).await?);
         let t = Instant::now();
-        let refreshed = one_number(&pg, "SELECT periods FROM barecount.kpi_refresh('bench_daily')").await?;
+        let refreshed = one_number(
+            &pg,
+            "SELECT periods FROM barecount.kpi_refresh('bench_daily')",
+        )
+        .await?;
         ours.push(t.elapsed());
-        anyhow::ensure!(refreshed == 1, "kpi_refresh recomputed {refreshed} periods, expected the one day");
+        anyhow::ensure!(
+            refreshed == 1,
+            "kpi_refresh recomputed {refreshed} periods, expected the one day"
+        );
         base.push(timed(&pg, "REFRESH MATERIALIZED VIEW bench_mv").await?);
         let diff = one_number(&pg, KPI_DIFF).await?;
-        anyhow::ensure!(diff == 0, "the KPI and the materialized view differ by {diff} rows");
+        anyhow::ensure!(
+            diff == 0,
+            "the KPI and the materialized view differ by {diff} rows"
+        );
     }
     let (o, b) = (median(ours.clone()), median(base.clone()));
     println!("  one day changed (10 late rows), then refresh; both equal after every run");
-    println!("    baseline  REFRESH MATERIALIZED VIEW                  {:>8.4} s  (runs {})", secs(b), spread(&base));
-    println!("    barecount kpi_refresh (the one day)                  {:>8.4} s  (runs {})", secs(o), spread(&ours));
+    println!(
+        "    baseline  REFRESH MATERIALIZED VIEW                  {:>8.4} s  (runs {})",
+        secs(b),
+        spread(&base)
+    );
+    println!(
+        "    barecount kpi_refresh (the one day)                  {:>8.4} s  (runs {})",
+        secs(o),
+        spread(&ours)
+    );
     println!(
         "    the 10-row insert itself: {:.2} ms into the KPI's source (change capture) vs {:.2} ms into a plain copy",
         secs(median(ins_trig)) * 1e3,
@@ -159,13 +207,27 @@ pub async fn fiscal(pg_url: String, rows: i64, runs: usize) -> anyhow::Result<()
         let r = pg.query_one(ours_sql, &[]).await?;
         ours.push(t.elapsed());
         let (groups_o, n_o): (i64, i64) = (r.get(0), r.get(1));
-        anyhow::ensure!(n_o == rows && n_b == rows, "row counts differ: {n_o} vs {n_b}");
-        anyhow::ensure!(groups_o > 300 && groups_b > 300, "{groups_o} periods, {groups_b} months");
+        anyhow::ensure!(
+            n_o == rows && n_b == rows,
+            "row counts differ: {n_o} vs {n_b}"
+        );
+        anyhow::ensure!(
+            groups_o > 300 && groups_b > 300,
+            "{groups_o} periods, {groups_b} months"
+        );
     }
     let (o, b) = (median(ours.clone()), median(base.clone()));
     println!("fiscal: {rows} dates (2000-2029), grouped by period, parallel workers off, median of {runs}");
-    println!("  baseline  date_trunc('month', d)                {:>8.3} s  (runs {})", secs(b), spread(&base));
-    println!("  barecount fiscal_period(d, 'nrf')               {:>8.3} s  (runs {})", secs(o), spread(&ours));
+    println!(
+        "  baseline  date_trunc('month', d)                {:>8.3} s  (runs {})",
+        secs(b),
+        spread(&base)
+    );
+    println!(
+        "  barecount fiscal_period(d, 'nrf')               {:>8.3} s  (runs {})",
+        secs(o),
+        spread(&ours)
+    );
     println!(
         "bench=fiscal_period_{rows} ours={:.3} baseline={:.3} ratio={:.3} unit=s",
         secs(o),
@@ -202,7 +264,9 @@ pub async fn pipeline(pg_url: String, steps: usize, runs: usize) -> anyhow::Resu
         } else {
             serde_json::json!([format!("s{}", i - 1)])
         };
-        kpi_steps.push(serde_json::json!({"name": format!("s{i}"), "kind": "kpi", "kpi": k, "after": after}));
+        kpi_steps.push(
+            serde_json::json!({"name": format!("s{i}"), "kind": "kpi", "kpi": k, "after": after}),
+        );
         hook_steps.push(serde_json::json!({"name": format!("s{i}"), "kind": "hook", "event": "bench", "after": after}));
         direct.push_str(&format!(
             "SELECT * FROM barecount.kpi_materialize('{k}', '2024-01-01', '2024-12-31');"
@@ -215,7 +279,9 @@ pub async fn pipeline(pg_url: String, steps: usize, runs: usize) -> anyhow::Resu
             .await?;
     }
     let run = |name: &str, key: String| {
-        format!("SELECT * FROM barecount.pipeline_run('{name}', '2024-01-01', '2024-12-31', '{key}')")
+        format!(
+            "SELECT * FROM barecount.pipeline_run('{name}', '2024-01-01', '2024-12-31', '{key}')"
+        )
     };
     // warm both paths once
     pg.batch_execute(&direct).await?;
@@ -239,11 +305,23 @@ pub async fn pipeline(pg_url: String, steps: usize, runs: usize) -> anyhow::Resu
         hooks.push(t.elapsed());
         anyhow::ensure!(status == "succeeded", "hook pipeline run {r}: {status}");
     }
-    let (o, b, h) = (median(ours.clone()), median(base.clone()), median(hooks.clone()));
+    let (o, b, h) = (
+        median(ours.clone()),
+        median(base.clone()),
+        median(hooks.clone()),
+    );
     let per_step_ms = (secs(o) - secs(b)) * 1e3 / steps as f64;
     println!("pipeline: {steps} KPI steps (each 12 months x 3 regions over 2,000 rows), median of {runs}");
-    println!("  baseline  the {steps} kpi_materialize calls in one transaction   {:>8.4} s  (runs {})", secs(b), spread(&base));
-    println!("  barecount pipeline_run of the {steps} steps                    {:>8.4} s  (runs {})", secs(o), spread(&ours));
+    println!(
+        "  baseline  the {steps} kpi_materialize calls in one transaction   {:>8.4} s  (runs {})",
+        secs(b),
+        spread(&base)
+    );
+    println!(
+        "  barecount pipeline_run of the {steps} steps                    {:>8.4} s  (runs {})",
+        secs(o),
+        spread(&ours)
+    );
     println!("  orchestration per step: {per_step_ms:.3} ms");
     println!(
         "  a pipeline of {steps} hook steps (no work of their own): {:.4} s, {:.3} ms per step  (runs {})",

@@ -117,9 +117,10 @@ fn write_field(out: &mut String, f: &Field) -> Result<(), String> {
         Field::Double(v) => float(out, *v)?,
         Field::Decimal(d) => out.push_str(&decimal(d)?),
         Field::Str(s) => write_str(out, s),
-        Field::Bytes(b) => {
-            write_str(out, &base64::engine::general_purpose::STANDARD.encode(b.data()))
-        }
+        Field::Bytes(b) => write_str(
+            out,
+            &base64::engine::general_purpose::STANDARD.encode(b.data()),
+        ),
         Field::Date(days) => {
             let d = NaiveDate::from_ymd_opt(1970, 1, 1)
                 .and_then(|e| e.checked_add_signed(chrono::Duration::days(i64::from(*days))))
@@ -217,7 +218,8 @@ fn decimal(d: &Decimal) -> Result<String, String> {
     for b in bytes {
         v = (v << 8) | i128::from(*b);
     }
-    let scale = usize::try_from(d.scale()).map_err(|_| format!("negative decimal scale {}", d.scale()))?;
+    let scale =
+        usize::try_from(d.scale()).map_err(|_| format!("negative decimal scale {}", d.scale()))?;
     let digits = v.unsigned_abs().to_string();
     let sign = if v < 0 { "-" } else { "" };
     Ok(if scale == 0 {
@@ -257,27 +259,49 @@ mod tests {
         );
         let n = amount_bits.len();
         let mut buf = Vec::new();
-        let mut w = SerializedFileWriter::new(&mut buf, schema, Arc::new(WriterProperties::builder().build())).unwrap();
+        let mut w = SerializedFileWriter::new(
+            &mut buf,
+            schema,
+            Arc::new(WriterProperties::builder().build()),
+        )
+        .unwrap();
         let mut rg = w.next_row_group().unwrap();
-        let ids: Vec<ByteArray> = (0..n).map(|i| ByteArray::from(format!("A{i}").as_str())).collect();
+        let ids: Vec<ByteArray> = (0..n)
+            .map(|i| ByteArray::from(format!("A{i}").as_str()))
+            .collect();
         let mut c = rg.next_column().unwrap().unwrap();
-        c.typed::<ByteArrayType>().write_batch(&ids, None, None).unwrap();
+        c.typed::<ByteArrayType>()
+            .write_batch(&ids, None, None)
+            .unwrap();
         c.close().unwrap();
         // order_date: null in the second row
         let mut c = rg.next_column().unwrap().unwrap();
         let defs: Vec<i16> = (0..n).map(|i| i16::from(i != 1)).collect();
-        let dates: Vec<i32> = (0..n).filter(|i| *i != 1).map(|i| 19_723 + i as i32).collect();
-        c.typed::<Int32Type>().write_batch(&dates, Some(&defs), None).unwrap();
+        let dates: Vec<i32> = (0..n)
+            .filter(|i| *i != 1)
+            .map(|i| 19_723 + i as i32)
+            .collect();
+        c.typed::<Int32Type>()
+            .write_batch(&dates, Some(&defs), None)
+            .unwrap();
         c.close().unwrap();
         let mut c = rg.next_column().unwrap().unwrap();
-        c.typed::<Int64Type>().write_batch(amount_bits, Some(&vec![1; n]), None).unwrap();
+        c.typed::<Int64Type>()
+            .write_batch(amount_bits, Some(&vec![1; n]), None)
+            .unwrap();
         c.close().unwrap();
         let mut c = rg.next_column().unwrap().unwrap();
-        let ts: Vec<i64> = (0..n).map(|i| 1_709_288_100_000_000 + i as i64 * 1_500_000).collect();
-        c.typed::<Int64Type>().write_batch(&ts, Some(&vec![1; n]), None).unwrap();
+        let ts: Vec<i64> = (0..n)
+            .map(|i| 1_709_288_100_000_000 + i as i64 * 1_500_000)
+            .collect();
+        c.typed::<Int64Type>()
+            .write_batch(&ts, Some(&vec![1; n]), None)
+            .unwrap();
         c.close().unwrap();
         let mut c = rg.next_column().unwrap().unwrap();
-        c.typed::<DoubleType>().write_batch(doubles, Some(&vec![1; n]), None).unwrap();
+        c.typed::<DoubleType>()
+            .write_batch(doubles, Some(&vec![1; n]), None)
+            .unwrap();
         c.close().unwrap();
         rg.close().unwrap();
         w.close().unwrap();
@@ -286,7 +310,12 @@ mod tests {
 
     #[test]
     fn rows_keep_types_exact_decimals_and_leave_nulls_out() {
-        let (text, n) = rows_json(sample(&[12_345, -5, 123_456_789_012], &[0.5, 1.0, -2.25]), 1 << 20, || true).unwrap();
+        let (text, n) = rows_json(
+            sample(&[12_345, -5, 123_456_789_012], &[0.5, 1.0, -2.25]),
+            1 << 20,
+            || true,
+        )
+        .unwrap();
         assert_eq!(n, 3);
         assert_eq!(
             text,
@@ -301,17 +330,30 @@ mod tests {
 
     #[test]
     fn bad_files_values_and_sizes_are_refused_by_name() {
-        assert!(matches!(rows_json(b"PAR1 not really".to_vec(), 1 << 20, || true), Err(ParquetRowsError::Format(_))));
-        assert!(matches!(rows_json(Vec::new(), 1 << 20, || true), Err(ParquetRowsError::Format(_))));
+        assert!(matches!(
+            rows_json(b"PAR1 not really".to_vec(), 1 << 20, || true),
+            Err(ParquetRowsError::Format(_))
+        ));
+        assert!(matches!(
+            rows_json(Vec::new(), 1 << 20, || true),
+            Err(ParquetRowsError::Format(_))
+        ));
         assert_eq!(
             rows_json(sample(&[1, 2], &[1.0, f64::NAN]), 1 << 20, || true),
-            Err(ParquetRowsError::Value { row: 2, column: "score".into(), problem: "NaN has no JSON form".into() })
+            Err(ParquetRowsError::Value {
+                row: 2,
+                column: "score".into(),
+                problem: "NaN has no JSON form".into()
+            })
         );
         assert_eq!(
             rows_json(sample(&[1; 200], &[1.0; 200]), 1000, || true),
             Err(ParquetRowsError::TooLarge { limit: 1000 })
         );
-        assert_eq!(rows_json(sample(&[1], &[1.0]), 1 << 20, || false), Err(ParquetRowsError::Cancelled));
+        assert_eq!(
+            rows_json(sample(&[1], &[1.0]), 1 << 20, || false),
+            Err(ParquetRowsError::Cancelled)
+        );
     }
 
     #[test]

@@ -429,8 +429,11 @@ impl Pipeline {
                 .ok_or_else(|| bad("source.file must be a file name"))?;
             check_relative_path(path).map_err(|p| bad(&p))?;
             let fmt = o.get("format").and_then(Value::as_str).unwrap_or("");
-            let format = FileFormat::parse(fmt)
-                .ok_or_else(|| bad(&format!("source.format \"{fmt}\" is not csv, jsonl or parquet")))?;
+            let format = FileFormat::parse(fmt).ok_or_else(|| {
+                bad(&format!(
+                    "source.format \"{fmt}\" is not csv, jsonl or parquet"
+                ))
+            })?;
             return Ok(Source::File {
                 path: path.to_owned(),
                 format,

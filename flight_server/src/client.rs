@@ -170,7 +170,10 @@ pub async fn put(
         .build(futures::stream::iter(batches.into_iter().map(Ok)))
         .try_collect()
         .await?;
-    let mut results = client.do_put(futures::stream::iter(data)).await?.into_inner();
+    let mut results = client
+        .do_put(futures::stream::iter(data))
+        .await?
+        .into_inner();
     let first = results
         .message()
         .await?

@@ -83,7 +83,9 @@ where
                 )));
             }
         }
-        writer.finish().map_err(|e| FlightError::Internal(e.to_string()))?;
+        writer
+            .finish()
+            .map_err(|e| FlightError::Internal(e.to_string()))?;
     }
     let mut text = String::from_utf8(buf).map_err(|e| FlightError::Internal(e.to_string()))?;
     if text.is_empty() {
@@ -155,7 +157,9 @@ pub fn parse_put_path(path: &[String]) -> Result<(String, Option<String>)> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use arrow::array::{Date32Array, Decimal128Array, Int64Array, StringArray, TimestampMicrosecondArray};
+    use arrow::array::{
+        Date32Array, Decimal128Array, Int64Array, StringArray, TimestampMicrosecondArray,
+    };
     use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
     use arrow::record_batch::RecordBatch;
     use arrow_flight::encode::FlightDataEncoderBuilder;
@@ -168,16 +172,27 @@ mod tests {
             Field::new("order_date", DataType::Date32, true),
             Field::new("amount", DataType::Decimal128(12, 2), true),
             Field::new("qty", DataType::Int64, true),
-            Field::new("at", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), true),
+            Field::new(
+                "at",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                true,
+            ),
         ]));
         let batch = RecordBatch::try_new(
             schema.clone(),
             vec![
                 Arc::new(StringArray::from(vec!["A1", "A2"])),
                 Arc::new(Date32Array::from(vec![Some(19_723), None])),
-                Arc::new(Decimal128Array::from(vec![Some(12_345), Some(-5)]).with_precision_and_scale(12, 2).unwrap()),
+                Arc::new(
+                    Decimal128Array::from(vec![Some(12_345), Some(-5)])
+                        .with_precision_and_scale(12, 2)
+                        .unwrap(),
+                ),
                 Arc::new(Int64Array::from(vec![Some(3), None])),
-                Arc::new(TimestampMicrosecondArray::from(vec![Some(1_709_288_100_000_000), None]).with_timezone("UTC")),
+                Arc::new(
+                    TimestampMicrosecondArray::from(vec![Some(1_709_288_100_000_000), None])
+                        .with_timezone("UTC"),
+                ),
             ],
         )
         .unwrap();
@@ -209,7 +224,10 @@ mod tests {
 
     #[test]
     fn put_paths() {
-        assert_eq!(parse_put_path(&["orders".into()]).unwrap(), ("orders".into(), None));
+        assert_eq!(
+            parse_put_path(&["orders".into()]).unwrap(),
+            ("orders".into(), None)
+        );
         assert_eq!(
             parse_put_path(&["orders".into(), "k1".into()]).unwrap(),
             ("orders".into(), Some("k1".into()))

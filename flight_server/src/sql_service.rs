@@ -13,8 +13,8 @@ use crate::ticket::{PreparedClaims, TicketQuery};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use arrow_flight::decode::FlightRecordBatchStream;
-use arrow_flight::flight_descriptor::DescriptorType;
 use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::flight_descriptor::DescriptorType;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::metadata::SqlInfoData;
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
@@ -23,8 +23,8 @@ use arrow_flight::sql::{
     ActionCreatePreparedStatementResult, CommandGetCatalogs, CommandGetDbSchemas,
     CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
     CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandPreparedStatementUpdate,
-    CommandStatementIngest, CommandStatementQuery, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
-    TicketStatementQuery,
+    CommandStatementIngest, CommandStatementQuery, DoPutPreparedStatementResult, ProstMessageExt,
+    SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
     Action, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
@@ -704,15 +704,28 @@ impl FlightSqlService for SqlService {
         if cmd.transaction_id.is_some() {
             return refuse("transactions are not supported");
         }
-        if cmd.schema.as_deref().is_some_and(|s| !s.is_empty() && s != SCHEMA_NAME)
-            || cmd.catalog.as_deref().is_some_and(|c| !c.is_empty() && c != CATALOG_NAME)
+        if cmd
+            .schema
+            .as_deref()
+            .is_some_and(|s| !s.is_empty() && s != SCHEMA_NAME)
+            || cmd
+                .catalog
+                .as_deref()
+                .is_some_and(|c| !c.is_empty() && c != CATALOG_NAME)
         {
             return refuse("a dataset is named without a catalog or schema");
         }
         if let Some(o) = cmd.table_definition_options {
-            let exists = TableExistsOption::try_from(o.if_exists).unwrap_or(TableExistsOption::Fail);
-            if !matches!(exists, TableExistsOption::Append | TableExistsOption::Unspecified) {
-                return refuse(&format!("if-exists option {} is not supported", exists.as_str_name()));
+            let exists =
+                TableExistsOption::try_from(o.if_exists).unwrap_or(TableExistsOption::Fail);
+            if !matches!(
+                exists,
+                TableExistsOption::Append | TableExistsOption::Unspecified
+            ) {
+                return refuse(&format!(
+                    "if-exists option {} is not supported",
+                    exists.as_str_name()
+                ));
             }
         }
         let (rows, count) = crate::ingest::rows_json(&dataset, request.into_inner()).await?;
@@ -736,7 +749,11 @@ impl FlightSqlService for SqlService {
         let Some(d) = descriptor.filter(|d| d.r#type == DescriptorType::Path as i32) else {
             return Err(Status::invalid_argument(format!(
                 "DoPut takes a path descriptor [dataset] (ingest) or a Flight SQL command; got {}",
-                if message.type_url.is_empty() { "no command".to_owned() } else { message.type_url }
+                if message.type_url.is_empty() {
+                    "no command".to_owned()
+                } else {
+                    message.type_url
+                }
             )));
         };
         let caller = caller(&request)?;
@@ -744,11 +761,14 @@ impl FlightSqlService for SqlService {
         caller.require("ingest")?;
         let (rows, count) = crate::ingest::rows_json(&dataset, request.into_inner()).await?;
         let landed =
-            crate::ingest::land(&self.state, &caller, &dataset, rows, count, key.as_deref()).await?;
+            crate::ingest::land(&self.state, &caller, &dataset, rows, count, key.as_deref())
+                .await?;
         let result = arrow_flight::PutResult {
             app_metadata: landed.metadata().into(),
         };
-        Ok(Response::new(Box::pin(futures::stream::once(async move { Ok(result) }))))
+        Ok(Response::new(Box::pin(futures::stream::once(async move {
+            Ok(result)
+        }))))
     }
 
     async fn get_flight_info_prepared_statement(

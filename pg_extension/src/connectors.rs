@@ -45,7 +45,8 @@ pub fn ingest(
         Source::File { path, format } => read_file(client, tenant_id, dataset, path, *format)?,
     };
     let fingerprint = hex::encode(Sha256::digest(rows.as_bytes()));
-    if let Some(b) = privilege::as_owner(|| seen(client, tenant_id, dataset, &name, &fingerprint))? {
+    if let Some(b) = privilege::as_owner(|| seen(client, tenant_id, dataset, &name, &fingerprint))?
+    {
         return Ok(Landed {
             rows: count,
             skipped: true,
@@ -72,7 +73,16 @@ pub fn ingest(
         note: Some(format!("{name} sha256 {fingerprint}")),
     };
     privilege::as_owner(|| {
-        record(client, tenant_id, dataset, &name, &fingerprint, count, landed.batch_id, run_id)
+        record(
+            client,
+            tenant_id,
+            dataset,
+            &name,
+            &fingerprint,
+            count,
+            landed.batch_id,
+            run_id,
+        )
     })?;
     Ok(landed)
 }
@@ -152,13 +162,26 @@ pub(crate) fn land_sent(
             (0, 0, None)
         } else {
             let r = t.first();
-            (r.get::<i64>(1)?.unwrap_or(0), r.get::<i64>(2)?.unwrap_or(0), r.get::<i64>(3)?)
+            (
+                r.get::<i64>(1)?.unwrap_or(0),
+                r.get::<i64>(2)?.unwrap_or(0),
+                r.get::<i64>(3)?,
+            )
         };
         return Ok((b, count, a, q, seq, true));
     }
     let (batch_id, accepted, quarantined, seq) =
         crate::ingest::run_for(client, tenant_id, dataset, &batch)?;
-    record(client, tenant_id, dataset, "flight", &fingerprint, count, Some(batch_id), None)?;
+    record(
+        client,
+        tenant_id,
+        dataset,
+        "flight",
+        &fingerprint,
+        count,
+        Some(batch_id),
+        None,
+    )?;
     Ok((batch_id, count, accepted, quarantined, Some(seq), false))
 }
 
@@ -278,7 +301,9 @@ fn read_file(
         .map_err(|e| {
             let code = match e {
                 ParquetRowsError::TooLarge { .. } => PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
-                ParquetRowsError::Value { .. } => PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
+                ParquetRowsError::Value { .. } => {
+                    PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION
+                }
                 _ => PgSqlErrorCode::ERRCODE_BAD_COPY_FILE_FORMAT,
             };
             SqlError::new(code, format!("file \"{path}\": {e}"))

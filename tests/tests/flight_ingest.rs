@@ -8,9 +8,13 @@
 
 use arrow::array::{ArrayRef, Date32Array, Decimal128Array, Int32Array, StringArray};
 use arrow::record_batch::RecordBatch;
-use arrow_flight::sql::{CommandStatementIngest, TableDefinitionOptions, TableExistsOption, TableNotExistOption};
+use arrow_flight::sql::{
+    CommandStatementIngest, TableDefinitionOptions, TableExistsOption, TableNotExistOption,
+};
 use barecount_flight::client::{self, Auth};
-use barecount_tests::{api_token, code_of, connect_as, count, fresh_db, login_role, Flight, ORDERS_CONTRACT};
+use barecount_tests::{
+    api_token, code_of, connect_as, count, fresh_db, login_role, Flight, ORDERS_CONTRACT,
+};
 use std::sync::Arc;
 use tonic::Code;
 
@@ -18,22 +22,45 @@ use tonic::Code;
 fn orders(first: i32, n: i32, bad: &[i32]) -> RecordBatch {
     let ids: Vec<String> = (first..first + n).map(|i| format!("F{i}")).collect();
     let regions: Vec<&str> = (first..first + n)
-        .map(|i| if bad.contains(&i) { "mars" } else { ["east", "west", "north"][i as usize % 3] })
+        .map(|i| {
+            if bad.contains(&i) {
+                "mars"
+            } else {
+                ["east", "west", "north"][i as usize % 3]
+            }
+        })
         .collect();
     let cols: Vec<(&str, ArrayRef)> = vec![
         ("order_id", Arc::new(StringArray::from(ids))),
-        ("order_date", Arc::new(Date32Array::from_iter_values((first..first + n).map(|i| 19_723 + i % 60)))),
-        ("store_id", Arc::new(StringArray::from_iter_values((first..first + n).map(|i| format!("S{}", i % 4))))),
+        (
+            "order_date",
+            Arc::new(Date32Array::from_iter_values(
+                (first..first + n).map(|i| 19_723 + i % 60),
+            )),
+        ),
+        (
+            "store_id",
+            Arc::new(StringArray::from_iter_values(
+                (first..first + n).map(|i| format!("S{}", i % 4)),
+            )),
+        ),
         ("region", Arc::new(StringArray::from(regions))),
         (
             "amount",
             Arc::new(
-                Decimal128Array::from_iter_values((first..first + n).map(|i| 1_000 + i128::from(i)))
-                    .with_precision_and_scale(12, 2)
-                    .unwrap(),
+                Decimal128Array::from_iter_values(
+                    (first..first + n).map(|i| 1_000 + i128::from(i)),
+                )
+                .with_precision_and_scale(12, 2)
+                .unwrap(),
             ),
         ),
-        ("quantity", Arc::new(Int32Array::from_iter_values((first..first + n).map(|i| 1 + i % 5)))),
+        (
+            "quantity",
+            Arc::new(Int32Array::from_iter_values(
+                (first..first + n).map(|i| 1 + i % 5),
+            )),
+        ),
     ];
     RecordBatch::try_from_iter(cols).unwrap()
 }
@@ -55,9 +82,12 @@ async fn puts_land_once_with_receipts_for_the_credentials_tenant_only() {
     .await
     .unwrap();
     let e = connect_as(&db.url, &a_eng).await;
-    e.query("SELECT barecount.contract_register($1)", &[&ORDERS_CONTRACT])
-        .await
-        .unwrap();
+    e.query(
+        "SELECT barecount.contract_register($1)",
+        &[&ORDERS_CONTRACT],
+    )
+    .await
+    .unwrap();
     let ingest = api_token(su, "acme", &["ingest"]).await;
     let read_only = api_token(su, "acme", &["read"]).await;
     let globex = api_token(su, "globex", &["ingest", "read"]).await;
@@ -68,17 +98,29 @@ async fn puts_land_once_with_receipts_for_the_credentials_tenant_only() {
     let auth = Auth::Token(ingest.clone());
 
     // 40 rows in two batches, two of them invalid: one put, one batch, one receipt
-    let landed = client::put(&url, &auth, "orders", None, vec![orders(0, 25, &[3]), orders(25, 15, &[30])])
-        .await
-        .unwrap();
+    let landed = client::put(
+        &url,
+        &auth,
+        "orders",
+        None,
+        vec![orders(0, 25, &[3]), orders(25, 15, &[30])],
+    )
+    .await
+    .unwrap();
     assert_eq!(landed["rows"], 40, "{landed}");
     assert_eq!(landed["accepted"], 38, "{landed}");
     assert_eq!(landed["quarantined"], 2, "{landed}");
     assert_eq!(landed["already_landed"], false, "{landed}");
     let seq = landed["ledger_seq"].as_i64().unwrap();
     let batch = landed["batch_id"].as_i64().unwrap();
-    assert_eq!(count(&e, "SELECT count(*) FROM raw.orders__accepted").await, 38);
-    assert_eq!(count(&e, "SELECT count(*) FROM barecount.quarantine").await, 2);
+    assert_eq!(
+        count(&e, "SELECT count(*) FROM raw.orders__accepted").await,
+        38
+    );
+    assert_eq!(
+        count(&e, "SELECT count(*) FROM barecount.quarantine").await,
+        2
+    );
     assert_eq!(count(&e, "SELECT count(*) FROM barecount.batches").await, 1);
     let r = e
         .query_one(
@@ -102,27 +144,62 @@ async fn puts_land_once_with_receipts_for_the_credentials_tenant_only() {
         .await,
         1
     );
-    assert!(e.query_one("SELECT ok FROM barecount.ledger_verify()", &[]).await.unwrap().get::<_, bool>(0));
+    assert!(e
+        .query_one("SELECT ok FROM barecount.ledger_verify()", &[])
+        .await
+        .unwrap()
+        .get::<_, bool>(0));
 
     // the same put again: recognised, nothing lands
-    let again = client::put(&url, &auth, "orders", None, vec![orders(0, 25, &[3]), orders(25, 15, &[30])])
-        .await
-        .unwrap();
+    let again = client::put(
+        &url,
+        &auth,
+        "orders",
+        None,
+        vec![orders(0, 25, &[3]), orders(25, 15, &[30])],
+    )
+    .await
+    .unwrap();
     assert_eq!(again["already_landed"], true, "{again}");
     assert_eq!(again["batch_id"], landed["batch_id"]);
     assert_eq!(count(&e, "SELECT count(*) FROM barecount.batches").await, 1);
     // an idempotency key names a put whatever its rows
-    let k1 = client::put(&url, &auth, "orders", Some("feed-2024-01-05"), vec![orders(100, 5, &[])])
-        .await
-        .unwrap();
-    assert_eq!((k1["accepted"].as_i64(), k1["already_landed"].as_bool()), (Some(5), Some(false)));
-    let k1b = client::put(&url, &auth, "orders", Some("feed-2024-01-05"), vec![orders(200, 7, &[])])
-        .await
-        .unwrap();
-    assert_eq!((k1b["batch_id"].clone(), k1b["already_landed"].as_bool()), (k1["batch_id"].clone(), Some(true)));
-    assert_eq!(count(&e, "SELECT count(*) FROM raw.orders__accepted").await, 43);
+    let k1 = client::put(
+        &url,
+        &auth,
+        "orders",
+        Some("feed-2024-01-05"),
+        vec![orders(100, 5, &[])],
+    )
+    .await
+    .unwrap();
     assert_eq!(
-        count(&e, "SELECT count(*) FROM barecount.connector_reads WHERE source = 'flight'").await,
+        (k1["accepted"].as_i64(), k1["already_landed"].as_bool()),
+        (Some(5), Some(false))
+    );
+    let k1b = client::put(
+        &url,
+        &auth,
+        "orders",
+        Some("feed-2024-01-05"),
+        vec![orders(200, 7, &[])],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (k1b["batch_id"].clone(), k1b["already_landed"].as_bool()),
+        (k1["batch_id"].clone(), Some(true))
+    );
+    assert_eq!(
+        count(&e, "SELECT count(*) FROM raw.orders__accepted").await,
+        43
+    );
+    assert_eq!(
+        count(
+            &e,
+            "SELECT count(*) FROM barecount.connector_reads WHERE source = 'flight'"
+        )
+        .await,
         2
     );
 
@@ -137,11 +214,17 @@ async fn puts_land_once_with_receipts_for_the_credentials_tenant_only() {
         ..Default::default()
     };
     let n = sql
-        .execute_ingest(append.clone(), futures::stream::iter(vec![Ok(orders(300, 6, &[301]))]))
+        .execute_ingest(
+            append.clone(),
+            futures::stream::iter(vec![Ok(orders(300, 6, &[301]))]),
+        )
         .await
         .unwrap();
     assert_eq!(n, 5);
-    assert_eq!(count(&e, "SELECT count(*) FROM raw.orders__accepted").await, 48);
+    assert_eq!(
+        count(&e, "SELECT count(*) FROM raw.orders__accepted").await,
+        48
+    );
     let replace = CommandStatementIngest {
         table_definition_options: Some(TableDefinitionOptions {
             if_not_exist: TableNotExistOption::Create as i32,
@@ -150,53 +233,118 @@ async fn puts_land_once_with_receipts_for_the_credentials_tenant_only() {
         ..append.clone()
     };
     let err = sql
-        .execute_ingest(replace, futures::stream::iter(vec![Ok(orders(400, 1, &[]))]))
+        .execute_ingest(
+            replace,
+            futures::stream::iter(vec![Ok(orders(400, 1, &[]))]),
+        )
         .await
         .unwrap_err();
     assert_eq!(code_of(&err), Code::InvalidArgument, "{err}");
-    assert!(err.to_string().contains("TABLE_EXISTS_OPTION_REPLACE is not supported"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("TABLE_EXISTS_OPTION_REPLACE is not supported"),
+        "{err}"
+    );
 
     // passwords: an engineer may ingest, a reader may not
-    let eng = Auth::Password { user: a_eng.clone(), password: "eng secret".into() };
-    let r = client::put(&url, &eng, "orders", None, vec![orders(500, 2, &[])]).await.unwrap();
+    let eng = Auth::Password {
+        user: a_eng.clone(),
+        password: "eng secret".into(),
+    };
+    let r = client::put(&url, &eng, "orders", None, vec![orders(500, 2, &[])])
+        .await
+        .unwrap();
     assert_eq!(r["accepted"], 2);
-    let reader = Auth::Password { user: a_reader.clone(), password: "reader secret".into() };
-    let err = client::put(&url, &reader, "orders", None, vec![orders(600, 2, &[])]).await.unwrap_err();
+    let reader = Auth::Password {
+        user: a_reader.clone(),
+        password: "reader secret".into(),
+    };
+    let err = client::put(&url, &reader, "orders", None, vec![orders(600, 2, &[])])
+        .await
+        .unwrap_err();
     assert_eq!(code_of(&err), Code::PermissionDenied, "{err:#}");
     assert!(format!("{err:#}").contains("ingest scope"), "{err:#}");
 
     // a read-only token: refused, nothing written
-    let err = client::put(&url, &Auth::Token(read_only), "orders", None, vec![orders(700, 2, &[])])
-        .await
-        .unwrap_err();
+    let err = client::put(
+        &url,
+        &Auth::Token(read_only),
+        "orders",
+        None,
+        vec![orders(700, 2, &[])],
+    )
+    .await
+    .unwrap_err();
     assert_eq!(code_of(&err), Code::PermissionDenied, "{err:#}");
     // another tenant's token names only its own datasets: globex has no orders contract, and
     // acme's store is untouched
-    let err = client::put(&url, &Auth::Token(globex), "orders", None, vec![orders(800, 2, &[])])
-        .await
-        .unwrap_err();
+    let err = client::put(
+        &url,
+        &Auth::Token(globex),
+        "orders",
+        None,
+        vec![orders(800, 2, &[])],
+    )
+    .await
+    .unwrap_err();
     assert_eq!(code_of(&err), Code::NotFound, "{err:#}");
     assert!(format!("{err:#}").contains("has no contract"), "{err:#}");
     // a revoked token
     let id = revoked.split('_').nth(1).unwrap().to_owned();
-    su.execute("SELECT barecount.token_revoke($1)", &[&id]).await.unwrap();
-    let err = client::put(&url, &Auth::Token(revoked), "orders", None, vec![orders(900, 2, &[])])
+    su.execute("SELECT barecount.token_revoke($1)", &[&id])
         .await
-        .unwrap_err();
+        .unwrap();
+    let err = client::put(
+        &url,
+        &Auth::Token(revoked),
+        "orders",
+        None,
+        vec![orders(900, 2, &[])],
+    )
+    .await
+    .unwrap_err();
     assert_eq!(code_of(&err), Code::Unauthenticated, "{err:#}");
     // hostile dataset names and shapes
-    for bad in ["orders; DROP TABLE raw.orders", "../orders", "raw.orders", "Orders\"--", ""] {
-        let err = client::put(&url, &auth, bad, None, vec![orders(1000, 1, &[])]).await.unwrap_err();
+    for bad in [
+        "orders; DROP TABLE raw.orders",
+        "../orders",
+        "raw.orders",
+        "Orders\"--",
+        "",
+    ] {
+        let err = client::put(&url, &auth, bad, None, vec![orders(1000, 1, &[])])
+            .await
+            .unwrap_err();
         let code = code_of(&err);
-        assert!(matches!(code, Code::NotFound | Code::InvalidArgument), "{bad}: {err:#}");
+        assert!(
+            matches!(code, Code::NotFound | Code::InvalidArgument),
+            "{bad}: {err:#}"
+        );
     }
     let empty = orders(0, 0, &[]);
-    let err = client::put(&url, &auth, "orders", None, vec![empty]).await.unwrap_err();
+    let err = client::put(&url, &auth, "orders", None, vec![empty])
+        .await
+        .unwrap_err();
     assert_eq!(code_of(&err), Code::InvalidArgument, "{err:#}");
     assert!(format!("{err:#}").contains("no rows"), "{err:#}");
 
-    assert_eq!(count(&e, "SELECT count(*) FROM raw.orders__accepted").await, 50, "only the allowed puts landed");
-    assert_eq!(count(&db.superuser, "SELECT count(*) FROM raw.orders WHERE tenant_id <> 'acme'").await, 0);
-    assert!(e.query_one("SELECT ok FROM barecount.ledger_verify()", &[]).await.unwrap().get::<_, bool>(0));
+    assert_eq!(
+        count(&e, "SELECT count(*) FROM raw.orders__accepted").await,
+        50,
+        "only the allowed puts landed"
+    );
+    assert_eq!(
+        count(
+            &db.superuser,
+            "SELECT count(*) FROM raw.orders WHERE tenant_id <> 'acme'"
+        )
+        .await,
+        0
+    );
+    assert!(e
+        .query_one("SELECT ok FROM barecount.ledger_verify()", &[])
+        .await
+        .unwrap()
+        .get::<_, bool>(0));
     flight.stop().await;
 }

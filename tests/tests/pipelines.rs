@@ -770,10 +770,22 @@ async fn file_connectors_read_only_the_allowed_directory_and_land_each_file_once
         use arrow::array::{ArrayRef, Date32Array, Decimal128Array, Int64Array, StringArray};
         use arrow::record_batch::RecordBatch;
         let cols: Vec<(&str, ArrayRef)> = vec![
-            ("order_id", std::sync::Arc::new(StringArray::from(vec!["P1", "P2", "P3"]))),
-            ("order_date", std::sync::Arc::new(Date32Array::from(vec![19_763, 19_764, 19_765]))),
-            ("store_id", std::sync::Arc::new(StringArray::from(vec!["S1", "S2", "S3"]))),
-            ("region", std::sync::Arc::new(StringArray::from(vec!["east", "mars", "north"]))),
+            (
+                "order_id",
+                std::sync::Arc::new(StringArray::from(vec!["P1", "P2", "P3"])),
+            ),
+            (
+                "order_date",
+                std::sync::Arc::new(Date32Array::from(vec![19_763, 19_764, 19_765])),
+            ),
+            (
+                "store_id",
+                std::sync::Arc::new(StringArray::from(vec!["S1", "S2", "S3"])),
+            ),
+            (
+                "region",
+                std::sync::Arc::new(StringArray::from(vec!["east", "mars", "north"])),
+            ),
             (
                 "amount",
                 std::sync::Arc::new(
@@ -782,18 +794,26 @@ async fn file_connectors_read_only_the_allowed_directory_and_land_each_file_once
                         .unwrap(),
                 ),
             ),
-            ("quantity", std::sync::Arc::new(Int64Array::from(vec![1, 2, 3]))),
+            (
+                "quantity",
+                std::sync::Arc::new(Int64Array::from(vec![1, 2, 3])),
+            ),
         ];
         let batch = RecordBatch::try_from_iter(cols).unwrap();
         let file = std::fs::File::create(dir.join("orders.parquet")).unwrap();
         let props = parquet::file::properties::WriterProperties::builder()
             .set_compression(parquet::basic::Compression::SNAPPY)
             .build();
-        let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), Some(props)).unwrap();
+        let mut w =
+            parquet::arrow::ArrowWriter::try_new(file, batch.schema(), Some(props)).unwrap();
         w.write(&batch).unwrap();
         w.close().unwrap();
         std::fs::write(dir.join("broken.parquet"), b"PAR1 this is not parquet PAR1").unwrap();
-        std::process::Command::new("chmod").args(["-R", "a+rX"]).arg(&dir).status().unwrap();
+        std::process::Command::new("chmod")
+            .args(["-R", "a+rX"])
+            .arg(&dir)
+            .status()
+            .unwrap();
     }
     let r = e
         .query_one(
@@ -802,7 +822,10 @@ async fn file_connectors_read_only_the_allowed_directory_and_land_each_file_once
         )
         .await
         .unwrap();
-    assert_eq!((r.get::<_, i64>(0), r.get::<_, i64>(1), r.get::<_, bool>(2)), (2, 1, false));
+    assert_eq!(
+        (r.get::<_, i64>(0), r.get::<_, i64>(1), r.get::<_, bool>(2)),
+        (2, 1, false)
+    );
     assert_eq!(
         strings(
             &e,
@@ -813,7 +836,14 @@ async fn file_connectors_read_only_the_allowed_directory_and_land_each_file_once
         ["2024-02-10 7.25 number", "2024-02-12 12345678901.23 number"],
         "dates as dates, decimals exact, integers as numbers"
     );
-    assert_eq!(count(&e, "SELECT count(*) FROM barecount.quarantine WHERE payload->>'order_id' = 'P2'").await, 1);
+    assert_eq!(
+        count(
+            &e,
+            "SELECT count(*) FROM barecount.quarantine WHERE payload->>'order_id' = 'P2'"
+        )
+        .await,
+        1
+    );
     let r = e
         .query_one(
             "SELECT accepted, already_landed FROM barecount.ingest_file('orders', 'orders.parquet', 'parquet')",
@@ -821,9 +851,17 @@ async fn file_connectors_read_only_the_allowed_directory_and_land_each_file_once
         )
         .await
         .unwrap();
-    assert_eq!((r.get::<_, i64>(0), r.get::<_, bool>(1)), (0, true), "the same Parquet file once");
     assert_eq!(
-        refused(&e, "SELECT * FROM barecount.ingest_file('orders', 'broken.parquet', 'parquet')").await,
+        (r.get::<_, i64>(0), r.get::<_, bool>(1)),
+        (0, true),
+        "the same Parquet file once"
+    );
+    assert_eq!(
+        refused(
+            &e,
+            "SELECT * FROM barecount.ingest_file('orders', 'broken.parquet', 'parquet')"
+        )
+        .await,
         "22P04",
         "a file that is not Parquet"
     );
@@ -898,12 +936,31 @@ async fn a_foreign_table_is_a_source_read_once() {
                 )
                 .await
                 .unwrap();
-            assert_eq!(r.get::<_, String>(0), "succeeded", "{:?}", r.get::<_, Option<String>>(1));
+            assert_eq!(
+                r.get::<_, String>(0),
+                "succeeded",
+                "{:?}",
+                r.get::<_, Option<String>>(1)
+            );
         }
     };
     run("first").await;
-    assert_eq!(count(&e, "SELECT count(*) FROM raw.orders__accepted WHERE payload->>'order_id' LIKE 'R%'").await, 2);
-    assert_eq!(count(&e, "SELECT count(*) FROM barecount.quarantine WHERE payload->>'order_id' = 'R3'").await, 1);
+    assert_eq!(
+        count(
+            &e,
+            "SELECT count(*) FROM raw.orders__accepted WHERE payload->>'order_id' LIKE 'R%'"
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        count(
+            &e,
+            "SELECT count(*) FROM barecount.quarantine WHERE payload->>'order_id' = 'R3'"
+        )
+        .await,
+        1
+    );
     let source: String = e
         .query_one("SELECT source FROM barecount.connector_reads", &[])
         .await
@@ -921,7 +978,9 @@ async fn a_foreign_table_is_a_source_read_once() {
     assert!(note.contains("already landed"), "{note}");
     // the remote side changes: the next run lands the new content
     db.superuser
-        .batch_execute("INSERT INTO remote_src.orders_feed VALUES ('R4', '2024-02-13', 'S3', 'north', 7, 1)")
+        .batch_execute(
+            "INSERT INTO remote_src.orders_feed VALUES ('R4', '2024-02-13', 'S3', 'north', 7, 1)",
+        )
         .await
         .unwrap();
     run("third").await;
@@ -929,7 +988,11 @@ async fn a_foreign_table_is_a_source_read_once() {
 
     // a lost connection (SQLSTATE class 08: the foreign server does not answer) is transient:
     // the step is tried as often as the retry policy says, then the run fails naming it
-    let dead_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     db.superuser
         .batch_execute(&format!(
             "CREATE SERVER dead_server FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '127.0.0.1', port '{dead_port}', dbname 'x', connect_timeout '2');
@@ -953,8 +1016,16 @@ async fn a_foreign_table_is_a_source_read_once() {
         .await
         .unwrap();
     assert_eq!(
-        (r.get::<_, String>(0), r.get::<_, Option<String>>(1), r.get::<_, Option<String>>(2)),
-        ("failed".to_owned(), Some("load".to_owned()), Some("08001".to_owned()))
+        (
+            r.get::<_, String>(0),
+            r.get::<_, Option<String>>(1),
+            r.get::<_, Option<String>>(2)
+        ),
+        (
+            "failed".to_owned(),
+            Some("load".to_owned()),
+            Some("08001".to_owned())
+        )
     );
     let attempts: i32 = e
         .query_one(

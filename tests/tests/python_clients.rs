@@ -36,9 +36,12 @@ async fn adbc_and_pyarrow_clients_work() {
     let ingest = api_token(su, "acme", &["ingest"]).await;
     let eng = login_role(su, "pyeng", &["barecount_engineer"], Some("acme")).await;
     let e = barecount_tests::connect_as(&db.url, &eng).await;
-    e.query("SELECT barecount.contract_register($1)", &[&barecount_tests::ORDERS_CONTRACT])
-        .await
-        .unwrap();
+    e.query(
+        "SELECT barecount.contract_register($1)",
+        &[&barecount_tests::ORDERS_CONTRACT],
+    )
+    .await
+    .unwrap();
     let other = api_token(su, "globex", &["read"]).await;
 
     let mut config = Config::local(&db.url);
@@ -72,7 +75,13 @@ async fn adbc_and_pyarrow_clients_work() {
     );
     // what the Python puts landed: pyarrow's 2 and ADBC's 3 accepted, pyarrow's third row
     // quarantined, nothing from the refused calls
-    assert_eq!(barecount_tests::count(&e, "SELECT count(*) FROM raw.orders__accepted").await, 5);
-    assert_eq!(barecount_tests::count(&e, "SELECT count(*) FROM barecount.quarantine").await, 1);
+    assert_eq!(
+        barecount_tests::count(&e, "SELECT count(*) FROM raw.orders__accepted").await,
+        5
+    );
+    assert_eq!(
+        barecount_tests::count(&e, "SELECT count(*) FROM barecount.quarantine").await,
+        1
+    );
     flight.stop().await;
 }

@@ -126,7 +126,10 @@ fn in_year(
         Grain::Period | Grain::Quarter => {
             let periods = periods.ok_or(CalendarError::OutOfRange(d))?;
             let i = periods.partition_point(|(_, e)| *e < d);
-            let (s, e) = periods.get(i).filter(|(s, _)| *s <= d).ok_or(CalendarError::OutOfRange(d))?;
+            let (s, e) = periods
+                .get(i)
+                .filter(|(s, _)| *s <= d)
+                .ok_or(CalendarError::OutOfRange(d))?;
             if grain == Grain::Period {
                 make(i as u32 + 1, *s, *e)
             } else {
@@ -174,7 +177,15 @@ impl YearCache {
             let (year, start, end) = year_of(spec, d)?;
             let periods = months(spec, year, start, end);
             // bounded: a calendar has at most MAX_YEAR - MIN_YEAR + 2 fiscal years
-            self.years.insert(i, CachedYear { year, start, end, periods });
+            self.years.insert(
+                i,
+                CachedYear {
+                    year,
+                    start,
+                    end,
+                    periods,
+                },
+            );
         }
         let y = self.years.get(i).ok_or(CalendarError::OutOfRange(d))?;
         let periods = match grain {

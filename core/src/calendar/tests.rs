@@ -204,16 +204,33 @@ fn retail_years_have_52_or_53_weeks_and_end_where_the_rule_says() {
 
 #[test]
 fn the_year_cache_answers_what_period_of_answers_in_any_order() {
-    let grains = [Grain::Year, Grain::Quarter, Grain::Period, Grain::Week, Grain::Day];
+    let grains = [
+        Grain::Year,
+        Grain::Quarter,
+        Grain::Period,
+        Grain::Week,
+        Grain::Day,
+    ];
     for spec in specs() {
         for grain in grains {
             let mut cache = super::YearCache::default();
             // dates in a scrambled order over 40 years, and the edges of the supported range
             let base = d("1990-01-01");
-            let mut days: Vec<NaiveDate> = (0..14_610).map(|i| base + Duration::days((i * 7919) % 14_610)).collect();
-            days.extend([d("1900-01-01"), d("2200-12-31"), d("1899-12-31"), d("2201-01-01")]);
+            let mut days: Vec<NaiveDate> = (0..14_610)
+                .map(|i| base + Duration::days((i * 7919) % 14_610))
+                .collect();
+            days.extend([
+                d("1900-01-01"),
+                d("2200-12-31"),
+                d("1899-12-31"),
+                d("2201-01-01"),
+            ]);
             for day in days {
-                assert_eq!(cache.period_of(&spec, grain, day), period_of(&spec, grain, day), "{spec:?} {grain} {day}");
+                assert_eq!(
+                    cache.period_of(&spec, grain, day),
+                    period_of(&spec, grain, day),
+                    "{spec:?} {grain} {day}"
+                );
             }
         }
     }
