@@ -46,7 +46,7 @@ pub fn rows_json(
     let mut out = String::from("[");
     let mut n = 0usize;
     for row in rows {
-        if n % 4096 == 0 && !interrupt() {
+        if n.is_multiple_of(4096) && !interrupt() {
             return Err(ParquetRowsError::Cancelled);
         }
         let row = row.map_err(|e| ParquetRowsError::Format(e.to_string()))?;

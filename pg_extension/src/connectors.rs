@@ -129,6 +129,10 @@ fn record(
     Ok(())
 }
 
+/// What `land_sent` answers: batch, rows, accepted, quarantined, the batch's ledger sequence,
+/// whether it was landed before.
+pub(crate) type Sent = (i64, i64, i64, i64, Option<i64>, bool);
+
 /// Rows a gateway received from a client (Flight `DoPut`) for `tenant_id`, landed once: the
 /// same rows again (or the same idempotency key) return the first batch and land nothing.
 /// Privileged section (the gateway checked the credential's `ingest` scope).
@@ -138,7 +142,7 @@ pub(crate) fn land_sent(
     dataset: &str,
     rows: &str,
     idempotency_key: Option<&str>,
-) -> Result<(i64, i64, i64, i64, Option<i64>, bool), SqlError> {
+) -> Result<Sent, SqlError> {
     // the same key from two clients at once: the second waits for the first, then sees it
     tenant::lock_object(client, "flight_put", tenant_id, dataset)?;
     let fingerprint = match idempotency_key {

@@ -181,7 +181,7 @@ def ingest():
     # pyarrow.flight DoPut with a path descriptor: the answer's app_metadata has the counts
     client = flight.FlightClient(URI)
     opts = flight.FlightCallOptions(headers=[(b"authorization", f"Bearer {INGEST_TOKEN}".encode())])
-    table = orders("PY", ["east", "west", "mars"])
+    table = orders("P9", ["east", "west", "mars"])
     writer, reader = client.do_put(flight.FlightDescriptor.for_path("orders"), table.schema, opts)
     writer.write_table(table)
     writer.done_writing()
@@ -205,10 +205,10 @@ def ingest():
     conn = flightsql.connect(URI, db_kwargs={"adbc.flight.sql.authorization_header": f"Bearer {INGEST_TOKEN}"})
     try:
         cur = conn.cursor()
-        n = cur.adbc_ingest("orders", orders("AD", ["north", "south", "east"]), mode="append")
+        n = cur.adbc_ingest("orders", orders("Q9", ["north", "south", "east"]), mode="append")
         check(n == 3, f"adbc_ingest appends 3 rows: {n}")
         try:
-            cur.adbc_ingest("orders", orders("AX", ["east"]), mode="replace")
+            cur.adbc_ingest("orders", orders("R9", ["east"]), mode="replace")
             check(False, "adbc_ingest mode=replace is refused")
         except adbc_driver_manager.Error as e:
             check("append" in str(e), f"mode=replace is refused, naming append: {e}")
