@@ -64,6 +64,16 @@ pub fn rows_json(
 }
 
 fn write_row(out: &mut String, row: &Row, n: usize) -> Result<(), ParquetRowsError> {
+    write_object(out, row, |column, problem| ParquetRowsError::Value {
+        row: n,
+        column: column.to_owned(),
+        problem,
+    })
+}
+
+/// A record or struct as a JSON object, its null members left out; `err` names the member
+/// whose value has no JSON form.
+fn write_object<E>(out: &mut String, row: &Row, err: impl Fn(&str, String) -> E) -> Result<(), E> {
     out.push('{');
     let mut first = true;
     for (name, field) in row.get_column_iter() {
@@ -76,11 +86,7 @@ fn write_row(out: &mut String, row: &Row, n: usize) -> Result<(), ParquetRowsErr
         first = false;
         write_str(out, name);
         out.push(':');
-        write_field(out, field).map_err(|problem| ParquetRowsError::Value {
-            row: n,
-            column: name.clone(),
-            problem,
-        })?;
+        write_field(out, field).map_err(|problem| err(name, problem))?;
     }
     out.push('}');
     Ok(())
@@ -139,23 +145,7 @@ fn write_field(out: &mut String, f: &Field) -> Result<(), String> {
                 .ok_or_else(|| format!("timestamp {us} µs is out of range"))?;
             write_str(out, &t.to_rfc3339_opts(SecondsFormat::AutoSi, true));
         }
-        Field::Group(row) => {
-            out.push('{');
-            let mut first = true;
-            for (name, field) in row.get_column_iter() {
-                if matches!(field, Field::Null) {
-                    continue;
-                }
-                if !first {
-                    out.push(',');
-                }
-                first = false;
-                write_str(out, name);
-                out.push(':');
-                write_field(out, field)?;
-            }
-            out.push('}');
-        }
+        Field::Group(row) => write_object(out, row, |name, problem| format!("{name}: {problem}"))?,
         Field::ListInternal(list) => {
             out.push('[');
             for (i, e) in list.elements().iter().enumerate() {
