@@ -184,6 +184,14 @@ pub fn period_for(d: Date, calendar: &str, grain: &str) -> Period {
     period_of_grain(d, calendar, Grain::parse(grain).or_raise())
 }
 
+/// The label of the period of `grain` containing the date (formatted once per period).
+fn label_of_grain(d: Date, calendar: &str, grain: Grain) -> String {
+    let cal = calendar_of(calendar);
+    let day = to_naive(d).or_raise();
+    let mut years = cal.years.borrow_mut();
+    years.label_of(&cal.spec, grain, day).or_raise()
+}
+
 fn period_of_grain(d: Date, calendar: &str, grain: Grain) -> Period {
     let cal = calendar_of(calendar);
     let day = to_naive(d).or_raise();
@@ -214,7 +222,7 @@ fn fiscal_quarter(d: Date, calendar: &str) -> i32 {
 /// The fiscal period's label, e.g. FY2024-P03.
 #[pg_extern(stable, parallel_safe)]
 fn fiscal_period(d: Date, calendar: &str) -> String {
-    period_of_grain(d, calendar, Grain::Period).label()
+    label_of_grain(d, calendar, Grain::Period)
 }
 
 /// The fiscal week (1-53) containing the date.
@@ -232,7 +240,7 @@ fn fiscal_day_of_year(d: Date, calendar: &str) -> i32 {
 /// The label of the period of `grain` (year, quarter, period, week, day) containing the date.
 #[pg_extern(stable, parallel_safe)]
 fn period_label(d: Date, calendar: &str, grain: &str) -> String {
-    period_for(d, calendar, grain).label()
+    label_of_grain(d, calendar, Grain::parse(grain).or_raise())
 }
 
 /// The first day of the period of `grain` containing the date.

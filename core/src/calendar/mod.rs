@@ -152,6 +152,8 @@ struct CachedYear {
     start: NaiveDate,
     end: NaiveDate,
     periods: Result<Vec<(NaiveDate, NaiveDate)>, CalendarError>,
+    /// labels made so far, by grain and index (formatting is most of a label's cost)
+    labels: Vec<(Grain, u32, String)>,
 }
 
 /// The fiscal years of one calendar met so far, so that answering for many dates (a query
@@ -184,6 +186,7 @@ impl YearCache {
                     start,
                     end,
                     periods,
+                    labels: Vec::new(),
                 },
             );
         }
@@ -193,6 +196,34 @@ impl YearCache {
             _ => None,
         };
         in_year(grain, d, y.year, y.start, y.end, periods)
+    }
+
+    /// The label of the period of `grain` containing `d` (what `period_of(..).label()` gives),
+    /// formatted once per period of a year for the year, quarter and period grains.
+    pub fn label_of(
+        &mut self,
+        spec: &Spec,
+        grain: Grain,
+        d: NaiveDate,
+    ) -> Result<String, CalendarError> {
+        let p = self.period_of(spec, grain, d)?;
+        if matches!(grain, Grain::Week | Grain::Day) {
+            return Ok(p.label());
+        }
+        let i = self.years.partition_point(|y| y.end < d);
+        let Some(y) = self.years.get_mut(i) else {
+            return Ok(p.label());
+        };
+        if let Some((_, _, l)) = y
+            .labels
+            .iter()
+            .find(|(g, n, _)| *g == grain && *n == p.index)
+        {
+            return Ok(l.clone());
+        }
+        let l = p.label();
+        y.labels.push((grain, p.index, l.clone()));
+        Ok(l)
     }
 }
 
