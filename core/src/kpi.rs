@@ -219,34 +219,34 @@ impl Kpi {
         })
     }
 
-    /// SQL for (label, start, end) of the period containing the time column.
+    /// SQL for the period of a row: (its label, from a column `period_start`; its first day,
+    /// from the time column; its last day, from `period_start`). The first day is all that is
+    /// computed per source row; the label and last day once per period.
     fn period_exprs(&self, calendar_literal: &str) -> (String, String, String) {
         let t = format!("({}::date)", quote_ident(&self.time));
+        let g = &self.grain;
         match &self.calendar {
-            Some(_) => {
-                let g = format!("'{}'", self.grain);
-                (
-                    format!("barecount.period_label({t}, {calendar_literal}, {g})"),
-                    format!("barecount.period_start({t}, {calendar_literal}, {g})"),
-                    format!("barecount.period_end({t}, {calendar_literal}, {g})"),
-                )
-            }
+            Some(_) => (
+                format!("barecount.period_label(period_start, {calendar_literal}, '{g}')"),
+                format!("barecount.period_start({t}, {calendar_literal}, '{g}')"),
+                format!("barecount.period_end(period_start, {calendar_literal}, '{g}')"),
+            ),
             None => {
-                let fmt = match self.grain.as_str() {
+                let fmt = match g.as_str() {
                     "day" => "YYYY-MM-DD",
                     "week" => "IYYY-\"W\"IW",
                     "month" => "YYYY-MM",
                     "quarter" => "YYYY-\"Q\"Q",
                     _ => "YYYY",
                 };
-                let trunc = format!("date_trunc('{}', {t})", self.grain);
                 (
-                    format!("to_char({trunc}, '{fmt}')"),
-                    format!("({trunc})::date"),
-                    format!(
-                        "(({trunc}) + interval '1 {}' - interval '1 day')::date",
-                        self.grain
-                    ),
+                    format!("to_char(period_start, '{fmt}')"),
+                    if g == "day" {
+                        t
+                    } else {
+                        format!("(date_trunc('{g}', {t}))::date")
+                    },
+                    format!("((period_start + interval '1 {g}') - interval '1 day')::date"),
                 )
             }
         }
@@ -267,32 +267,7 @@ impl Kpi {
     /// index), and groups of periods outside [$1, $2] are dropped after.
     pub fn query(&self, calendar_literal: &str) -> String {
         let t = format!("({}::date)", quote_ident(&self.time));
-        let g = &self.grain;
-        let (label, start, end) = match &self.calendar {
-            Some(_) => (
-                format!("barecount.period_label(period_start, {calendar_literal}, '{g}')"),
-                format!("barecount.period_start({t}, {calendar_literal}, '{g}')"),
-                format!("barecount.period_end(period_start, {calendar_literal}, '{g}')"),
-            ),
-            None => {
-                let fmt = match g.as_str() {
-                    "day" => "YYYY-MM-DD",
-                    "week" => "IYYY-\"W\"IW",
-                    "month" => "YYYY-MM",
-                    "quarter" => "YYYY-\"Q\"Q",
-                    _ => "YYYY",
-                };
-                (
-                    format!("to_char(period_start, '{fmt}')"),
-                    if g == "day" {
-                        t.clone()
-                    } else {
-                        format!("(date_trunc('{g}', {t}))::date")
-                    },
-                    format!("((period_start + interval '1 {g}') - interval '1 day')::date"),
-                )
-            }
-        };
+        let (label, start, end) = self.period_exprs(calendar_literal);
         let dims: Vec<String> = self.dimensions.iter().map(|d| quote_ident(d)).collect();
         let names: Vec<String> = self.measures.iter().map(|(n, _)| quote_ident(n)).collect();
         let measures: Vec<String> = self
