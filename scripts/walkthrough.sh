@@ -25,6 +25,27 @@ expect() { # expect WHAT ACTUAL WANTED
     printf '    ok: %s = %s\n' "$1" "$2"
 }
 
+# KPI rows that a plain GROUP BY of the model does not give, or the other way round
+kpi_diff() {
+    eng_value "SELECT count(*) FROM (
+        SELECT barecount.fiscal_period(order_date, 'nrf') AS period, region, sum(amount) AS net, count(*) AS orders
+          FROM gdp.orders_clean GROUP BY 1, 2
+        EXCEPT SELECT period, region, net, orders FROM kpi.sales) d"
+}
+# batches / raw rows / KPI orders / last receipt
+state() {
+    eng_value "SELECT (SELECT count(*) FROM barecount.batches) || '/' || (SELECT count(*) FROM raw.orders) || '/' ||
+                      (SELECT sum(orders) FROM kpi.sales) || '/' || (SELECT max(seq) FROM barecount.ledger)"
+}
+
+# the model of the walkthrough, with an optional WHERE clause (a flaky or a slow function)
+define_model() {
+    eng -q -c "SELECT barecount.model_define('orders_clean', \$m\$
+  SELECT payload->>'order_id' AS order_id, (payload->>'order_date')::date AS order_date,
+         payload->>'region' AS region, (payload->>'amount')::numeric AS amount
+    FROM raw.orders__accepted $1 \$m\$) AS model_version"
+}
+
 say "a database with BareCount and pg_cron; an engineer of tenant 'default'; a feeds directory"
 psql -X -q -v ON_ERROR_STOP=1 "$("$ROOT/scripts/cluster.sh" url walk postgres)" -c "CREATE DATABASE barecount"
 su_sql <<SQL
@@ -52,10 +73,9 @@ say "1. contract, calendar, model, KPI on the NRF calendar, and the pipeline (as
 eng -q -v contract="$(cat contracts/orders.yaml)" <<'SQL'
 SELECT barecount.contract_register(:'contract') IS NOT NULL AS contract_registered;
 SELECT barecount.calendar_create('nrf', '{"kind": "retail_454", "year_end": "nearest", "end_month": 1, "weekday": "sat"}');
-SELECT barecount.model_define('orders_clean', $m$
-  SELECT payload->>'order_id' AS order_id, (payload->>'order_date')::date AS order_date,
-         payload->>'region' AS region, (payload->>'amount')::numeric AS amount
-    FROM raw.orders__accepted $m$);
+SQL
+define_model ""
+eng -q <<'SQL'
 SELECT * FROM barecount.model_run('orders_clean');
 SELECT barecount.kpi_define('sales', '{"source": "gdp.orders_clean", "time": "order_date",
   "grain": "period", "calendar": "nrf", "dimensions": ["region"],
@@ -84,10 +104,7 @@ eng -c "SELECT * FROM barecount.pipeline_run('retail', 'FY2024-P01', 'FY2024-P06
 expect "runs after the same key twice" "$(eng_value "SELECT count(*) FROM barecount.pipeline_runs")" 1
 expect "periods materialized" "$(eng_value "SELECT string_agg(DISTINCT period, ',' ORDER BY period) FROM kpi.sales")" \
     "FY2024-P01,FY2024-P02,FY2024-P03,FY2024-P04,FY2024-P05,FY2024-P06"
-expect "KPI = GROUP BY" "$(eng_value "SELECT count(*) FROM (
-    SELECT barecount.fiscal_period(order_date, 'nrf') AS period, region, sum(amount) AS net, count(*) AS orders
-      FROM gdp.orders_clean GROUP BY 1, 2
-    EXCEPT SELECT period, region, net, orders FROM kpi.sales) d")" 0
+expect "KPI = GROUP BY" "$(kpi_diff)" 0
 expect "rows quarantined" "$(eng_value "SELECT count(*) FROM barecount.quarantine")" 12
 eng -c "SELECT period, region, net, orders FROM kpi.sales WHERE region = 'east' ORDER BY period"
 
@@ -106,11 +123,8 @@ BEGIN
   END IF;
   RETURN true;
 END $f$;
-SELECT barecount.model_define('orders_clean', $m$
-  SELECT payload->>'order_id' AS order_id, (payload->>'order_date')::date AS order_date,
-         payload->>'region' AS region, (payload->>'amount')::numeric AS amount
-    FROM raw.orders__accepted WHERE staging.flaky() $m$);
 SQL
+define_model "WHERE staging.flaky()"
 feed 5001 40 2024-07-01 7   # late rows for P06 arrive in today's feed
 eng -c "SELECT * FROM barecount.pipeline_run('retail', 'FY2024-P06', 'FY2024-P06', 'p06-late')"
 eng -c "SELECT s.step, s.status, s.attempts, s.attempt_errors FROM barecount.pipeline_run_steps s
@@ -123,13 +137,10 @@ expect "the late rows counted in P06" "$(eng_value "SELECT sum(orders) FROM kpi.
 say "6. a backend killed (SIGKILL) in the middle of a run: nothing of the run is kept, the rerun completes"
 eng -q <<'SQL'
 CREATE FUNCTION staging.slow() RETURNS boolean LANGUAGE sql AS 'SELECT pg_sleep(600) IS NOT NULL';
-SELECT barecount.model_define('orders_clean', $m$
-  SELECT payload->>'order_id' AS order_id, (payload->>'order_date')::date AS order_date,
-         payload->>'region' AS region, (payload->>'amount')::numeric AS amount
-    FROM raw.orders__accepted WHERE staging.slow() $m$);
 SQL
+define_model "WHERE staging.slow()"
 feed 6001 30 2024-06-02 7
-before="$(eng_value "SELECT (SELECT count(*) FROM barecount.batches) || '/' || (SELECT count(*) FROM raw.orders) || '/' || (SELECT sum(orders) FROM kpi.sales) || '/' || (SELECT max(seq) FROM barecount.ledger)")"
+before="$(state)"
 psql -X -q "$ENG_URL" -c "SELECT * FROM barecount.pipeline_run('retail', 'FY2024-P05', 'FY2024-P05', 'p05-late')" \
     >"$BC_STATE/walk/killed.out" 2>&1 &
 client=$!
@@ -147,18 +158,12 @@ for _ in $(seq 1 600); do   # Postgres restarts every backend after one dies
     psql -X -q -At "$SU_URL" -c "SELECT 1" >/dev/null 2>&1 && break
     sleep 0.1
 done
-expect "batches/raw rows/KPI orders/last receipt after the kill" "$(eng_value "SELECT (SELECT count(*) FROM barecount.batches) || '/' || (SELECT count(*) FROM raw.orders) || '/' || (SELECT sum(orders) FROM kpi.sales) || '/' || (SELECT max(seq) FROM barecount.ledger)")" "$before"
+expect "batches/raw rows/KPI orders/last receipt after the kill" "$(state)" "$before"
 expect "runs recorded for the killed key" "$(eng_value "SELECT count(*) FROM barecount.pipeline_runs WHERE idempotency_key = 'p05-late'")" 0
-eng -q -c "SELECT barecount.model_define('orders_clean', \$m\$
-  SELECT payload->>'order_id' AS order_id, (payload->>'order_date')::date AS order_date,
-         payload->>'region' AS region, (payload->>'amount')::numeric AS amount
-    FROM raw.orders__accepted \$m\$)"
+define_model ""
 eng -c "SELECT * FROM barecount.pipeline_run('retail', 'FY2024-P05', 'FY2024-P05', 'p05-late')"
 expect "the rerun" "$(eng_value "SELECT status FROM barecount.pipeline_runs WHERE idempotency_key = 'p05-late'")" succeeded
-expect "KPI = GROUP BY after the rerun" "$(eng_value "SELECT count(*) FROM (
-    SELECT barecount.fiscal_period(order_date, 'nrf') AS period, region, sum(amount) AS net, count(*) AS orders
-      FROM gdp.orders_clean GROUP BY 1, 2
-    EXCEPT SELECT period, region, net, orders FROM kpi.sales) d")" 0
+expect "KPI = GROUP BY after the rerun" "$(kpi_diff)" 0
 expect "ledger verifies" "$(eng_value "SELECT ok FROM barecount.ledger_verify()")" t
 eng -c "SELECT kind, subject FROM barecount.events ORDER BY event_id DESC LIMIT 6"
 say "walkthrough complete"

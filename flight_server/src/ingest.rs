@@ -95,9 +95,26 @@ where
     Ok((text, rows))
 }
 
+/// A put of record batches for `dataset`: the caller needs the `ingest` scope (checked before
+/// the stream is read); every batch is read, then they land as one batch.
+pub async fn put<S>(
+    state: &State,
+    caller: &Caller,
+    dataset: &str,
+    key: Option<&str>,
+    stream: S,
+) -> Result<Landed>
+where
+    S: Stream<Item = std::result::Result<arrow_flight::FlightData, Status>> + Send + 'static,
+{
+    caller.require("ingest")?;
+    let (rows, count) = rows_json(dataset, stream).await?;
+    land(state, caller, dataset, rows, count, key).await
+}
+
 /// Lands the rows for the caller's tenant. Not retried: a reply lost after the commit would
 /// otherwise land the rows twice (the fingerprint would catch it, but the client must know).
-pub async fn land(
+async fn land(
     state: &State,
     caller: &Caller,
     dataset: &str,
@@ -105,7 +122,6 @@ pub async fn land(
     count: usize,
     key: Option<&str>,
 ) -> Result<Landed> {
-    caller.require("ingest")?;
     if count == 0 {
         return Err(FlightError::InvalidRequest(format!(
             "the put for dataset \"{dataset}\" has no rows"

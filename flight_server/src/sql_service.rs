@@ -728,8 +728,8 @@ impl FlightSqlService for SqlService {
                 ));
             }
         }
-        let (rows, count) = crate::ingest::rows_json(&dataset, request.into_inner()).await?;
-        let landed = crate::ingest::land(&self.state, &caller, &dataset, rows, count, None).await?;
+        let landed =
+            crate::ingest::put(&self.state, &caller, &dataset, None, request.into_inner()).await?;
         Ok(landed.accepted)
     }
 
@@ -758,11 +758,14 @@ impl FlightSqlService for SqlService {
         };
         let caller = caller(&request)?;
         let (dataset, key) = crate::ingest::parse_put_path(&d.path)?;
-        caller.require("ingest")?;
-        let (rows, count) = crate::ingest::rows_json(&dataset, request.into_inner()).await?;
-        let landed =
-            crate::ingest::land(&self.state, &caller, &dataset, rows, count, key.as_deref())
-                .await?;
+        let landed = crate::ingest::put(
+            &self.state,
+            &caller,
+            &dataset,
+            key.as_deref(),
+            request.into_inner(),
+        )
+        .await?;
         let result = arrow_flight::PutResult {
             app_metadata: landed.metadata().into(),
         };

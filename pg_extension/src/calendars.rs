@@ -186,17 +186,27 @@ pub fn period_for(d: Date, calendar: &str, grain: &str) -> Period {
 
 /// The label of the period of `grain` containing the date (formatted once per period).
 fn label_of_grain(d: Date, calendar: &str, grain: Grain) -> String {
-    let cal = calendar_of(calendar);
-    let day = to_naive(d).or_raise();
-    let mut years = cal.years.borrow_mut();
-    years.label_of(&cal.spec, grain, day).or_raise()
+    in_cached_year(d, calendar, |years, spec, day| {
+        years.label_of(spec, grain, day)
+    })
 }
 
 fn period_of_grain(d: Date, calendar: &str, grain: Grain) -> Period {
+    in_cached_year(d, calendar, |years, spec, day| {
+        years.period_of(spec, grain, day)
+    })
+}
+
+/// `f` over the statement's cache of the calendar's fiscal years, for the date.
+fn in_cached_year<T>(
+    d: Date,
+    calendar: &str,
+    f: impl FnOnce(&mut calendar::YearCache, &Spec, NaiveDate) -> Result<T, CalendarError>,
+) -> T {
     let cal = calendar_of(calendar);
     let day = to_naive(d).or_raise();
     let mut years = cal.years.borrow_mut();
-    years.period_of(&cal.spec, grain, day).or_raise()
+    f(&mut years, &cal.spec, day).or_raise()
 }
 
 // Parallel safety (audited for issue 13): the calendar functions labelled PARALLEL SAFE below

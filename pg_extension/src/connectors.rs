@@ -140,7 +140,7 @@ pub(crate) fn land_sent(
     client: &mut SpiClient<'_>,
     tenant_id: &str,
     dataset: &str,
-    rows: &str,
+    rows: String,
     idempotency_key: Option<&str>,
 ) -> Result<Sent, SqlError> {
     // the same key from two clients at once: the second waits for the first, then sees it
@@ -149,7 +149,7 @@ pub(crate) fn land_sent(
         Some(k) => format!("key:{}", hex::encode(Sha256::digest(k.as_bytes()))),
         None => hex::encode(Sha256::digest(rows.as_bytes())),
     };
-    let batch = crate::jsonarg::Batch::from_array_text(rows.to_owned())?.ok_or_else(|| {
+    let batch = crate::jsonarg::Batch::from_array_text(rows)?.ok_or_else(|| {
         SqlError::new(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             format!("rows for dataset \"{dataset}\" must be a JSON array of objects"),

@@ -205,7 +205,7 @@ fn gateway_ingest(
                 )
                 .hint("Ingest with a token made with ARRAY['ingest'] among its scopes, or as a login role that is a barecount_engineer."));
             }
-            crate::connectors::land_sent(client, &tenant_id, dataset, &rows, idempotency_key)
+            crate::connectors::land_sent(client, &tenant_id, dataset, rows, idempotency_key)
         })
     })
     .or_raise();

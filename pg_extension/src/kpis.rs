@@ -34,7 +34,7 @@ const BOOKKEEPING: [&str; 4] = ["tenant_id", "definition_version", "run_seq", "c
 #[pg_extern(volatile, parallel_unsafe)]
 fn kpi_define(name: &str, spec: JsonbArg) -> i32 {
     check_dataset_name("KPI", name).or_raise();
-    Kpi::parse(&spec.0).or_raise();
+    let kpi = Kpi::parse(&spec.0).or_raise();
     Spi::connect_mut(|client| {
         let tenant_id = tenant::current(client)?;
         privilege::as_owner(|| {
@@ -48,12 +48,10 @@ fn kpi_define(name: &str, spec: JsonbArg) -> i32 {
             if same {
                 // the source may have been dropped and created again since: its change
                 // capture is put back (idempotent), or kpi_refresh would miss changes
-                let (_, kpi) = definition(client, &tenant_id, name)?;
                 install_invalidation(client, &tenant_id, name, &kpi)?;
                 return Ok(v);
             }
             let version = v + 1;
-            let kpi = Kpi::parse(&spec.0)?;
             if let Some(up) = upstream_kpi(&tenant_id, &kpi.source) {
                 // refuse a cycle now: walk what the source KPI reads
                 let mut seen = vec![name.to_owned()];

@@ -172,6 +172,37 @@ impl YearCache {
         grain: Grain,
         d: NaiveDate,
     ) -> Result<Period, CalendarError> {
+        let y = self.year_of(spec, d)?;
+        Self::period_in(y, grain, d)
+    }
+
+    /// The label of the period of `grain` containing `d` (what `period_of(..).label()` gives),
+    /// formatted once per period of a year for the year, quarter and period grains.
+    pub fn label_of(
+        &mut self,
+        spec: &Spec,
+        grain: Grain,
+        d: NaiveDate,
+    ) -> Result<String, CalendarError> {
+        let y = self.year_of(spec, d)?;
+        let p = Self::period_in(y, grain, d)?;
+        if matches!(grain, Grain::Week | Grain::Day) {
+            return Ok(p.label());
+        }
+        if let Some((_, _, l)) = y
+            .labels
+            .iter()
+            .find(|(g, n, _)| *g == grain && *n == p.index)
+        {
+            return Ok(l.clone());
+        }
+        let l = p.label();
+        y.labels.push((grain, p.index, l.clone()));
+        Ok(l)
+    }
+
+    /// The cached fiscal year containing `d`, computed and kept the first time it is met.
+    fn year_of(&mut self, spec: &Spec, d: NaiveDate) -> Result<&mut CachedYear, CalendarError> {
         check_range(d)?;
         let i = self.years.partition_point(|y| y.end < d);
         let hit = self.years.get(i).is_some_and(|y| y.start <= d);
@@ -190,40 +221,15 @@ impl YearCache {
                 },
             );
         }
-        let y = self.years.get(i).ok_or(CalendarError::OutOfRange(d))?;
+        self.years.get_mut(i).ok_or(CalendarError::OutOfRange(d))
+    }
+
+    fn period_in(y: &CachedYear, grain: Grain, d: NaiveDate) -> Result<Period, CalendarError> {
         let periods = match grain {
             Grain::Period | Grain::Quarter => Some(y.periods.as_deref().map_err(Clone::clone)?),
             _ => None,
         };
         in_year(grain, d, y.year, y.start, y.end, periods)
-    }
-
-    /// The label of the period of `grain` containing `d` (what `period_of(..).label()` gives),
-    /// formatted once per period of a year for the year, quarter and period grains.
-    pub fn label_of(
-        &mut self,
-        spec: &Spec,
-        grain: Grain,
-        d: NaiveDate,
-    ) -> Result<String, CalendarError> {
-        let p = self.period_of(spec, grain, d)?;
-        if matches!(grain, Grain::Week | Grain::Day) {
-            return Ok(p.label());
-        }
-        let i = self.years.partition_point(|y| y.end < d);
-        let Some(y) = self.years.get_mut(i) else {
-            return Ok(p.label());
-        };
-        if let Some((_, _, l)) = y
-            .labels
-            .iter()
-            .find(|(g, n, _)| *g == grain && *n == p.index)
-        {
-            return Ok(l.clone());
-        }
-        let l = p.label();
-        y.labels.push((grain, p.index, l.clone()));
-        Ok(l)
     }
 }
 
