@@ -21,6 +21,7 @@ pub mod pipeline;
 pub mod quality;
 pub mod scram;
 pub mod source;
+pub mod timeseries;
 pub mod token;
 pub mod version;
 
