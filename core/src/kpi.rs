@@ -37,6 +37,19 @@ pub struct Kpi {
     pub measures: Vec<(String, Measure)>,
     pub filter: Option<String>,
     pub thresholds: Vec<Threshold>,
+    /// Anomaly detection run on each materialization (new anomalies become events).
+    pub anomaly: Option<Watch>,
+    /// A forecast run on each materialization: a threshold crossed within the horizon is an event.
+    pub forecast: Option<Watch>,
+}
+
+/// An anomaly detector or forecast a KPI runs on each materialization, on one measure.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Watch {
+    pub measure: String,
+    pub method: String,
+    /// anomaly options (threshold, max_share, alpha, season) or forecast options (horizon, season)
+    pub options: serde_json::Map<String, Value>,
 }
 
 /// A threshold on a measure: `below` breaches when the value falls under a level, `above`
@@ -50,6 +63,18 @@ pub struct Threshold {
 }
 
 impl Threshold {
+    /// The level ('ok', 'warn', 'critical') of a value, as [`Threshold::level_sql`] computes it.
+    pub fn level_of(&self, v: f64) -> &'static str {
+        let past = |l: f64| if self.above { v > l } else { v < l };
+        if self.critical.is_some_and(past) {
+            "critical"
+        } else if self.warn.is_some_and(past) {
+            "warn"
+        } else {
+            "ok"
+        }
+    }
+
     /// SQL for the level ('ok', 'warn', 'critical') of the measure column.
     pub fn level_sql(&self) -> String {
         let col = quote_ident(&self.measure);
@@ -84,6 +109,18 @@ fn ident(s: &str, what: &str) -> Result<String, KpiError> {
 }
 
 impl Kpi {
+    /// The season length of the KPI's grain: 7 days, 52 weeks (a 53-week retail year's extra
+    /// week falls to the next season's first), 12 months or periods, 4 quarters, none for years.
+    pub fn season_length(&self) -> usize {
+        match self.grain.as_str() {
+            "day" => 7,
+            "week" => 52,
+            "month" | "period" => 12,
+            "quarter" => 4,
+            _ => 1,
+        }
+    }
+
     pub fn parse(v: &Value) -> Result<Kpi, KpiError> {
         let o = v
             .as_object()
@@ -207,6 +244,87 @@ impl Kpi {
                 });
             }
         }
+        let watch =
+            |key: &str, methods: &[&str], allowed: &[&str]| -> Result<Option<Watch>, KpiError> {
+                let Some(w) = o.get(key) else { return Ok(None) };
+                let w = w.as_object().ok_or_else(|| {
+                    KpiError(format!(
+                        "\"{key}\" is an object: {{\"measure\": …, \"method\": …}}"
+                    ))
+                })?;
+                if let Some(k) = w
+                    .keys()
+                    .find(|k| !allowed.contains(&k.as_str()) && *k != "measure" && *k != "method")
+                {
+                    return Err(KpiError(format!(
+                        "{key}: unknown key \"{k}\" (allowed: measure, method, {})",
+                        allowed.join(", ")
+                    )));
+                }
+                let measure = match w.get("measure").and_then(Value::as_str) {
+                    Some(m) if measures.iter().any(|(n, _)| n == m) => m.to_owned(),
+                    Some(m) => return Err(KpiError(format!("{key}: unknown measure \"{m}\""))),
+                    None if measures.len() == 1 => measures[0].0.clone(),
+                    None => {
+                        return Err(KpiError(format!(
+                            "{key}: name the \"measure\" (the KPI has several)"
+                        )))
+                    }
+                };
+                let method = w
+                    .get("method")
+                    .and_then(Value::as_str)
+                    .unwrap_or(methods[0])
+                    .to_owned();
+                if !methods.contains(&method.as_str()) {
+                    return Err(KpiError(format!(
+                        "{key}: unknown method \"{method}\" (methods: {})",
+                        methods.join(", ")
+                    )));
+                }
+                for (k, v) in w.iter().filter(|(k, _)| allowed.contains(&k.as_str())) {
+                    if !v.as_f64().is_some_and(|x| x.is_finite() && x > 0.0) {
+                        return Err(KpiError(format!("{key}.{k}: a positive number, not {v}")));
+                    }
+                }
+                let mut options = w.clone();
+                options.remove("measure");
+                options.remove("method");
+                Ok(Some(Watch {
+                    measure,
+                    method,
+                    options,
+                }))
+            };
+        let anomaly = watch(
+            "anomaly",
+            &["seasonal", "mad", "esd"],
+            &["threshold", "max_share", "alpha", "season"],
+        )?;
+        let forecast = watch(
+            "forecast",
+            &[
+                "auto",
+                "ets_ann",
+                "holt",
+                "holt_damped",
+                "holt_winters_additive",
+                "holt_winters_multiplicative",
+                "holt_winters_damped",
+                "seasonal_naive",
+                "naive",
+                "drift",
+            ],
+            &["horizon", "season"],
+        )?;
+        if let Some(f) = &forecast {
+            if !thresholds.iter().any(|t| t.measure == f.measure) {
+                return Err(KpiError(format!(
+                    "forecast: measure \"{}\" has no threshold to watch for",
+                    f.measure
+                )));
+            }
+        }
         Ok(Kpi {
             source,
             time,
@@ -216,6 +334,8 @@ impl Kpi {
             measures,
             filter: text("filter"),
             thresholds,
+            anomaly,
+            forecast,
         })
     }
 
@@ -327,6 +447,41 @@ impl Kpi {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn anomaly_and_forecast_watches_are_checked() {
+        let base = |extra: Value| {
+            let mut v = json!({"source": "gdp.orders", "time": "d", "grain": "month", "measures": {"net": "sum(a)", "n": "count(*)"},
+                               "thresholds": [{"measure": "net", "direction": "below", "warn": 10, "critical": 5}]});
+            if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+                o.extend(e.clone());
+            }
+            Kpi::parse(&v)
+        };
+        let k = base(
+            json!({"anomaly": {"measure": "net", "method": "esd", "alpha": 0.01}, "forecast": {"measure": "net", "horizon": 6}}),
+        );
+        let k = k.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(k.anomaly.as_ref().map(|w| w.method.as_str()), Some("esd"));
+        assert_eq!(k.forecast.as_ref().map(|w| w.method.as_str()), Some("auto"));
+        assert_eq!(k.season_length(), 12);
+        for bad in [
+            json!({"anomaly": {"measure": "nope"}}),
+            json!({"anomaly": {"method": "mad"}}),
+            json!({"anomaly": {"measure": "net", "method": "prophet"}}),
+            json!({"anomaly": {"measure": "net", "threshold": -1}}),
+            json!({"anomaly": {"measure": "net", "colour": 1}}),
+            json!({"forecast": {"measure": "n"}}),
+            json!({"forecast": "auto"}),
+        ] {
+            assert!(base(bad.clone()).is_err(), "{bad}");
+        }
+        let t = &k.thresholds[0];
+        assert_eq!(
+            (t.level_of(12.0), t.level_of(7.0), t.level_of(4.0)),
+            ("ok", "warn", "critical")
+        );
+    }
 
     #[test]
     fn parses_and_builds_sql() {

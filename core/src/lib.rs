@@ -2,6 +2,7 @@
 //!
 //! Nothing here talks to Postgres. Every function is tested with plain `cargo test`.
 
+pub mod action;
 pub mod calendar;
 pub mod compat;
 pub mod content_hash;
@@ -20,10 +21,12 @@ pub mod parquet_rows;
 pub mod pipeline;
 pub mod quality;
 pub mod scram;
+pub mod secrets;
 pub mod source;
 pub mod timeseries;
 pub mod token;
 pub mod version;
+pub mod webhook;
 
 /// The BareCount version, as the extension and the server report it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
