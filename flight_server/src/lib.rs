@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod client;
 pub mod config;
 pub mod db;
+pub mod deliver;
 pub mod digest;
 pub mod error;
 pub mod export;

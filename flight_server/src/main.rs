@@ -50,6 +50,10 @@ enum Command {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Deliver webhooks: lease due deliveries from Postgres, sign them (Standard Webhooks),
+    /// send them, and report each attempt (retries, dead letters) until stopped (SIGTERM or
+    /// Ctrl-C lets deliveries in flight finish).
+    Deliver(barecount_flight::deliver::DeliverConfig),
     /// Verify the evidence ledger against the latest digest kept in the digest directory and,
     /// unless --verify-only, keep a new digest (what `serve` does on its schedule). Exits with
     /// status 1 if the ledger no longer matches.
@@ -206,6 +210,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Deliver(cfg) => barecount_flight::deliver::run(cfg, barecount_flight::app::shutdown_signal()).await,
         Command::Digest {
             database_url,
             digest_dir,
@@ -250,3 +255,4 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
 }
+

@@ -97,6 +97,28 @@ COMMENT ON FUNCTION barecount._pipeline_tick(text, boolean, date) IS
     'What a pipeline''s pg_cron job runs: the run due on the day (default today; another day catches a missed firing up), or NULL when none is; returns the run id';
 COMMENT ON FUNCTION barecount.ingest_file(text, text, text) IS
     'Ingest a CSV, JSON Lines or Parquet file named relative to barecount.load_directory, as one batch (CSV cells typed by the contract, Parquet columns by their own types); the same file content again is recognised and not ingested twice';
+COMMENT ON FUNCTION barecount.kpi_anomalies(text, text, jsonb) IS
+    'Anomalies in a KPI''s materialized series per dimension values: method seasonal (decomposition residuals, season from the grain), mad (robust z-score) or esd (generalized ESD, S-H-ESD); options measure, threshold, max_share, alpha, season. One row per period with value, expected, score and verdict';
+COMMENT ON FUNCTION barecount.kpi_forecast(text, integer, text, jsonb) IS
+    'Forecast a KPI''s measure per dimension values for the next horizon periods of its calendar and grain, with 80 and 95 percent intervals: auto (ETS by AICc), holt_winters_additive/multiplicative/damped, holt, holt_damped, ets_ann, seasonal_naive, naive, drift';
+COMMENT ON FUNCTION barecount.action_define(text, text, jsonb) IS
+    'Define an action (kinds webhook {url, timeout_ms, retry_schedule_s, auth_secret}, sql {function}, notify {channel}) or a new version of it; the same definition again returns its version; a receipt per version';
+COMMENT ON FUNCTION barecount.playbook_define(text, text[], jsonb, text[], interval, interval) IS
+    'Define a playbook: the events it reacts to (threshold_breach, threshold_recovery, anomaly, forecast_breach, publish, quarantine_spike, run_failed, run_finished, hook), conditions (kpi, measure, level, dims, dataset, pipeline, event, min_score), the actions it fires, a de-duplication window and a cool-down; versioned, a receipt per version';
+COMMENT ON FUNCTION barecount._playbooks_fire(bigint[]) IS
+    'Internal: run the playbooks over new outbox events (called by the trigger on barecount.events as barecount_owner); every decision, fired or suppressed, is a row in playbook_decisions with a receipt';
+COMMENT ON FUNCTION barecount.webhook_secret_rotate(text, interval) IS
+    'A new Standard Webhooks signing secret (whsec_...) for a webhook action, returned once and stored encrypted; the previous one keeps signing for the overlap';
+COMMENT ON FUNCTION barecount.secret_set(text, text) IS
+    'Store a credential an action uses (e.g. the Authorization header a webhook''s auth_secret names), encrypted at rest; returns its fingerprint, never readable back';
+COMMENT ON FUNCTION barecount.secrets_rewrap() IS
+    'Admins: re-wrap every tenant''s data-encryption key with the keyring''s current key (after a key rotation); secrets'' ciphertexts are unchanged. Returns how many keys were re-wrapped';
+COMMENT ON FUNCTION barecount.gateway_delivery_report(bigint, integer, text, timestamptz, text, integer, text, double precision) IS
+    'For the delivery worker: record an attempt (HTTP status, timeout or connection failure) and move the delivery on: delivered, retried on its schedule (Retry-After honoured) or dead; a final outcome is a ledger receipt';
+COMMENT ON FUNCTION barecount.delivery_replay(bigint, text) IS
+    'Replay dead letters (one delivery, or all of an action''s) with the same webhook-id and a fresh retry schedule; a receipt each';
+COMMENT ON FUNCTION barecount.actions_run(integer) IS
+    'Run the current tenant''s pending sql actions as the calling role: each calls its function with the event as jsonb; an error makes that delivery dead with its SQLSTATE';
 
 -- Who may call what. Functions run as their caller; privileged writes happen inside the
 -- extension (see src/privilege.rs), so these grants are the gate.
@@ -159,6 +181,18 @@ GRANT EXECUTE ON FUNCTION barecount.pipeline_define(text, jsonb), barecount.pipe
 GRANT EXECUTE ON FUNCTION barecount.pipeline_runs_page(text, bigint, integer),
                           barecount.events_claim(text, integer, interval), barecount.events_ack(text, bigint[])
     TO barecount_engineer, barecount_publisher;
+GRANT EXECUTE ON FUNCTION barecount.kpi_anomalies(text, text, jsonb), barecount.kpi_forecast(text, integer, text, jsonb)
+    TO barecount_reader, barecount_engineer, barecount_publisher;
+GRANT EXECUTE ON FUNCTION barecount.action_define(text, text, jsonb),
+                          barecount.playbook_define(text, text[], jsonb, text[], interval, interval),
+                          barecount.webhook_secret_rotate(text, interval), barecount.secret_set(text, text),
+                          barecount.delivery_replay(bigint, text), barecount.actions_run(integer)
+    TO barecount_engineer;
+GRANT EXECUTE ON FUNCTION barecount.secrets_rewrap(),
+                          barecount.gateway_delivery_report(bigint, integer, text, timestamptz, text, integer, text, double precision),
+                          barecount.gateway_deliveries_claim(text, integer, interval)
+    TO barecount_admin;
+GRANT EXECUTE ON FUNCTION barecount._playbooks_fire(bigint[]) TO barecount_owner;
 GRANT EXECUTE ON FUNCTION barecount.dataset_pin(text, integer, text), barecount.dataset_unpin(text, integer, text) TO barecount_reader;
 GRANT EXECUTE ON FUNCTION barecount.dataset_deprecate(text, integer), barecount.dataset_retire(text, integer) TO barecount_publisher;
 

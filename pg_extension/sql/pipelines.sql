@@ -78,7 +78,7 @@ CREATE TABLE barecount.events (
     tenant_id  text NOT NULL REFERENCES barecount.tenants,
     event_id   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     kind       text NOT NULL CHECK (kind IN ('run_started', 'run_finished', 'run_failed', 'publish', 'quarantine',
-                                             'quarantine_threshold', 'threshold', 'hook')),
+                                             'quarantine_threshold', 'threshold', 'hook', 'anomaly', 'forecast')),
     subject    text NOT NULL,
     payload    jsonb NOT NULL DEFAULT '{}',
     created_at timestamptz NOT NULL DEFAULT clock_timestamp()

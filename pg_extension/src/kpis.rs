@@ -313,6 +313,7 @@ fn materialize(
                 &[tenant_id.as_str().into(), version.into(), receipt.seq.into()],
             )?;
         evaluate_thresholds(client, &tenant_id, name, &kpi, receipt.seq)?;
+        crate::series::watch(client, &tenant_id, name, &kpi, from, to)?;
         crate::access::meter(client, &tenant_id, "materialize", rows, 0)?;
         Ok((periods.len() as i64, rows, receipt.seq))
     })?;

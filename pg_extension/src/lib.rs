@@ -5,6 +5,7 @@
 use pgrx::prelude::*;
 
 mod access;
+mod actions;
 mod calendars;
 mod connectors;
 mod contracts;
@@ -27,6 +28,7 @@ mod publish;
 mod readonly;
 mod replay;
 mod schemas;
+mod series;
 mod settings;
 mod staging;
 mod subxact;
@@ -66,6 +68,11 @@ extension_sql_file!(
     "../sql/pipelines.sql",
     name = "pipelines",
     requires = ["evidence"]
+);
+extension_sql_file!(
+    "../sql/actions.sql",
+    name = "actions",
+    requires = ["pipelines", actions::_playbooks_fire]
 );
 extension_sql_file!("../sql/functions.sql", name = "functions", finalize);
 

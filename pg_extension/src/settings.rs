@@ -12,7 +12,18 @@ pub static MAX_ERROR_BYTES_PER_BATCH: GucSetting<i32> = GucSetting::<i32>::new(1
 /// The directory file connectors may read from (unset: file loads are refused).
 pub static LOAD_DIRECTORY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
+/// The operator's keyring file for secrets at rest (unset: secrets cannot be stored).
+pub static SECRETS_KEYRING: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
 pub fn init() {
+    GucRegistry::define_string_guc(
+        c"barecount.secrets_keyring",
+        c"The file of key-encryption keys that wrap each tenant's secrets key.",
+        c"One <id>:<base64 of 32 bytes> per line, the current key first; older keys stay until barecount.secrets_rewrap() has run.",
+        &SECRETS_KEYRING,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
     GucRegistry::define_string_guc(
         c"barecount.load_directory",
         c"The only directory BareCount's file connectors read from.",
