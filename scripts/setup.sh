@@ -77,7 +77,7 @@ done
 # --- Python Flight clients (tests and the read benchmark use them from PyPI) -------------------
 PY_VENV="${BARECOUNT_PY_VENV:-$HOME/.cache/barecount/py-venv}"
 PY_PINS=(pyarrow==26.0.1 adbc-driver-manager==1.13.0 adbc-driver-flightsql==1.13.0
-         adbc-driver-postgresql==1.13.0)
+         adbc-driver-postgresql==1.13.0 standardwebhooks==1.1.0)
 if ! "$PY_VENV/bin/python" - "${PY_PINS[@]}" 2>/dev/null <<'PY'
 import sys
 from importlib.metadata import version

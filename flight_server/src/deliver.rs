@@ -94,7 +94,12 @@ async fn connect(url: &str, wake: Arc<Notify>) -> anyhow::Result<Client> {
     Ok(client)
 }
 
-async fn claim(db: &Client, worker: &str, max: usize, lease: Duration) -> anyhow::Result<Vec<Claimed>> {
+async fn claim(
+    db: &Client,
+    worker: &str,
+    max: usize,
+    lease: Duration,
+) -> anyhow::Result<Vec<Claimed>> {
     let rows = db
         .query(
             "SELECT delivery_id, tenant_id, webhook_id, url, body, attempt, timeout_ms, kek_id, wrapped_dek, secret_ids, sealed,
@@ -102,7 +107,8 @@ async fn claim(db: &Client, worker: &str, max: usize, lease: Duration) -> anyhow
                FROM barecount.gateway_deliveries_claim($1, $2, make_interval(secs => $3))",
             &[&worker, &(max as i32), &(lease.as_secs_f64())],
         )
-        .await?;
+        .await
+        .map_err(pg)?;
     Ok(rows
         .iter()
         .map(|r| Claimed {
@@ -134,26 +140,40 @@ struct Report {
 }
 
 fn error(e: impl std::fmt::Display) -> Report {
-    Report { outcome: "error", status: None, error: Some(e.to_string()), retry_after: None }
+    Report {
+        outcome: "error",
+        status: None,
+        error: Some(e.to_string()),
+        retry_after: None,
+    }
 }
 
 /// Opens the delivery's secrets: the signing keys (newest first) and the Authorization value.
 fn keys(ring: &Keyring, d: &Claimed) -> Result<(Vec<Vec<u8>>, Option<String>), String> {
     let (Some(kek), Some(wrapped)) = (&d.kek_id, &d.wrapped_dek) else {
-        return Err("the action has no signing secret: run barecount.webhook_secret_rotate for it".into());
+        return Err(
+            "the action has no signing secret: run barecount.webhook_secret_rotate for it".into(),
+        );
     };
     let ids = d.secret_ids.clone().unwrap_or_default();
     let sealed = d.sealed.clone().unwrap_or_default();
     if ids.is_empty() {
-        return Err("the action has no signing secret: run barecount.webhook_secret_rotate for it".into());
+        return Err(
+            "the action has no signing secret: run barecount.webhook_secret_rotate for it".into(),
+        );
     }
-    let open = |id: i64, s: &[u8]| secrets::open_secret(ring, &d.tenant_id, kek, wrapped, id, s).map_err(|e| format!("secret {id}: {e}"));
+    let open = |id: i64, s: &[u8]| {
+        secrets::open_secret(ring, &d.tenant_id, kek, wrapped, id, s)
+            .map_err(|e| format!("secret {id}: {e}"))
+    };
     let mut out = Vec::new();
     for (id, s) in ids.iter().zip(&sealed) {
         out.push(open(*id, s)?);
     }
     let auth = match &d.auth {
-        Some((id, s)) => Some(String::from_utf8(open(*id, s)?).map_err(|_| format!("secret {id} is not text"))?),
+        Some((id, s)) => {
+            Some(String::from_utf8(open(*id, s)?).map_err(|_| format!("secret {id} is not text"))?)
+        }
         None => None,
     };
     Ok((out, auth))
@@ -164,14 +184,20 @@ async fn send(http: &reqwest::Client, ring: &Keyring, d: &Claimed) -> Report {
         Ok(k) => k,
         Err(e) => return error(e),
     };
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|t| t.as_secs() as i64).unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|t| t.as_secs() as i64)
+        .unwrap_or(0);
     let mut req = http
         .post(&d.url)
         .timeout(Duration::from_millis(d.timeout_ms.max(1) as u64))
         .header("content-type", "application/json")
         .header("webhook-id", &d.webhook_id)
         .header("webhook-timestamp", now.to_string())
-        .header("webhook-signature", signature_header(&keys, &d.webhook_id, now, d.body.as_bytes()))
+        .header(
+            "webhook-signature",
+            signature_header(&keys, &d.webhook_id, now, d.body.as_bytes()),
+        )
         .body(d.body.clone());
     if let Some(a) = auth {
         req = req.header("authorization", a);
@@ -179,12 +205,26 @@ async fn send(http: &reqwest::Client, ring: &Keyring, d: &Claimed) -> Report {
     match req.send().await {
         Ok(resp) => {
             let status = resp.status().as_u16();
-            let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<f64>().ok());
+            let retry_after = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<f64>().ok());
             // read (and drop) the body so the connection can be reused
             let _ = resp.bytes().await;
-            Report { outcome: "status", status: Some(i32::from(status)), error: None, retry_after }
+            Report {
+                outcome: "status",
+                status: Some(i32::from(status)),
+                error: None,
+                retry_after,
+            }
         }
-        Err(e) if e.is_timeout() => Report { outcome: "timeout", status: None, error: Some(format!("no answer within {} ms", d.timeout_ms)), retry_after: None },
+        Err(e) if e.is_timeout() => Report {
+            outcome: "timeout",
+            status: None,
+            error: Some(format!("no answer within {} ms", d.timeout_ms)),
+            retry_after: None,
+        },
         Err(e) => {
             // the source chain says what failed (refused, reset, DNS)
             let mut msg = e.to_string();
@@ -193,30 +233,67 @@ async fn send(http: &reqwest::Client, ring: &Keyring, d: &Claimed) -> Report {
                 msg = format!("{msg}: {s}");
                 src = s.source();
             }
-            Report { outcome: "connection", status: None, error: Some(msg), retry_after: None }
+            Report {
+                outcome: "connection",
+                status: None,
+                error: Some(msg),
+                retry_after: None,
+            }
         }
     }
 }
 
-async fn report(db: &Client, worker: &str, d: &Claimed, started: SystemTime, r: &Report) -> anyhow::Result<String> {
-    let started = started.duration_since(UNIX_EPOCH).map(|t| t.as_secs_f64()).unwrap_or(0.0);
+/// A Postgres error with its message (tokio-postgres says only "db error").
+fn pg(e: tokio_postgres::Error) -> anyhow::Error {
+    match e.as_db_error() {
+        Some(d) => anyhow::anyhow!("{} ({})", d.message(), d.code().code()),
+        None => anyhow::anyhow!(e),
+    }
+}
+
+async fn report(
+    db: &Client,
+    worker: &str,
+    d: &Claimed,
+    started: SystemTime,
+    r: &Report,
+) -> anyhow::Result<String> {
+    let started = started
+        .duration_since(UNIX_EPOCH)
+        .map(|t| t.as_secs_f64())
+        .unwrap_or(0.0);
     let row = db
         .query_one(
             "SELECT barecount.gateway_delivery_report($1, $2, $3, to_timestamp($4::float8), $5, $6, $7, $8)",
             &[&d.delivery_id, &d.attempt, &worker, &started, &r.outcome, &r.status, &r.error, &r.retry_after],
         )
-        .await?;
+        .await
+        .map_err(pg)?;
     Ok(row.get(0))
 }
 
 /// Runs the worker until `stop` resolves; then claims nothing more and waits for the
 /// deliveries in flight to be reported.
-pub async fn run(cfg: DeliverConfig, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&cfg.keyring).with_context(|| format!("reading the keyring {}", cfg.keyring.display()))?;
-    let ring = Arc::new(Keyring::parse(&text).with_context(|| format!("the keyring {}", cfg.keyring.display()))?);
-    let worker = Arc::new(cfg.worker.clone().unwrap_or_else(|| format!("deliver-{}", std::process::id())));
+pub async fn run(
+    cfg: DeliverConfig,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&cfg.keyring)
+        .with_context(|| format!("reading the keyring {}", cfg.keyring.display()))?;
+    let ring = Arc::new(
+        Keyring::parse(&text).with_context(|| format!("the keyring {}", cfg.keyring.display()))?,
+    );
+    let worker = Arc::new(
+        cfg.worker
+            .clone()
+            .unwrap_or_else(|| format!("deliver-{}", std::process::id())),
+    );
     let wake = Arc::new(Notify::new());
-    let db = Arc::new(connect(&cfg.database_url, wake.clone()).await.context("connecting to Postgres")?);
+    let db = Arc::new(
+        connect(&cfg.database_url, wake.clone())
+            .await
+            .context("connecting to Postgres")?,
+    );
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("barecount-delivery/", env!("CARGO_PKG_VERSION")))
@@ -239,14 +316,15 @@ pub async fn run(cfg: DeliverConfig, stop: impl std::future::Future<Output = ()>
             got = batch.len();
             for d in batch {
                 let permit = slots.clone().acquire_owned().await?;
-                let (db, http, ring, worker) = (db.clone(), http.clone(), ring.clone(), worker.clone());
+                let (db, http, ring, worker) =
+                    (db.clone(), http.clone(), ring.clone(), worker.clone());
                 tokio::spawn(async move {
                     let started = SystemTime::now();
                     let t = Instant::now();
                     let r = send(&http, &ring, &d).await;
                     match report(&db, &worker, &d, started, &r).await {
                         Ok(state) => tracing::debug!(delivery = d.delivery_id, attempt = d.attempt, state = %state, ms = t.elapsed().as_millis() as u64, "reported"),
-                        Err(e) => tracing::warn!(delivery = d.delivery_id, "report failed ({e}); the lease will pass and the delivery be sent again"),
+                        Err(e) => tracing::warn!(delivery = d.delivery_id, "report failed ({e:#}); the lease will pass and the delivery be sent again"),
                     }
                     drop(permit);
                 });

@@ -210,7 +210,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Deliver(cfg) => barecount_flight::deliver::run(cfg, barecount_flight::app::shutdown_signal()).await,
+        Command::Deliver(cfg) => {
+            barecount_flight::deliver::run(cfg, barecount_flight::app::shutdown_signal()).await
+        }
         Command::Digest {
             database_url,
             digest_dir,
@@ -255,4 +257,3 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
 }
-

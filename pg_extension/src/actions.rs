@@ -8,7 +8,9 @@
 use crate::errors::{OrRaise, SqlError};
 use crate::jsonarg::JsonbArg;
 use crate::{ledger, privilege, settings, tenant};
-use barecount_core::action::{check_triggers, dedup_key, is_name, trigger_of, Action, ActionError, When};
+use barecount_core::action::{
+    check_triggers, dedup_key, is_name, trigger_of, Action, ActionError, When,
+};
 use barecount_core::secrets::{self, Keyring, SecretError};
 use barecount_core::webhook::{decide, new_secret, Next, Outcome, DEFAULT_SCHEDULE};
 use pgrx::datum::{Interval, TimestampWithTimeZone};
@@ -28,8 +30,12 @@ impl From<ActionError> for SqlError {
 impl From<SecretError> for SqlError {
     fn from(e: SecretError) -> Self {
         let code = match e {
-            SecretError::BadKeyring { .. } | SecretError::EmptyKeyring => PgSqlErrorCode::ERRCODE_CONFIG_FILE_ERROR,
-            SecretError::UnknownKey(_) | SecretError::Open => PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+            SecretError::BadKeyring { .. } | SecretError::EmptyKeyring => {
+                PgSqlErrorCode::ERRCODE_CONFIG_FILE_ERROR
+            }
+            SecretError::UnknownKey(_) | SecretError::Open => {
+                PgSqlErrorCode::ERRCODE_DATA_CORRUPTED
+            }
             SecretError::Random(_) => PgSqlErrorCode::ERRCODE_SYSTEM_ERROR,
         };
         SqlError::new(code, format!("secrets: {e}"))
@@ -47,7 +53,15 @@ fn check_name(what: &str, name: &str) -> Result<(), SqlError> {
 }
 
 fn interval_secs(client: &SpiClient<'_>, i: &Interval) -> Result<f64, SqlError> {
-    Ok(client.select("SELECT extract(epoch FROM $1::interval)::float8", Some(1), &[(*i).into()])?.first().get::<f64>(1)?.unwrap_or(0.0))
+    Ok(client
+        .select(
+            "SELECT extract(epoch FROM $1::interval)::float8",
+            Some(1),
+            &[(*i).into()],
+        )?
+        .first()
+        .get::<f64>(1)?
+        .unwrap_or(0.0))
 }
 
 /// Define an action or a new version of it; the same definition again returns its version.
@@ -96,7 +110,11 @@ fn playbook_define(
     check_triggers(&on).or_raise();
     When::parse(&when.0).or_raise();
     if actions.is_empty() {
-        SqlError::new(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("playbook \"{name}\" names no action")).raise()
+        SqlError::new(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("playbook \"{name}\" names no action"),
+        )
+        .raise()
     }
     Spi::connect_mut(|client| {
         let tenant_id = tenant::current(client)?;
@@ -168,7 +186,8 @@ fn playbooks(client: &SpiClient<'_>, tenant_id: &str) -> Result<Vec<Playbook>, S
             name: r.get::<String>(1)?.unwrap_or_default(),
             version: r.get::<i32>(2)?.unwrap_or(0),
             triggers: r.get::<Vec<String>>(3)?.unwrap_or_default(),
-            when: When::parse(&r.get::<JsonB>(4)?.map(|j| j.0).unwrap_or(Value::Null)).unwrap_or_default(),
+            when: When::parse(&r.get::<JsonB>(4)?.map(|j| j.0).unwrap_or(Value::Null))
+                .unwrap_or_default(),
             actions: r.get::<Vec<String>>(5)?.unwrap_or_default(),
             dedup_s: r.get::<f64>(6)?.unwrap_or(0.0),
             cooldown_s: r.get::<f64>(7)?.unwrap_or(0.0),
@@ -183,9 +202,14 @@ fn playbooks(client: &SpiClient<'_>, tenant_id: &str) -> Result<Vec<Playbook>, S
 #[pg_extern(volatile, parallel_unsafe)]
 fn _playbooks_fire(event_ids: Vec<i64>) -> i64 {
     Spi::connect_mut(|client| {
-        let me = client.select("SELECT current_user::text", Some(1), &[])?.first().get::<String>(1)?.unwrap_or_default();
+        let me = client
+            .select("SELECT current_user::text", Some(1), &[])?
+            .first()
+            .get::<String>(1)?
+            .unwrap_or_default();
         if me != privilege::OWNER_ROLE {
-            return Err(crate::access::denied("fire playbooks").hint("Playbooks run from the trigger on barecount.events only."));
+            return Err(crate::access::denied("fire playbooks")
+                .hint("Playbooks run from the trigger on barecount.events only."));
         }
         privilege::as_owner(|| fire(client, &event_ids))
     })
@@ -213,13 +237,21 @@ fn fire(client: &mut SpiClient<'_>, event_ids: &[i64]) -> Result<i64, SqlError> 
     let mut cache: HashMap<String, Vec<Playbook>> = HashMap::new();
     let (mut decisions, mut webhooks) = (0i64, 0i64);
     for (event_id, tenant_id, kind, subject, payload, at) in rows {
-        let Some(trigger) = trigger_of(&kind, &payload) else { continue };
+        let Some(trigger) = trigger_of(&kind, &payload) else {
+            continue;
+        };
         if !cache.contains_key(&tenant_id) {
             let p = playbooks(client, &tenant_id)?;
             cache.insert(tenant_id.clone(), p);
         }
-        let books = cache.get(&tenant_id).map(|v| v.iter().collect::<Vec<_>>()).unwrap_or_default();
-        for pb in books.into_iter().filter(|p| p.triggers.iter().any(|t| t == trigger) && p.when.matches(&payload)) {
+        let books = cache
+            .get(&tenant_id)
+            .map(|v| v.iter().collect::<Vec<_>>())
+            .unwrap_or_default();
+        for pb in books
+            .into_iter()
+            .filter(|p| p.triggers.iter().any(|t| t == trigger) && p.when.matches(&payload))
+        {
             let key = dedup_key(trigger, &subject, &payload);
             let dup = client.select(
                 "SELECT event_id, to_char(decided_at, 'YYYY-MM-DD HH24:MI:SS TZ') FROM barecount.playbook_decisions
@@ -275,7 +307,11 @@ fn fire(client: &mut SpiClient<'_>, event_ids: &[i64]) -> Result<i64, SqlError> 
                     let version = r.get::<i32>(1)?.unwrap_or(0);
                     let akind = r.get::<String>(2)?.unwrap_or_default();
                     let config = r.get::<JsonB>(3)?.map(|j| j.0).unwrap_or(Value::Null);
-                    let state = if akind == "notify" { "delivered" } else { "pending" };
+                    let state = if akind == "notify" {
+                        "delivered"
+                    } else {
+                        "pending"
+                    };
                     let id = client
                         .update(
                             "INSERT INTO barecount.deliveries (tenant_id, webhook_id, action, action_version, kind, playbook, event_id, payload, state, finished_at)
@@ -291,23 +327,46 @@ fn fire(client: &mut SpiClient<'_>, event_ids: &[i64]) -> Result<i64, SqlError> 
                         .unwrap_or(0);
                     if akind == "notify" {
                         // LISTEN is open to every role: the payload carries ids, never data
-                        let channel = config.get("channel").and_then(Value::as_str).unwrap_or("barecount_actions");
-                        client.update("SELECT pg_notify($1, $2)", None, &[channel.into(), json!({"delivery_id": id, "event_id": event_id}).to_string().into()])?;
+                        let channel = config
+                            .get("channel")
+                            .and_then(Value::as_str)
+                            .unwrap_or("barecount_actions");
+                        client.update(
+                            "SELECT pg_notify($1, $2)",
+                            None,
+                            &[
+                                channel.into(),
+                                json!({"delivery_id": id, "event_id": event_id})
+                                    .to_string()
+                                    .into(),
+                            ],
+                        )?;
                     }
                     if akind == "webhook" {
                         webhooks += 1;
                     }
                     made.push(id);
-                    actions_json.push(json!({"action": a, "version": version, "kind": akind, "delivery_id": id}));
+                    actions_json.push(
+                        json!({"action": a, "version": version, "kind": akind, "delivery_id": id}),
+                    );
                 }
             }
             let (decision, reason) = match &suppressed {
                 Some(r) => ("suppressed", r.clone()),
-                None => ("fired", format!("event {event_id} ({trigger}) met the conditions")),
+                None => (
+                    "fired",
+                    format!("event {event_id} ({trigger}) met the conditions"),
+                ),
             };
-            let receipt = ledger::append(client, &tenant_id, "playbook_decision", &format!("playbook:{}@{}", pb.name, pb.version),
+            let receipt = ledger::append(
+                client,
+                &tenant_id,
+                "playbook_decision",
+                &format!("playbook:{}@{}", pb.name, pb.version),
                 &json!({"inputs": [], "outputs": [], "event_id": event_id, "trigger": trigger, "decision": decision,
-                        "reason": reason, "deliveries": actions_json}), None)?;
+                        "reason": reason, "deliveries": actions_json}),
+                None,
+            )?;
             client.update(
                 "INSERT INTO barecount.playbook_decisions (tenant_id, playbook, playbook_version, event_id, trigger, dedup_key, decision, reason, deliveries, ledger_seq)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -326,22 +385,36 @@ fn fire(client: &mut SpiClient<'_>, event_ids: &[i64]) -> Result<i64, SqlError> 
 
 /// The operator's keyring, from the file barecount.secrets_keyring names.
 fn keyring() -> Result<Keyring, SqlError> {
-    let path = settings::SECRETS_KEYRING.get().and_then(|c| c.to_str().ok().map(str::to_owned)).unwrap_or_default();
+    let path = settings::SECRETS_KEYRING
+        .get()
+        .and_then(|c| c.to_str().ok().map(str::to_owned))
+        .unwrap_or_default();
     if path.is_empty() {
         return Err(SqlError::new(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "secrets: no keyring is configured")
             .hint("A superuser sets barecount.secrets_keyring to a file of <id>:<base64 of 32 bytes> lines readable by the server (e.g. made with: echo k1:$(openssl rand -base64 32))."));
     }
     let text = std::fs::read_to_string(&path).map_err(|e| {
-        SqlError::new(PgSqlErrorCode::ERRCODE_CONFIG_FILE_ERROR, format!("secrets: the keyring file {path} cannot be read: {e}"))
-            .hint("The file must exist and be readable by the server's operating-system user.")
+        SqlError::new(
+            PgSqlErrorCode::ERRCODE_CONFIG_FILE_ERROR,
+            format!("secrets: the keyring file {path} cannot be read: {e}"),
+        )
+        .hint("The file must exist and be readable by the server's operating-system user.")
     })?;
     Ok(Keyring::parse(&text)?)
 }
 
 /// The tenant's data-encryption key, made (and wrapped by the current KEK) on first use.
-fn tenant_dek(client: &mut SpiClient<'_>, ring: &Keyring, tenant_id: &str) -> Result<secrets::KeyBytes, SqlError> {
+fn tenant_dek(
+    client: &mut SpiClient<'_>,
+    ring: &Keyring,
+    tenant_id: &str,
+) -> Result<secrets::KeyBytes, SqlError> {
     tenant::lock_object(client, "tenant_key", tenant_id, "dek")?;
-    let r = client.select("SELECT kek_id, wrapped_dek FROM barecount.tenant_keys WHERE tenant_id = $1", Some(1), &[tenant_id.into()])?;
+    let r = client.select(
+        "SELECT kek_id, wrapped_dek FROM barecount.tenant_keys WHERE tenant_id = $1",
+        Some(1),
+        &[tenant_id.into()],
+    )?;
     if !r.is_empty() {
         let row = r.first();
         let kek = row.get::<String>(1)?.unwrap_or_default();
@@ -350,7 +423,11 @@ fn tenant_dek(client: &mut SpiClient<'_>, ring: &Keyring, tenant_id: &str) -> Re
     }
     let dek = secrets::new_key()?;
     let (kek, wrapped) = secrets::wrap_dek(ring, tenant_id, &dek)?;
-    client.update("INSERT INTO barecount.tenant_keys (tenant_id, kek_id, wrapped_dek) VALUES ($1, $2, $3)", None, &[tenant_id.into(), kek.as_str().into(), wrapped.into()])?;
+    client.update(
+        "INSERT INTO barecount.tenant_keys (tenant_id, kek_id, wrapped_dek) VALUES ($1, $2, $3)",
+        None,
+        &[tenant_id.into(), kek.as_str().into(), wrapped.into()],
+    )?;
     Ok(dek)
 }
 
@@ -360,7 +437,14 @@ fn fingerprint(v: &[u8]) -> String {
 
 /// Seals `value` as a new secret (name, purpose); earlier ones of the same name expire at
 /// `expire_old` seconds from now. Returns the fingerprint. Privileged section.
-fn store_secret(client: &mut SpiClient<'_>, tenant_id: &str, name: &str, purpose: &str, value: &[u8], expire_old: f64) -> Result<String, SqlError> {
+fn store_secret(
+    client: &mut SpiClient<'_>,
+    tenant_id: &str,
+    name: &str,
+    purpose: &str,
+    value: &[u8],
+    expire_old: f64,
+) -> Result<String, SqlError> {
     let ring = keyring()?;
     let dek = tenant_dek(client, &ring, tenant_id)?;
     client.update(
@@ -370,7 +454,15 @@ fn store_secret(client: &mut SpiClient<'_>, tenant_id: &str, name: &str, purpose
         &[tenant_id.into(), name.into(), purpose.into(), expire_old.into()],
     )?;
     // the row's id is part of the sealed value's additional data: take it first
-    let id = client.select("SELECT nextval(pg_get_serial_sequence('barecount.secrets', 'secret_id'))", Some(1), &[])?.first().get::<i64>(1)?.unwrap_or(0);
+    let id = client
+        .select(
+            "SELECT nextval(pg_get_serial_sequence('barecount.secrets', 'secret_id'))",
+            Some(1),
+            &[],
+        )?
+        .first()
+        .get::<i64>(1)?
+        .unwrap_or(0);
     let sealed = secrets::seal(&dek, value, &secrets::secret_aad(tenant_id, id))?;
     let fp = fingerprint(value);
     client.update(
@@ -378,8 +470,14 @@ fn store_secret(client: &mut SpiClient<'_>, tenant_id: &str, name: &str, purpose
         None,
         &[tenant_id.into(), id.into(), name.into(), purpose.into(), sealed.into(), fp.as_str().into()],
     )?;
-    ledger::append(client, tenant_id, "secret_set", &format!("secret:{purpose}/{name}"),
-        &json!({"inputs": [], "outputs": [], "fingerprint": fp, "old_expire_in_s": expire_old}), None)?;
+    ledger::append(
+        client,
+        tenant_id,
+        "secret_set",
+        &format!("secret:{purpose}/{name}"),
+        &json!({"inputs": [], "outputs": [], "fingerprint": fp, "old_expire_in_s": expire_old}),
+        None,
+    )?;
     Ok(fp)
 }
 
@@ -419,13 +517,24 @@ fn webhook_secret_rotate(action: &str, overlap: default!(Interval, "'24 hours'")
 fn secret_set(name: &str, value: &str) -> String {
     check_name("secret", name).or_raise();
     if value.is_empty() || value.len() > 8192 {
-        SqlError::new(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("secret \"{name}\": the value must be 1 to 8192 bytes")).raise()
+        SqlError::new(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("secret \"{name}\": the value must be 1 to 8192 bytes"),
+        )
+        .raise()
     }
     Spi::connect_mut(|client| {
         let tenant_id = tenant::current(client)?;
         privilege::as_owner(|| {
             tenant::lock_object(client, "secret", &tenant_id, name)?;
-            store_secret(client, &tenant_id, name, "credential", value.as_bytes(), 0.0)
+            store_secret(
+                client,
+                &tenant_id,
+                name,
+                "credential",
+                value.as_bytes(),
+                0.0,
+            )
         })
     })
     .or_raise()
@@ -443,7 +552,7 @@ fn secrets_rewrap() -> i64 {
         let ring = keyring()?;
         let current = ring.current().0.to_owned();
         privilege::as_owner(|| {
-            let rows = client.select(
+            let rows = client.update(
                 "SELECT tenant_id, kek_id, wrapped_dek FROM barecount.tenant_keys WHERE kek_id <> $1 ORDER BY tenant_id FOR UPDATE",
                 None,
                 &[current.as_str().into()],
@@ -498,15 +607,15 @@ fn gateway_delivery_report(
             return Err(crate::access::denied("report deliveries").hint("The delivery worker connects as a member of barecount_admin."));
         }
         privilege::as_owner(|| {
-            let d = client.select(
+            let d = client.update(
                 "SELECT d.tenant_id, d.state, d.attempts, d.leased_by, d.schedule_from, a.config, d.webhook_id, d.action, d.event_id, d.playbook
                    FROM barecount.deliveries d JOIN barecount.actions a ON a.tenant_id = d.tenant_id AND a.name = d.action AND a.version = d.action_version
                   WHERE d.delivery_id = $1 FOR UPDATE OF d",
-                Some(1),
+                None,
                 &[delivery_id.into()],
             )?;
             if d.is_empty() {
-                return Err(SqlError::new(PgSqlErrorCode::ERRCODE_NO_DATA_FOUND, format!("delivery {delivery_id} does not exist")));
+                return Err(SqlError::new(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("delivery {delivery_id} does not exist")));
             }
             let row = d.first();
             let tenant_id = row.get::<String>(1)?.unwrap_or_default();
@@ -573,9 +682,16 @@ fn gateway_delivery_report(
 /// (`action`), sent again with the same webhook-id and a fresh retry schedule. Returns how
 /// many were replayed; each replay is a receipt.
 #[pg_extern(volatile, parallel_unsafe)]
-fn delivery_replay(delivery_id: default!(Option<i64>, "NULL"), action: default!(Option<&str>, "NULL")) -> i64 {
+fn delivery_replay(
+    delivery_id: default!(Option<i64>, "NULL"),
+    action: default!(Option<&str>, "NULL"),
+) -> i64 {
     if delivery_id.is_none() == action.is_none() {
-        SqlError::new(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "delivery_replay: give a delivery_id or an action, not both or neither").raise()
+        SqlError::new(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "delivery_replay: give a delivery_id or an action, not both or neither",
+        )
+        .raise()
     }
     Spi::connect_mut(|client| {
         let tenant_id = tenant::current(client)?;
@@ -596,7 +712,8 @@ fn delivery_replay(delivery_id: default!(Option<i64>, "NULL"), action: default!(
                 if let Some(id) = delivery_id {
                     let s = client.select("SELECT state FROM barecount.deliveries WHERE tenant_id = $1 AND delivery_id = $2", Some(1), &[tenant_id.as_str().into(), id.into()])?;
                     return Err(match s.first().get::<String>(1).ok().flatten() {
-                        None => SqlError::new(PgSqlErrorCode::ERRCODE_NO_DATA_FOUND, format!("delivery {id} does not exist")),
+                        None => SqlError::new(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("delivery {id} does not exist"))
+                            .hint("See barecount.deliveries for the current tenant's deliveries."),
                         Some(st) => SqlError::new(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, format!("delivery {id} is {st}, not a dead letter")),
                     });
                 }
@@ -620,9 +737,21 @@ fn delivery_replay(delivery_id: default!(Option<i64>, "NULL"), action: default!(
 #[pg_extern(volatile, parallel_unsafe)]
 fn actions_run(
     max_deliveries: default!(i32, 100),
-) -> TableIterator<'static, (name!(delivery_id, i64), name!(action, String), name!(state, String), name!(error, Option<String>))> {
+) -> TableIterator<
+    'static,
+    (
+        name!(delivery_id, i64),
+        name!(action, String),
+        name!(state, String),
+        name!(error, Option<String>),
+    ),
+> {
     if !(1..=10_000).contains(&max_deliveries) {
-        SqlError::new(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("actions_run: max_deliveries must be from 1 to 10000, not {max_deliveries}")).raise()
+        SqlError::new(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("actions_run: max_deliveries must be from 1 to 10000, not {max_deliveries}"),
+        )
+        .raise()
     }
     let rows = Spi::connect_mut(|client| {
         let tenant_id = tenant::current(client)?;

@@ -22,8 +22,12 @@ use std::collections::BTreeMap;
 impl From<SeriesError> for SqlError {
     fn from(e: SeriesError) -> Self {
         let code = match e {
-            SeriesError::TooShort { .. } | SeriesError::NotPositive { .. } | SeriesError::NotFinite(_) => PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
-            SeriesError::Unknown { .. } | SeriesError::BadOption { .. } => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            SeriesError::TooShort { .. }
+            | SeriesError::NotPositive { .. }
+            | SeriesError::NotFinite(_) => PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
+            SeriesError::Unknown { .. } | SeriesError::BadOption { .. } => {
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
+            }
         };
         SqlError::new(code, e.to_string())
     }
@@ -37,12 +41,25 @@ pub(crate) struct Series {
 }
 
 /// Reads a KPI's measure per dimension values, in period order (NULL values are skipped).
-pub(crate) fn read(client: &SpiClient<'_>, tenant_id: &str, name: &str, kpi: &Kpi, measure: &str) -> Result<Vec<Series>, SqlError> {
+pub(crate) fn read(
+    client: &SpiClient<'_>,
+    tenant_id: &str,
+    name: &str,
+    kpi: &Kpi,
+    measure: &str,
+) -> Result<Vec<Series>, SqlError> {
     let table = tenant::relation(tenant_id, Layer::Kpi, name);
     let dims = if kpi.dimensions.is_empty() {
         "'{}'::jsonb".to_owned()
     } else {
-        format!("jsonb_build_object({})", kpi.dimensions.iter().map(|d| format!("{}, {}", quote_literal(d), quote_ident(d))).collect::<Vec<_>>().join(", "))
+        format!(
+            "jsonb_build_object({})",
+            kpi.dimensions
+                .iter()
+                .map(|d| format!("{}, {}", quote_literal(d), quote_ident(d)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
     };
     let rows = client.select(
         &format!(
@@ -56,8 +73,15 @@ pub(crate) fn read(client: &SpiClient<'_>, tenant_id: &str, name: &str, kpi: &Kp
     let mut out: BTreeMap<String, Series> = BTreeMap::new();
     for r in rows {
         let d = r.get::<String>(1)?.unwrap_or_default();
-        let s = out.entry(d.clone()).or_insert_with(|| Series { dims: serde_json::from_str(&d).unwrap_or(Value::Null), periods: vec![], values: vec![] });
-        s.periods.push((r.get::<String>(2)?.unwrap_or_default(), r.get::<String>(3)?.unwrap_or_default()));
+        let s = out.entry(d.clone()).or_insert_with(|| Series {
+            dims: serde_json::from_str(&d).unwrap_or(Value::Null),
+            periods: vec![],
+            values: vec![],
+        });
+        s.periods.push((
+            r.get::<String>(2)?.unwrap_or_default(),
+            r.get::<String>(3)?.unwrap_or_default(),
+        ));
         s.values.push(r.get::<f64>(4)?.unwrap_or(f64::NAN));
     }
     Ok(out.into_values().collect())
@@ -66,7 +90,12 @@ pub(crate) fn read(client: &SpiClient<'_>, tenant_id: &str, name: &str, kpi: &Kp
 fn opt(o: &Map<String, Value>, k: &str) -> Result<Option<f64>, SqlError> {
     match o.get(k) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_f64().map(Some).ok_or_else(|| SqlError::new(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("option \"{k}\" is a number, not {v}"))),
+        Some(v) => v.as_f64().map(Some).ok_or_else(|| {
+            SqlError::new(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("option \"{k}\" is a number, not {v}"),
+            )
+        }),
     }
 }
 
@@ -74,25 +103,50 @@ fn season(kpi: &Kpi, o: &Map<String, Value>) -> Result<usize, SqlError> {
     match opt(o, "season")? {
         None => Ok(kpi.season_length()),
         Some(s) if s >= 1.0 && s <= 366.0 && s.fract() == 0.0 => Ok(s as usize),
-        Some(s) => Err(SqlError::new(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("option \"season\" is a whole number of periods from 1 to 366, not {s}"))),
+        Some(s) => Err(SqlError::new(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("option \"season\" is a whole number of periods from 1 to 366, not {s}"),
+        )),
     }
 }
 
-pub(crate) fn anomaly_method(kpi: &Kpi, method: &str, o: &Map<String, Value>) -> Result<anomaly::Method, SqlError> {
-    if let Some(k) = o.keys().find(|k| !["measure", "threshold", "max_share", "alpha", "season"].contains(&k.as_str())) {
+pub(crate) fn anomaly_method(
+    kpi: &Kpi,
+    method: &str,
+    o: &Map<String, Value>,
+) -> Result<anomaly::Method, SqlError> {
+    if let Some(k) = o
+        .keys()
+        .find(|k| !["measure", "threshold", "max_share", "alpha", "season"].contains(&k.as_str()))
+    {
         return Err(SqlError::new(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("unknown option \"{k}\""))
             .hint("Options: measure, threshold (robust z, default 3.5), max_share (esd, default 0.1), alpha (esd, default 0.05), season (periods; default from the grain)."));
     }
-    Ok(anomaly::Method::parse(method, season(kpi, o)?, opt(o, "threshold")?, opt(o, "max_share")?, opt(o, "alpha")?)?)
+    Ok(anomaly::Method::parse(
+        method,
+        season(kpi, o)?,
+        opt(o, "threshold")?,
+        opt(o, "max_share")?,
+        opt(o, "alpha")?,
+    )?)
 }
 
 fn measure_of(name: &str, kpi: &Kpi, o: &Map<String, Value>) -> Result<String, SqlError> {
     match o.get("measure") {
         None if kpi.measures.len() == 1 => Ok(kpi.measures[0].0.clone()),
-        None => Err(SqlError::new(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("KPI \"{name}\" has several measures; name one"))
-            .hint(format!("Pass options => '{{\"measure\": \"{}\"}}'.", kpi.measures[0].0))),
+        None => Err(SqlError::new(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("KPI \"{name}\" has several measures; name one"),
+        )
+        .hint(format!(
+            "Pass options => '{{\"measure\": \"{}\"}}'.",
+            kpi.measures[0].0
+        ))),
         Some(Value::String(m)) if kpi.measures.iter().any(|(n, _)| n == m) => Ok(m.clone()),
-        Some(m) => Err(SqlError::new(PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN, format!("KPI \"{name}\" has no measure {m}"))),
+        Some(m) => Err(SqlError::new(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
+            format!("KPI \"{name}\" has no measure {m}"),
+        )),
     }
 }
 
@@ -100,25 +154,34 @@ fn option_map(o: Option<JsonbArg>) -> Result<Map<String, Value>, SqlError> {
     match o.map(|j| j.0) {
         None | Some(Value::Null) => Ok(Map::new()),
         Some(Value::Object(m)) => Ok(m),
-        Some(v) => Err(SqlError::new(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("options are a JSON object, not {v}"))),
+        Some(v) => Err(SqlError::new(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("options are a JSON object, not {v}"),
+        )),
     }
 }
-
 
 /// Anomaly detection over a KPI's materialized series, per dimension values: robust z-score
 /// (`mad`), seasonal decomposition residuals (`seasonal`, the season from the KPI's grain) or
 /// the generalized ESD test (`esd`). Options: measure, threshold, max_share, alpha, season.
 #[pg_extern(stable, parallel_unsafe)]
-fn kpi_anomalies(kpi: &str, method: default!(&str, "'seasonal'"), options: default!(Option<JsonbArg>, "'{}'")) -> TableIterator<'static, (
-    name!(period, String),
-    name!(period_start, Date),
-    name!(dims, JsonB),
-    name!(value, f64),
-    name!(expected, f64),
-    name!(score, f64),
-    name!(is_anomaly, bool),
-    name!(method, String),
-)> {
+fn kpi_anomalies(
+    kpi: &str,
+    method: default!(&str, "'seasonal'"),
+    options: default!(Option<JsonbArg>, "'{}'"),
+) -> TableIterator<
+    'static,
+    (
+        name!(period, String),
+        name!(period_start, Date),
+        name!(dims, JsonB),
+        name!(value, f64),
+        name!(expected, f64),
+        name!(score, f64),
+        name!(is_anomaly, bool),
+        name!(method, String),
+    ),
+> {
     let o = option_map(options).or_raise();
     let rows = Spi::connect(|client| {
         let tenant_id = tenant::current(client)?;
@@ -128,9 +191,20 @@ fn kpi_anomalies(kpi: &str, method: default!(&str, "'seasonal'"), options: defau
         let mut out = Vec::new();
         for s in read(client, &tenant_id, kpi, &k, &measure)? {
             pgrx::check_for_interrupts!();
-            let points = detect(&s.values, m).map_err(|e| SqlError::from(e).detail(format!("KPI \"{kpi}\", dimension values {}", s.dims)))?;
+            let points = detect(&s.values, m).map_err(|e| {
+                SqlError::from(e).detail(format!("KPI \"{kpi}\", dimension values {}", s.dims))
+            })?;
             for ((label, start), (v, p)) in s.periods.iter().zip(s.values.iter().zip(points)) {
-                out.push((label.clone(), parse_date(start)?, JsonB(s.dims.clone()), *v, p.expected, p.score, p.is_anomaly, m.name().to_owned()));
+                out.push((
+                    label.clone(),
+                    parse_date(start)?,
+                    JsonB(s.dims.clone()),
+                    *v,
+                    p.expected,
+                    p.score,
+                    p.is_anomaly,
+                    m.name().to_owned(),
+                ));
             }
         }
         Ok::<_, SqlError>(out)
@@ -140,12 +214,18 @@ fn kpi_anomalies(kpi: &str, method: default!(&str, "'seasonal'"), options: defau
 }
 
 fn parse_date(s: &str) -> Result<Date, SqlError> {
-    Spi::get_one_with_args::<Date>("SELECT $1::date", &[s.into()])?.ok_or_else(|| SqlError::new(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, "no date"))
+    Spi::get_one_with_args::<Date>("SELECT $1::date", &[s.into()])?
+        .ok_or_else(|| SqlError::new(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, "no date"))
 }
 
 /// The next `h` periods after `last` (a period's first day): (label, first day), on the KPI's
 /// calendar and grain — a retail calendar's 53rd week included where its year has one.
-pub(crate) fn next_periods(client: &SpiClient<'_>, kpi: &Kpi, last: &str, h: usize) -> Result<Vec<(String, String)>, SqlError> {
+pub(crate) fn next_periods(
+    client: &SpiClient<'_>,
+    kpi: &Kpi,
+    last: &str,
+    h: usize,
+) -> Result<Vec<(String, String)>, SqlError> {
     let sql = match &kpi.calendar {
         Some(cal) => format!(
             "WITH RECURSIVE p(n, start) AS (
@@ -173,38 +253,59 @@ pub(crate) fn next_periods(client: &SpiClient<'_>, kpi: &Kpi, last: &str, h: usi
     let rows = client.select(&sql, None, &[last.into(), (h as i32).into()])?;
     let mut out = Vec::new();
     for r in rows {
-        out.push((r.get::<String>(1)?.unwrap_or_default(), r.get::<String>(2)?.unwrap_or_default()));
+        out.push((
+            r.get::<String>(1)?.unwrap_or_default(),
+            r.get::<String>(2)?.unwrap_or_default(),
+        ));
     }
     Ok(out)
 }
-
 
 /// Forecasts of a KPI's measure, per dimension values, for the next `horizon` periods of its
 /// calendar and grain, with 80 % and 95 % prediction intervals. Methods: auto (the ETS model
 /// with the lowest AICc), holt_winters_additive, holt_winters_multiplicative,
 /// holt_winters_damped, holt, holt_damped, ets_ann, seasonal_naive, naive, drift.
 #[pg_extern(stable, parallel_unsafe)]
-fn kpi_forecast(kpi: &str, horizon: i32, method: default!(&str, "'auto'"), options: default!(Option<JsonbArg>, "'{}'")) -> TableIterator<'static, (
-    name!(period, String),
-    name!(period_start, Date),
-    name!(step, i32),
-    name!(dims, JsonB),
-    name!(forecast, f64),
-    name!(lo80, f64),
-    name!(hi80, f64),
-    name!(lo95, f64),
-    name!(hi95, f64),
-    name!(model, String),
-)> {
+fn kpi_forecast(
+    kpi: &str,
+    horizon: i32,
+    method: default!(&str, "'auto'"),
+    options: default!(Option<JsonbArg>, "'{}'"),
+) -> TableIterator<
+    'static,
+    (
+        name!(period, String),
+        name!(period_start, Date),
+        name!(step, i32),
+        name!(dims, JsonB),
+        name!(forecast, f64),
+        name!(lo80, f64),
+        name!(hi80, f64),
+        name!(lo95, f64),
+        name!(hi95, f64),
+        name!(model, String),
+    ),
+> {
     if !(1..=1000).contains(&horizon) {
-        SqlError::new(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("kpi_forecast: the horizon must be from 1 to 1000 periods, not {horizon}")).raise()
+        SqlError::new(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("kpi_forecast: the horizon must be from 1 to 1000 periods, not {horizon}"),
+        )
+        .raise()
     }
     let o = option_map(options).or_raise();
     let rows = Spi::connect(|client| {
         let tenant_id = tenant::current(client)?;
         let (_, k) = crate::kpis::definition(client, &tenant_id, kpi)?;
-        if let Some(key) = o.keys().find(|x| !["measure", "season"].contains(&x.as_str())) {
-            return Err(SqlError::new(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("unknown option \"{key}\"")).hint("Options: measure, season."));
+        if let Some(key) = o
+            .keys()
+            .find(|x| !["measure", "season"].contains(&x.as_str()))
+        {
+            return Err(SqlError::new(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("unknown option \"{key}\""),
+            )
+            .hint("Options: measure, season."));
         }
         let measure = measure_of(kpi, &k, &o)?;
         let m = season(&k, &o)?;
@@ -212,10 +313,28 @@ fn kpi_forecast(kpi: &str, horizon: i32, method: default!(&str, "'auto'"), optio
         let mut out = Vec::new();
         for s in read(client, &tenant_id, kpi, &k, &measure)? {
             pgrx::check_for_interrupts!();
-            let Some((_, last)) = s.periods.last() else { continue };
-            let f = forecast(&s.values, m, horizon as usize, method).map_err(|e| SqlError::from(e).detail(format!("KPI \"{kpi}\", dimension values {}", s.dims)))?;
-            for (i, (label, start)) in next_periods(client, &k, last, horizon as usize)?.into_iter().enumerate() {
-                out.push((label, parse_date(&start)?, i as i32 + 1, JsonB(s.dims.clone()), f.point[i], f.lo80[i], f.hi80[i], f.lo95[i], f.hi95[i], f.model.clone()));
+            let Some((_, last)) = s.periods.last() else {
+                continue;
+            };
+            let f = forecast(&s.values, m, horizon as usize, method).map_err(|e| {
+                SqlError::from(e).detail(format!("KPI \"{kpi}\", dimension values {}", s.dims))
+            })?;
+            for (i, (label, start)) in next_periods(client, &k, last, horizon as usize)?
+                .into_iter()
+                .enumerate()
+            {
+                out.push((
+                    label,
+                    parse_date(&start)?,
+                    i as i32 + 1,
+                    JsonB(s.dims.clone()),
+                    f.point[i],
+                    f.lo80[i],
+                    f.hi80[i],
+                    f.lo95[i],
+                    f.hi95[i],
+                    f.model.clone(),
+                ));
             }
         }
         Ok::<_, SqlError>(out)
@@ -228,13 +347,31 @@ fn kpi_forecast(kpi: &str, horizon: i32, method: default!(&str, "'auto'"), optio
 /// anomalies in the periods written, each new one an `anomaly` event; its forecast, when a
 /// threshold on the measure is crossed within the horizon, a `forecast` event (once per
 /// period, dimension values and level). Privileged section (the KPI table is BareCount's).
-pub(crate) fn watch(client: &mut SpiClient<'_>, tenant_id: &str, name: &str, kpi: &Kpi, from: &str, to: &str) -> Result<(), SqlError> {
-    let range = client.select(&format!("SELECT ({from})::text, ({to})::text"), Some(1), &[])?.first();
-    let (lo, hi) = (range.get::<String>(1)?.unwrap_or_default(), range.get::<String>(2)?.unwrap_or_default());
+pub(crate) fn watch(
+    client: &mut SpiClient<'_>,
+    tenant_id: &str,
+    name: &str,
+    kpi: &Kpi,
+    from: &str,
+    to: &str,
+) -> Result<(), SqlError> {
+    let range = client
+        .select(
+            &format!("SELECT ({from})::text, ({to})::text"),
+            Some(1),
+            &[],
+        )?
+        .first();
+    let (lo, hi) = (
+        range.get::<String>(1)?.unwrap_or_default(),
+        range.get::<String>(2)?.unwrap_or_default(),
+    );
     if let Some(w) = &kpi.anomaly {
         let method = anomaly_method(kpi, &w.method, &w.options)?;
         for s in read(client, tenant_id, name, kpi, &w.measure)? {
-            let Ok(points) = detect(&s.values, method) else { continue }; // too short yet: nothing to say
+            let Ok(points) = detect(&s.values, method) else {
+                continue;
+            }; // too short yet: nothing to say
             for ((label, start), (v, p)) in s.periods.iter().zip(s.values.iter().zip(points)) {
                 if !p.is_anomaly || start.as_str() < lo.as_str() || start.as_str() > hi.as_str() {
                     continue;
@@ -242,12 +379,10 @@ pub(crate) fn watch(client: &mut SpiClient<'_>, tenant_id: &str, name: &str, kpi
                 let payload = json!({"kpi": name, "measure": w.measure, "period": label, "period_start": start, "dims": s.dims,
                                      "value": v, "expected": p.expected, "score": p.score, "method": method.name()});
                 client.update(
-                    "WITH fresh AS (
-                        INSERT INTO barecount.kpi_anomaly_state (tenant_id, kpi, measure, period, dims, value, expected, score, method, event_id)
-                        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0) ON CONFLICT DO NOTHING RETURNING 1),
-                     e AS (SELECT barecount._event_emit($1, 'anomaly', 'kpi:' || $2 || '/' || $4, $10) AS id FROM fresh)
-                     UPDATE barecount.kpi_anomaly_state s SET event_id = e.id FROM e
-                      WHERE s.tenant_id = $1 AND s.kpi = $2 AND s.measure = $3 AND s.period = $4 AND s.dims = $5",
+                    "INSERT INTO barecount.kpi_anomaly_state (tenant_id, kpi, measure, period, dims, value, expected, score, method, event_id)
+                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, barecount._event_emit($1, 'anomaly', 'kpi:' || $2 || '/' || $4, $10)
+                      WHERE NOT EXISTS (SELECT 1 FROM barecount.kpi_anomaly_state s
+                                         WHERE s.tenant_id = $1 AND s.kpi = $2 AND s.measure = $3 AND s.period = $4 AND s.dims = $5)",
                     None,
                     &[tenant_id.into(), name.into(), w.measure.as_str().into(), label.as_str().into(), JsonB(s.dims.clone()).into(),
                       (*v).into(), p.expected.into(), p.score.into(), method.name().into(), JsonB(payload).into()],
@@ -257,14 +392,31 @@ pub(crate) fn watch(client: &mut SpiClient<'_>, tenant_id: &str, name: &str, kpi
     }
     if let Some(w) = &kpi.forecast {
         let m = season(kpi, &w.options)?;
-        let horizon = w.options.get("horizon").and_then(Value::as_f64).unwrap_or(6.0).clamp(1.0, 1000.0) as usize;
+        let horizon = w
+            .options
+            .get("horizon")
+            .and_then(Value::as_f64)
+            .unwrap_or(6.0)
+            .clamp(1.0, 1000.0) as usize;
         let method = ets::Method::parse(&w.method, m)?;
         for s in read(client, tenant_id, name, kpi, &w.measure)? {
-            let Some((_, last)) = s.periods.last() else { continue };
-            let Ok(f) = forecast(&s.values, m, horizon, method) else { continue };
+            let Some((_, last)) = s.periods.last() else {
+                continue;
+            };
+            let Ok(f) = forecast(&s.values, m, horizon, method) else {
+                continue;
+            };
             let periods = next_periods(client, kpi, last, horizon)?;
             for t in kpi.thresholds.iter().filter(|t| t.measure == w.measure) {
-                let Some((i, level)) = f.point.iter().enumerate().map(|(i, v)| (i, t.level_of(*v))).find(|(_, l)| *l != "ok") else { continue };
+                let Some((i, level)) = f
+                    .point
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (i, t.level_of(*v)))
+                    .find(|(_, l)| *l != "ok")
+                else {
+                    continue;
+                };
                 let (label, start) = &periods[i];
                 let payload = json!({"kpi": name, "measure": w.measure, "period": label, "period_start": start, "dims": s.dims,
                                      "forecast": f.point[i], "lo95": f.lo95[i], "hi95": f.hi95[i], "level": level, "steps_ahead": i + 1, "model": f.model});

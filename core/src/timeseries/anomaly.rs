@@ -3,7 +3,7 @@
 
 use statrs::distribution::{ContinuousCDF, StudentsT};
 
-use super::decompose::decompose;
+use super::decompose::decompose_with;
 use super::{check_finite, mad_normal, median, SeriesError};
 
 /// The detection methods.
@@ -11,8 +11,8 @@ use super::{check_finite, mad_normal, median, SeriesError};
 pub enum Method {
     /// Robust z-score: (x − median) / MAD (scaled to the normal); anomalous when |z| > threshold.
     Mad { threshold: f64 },
-    /// Residuals of a classical seasonal decomposition with the calendar's season length,
-    /// scored by the robust z-score of the residuals.
+    /// Residuals of a classical seasonal decomposition with the calendar's season length (with
+    /// one round of robustness, see [`decompose_with`]), scored by their robust z-score.
     Seasonal { season: usize, threshold: f64 },
     /// Generalized ESD in its hybrid form on the decomposition's residuals (S-H-ESD): at most
     /// `max_share` of the points are anomalies, at significance `alpha`.
@@ -136,7 +136,7 @@ pub fn detect(y: &[f64], method: Method) -> Result<Vec<Point>, SeriesError> {
                 .collect())
         }
         Method::Seasonal { season, threshold } => {
-            let d = decompose(y, season)?;
+            let d = decompose_with(y, season, true)?;
             let (_, z) = robust_z(&d.resid);
             Ok(z.into_iter()
                 .enumerate()
@@ -163,7 +163,7 @@ pub fn detect(y: &[f64], method: Method) -> Result<Vec<Point>, SeriesError> {
             // S-H-ESD removes the season and the median only, which misses spikes on a trend);
             // without: the deviation from the median
             let (expected, resid): (Vec<f64>, Vec<f64>) = if season >= 2 {
-                let d = decompose(y, season)?;
+                let d = decompose_with(y, season, true)?;
                 (
                     d.trend
                         .iter()

@@ -18,6 +18,47 @@ pub struct Decomposition {
 
 /// Decomposes `y` with season length `m` (≥ 2); needs two full seasons.
 pub fn decompose(y: &[f64], m: usize) -> Result<Decomposition, SeriesError> {
+    decompose_with(y, m, false)
+}
+
+/// As [`decompose`]; when `robust`, one round of robustness: a first fit takes per-phase
+/// medians, points whose residual from it is an outlier (robust z-score over 4) are replaced by
+/// their fitted value, and the series is decomposed again (with means), so a spike stays in its own period's residual instead of leaking into
+/// the trend around it and, as a share of itself, into the same phase of every other season
+/// (what anomaly detection needs; STL's robustness weights serve the same end). The residual
+/// is then the original series less the second fit.
+pub fn decompose_with(y: &[f64], m: usize, robust: bool) -> Result<Decomposition, SeriesError> {
+    if !robust {
+        return classical(y, m, false);
+    }
+    // first fit with per-phase medians, which a spike cannot move
+    let first = classical(y, m, true)?;
+    let med = super::median(&first.resid);
+    // the scale from the classical fit: with few seasons a median fit leaves one residual per
+    // phase at exactly zero, and its MAD would call ordinary noise an outlier
+    let plain = classical(y, m, false)?;
+    let s = super::mad_normal(&plain.resid, super::median(&plain.resid));
+    let cleaned: Vec<f64> = y
+        .iter()
+        .enumerate()
+        .map(|(t, v)| {
+            if s > 0.0 && ((first.resid[t] - med) / s).abs() > 4.0 {
+                first.trend[t] + first.seasonal[t]
+            } else {
+                *v
+            }
+        })
+        .collect();
+    let mut second = classical(&cleaned, m, false)?;
+    second.resid = y
+        .iter()
+        .enumerate()
+        .map(|(t, v)| v - second.trend[t] - second.seasonal[t])
+        .collect();
+    Ok(second)
+}
+
+fn classical(y: &[f64], m: usize, medians: bool) -> Result<Decomposition, SeriesError> {
     check_finite(y)?;
     if m < 2 {
         return Err(SeriesError::BadOption {
@@ -60,7 +101,11 @@ pub fn decompose(y: &[f64], m: usize) -> Result<Decomposition, SeriesError> {
     let mut phases: Vec<f64> = (0..m)
         .map(|p| {
             let v: Vec<f64> = detrended.iter().skip(p).step_by(m).copied().collect();
-            v.iter().sum::<f64>() / v.len() as f64
+            if medians {
+                super::median(&v)
+            } else {
+                v.iter().sum::<f64>() / v.len() as f64
+            }
         })
         .collect();
     let mean = phases.iter().sum::<f64>() / m as f64;
