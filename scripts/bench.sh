@@ -21,7 +21,7 @@ rm -rf "$BC_STATE/bench"
 psql -X -q "$("$ROOT/scripts/cluster.sh" url bench postgres)" -c "CREATE DATABASE bench" >/dev/null
 url="$("$ROOT/scripts/cluster.sh" url bench bench)"
 psql -X -q "$url" -c "CREATE EXTENSION barecount" >/dev/null
-bench="${1:?which benchmark: read, read10m, ingest, ingest-invalid, ledger, validate, rls, kpi, fiscal or pipeline}"; shift
+bench="${1:?which benchmark: read, read10m, ingest, ingest-invalid, ledger, validate, rls, kpi, fiscal, pipeline, deliver, breach-latency or forecast}"; shift
 if [ "$bench" = read10m ]; then
     step "build barecount-flight (release)" cargo build --quiet --release -p barecount-flight
     ROAPI_VENV="${BARECOUNT_ROAPI_VENV:-$HOME/.cache/barecount/roapi-venv}"
@@ -36,4 +36,15 @@ if [ "$bench" = read10m ]; then
     exit
 fi
 step "build barecount-bench (release)" cargo build --quiet --release -p barecount-bench
+if [ "$bench" = forecast ]; then
+    # the baseline, statsforecast's AutoETS, from PyPI in a venv of its own
+    STATS_VENV="${BARECOUNT_STATS_VENV:-$HOME/.cache/barecount/stats-venv}"
+    if ! "$STATS_VENV/bin/python" -c "import statsforecast, statsmodels" 2>/dev/null; then
+        say "installing statsforecast 2.1.1 and statsmodels 0.15.0 into $STATS_VENV"
+        python3 -m venv "$STATS_VENV"
+        "$STATS_VENV/bin/pip" install --quiet "statsforecast==2.1.1" "statsmodels==0.15.0" scipy
+    fi
+    "$CARGO_TARGET_DIR/release/barecount-bench" forecast --python "$STATS_VENV/bin/python" "$@"
+    exit
+fi
 "$CARGO_TARGET_DIR/release/barecount-bench" "$bench" --pg-url "$url" "$@"

@@ -31,6 +31,7 @@
 //!   - `ledger_verify()` MB/s of canonical encoding hashed, beside this machine's raw SHA-256
 //!     throughput measured in the same run
 
+mod actions;
 mod pipelines;
 
 use anyhow::Context;
@@ -49,6 +50,30 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Bench {
+    /// Webhook deliveries per second through the delivery worker vs plain POSTs.
+    Deliver {
+        #[arg(long, env = "BARECOUNT_BENCH_PG_URL")]
+        pg_url: String,
+        #[arg(long, default_value_t = 20_000)]
+        deliveries: i64,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
+    /// Time from a committed KPI threshold breach to the signed webhook received (p50, p99).
+    BreachLatency {
+        #[arg(long, env = "BARECOUNT_BENCH_PG_URL")]
+        pg_url: String,
+        #[arg(long, default_value_t = 300)]
+        breaches: usize,
+    },
+    /// Auto ETS over 10,000 series vs statsforecast's AutoETS; accuracy on held-out data.
+    Forecast {
+        #[arg(long, default_value_t = 10_000)]
+        series: usize,
+        /// A Python with statsforecast 2.1.1 (scripts/bench.sh makes one).
+        #[arg(long, env = "BARECOUNT_STATS_PYTHON")]
+        python: String,
+    },
     /// Ingest with validation and receipts vs a plain INSERT of the same rows.
     Ingest {
         #[arg(long, env = "BARECOUNT_BENCH_PG_URL")]
@@ -755,6 +780,15 @@ async fn main() -> anyhow::Result<()> {
             rows,
             batch,
         } => ingest(pg_url, rows, batch.max(1)).await,
+        Bench::Deliver {
+            pg_url,
+            deliveries,
+            concurrency,
+        } => actions::deliver(pg_url, deliveries.max(1), concurrency.max(1)).await,
+        Bench::BreachLatency { pg_url, breaches } => {
+            actions::breach_latency(pg_url, breaches.max(1)).await
+        }
+        Bench::Forecast { series, python } => actions::forecast_bench(series.max(1), python).await,
         Bench::Ledger { pg_url, seconds } => ledger(pg_url, seconds.max(1)).await,
         Bench::Validate { pg_url, rows } => validate(pg_url, rows.max(1)).await,
         Bench::Rls { pg_url, rows, runs } => rls(pg_url, rows.max(1), runs.max(1)).await,

@@ -102,7 +102,7 @@ fn opt(o: &Map<String, Value>, k: &str) -> Result<Option<f64>, SqlError> {
 fn season(kpi: &Kpi, o: &Map<String, Value>) -> Result<usize, SqlError> {
     match opt(o, "season")? {
         None => Ok(kpi.season_length()),
-        Some(s) if s >= 1.0 && s <= 366.0 && s.fract() == 0.0 => Ok(s as usize),
+        Some(s) if (1.0..=366.0).contains(&s) && s.fract() == 0.0 => Ok(s as usize),
         Some(s) => Err(SqlError::new(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             format!("option \"season\" is a whole number of periods from 1 to 366, not {s}"),
@@ -164,6 +164,7 @@ fn option_map(o: Option<JsonbArg>) -> Result<Map<String, Value>, SqlError> {
 /// Anomaly detection over a KPI's materialized series, per dimension values: robust z-score
 /// (`mad`), seasonal decomposition residuals (`seasonal`, the season from the KPI's grain) or
 /// the generalized ESD test (`esd`). Options: measure, threshold, max_share, alpha, season.
+#[allow(clippy::type_complexity)]
 #[pg_extern(stable, parallel_unsafe)]
 fn kpi_anomalies(
     kpi: &str,
@@ -265,6 +266,7 @@ pub(crate) fn next_periods(
 /// calendar and grain, with 80 % and 95 % prediction intervals. Methods: auto (the ETS model
 /// with the lowest AICc), holt_winters_additive, holt_winters_multiplicative,
 /// holt_winters_damped, holt, holt_damped, ets_ann, seasonal_naive, naive, drift.
+#[allow(clippy::type_complexity)]
 #[pg_extern(stable, parallel_unsafe)]
 fn kpi_forecast(
     kpi: &str,

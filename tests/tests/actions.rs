@@ -2,6 +2,7 @@
 //! signs and sends the webhooks, a receiver verifies them with the Standard Webhooks reference
 //! verifier (PyPI `standardwebhooks`) and misbehaves on purpose; retries, dead letters, replay,
 //! a killed worker, two workers, secrets' rotation and re-wrapping, and the attacks.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use barecount_tests::*;
 use serde_json::Value;
@@ -19,7 +20,8 @@ struct Rig {
     gateway: String,
     keyring: PathBuf,
     dir: PathBuf,
-    receiver: Child,
+    /// killed when the rig is dropped
+    _receiver: Child,
     port: u16,
 }
 
@@ -87,7 +89,7 @@ async fn rig() -> Rig {
         gateway,
         keyring,
         dir,
-        receiver,
+        _receiver: receiver,
         port,
     }
 }
