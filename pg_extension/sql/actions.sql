@@ -162,6 +162,7 @@ COMMENT ON FUNCTION barecount._events_fire() IS
 REVOKE ALL ON FUNCTION barecount._events_fire() FROM PUBLIC;
 CREATE TRIGGER events_playbooks AFTER INSERT ON barecount.events
     REFERENCING NEW TABLE AS fresh FOR EACH STATEMENT EXECUTE FUNCTION barecount._events_fire();
+COMMENT ON TRIGGER events_playbooks ON barecount.events IS 'BareCount: the playbooks decide on every event in the transaction that wrote it';
 
 -- The delivery worker's claim: due webhook deliveries of every tenant, leased to the worker
 -- (FOR UPDATE SKIP LOCKED: concurrent workers never take the same one), with what it needs to

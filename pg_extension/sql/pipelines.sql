@@ -83,7 +83,7 @@ CREATE TABLE barecount.events (
     payload    jsonb NOT NULL DEFAULT '{}',
     created_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
-COMMENT ON TABLE barecount.events IS 'Outbox of platform events (runs started, finished and failed, publishes, quarantines, thresholds, pipeline hooks); consumed with events_claim/events_ack, each also sent on NOTIFY barecount_events';
+COMMENT ON TABLE barecount.events IS 'Outbox of platform events (runs started, finished and failed, publishes, quarantines, thresholds, pipeline hooks, KPI anomalies and forecast threshold crossings); playbooks decide on each as it is written; consumed with events_claim/events_ack, each also sent on NOTIFY barecount_events';
 CREATE INDEX events_tenant ON barecount.events (tenant_id, event_id);
 
 CREATE TABLE barecount.event_consumers (
