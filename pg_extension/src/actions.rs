@@ -584,15 +584,21 @@ fn secrets_rewrap() -> i64 {
 #[allow(clippy::too_many_arguments)]
 #[pg_extern(volatile, parallel_unsafe)]
 fn gateway_delivery_report(
-    delivery_id: i64,
-    attempt: i32,
-    worker: &str,
-    started_at: TimestampWithTimeZone,
-    outcome: &str,
+    delivery_id: Option<i64>,
+    attempt: Option<i32>,
+    worker: Option<&str>,
+    started_at: Option<TimestampWithTimeZone>,
+    outcome: Option<&str>,
     status_code: Option<i32>,
     error: Option<&str>,
     retry_after_s: Option<f64>,
 ) -> String {
+    let f = "gateway_delivery_report";
+    let delivery_id = crate::errors::required(delivery_id, f, "delivery_id");
+    let attempt = crate::errors::required(attempt, f, "attempt");
+    let worker = crate::errors::required(worker, f, "worker");
+    let started_at = crate::errors::required(started_at, f, "started_at");
+    let outcome = crate::errors::required(outcome, f, "outcome");
     let out = match (outcome, status_code) {
         ("status", Some(code)) if (100..=599).contains(&code) => Outcome::Status { code: code as u16, retry_after: retry_after_s },
         ("timeout", _) => Outcome::Timeout,

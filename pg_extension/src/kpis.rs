@@ -668,6 +668,22 @@ fn refresh_one(
     }
 }
 
+/// SQL for a KPI row's dimension values as a jsonb object (`'{}'` without dimensions).
+pub(crate) fn dims_sql(kpi: &Kpi) -> String {
+    if kpi.dimensions.is_empty() {
+        "'{}'::jsonb".to_owned()
+    } else {
+        format!(
+            "jsonb_build_object({})",
+            kpi.dimensions
+                .iter()
+                .map(|d| format!("{}, {}", quote_literal(d), quote_ident(d)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
+}
+
 /// Compares each threshold's level on the rows a run wrote with the level last seen for the
 /// same KPI, measure, period and dimension values; every change becomes a breach or recovery
 /// event in the outbox and on the NOTIFY channel barecount_kpi_events. Privileged section.
@@ -679,18 +695,7 @@ fn evaluate_thresholds(
     run_seq: i64,
 ) -> Result<(), SqlError> {
     let target = tenant::relation(tenant_id, Layer::Kpi, name);
-    let dims = if kpi.dimensions.is_empty() {
-        "'{}'::jsonb".to_owned()
-    } else {
-        format!(
-            "jsonb_build_object({})",
-            kpi.dimensions
-                .iter()
-                .map(|d| format!("{}, {}", quote_literal(d), quote_ident(d)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    };
+    let dims = dims_sql(kpi);
     for t in &kpi.thresholds {
         let sql = format!(
             "WITH now_levels AS (

@@ -49,18 +49,7 @@ pub(crate) fn read(
     measure: &str,
 ) -> Result<Vec<Series>, SqlError> {
     let table = tenant::relation(tenant_id, Layer::Kpi, name);
-    let dims = if kpi.dimensions.is_empty() {
-        "'{}'::jsonb".to_owned()
-    } else {
-        format!(
-            "jsonb_build_object({})",
-            kpi.dimensions
-                .iter()
-                .map(|d| format!("{}, {}", quote_literal(d), quote_ident(d)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    };
+    let dims = crate::kpis::dims_sql(kpi);
     let rows = client.select(
         &format!(
             "SELECT {dims}::text, period::text, period_start::text, ({m})::float8 FROM {table}
@@ -167,8 +156,8 @@ fn option_map(o: Option<JsonbArg>) -> Result<Map<String, Value>, SqlError> {
 #[allow(clippy::type_complexity)]
 #[pg_extern(stable, parallel_unsafe)]
 fn kpi_anomalies(
-    kpi: &str,
-    method: default!(&str, "'seasonal'"),
+    kpi: Option<&str>,
+    method: default!(Option<&str>, "'seasonal'"),
     options: default!(Option<JsonbArg>, "'{}'"),
 ) -> TableIterator<
     'static,
@@ -183,6 +172,8 @@ fn kpi_anomalies(
         name!(method, String),
     ),
 > {
+    let kpi = crate::errors::required(kpi, "kpi_anomalies", "kpi");
+    let method = crate::errors::required(method, "kpi_anomalies", "method");
     let o = option_map(options).or_raise();
     let rows = Spi::connect(|client| {
         let tenant_id = tenant::current(client)?;
@@ -269,9 +260,9 @@ pub(crate) fn next_periods(
 #[allow(clippy::type_complexity)]
 #[pg_extern(stable, parallel_unsafe)]
 fn kpi_forecast(
-    kpi: &str,
-    horizon: i32,
-    method: default!(&str, "'auto'"),
+    kpi: Option<&str>,
+    horizon: Option<i32>,
+    method: default!(Option<&str>, "'auto'"),
     options: default!(Option<JsonbArg>, "'{}'"),
 ) -> TableIterator<
     'static,
@@ -288,6 +279,9 @@ fn kpi_forecast(
         name!(model, String),
     ),
 > {
+    let kpi = crate::errors::required(kpi, "kpi_forecast", "kpi");
+    let horizon = crate::errors::required(horizon, "kpi_forecast", "horizon");
+    let method = crate::errors::required(method, "kpi_forecast", "method");
     if !(1..=1000).contains(&horizon) {
         SqlError::new(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,

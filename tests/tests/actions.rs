@@ -858,3 +858,80 @@ async fn anomalies_and_forecasts_from_sql() {
     let f1: f64 = rows[0].get(3);
     assert!((f1 - 1780.0).abs() < 60.0, "{f1}");
 }
+
+#[tokio::test]
+async fn a_forecast_crossing_a_threshold_is_an_event_once() {
+    let db = fresh_db().await;
+    let c = &db.client;
+    // a rising monthly series: 60 months from 100 by 10 a month; the threshold is crossed only
+    // in the forecast (the last month is 690, warn above 720)
+    c.batch_execute(
+        "CREATE TABLE gdp.signups (tenant_id text NOT NULL DEFAULT 'default', d date, n numeric);
+         INSERT INTO gdp.signups (d, n) SELECT (date '2020-01-15' + make_interval(months => i))::date, 100 + 10 * i FROM generate_series(0, 59) i;
+         SELECT barecount.kpi_define('signups', '{\"source\": \"gdp.signups\", \"time\": \"d\", \"grain\": \"month\",
+             \"measures\": {\"n\": \"sum(n)\"}, \"thresholds\": [{\"measure\": \"n\", \"direction\": \"above\", \"warn\": 720, \"critical\": 1000}],
+             \"forecast\": {\"method\": \"drift\", \"horizon\": 6}}');
+         SELECT * FROM barecount.kpi_materialize('signups', '2020-01-01', '2024-12-31');",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        count(
+            c,
+            "SELECT count(*) FROM barecount.events WHERE kind = 'threshold'"
+        )
+        .await,
+        0,
+        "no value has crossed yet"
+    );
+    let ev = c
+        .query(
+            "SELECT payload FROM barecount.events WHERE kind = 'forecast'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(ev.len(), 1);
+    let p: Value = ev[0].get(0);
+    // drift: 690 + 10 h crosses 720 at h = 4, in 2025-04
+    assert_eq!(
+        (
+            p["period"].as_str(),
+            p["level"].as_str(),
+            p["steps_ahead"].as_u64()
+        ),
+        (Some("2025-04"), Some("warn"), Some(4)),
+        "{p}"
+    );
+    // the same forecast again is not news
+    c.batch_execute(
+        "SELECT * FROM barecount.kpi_materialize('signups', '2024-12-01', '2024-12-31')",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        count(
+            c,
+            "SELECT count(*) FROM barecount.events WHERE kind = 'forecast'"
+        )
+        .await,
+        1
+    );
+    // and a playbook reacts to it
+    c.batch_execute(
+        "SELECT barecount.action_define('tell', 'notify', '{\"channel\": \"growth\"}');
+         SELECT barecount.playbook_define('growth', ARRAY['forecast_breach'], '{\"kpi\": \"signups\"}', ARRAY['tell']);
+         UPDATE gdp.signups SET n = n + 200 WHERE d >= '2024-12-01';
+         SELECT * FROM barecount.kpi_materialize('signups', '2024-12-01', '2024-12-31');",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        strings(
+            c,
+            "SELECT trigger || ' ' || decision FROM barecount.playbook_decisions"
+        )
+        .await,
+        ["forecast_breach fired"]
+    );
+}
