@@ -19,7 +19,7 @@ fn err<T>(s: impl Into<String>) -> Result<T, ActionError> {
 }
 
 /// The kinds of action.
-pub const KINDS: [&str; 3] = ["webhook", "sql", "notify"];
+pub const KINDS: [&str; 4] = ["webhook", "sql", "notify", "export"];
 
 /// A checked action definition.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +35,13 @@ pub enum Action {
     },
     Notify {
         channel: String,
+    },
+    Export {
+        dataset: String,
+        format: String,
+        flight_url: String,
+        token_secret: String,
+        schedule: Vec<f64>,
     },
 }
 
@@ -57,7 +64,32 @@ pub fn is_name(s: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
+/// The retry schedule a config gives (`retry_schedule_s`), or the default.
+fn schedule(o: &Map<String, Value>) -> Result<Vec<f64>, ActionError> {
+    match o.get("retry_schedule_s") {
+        None => Ok(DEFAULT_SCHEDULE.to_vec()),
+        Some(Value::Array(a)) => {
+            let s: Option<Vec<f64>> = a.iter().map(Value::as_f64).collect();
+            let s =
+                s.ok_or_else(|| ActionError("\"retry_schedule_s\" is a list of seconds".into()))?;
+            check_schedule(&s).map_err(|e| ActionError(e.to_string()))?;
+            Ok(s)
+        }
+        Some(v) => err(format!(
+            "\"retry_schedule_s\" is a list of seconds, not {v}"
+        )),
+    }
+}
+
 impl Action {
+    /// The waits between attempts of the deliveries the worker sends (webhooks and exports).
+    pub fn schedule(&self) -> Vec<f64> {
+        match self {
+            Action::Webhook { schedule, .. } | Action::Export { schedule, .. } => schedule.clone(),
+            _ => DEFAULT_SCHEDULE.to_vec(),
+        }
+    }
+
     pub fn parse(kind: &str, config: &Value) -> Result<Action, ActionError> {
         let o = config
             .as_object()
@@ -80,25 +112,7 @@ impl Action {
                         _ => return err(format!("webhook config: \"timeout_ms\" must be a whole number from 100 to 120000, not {v}")),
                     },
                 };
-                let schedule = match o.get("retry_schedule_s") {
-                    None => DEFAULT_SCHEDULE.to_vec(),
-                    Some(Value::Array(a)) => {
-                        let s: Option<Vec<f64>> = a.iter().map(Value::as_f64).collect();
-                        let s = s.ok_or_else(|| {
-                            ActionError(
-                                "webhook config: \"retry_schedule_s\" is a list of seconds".into(),
-                            )
-                        })?;
-                        check_schedule(&s)
-                            .map_err(|e| ActionError(format!("webhook config: {e}")))?;
-                        s
-                    }
-                    Some(v) => {
-                        return err(format!(
-                            "webhook config: \"retry_schedule_s\" is a list of seconds, not {v}"
-                        ))
-                    }
-                };
+                let schedule = schedule(o)?;
                 let auth_secret = match o.get("auth_secret") {
                     None => None,
                     Some(Value::String(s)) if is_name(s) => Some(s.clone()),
@@ -136,6 +150,49 @@ impl Action {
                 }
                 Ok(Action::Notify {
                     channel: c.to_owned(),
+                })
+            }
+            "export" => {
+                only(
+                    o,
+                    &[
+                        "dataset",
+                        "format",
+                        "flight_url",
+                        "token_secret",
+                        "retry_schedule_s",
+                    ],
+                    "export config",
+                )?;
+                let text = |k: &str| o.get(k).and_then(Value::as_str);
+                let dataset = text("dataset").ok_or_else(|| {
+                    ActionError(
+                        "export config: \"dataset\" is required (a published dataset)".into(),
+                    )
+                })?;
+                if !is_name(dataset) {
+                    return err(format!(
+                        "export config: \"dataset\" must be a dataset name, not {dataset:?}"
+                    ));
+                }
+                let format = text("format").unwrap_or("parquet");
+                if !["parquet", "csv", "arrow"].contains(&format) {
+                    return err(format!(
+                        "export config: \"format\" is parquet, csv or arrow, not {format:?}"
+                    ));
+                }
+                let flight_url = text("flight_url").ok_or_else(|| ActionError("export config: \"flight_url\" is required (the barecount-flight that writes the file)".into()))?;
+                check_url(flight_url).map_err(|e| ActionError(format!("export config: {e}")))?;
+                let token_secret = match text("token_secret") {
+                    Some(t) if is_name(t) => t.to_owned(),
+                    _ => return err("export config: \"token_secret\" names the secret holding an API token with the export scope (barecount.secret_set)"),
+                };
+                Ok(Action::Export {
+                    dataset: dataset.to_owned(),
+                    format: format.to_owned(),
+                    flight_url: flight_url.to_owned(),
+                    token_secret,
+                    schedule: schedule(o)?,
                 })
             }
             other => err(format!(
@@ -383,5 +440,22 @@ mod tests {
             dedup_key("anomaly", "kpi:s/2024-01", &json!({"dims": {"r": "EU"}})),
             dedup_key("anomaly", "kpi:s/2024-01", &json!({"dims": {"r": "US"}}))
         );
+        let e = Action::parse(
+            "export",
+            &json!({"dataset": "sales", "flight_url": "http://127.0.0.1:50051", "token_secret": "t", "retry_schedule_s": [1]}),
+        );
+        assert!(
+            matches!(&e, Ok(Action::Export { format, .. }) if format == "parquet"),
+            "{e:?}"
+        );
+        assert_eq!(e.map(|a| a.schedule()), Ok(vec![1.0]));
+        for bad in [
+            json!({"dataset": "../x", "flight_url": "http://h", "token_secret": "t"}),
+            json!({"dataset": "s", "flight_url": "h", "token_secret": "t"}),
+            json!({"dataset": "s", "flight_url": "http://h", "format": "xlsx", "token_secret": "t"}),
+            json!({"dataset": "s", "flight_url": "http://h"}),
+        ] {
+            assert!(Action::parse("export", &bad).is_err(), "{bad}");
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! The delivery worker (`barecount-flight deliver`): leases due webhook deliveries from Postgres
+//! The delivery worker (`barecount-flight deliver`): leases due webhook (and export) deliveries from Postgres
 //! (`barecount.gateway_deliveries_claim`, FOR UPDATE SKIP LOCKED, so several workers never take
 //! the same one while its lease lasts), signs each per Standard Webhooks with the action's
 //! secrets (opened with the operator's keyring), POSTs it, and reports every attempt
@@ -44,6 +44,8 @@ pub struct DeliverConfig {
 struct Claimed {
     delivery_id: i64,
     tenant_id: String,
+    kind: String,
+    config: String,
     webhook_id: String,
     url: String,
     body: String,
@@ -103,7 +105,7 @@ async fn claim(
     let rows = db
         .query(
             "SELECT delivery_id, tenant_id, webhook_id, url, body, attempt, timeout_ms, kek_id, wrapped_dek, secret_ids, sealed,
-                    auth_secret_id, auth_sealed
+                    auth_secret_id, auth_sealed, kind, config
                FROM barecount.gateway_deliveries_claim($1, $2, make_interval(secs => $3))",
             &[&worker, &(max as i32), &(lease.as_secs_f64())],
         )
@@ -114,6 +116,8 @@ async fn claim(
         .map(|r| Claimed {
             delivery_id: r.get(0),
             tenant_id: r.get(1),
+            kind: r.get(13),
+            config: r.get(14),
             webhook_id: r.get(2),
             url: r.get::<_, Option<String>>(3).unwrap_or_default(),
             body: r.get(4),
@@ -179,7 +183,60 @@ fn keys(ring: &Keyring, d: &Claimed) -> Result<(Vec<Vec<u8>>, Option<String>), S
     Ok((out, auth))
 }
 
+/// An export action: barecount-flight's export of the dataset, with the API token the tenant
+/// keeps as the action's secret (so the export has that token's tenant, scope and limits, and
+/// its own receipt). The file is named after the delivery's id: a redelivery after an export
+/// that was written but not reported finds it there and counts it as done.
+async fn export(ring: &Keyring, d: &Claimed) -> Report {
+    use crate::export::{ExportRequest, Format};
+    let config: serde_json::Value = serde_json::from_str(&d.config).unwrap_or_default();
+    let token =
+        match (&d.auth, &d.kek_id, &d.wrapped_dek) {
+            (Some((id, sealed)), Some(kek), Some(wrapped)) => {
+                match secrets::open_secret(ring, &d.tenant_id, kek, wrapped, *id, sealed) {
+                    Ok(t) => String::from_utf8_lossy(&t).into_owned(),
+                    Err(e) => return error(format!("secret {id}: {e}")),
+                }
+            }
+            _ => return error(
+                "the export action's token_secret is not set: barecount.secret_set(name, token)",
+            ),
+        };
+    let format = match config["format"].as_str().unwrap_or("parquet") {
+        "csv" => Format::Csv,
+        "arrow" => Format::Arrow,
+        _ => Format::Parquet,
+    };
+    let request = ExportRequest {
+        dataset: config["dataset"].as_str().map(str::to_owned),
+        version: None,
+        query: None,
+        format,
+        name: Some(d.webhook_id.clone()),
+    };
+    let url = config["flight_url"].as_str().unwrap_or_default();
+    match crate::client::export(url, &crate::client::Auth::Token(token), &request, |_, _| {}).await
+    {
+        Ok(_) => Report {
+            outcome: "status",
+            status: Some(200),
+            error: None,
+            retry_after: None,
+        },
+        Err(e) if e.to_string().contains("exists already") => Report {
+            outcome: "status",
+            status: Some(200),
+            error: None,
+            retry_after: None,
+        },
+        Err(e) => error(format!("the export failed: {e:#}")),
+    }
+}
+
 async fn send(http: &reqwest::Client, ring: &Keyring, d: &Claimed) -> Report {
+    if d.kind == "export" {
+        return export(ring, d).await;
+    }
     let (keys, auth) = match keys(ring, d) {
         Ok(k) => k,
         Err(e) => return error(e),

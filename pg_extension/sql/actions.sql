@@ -22,14 +22,14 @@ CREATE TABLE barecount.actions (
     tenant_id   text NOT NULL REFERENCES barecount.tenants,
     name        text NOT NULL,
     version     integer NOT NULL,
-    kind        text NOT NULL CHECK (kind IN ('webhook', 'sql', 'notify')),
+    kind        text NOT NULL CHECK (kind IN ('webhook', 'sql', 'notify', 'export')),
     config      jsonb NOT NULL,
     defined_by  name NOT NULL DEFAULT session_user,
     defined_at  timestamptz NOT NULL DEFAULT now(),
     ledger_seq  bigint NOT NULL,
     PRIMARY KEY (tenant_id, name, version)
 );
-COMMENT ON TABLE barecount.actions IS 'The action catalog: versioned webhook, sql and notify actions per tenant (secrets are kept apart, encrypted)';
+COMMENT ON TABLE barecount.actions IS 'The action catalog: versioned webhook, sql, notify and export actions per tenant (secrets are kept apart, encrypted)';
 
 CREATE TABLE barecount.playbooks (
     tenant_id     text NOT NULL REFERENCES barecount.tenants,
@@ -72,7 +72,7 @@ CREATE TABLE barecount.deliveries (
     webhook_id      text NOT NULL UNIQUE,
     action          text NOT NULL,
     action_version  integer NOT NULL,
-    kind            text NOT NULL CHECK (kind IN ('webhook', 'sql', 'notify')),
+    kind            text NOT NULL CHECK (kind IN ('webhook', 'sql', 'notify', 'export')),
     playbook        text,
     event_id        bigint,
     payload         jsonb NOT NULL,
@@ -88,7 +88,7 @@ CREATE TABLE barecount.deliveries (
     ledger_seq      bigint
 );
 COMMENT ON TABLE barecount.deliveries IS 'Deliveries of actions: pending (due at next_attempt_at, leased to a worker until lease_until), delivered or dead (a dead letter, replayable); webhook_id is stable across attempts so receivers can de-duplicate';
-CREATE INDEX deliveries_due ON barecount.deliveries (next_attempt_at) WHERE state = 'pending' AND kind = 'webhook';
+CREATE INDEX deliveries_due ON barecount.deliveries (next_attempt_at) WHERE state = 'pending' AND kind IN ('webhook', 'export');
 CREATE INDEX deliveries_tenant ON barecount.deliveries (tenant_id, delivery_id);
 
 CREATE TABLE barecount.delivery_attempts (
@@ -169,7 +169,7 @@ COMMENT ON TRIGGER events_playbooks ON barecount.events IS 'BareCount: the playb
 -- sign them: the tenant's wrapped key and the action's sealed signing secrets.
 CREATE FUNCTION barecount.gateway_deliveries_claim(worker text, max_deliveries integer DEFAULT 100,
                                                    lease interval DEFAULT '30 seconds')
-    RETURNS TABLE (delivery_id bigint, tenant_id text, webhook_id text, url text, body text, attempt integer,
+    RETURNS TABLE (delivery_id bigint, tenant_id text, kind text, config text, webhook_id text, url text, body text, attempt integer,
                    timeout_ms integer, kek_id text, wrapped_dek bytea, secret_ids bigint[], sealed bytea[],
                    auth_secret_id bigint, auth_sealed bytea)
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
@@ -195,7 +195,7 @@ BEGIN
     RETURN QUERY
     WITH due AS (
         SELECT d.delivery_id FROM barecount.deliveries d
-         WHERE d.state = 'pending' AND d.kind = 'webhook' AND d.next_attempt_at <= clock_timestamp()
+         WHERE d.state = 'pending' AND d.kind IN ('webhook', 'export') AND d.next_attempt_at <= clock_timestamp()
            AND (d.lease_until IS NULL OR d.lease_until < clock_timestamp())
          ORDER BY d.next_attempt_at, d.delivery_id
          LIMIT max_deliveries FOR UPDATE SKIP LOCKED),
@@ -204,7 +204,7 @@ BEGIN
            SET attempts = d.attempts + 1, lease_until = clock_timestamp() + lease, leased_by = worker
           FROM due WHERE d.delivery_id = due.delivery_id
         RETURNING d.*)
-    SELECT l.delivery_id, l.tenant_id, l.webhook_id, a.config->>'url', l.payload::text, l.attempts,
+    SELECT l.delivery_id, l.tenant_id, l.kind, a.config::text, l.webhook_id, a.config->>'url', l.payload::text, l.attempts,
            coalesce((a.config->>'timeout_ms')::integer, 10000), k.kek_id, k.wrapped_dek,
            s.ids, s.sealed, c.secret_id, c.sealed
       FROM leased l
@@ -217,11 +217,12 @@ BEGIN
              AND (x.expires_at IS NULL OR x.expires_at > clock_timestamp())) s ON true
       LEFT JOIN LATERAL (
           SELECT x.secret_id, x.sealed FROM barecount.secrets x
-           WHERE x.tenant_id = l.tenant_id AND x.purpose = 'credential' AND x.name = a.config->>'auth_secret'
+           WHERE x.tenant_id = l.tenant_id AND x.purpose = 'credential'
+             AND x.name = coalesce(a.config->>'auth_secret', a.config->>'token_secret')
            ORDER BY x.secret_id DESC LIMIT 1) c ON true
      ORDER BY l.delivery_id;
 END
 $$;
 COMMENT ON FUNCTION barecount.gateway_deliveries_claim(text, integer, interval) IS
-    'For the delivery worker (a member of barecount_admin): lease up to max_deliveries due webhook deliveries (FOR UPDATE SKIP LOCKED; a lease that passes makes the delivery due again, same webhook_id), with the sealed secrets to sign them';
+    'For the delivery worker (a member of barecount_admin): lease up to max_deliveries due webhook and export deliveries (FOR UPDATE SKIP LOCKED; a lease that passes makes the delivery due again, same webhook_id), with the sealed secrets to sign them';
 REVOKE ALL ON FUNCTION barecount.gateway_deliveries_claim(text, integer, interval) FROM PUBLIC;

@@ -614,7 +614,7 @@ fn gateway_delivery_report(
         }
         privilege::as_owner(|| {
             let d = client.update(
-                "SELECT d.tenant_id, d.state, d.attempts, d.leased_by, d.schedule_from, a.config, d.webhook_id, d.action, d.event_id, d.playbook
+                "SELECT d.tenant_id, d.state, d.attempts, d.leased_by, d.schedule_from, a.config, d.webhook_id, d.action, d.event_id, d.playbook, d.kind
                    FROM barecount.deliveries d JOIN barecount.actions a ON a.tenant_id = d.tenant_id AND a.name = d.action AND a.version = d.action_version
                   WHERE d.delivery_id = $1 FOR UPDATE OF d",
                 None,
@@ -634,6 +634,7 @@ fn gateway_delivery_report(
             let action = row.get::<String>(8)?.unwrap_or_default();
             let event_id = row.get::<i64>(9)?;
             let playbook = row.get::<String>(10)?;
+            let kind = row.get::<String>(11)?.unwrap_or_default();
             let applies = state == "pending" && attempts == attempt && leased_by == worker;
             let code = match &out {
                 Outcome::Status { code, .. } => Some(i32::from(*code)),
@@ -648,10 +649,7 @@ fn gateway_delivery_report(
             if !applies {
                 return Ok(state);
             }
-            let schedule: Vec<f64> = match Action::parse("webhook", &config) {
-                Ok(Action::Webhook { schedule, .. }) => schedule,
-                _ => DEFAULT_SCHEDULE.to_vec(),
-            };
+            let schedule: Vec<f64> = Action::parse(&kind, &config).map(|a| a.schedule()).unwrap_or_else(|_| DEFAULT_SCHEDULE.to_vec());
             let jitter = client.select("SELECT random()", Some(1), &[])?.first().get::<f64>(1)?.unwrap_or(0.5);
             let n = (attempt - from).max(1) as u32;
             let detail = |base: String| match &error {
@@ -705,7 +703,7 @@ fn delivery_replay(
             let rows = client.update(
                 "UPDATE barecount.deliveries SET state = 'pending', schedule_from = attempts, next_attempt_at = clock_timestamp(),
                         lease_until = NULL, leased_by = NULL, finished_at = NULL
-                  WHERE tenant_id = $1 AND state = 'dead' AND kind = 'webhook' AND (delivery_id = $2 OR action = $3)
+                  WHERE tenant_id = $1 AND state = 'dead' AND kind IN ('webhook', 'export') AND (delivery_id = $2 OR action = $3)
                   RETURNING delivery_id, webhook_id, action",
                 None,
                 &[tenant_id.as_str().into(), delivery_id.into(), action.into()],

@@ -935,3 +935,75 @@ async fn a_forecast_crossing_a_threshold_is_an_event_once() {
         ["forecast_breach fired"]
     );
 }
+
+#[tokio::test]
+async fn an_export_action_writes_the_dataset_through_barecount_flight() {
+    let r = rig().await;
+    let c = &r.c;
+    sales_kpi(c).await;
+    c.batch_execute("SELECT barecount.publish('net_by_month', 'SELECT period, net FROM kpi.net')")
+        .await
+        .unwrap();
+    let exports = temp_dir("bc-action-exports");
+    let mut config = barecount_flight::Config::local(&r.db.url);
+    config.export_dir = exports.clone();
+    let flight = Flight::start_with(config).await;
+    // the export runs with an API token the tenant keeps as a secret: its tenant, scope and limits
+    let row = c
+        .query_one("SELECT token_id, token FROM barecount.token_create('default', ARRAY['export'], now() + interval '1 day')", &[])
+        .await
+        .unwrap();
+    let (token_id, token): (String, String) = (row.get(0), row.get(1));
+    c.execute("SELECT barecount.secret_set('export_token', $1)", &[&token])
+        .await
+        .unwrap();
+    c.execute(
+        "SELECT barecount.action_define('snapshot', 'export', jsonb_build_object('dataset', 'net_by_month', 'format', 'csv',
+                 'flight_url', $1::text, 'token_secret', 'export_token', 'retry_schedule_s', jsonb_build_array(0.2)))",
+        &[&flight.url],
+    )
+    .await
+    .unwrap();
+    c.batch_execute("SELECT barecount.playbook_define('snap', ARRAY['threshold_breach'], '{\"kpi\": \"net\"}', ARRAY['snapshot'])").await.unwrap();
+    breach(c, "2024-01", 5000).await;
+    let _w = r.worker("w1", 30).await;
+    r.until_sql(
+        60,
+        "SELECT state = 'delivered' FROM barecount.deliveries WHERE action = 'snapshot'",
+    )
+    .await;
+    let id: String = c
+        .query_one(
+            "SELECT webhook_id FROM barecount.deliveries WHERE action = 'snapshot'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let file = exports.join("default").join(format!("{id}.csv"));
+    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    assert_eq!(
+        text.lines().count(),
+        1 + 24,
+        "a header and the 24 published months: {text}"
+    );
+    // the export has its own receipt, besides the delivery's
+    assert_eq!(
+        count(
+            c,
+            "SELECT count(*) FROM barecount.ledger WHERE event_type = 'export'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(count(c, "SELECT count(*) FROM barecount.ledger WHERE event_type = 'delivery' AND inputs->>'outcome' = 'delivered'").await, 1);
+    // a revoked token: the next export fails and is retried, then dead-lettered with the reason
+    c.execute("SELECT barecount.token_revoke($1)", &[&token_id])
+        .await
+        .unwrap();
+    breach(c, "2024-02", 5000).await;
+    r.until_sql(60, "SELECT count(*) = 1 FROM barecount.deliveries WHERE action = 'snapshot' AND state = 'dead'").await;
+    let why: String = c.query_one("SELECT last_error FROM barecount.deliveries WHERE action = 'snapshot' AND state = 'dead'", &[]).await.unwrap().get(0);
+    assert!(why.contains("export failed"), "{why}");
+    flight.stop().await;
+}

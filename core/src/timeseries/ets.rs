@@ -5,7 +5,9 @@
 //! Fitting minimises the sum of squared one-step errors (for additive errors the maximum
 //! likelihood estimate) over the smoothing parameters, the damping and the initial level and
 //! slope, by Nelder-Mead; the initial seasonal states come from a classical decomposition of
-//! the first seasons (Hyndman's heuristic). `auto` picks the model with the lowest AICc.
+//! the first seasons (Hyndman's heuristic). `auto` picks the model with the lowest AICc among
+//! these models of y and, for a positive series, of ln y (multiplicative errors, trend and
+//! season; compared on y's likelihood), then refits the one it chose.
 //! Prediction intervals use the analytic variance of additive models (Hyndman et al. 2008,
 //! class 1); for multiplicative seasonality that variance is scaled by the season's factor (an
 //! approximation). Baselines: seasonal naive, naive and drift (Hyndman and Athanasopoulos,
@@ -177,6 +179,68 @@ pub fn filter(spec: &Spec, p: &Params, y: &[f64]) -> Filtered {
     }
 }
 
+/// The sum of squared one-step errors of the model over `y`, as [`filter`] computes it, without
+/// allocating (`ring` is scratch space): the fitting objective.
+fn sse(spec: &Spec, p: &Params, y: &[f64], ring: &mut Vec<f64>) -> f64 {
+    let m = spec.m();
+    let phi = damping(spec, p);
+    let (mut l, mut b) = (
+        p.level,
+        if spec.trend == Trend::None {
+            0.0
+        } else {
+            p.slope
+        },
+    );
+    ring.clear();
+    if spec.seasonal() {
+        ring.extend_from_slice(&p.seasonal);
+    } else {
+        ring.push(0.0);
+    }
+    let gamma_star = if p.alpha < 1.0 {
+        p.gamma / (1.0 - p.alpha)
+    } else {
+        0.0
+    };
+    let mut total = 0.0;
+    let mut k = 0;
+    for &v in y {
+        let base = l + phi * b;
+        let s = ring[k];
+        match spec.season {
+            Season::None => {
+                let e = v - base;
+                total += e * e;
+                l = base + p.alpha * e;
+                b = phi * b + p.beta * e;
+            }
+            Season::Add => {
+                let e = v - base - s;
+                total += e * e;
+                l = base + p.alpha * e;
+                b = phi * b + p.beta * e;
+                ring[k] = s + p.gamma * e;
+            }
+            Season::Mul => {
+                if base <= 0.0 || s <= 0.0 {
+                    return f64::INFINITY;
+                }
+                let e = v - base * s;
+                total += e * e;
+                l = base + p.alpha * e / s;
+                b = phi * b + p.beta * e / s;
+                ring[k] = gamma_star * v / l + (1.0 - gamma_star) * s;
+            }
+        }
+        k += 1;
+        if k == m {
+            k = 0;
+        }
+    }
+    total
+}
+
 /// Point forecasts and 80 % and 95 % prediction intervals, one entry per step ahead.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Forecast {
@@ -251,15 +315,20 @@ pub fn predict(spec: &Spec, p: &Params, f: &Filtered, n: usize, h: usize) -> For
         let c = p.alpha + p.beta * phi_h + seasonal;
         sum_c2 += c * c;
     }
+    Forecast::with_sd(spec.name(), point, &sd, f.sse, Some(aicc(spec, f.sse, n)))
+}
+
+/// The AICc of a fitted additive-error model: -2 log-likelihood (Gaussian errors, variance at
+/// its estimate SSE/n) plus the small-sample penalty on its parameters.
+fn aicc(spec: &Spec, sse: f64, n: usize) -> f64 {
     let k = spec.parameters() as f64;
     let nf = n as f64;
-    let aic = nf * ((2.0 * std::f64::consts::PI * sigma2).ln() + 1.0) + 2.0 * k;
-    let aicc = if nf - k - 1.0 > 0.0 {
+    let aic = nf * ((2.0 * std::f64::consts::PI * sse / nf).ln() + 1.0) + 2.0 * k;
+    if nf - k - 1.0 > 0.0 {
         aic + 2.0 * k * (k + 1.0) / (nf - k - 1.0)
     } else {
         f64::INFINITY
-    };
-    Forecast::with_sd(spec.name(), point, &sd, f.sse, Some(aicc))
+    }
 }
 
 fn logistic(u: f64) -> f64 {
@@ -336,6 +405,13 @@ fn initial_states(spec: &Spec, y: &[f64]) -> Result<(f64, f64, Vec<f64>), Series
 /// Fits `spec` to `y` by least squares. Needs two full seasons for a seasonal model and at
 /// least four points otherwise.
 pub fn fit(spec: &Spec, y: &[f64]) -> Result<(Params, Filtered), SeriesError> {
+    fit_with(spec, y, true)
+}
+
+/// [`fit`]; without `refine`, a seasonal model keeps its heuristic initial seasonal states
+/// (one small optimisation instead of two: what `auto` uses to compare models, before it
+/// refines the one it chose).
+fn fit_with(spec: &Spec, y: &[f64], refine: bool) -> Result<(Params, Filtered), SeriesError> {
     check_finite(y)?;
     let need = if spec.seasonal() {
         (2 * spec.m).max(spec.parameters() + 2)
@@ -373,58 +449,50 @@ pub fn fit(spec: &Spec, y: &[f64]) -> Result<(Params, Filtered), SeriesError> {
     let has_trend = spec.trend != Trend::None;
     let damped = spec.trend == Trend::Damped;
     let seasonal_model = spec.seasonal();
-    // unconstrained coordinates: alpha, beta/alpha, gamma/(1-alpha), (phi-0.8)/0.18, level, slope
-    let decode = |u: &[f64]| -> Params {
+    // unconstrained coordinates: alpha, beta/alpha, gamma/(1-alpha), (phi-0.8)/0.18, level,
+    // slope, then m - 1 seasonal offsets (the last state keeps their sum, or their mean of 1)
+    let decode = |u: &[f64], p: &mut Params| {
         let mut i = 0;
         let mut next = || {
-            let v = u[i];
+            let v = u.get(i).copied().unwrap_or(0.0);
             i += 1;
             v
         };
-        let alpha = 1e-4 + (1.0 - 2e-4) * logistic(next());
-        let beta = if has_trend {
-            alpha * logistic(next())
+        p.alpha = 1e-4 + (1.0 - 2e-4) * logistic(next());
+        p.beta = if has_trend {
+            p.alpha * logistic(next())
         } else {
             0.0
         };
-        let gamma = if seasonal_model {
-            (1.0 - alpha) * logistic(next())
+        p.gamma = if seasonal_model {
+            (1.0 - p.alpha) * logistic(next())
         } else {
             0.0
         };
-        let phi = if damped {
+        p.phi = if damped {
             0.8 + 0.18 * logistic(next())
         } else {
             1.0
         };
-        let level = level0 + next() * spread;
-        let slope = if has_trend {
+        p.level = level0 + next() * spread;
+        p.slope = if has_trend {
             slope0 + next() * spread / 10.0
         } else {
             0.0
         };
-        let mut states = seasonal.clone();
         if seasonal_model {
-            // m - 1 free states; the last keeps their sum (additive) or mean (multiplicative)
-            let m = states.len();
-            for s in states.iter_mut().take(m - 1) {
+            let m = seasonal.len();
+            p.seasonal.clear();
+            p.seasonal.extend_from_slice(&seasonal);
+            for s in p.seasonal.iter_mut().take(m - 1) {
                 *s += next() * season_step;
             }
-            let rest: f64 = states[..m - 1].iter().sum();
-            states[m - 1] = if spec.season == Season::Mul {
+            let rest: f64 = p.seasonal[..m - 1].iter().sum();
+            p.seasonal[m - 1] = if spec.season == Season::Mul {
                 m as f64 - rest
             } else {
                 -rest
             };
-        }
-        Params {
-            alpha,
-            beta,
-            gamma,
-            phi,
-            level,
-            slope,
-            seasonal: states,
         }
     };
     let mut x0 = vec![logit(0.5)];
@@ -441,13 +509,41 @@ pub fn fit(spec: &Spec, y: &[f64]) -> Result<(Params, Filtered), SeriesError> {
     if has_trend {
         x0.push(0.0);
     }
-    if seasonal_model {
-        x0.extend(std::iter::repeat_n(0.0, spec.m - 1));
+    let core = x0.len();
+    let mut scratch = Params {
+        alpha: 0.0,
+        beta: 0.0,
+        gamma: 0.0,
+        phi: 1.0,
+        level: 0.0,
+        slope: 0.0,
+        seasonal: seasonal.clone(),
+    };
+    let mut ring = Vec::with_capacity(spec.m());
+    let mut objective = |u: &[f64]| {
+        decode(u, &mut scratch);
+        sse(spec, &scratch, y, &mut ring)
+    };
+    // first the smoothing parameters, level and slope with the heuristic seasonal states; then,
+    // for a seasonal model, everything together from there (the seasonal states move little)
+    let (mut best, _) = nelder_mead(&mut objective, &x0, &vec![0.5; core], 200 * core, 1e-9);
+    if seasonal_model && refine {
+        best.extend(std::iter::repeat_n(0.0, spec.m - 1));
+        let mut step = vec![0.2; core];
+        step.extend(std::iter::repeat_n(0.1, spec.m - 1));
+        let (b, _) = nelder_mead(&mut objective, &best, &step, 60 * best.len(), 1e-8);
+        best = b;
     }
-    let step = vec![0.5; x0.len()];
-    let mut objective = |u: &[f64]| filter(spec, &decode(u), y).sse;
-    let (best, _) = nelder_mead(&mut objective, &x0, &step, 200 * x0.len(), 1e-10);
-    let params = decode(&best);
+    let mut params = Params {
+        alpha: 0.0,
+        beta: 0.0,
+        gamma: 0.0,
+        phi: 1.0,
+        level: 0.0,
+        slope: 0.0,
+        seasonal: seasonal.clone(),
+    };
+    decode(&best, &mut params);
     let filtered = filter(spec, &params, y);
     Ok((params, filtered))
 }
@@ -499,29 +595,73 @@ pub fn forecast(y: &[f64], m: usize, h: usize, method: Method) -> Result<Forecas
             Ok(predict(&spec, &p, &f, y.len(), h))
         }
         Method::Auto => {
-            let mut best: Option<Forecast> = None;
-            let mut seasons = vec![Season::None];
-            if m >= 2 && y.len() >= 2 * m {
-                seasons.push(Season::Add);
-                if y.iter().all(|v| *v > 0.0) {
-                    seasons.push(Season::Mul);
+            // the candidates: additive-error models of y and, for a positive series, of ln y
+            // (multiplicative errors, trend and season), all compared by AICc on y's likelihood
+            // (a model of ln y adds 2 Σ ln y, the Jacobian); each fitted with its heuristic
+            // seasonal states, then the one chosen refitted fully
+            let positive = y.iter().all(|v| *v > 0.0);
+            let logs: Vec<f64> = if positive {
+                y.iter().map(|v| v.ln()).collect()
+            } else {
+                Vec::new()
+            };
+            let jacobian = 2.0 * logs.iter().sum::<f64>();
+            let mut best: Option<(f64, Spec, bool)> = None;
+            for log in [false, true] {
+                if log && !positive {
+                    continue;
                 }
-            }
-            for season in seasons {
-                for trend in [Trend::None, Trend::Add, Trend::Damped] {
-                    let spec = Spec { trend, season, m };
-                    let Ok((p, f)) = fit(&spec, y) else { continue };
-                    let fc = predict(&spec, &p, &f, y.len(), h);
-                    if best.as_ref().is_none_or(|b| fc.aicc < b.aicc) && fc.sse.is_finite() {
-                        best = Some(fc);
+                let data: &[f64] = if log { &logs } else { y };
+                let mut seasons = vec![Season::None];
+                if m >= 2 && y.len() >= 2 * m {
+                    seasons.push(Season::Add);
+                    if positive && !log {
+                        seasons.push(Season::Mul);
+                    }
+                }
+                for &season in &seasons {
+                    for trend in [Trend::None, Trend::Add, Trend::Damped] {
+                        let spec = Spec { trend, season, m };
+                        let Ok((_, f)) = fit_with(&spec, data, false) else {
+                            continue;
+                        };
+                        if !f.sse.is_finite() {
+                            continue;
+                        }
+                        let score =
+                            aicc(&spec, f.sse, data.len()) + if log { jacobian } else { 0.0 };
+                        if best.as_ref().is_none_or(|b| score < b.0) {
+                            best = Some((score, spec, log));
+                        }
                     }
                 }
             }
-            best.ok_or(SeriesError::TooShort {
-                method: "ETS".into(),
-                need: 4,
-                have: y.len(),
-            })
+            let Some((score, spec, log)) = best else {
+                return Err(SeriesError::TooShort {
+                    method: "ETS".into(),
+                    need: 4,
+                    have: y.len(),
+                });
+            };
+            let data: &[f64] = if log { &logs } else { y };
+            let (p, f) = fit(&spec, data)?;
+            let mut fc = predict(&spec, &p, &f, data.len(), h);
+            fc.aicc = Some(aicc(&spec, f.sse, data.len()) + if log { jacobian } else { 0.0 });
+            let _ = score;
+            if log {
+                // quantiles carry over through exp: the point is the median forecast of y
+                for v in [
+                    &mut fc.point,
+                    &mut fc.lo80,
+                    &mut fc.hi80,
+                    &mut fc.lo95,
+                    &mut fc.hi95,
+                ] {
+                    v.iter_mut().for_each(|x| *x = x.exp());
+                }
+                fc.model = format!("{} of ln y", fc.model);
+            }
+            Ok(fc)
         }
         Method::SeasonalNaive | Method::Naive => {
             let m = if method == Method::Naive { 1 } else { m.max(1) };
