@@ -419,6 +419,13 @@ async fn a_quarantine_spike_fails_the_run_and_lands_nothing() {
     )
     .await
     .unwrap();
+    // a playbook on the spike and the failure (issue 16): both decided, in the run's transaction
+    e.batch_execute(
+        "SELECT barecount.action_define('tell', 'notify', '{\"channel\": \"ops\"}');
+         SELECT barecount.playbook_define('ops', ARRAY['quarantine_spike', 'run_failed'], '{\"pipeline\": \"retail\"}', ARRAY['tell']);",
+    )
+    .await
+    .unwrap();
     let r = e
         .query_one("SELECT status, failed_step, error_sqlstate, error_message FROM barecount.pipeline_run('retail', 'FY2024-P01', 'FY2024-P01')", &[])
         .await
@@ -445,6 +452,10 @@ async fn a_quarantine_spike_fails_the_run_and_lands_nothing() {
         )
         .await,
         1
+    );
+    assert_eq!(
+        strings(&e, "SELECT trigger || ' ' || decision FROM barecount.playbook_decisions ORDER BY decision_id").await,
+        ["quarantine_spike fired", "run_failed fired"]
     );
     // as a warning, the run goes on and the step says so
     e.query_one(
