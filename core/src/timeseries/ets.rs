@@ -347,7 +347,7 @@ fn initial_states(spec: &Spec, y: &[f64]) -> Result<(f64, f64, Vec<f64>), Series
     let mut adjusted = y.to_vec();
     let mut seasonal = Vec::new();
     if spec.seasonal() {
-        let k = (y.len() / m).min(4);
+        let k = (y.len() / m).min(HEURISTIC_SEASONS);
         let head = &y[..k * m];
         let d = decompose(head, m)?;
         seasonal = match spec.season {
@@ -548,6 +548,13 @@ fn fit_with(spec: &Spec, y: &[f64], refine: bool) -> Result<(Params, Filtered), 
     Ok((params, filtered))
 }
 
+/// How many of `auto`'s candidates, ranked by a first fit with heuristic seasonal states, are
+/// refitted fully before the lowest AICc is chosen.
+const REFINED: usize = 1;
+
+/// How many leading seasons the heuristic initial seasonal states are taken from.
+const HEURISTIC_SEASONS: usize = 4;
+
 /// The forecasting methods.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Method {
@@ -606,7 +613,7 @@ pub fn forecast(y: &[f64], m: usize, h: usize, method: Method) -> Result<Forecas
                 Vec::new()
             };
             let jacobian = 2.0 * logs.iter().sum::<f64>();
-            let mut best: Option<(f64, Spec, bool)> = None;
+            let mut candidates: Vec<(f64, Spec, bool)> = Vec::new();
             for log in [false, true] {
                 if log && !positive {
                     continue;
@@ -625,29 +632,38 @@ pub fn forecast(y: &[f64], m: usize, h: usize, method: Method) -> Result<Forecas
                         let Ok((_, f)) = fit_with(&spec, data, false) else {
                             continue;
                         };
-                        if !f.sse.is_finite() {
-                            continue;
-                        }
-                        let score =
-                            aicc(&spec, f.sse, data.len()) + if log { jacobian } else { 0.0 };
-                        if best.as_ref().is_none_or(|b| score < b.0) {
-                            best = Some((score, spec, log));
+                        if f.sse.is_finite() {
+                            candidates.push((
+                                aicc(&spec, f.sse, data.len()) + if log { jacobian } else { 0.0 },
+                                spec,
+                                log,
+                            ));
                         }
                     }
                 }
             }
-            let Some((score, spec, log)) = best else {
+            candidates.sort_by(|a, b| a.0.total_cmp(&b.0));
+            // the best few by that first look, refitted fully; the lowest AICc of those wins
+            let mut best: Option<(f64, Forecast, bool)> = None;
+            for &(_, spec, log) in candidates.iter().take(REFINED) {
+                let data: &[f64] = if log { &logs } else { y };
+                let Ok((p, f)) = fit(&spec, data) else {
+                    continue;
+                };
+                let score = aicc(&spec, f.sse, data.len()) + if log { jacobian } else { 0.0 };
+                if f.sse.is_finite() && best.as_ref().is_none_or(|b| score < b.0) {
+                    let mut fc = predict(&spec, &p, &f, data.len(), h);
+                    fc.aicc = Some(score);
+                    best = Some((score, fc, log));
+                }
+            }
+            let Some((_, mut fc, log)) = best else {
                 return Err(SeriesError::TooShort {
                     method: "ETS".into(),
                     need: 4,
                     have: y.len(),
                 });
             };
-            let data: &[f64] = if log { &logs } else { y };
-            let (p, f) = fit(&spec, data)?;
-            let mut fc = predict(&spec, &p, &f, data.len(), h);
-            fc.aicc = Some(aicc(&spec, f.sse, data.len()) + if log { jacobian } else { 0.0 });
-            let _ = score;
             if log {
                 // quantiles carry over through exp: the point is the median forecast of y
                 for v in [
