@@ -113,75 +113,28 @@ fn damping(spec: &Spec, p: &Params) -> f64 {
 /// and the final states. An impossible state (a multiplicative season over a level at or
 /// below zero) gives an infinite SSE.
 pub fn filter(spec: &Spec, p: &Params, y: &[f64]) -> Filtered {
-    let m = spec.m();
-    let phi = damping(spec, p);
-    let (mut l, mut b) = (
-        p.level,
-        if spec.trend == Trend::None {
-            0.0
-        } else {
-            p.slope
-        },
-    );
-    let mut ring = if spec.seasonal() {
-        p.seasonal.clone()
-    } else {
-        vec![0.0]
-    };
+    let mut ring = Vec::with_capacity(spec.m());
     let mut fitted = Vec::with_capacity(y.len());
-    let mut sse = 0.0;
-    for (t, &v) in y.iter().enumerate() {
-        let base = l + phi * b;
-        let k = t % m;
-        let s = ring[k];
-        let yhat = match spec.season {
-            Season::None => base,
-            Season::Add => base + s,
-            Season::Mul => base * s,
-        };
-        let e = v - yhat;
-        fitted.push(yhat);
-        sse += e * e;
-        match spec.season {
-            Season::None => {
-                l = base + p.alpha * e;
-                b = phi * b + p.beta * e;
-            }
-            Season::Add => {
-                l = base + p.alpha * e;
-                b = phi * b + p.beta * e;
-                ring[k] = s + p.gamma * e;
-            }
-            Season::Mul => {
-                if base <= 0.0 || s <= 0.0 {
-                    sse = f64::INFINITY;
-                    break;
-                }
-                // Holt-Winters' component form, as statsmodels: the season is updated from the
-                // new level, s_t = gamma* y_t / l_t + (1 - gamma*) s_{t-m}, gamma* = gamma / (1 - alpha)
-                l = base + p.alpha * e / s;
-                b = phi * b + p.beta * e / s;
-                let gamma_star = if p.alpha < 1.0 {
-                    p.gamma / (1.0 - p.alpha)
-                } else {
-                    0.0
-                };
-                ring[k] = gamma_star * v / l + (1.0 - gamma_star) * s;
-            }
-        }
-    }
+    let (sse, level, slope) = recurse(spec, p, y, &mut ring, |yhat| fitted.push(yhat));
     Filtered {
         fitted,
         sse,
-        level: l,
-        slope: b,
+        level,
+        slope,
         ring,
     }
 }
 
-/// The sum of squared one-step errors of the model over `y`, as [`filter`] computes it, without
-/// allocating (`ring` is scratch space): the fitting objective.
-fn sse(spec: &Spec, p: &Params, y: &[f64], ring: &mut Vec<f64>) -> f64 {
+/// The recursions themselves: `ring` ends holding the latest seasonal state per phase, each
+/// one-step prediction goes to `fitted`; returns (SSE, final level, final slope). A
+/// multiplicative season over a level at or below zero stops it with an infinite SSE.
+fn recurse(
+    spec: &Spec,
+    p: &Params,
+    y: &[f64],
+    ring: &mut Vec<f64>,
+    mut fitted: impl FnMut(f64),
+) -> (f64, f64, f64) {
     let m = spec.m();
     let phi = damping(spec, p);
     let (mut l, mut b) = (
@@ -198,6 +151,8 @@ fn sse(spec: &Spec, p: &Params, y: &[f64], ring: &mut Vec<f64>) -> f64 {
     } else {
         ring.push(0.0);
     }
+    // Holt-Winters' component form for a multiplicative season, as statsmodels: the season is
+    // updated from the new level, s_t = gamma* y_t / l_t + (1 - gamma*) s_{t-m}, gamma* = gamma / (1 - alpha)
     let gamma_star = if p.alpha < 1.0 {
         p.gamma / (1.0 - p.alpha)
     } else {
@@ -208,26 +163,28 @@ fn sse(spec: &Spec, p: &Params, y: &[f64], ring: &mut Vec<f64>) -> f64 {
     for &v in y {
         let base = l + phi * b;
         let s = ring[k];
+        let yhat = match spec.season {
+            Season::None => base,
+            Season::Add => base + s,
+            Season::Mul => base * s,
+        };
+        let e = v - yhat;
+        fitted(yhat);
+        total += e * e;
         match spec.season {
             Season::None => {
-                let e = v - base;
-                total += e * e;
                 l = base + p.alpha * e;
                 b = phi * b + p.beta * e;
             }
             Season::Add => {
-                let e = v - base - s;
-                total += e * e;
                 l = base + p.alpha * e;
                 b = phi * b + p.beta * e;
                 ring[k] = s + p.gamma * e;
             }
             Season::Mul => {
                 if base <= 0.0 || s <= 0.0 {
-                    return f64::INFINITY;
+                    return (f64::INFINITY, l, b);
                 }
-                let e = v - base * s;
-                total += e * e;
                 l = base + p.alpha * e / s;
                 b = phi * b + p.beta * e / s;
                 ring[k] = gamma_star * v / l + (1.0 - gamma_star) * s;
@@ -238,7 +195,13 @@ fn sse(spec: &Spec, p: &Params, y: &[f64], ring: &mut Vec<f64>) -> f64 {
             k = 0;
         }
     }
-    total
+    (total, l, b)
+}
+
+/// The sum of squared one-step errors of the model over `y`, without allocating (`ring` is
+/// scratch space): the fitting objective.
+fn sse(spec: &Spec, p: &Params, y: &[f64], ring: &mut Vec<f64>) -> f64 {
+    recurse(spec, p, y, ring, |_| {}).0
 }
 
 /// Point forecasts and 80 % and 95 % prediction intervals, one entry per step ahead.

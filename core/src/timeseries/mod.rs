@@ -15,6 +15,7 @@ pub mod anomaly;
 pub mod decompose;
 pub mod ets;
 mod optimize;
+pub mod synthetic;
 
 use thiserror::Error;
 
