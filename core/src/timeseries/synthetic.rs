@@ -7,7 +7,7 @@ pub struct Rng(pub u64);
 
 impl Rng {
     /// Uniform in [0, 1).
-    pub fn next(&mut self) -> f64 {
+    pub fn uniform(&mut self) -> f64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -17,18 +17,18 @@ impl Rng {
 
     /// Standard normal (Box-Muller).
     pub fn normal(&mut self) -> f64 {
-        let (u, v) = (self.next().max(1e-12), self.next());
+        let (u, v) = (self.uniform().max(1e-12), self.uniform());
         (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
     }
 }
 
 /// `n` months of one retail-like series.
 pub fn retail(rng: &mut Rng, n: usize) -> Vec<f64> {
-    let level = 500.0 + 2000.0 * rng.next();
-    let trend = level * (rng.next() - 0.3) * 0.01;
-    let amp = 0.1 + 0.3 * rng.next();
-    let noise = 0.02 + 0.06 * rng.next();
-    let mul = rng.next() < 0.5;
+    let level = 500.0 + 2000.0 * rng.uniform();
+    let trend = level * (rng.uniform() - 0.3) * 0.01;
+    let amp = 0.1 + 0.3 * rng.uniform();
+    let noise = 0.02 + 0.06 * rng.uniform();
+    let mul = rng.uniform() < 0.5;
     (0..n)
         .map(|t| {
             let season = [
