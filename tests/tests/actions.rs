@@ -1007,3 +1007,39 @@ async fn an_export_action_writes_the_dataset_through_barecount_flight() {
     assert!(why.contains("export failed"), "{why}");
     flight.stop().await;
 }
+
+#[tokio::test]
+async fn a_cool_down_quiets_a_playbook_after_it_fires() {
+    let db = fresh_db().await;
+    let c = &db.client;
+    sales_kpi(c).await;
+    c.batch_execute(
+        "SELECT barecount.action_define('tell', 'notify', '{\"channel\": \"ops\"}');
+         SELECT barecount.playbook_define('calm', ARRAY['threshold_breach'], '{\"kpi\": \"net\"}', ARRAY['tell'], '0', '1 hour');",
+    )
+    .await
+    .unwrap();
+    // two breaches of different months: not duplicates, but the second falls in the cool-down
+    breach(c, "2024-01", 5000).await;
+    breach(c, "2024-02", 5000).await;
+    let rows = strings(
+        c,
+        "SELECT decision || ': ' || reason FROM barecount.playbook_decisions ORDER BY decision_id",
+    )
+    .await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows[0].starts_with("fired"), "{rows:?}");
+    assert!(rows[1].starts_with("suppressed: cool-down"), "{rows:?}");
+    assert_eq!(
+        count(c, "SELECT count(*) FROM barecount.deliveries").await,
+        1
+    );
+    assert_eq!(
+        count(
+            c,
+            "SELECT count(*) FROM barecount.ledger WHERE event_type = 'playbook_decision'"
+        )
+        .await,
+        2
+    );
+}
