@@ -123,6 +123,21 @@ pub enum Outcome {
     Connection,
 }
 
+/// A `Retry-After` header's wait in seconds: a number of seconds, or an HTTP date (RFC 9110)
+/// less `now`; a date already past waits 0. None for anything else.
+pub fn retry_after(value: &str, now: std::time::SystemTime) -> Option<f64> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then_some(secs);
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(
+        at.duration_since(now)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0),
+    )
+}
+
 /// What happens to a delivery after an attempt.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Next {
@@ -230,6 +245,19 @@ mod tests {
         );
         assert!(matches!(decide(1, &st(410), &s, 0.5), Next::Dead(r) if r.contains("410")));
         assert!(matches!(decide(1, &st(301), &s, 0.5), Next::Dead(r) if r.contains("redirect")));
+    }
+
+    #[test]
+    fn retry_after_is_seconds_or_an_http_date() {
+        let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(784_111_717); // Sun, 06 Nov 1994 08:48:37 GMT
+        assert_eq!(retry_after("120", now), Some(120.0));
+        assert_eq!(
+            retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now),
+            Some(60.0)
+        );
+        assert_eq!(retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now), Some(0.0));
+        assert_eq!(retry_after("-5", now), None);
+        assert_eq!(retry_after("soon", now), None);
     }
 
     #[test]

@@ -266,7 +266,7 @@ async fn send(http: &reqwest::Client, ring: &Keyring, d: &Claimed) -> Report {
                 .headers()
                 .get("retry-after")
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<f64>().ok());
+                .and_then(|v| barecount_core::webhook::retry_after(v, SystemTime::now()));
             // read (and drop) the body so the connection can be reused
             let _ = resp.bytes().await;
             Report {

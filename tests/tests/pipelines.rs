@@ -114,9 +114,21 @@ async fn a_retail_pipeline_backfills_calendar_periods_once_with_receipts() {
         .unwrap()
         .get(0);
     assert_eq!(again, 1);
+    // a playbook on the pipeline's publish and its hook (issue 16)
+    e.batch_execute(
+        "SELECT barecount.action_define('tell', 'notify', '{\"channel\": \"ops\"}');
+         SELECT barecount.playbook_define('published', ARRAY['publish'], '{\"dataset\": \"sales_by_period\"}', ARRAY['tell'], '0');
+         SELECT barecount.playbook_define('finished', ARRAY['hook', 'run_finished'], '{\"pipeline\": \"retail\"}', ARRAY['tell'], '0');",
+    )
+    .await
+    .unwrap();
 
     let (run1, status, replayed) = run(&e, "FY2024-P01", "FY2024-P06", "backfill-2024-h1").await;
     assert_eq!((status.as_str(), replayed), ("succeeded", false));
+    assert_eq!(
+        strings(&e, "SELECT trigger || ' ' || decision FROM barecount.playbook_decisions ORDER BY decision_id").await,
+        ["publish fired", "hook fired", "run_finished fired"]
+    );
     // exactly the periods asked, on the retail calendar
     assert_eq!(
         strings(&e, "SELECT DISTINCT period FROM kpi.sales ORDER BY 1").await,
