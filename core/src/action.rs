@@ -391,6 +391,23 @@ mod tests {
                 function: "ops.on_event".into()
             })
         );
+        let e = Action::parse(
+            "export",
+            &json!({"dataset": "sales", "flight_url": "http://127.0.0.1:50051", "token_secret": "t", "retry_schedule_s": [1]}),
+        );
+        assert!(
+            matches!(&e, Ok(Action::Export { format, .. }) if format == "parquet"),
+            "{e:?}"
+        );
+        assert_eq!(e.map(|a| a.schedule()), Ok(vec![1.0]));
+        for bad in [
+            json!({"dataset": "../x", "flight_url": "http://h", "token_secret": "t"}),
+            json!({"dataset": "s", "flight_url": "h", "token_secret": "t"}),
+            json!({"dataset": "s", "flight_url": "http://h", "format": "xlsx", "token_secret": "t"}),
+            json!({"dataset": "s", "flight_url": "http://h"}),
+        ] {
+            assert!(Action::parse("export", &bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -440,22 +457,5 @@ mod tests {
             dedup_key("anomaly", "kpi:s/2024-01", &json!({"dims": {"r": "EU"}})),
             dedup_key("anomaly", "kpi:s/2024-01", &json!({"dims": {"r": "US"}}))
         );
-        let e = Action::parse(
-            "export",
-            &json!({"dataset": "sales", "flight_url": "http://127.0.0.1:50051", "token_secret": "t", "retry_schedule_s": [1]}),
-        );
-        assert!(
-            matches!(&e, Ok(Action::Export { format, .. }) if format == "parquet"),
-            "{e:?}"
-        );
-        assert_eq!(e.map(|a| a.schedule()), Ok(vec![1.0]));
-        for bad in [
-            json!({"dataset": "../x", "flight_url": "http://h", "token_secret": "t"}),
-            json!({"dataset": "s", "flight_url": "h", "token_secret": "t"}),
-            json!({"dataset": "s", "flight_url": "http://h", "format": "xlsx", "token_secret": "t"}),
-            json!({"dataset": "s", "flight_url": "http://h"}),
-        ] {
-            assert!(Action::parse("export", &bad).is_err(), "{bad}");
-        }
     }
 }

@@ -152,35 +152,39 @@ fn error(e: impl std::fmt::Display) -> Report {
     }
 }
 
-/// Opens the delivery's secrets: the signing keys (newest first) and the Authorization value.
-fn keys(ring: &Keyring, d: &Claimed) -> Result<(Vec<Vec<u8>>, Option<String>), String> {
+/// Opens one of the delivery's sealed secrets with the tenant's key.
+fn open(ring: &Keyring, d: &Claimed, id: i64, sealed: &[u8]) -> Result<Vec<u8>, String> {
     let (Some(kek), Some(wrapped)) = (&d.kek_id, &d.wrapped_dek) else {
-        return Err(
-            "the action has no signing secret: run barecount.webhook_secret_rotate for it".into(),
-        );
+        return Err(format!("secret {id}: the tenant has no key"));
     };
-    let ids = d.secret_ids.clone().unwrap_or_default();
-    let sealed = d.sealed.clone().unwrap_or_default();
+    secrets::open_secret(ring, &d.tenant_id, kek, wrapped, id, sealed)
+        .map_err(|e| format!("secret {id}: {e}"))
+}
+
+/// The action's credential (a webhook's Authorization value, an export's API token), as text.
+fn credential(ring: &Keyring, d: &Claimed) -> Result<Option<String>, String> {
+    match &d.auth {
+        Some((id, s)) => Ok(Some(
+            String::from_utf8(open(ring, d, *id, s)?)
+                .map_err(|_| format!("secret {id} is not text"))?,
+        )),
+        None => Ok(None),
+    }
+}
+
+/// Opens the delivery's signing keys, newest first.
+fn signing_keys(ring: &Keyring, d: &Claimed) -> Result<Vec<Vec<u8>>, String> {
+    let ids = d.secret_ids.as_deref().unwrap_or_default();
     if ids.is_empty() {
         return Err(
             "the action has no signing secret: run barecount.webhook_secret_rotate for it".into(),
         );
     }
-    let open = |id: i64, s: &[u8]| {
-        secrets::open_secret(ring, &d.tenant_id, kek, wrapped, id, s)
-            .map_err(|e| format!("secret {id}: {e}"))
-    };
-    let mut out = Vec::new();
-    for (id, s) in ids.iter().zip(&sealed) {
-        out.push(open(*id, s)?);
-    }
-    let auth = match &d.auth {
-        Some((id, s)) => {
-            Some(String::from_utf8(open(*id, s)?).map_err(|_| format!("secret {id} is not text"))?)
-        }
-        None => None,
-    };
-    Ok((out, auth))
+    let sealed = d.sealed.as_deref().unwrap_or_default();
+    ids.iter()
+        .zip(sealed)
+        .map(|(id, s)| open(ring, d, *id, s))
+        .collect()
 }
 
 /// An export action: barecount-flight's export of the dataset, with the API token the tenant
@@ -191,16 +195,12 @@ async fn export(ring: &Keyring, d: &Claimed) -> Report {
     use crate::export::{ExportRequest, Format};
     let config: serde_json::Value = serde_json::from_str(&d.config).unwrap_or_default();
     let token =
-        match (&d.auth, &d.kek_id, &d.wrapped_dek) {
-            (Some((id, sealed)), Some(kek), Some(wrapped)) => {
-                match secrets::open_secret(ring, &d.tenant_id, kek, wrapped, *id, sealed) {
-                    Ok(t) => String::from_utf8_lossy(&t).into_owned(),
-                    Err(e) => return error(format!("secret {id}: {e}")),
-                }
-            }
-            _ => return error(
+        match credential(ring, d) {
+            Ok(Some(t)) => t,
+            Ok(None) => return error(
                 "the export action's token_secret is not set: barecount.secret_set(name, token)",
             ),
+            Err(e) => return error(e),
         };
     let format = match config["format"].as_str().unwrap_or("parquet") {
         "csv" => Format::Csv,
@@ -217,19 +217,16 @@ async fn export(ring: &Keyring, d: &Claimed) -> Report {
     let url = config["flight_url"].as_str().unwrap_or_default();
     match crate::client::export(url, &crate::client::Auth::Token(token), &request, |_, _| {}).await
     {
-        Ok(_) => Report {
+        // a file of this delivery's name exists: an earlier attempt wrote it
+        Err(e) if !e.to_string().contains("exists already") => {
+            error(format!("the export failed: {e:#}"))
+        }
+        _ => Report {
             outcome: "status",
             status: Some(200),
             error: None,
             retry_after: None,
         },
-        Err(e) if e.to_string().contains("exists already") => Report {
-            outcome: "status",
-            status: Some(200),
-            error: None,
-            retry_after: None,
-        },
-        Err(e) => error(format!("the export failed: {e:#}")),
     }
 }
 
@@ -237,7 +234,7 @@ async fn send(http: &reqwest::Client, ring: &Keyring, d: &Claimed) -> Report {
     if d.kind == "export" {
         return export(ring, d).await;
     }
-    let (keys, auth) = match keys(ring, d) {
+    let (keys, auth) = match signing_keys(ring, d).and_then(|k| Ok((k, credential(ring, d)?))) {
         Ok(k) => k,
         Err(e) => return error(e),
     };

@@ -64,6 +64,65 @@ fn interval_secs(client: &SpiClient<'_>, i: &Interval) -> Result<f64, SqlError> 
         .unwrap_or(0.0))
 }
 
+/// An interval option's length in seconds, refused unless it is from 0 to 30 days.
+fn window_secs(client: &SpiClient<'_>, i: &Interval, what: &str) -> Result<f64, SqlError> {
+    let s = interval_secs(client, i)?;
+    if (0.0..=30.0 * 86400.0).contains(&s) {
+        Ok(s)
+    } else {
+        Err(SqlError::new(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("{what} must be from 0 to 30 days"),
+        ))
+    }
+}
+
+/// The latest version of a tenant's action: (version, kind, config), if it exists.
+fn latest_action(
+    client: &SpiClient<'_>,
+    tenant_id: &str,
+    name: &str,
+) -> Result<Option<(i32, String, Value)>, SqlError> {
+    let r = client.select(
+        "SELECT version, kind, config FROM barecount.actions WHERE tenant_id = $1 AND name = $2 ORDER BY version DESC LIMIT 1",
+        Some(1),
+        &[tenant_id.into(), name.into()],
+    )?;
+    if r.is_empty() {
+        return Ok(None);
+    }
+    let row = r.first();
+    Ok(Some((
+        row.get::<i32>(1)?.unwrap_or(0),
+        row.get::<String>(2)?.unwrap_or_default(),
+        row.get::<JsonB>(3)?.map(|j| j.0).unwrap_or(Value::Null),
+    )))
+}
+
+/// A delivery's final outcome as a ledger receipt, its seq kept on the delivery.
+fn outcome_receipt(
+    client: &mut SpiClient<'_>,
+    tenant_id: &str,
+    delivery_id: i64,
+    action: &str,
+    inputs: Value,
+) -> Result<(), SqlError> {
+    let receipt = ledger::append(
+        client,
+        tenant_id,
+        "delivery",
+        &format!("action:{action}"),
+        &inputs,
+        None,
+    )?;
+    client.update(
+        "UPDATE barecount.deliveries SET ledger_seq = $2 WHERE delivery_id = $1",
+        None,
+        &[delivery_id.into(), receipt.seq.into()],
+    )?;
+    Ok(())
+}
+
 /// Define an action or a new version of it; the same definition again returns its version.
 #[pg_extern(volatile, parallel_unsafe)]
 fn action_define(name: &str, kind: &str, config: JsonbArg) -> i32 {
@@ -118,16 +177,11 @@ fn playbook_define(
     }
     Spi::connect_mut(|client| {
         let tenant_id = tenant::current(client)?;
-        for (what, i) in [("dedup_window", &dedup_window), ("cooldown", &cooldown)] {
-            let s = interval_secs(client, i)?;
-            if !(0.0..=30.0 * 86400.0).contains(&s) {
-                return Err(SqlError::new(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("playbook \"{name}\": {what} must be from 0 to 30 days")));
-            }
-        }
+        let dedup_s = window_secs(client, &dedup_window, &format!("playbook \"{name}\": dedup_window"))?;
+        let cooldown_s = window_secs(client, &cooldown, &format!("playbook \"{name}\": cooldown"))?;
         privilege::as_owner(|| {
             for a in &actions {
-                let n = client.select("SELECT 1 FROM barecount.actions WHERE tenant_id = $1 AND name = $2", Some(1), &[tenant_id.as_str().into(), a.as_str().into()])?;
-                if n.is_empty() {
+                if latest_action(client, &tenant_id, a)?.is_none() {
                     return Err(SqlError::new(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("playbook \"{name}\": action \"{a}\" does not exist"))
                         .hint("Define it first with barecount.action_define(name, kind, config)."));
                 }
@@ -146,7 +200,7 @@ fn playbook_define(
             let version = v + 1;
             let receipt = ledger::append(client, &tenant_id, "playbook_define", &format!("playbook:{name}@{version}"),
                 &json!({"inputs": [], "outputs": [], "on": on, "when": when.0, "actions": actions,
-                        "dedup_window_s": interval_secs(client, &dedup_window)?, "cooldown_s": interval_secs(client, &cooldown)?}), None)?;
+                        "dedup_window_s": dedup_s, "cooldown_s": cooldown_s}), None)?;
             client.update(
                 "INSERT INTO barecount.playbooks (tenant_id, name, version, triggers, conditions, actions, dedup_window, cooldown, ledger_seq)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -216,6 +270,36 @@ fn _playbooks_fire(event_ids: Vec<i64>) -> i64 {
     .or_raise()
 }
 
+/// The playbook's latest firing within the last `secs` seconds (for one de-duplication key,
+/// or any): its event and when. None without looking when `secs` is 0.
+fn last_fired(
+    client: &SpiClient<'_>,
+    tenant_id: &str,
+    playbook: &str,
+    key: Option<&str>,
+    secs: f64,
+) -> Result<Option<(i64, String)>, SqlError> {
+    if secs <= 0.0 {
+        return Ok(None);
+    }
+    let r = client.select(
+        "SELECT event_id, to_char(decided_at, 'YYYY-MM-DD HH24:MI:SS TZ') FROM barecount.playbook_decisions
+          WHERE tenant_id = $1 AND playbook = $2 AND ($3::text IS NULL OR dedup_key = $3) AND decision = 'fired'
+            AND decided_at > clock_timestamp() - make_interval(secs => $4)
+          ORDER BY decided_at DESC LIMIT 1",
+        Some(1),
+        &[tenant_id.into(), playbook.into(), key.into(), secs.into()],
+    )?;
+    if r.is_empty() {
+        return Ok(None);
+    }
+    let row = r.first();
+    Ok(Some((
+        row.get::<i64>(1)?.unwrap_or(0),
+        row.get::<String>(2)?.unwrap_or_default(),
+    )))
+}
+
 fn fire(client: &mut SpiClient<'_>, event_ids: &[i64]) -> Result<i64, SqlError> {
     let events = client.select(
         "SELECT event_id, tenant_id, kind, subject, payload, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')
@@ -244,45 +328,26 @@ fn fire(client: &mut SpiClient<'_>, event_ids: &[i64]) -> Result<i64, SqlError> 
             let p = playbooks(client, &tenant_id)?;
             cache.insert(tenant_id.clone(), p);
         }
-        let books = cache
-            .get(&tenant_id)
-            .map(|v| v.iter().collect::<Vec<_>>())
-            .unwrap_or_default();
+        let books = cache.get(&tenant_id).map(Vec::as_slice).unwrap_or_default();
         for pb in books
-            .into_iter()
+            .iter()
             .filter(|p| p.triggers.iter().any(|t| t == trigger) && p.when.matches(&payload))
         {
             let key = dedup_key(trigger, &subject, &payload);
-            let dup = client.select(
-                "SELECT event_id, to_char(decided_at, 'YYYY-MM-DD HH24:MI:SS TZ') FROM barecount.playbook_decisions
-                  WHERE tenant_id = $1 AND playbook = $2 AND dedup_key = $3 AND decision = 'fired'
-                    AND decided_at > clock_timestamp() - make_interval(secs => $4)
-                  ORDER BY decided_at DESC LIMIT 1",
-                Some(1),
-                &[tenant_id.as_str().into(), pb.name.as_str().into(), key.as_str().into(), pb.dedup_s.into()],
-            )?;
-            let cool = client.select(
-                "SELECT event_id, to_char(decided_at, 'YYYY-MM-DD HH24:MI:SS TZ') FROM barecount.playbook_decisions
-                  WHERE tenant_id = $1 AND playbook = $2 AND decision = 'fired'
-                    AND decided_at > clock_timestamp() - make_interval(secs => $3)
-                  ORDER BY decided_at DESC LIMIT 1",
-                Some(1),
-                &[tenant_id.as_str().into(), pb.name.as_str().into(), pb.cooldown_s.into()],
-            )?;
-            let suppressed = if !dup.is_empty() {
-                let r = dup.first();
+            // the same event identity fired within the window, else any firing within the
+            // cool-down (each looked up only when its window is open)
+            let suppressed = if let Some((id, at)) =
+                last_fired(client, &tenant_id, &pb.name, Some(&key), pb.dedup_s)?
+            {
                 Some(format!(
-                    "duplicate of event {} fired at {}, within the de-duplication window of {} s",
-                    r.get::<i64>(1)?.unwrap_or(0),
-                    r.get::<String>(2)?.unwrap_or_default(),
+                    "duplicate of event {id} fired at {at}, within the de-duplication window of {} s",
                     pb.dedup_s
                 ))
-            } else if pb.cooldown_s > 0.0 && !cool.is_empty() {
-                let r = cool.first();
+            } else if let Some((id, at)) =
+                last_fired(client, &tenant_id, &pb.name, None, pb.cooldown_s)?
+            {
                 Some(format!(
-                    "cool-down: fired for event {} at {}, quiet for {} s",
-                    r.get::<i64>(1)?.unwrap_or(0),
-                    r.get::<String>(2)?.unwrap_or_default(),
+                    "cool-down: fired for event {id} at {at}, quiet for {} s",
                     pb.cooldown_s
                 ))
             } else {
@@ -295,18 +360,10 @@ fn fire(client: &mut SpiClient<'_>, event_ids: &[i64]) -> Result<i64, SqlError> 
                                   "data": {"event_id": event_id, "kind": kind, "subject": subject, "playbook": pb.name,
                                            "tenant": tenant_id, "payload": payload}});
                 for a in &pb.actions {
-                    let def = client.select(
-                        "SELECT version, kind, config FROM barecount.actions WHERE tenant_id = $1 AND name = $2 ORDER BY version DESC LIMIT 1",
-                        Some(1),
-                        &[tenant_id.as_str().into(), a.as_str().into()],
-                    )?;
-                    if def.is_empty() {
+                    let Some((version, akind, config)) = latest_action(client, &tenant_id, a)?
+                    else {
                         continue;
-                    }
-                    let r = def.first();
-                    let version = r.get::<i32>(1)?.unwrap_or(0);
-                    let akind = r.get::<String>(2)?.unwrap_or_default();
-                    let config = r.get::<JsonB>(3)?.map(|j| j.0).unwrap_or(Value::Null);
+                    };
                     let state = if akind == "notify" {
                         "delivered"
                     } else {
@@ -487,23 +544,35 @@ fn store_secret(
 fn webhook_secret_rotate(action: &str, overlap: default!(Interval, "'24 hours'")) -> String {
     Spi::connect_mut(|client| {
         let tenant_id = tenant::current(client)?;
-        let secs = interval_secs(client, &overlap)?;
-        if !(0.0..=30.0 * 86400.0).contains(&secs) {
-            return Err(SqlError::new(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "webhook_secret_rotate: the overlap must be from 0 to 30 days"));
-        }
+        let secs = window_secs(client, &overlap, "webhook_secret_rotate: the overlap")?;
         privilege::as_owner(|| {
-            let k = client.select(
-                "SELECT kind FROM barecount.actions WHERE tenant_id = $1 AND name = $2 ORDER BY version DESC LIMIT 1",
-                Some(1),
-                &[tenant_id.as_str().into(), action.into()],
-            )?;
-            match k.first().get::<String>(1).ok().flatten().as_deref() {
+            match latest_action(client, &tenant_id, action)?
+                .map(|(_, kind, _)| kind)
+                .as_deref()
+            {
                 Some("webhook") => {}
-                Some(other) => return Err(SqlError::new(PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE, format!("action \"{action}\" is a {other} action; only webhooks are signed"))),
-                None => return Err(SqlError::new(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("action \"{action}\" does not exist"))),
+                Some(other) => {
+                    return Err(SqlError::new(
+                        PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+                        format!(
+                            "action \"{action}\" is a {other} action; only webhooks are signed"
+                        ),
+                    ))
+                }
+                None => {
+                    return Err(SqlError::new(
+                        PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+                        format!("action \"{action}\" does not exist"),
+                    ))
+                }
             }
             tenant::lock_object(client, "secret", &tenant_id, action)?;
-            let (text, key) = new_secret().map_err(|e| SqlError::new(PgSqlErrorCode::ERRCODE_SYSTEM_ERROR, format!("no random bytes: {e}")))?;
+            let (text, key) = new_secret().map_err(|e| {
+                SqlError::new(
+                    PgSqlErrorCode::ERRCODE_SYSTEM_ERROR,
+                    format!("no random bytes: {e}"),
+                )
+            })?;
             store_secret(client, &tenant_id, action, "signing", &key, secs)?;
             Ok(text)
         })
@@ -671,10 +740,9 @@ fn gateway_delivery_report(
                 &[delivery_id.into(), new_state.into(), reason.clone().into(), wait.into()],
             )?;
             if new_state != "pending" {
-                let receipt = ledger::append(client, &tenant_id, "delivery", &format!("action:{action}"),
-                    &json!({"inputs": [], "outputs": [], "delivery_id": delivery_id, "webhook_id": webhook_id, "outcome": new_state,
-                            "attempts": attempt, "status": code, "reason": reason, "event_id": event_id, "playbook": playbook}), None)?;
-                client.update("UPDATE barecount.deliveries SET ledger_seq = $2 WHERE delivery_id = $1", None, &[delivery_id.into(), receipt.seq.into()])?;
+                outcome_receipt(client, &tenant_id, delivery_id, &action,
+                    json!({"inputs": [], "outputs": [], "delivery_id": delivery_id, "webhook_id": webhook_id, "outcome": new_state,
+                           "attempts": attempt, "status": code, "reason": reason, "event_id": event_id, "playbook": playbook}))?;
             }
             Ok(new_state.to_owned())
         })
@@ -807,10 +875,8 @@ fn actions_run(
                     None,
                     &[tenant_id.as_str().into(), id.into(), (attempts + 1).into(), if error.is_some() { "error" } else { "status" }.into(), error.clone().into()],
                 )?;
-                let receipt = ledger::append(client, &tenant_id, "delivery", &format!("action:{action}"),
-                    &json!({"inputs": [], "outputs": [], "delivery_id": id, "outcome": state, "function": function, "error": error}), None)?;
-                client.update("UPDATE barecount.deliveries SET ledger_seq = $2 WHERE delivery_id = $1", None, &[id.into(), receipt.seq.into()])?;
-                Ok(())
+                outcome_receipt(client, &tenant_id, id, &action,
+                    json!({"inputs": [], "outputs": [], "delivery_id": id, "outcome": state, "function": function, "error": error}))
             })?;
             out.push((id, action, state.to_owned(), error));
         }
