@@ -366,7 +366,15 @@ impl Kpi {
                     } else {
                         format!("(date_trunc('{g}', {t}))::date")
                     },
-                    format!("((period_start + interval '1 {g}') - interval '1 day')::date"),
+                    // Postgres has no '1 quarter' interval
+                    format!(
+                        "((period_start + interval '{}') - interval '1 day')::date",
+                        if g == "quarter" {
+                            "3 months".to_owned()
+                        } else {
+                            format!("1 {g}")
+                        }
+                    ),
                 )
             }
         }
@@ -375,6 +383,20 @@ impl Kpi {
     /// SQL for the first day of the period containing the time column.
     pub fn period_start_sql(&self, calendar_literal: &str) -> String {
         self.period_exprs(calendar_literal).1
+    }
+
+    /// SQL for the `$2` periods after the one starting on `$1`: (label, first day as text,
+    /// first day), in order, from the same period expressions the KPI is materialized with
+    /// (a retail calendar's 53rd week included where its year has one).
+    pub fn next_periods_sql(&self, calendar_literal: &str) -> String {
+        let (label, _, end) = self.period_exprs(calendar_literal);
+        format!(
+            "WITH RECURSIVE p(n, period_start) AS (
+                SELECT 1, ({end}) + 1 FROM (SELECT $1::date AS period_start) s
+              UNION ALL
+                SELECT n + 1, ({end}) + 1 FROM p WHERE n < $2)
+             SELECT {label}, period_start::text, period_start FROM p ORDER BY n"
+        )
     }
 
     /// The materializing query for periods whose start lies in [$1, $2]; `calendar_literal`
@@ -447,6 +469,33 @@ impl Kpi {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_quarter_ends_three_months_on_and_next_periods_use_the_same_expressions() {
+        let q = Kpi::parse(&json!({"source": "gdp.orders", "time": "d", "grain": "quarter", "measures": {"n": "count(*)"}}))
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Postgres has no '1 quarter' interval: the period's end is three months on
+        assert!(
+            q.query("NULL").contains("interval '3 months'"),
+            "{}",
+            q.query("NULL")
+        );
+        assert!(!q.query("NULL").contains("1 quarter"));
+        let next = q.next_periods_sql("NULL");
+        assert!(
+            next.contains("to_char(period_start, 'YYYY-\"Q\"Q')")
+                && next.contains("interval '3 months'"),
+            "{next}"
+        );
+        let nrf = Kpi::parse(&json!({"source": "gdp.orders", "time": "d", "calendar": "nrf", "grain": "week", "measures": {"n": "count(*)"}}))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let next = nrf.next_periods_sql("'nrf'");
+        assert!(
+            next.contains("barecount.period_end(period_start, 'nrf', 'week')")
+                && next.contains("barecount.period_label(period_start, 'nrf', 'week')"),
+            "{next}"
+        );
+    }
 
     #[test]
     fn anomaly_and_forecast_watches_are_checked() {

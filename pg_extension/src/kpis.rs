@@ -82,7 +82,7 @@ fn kpi_define(name: &str, spec: JsonbArg) -> i32 {
 }
 
 /// The KPI's calendar as a SQL literal for its queries (NULL for plain grains).
-fn calendar_literal(kpi: &Kpi) -> String {
+pub(crate) fn calendar_literal(kpi: &Kpi) -> String {
     kpi.calendar
         .as_deref()
         .map(quote_literal)

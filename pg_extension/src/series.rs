@@ -6,7 +6,7 @@
 use crate::errors::{OrRaise, SqlError};
 use crate::jsonarg::JsonbArg;
 use crate::tenant;
-use barecount_core::ident::{quote_ident, quote_literal};
+use barecount_core::ident::quote_ident;
 use barecount_core::kpi::Kpi;
 use barecount_core::layer::Layer;
 use barecount_core::timeseries::anomaly::{self, detect};
@@ -33,10 +33,32 @@ impl From<SeriesError> for SqlError {
     }
 }
 
-/// One series: per period (label, first day) the value, for one combination of dimension values.
+/// A period: its label and its first day (as ISO text and as a date).
+pub(crate) struct Period {
+    pub label: String,
+    pub start: String,
+    pub date: Date,
+}
+
+impl Period {
+    fn from_row(r: &pgrx::spi::SpiHeapTupleData<'_>, first: usize) -> Result<Period, SqlError> {
+        Ok(Period {
+            label: r.get::<String>(first)?.unwrap_or_default(),
+            start: r.get::<String>(first + 1)?.unwrap_or_default(),
+            date: r.get::<Date>(first + 2)?.ok_or_else(|| {
+                SqlError::new(
+                    PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+                    "a period without a first day",
+                )
+            })?,
+        })
+    }
+}
+
+/// One series: per period the value, for one combination of dimension values.
 pub(crate) struct Series {
     pub dims: Value,
-    pub periods: Vec<(String, String)>,
+    pub periods: Vec<Period>,
     pub values: Vec<f64>,
 }
 
@@ -52,7 +74,7 @@ pub(crate) fn read(
     let dims = crate::kpis::dims_sql(kpi);
     let rows = client.select(
         &format!(
-            "SELECT {dims}::text, period::text, period_start::text, ({m})::float8 FROM {table}
+            "SELECT {dims}::text, ({m})::float8, period::text, period_start::text AS start_text, period_start FROM {table}
               WHERE tenant_id = $1 AND ({m}) IS NOT NULL ORDER BY 1, period_start",
             m = quote_ident(measure)
         ),
@@ -67,11 +89,8 @@ pub(crate) fn read(
             periods: vec![],
             values: vec![],
         });
-        s.periods.push((
-            r.get::<String>(2)?.unwrap_or_default(),
-            r.get::<String>(3)?.unwrap_or_default(),
-        ));
-        s.values.push(r.get::<f64>(4)?.unwrap_or(f64::NAN));
+        s.values.push(r.get::<f64>(2)?.unwrap_or(f64::NAN));
+        s.periods.push(Period::from_row(&r, 3)?);
     }
     Ok(out.into_values().collect())
 }
@@ -186,10 +205,10 @@ fn kpi_anomalies(
             let points = detect(&s.values, m).map_err(|e| {
                 SqlError::from(e).detail(format!("KPI \"{kpi}\", dimension values {}", s.dims))
             })?;
-            for ((label, start), (v, p)) in s.periods.iter().zip(s.values.iter().zip(points)) {
+            for (period, (v, p)) in s.periods.iter().zip(s.values.iter().zip(points)) {
                 out.push((
-                    label.clone(),
-                    parse_date(start)?,
+                    period.label.clone(),
+                    period.date,
                     JsonB(s.dims.clone()),
                     *v,
                     p.expected,
@@ -205,50 +224,17 @@ fn kpi_anomalies(
     TableIterator::new(rows)
 }
 
-fn parse_date(s: &str) -> Result<Date, SqlError> {
-    Spi::get_one_with_args::<Date>("SELECT $1::date", &[s.into()])?
-        .ok_or_else(|| SqlError::new(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, "no date"))
-}
-
-/// The next `h` periods after `last` (a period's first day): (label, first day), on the KPI's
-/// calendar and grain — a retail calendar's 53rd week included where its year has one.
+/// The next `h` periods after the one starting on `last`, on the KPI's calendar and grain.
 pub(crate) fn next_periods(
     client: &SpiClient<'_>,
     kpi: &Kpi,
-    last: &str,
+    last: Date,
     h: usize,
-) -> Result<Vec<(String, String)>, SqlError> {
-    let sql = match &kpi.calendar {
-        Some(cal) => format!(
-            "WITH RECURSIVE p(n, start) AS (
-                SELECT 1, (barecount.period_end($1::date, {c}, {g}) + 1)
-              UNION ALL
-                SELECT n + 1, barecount.period_end(start, {c}, {g}) + 1 FROM p WHERE n < $2)
-             SELECT barecount.period_label(start, {c}, {g}), start::text FROM p ORDER BY n",
-            c = quote_literal(cal),
-            g = quote_literal(&kpi.grain)
-        ),
-        None => {
-            let (fmt, unit) = match kpi.grain.as_str() {
-                "day" => ("YYYY-MM-DD", "1 day"),
-                "week" => ("IYYY-\"W\"IW", "1 week"),
-                "month" => ("YYYY-MM", "1 month"),
-                "quarter" => ("YYYY-\"Q\"Q", "3 months"),
-                _ => ("YYYY", "1 year"),
-            };
-            format!(
-                "SELECT to_char(d, {f}), d::date::text FROM generate_series(1, $2) n, LATERAL (SELECT ($1::date + n * interval '{unit}')::date AS d) x ORDER BY n",
-                f = quote_literal(fmt)
-            )
-        }
-    };
-    let rows = client.select(&sql, None, &[last.into(), (h as i32).into()])?;
-    let mut out = Vec::new();
-    for r in rows {
-        out.push((
-            r.get::<String>(1)?.unwrap_or_default(),
-            r.get::<String>(2)?.unwrap_or_default(),
-        ));
+) -> Result<Vec<Period>, SqlError> {
+    let sql = kpi.next_periods_sql(&crate::kpis::calendar_literal(kpi));
+    let mut out = Vec::with_capacity(h);
+    for r in client.select(&sql, None, &[last.into(), (h as i32).into()])? {
+        out.push(Period::from_row(&r, 1)?);
     }
     Ok(out)
 }
@@ -309,19 +295,19 @@ fn kpi_forecast(
         let mut out = Vec::new();
         for s in read(client, &tenant_id, kpi, &k, &measure)? {
             pgrx::check_for_interrupts!();
-            let Some((_, last)) = s.periods.last() else {
+            let Some(last) = s.periods.last() else {
                 continue;
             };
             let f = forecast(&s.values, m, horizon as usize, method).map_err(|e| {
                 SqlError::from(e).detail(format!("KPI \"{kpi}\", dimension values {}", s.dims))
             })?;
-            for (i, (label, start)) in next_periods(client, &k, last, horizon as usize)?
+            for (i, period) in next_periods(client, &k, last.date, horizon as usize)?
                 .into_iter()
                 .enumerate()
             {
                 out.push((
-                    label,
-                    parse_date(&start)?,
+                    period.label,
+                    period.date,
                     i as i32 + 1,
                     JsonB(s.dims.clone()),
                     f.point[i],
@@ -362,13 +348,20 @@ pub(crate) fn watch(
         range.get::<String>(1)?.unwrap_or_default(),
         range.get::<String>(2)?.unwrap_or_default(),
     );
-    if let Some(w) = &kpi.anomaly {
+    // the series of the detector's measure, read once (the forecast reuses it when it watches
+    // the same measure)
+    let watched = match &kpi.anomaly {
+        Some(w) => Some((w, read(client, tenant_id, name, kpi, &w.measure)?)),
+        None => None,
+    };
+    if let Some((w, series)) = &watched {
         let method = anomaly_method(kpi, &w.method, &w.options)?;
-        for s in read(client, tenant_id, name, kpi, &w.measure)? {
+        for s in series {
             let Ok(points) = detect(&s.values, method) else {
                 continue;
             }; // too short yet: nothing to say
-            for ((label, start), (v, p)) in s.periods.iter().zip(s.values.iter().zip(points)) {
+            for (period, (v, p)) in s.periods.iter().zip(s.values.iter().zip(points)) {
+                let (label, start) = (&period.label, &period.start);
                 if !p.is_anomaly || start.as_str() < lo.as_str() || start.as_str() > hi.as_str() {
                     continue;
                 }
@@ -395,14 +388,22 @@ pub(crate) fn watch(
             .unwrap_or(6.0)
             .clamp(1.0, 1000.0) as usize;
         let method = ets::Method::parse(&w.method, m)?;
-        for s in read(client, tenant_id, name, kpi, &w.measure)? {
-            let Some((_, last)) = s.periods.last() else {
+        let own;
+        let series = match &watched {
+            Some((a, series)) if a.measure == w.measure => series,
+            _ => {
+                own = read(client, tenant_id, name, kpi, &w.measure)?;
+                &own
+            }
+        };
+        for s in series {
+            let Some(last) = s.periods.last() else {
                 continue;
             };
             let Ok(f) = forecast(&s.values, m, horizon, method) else {
                 continue;
             };
-            let periods = next_periods(client, kpi, last, horizon)?;
+            let periods = next_periods(client, kpi, last.date, horizon)?;
             for t in kpi.thresholds.iter().filter(|t| t.measure == w.measure) {
                 let Some((i, level)) = f
                     .point
@@ -413,7 +414,7 @@ pub(crate) fn watch(
                 else {
                     continue;
                 };
-                let (label, start) = &periods[i];
+                let (label, start) = (&periods[i].label, &periods[i].start);
                 let payload = json!({"kpi": name, "measure": w.measure, "period": label, "period_start": start, "dims": s.dims,
                                      "forecast": f.point[i], "lo95": f.lo95[i], "hi95": f.hi95[i], "level": level, "steps_ahead": i + 1, "model": f.model});
                 // once per KPI, measure, period, dimension values and level: kpi_threshold_state keeps it under a 'forecast:' period key

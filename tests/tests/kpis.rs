@@ -3,7 +3,7 @@
 //! its receipt, calendar grains.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use barecount_tests::{count, fresh_db, refused};
+use barecount_tests::{count, fresh_db, refused, strings};
 use serde_json::Value;
 
 const SALES: &str = r#"{"source": "gdp.orders", "time": "order_date", "grain": "month", "dimensions": ["region"],
@@ -456,5 +456,37 @@ async fn threshold_events_are_sent_on_notify() {
             row.get::<_, String>(2)
         ),
         ("low".into(), "critical".into(), "breach".into())
+    );
+}
+
+#[tokio::test]
+async fn a_quarterly_kpi_materializes_and_forecasts_its_next_quarters() {
+    let db = fresh_db().await;
+    let c = &db.client;
+    c.batch_execute(
+        "CREATE TABLE gdp.orders (tenant_id text NOT NULL DEFAULT 'default', order_date date, region text, amount numeric);
+         INSERT INTO gdp.orders (order_date, amount) SELECT date '2022-01-15' + 30 * i, 10 + i FROM generate_series(0, 35) i;
+         SELECT barecount.kpi_define('q', '{\"source\": \"gdp.orders\", \"time\": \"order_date\", \"grain\": \"quarter\", \"measures\": {\"net\": \"sum(amount)\"}}');
+         SELECT * FROM barecount.kpi_materialize('q', '2022-01-01', '2024-12-31');",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        strings(
+            c,
+            "SELECT period || ' ' || period_end FROM kpi.q ORDER BY period_start LIMIT 2"
+        )
+        .await,
+        ["2022-Q1 2022-03-31", "2022-Q2 2022-06-30"]
+    );
+    let last: String = c
+        .query_one("SELECT max(period) FROM kpi.q", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(last, "2024-Q4");
+    assert_eq!(
+        strings(c, "SELECT period || ' ' || period_start FROM barecount.kpi_forecast('q', 3, 'drift') ORDER BY step").await,
+        ["2025-Q1 2025-01-01", "2025-Q2 2025-04-01", "2025-Q3 2025-07-01"]
     );
 }
