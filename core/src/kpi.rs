@@ -276,10 +276,19 @@ impl Kpi {
                     .and_then(Value::as_str)
                     .unwrap_or(methods[0])
                     .to_owned();
-                if !methods.contains(&method.as_str()) {
+                // a forecast's method may also be any ETS model by its letters (ets_mam, ...)
+                let ets_model = key == "forecast"
+                    && method.starts_with("ets_")
+                    && crate::timeseries::ets::Method::parse(&method, 12).is_ok();
+                if !methods.contains(&method.as_str()) && !ets_model {
                     return Err(KpiError(format!(
-                        "{key}: unknown method \"{method}\" (methods: {})",
-                        methods.join(", ")
+                        "{key}: unknown method \"{method}\" (methods: {}{})",
+                        methods.join(", "),
+                        if key == "forecast" {
+                            ", or any ETS model as ets_<error><trend><season>: ets_mam, ets_madn, ..."
+                        } else {
+                            ""
+                        }
                     )));
                 }
                 for (k, v) in w.iter().filter(|(k, _)| allowed.contains(&k.as_str())) {
@@ -305,7 +314,7 @@ impl Kpi {
             "forecast",
             &[
                 "auto",
-                "ets_ann",
+                "ses",
                 "holt",
                 "holt_damped",
                 "holt_winters_additive",
@@ -514,6 +523,11 @@ mod tests {
         assert_eq!(k.anomaly.as_ref().map(|w| w.method.as_str()), Some("esd"));
         assert_eq!(k.forecast.as_ref().map(|w| w.method.as_str()), Some("auto"));
         assert_eq!(k.season_length(), 12);
+        let mam = base(json!({"forecast": {"measure": "net", "method": "ets_madm"}}));
+        assert_eq!(
+            mam.ok().and_then(|k| k.forecast).map(|w| w.method),
+            Some("ets_madm".to_owned())
+        );
         for bad in [
             json!({"anomaly": {"measure": "nope"}}),
             json!({"anomaly": {"method": "mad"}}),
@@ -522,6 +536,9 @@ mod tests {
             json!({"anomaly": {"measure": "net", "colour": 1}}),
             json!({"forecast": {"measure": "n"}}),
             json!({"forecast": "auto"}),
+            json!({"forecast": {"measure": "net", "method": "ets_mxm"}}),
+            json!({"forecast": {"measure": "net", "method": "ets_<error><trend><season>"}}),
+            json!({"anomaly": {"measure": "net", "method": "ets_mam"}}),
         ] {
             assert!(base(bad.clone()).is_err(), "{bad}");
         }

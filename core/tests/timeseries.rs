@@ -5,7 +5,7 @@
 use barecount_core::timeseries::anomaly::{detect, generalized_esd, Method as AnomalyMethod};
 use barecount_core::timeseries::decompose::decompose;
 use barecount_core::timeseries::ets::{
-    self, filter, fit, forecast, predict, Method, Params, Season, Spec, Trend,
+    self, filter, fit, forecast, predict, Error, Method, Params, Season, Spec, Trend,
 };
 use barecount_core::timeseries::{accuracy, SeriesError};
 use serde_json::Value;
@@ -206,7 +206,12 @@ fn spec_of(v: &Value, m: usize) -> Spec {
         Some("mul") => Season::Mul,
         _ => Season::None,
     };
-    Spec { trend, season, m }
+    Spec {
+        error: Error::Add,
+        trend,
+        season,
+        m,
+    }
 }
 
 fn params_of(v: &Value) -> Params {
@@ -368,6 +373,7 @@ fn bad_series_and_options_are_refused_by_name() {
         Err(SeriesError::BadOption { .. })
     ));
     let mul = Method::Ets(Spec {
+        error: Error::Add,
         trend: Trend::Add,
         season: Season::Mul,
         m: 4,
@@ -416,16 +422,17 @@ fn auto_fit_cost() {
     );
 }
 
-/// Not a benchmark (bench/ compares with statsforecast): our median MASE on the benchmark's
-/// accuracy set, for quick experiments with
-/// `cargo test --release -p barecount-core --test timeseries auto_accuracy -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn auto_accuracy() {
+/// The benchmark's accuracy set: the six statsmodels series and 300 retail-like monthly series
+/// of 84 months (bench/src/actions.rs makes the same), each with its held-out tail (the last two
+/// seasons, or 8 points).
+fn accuracy_set() -> Vec<(String, usize, Vec<f64>, Vec<f64>)> {
     use barecount_core::timeseries::synthetic::{retail, Rng};
-    let e = expected();
     let mut sets: Vec<(String, usize, Vec<f64>)> = vec![];
-    for (name, s) in e["series"].as_object().cloned().unwrap_or_default() {
+    for (name, s) in expected()["series"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default()
+    {
         sets.push((
             name,
             s["m"].as_u64().unwrap_or(1) as usize,
@@ -433,21 +440,111 @@ fn auto_accuracy() {
         ));
     }
     let mut rng = Rng(7);
-    for i in 0..20 {
-        sets.push((format!("retail_{i:02}"), 12, retail(&mut rng, 84)));
+    for i in 0..300 {
+        sets.push((format!("retail_{i:03}"), 12, retail(&mut rng, 84)));
     }
-    let mut mases = vec![];
-    for (name, m, y) in &sets {
-        let h = if *m > 1 { 2 * m } else { 8 };
-        let (train, test) = y.split_at(y.len() - h);
-        let f = forecast(train, *m, h, Method::Auto).unwrap_or_default();
-        let v = accuracy::mase(train, test, &f.point, *m).unwrap_or(f64::NAN);
-        println!("{name:<20} {:<22} {v:.3}", f.model);
-        mases.push(v);
+    sets.into_iter()
+        .map(|(name, m, y)| {
+            let h = if m > 1 { 2 * m } else { 8 };
+            let (train, test) = y.split_at(y.len() - h);
+            (name, m, train.to_vec(), test.to_vec())
+        })
+        .collect()
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let k = v.len();
+    (v[(k - 1) / 2] + v[k / 2]) / 2.0
+}
+
+/// `auto` against statsforecast 2.1.1's AutoETS on the benchmark's 306 held-out series: its
+/// MASE per series is checked in (tests/data/autoets_accuracy.json, written by
+/// bench/python/forecast_baseline.py from the benchmark's run, with each training series' sum
+/// to prove the series are the same). The forecasts issue aims at no worse on the median series;
+/// this holds `auto` to where it stands: the median within 0.5 % of AutoETS's, and no worse
+/// on the geometric mean of the per-series ratios. (Additive-error models of y and ln y, what
+/// `auto` was before, are 5 % worse on that mean.)
+#[test]
+fn auto_is_on_par_with_autoets() {
+    let theirs: Value =
+        serde_json::from_str(include_str!("data/autoets_accuracy.json")).unwrap_or(Value::Null);
+    let (mut ours_all, mut theirs_all) = (vec![], vec![]);
+    let mut log_ratio = 0.0;
+    for (name, m, train, test) in accuracy_set() {
+        let t = &theirs[name.as_str()];
+        let sum: f64 = train.iter().sum();
+        let want = t["train_sum"].as_f64().unwrap_or(f64::NAN);
+        assert!(
+            (sum - want).abs() <= 1e-9 * want.abs(),
+            "{name}: not the series AutoETS was measured on ({sum} vs {want})"
+        );
+        let f = forecast(&train, m, test.len(), Method::Auto).unwrap_or_default();
+        let ours = accuracy::mase(&train, &test, &f.point, m).unwrap_or(f64::NAN);
+        let autoets = t["mase"].as_f64().unwrap_or(f64::NAN);
+        log_ratio += (ours / autoets).ln();
+        ours_all.push(ours);
+        theirs_all.push(autoets);
     }
-    mases.sort_by(f64::total_cmp);
+    let n = ours_all.len();
+    let (mut o26, mut t26) = (ours_all[..26].to_vec(), theirs_all[..26].to_vec());
+    let (o, t) = (median(&mut ours_all), median(&mut theirs_all));
     println!(
-        "median MASE {:.4} (AutoETS 0.7350 in bench/README.md)",
-        (mases[12] + mases[13]) / 2.0
+        "median MASE over {n}: ours {o:.4}, AutoETS {t:.4}; geometric mean of the ratios {:.4}; first 26: ours {:.4}, AutoETS {:.4}",
+        (log_ratio / n as f64).exp(),
+        median(&mut o26),
+        median(&mut t26)
     );
+    assert_eq!(n, 306);
+    assert!(
+        o <= 1.005 * t,
+        "median MASE {o} is worse than AutoETS's {t}"
+    );
+    let mean = (log_ratio / n as f64).exp();
+    assert!(mean <= 1.0, "geometric mean of MASE ours / AutoETS {mean}");
+}
+
+/// Every ETS model by Hyndman's letters; anything else is refused with the list; relative errors
+/// need a positive series.
+#[test]
+fn ets_models_by_their_letters() {
+    let spec = |error, trend, season| {
+        Method::Ets(Spec {
+            error,
+            trend,
+            season,
+            m: 12,
+        })
+    };
+    let cases = [
+        ("ets_ann", spec(Error::Add, Trend::None, Season::None)),
+        ("ets_mam", spec(Error::Mul, Trend::Add, Season::Mul)),
+        ("ets_madm", spec(Error::Mul, Trend::Damped, Season::Mul)),
+        ("ets_aada", spec(Error::Add, Trend::Damped, Season::Add)),
+        ("ets_mnn", spec(Error::Mul, Trend::None, Season::None)),
+        ("holt", spec(Error::Add, Trend::Add, Season::None)),
+    ];
+    for (name, want) in cases {
+        assert_eq!(Method::parse(name, 12).ok(), Some(want), "{name}");
+    }
+    for bad in [
+        "ets_", "ets_x", "ets_mamm", "ets_md", "ets_MAM", "ets_mxn", "ets_a",
+    ] {
+        assert!(
+            matches!(Method::parse(bad, 12), Err(SeriesError::Unknown { .. })),
+            "{bad}"
+        );
+    }
+    let y: Vec<f64> = (0..30).map(|i| 10.0 + (i % 12) as f64 - 3.0).collect();
+    let mut negative = y.clone();
+    negative[5] = -1.0;
+    let mnn = Method::parse("ets_mnn", 12).unwrap();
+    assert!(matches!(
+        forecast(&negative, 12, 3, mnn),
+        Err(SeriesError::NotPositive { at: 5, .. })
+    ));
+    let f = forecast(&y, 12, 3, Method::parse("ets_mam", 12).unwrap()).unwrap();
+    assert_eq!(f.model, "ETS(M,A,M)");
+    assert!(f.point.iter().all(|v| v.is_finite()));
+    assert!(f.lo95[0] < f.point[0] && f.point[0] < f.hi95[0]);
 }

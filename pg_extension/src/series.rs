@@ -242,7 +242,8 @@ pub(crate) fn next_periods(
 /// Forecasts of a KPI's measure, per dimension values, for the next `horizon` periods of its
 /// calendar and grain, with 80 % and 95 % prediction intervals. Methods: auto (the ETS model
 /// with the lowest AICc), holt_winters_additive, holt_winters_multiplicative,
-/// holt_winters_damped, holt, holt_damped, ets_ann, seasonal_naive, naive, drift.
+/// holt_winters_damped, holt, holt_damped, ses, any ETS model by its letters (ets_mam: relative
+/// errors, additive trend, multiplicative season; ets_madn, ...), seasonal_naive, naive, drift.
 #[allow(clippy::type_complexity)]
 #[pg_extern(stable, parallel_unsafe)]
 fn kpi_forecast(

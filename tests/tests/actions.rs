@@ -697,6 +697,7 @@ async fn attacks_on_actions_and_secrets() {
         ("SELECT * FROM barecount.kpi_anomalies('net', 'mad', '{\"threshold\": \"high\"}')", "22023"),
         ("SELECT * FROM barecount.kpi_forecast('net', 0)", "22023"),
         ("SELECT * FROM barecount.kpi_forecast('net', 6, 'arima')", "22023"),
+        ("SELECT * FROM barecount.kpi_forecast('net', 6, 'ets_mxm')", "22023"),
         ("SELECT * FROM barecount.kpi_forecast('nope', 6)", "42704"),
     ] {
         assert_eq!(refused(&a, sql).await, code, "{sql}");
@@ -857,6 +858,13 @@ async fn anomalies_and_forecasts_from_sql() {
     // the series is 1000 + 300 sin(2 pi i / 52) + 5 i + noise: at i = 156 that is 1780
     let f1: f64 = rows[0].get(3);
     assert!((f1 - 1780.0).abs() < 60.0, "{f1}");
+    // any ETS model by its letters: relative errors, additive trend and season
+    let r = c
+        .query_one("SELECT forecast, model FROM barecount.kpi_forecast('visits', 1, 'ets_maa') WHERE dims->>'store' = 'b'", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.get::<_, String>(1), "ETS(M,A,A)");
+    assert!((r.get::<_, f64>(0) - 1780.0).abs() < 60.0);
 }
 
 #[tokio::test]

@@ -1,21 +1,29 @@
-//! Exponential smoothing with additive errors (the ETS(A,·,·) state-space models of Hyndman et
-//! al. 2008, in error-correction form, as statsmodels' `ETSModel(error="add")`): level, an
-//! optional additive or damped trend, optional additive or multiplicative seasonality.
+//! Exponential smoothing: the ETS state-space models of Hyndman et al. 2008 (in error-correction
+//! form, as statsmodels' `ETSModel`) with additive or relative (multiplicative) errors, a level,
+//! an optional additive or damped trend, optional additive or multiplicative seasonality.
 //!
-//! Fitting minimises the sum of squared one-step errors (for additive errors the maximum
-//! likelihood estimate) over the smoothing parameters, the damping and the initial level and
-//! slope, by Nelder-Mead; the initial seasonal states come from a classical decomposition of
-//! the first seasons (Hyndman's heuristic). `auto` picks the model with the lowest AICc among
-//! these models of y and, for a positive series, of ln y (multiplicative errors, trend and
-//! season; compared on y's likelihood), then refits the one it chose.
+//! Fitting maximises the likelihood (for additive errors: minimises the sum of squared one-step
+//! errors; for relative errors: n ln Σ(e/ŷ)² + 2 Σ ln ŷ) over the smoothing parameters, the
+//! damping and the initial level and slope, by Nelder-Mead from R's starting values; the initial
+//! seasonal states come from a classical decomposition of the first seasons (Hyndman's
+//! heuristic) and are then optimised with the rest. `auto` is AutoETS: the lowest AICc among the
+//! models R's `ets` and statsforecast's `AutoETS` consider by default.
 //! Prediction intervals use the analytic variance of additive models (Hyndman et al. 2008,
-//! class 1); for multiplicative seasonality that variance is scaled by the season's factor (an
-//! approximation). Baselines: seasonal naive, naive and drift (Hyndman and Athanasopoulos,
-//! "Forecasting: principles and practice", 5.5).
+//! class 1); for multiplicative seasonality that variance is scaled by the season's factor, for
+//! relative errors the relative variance is scaled by the forecast (first-order approximations).
+//! Baselines: seasonal naive, naive and drift (Hyndman and Athanasopoulos, "Forecasting:
+//! principles and practice", 5.5).
 
 use super::decompose::decompose;
 use super::optimize::nelder_mead;
 use super::{check_finite, SeriesError};
+
+/// How the one-step errors enter: additively, or relative to the prediction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Error {
+    Add,
+    Mul,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trend {
@@ -31,9 +39,10 @@ pub enum Season {
     Mul,
 }
 
-/// A model: trend, seasonality and season length.
+/// A model: error, trend, seasonality and season length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Spec {
+    pub error: Error,
     pub trend: Trend,
     pub season: Season,
     pub m: usize,
@@ -42,6 +51,10 @@ pub struct Spec {
 impl Spec {
     /// Hyndman's notation: ETS(A,Ad,M) and so on.
     pub fn name(&self) -> String {
+        let e = match self.error {
+            Error::Add => "A",
+            Error::Mul => "M",
+        };
         let t = match self.trend {
             Trend::None => "N",
             Trend::Add => "A",
@@ -52,7 +65,7 @@ impl Spec {
             Season::Add => "A",
             Season::Mul => "M",
         };
-        format!("ETS(A,{t},{s})")
+        format!("ETS({e},{t},{s})")
     }
     fn seasonal(&self) -> bool {
         self.season != Season::None
@@ -95,6 +108,10 @@ pub struct Params {
 pub struct Filtered {
     pub fitted: Vec<f64>,
     pub sse: f64,
+    /// the sum of squared relative errors (e / prediction) and of the predictions' logarithms,
+    /// for a multiplicative-error model (zero otherwise)
+    pub rel_sse: f64,
+    pub log_pred: f64,
     level: f64,
     slope: f64,
     /// the latest seasonal state per phase, indexed by time modulo m
@@ -111,30 +128,67 @@ fn damping(spec: &Spec, p: &Params) -> f64 {
 
 /// Runs the model's recursions over `y`: one-step fitted values, their squared errors' sum,
 /// and the final states. An impossible state (a multiplicative season over a level at or
-/// below zero) gives an infinite SSE.
+/// below zero, a prediction at or below zero in a multiplicative-error model) gives an
+/// infinite SSE.
 pub fn filter(spec: &Spec, p: &Params, y: &[f64]) -> Filtered {
     let mut ring = Vec::with_capacity(spec.m());
     let mut fitted = Vec::with_capacity(y.len());
-    let (sse, level, slope) = recurse(spec, p, y, &mut ring, |yhat| fitted.push(yhat));
+    let r = recurse(spec, p, y, &mut ring, |yhat| fitted.push(yhat));
     Filtered {
         fitted,
-        sse,
-        level,
-        slope,
+        sse: r.sse,
+        rel_sse: r.rel_sse,
+        log_pred: r.log_pred,
+        level: r.level,
+        slope: r.slope,
         ring,
     }
 }
 
+/// What a run of the recursions sums up, and the final level and slope.
+struct Run {
+    sse: f64,
+    rel_sse: f64,
+    log_pred: f64,
+    level: f64,
+    slope: f64,
+}
+
+impl Run {
+    fn impossible(level: f64, slope: f64) -> Run {
+        Run {
+            sse: f64::INFINITY,
+            rel_sse: f64::INFINITY,
+            log_pred: f64::INFINITY,
+            level,
+            slope,
+        }
+    }
+
+    /// The fitting objective: the sum of squared errors for additive errors (the maximum
+    /// likelihood estimate), minus twice the log-likelihood up to a constant for relative ones
+    /// (Hyndman et al. 2008, 5.2).
+    fn objective(&self, spec: &Spec, n: usize) -> f64 {
+        match spec.error {
+            Error::Add => self.sse,
+            Error::Mul => n as f64 * self.rel_sse.max(1e-300).ln() + 2.0 * self.log_pred,
+        }
+    }
+}
+
 /// The recursions themselves: `ring` ends holding the latest seasonal state per phase, each
-/// one-step prediction goes to `fitted`; returns (SSE, final level, final slope). A
-/// multiplicative season over a level at or below zero stops it with an infinite SSE.
+/// one-step prediction goes to `fitted`. A multiplicative season over a level at or below
+/// zero, or a prediction at or below zero in a multiplicative-error model, stops it with
+/// infinite sums. The state updates are the same for both error types (Hyndman et al. 2008,
+/// table 2.3, with e = y - prediction); only the likelihood differs.
 fn recurse(
     spec: &Spec,
     p: &Params,
     y: &[f64],
     ring: &mut Vec<f64>,
     mut fitted: impl FnMut(f64),
-) -> (f64, f64, f64) {
+) -> Run {
+    let relative = spec.error == Error::Mul;
     let m = spec.m();
     let phi = damping(spec, p);
     let (mut l, mut b) = (
@@ -159,6 +213,7 @@ fn recurse(
         0.0
     };
     let mut total = 0.0;
+    let (mut rel, mut logs, mut product) = (0.0, 0.0, 1.0);
     let mut k = 0;
     for &v in y {
         let base = l + phi * b;
@@ -171,6 +226,18 @@ fn recurse(
         let e = v - yhat;
         fitted(yhat);
         total += e * e;
+        if relative {
+            if yhat <= 0.0 {
+                return Run::impossible(l, b);
+            }
+            rel += (e / yhat) * (e / yhat);
+            // the logarithms' sum as a running product, renormalised before it can overflow
+            product *= yhat;
+            if !(1e-100..=1e100).contains(&product) {
+                logs += product.ln();
+                product = 1.0;
+            }
+        }
         match spec.season {
             Season::None => {
                 l = base + p.alpha * e;
@@ -183,7 +250,7 @@ fn recurse(
             }
             Season::Mul => {
                 if base <= 0.0 || s <= 0.0 {
-                    return (f64::INFINITY, l, b);
+                    return Run::impossible(l, b);
                 }
                 l = base + p.alpha * e / s;
                 b = phi * b + p.beta * e / s;
@@ -195,13 +262,24 @@ fn recurse(
             k = 0;
         }
     }
-    (total, l, b)
+    Run {
+        sse: total,
+        rel_sse: rel,
+        log_pred: logs + product.ln(),
+        level: l,
+        slope: b,
+    }
 }
 
-/// The sum of squared one-step errors of the model over `y`, without allocating (`ring` is
-/// scratch space): the fitting objective.
-fn sse(spec: &Spec, p: &Params, y: &[f64], ring: &mut Vec<f64>) -> f64 {
-    recurse(spec, p, y, ring, |_| {}).0
+/// The fitting objective of the model over `y` (minus twice the log-likelihood, up to a
+/// constant), without allocating (`ring` is scratch space).
+fn objective(spec: &Spec, p: &Params, y: &[f64], ring: &mut Vec<f64>) -> f64 {
+    let v = recurse(spec, p, y, ring, |_| {}).objective(spec, y.len());
+    if v.is_nan() {
+        f64::INFINITY
+    } else {
+        v
+    }
 }
 
 /// Point forecasts and 80 % and 95 % prediction intervals, one entry per step ahead.
@@ -254,6 +332,7 @@ pub fn predict(spec: &Spec, p: &Params, f: &Filtered, n: usize, h: usize) -> For
     let m = spec.m();
     let phi = damping(spec, p);
     let sigma2 = f.sse / n as f64;
+    let rel_sigma2 = f.rel_sse / n as f64;
     let (mut point, mut sd) = (Vec::with_capacity(h), Vec::with_capacity(h));
     let (mut phi_h, mut pw) = (0.0, 1.0);
     let mut sum_c2 = 0.0;
@@ -268,7 +347,11 @@ pub fn predict(spec: &Spec, p: &Params, f: &Filtered, n: usize, h: usize) -> For
             Season::Mul => (base * s, s),
         };
         point.push(y);
-        sd.push((sigma2 * (1.0 + sum_c2)).sqrt() * scale);
+        sd.push(match spec.error {
+            Error::Add => (sigma2 * (1.0 + sum_c2)).sqrt() * scale,
+            // relative errors: the first-order approximation, sd proportional to the forecast
+            Error::Mul => (rel_sigma2 * (1.0 + sum_c2)).sqrt() * y.abs(),
+        });
         // c_j for j = step: alpha + beta * phi_j + gamma when j is a whole number of seasons
         let seasonal = if spec.seasonal() && step.is_multiple_of(m) {
             p.gamma
@@ -278,15 +361,19 @@ pub fn predict(spec: &Spec, p: &Params, f: &Filtered, n: usize, h: usize) -> For
         let c = p.alpha + p.beta * phi_h + seasonal;
         sum_c2 += c * c;
     }
-    Forecast::with_sd(spec.name(), point, &sd, f.sse, Some(aicc(spec, f.sse, n)))
+    Forecast::with_sd(spec.name(), point, &sd, f.sse, Some(aicc(spec, f, n)))
 }
 
-/// The AICc of a fitted additive-error model: -2 log-likelihood (Gaussian errors, variance at
-/// its estimate SSE/n) plus the small-sample penalty on its parameters.
-fn aicc(spec: &Spec, sse: f64, n: usize) -> f64 {
+/// The AICc of a fitted model: -2 log-likelihood (Gaussian errors, additive or relative, the
+/// variance at its estimate) plus the small-sample penalty on its parameters.
+fn aicc(spec: &Spec, f: &Filtered, n: usize) -> f64 {
     let k = spec.parameters() as f64;
     let nf = n as f64;
-    let aic = nf * ((2.0 * std::f64::consts::PI * sse / nf).ln() + 1.0) + 2.0 * k;
+    let (sum, extra) = match spec.error {
+        Error::Add => (f.sse, 0.0),
+        Error::Mul => (f.rel_sse, 2.0 * f.log_pred),
+    };
+    let aic = nf * ((2.0 * std::f64::consts::PI * sum / nf).ln() + 1.0) + extra + 2.0 * k;
     if nf - k - 1.0 > 0.0 {
         aic + 2.0 * k * (k + 1.0) / (nf - k - 1.0)
     } else {
@@ -365,16 +452,50 @@ fn initial_states(spec: &Spec, y: &[f64]) -> Result<(f64, f64, Vec<f64>), Series
     Ok((level, slope, seasonal))
 }
 
-/// Fits `spec` to `y` by least squares. Needs two full seasons for a seasonal model and at
-/// least four points otherwise.
+/// Fits `spec` to `y` by maximum likelihood: the search runs from R's small starting
+/// smoothing parameters and from the middle of their range, and keeps the better optimum.
+/// Needs two full seasons for a seasonal model and at least four points otherwise.
 pub fn fit(spec: &Spec, y: &[f64]) -> Result<(Params, Filtered), SeriesError> {
-    fit_with(spec, y, true)
+    let small = fit_with(spec, y, true, Start::Small)?;
+    let middle = fit_with(spec, y, true, Start::Middle)?;
+    let value = |f: &Filtered| {
+        Run {
+            sse: f.sse,
+            rel_sse: f.rel_sse,
+            log_pred: f.log_pred,
+            level: f.level,
+            slope: f.slope,
+        }
+        .objective(spec, y.len())
+    };
+    Ok(if value(&middle.1) < value(&small.1) {
+        middle
+    } else {
+        small
+    })
 }
 
-/// [`fit`]; without `refine`, a seasonal model keeps its heuristic initial seasonal states
-/// (one small optimisation instead of two: what `auto` uses to compare models, before it
-/// refines the one it chose).
-fn fit_with(spec: &Spec, y: &[f64], refine: bool) -> Result<(Params, Filtered), SeriesError> {
+/// Where the search for the smoothing parameters starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// R's and statsforecast's `initparam`: alpha 0.2 / m, beta a tenth of alpha, gamma 5 % of
+    /// its range, phi near its top. From there the search tends to find slowly changing
+    /// states, which forecast well; what AutoETS does, and `auto` with it.
+    Small,
+    /// alpha 0.5, beta and gamma a tenth of their range, phi 0.944 (0.8 of its range): more
+    /// often the likelihood's global optimum on a short or irregular series.
+    Middle,
+}
+
+/// [`fit`] from one start; without `refine`, a seasonal model keeps its heuristic initial
+/// seasonal states (one small optimisation instead of two: what `auto` uses to compare
+/// models, before it refines the one it chose).
+fn fit_with(
+    spec: &Spec,
+    y: &[f64],
+    refine: bool,
+    start: Start,
+) -> Result<(Params, Filtered), SeriesError> {
     check_finite(y)?;
     let need = if spec.seasonal() {
         (2 * spec.m).max(spec.parameters() + 2)
@@ -388,7 +509,7 @@ fn fit_with(spec: &Spec, y: &[f64], refine: bool) -> Result<(Params, Filtered), 
             have: y.len(),
         });
     }
-    if spec.season == Season::Mul {
+    if spec.season == Season::Mul || spec.error == Error::Mul {
         if let Some((at, &value)) = y.iter().enumerate().find(|(_, v)| **v <= 0.0) {
             return Err(SeriesError::NotPositive {
                 method: spec.name(),
@@ -458,15 +579,16 @@ fn fit_with(spec: &Spec, y: &[f64], refine: bool) -> Result<(Params, Filtered), 
             };
         }
     };
-    let mut x0 = vec![logit(0.5)];
+    let small = start == Start::Small;
+    let mut x0 = vec![logit(if small { 0.2 / spec.m() as f64 } else { 0.5 })];
     if has_trend {
         x0.push(logit(0.1));
     }
     if seasonal_model {
-        x0.push(logit(0.1));
+        x0.push(logit(if small { 0.05 } else { 0.1 }));
     }
     if damped {
-        x0.push(logit(0.8));
+        x0.push(logit(if small { 0.99 } else { 0.8 }));
     }
     x0.push(0.0);
     if has_trend {
@@ -485,7 +607,7 @@ fn fit_with(spec: &Spec, y: &[f64], refine: bool) -> Result<(Params, Filtered), 
     let mut ring = Vec::with_capacity(spec.m());
     let mut objective = |u: &[f64]| {
         decode(u, &mut scratch);
-        sse(spec, &scratch, y, &mut ring)
+        objective(spec, &scratch, y, &mut ring)
     };
     // first the smoothing parameters, level and slope with the heuristic seasonal states; then,
     // for a seasonal model, everything together from there (the seasonal states move little)
@@ -529,14 +651,48 @@ pub enum Method {
     Drift,
 }
 
-pub const METHODS: &str = "auto, ets_ann, holt, holt_damped, holt_winters_additive, holt_winters_multiplicative, holt_winters_damped, seasonal_naive, naive, drift";
+pub const METHODS: &str = "auto, ets_<error><trend><season> (error a or m, trend n, a or ad, season n, a or m: ets_mam, ets_madm, ...), ses, holt, holt_damped, holt_winters_additive, holt_winters_multiplicative, holt_winters_damped, seasonal_naive, naive, drift";
+
+/// An ETS model by Hyndman's letters after `ets_`: "mam" is ETS(M,A,M), "madn" ETS(M,Ad,N).
+fn ets_code(code: &str, m: usize) -> Option<Spec> {
+    let error = match code.get(..1)? {
+        "a" => Error::Add,
+        "m" => Error::Mul,
+        _ => return None,
+    };
+    let (trend, rest) = match code.get(1..)? {
+        r if r.starts_with("ad") => (Trend::Damped, &r[2..]),
+        r if r.starts_with('a') => (Trend::Add, &r[1..]),
+        r if r.starts_with('n') => (Trend::None, &r[1..]),
+        _ => return None,
+    };
+    let season = match rest {
+        "n" => Season::None,
+        "a" => Season::Add,
+        "m" => Season::Mul,
+        _ => return None,
+    };
+    Some(Spec {
+        error,
+        trend,
+        season,
+        m,
+    })
+}
 
 impl Method {
     pub fn parse(name: &str, m: usize) -> Result<Method, SeriesError> {
-        let ets = |trend, season| Method::Ets(Spec { trend, season, m });
+        let ets = |trend, season| {
+            Method::Ets(Spec {
+                error: Error::Add,
+                trend,
+                season,
+                m,
+            })
+        };
         Ok(match name {
             "auto" | "ets" => Method::Auto,
-            "ets_ann" | "ses" => ets(Trend::None, Season::None),
+            "ses" => ets(Trend::None, Season::None),
             "holt" => ets(Trend::Add, Season::None),
             "holt_damped" => ets(Trend::Damped, Season::None),
             "holt_winters_additive" => ets(Trend::Add, Season::Add),
@@ -546,11 +702,14 @@ impl Method {
             "naive" => Method::Naive,
             "drift" => Method::Drift,
             other => {
+                if let Some(spec) = other.strip_prefix("ets_").and_then(|c| ets_code(c, m)) {
+                    return Ok(Method::Ets(spec));
+                }
                 return Err(SeriesError::Unknown {
                     what: "forecast method".into(),
                     got: other.into(),
                     expected: METHODS.into(),
-                })
+                });
             }
         })
     }
@@ -565,82 +724,62 @@ pub fn forecast(y: &[f64], m: usize, h: usize, method: Method) -> Result<Forecas
             Ok(predict(&spec, &p, &f, y.len(), h))
         }
         Method::Auto => {
-            // the candidates: additive-error models of y and, for a positive series, of ln y
-            // (multiplicative errors, trend and season), all compared by AICc on y's likelihood
-            // (a model of ln y adds 2 Σ ln y, the Jacobian); each fitted with its heuristic
-            // seasonal states, then the one chosen refitted fully
+            // the candidates of AutoETS (Hyndman et al. 2008; R's `ets`, statsforecast's
+            // `AutoETS`): additive errors with no or an additive season and, for a positive
+            // series, relative errors with no, an additive or a multiplicative season, each with
+            // no, an additive or a damped trend, compared by AICc on y's likelihood; each fitted
+            // first with its heuristic seasonal states, then the best refitted fully
             let positive = y.iter().all(|v| *v > 0.0);
-            let logs: Vec<f64> = if positive {
-                y.iter().map(|v| v.ln()).collect()
-            } else {
-                Vec::new()
-            };
-            let jacobian = 2.0 * logs.iter().sum::<f64>();
-            let mut candidates: Vec<(f64, Spec, bool)> = Vec::new();
-            for log in [false, true] {
-                if log && !positive {
+            let mut seasons = vec![Season::None];
+            if m >= 2 && y.len() >= 2 * m {
+                seasons.push(Season::Add);
+                seasons.push(Season::Mul);
+            }
+            let mut candidates: Vec<(f64, Spec)> = Vec::new();
+            for error in [Error::Add, Error::Mul] {
+                if error == Error::Mul && !positive {
                     continue;
                 }
-                let data: &[f64] = if log { &logs } else { y };
-                let mut seasons = vec![Season::None];
-                if m >= 2 && y.len() >= 2 * m {
-                    seasons.push(Season::Add);
-                    if positive && !log {
-                        seasons.push(Season::Mul);
-                    }
-                }
                 for &season in &seasons {
+                    // additive errors over a multiplicative season are numerically unstable
+                    // (Hyndman et al. 2008, 15.2; excluded by R's and statsforecast's defaults)
+                    if season == Season::Mul && error == Error::Add {
+                        continue;
+                    }
                     for trend in [Trend::None, Trend::Add, Trend::Damped] {
-                        let spec = Spec { trend, season, m };
-                        let Ok((_, f)) = fit_with(&spec, data, false) else {
+                        let spec = Spec {
+                            error,
+                            trend,
+                            season,
+                            m,
+                        };
+                        let Ok((_, f)) = fit_with(&spec, y, false, Start::Small) else {
                             continue;
                         };
-                        if f.sse.is_finite() {
-                            candidates.push((
-                                aicc(&spec, f.sse, data.len()) + if log { jacobian } else { 0.0 },
-                                spec,
-                                log,
-                            ));
+                        let score = aicc(&spec, &f, y.len());
+                        if score.is_finite() {
+                            candidates.push((score, spec));
                         }
                     }
                 }
             }
             candidates.sort_by(|a, b| a.0.total_cmp(&b.0));
             // the best few by that first look, refitted fully; the lowest AICc of those wins
-            let mut best: Option<(f64, Forecast, bool)> = None;
-            for &(_, spec, log) in candidates.iter().take(REFINED) {
-                let data: &[f64] = if log { &logs } else { y };
-                let Ok((p, f)) = fit(&spec, data) else {
+            let mut best: Option<(f64, Forecast)> = None;
+            for &(_, spec) in candidates.iter().take(REFINED) {
+                let Ok((p, f)) = fit_with(&spec, y, true, Start::Small) else {
                     continue;
                 };
-                let score = aicc(&spec, f.sse, data.len()) + if log { jacobian } else { 0.0 };
-                if f.sse.is_finite() && best.as_ref().is_none_or(|b| score < b.0) {
-                    let mut fc = predict(&spec, &p, &f, data.len(), h);
-                    fc.aicc = Some(score);
-                    best = Some((score, fc, log));
+                let score = aicc(&spec, &f, y.len());
+                if score.is_finite() && best.as_ref().is_none_or(|b| score < b.0) {
+                    best = Some((score, predict(&spec, &p, &f, y.len(), h)));
                 }
             }
-            let Some((_, mut fc, log)) = best else {
-                return Err(SeriesError::TooShort {
-                    method: "ETS".into(),
-                    need: 4,
-                    have: y.len(),
-                });
-            };
-            if log {
-                // quantiles carry over through exp: the point is the median forecast of y
-                for v in [
-                    &mut fc.point,
-                    &mut fc.lo80,
-                    &mut fc.hi80,
-                    &mut fc.lo95,
-                    &mut fc.hi95,
-                ] {
-                    v.iter_mut().for_each(|x| *x = x.exp());
-                }
-                fc.model = format!("{} of ln y", fc.model);
-            }
-            Ok(fc)
+            best.map(|b| b.1).ok_or(SeriesError::TooShort {
+                method: "ETS".into(),
+                need: 4,
+                have: y.len(),
+            })
         }
         Method::SeasonalNaive | Method::Naive => {
             let m = if method == Method::Naive { 1 } else { m.max(1) };
