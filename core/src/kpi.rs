@@ -244,67 +244,69 @@ impl Kpi {
                 });
             }
         }
-        let watch =
-            |key: &str, methods: &[&str], allowed: &[&str]| -> Result<Option<Watch>, KpiError> {
-                let Some(w) = o.get(key) else { return Ok(None) };
-                let w = w.as_object().ok_or_else(|| {
-                    KpiError(format!(
-                        "\"{key}\" is an object: {{\"measure\": …, \"method\": …}}"
-                    ))
-                })?;
-                if let Some(k) = w
-                    .keys()
-                    .find(|k| !allowed.contains(&k.as_str()) && *k != "measure" && *k != "method")
-                {
+        let watch = |key: &str,
+                     methods: &[&str],
+                     allowed: &[&str]|
+         -> Result<Option<Watch>, KpiError> {
+            let Some(w) = o.get(key) else { return Ok(None) };
+            let w = w.as_object().ok_or_else(|| {
+                KpiError(format!(
+                    "\"{key}\" is an object: {{\"measure\": …, \"method\": …}}"
+                ))
+            })?;
+            if let Some(k) = w
+                .keys()
+                .find(|k| !allowed.contains(&k.as_str()) && *k != "measure" && *k != "method")
+            {
+                return Err(KpiError(format!(
+                    "{key}: unknown key \"{k}\" (allowed: measure, method, {})",
+                    allowed.join(", ")
+                )));
+            }
+            let measure = match w.get("measure").and_then(Value::as_str) {
+                Some(m) if measures.iter().any(|(n, _)| n == m) => m.to_owned(),
+                Some(m) => return Err(KpiError(format!("{key}: unknown measure \"{m}\""))),
+                None if measures.len() == 1 => measures[0].0.clone(),
+                None => {
                     return Err(KpiError(format!(
-                        "{key}: unknown key \"{k}\" (allowed: measure, method, {})",
-                        allowed.join(", ")
-                    )));
+                        "{key}: name the \"measure\" (the KPI has several)"
+                    )))
                 }
-                let measure = match w.get("measure").and_then(Value::as_str) {
-                    Some(m) if measures.iter().any(|(n, _)| n == m) => m.to_owned(),
-                    Some(m) => return Err(KpiError(format!("{key}: unknown measure \"{m}\""))),
-                    None if measures.len() == 1 => measures[0].0.clone(),
-                    None => {
-                        return Err(KpiError(format!(
-                            "{key}: name the \"measure\" (the KPI has several)"
-                        )))
-                    }
-                };
-                let method = w
-                    .get("method")
-                    .and_then(Value::as_str)
-                    .unwrap_or(methods[0])
-                    .to_owned();
-                // a forecast's method may also be any ETS model by its letters (ets_mam, ...)
-                let ets_model = key == "forecast"
-                    && method.starts_with("ets_")
-                    && crate::timeseries::ets::Method::parse(&method, 12).is_ok();
-                if !methods.contains(&method.as_str()) && !ets_model {
-                    return Err(KpiError(format!(
-                        "{key}: unknown method \"{method}\" (methods: {}{})",
-                        methods.join(", "),
-                        if key == "forecast" {
-                            ", or any ETS model as ets_<error><trend><season>: ets_mam, ets_madn, ..."
-                        } else {
-                            ""
-                        }
-                    )));
-                }
-                for (k, v) in w.iter().filter(|(k, _)| allowed.contains(&k.as_str())) {
-                    if !v.as_f64().is_some_and(|x| x.is_finite() && x > 0.0) {
-                        return Err(KpiError(format!("{key}.{k}: a positive number, not {v}")));
-                    }
-                }
-                let mut options = w.clone();
-                options.remove("measure");
-                options.remove("method");
-                Ok(Some(Watch {
-                    measure,
-                    method,
-                    options,
-                }))
             };
+            let method = w
+                .get("method")
+                .and_then(Value::as_str)
+                .unwrap_or(methods[0])
+                .to_owned();
+            // a forecast's method may also be any ETS model by its letters (ets_mam, ...)
+            let ets_model = key == "forecast"
+                && method.starts_with("ets_")
+                && crate::timeseries::ets::Method::parse(&method, 12).is_ok();
+            if !methods.contains(&method.as_str()) && !ets_model {
+                return Err(KpiError(format!(
+                    "{key}: unknown method \"{method}\" (methods: {}{})",
+                    methods.join(", "),
+                    if key == "forecast" {
+                        ", or any ETS model as ets_<error><trend><season>: ets_mam, ets_madn, ..."
+                    } else {
+                        ""
+                    }
+                )));
+            }
+            for (k, v) in w.iter().filter(|(k, _)| allowed.contains(&k.as_str())) {
+                if !v.as_f64().is_some_and(|x| x.is_finite() && x > 0.0) {
+                    return Err(KpiError(format!("{key}.{k}: a positive number, not {v}")));
+                }
+            }
+            let mut options = w.clone();
+            options.remove("measure");
+            options.remove("method");
+            Ok(Some(Watch {
+                measure,
+                method,
+                options,
+            }))
+        };
         let anomaly = watch(
             "anomaly",
             &["seasonal", "mad", "esd"],
