@@ -22,6 +22,7 @@ pub struct Application {
     tls: Option<tonic::transport::ServerTlsConfig>,
     addr: SocketAddr,
     metrics_listener: Option<TcpListener>,
+    web_listener: Option<TcpListener>,
     /// Where ledger digests are kept, and how often one is taken (None: never).
     digests: (std::path::PathBuf, Option<std::time::Duration>),
     service: BareCountFlight,
@@ -56,6 +57,10 @@ impl Application {
             Some(a) => Some(TcpListener::bind(a).await?),
             None => None,
         };
+        let web_listener = match config.web_listen {
+            Some(a) => Some(TcpListener::bind(a).await?),
+            None => None,
+        };
         let state = State {
             metrics: Arc::new(Metrics::default()),
             export_dir: config.export_dir.clone(),
@@ -81,6 +86,7 @@ impl Application {
             tls,
             addr,
             metrics_listener,
+            web_listener,
             digests: (
                 config.digest_dir(),
                 (config.digest_interval_secs > 0)
@@ -107,6 +113,11 @@ impl Application {
             .and_then(|l| l.local_addr().ok())
     }
 
+    /// Where the web app listens, if it is on.
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.web_listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// Serves until `shutdown` completes; calls in flight finish first.
     pub async fn run_until<F: Future<Output = ()> + Send>(self, shutdown: F) -> anyhow::Result<()> {
         let metrics_task = self.metrics_listener.map(|l| {
@@ -116,6 +127,10 @@ impl Application {
                 state.metrics.clone(),
                 state.store.clone(),
             ))
+        });
+        let web_task = self.web_listener.map(|l| {
+            let web = crate::web::Web::new(self.service.sql.state.clone(), self.tls.is_some());
+            tokio::spawn(crate::web::serve(l, web, std::future::pending()))
         });
         let digest_task = self.digests.1.map(|every| {
             let state = &self.service.sql.state;
@@ -138,6 +153,9 @@ impl Application {
             t.abort();
         }
         if let Some(t) = digest_task {
+            t.abort();
+        }
+        if let Some(t) = web_task {
             t.abort();
         }
         Ok(result?)

@@ -74,6 +74,11 @@ pub struct Config {
     /// Address of the Prometheus metrics endpoint (`GET /metrics`); off if unset.
     #[arg(long, env = "BARECOUNT_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Address of the web app (pages and the JSON API under /api/v1/, same credentials as
+    /// Flight); off if unset. It speaks plain HTTP: serve it on loopback or behind a proxy
+    /// that terminates TLS. With --tls-cert set, its session cookie is marked Secure.
+    #[arg(long, env = "BARECOUNT_WEB_LISTEN")]
+    pub web_listen: Option<SocketAddr>,
     /// Write the bound port to this file once the server accepts connections (for scripts).
     #[arg(long)]
     pub port_file: Option<PathBuf>,
@@ -111,6 +116,7 @@ impl Config {
             memory_cache_bytes: 2 << 30,
             parallel_load_min_bytes: 64 << 20,
             metrics_listen: None,
+            web_listen: None,
             digest_dir: Some(scratch.join("ledger-digests")),
             digest_interval_secs: 0,
             export_dir: scratch.join("exports"),

@@ -30,6 +30,7 @@ pub mod state;
 pub mod store;
 pub mod ticket;
 pub mod types;
+pub mod web;
 pub mod xdbc;
 
 pub use app::Application;

@@ -201,6 +201,11 @@ impl TicketSigner {
     }
 
     /// A session token for a caller who just authenticated.
+    /// How long a session token stays valid, in seconds.
+    pub fn session_ttl_secs(&self) -> u64 {
+        self.session_ttl_secs
+    }
+
     pub fn session(&self, tenant: &str, subject: &str, scopes: &[String]) -> Result<String> {
         let sealed = self.seal(
             "session",

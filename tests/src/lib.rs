@@ -124,6 +124,8 @@ pub struct Flight {
     pub url: String,
     /// `host:port` of the metrics endpoint, when the config turned it on.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// `host:port` of the web app, when the config turned it on.
+    pub web_addr: Option<std::net::SocketAddr>,
     pub token: String,
     pub auth: Auth,
     stop: Option<oneshot::Sender<()>>,
@@ -144,6 +146,7 @@ impl Flight {
         let database_url = database_url.as_str();
         let app = Application::build(config).await.unwrap();
         let metrics_addr = app.metrics_addr();
+        let web_addr = app.web_addr();
         // build() has bound the socket, so the port accepts connections from here on.
         let url = format!("http://{}", app.addr());
         // the harness's own connection is plain: the server's TLS settings are the server's
@@ -158,6 +161,7 @@ impl Flight {
         Flight {
             url,
             metrics_addr,
+            web_addr,
             auth: Auth::Token(token.clone()),
             token,
             stop: Some(tx),

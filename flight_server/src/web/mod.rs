@@ -1,0 +1,100 @@
+//! The web app: server-rendered pages and a JSON API (`/api/v1/`) over the same credentials as
+//! Flight, served by barecount-flight on `--web-listen`.
+//!
+//! Sign-in takes a role's password or an API token and answers with a session cookie
+//! (HttpOnly, SameSite=Strict, Secure behind TLS) holding a Flight session token, so a page is
+//! checked exactly as a Flight call is: the token's signature, then its credential
+//! (`barecount.credential_check`), so a revoked token or a removed member is refused within
+//! seconds. Every form that changes state carries a CSRF token derived from the session.
+//! Every query names the caller's tenant (`data`): another tenant's objects are "not found".
+//! Pages escape all output (askama templates), load no script, and answer with a CSP that
+//! allows none.
+
+mod api;
+mod chart;
+mod data;
+mod pages;
+mod session;
+
+use crate::state::State;
+use axum::http::{header, HeaderValue, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// What the web handlers share.
+#[derive(Debug, Clone)]
+pub struct Web {
+    pub state: State,
+    /// Whether the pages are served over TLS (the cookie is then Secure).
+    pub tls: bool,
+    pub sessions: Arc<session::SignedOut>,
+}
+
+impl Web {
+    pub fn new(state: State, tls: bool) -> Web {
+        Web {
+            state,
+            tls,
+            sessions: Arc::default(),
+        }
+    }
+}
+
+/// The routes.
+pub fn router(web: Web) -> Router {
+    Router::new()
+        .route("/", get(pages::home))
+        .route("/login", get(session::login_form).post(session::login))
+        .route("/logout", post(session::logout))
+        .route("/catalog", get(pages::catalog))
+        .route("/datasets/{name}", get(pages::dataset))
+        .route("/datasets/{name}/verify", post(pages::verify))
+        .route("/kpis/{name}", get(pages::kpi))
+        .route("/evidence", get(pages::evidence))
+        .route("/static/app.css", get(pages::stylesheet))
+        .route("/api/v1/openapi.json", get(api::openapi))
+        .route("/api/v1/catalog", get(api::catalog))
+        .route("/api/v1/datasets/{name}", get(api::dataset))
+        .route("/api/v1/kpis/{name}/series", get(api::kpi_series))
+        .route("/api/v1/ledger", get(api::ledger))
+        .fallback(pages::not_found)
+        .layer(axum::middleware::from_fn(security_headers))
+        .with_state(Arc::new(web))
+}
+
+/// Headers on every answer: no script, no framing, no sniffing, no referrer, no caching of
+/// tenant data.
+async fn security_headers(request: Request<axum::body::Body>, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let h = response.headers_mut();
+    let set = |h: &mut axum::http::HeaderMap, name: header::HeaderName, value: &'static str| {
+        h.insert(name, HeaderValue::from_static(value));
+    };
+    set(
+        h,
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    );
+    set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(h, header::X_FRAME_OPTIONS, "DENY");
+    set(h, header::REFERRER_POLICY, "no-referrer");
+    if !h.contains_key(header::CACHE_CONTROL) {
+        set(h, header::CACHE_CONTROL, "no-store");
+    }
+    response
+}
+
+/// Serves the web app on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    web: Web,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(web))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,190 @@
+//! The pages.
+
+use super::data::{self, Chain, Dataset, Entry, Item, Page, Series, Verified};
+use super::session::{render, CsrfForm, Viewer, WebError};
+use super::{chart, Web};
+use askama::Template;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use std::sync::Arc;
+
+pub async fn home() -> Redirect {
+    Redirect::to("/catalog")
+}
+
+pub async fn not_found() -> WebError {
+    WebError::NotFound("there is no such page".into())
+}
+
+pub async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../../static/app.css"),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize, Default)]
+pub struct CatalogQuery {
+    #[serde(default)]
+    pub q: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub after: String,
+}
+
+#[derive(Template)]
+#[template(path = "catalog.html")]
+struct CatalogPage<'a> {
+    viewer: Option<&'a Viewer>,
+    q: &'a str,
+    kind: &'a str,
+    kinds: &'a [&'a str],
+    page: Page<Item>,
+}
+
+pub async fn catalog(
+    State(web): State<Arc<Web>>,
+    viewer: Viewer,
+    Query(q): Query<CatalogQuery>,
+) -> Result<Response, WebError> {
+    let page = data::catalog(
+        &web.state.db,
+        &viewer.caller.tenant,
+        &q.q,
+        &q.kind,
+        &q.after,
+    )
+    .await?;
+    Ok(render(&CatalogPage {
+        viewer: Some(&viewer),
+        q: &q.q,
+        kind: &q.kind,
+        kinds: &data::KINDS,
+        page,
+    }))
+}
+
+#[derive(Template)]
+#[template(path = "dataset.html")]
+struct DatasetPage<'a> {
+    viewer: Option<&'a Viewer>,
+    v: &'a Viewer,
+    d: Dataset,
+    verified: Option<Vec<Verified>>,
+}
+
+pub async fn dataset(
+    State(web): State<Arc<Web>>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+) -> Result<Response, WebError> {
+    let d = data::dataset(&web.state.db, &viewer.caller.tenant, &name).await?;
+    Ok(render(&DatasetPage {
+        viewer: Some(&viewer),
+        v: &viewer,
+        d,
+        verified: None,
+    }))
+}
+
+/// Recomputes the latest version's content hash and checks it against the catalog and the
+/// ledger, then shows the dataset with the result.
+pub async fn verify(
+    State(web): State<Arc<Web>>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, WebError> {
+    viewer.check_csrf(&form.csrf)?;
+    let d = data::dataset(&web.state.db, &viewer.caller.tenant, &name).await?;
+    let verified = data::verify(&web.state.db, &viewer.caller.tenant, &name).await?;
+    Ok(render(&DatasetPage {
+        viewer: Some(&viewer),
+        v: &viewer,
+        d,
+        verified: Some(verified),
+    }))
+}
+
+#[derive(Deserialize, Default)]
+pub struct KpiQuery {
+    #[serde(default)]
+    pub measure: String,
+}
+
+#[derive(Template)]
+#[template(path = "kpi.html")]
+struct KpiPage<'a> {
+    viewer: Option<&'a Viewer>,
+    s: Series,
+    svg: String,
+}
+
+pub async fn kpi(
+    State(web): State<Arc<Web>>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+    Query(q): Query<KpiQuery>,
+) -> Result<Response, WebError> {
+    let s = data::series(
+        &web.state.db,
+        &viewer.caller.tenant,
+        &name,
+        &q.measure,
+        true,
+    )
+    .await?;
+    let svg = chart::render(&s);
+    Ok(render(&KpiPage {
+        viewer: Some(&viewer),
+        s,
+        svg,
+    }))
+}
+
+#[derive(Deserialize, Default)]
+pub struct EvidenceQuery {
+    #[serde(default)]
+    pub event: String,
+    #[serde(default)]
+    pub subject: String,
+    pub before: Option<i64>,
+}
+
+#[derive(Template)]
+#[template(path = "evidence.html")]
+struct EvidencePage<'a> {
+    viewer: Option<&'a Viewer>,
+    chain: Chain,
+    page: Page<Entry>,
+    event: &'a str,
+    subject: &'a str,
+}
+
+pub async fn evidence(
+    State(web): State<Arc<Web>>,
+    viewer: Viewer,
+    Query(q): Query<EvidenceQuery>,
+) -> Result<Response, WebError> {
+    let db = &web.state.db;
+    let page = data::ledger(db, &viewer.caller.tenant, &q.event, &q.subject, q.before).await?;
+    let chain = data::chain(db).await?;
+    Ok((
+        StatusCode::OK,
+        render(&EvidencePage {
+            viewer: Some(&viewer),
+            chain,
+            page,
+            event: &q.event,
+            subject: &q.subject,
+        }),
+    )
+        .into_response())
+}

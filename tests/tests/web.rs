@@ -1,0 +1,391 @@
+//! The web app against a real cluster and a real barecount-flight: sign-in with a token and a
+//! role's password, the pages and the JSON API, CSRF, security headers, escaping of hostile
+//! names, tenants kept apart (another tenant's objects are 404), revoked credentials and
+//! sign-out.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use barecount_flight::Config;
+use barecount_tests::*;
+use reqwest::redirect::Policy;
+use reqwest::{Client as Http, StatusCode};
+use std::time::{Duration, Instant};
+
+/// A browser-like client that never follows redirects (the test looks at them).
+fn http() -> Http {
+    Http::builder().redirect(Policy::none()).build().unwrap()
+}
+
+/// Signs in through the form; returns the session cookie (`bc_session=…`).
+async fn sign_in(base: &str, user: &str, secret: &str) -> String {
+    let r = http()
+        .post(format!("{base}/login"))
+        .form(&[("user", user), ("secret", secret)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "sign-in as {user}");
+    let cookie = r
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Strict")
+            && !cookie.contains("Secure"),
+        "{cookie}"
+    );
+    cookie.split(';').next().unwrap().to_owned()
+}
+
+async fn get(base: &str, cookie: &str, path: &str) -> (StatusCode, String) {
+    let r = http()
+        .get(format!("{base}{path}"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    (r.status(), r.text().await.unwrap())
+}
+
+/// The CSRF token of the page's forms.
+fn csrf(page: &str) -> String {
+    let at = page
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with a CSRF token")
+        + 19;
+    page[at..at + 32].to_owned()
+}
+
+struct Rig {
+    db: TestDb,
+    _flight: Flight,
+    base: String,
+}
+
+/// Tenant `default` with a dataset `sales` (whose contract describes a column), a hostile
+/// dataset name's neighbour (a column named like markup) and a KPI with a threshold; tenant
+/// `acme` with a dataset of its own.
+async fn rig() -> Rig {
+    let db = fresh_db().await;
+    let c = &db.client;
+    c.batch_execute(
+        "SELECT barecount.publish('sales', $$SELECT g::bigint AS id, 'r' || (g % 3) AS region, (g * 1.5)::numeric(10,2) AS amount
+                                             FROM generate_series(1, 40) g$$);
+         SELECT barecount.publish('sales', $$SELECT g::bigint AS id, 'r' || (g % 3) AS region, (g * 1.5)::numeric(10,2) AS amount
+                                             FROM generate_series(1, 50) g$$);
+         SELECT barecount.publish('odd', $$SELECT '<script>alert(1)</script>'::text AS \"<img src=x onerror=alert(2)>\"$$);
+         CREATE TABLE gdp.orders (tenant_id text NOT NULL DEFAULT 'default', order_date date, region text, amount numeric);
+         INSERT INTO gdp.orders (order_date, region, amount)
+              SELECT make_date(2022 + (i / 12), i % 12 + 1, 10), r, 100 + i % 5 + (CASE WHEN i = 20 THEN 900 ELSE 0 END)
+                FROM generate_series(0, 23) i, unnest(ARRAY['east', 'west']) r;
+         SELECT barecount.kpi_define('net', '{\"source\": \"gdp.orders\", \"time\": \"order_date\", \"grain\": \"month\",
+             \"dimensions\": [\"region\"], \"measures\": {\"net\": \"sum(amount)\"},
+             \"thresholds\": [{\"measure\": \"net\", \"direction\": \"above\", \"warn\": 300, \"critical\": 500}],
+             \"anomaly\": {\"method\": \"mad\", \"threshold\": 3.5}}');
+         SELECT * FROM barecount.kpi_materialize('net', '2022-01-01', '2023-12-31');
+         SELECT barecount.tenant_create('acme', 'Acme');
+         SELECT barecount.act_as_tenant('acme');
+         SELECT barecount.publish('acme_secret', 'SELECT 42 AS answer');
+         SELECT barecount.act_as_tenant('default');",
+    )
+    .await
+    .unwrap();
+    let mut config = Config::local(&db.url);
+    config.web_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let flight = Flight::start_with(config).await;
+    let base = format!("http://{}", flight.web_addr.unwrap());
+    Rig {
+        db,
+        _flight: flight,
+        base,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_and_api_of_one_tenant_behind_a_session() {
+    let r = rig().await;
+    let base = &r.base;
+    let c = &r.db.client;
+    // no session: the sign-in page; bad credentials: refused on the form
+    let anon = http().get(format!("{base}/catalog")).send().await.unwrap();
+    assert_eq!(anon.status(), StatusCode::SEE_OTHER);
+    assert_eq!(anon.headers()["location"], "/login");
+    let bad = http()
+        .post(format!("{base}/login"))
+        .form(&[("user", ""), ("secret", "bct_nonsense")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::UNAUTHORIZED);
+    assert!(bad.text().await.unwrap().contains("not accepted"));
+    let token = api_token(c, "default", &["read"]).await;
+    let cookie = sign_in(base, "", &token).await;
+
+    // the catalog, with the security headers on every answer
+    let page = http()
+        .get(format!("{base}/catalog"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let h = page.headers().clone();
+    let csp = h["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("default-src 'none'")
+            && csp.contains("frame-ancestors 'none'")
+            && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["x-frame-options"], "DENY");
+    let body = page.text().await.unwrap();
+    for name in ["sales", "net", "odd"] {
+        assert!(body.contains(&format!(">{name}<")), "{name} in {body}");
+    }
+    assert!(!body.contains("acme_secret"));
+    // full text over column names, a kind filter, a name fragment
+    let (_, found) = get(base, &cookie, "/catalog?q=amount").await;
+    assert!(
+        found.contains(">sales<") && !found.contains(">odd<"),
+        "{found}"
+    );
+    let (_, kpis) = get(base, &cookie, "/catalog?kind=kpi").await;
+    assert!(kpis.contains(">net<") && !kpis.contains(">sales<"));
+    let (_, frag) = get(base, &cookie, "/catalog?q=ale").await;
+    assert!(frag.contains(">sales<"));
+    let (status, _) = get(base, &cookie, "/catalog?kind=nonsense").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // a dataset: versions with hashes, schema, first rows, lineage
+    let (status, ds) = get(base, &cookie, "/datasets/sales").await;
+    assert_eq!(status, StatusCode::OK);
+    let hashes = strings(c, "SELECT content_hash FROM barecount.dataset_versions WHERE dataset = 'sales' ORDER BY version").await;
+    for h in &hashes {
+        assert!(ds.contains(h.as_str()), "{h}");
+    }
+    assert!(ds.contains("latest") && ds.contains(">region<") && ds.contains(">r1<"));
+    // verify needs the form's CSRF token
+    let no_csrf = http()
+        .post(format!("{base}/datasets/sales/verify"))
+        .header("cookie", &cookie)
+        .form(&[("csrf", "0".repeat(32))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_csrf.status(), StatusCode::FORBIDDEN);
+    let ok = http()
+        .post(format!("{base}/datasets/sales/verify"))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf(&ds))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    let verified = ok.text().await.unwrap();
+    assert!(verified.contains("Version 2: verified"), "{verified}");
+
+    // hostile names are text, never markup
+    let (_, odd) = get(base, &cookie, "/datasets/odd").await;
+    assert!(
+        !odd.contains("<img src=x") && !odd.contains("<script>alert"),
+        "{odd}"
+    );
+    assert!(
+        odd.contains("&lt;img src=x onerror=alert(2)&gt;") || odd.contains("&#60;img"),
+        "{odd}"
+    );
+    let (_, echoed) = get(
+        base,
+        &cookie,
+        "/catalog?q=%3Cscript%3Ealert(3)%3C/script%3E",
+    )
+    .await;
+    assert!(!echoed.contains("<script>alert(3)"), "{echoed}");
+
+    // the KPI: an SVG chart with bands, one line per region, the anomaly ringed
+    let (status, kpi) = get(base, &cookie, "/kpis/net").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        kpi.contains("<svg") && kpi.contains("class=\"band-critical\""),
+        "{kpi}"
+    );
+    assert_eq!(kpi.matches("class=\"series\"").count(), 2);
+    assert!(
+        kpi.contains("class=\"anomaly\""),
+        "the spike of 2023-09 is ringed"
+    );
+    assert!(kpi.contains(">2022-01<") || kpi.contains("2022-01"));
+
+    // evidence: the chain verifies, the latest digest is shown
+    let (status, ev) = get(base, &cookie, "/evidence").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(ev.contains("The chain verifies"), "{ev}");
+    let digest: String = c
+        .query_one("SELECT entry_hash FROM barecount.ledger_digest()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(ev.contains(&digest));
+    assert!(ev.contains("publish"));
+
+    // the JSON API, with the token as a bearer, and its OpenAPI document
+    let api = http()
+        .get(format!("{base}/api/v1/datasets/sales"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_str(&api.text().await.unwrap()).unwrap();
+    assert_eq!(v["versions"][0]["content_hash"], hashes[1].as_str());
+    assert_eq!(v["columns"][1]["name"], "region");
+    let series = http()
+        .get(format!("{base}/api/v1/kpis/net/series"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let s: serde_json::Value = serde_json::from_str(&series.text().await.unwrap()).unwrap();
+    assert_eq!(s["points"].as_array().unwrap().len(), 48);
+    let anon_api = http()
+        .get(format!("{base}/api/v1/catalog"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anon_api.status(), StatusCode::UNAUTHORIZED);
+    let e: serde_json::Value = serde_json::from_str(&anon_api.text().await.unwrap()).unwrap();
+    assert_eq!(e["error"]["code"], "unauthenticated");
+    let doc: serde_json::Value = serde_json::from_str(
+        &http()
+            .get(format!("{base}/api/v1/openapi.json"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(doc["paths"]["/datasets/{name}"]["get"].is_object());
+
+    // signing out ends the session; the old cookie is refused
+    let (_, catalog) = get(base, &cookie, "/catalog").await;
+    let out = http()
+        .post(format!("{base}/logout"))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf(&catalog))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    assert!(out.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
+    let (status, _) = get(base, &cookie, "/catalog").await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "signed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_never_meet_and_revoked_credentials_end_sessions() {
+    let r = rig().await;
+    let base = &r.base;
+    let c = &r.db.client;
+    // a role of tenant acme signs in with its password
+    let reader = login_role(c, "web_reader", &["barecount_reader"], Some("acme")).await;
+    r.db.superuser
+        .batch_execute(&format!("ALTER ROLE {reader} PASSWORD 'pw-acme-1'"))
+        .await
+        .unwrap();
+    let wrong = http()
+        .post(format!("{base}/login"))
+        .form(&[("user", reader.as_str()), ("secret", "wrong")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let acme = sign_in(base, &reader, "pw-acme-1").await;
+    let (_, own) = get(base, &acme, "/catalog").await;
+    assert!(
+        own.contains(">acme_secret<") && !own.contains(">sales<"),
+        "{own}"
+    );
+    // default's dataset, KPI and API URLs are not found for acme, and the reverse
+    for path in [
+        "/datasets/sales",
+        "/kpis/net",
+        "/api/v1/datasets/sales",
+        "/api/v1/kpis/net/series",
+    ] {
+        let (status, body) = get(base, &acme, path).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
+        assert!(!body.contains("r1"), "{path}");
+    }
+    let (_, ledger) = get(base, &acme, "/api/v1/ledger").await;
+    let l: serde_json::Value = serde_json::from_str(&ledger).unwrap();
+    assert!(
+        l["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| !e["subject"].as_str().unwrap().contains("sales")),
+        "{ledger}"
+    );
+    let token = api_token(c, "default", &["read"]).await;
+    let default = sign_in(base, "", &token).await;
+    let (status, _) = get(base, &default, "/datasets/acme_secret").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // a verify of another tenant's dataset with a valid CSRF token: not found, nothing run
+    let (_, page) = get(base, &acme, "/catalog").await;
+    let cross = http()
+        .post(format!("{base}/datasets/sales/verify"))
+        .header("cookie", &acme)
+        .form(&[("csrf", csrf(&page))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross.status(), StatusCode::NOT_FOUND);
+    // a sign-in posted from another site is refused
+    let forged = http()
+        .post(format!("{base}/login"))
+        .header("sec-fetch-site", "cross-site")
+        .form(&[("user", ""), ("secret", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    // a token without the read scope cannot sign in
+    let export_only = api_token(c, "default", &["export"]).await;
+    let no_read = http()
+        .post(format!("{base}/login"))
+        .form(&[("user", ""), ("secret", export_only.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_read.status(), StatusCode::FORBIDDEN);
+
+    // revoking the token and removing the member end their sessions (re-checked every 2 s)
+    let id = token.split('_').nth(1).unwrap().to_owned();
+    c.execute("SELECT barecount.token_revoke($1)", &[&id])
+        .await
+        .unwrap();
+    c.execute(
+        "SELECT barecount.tenant_remove_member($1::text::regrole)",
+        &[&reader],
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut ended = (false, false);
+    while Instant::now() < deadline && !(ended.0 && ended.1) {
+        ended.0 = get(base, &default, "/catalog").await.0 == StatusCode::SEE_OTHER;
+        ended.1 = get(base, &acme, "/catalog").await.0 == StatusCode::SEE_OTHER;
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(ended, (true, true), "revoked token, removed member");
+}
