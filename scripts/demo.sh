@@ -78,6 +78,15 @@ say "Flight SQL: the first rows of monthly_sales, pinned to version 1"
 say "Flight export: monthly_sales as Parquet, with a ledger receipt"
 "$FLIGHT_BIN" export --url "$FLIGHT_URL" --dataset monthly_sales --format parquet --name monthly_sales_demo
 
+WEB_URL="http://127.0.0.1:$(cat "$BC_STATE/demo/web.port")"
+say "web app on $WEB_URL: its JSON API lists the published datasets for the same token"
+python3 - "$WEB_URL" "$BARECOUNT_TOKEN" <<'PY'
+import json, sys, urllib.request
+r = urllib.request.Request(sys.argv[1] + "/api/v1/catalog?kind=dataset", headers={"Authorization": "Bearer " + sys.argv[2]})
+names = [i["name"] for i in json.load(urllib.request.urlopen(r, timeout=30))["items"]]
+assert "monthly_sales" in names, names
+print("  datasets:", ", ".join(names))
+PY
 echo
 if [ "$keep" = 1 ]; then
     say "the stack keeps running (stop it with: make down)"
@@ -85,6 +94,7 @@ else
     say "demo done; shutting down (run 'make up' to keep the stack running)"
 fi
 cat <<TXT
+  web app:           $WEB_URL/ (sign in with the API token below)
   psql:              psql "$DB_URL"
   API token:         export BARECOUNT_TOKEN=\$(cat $BC_STATE/demo/token)
   Flight SQL:        $FLIGHT_BIN query --url $FLIGHT_URL "SELECT * FROM monthly_sales"

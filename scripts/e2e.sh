@@ -68,6 +68,7 @@ SQL
 GATEWAY_URL="${BARECOUNT_TEST_PG_URL/postgres@/bc_gateway@}"
 fport="$("$ROOT/scripts/flight.sh" start test "$GATEWAY_URL")"
 export BARECOUNT_FLIGHT_URL="http://127.0.0.1:$fport"
+export BARECOUNT_ARTIFACTS="$BC_STATE/test/artifacts"   # screenshots of the browser tests
 export BARECOUNT_FLIGHT_BIN="$CARGO_TARGET_DIR/debug/barecount-flight"
 export BARECOUNT_DBT="${BARECOUNT_DBT_VENV:-$HOME/.cache/barecount/dbt-venv}/bin/dbt"
 export BARECOUNT_DBT_PROJECT="$ROOT/sql/dbt"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start or stop a barecount-flight server for a cluster.
 #   flight.sh start NAME DATABASE_URL  -> starts on an ephemeral port; prints it once ready
+#                                         (the web app's port is in $BC_STATE/NAME/web.port)
 #   flight.sh stop NAME
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -12,10 +13,11 @@ case "$cmd" in
 start)
     url="${3:?database url}"
     mkdir -p "$dir"
-    rm -f "$dir/flight.port"
+    rm -f "$dir/flight.port" "$dir/web.port"
     [ -x "$bin" ] || die "$bin is missing; build it with cargo build -p barecount-flight"
     "$bin" serve --listen 127.0.0.1:0 --database-url "$url" --port-file "$dir/flight.port" \
         --cache-dir "$dir/flight-cache" --export-dir "$dir/exports" \
+        --web-listen 127.0.0.1:0 --web-port-file "$dir/web.port" \
         >"$dir/flight.log" 2>&1 &
     echo $! >"$dir/flight.pid"
     # Readiness: the server writes its port file after binding the socket.

@@ -5,7 +5,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-client-15 libclang-dev clang
               sudo pkg-config libssl-dev make python3 python3-venv ca-certificates openssl sqlsmith
-              postgresql-15-cron)
+              postgresql-15-cron chromium chromium-driver)
 
 # --- can this machine be served? ------------------------------------------------------------
 missing=()

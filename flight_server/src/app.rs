@@ -78,6 +78,9 @@ impl Application {
                 .div_ceil(crate::store::BATCH_ROWS)
                 .max(1),
         };
+        if let (Some(path), Some(l)) = (&config.web_port_file, &web_listener) {
+            tokio::fs::write(path, l.local_addr()?.port().to_string()).await?;
+        }
         if let Some(path) = &config.port_file {
             tokio::fs::write(path, addr.port().to_string()).await?;
         }

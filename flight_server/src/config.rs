@@ -79,6 +79,9 @@ pub struct Config {
     /// that terminates TLS. With --tls-cert set, its session cookie is marked Secure.
     #[arg(long, env = "BARECOUNT_WEB_LISTEN")]
     pub web_listen: Option<SocketAddr>,
+    /// Write the web app's bound port to this file once it accepts connections (for scripts).
+    #[arg(long)]
+    pub web_port_file: Option<PathBuf>,
     /// Write the bound port to this file once the server accepts connections (for scripts).
     #[arg(long)]
     pub port_file: Option<PathBuf>,
@@ -117,6 +120,7 @@ impl Config {
             parallel_load_min_bytes: 64 << 20,
             metrics_listen: None,
             web_listen: None,
+            web_port_file: None,
             digest_dir: Some(scratch.join("ledger-digests")),
             digest_interval_secs: 0,
             export_dir: scratch.join("exports"),

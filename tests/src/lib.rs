@@ -5,6 +5,8 @@
 //! A missing server is a failure, never a skip.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod webdriver;
+
 use barecount_flight::client::Auth;
 use barecount_flight::{Application, Config};
 use rand::Rng;

@@ -79,7 +79,8 @@ async fn rig() -> Rig {
          SELECT barecount.publish('odd', $$SELECT '<script>alert(1)</script>'::text AS \"<img src=x onerror=alert(2)>\"$$);
          CREATE TABLE gdp.orders (tenant_id text NOT NULL DEFAULT 'default', order_date date, region text, amount numeric);
          INSERT INTO gdp.orders (order_date, region, amount)
-              SELECT make_date(2022 + (i / 12), i % 12 + 1, 10), r, 100 + i % 5 + (CASE WHEN i = 20 THEN 900 ELSE 0 END)
+              SELECT make_date(2022 + (i / 12), i % 12 + 1, 10), r,
+                     100 + i % 5 + (CASE WHEN r = 'west' THEN 60 + 3 * i ELSE 0 END) + (CASE WHEN i = 20 AND r = 'east' THEN 900 ELSE 0 END)
                 FROM generate_series(0, 23) i, unnest(ARRAY['east', 'west']) r;
          SELECT barecount.kpi_define('net', '{\"source\": \"gdp.orders\", \"time\": \"order_date\", \"grain\": \"month\",
              \"dimensions\": [\"region\"], \"measures\": {\"net\": \"sum(amount)\"},
@@ -168,6 +169,7 @@ async fn pages_and_api_of_one_tenant_behind_a_session() {
         assert!(ds.contains(h.as_str()), "{h}");
     }
     assert!(ds.contains("latest") && ds.contains(">region<") && ds.contains(">r1<"));
+    assert!(!ds.contains(">tenant_id<"), "tenant_id is implied, as over Flight");
     // verify needs the form's CSRF token
     let no_csrf = http()
         .post(format!("{base}/datasets/sales/verify"))
@@ -388,4 +390,108 @@ async fn tenants_never_meet_and_revoked_credentials_end_sessions() {
         tokio::task::yield_now().await;
     }
     assert_eq!(ended, (true, true), "revoked token, removed member");
+}
+
+/// Where a test's screenshots go: `$BARECOUNT_ARTIFACTS` (scripts/e2e.sh sets it under the
+/// state directory), and with `BARECOUNT_UPDATE_SCREENSHOTS=1` also docs/screenshots/.
+fn shot_paths(name: &str) -> Vec<std::path::PathBuf> {
+    let mut out = vec![std::path::PathBuf::from(
+        std::env::var("BARECOUNT_ARTIFACTS")
+            .unwrap_or_else(|_| temp_dir("bc-artifacts").display().to_string()),
+    )
+    .join("screenshots")
+    .join(format!("{name}.png"))];
+    if std::env::var("BARECOUNT_UPDATE_SCREENSHOTS").as_deref() == Ok("1") {
+        out.push(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../docs/screenshots")
+                .join(format!("{name}.png")),
+        );
+    }
+    out
+}
+
+/// Headless Chromium (Debian's, through chromedriver) signs in, searches, opens a dataset,
+/// verifies it, opens the KPI chart and the evidence, moving by keyboard where a user would;
+/// a screenshot of each page is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_browser_walks_the_app() {
+    use barecount_tests::webdriver::Driver;
+    let r = rig().await;
+    let base = &r.base;
+    let token = api_token(&r.db.client, "default", &["read"]).await;
+    let driver = Driver::start().await;
+    let profile = temp_dir("bc-chromium");
+    let b = driver.browser(&profile).await;
+    let shot = |name: &'static str| shot_paths(name);
+
+    b.goto(&format!("{base}/catalog")).await;
+    b.wait_for_url("/login").await;
+    // keyboard: the first Tab reaches the skip link, the form's fields have labels
+    b.press("\u{E004}").await;
+    assert_eq!(
+        b.script("return document.activeElement.className").await,
+        "skip"
+    );
+    let unlabelled = b
+        .script("return [...document.querySelectorAll('input:not([type=hidden]), select')].filter(e => !e.labels || e.labels.length === 0).length")
+        .await;
+    assert_eq!(unlabelled, 0);
+    for p in shot("login") {
+        b.screenshot(&p).await;
+    }
+    b.type_into("#secret", &token).await;
+    b.press("\u{E007}").await;
+    b.wait_for_url("/catalog").await;
+    assert!(b.source().await.contains(">sales<"));
+    for p in shot("catalog") {
+        b.screenshot(&p).await;
+    }
+
+    b.type_into("#q", "amount").await;
+    b.press("\u{E007}").await;
+    b.wait_for_url("q=amount").await;
+    let found = b.source().await;
+    assert!(found.contains(">sales<") && !found.contains(">odd<"));
+    b.click("a[href='/datasets/sales']").await;
+    b.wait_for_url("/datasets/sales").await;
+    for p in shot("dataset") {
+        b.screenshot(&p).await;
+    }
+    b.click("form[action$='/verify'] button").await;
+    b.wait_for_url("/verify").await;
+    let verified = b.source().await;
+    assert!(verified.contains("Version 2: verified"), "{verified}");
+    for p in shot("dataset-verified") {
+        b.screenshot(&p).await;
+    }
+
+    b.goto(&format!("{base}/kpis/net")).await;
+    let svg = b
+        .script("const s = document.querySelector('svg.chart'); return s ? s.querySelectorAll('polyline.series').length : -1")
+        .await;
+    assert_eq!(svg, 2, "two regions drawn");
+    let ringed = b
+        .script("return document.querySelectorAll('svg.chart circle.anomaly').length")
+        .await;
+    assert!(ringed.as_i64().unwrap() >= 1);
+    for p in shot("kpi") {
+        b.screenshot(&p).await;
+    }
+
+    b.goto(&format!("{base}/evidence")).await;
+    assert!(b.source().await.contains("The chain verifies"));
+    for p in shot("evidence") {
+        b.screenshot(&p).await;
+    }
+    // the page ran no script of its own and the CSP let none in: nothing was blocked
+    let scripts = b.script("return document.scripts.length").await;
+    assert_eq!(scripts, 0);
+    // sign out with the keyboard-reachable button
+    b.click("form[action='/logout'] button").await;
+    b.wait_for_url("/login").await;
+    b.goto(&format!("{base}/catalog")).await;
+    b.wait_for_url("/login").await;
+    b.quit().await;
+    let _ = std::fs::remove_dir_all(&profile);
 }

@@ -9,7 +9,7 @@ use std::fmt::Write;
 const W: f64 = 920.0;
 const H: f64 = 360.0;
 const LEFT: f64 = 72.0;
-const RIGHT: f64 = 16.0;
+const RIGHT: f64 = 40.0;
 const TOP: f64 = 16.0;
 const BOTTOM: f64 = 56.0;
 /// Lines drawn at most; more dimension values are summarised in the legend.

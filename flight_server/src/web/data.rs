@@ -37,7 +37,8 @@ pub const KINDS: [&str; 6] = [
 const CATALOG_SQL: &str = "
 WITH items AS (
     SELECT 'dataset' AS kind, d.dataset AS name,
-           coalesce((SELECT string_agg(c->>'name', ' ') FROM jsonb_array_elements(v.columns) c), '') AS detail,
+           coalesce((SELECT string_agg(c->>'name', ' ') FROM jsonb_array_elements(v.columns) c
+                      WHERE c->>'name' <> 'tenant_id'), '') AS detail,
            v.version::text AS version, v.published_at AS at
       FROM barecount.datasets d
       JOIN barecount.dataset_versions v
@@ -209,7 +210,9 @@ pub async fn dataset(db: &Db, tenant: &str, name: &str) -> R<Dataset> {
     let columns: Vec<Column> = cols
         .as_array()
         .map(|a| {
+            // tenant_id is implied, as over Flight
             a.iter()
+                .filter(|c| c["name"] != crate::catalog::TENANT_COLUMN)
                 .map(|c| {
                     let name = c["name"].as_str().unwrap_or("").to_owned();
                     Column {
