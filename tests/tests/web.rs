@@ -94,6 +94,17 @@ async fn rig() -> Rig {
     )
     .await
     .unwrap();
+    // a batch of orders with one row the contract refuses (region "central")
+    c.query(
+        "SELECT barecount.contract_register($1)",
+        &[&ORDERS_CONTRACT],
+    )
+    .await
+    .unwrap();
+    let batch = serde_json::json!([order("W1", "east", 5.0), order("W2", "central", 7.0)]);
+    c.query("SELECT * FROM barecount.ingest('orders', $1)", &[&batch])
+        .await
+        .unwrap();
     let mut config = Config::local(&db.url);
     config.web_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     let flight = Flight::start_with(config).await;
@@ -169,7 +180,10 @@ async fn pages_and_api_of_one_tenant_behind_a_session() {
         assert!(ds.contains(h.as_str()), "{h}");
     }
     assert!(ds.contains("latest") && ds.contains(">region<") && ds.contains(">r1<"));
-    assert!(!ds.contains(">tenant_id<"), "tenant_id is implied, as over Flight");
+    assert!(
+        !ds.contains(">tenant_id<"),
+        "tenant_id is implied, as over Flight"
+    );
     // verify needs the form's CSRF token
     let no_csrf = http()
         .post(format!("{base}/datasets/sales/verify"))
@@ -275,6 +289,90 @@ async fn pages_and_api_of_one_tenant_behind_a_session() {
     assert_eq!(doc["openapi"], "3.1.0");
     assert!(doc["paths"]["/datasets/{name}"]["get"].is_object());
 
+    // quality: the batch, its held row with the error, replay refused without the ingest scope,
+    // then (contract fixed) replayed by an engineer's token
+    let batch_id: i64 = c
+        .query_one(
+            "SELECT batch_id FROM barecount.batches WHERE dataset = 'orders'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let (status, q) = get(base, &cookie, "/quality").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(q.contains(&format!("/quality/batches/{batch_id}")), "{q}");
+    let (status, held) = get(base, &cookie, &format!("/quality/batches/{batch_id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        held.contains("/region") && held.contains("enum") && held.contains("central"),
+        "{held}"
+    );
+    let read_only = http()
+        .post(format!("{base}/quality/batches/{batch_id}/replay"))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf(&held))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        read_only.status(),
+        StatusCode::FORBIDDEN,
+        "replay needs the ingest scope"
+    );
+    let v2 = ORDERS_CONTRACT
+        .replace("version: 1.0.0", "version: 1.1.0")
+        .replace(
+            "enum: [east, west, north, south]",
+            "enum: [east, west, north, south, central]",
+        );
+    c.query("SELECT barecount.contract_register($1)", &[&v2])
+        .await
+        .unwrap();
+    let engineer = api_token(c, "default", &["read", "ingest"]).await;
+    let eng = sign_in(base, "", &engineer).await;
+    let (_, held) = get(base, &eng, &format!("/quality/batches/{batch_id}")).await;
+    let replayed = http()
+        .post(format!("{base}/quality/batches/{batch_id}/replay"))
+        .header("cookie", &eng)
+        .form(&[("csrf", csrf(&held))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replayed.status(), StatusCode::OK);
+    let after = replayed.text().await.unwrap();
+    assert!(
+        after.contains("1 row(s) released, 0 still quarantined"),
+        "{after}"
+    );
+    assert!(after.contains("released under 1.1.0"), "{after}");
+
+    // operations: runs (none here), schedules, today's usage against the plan
+    let (status, ops) = get(base, &cookie, "/operations").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        ops.contains("No runs.") && ops.contains(">publish<"),
+        "{ops}"
+    );
+    let runs = http()
+        .get(format!("{base}/api/v1/runs"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let o: serde_json::Value = serde_json::from_str(&runs.text().await.unwrap()).unwrap();
+    let published = count(c, "SELECT coalesce(sum(events), 0)::bigint FROM barecount.usage WHERE kind = 'publish' AND tenant_id = 'default'").await;
+    let shown = o["usage"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["kind"] == "publish")
+        .unwrap()["events"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(shown, published);
+    assert!(published >= 3);
+
     // signing out ends the session; the old cookie is refused
     let (_, catalog) = get(base, &cookie, "/catalog").await;
     let out = http()
@@ -318,9 +416,21 @@ async fn tenants_never_meet_and_revoked_credentials_end_sessions() {
         "{own}"
     );
     // default's dataset, KPI and API URLs are not found for acme, and the reverse
+    let batch_id: i64 = c
+        .query_one(
+            "SELECT batch_id FROM barecount.batches WHERE dataset = 'orders'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let batch_page = format!("/quality/batches/{batch_id}");
+    let batch_api = format!("/api/v1/quality/batches/{batch_id}");
     for path in [
         "/datasets/sales",
         "/kpis/net",
+        batch_page.as_str(),
+        batch_api.as_str(),
         "/api/v1/datasets/sales",
         "/api/v1/kpis/net/series",
     ] {
@@ -352,6 +462,8 @@ async fn tenants_never_meet_and_revoked_credentials_end_sessions() {
         .await
         .unwrap();
     assert_eq!(cross.status(), StatusCode::NOT_FOUND);
+    let (_, q) = get(base, &acme, "/quality").await;
+    assert!(q.contains("No batch has quarantined rows"), "{q}");
     // a sign-in posted from another site is refused
     let forged = http()
         .post(format!("{base}/login"))
@@ -419,7 +531,7 @@ async fn a_real_browser_walks_the_app() {
     use barecount_tests::webdriver::Driver;
     let r = rig().await;
     let base = &r.base;
-    let token = api_token(&r.db.client, "default", &["read"]).await;
+    let token = api_token(&r.db.client, "default", &["read", "ingest"]).await;
     let driver = Driver::start().await;
     let profile = temp_dir("bc-chromium");
     let b = driver.browser(&profile).await;
@@ -476,6 +588,36 @@ async fn a_real_browser_walks_the_app() {
         .await;
     assert!(ringed.as_i64().unwrap() >= 1);
     for p in shot("kpi") {
+        b.screenshot(&p).await;
+    }
+
+    // quality: open the batch, fix the contract, replay the held row with the button
+    b.goto(&format!("{base}/quality")).await;
+    for p in shot("quality") {
+        b.screenshot(&p).await;
+    }
+    b.click("a[href^='/quality/batches/']").await;
+    b.wait_for_url("/quality/batches/").await;
+    assert!(b.source().await.contains("central"));
+    for p in shot("quality-batch") {
+        b.screenshot(&p).await;
+    }
+    let v2 = ORDERS_CONTRACT
+        .replace("version: 1.0.0", "version: 1.1.0")
+        .replace(
+            "enum: [east, west, north, south]",
+            "enum: [east, west, north, south, central]",
+        );
+    r.db.client
+        .query("SELECT barecount.contract_register($1)", &[&v2])
+        .await
+        .unwrap();
+    b.click("form[action$='/replay'] button").await;
+    b.wait_for_url("/replay").await;
+    assert!(b.source().await.contains("1 row(s) released"));
+    b.goto(&format!("{base}/operations")).await;
+    assert!(b.source().await.contains("Usage today"));
+    for p in shot("operations") {
         b.screenshot(&p).await;
     }
 

@@ -3,7 +3,7 @@
 //! cookie. Errors are {"error": {"code", "message"}} with the HTTP status that fits.
 
 use super::data;
-use super::pages::{CatalogQuery, EvidenceQuery, KpiQuery};
+use super::pages::{CatalogQuery, EvidenceQuery, KpiQuery, QualityQuery, RunsQuery};
 use super::session::{Viewer, WebError};
 use super::Web;
 use axum::extract::{FromRequestParts, Path, Query, State};
@@ -82,6 +82,33 @@ pub async fn ledger(
     Ok(Json(page).into_response())
 }
 
+pub async fn quality(
+    State(web): State<Arc<Web>>,
+    ApiViewer(v): ApiViewer,
+    Query(q): Query<QualityQuery>,
+) -> Answer {
+    let page = data::batches(&web.state.db, &v.caller.tenant, &q.dataset, q.before).await?;
+    Ok(Json(page).into_response())
+}
+
+pub async fn batch(
+    State(web): State<Arc<Web>>,
+    ApiViewer(v): ApiViewer,
+    Path(id): Path<i64>,
+) -> Answer {
+    let (batch, rows) = data::batch(&web.state.db, &v.caller.tenant, id).await?;
+    Ok(Json(serde_json::json!({"batch": batch, "rows": rows})).into_response())
+}
+
+pub async fn runs(
+    State(web): State<Arc<Web>>,
+    ApiViewer(v): ApiViewer,
+    Query(q): Query<RunsQuery>,
+) -> Answer {
+    let o = data::operations(&web.state.db, &v.caller.tenant, q.failed, q.before).await?;
+    Ok(Json(o).into_response())
+}
+
 /// The OpenAPI 3.1 document of the API.
 pub async fn openapi() -> Response {
     let error = serde_json::json!({"description": "an error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
@@ -117,6 +144,17 @@ pub async fn openapi() -> Response {
             "/kpis/{name}/series": {"get": {"summary": "A KPI's series, thresholds, anomalies and forecast", "parameters": [
                 string("name", "path", true, "KPI"), string("measure", "query", false, "a measure (default: the first)")],
                 "responses": responses("the series")}},
+            "/quality": {"get": {"summary": "Batches with quarantined rows or quality results (pages of 50)", "parameters": [
+                string("dataset", "query", false, "one dataset"),
+                {"name": "before", "in": "query", "required": false, "schema": {"type": "integer"}, "description": "the `next` cursor"}],
+                "responses": responses("batches and the next cursor")}},
+            "/quality/batches/{id}": {"get": {"summary": "A batch and its quarantined rows with their errors", "parameters": [
+                {"name": "id", "in": "path", "required": true, "schema": {"type": "integer"}}],
+                "responses": responses("the batch and its rows")}},
+            "/runs": {"get": {"summary": "Pipeline runs, schedules and today's usage against the plan", "parameters": [
+                {"name": "failed", "in": "query", "required": false, "schema": {"type": "boolean"}},
+                {"name": "before", "in": "query", "required": false, "schema": {"type": "integer"}, "description": "the `next` cursor"}],
+                "responses": responses("runs, schedules, usage")}},
             "/ledger": {"get": {"summary": "The tenant's ledger entries, newest first (pages of 50)", "parameters": [
                 string("event", "query", false, "one event type"), string("subject", "query", false, "subject contains"),
                 {"name": "before", "in": "query", "required": false, "schema": {"type": "integer"}, "description": "the `next` cursor of the previous page"}],

@@ -651,3 +651,313 @@ pub async fn chain(db: &Db) -> R<Chain> {
             .to_owned(),
     })
 }
+
+/// A batch that put rows in quarantine, with its quality rules' results.
+#[derive(Debug, Clone, Serialize)]
+pub struct Batch {
+    pub batch_id: i64,
+    pub dataset: String,
+    pub contract: String,
+    pub rows_total: i64,
+    pub rows_accepted: i64,
+    pub rows_quarantined: i64,
+    /// rows of the batch still in quarantine (not released by a replay)
+    pub held: i64,
+    pub ingested_at: String,
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Rule {
+    pub rule: String,
+    pub severity: String,
+    pub passed: bool,
+    pub failing: i64,
+}
+
+/// A quarantined row with its errors.
+#[derive(Debug, Clone, Serialize)]
+pub struct Held {
+    pub row_no: i32,
+    pub payload: String,
+    pub errors: Vec<String>,
+    pub released: Option<String>,
+}
+
+/// The tenant's batches with quarantined rows or quality results, newest first, optionally
+/// of one dataset, from a cursor (the last batch id seen).
+pub async fn batches(db: &Db, tenant: &str, dataset: &str, before: Option<i64>) -> R<Page<Batch>> {
+    let client = db.client().await?;
+    let before = before.unwrap_or(i64::MAX);
+    let rows = client
+        .query(
+            "SELECT b.batch_id, b.dataset, b.contract || '@' || b.contract_version, b.rows_total, b.rows_accepted,
+                    b.rows_quarantined,
+                    (SELECT count(*) FROM barecount.quarantine q WHERE q.batch_id = b.batch_id AND q.released_at IS NULL),
+                    to_char(b.ingested_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') || ' UTC',
+                    coalesce((SELECT jsonb_agg(jsonb_build_array(r.rule_name, r.severity, r.passed, r.failing_count) ORDER BY r.rule_name)
+                                FROM barecount.quality_results r WHERE r.batch_id = b.batch_id), '[]')
+               FROM barecount.batches b
+              WHERE b.tenant_id = $1 AND b.batch_id < $2 AND ($3 = '' OR b.dataset = $3)
+                AND (b.rows_quarantined > 0 OR EXISTS (SELECT 1 FROM barecount.quality_results r WHERE r.batch_id = b.batch_id))
+              ORDER BY b.batch_id DESC LIMIT $4",
+            &[&tenant, &before, &dataset, &(PAGE + 1)],
+        )
+        .await?;
+    let mut items: Vec<Batch> = rows
+        .iter()
+        .map(|r| {
+            let rules: serde_json::Value = r.get(8);
+            Batch {
+                batch_id: r.get(0),
+                dataset: r.get(1),
+                contract: r.get(2),
+                rows_total: r.get(3),
+                rows_accepted: r.get(4),
+                rows_quarantined: r.get(5),
+                held: r.get(6),
+                ingested_at: r.get(7),
+                rules: rules
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|x| Rule {
+                                rule: x[0].as_str().unwrap_or("").to_owned(),
+                                severity: x[1].as_str().unwrap_or("").to_owned(),
+                                passed: x[2].as_bool().unwrap_or(false),
+                                failing: x[3].as_i64().unwrap_or(0),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            }
+        })
+        .collect();
+    let next = if items.len() as i64 > PAGE {
+        items.truncate(PAGE as usize);
+        items.last().map(|b| b.batch_id.to_string())
+    } else {
+        None
+    };
+    Ok(Page { items, next })
+}
+
+/// One batch of the tenant and its quarantined rows (the first 200), each with every error.
+pub async fn batch(db: &Db, tenant: &str, id: i64) -> R<(Batch, Vec<Held>)> {
+    let page = batches_one(db, tenant, id).await?;
+    let client = db.client().await?;
+    let rows = client
+        .query(
+            "SELECT row_no, payload::text, errors,
+                    CASE WHEN released_at IS NULL THEN NULL
+                         ELSE 'released under ' || released_by_contract_version || ' (ledger #' || released_seq || ')' END
+               FROM barecount.quarantine WHERE tenant_id = $1 AND batch_id = $2 ORDER BY row_no LIMIT 200",
+            &[&tenant, &id],
+        )
+        .await?;
+    let held = rows
+        .iter()
+        .map(|r| {
+            let errors: serde_json::Value = r.get(2);
+            Held {
+                row_no: r.get(0),
+                payload: r.get(1),
+                errors: errors
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|e| {
+                                format!(
+                                    "{} ({}): {}",
+                                    e["instance_path"]
+                                        .as_str()
+                                        .or_else(|| e["path"].as_str())
+                                        .unwrap_or("/"),
+                                    e["keyword"].as_str().unwrap_or(""),
+                                    e["message"].as_str().unwrap_or("")
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_else(|| vec![errors.to_string()]),
+                released: r.get(3),
+            }
+        })
+        .collect();
+    Ok((page, held))
+}
+
+async fn batches_one(db: &Db, tenant: &str, id: i64) -> R<Batch> {
+    let client = db.client().await?;
+    let exists = client
+        .query_opt(
+            "SELECT dataset FROM barecount.batches WHERE tenant_id = $1 AND batch_id = $2",
+            &[&tenant, &id],
+        )
+        .await?;
+    let Some(row) = exists else {
+        return Err(WebError::NotFound(format!(
+            "batch {id} does not exist for this tenant"
+        )));
+    };
+    let dataset: String = row.get(0);
+    batches(db, tenant, &dataset, Some(id + 1))
+        .await?
+        .items
+        .into_iter()
+        .find(|b| b.batch_id == id)
+        .ok_or_else(|| WebError::NotFound(format!("batch {id} has no quarantined rows")))
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Replayed {
+    pub released: i64,
+    pub still_quarantined: i64,
+    pub receipt: i64,
+}
+
+/// Replays a batch's quarantined rows against the dataset's latest contract
+/// (`barecount.quarantine_replay`), as the tenant.
+pub async fn replay(db: &Db, tenant: &str, id: i64) -> R<Replayed> {
+    let b = batches_one(db, tenant, id).await?;
+    let mut client = db.dedicated().await?;
+    let tx = client.transaction().await?;
+    tx.execute("SELECT barecount.act_as_tenant($1)", &[&tenant])
+        .await?;
+    let r = tx
+        .query_one(
+            "SELECT released, still_quarantined, ledger_seq FROM barecount.quarantine_replay($1, $2)",
+            &[&b.dataset, &id],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(Replayed {
+        released: r.get(0),
+        still_quarantined: r.get(1),
+        receipt: r.get(2),
+    })
+}
+
+/// A pipeline run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Run {
+    pub run_id: i64,
+    pub pipeline: String,
+    pub status: String,
+    pub trigger: String,
+    pub periods: String,
+    pub started_at: String,
+    pub seconds: Option<f64>,
+    pub failed_step: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Usage of one kind today against the plan's limit.
+#[derive(Debug, Clone, Serialize)]
+pub struct Usage {
+    pub kind: String,
+    pub events: i64,
+    pub rows: i64,
+    pub limit: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Operations {
+    pub runs: Page<Run>,
+    pub schedules: Vec<String>,
+    pub usage: Vec<Usage>,
+    pub datasets: (i64, Option<i32>),
+}
+
+/// Pipeline runs (newest first, optionally failures only), the tenant's schedules, and
+/// today's usage against its plan.
+pub async fn operations(db: &Db, tenant: &str, failed: bool, before: Option<i64>) -> R<Operations> {
+    let client = db.client().await?;
+    let before = before.unwrap_or(i64::MAX);
+    let rows = client
+        .query(
+            "SELECT run_id, pipeline, status, trigger, period_from || ' to ' || period_to,
+                    to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ' UTC',
+                    extract(epoch FROM finished_at - started_at)::float8, failed_step,
+                    CASE WHEN error_message IS NULL THEN NULL ELSE coalesce(error_sqlstate || ': ', '') || error_message END
+               FROM barecount.pipeline_runs
+              WHERE tenant_id = $1 AND run_id < $2 AND (NOT $3 OR status = 'failed')
+              ORDER BY run_id DESC LIMIT $4",
+            &[&tenant, &before, &failed, &(PAGE + 1)],
+        )
+        .await?;
+    let mut items: Vec<Run> = rows
+        .iter()
+        .map(|r| Run {
+            run_id: r.get(0),
+            pipeline: r.get(1),
+            status: r.get(2),
+            trigger: r.get(3),
+            periods: r.get(4),
+            started_at: r.get(5),
+            seconds: r.get(6),
+            failed_step: r.get(7),
+            error: r.get(8),
+        })
+        .collect();
+    let next = if items.len() as i64 > PAGE {
+        items.truncate(PAGE as usize);
+        items.last().map(|r| r.run_id.to_string())
+    } else {
+        None
+    };
+    // pg_cron's jobs of the tenant's pipelines, when pg_cron is there and its table readable
+    let schedules = match client
+        .query(
+            "SELECT CASE WHEN to_regclass('cron.job') IS NULL THEN NULL ELSE 1 END",
+            &[],
+        )
+        .await?
+        .first()
+        .and_then(|r| r.get::<_, Option<i32>>(0))
+    {
+        None => vec![],
+        Some(_) => client
+            .query(
+                "SELECT substr(jobname, length($1) + 1) || ': ' || schedule || CASE WHEN active THEN '' ELSE ' (paused)' END
+                   FROM cron.job WHERE starts_with(jobname, $1) ORDER BY jobname",
+                &[&format!("barecount:{tenant}:")],
+            )
+            .await
+            .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+            .unwrap_or_default(),
+    };
+    let usage = client
+        .query(
+            "SELECT k.kind, coalesce(u.events, 0), coalesce(u.rows, 0),
+                    CASE k.kind WHEN 'export' THEN e.max_exports_per_day::text || ' exports'
+                                WHEN 'read' THEN e.max_rows_served_per_day::text || ' rows' END
+               FROM unnest(ARRAY['ingest', 'materialize', 'publish', 'export', 'read']) k(kind)
+               LEFT JOIN barecount.usage u ON u.tenant_id = $1 AND u.day = (now() AT TIME ZONE 'UTC')::date AND u.kind = k.kind
+               LEFT JOIN barecount.entitlements e ON e.tenant_id = $1",
+            &[&tenant],
+        )
+        .await?
+        .iter()
+        .map(|r| Usage {
+            kind: r.get(0),
+            events: r.get(1),
+            rows: r.get(2),
+            limit: r.get(3),
+        })
+        .collect();
+    let d = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM barecount.datasets WHERE tenant_id = $1),
+                    (SELECT max_datasets FROM barecount.entitlements WHERE tenant_id = $1)",
+            &[&tenant],
+        )
+        .await?;
+    Ok(Operations {
+        runs: Page { items, next },
+        schedules,
+        usage,
+        datasets: (d.get(0), d.get(1)),
+    })
+}

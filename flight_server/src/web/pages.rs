@@ -188,3 +188,106 @@ pub async fn evidence(
     )
         .into_response())
 }
+
+#[derive(Deserialize, Default)]
+pub struct QualityQuery {
+    #[serde(default)]
+    pub dataset: String,
+    pub before: Option<i64>,
+}
+
+#[derive(Template)]
+#[template(path = "quality.html")]
+struct QualityPage<'a> {
+    viewer: Option<&'a Viewer>,
+    page: Page<data::Batch>,
+    dataset: &'a str,
+}
+
+pub async fn quality(
+    State(web): State<Arc<Web>>,
+    viewer: Viewer,
+    Query(q): Query<QualityQuery>,
+) -> Result<Response, WebError> {
+    let page = data::batches(&web.state.db, &viewer.caller.tenant, &q.dataset, q.before).await?;
+    Ok(render(&QualityPage {
+        viewer: Some(&viewer),
+        page,
+        dataset: &q.dataset,
+    }))
+}
+
+#[derive(Template)]
+#[template(path = "batch.html")]
+struct BatchPage<'a> {
+    viewer: Option<&'a Viewer>,
+    v: &'a Viewer,
+    b: data::Batch,
+    rows: Vec<data::Held>,
+    replayed: Option<data::Replayed>,
+}
+
+pub async fn batch(
+    State(web): State<Arc<Web>>,
+    viewer: Viewer,
+    Path(id): Path<i64>,
+) -> Result<Response, WebError> {
+    let (b, rows) = data::batch(&web.state.db, &viewer.caller.tenant, id).await?;
+    Ok(render(&BatchPage {
+        viewer: Some(&viewer),
+        v: &viewer,
+        b,
+        rows,
+        replayed: None,
+    }))
+}
+
+/// Replays a batch's quarantined rows against the dataset's latest contract; needs the
+/// ingest scope (an engineer's password, or a token made with it).
+pub async fn replay(
+    State(web): State<Arc<Web>>,
+    viewer: Viewer,
+    Path(id): Path<i64>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, WebError> {
+    viewer.check_csrf(&form.csrf)?;
+    viewer.caller.require("ingest")?;
+    let db = &web.state.db;
+    let replayed = data::replay(db, &viewer.caller.tenant, id).await?;
+    let (b, rows) = data::batch(db, &viewer.caller.tenant, id).await?;
+    Ok(render(&BatchPage {
+        viewer: Some(&viewer),
+        v: &viewer,
+        b,
+        rows,
+        replayed: Some(replayed),
+    }))
+}
+
+#[derive(Deserialize, Default)]
+pub struct RunsQuery {
+    #[serde(default)]
+    pub failed: bool,
+    pub before: Option<i64>,
+}
+
+#[derive(Template)]
+#[template(path = "operations.html")]
+struct OperationsPage<'a> {
+    viewer: Option<&'a Viewer>,
+    o: data::Operations,
+    failed: bool,
+}
+
+pub async fn operations(
+    State(web): State<Arc<Web>>,
+    viewer: Viewer,
+    Query(q): Query<RunsQuery>,
+) -> Result<Response, WebError> {
+    let o = data::operations(&web.state.db, &viewer.caller.tenant, q.failed, q.before).await?;
+    Ok(render(&OperationsPage {
+        viewer: Some(&viewer),
+        o,
+        failed: q.failed,
+    }))
+}
