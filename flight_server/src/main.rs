@@ -19,7 +19,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve published datasets over Flight and Flight SQL.
-    Serve(Config),
+    Serve(Box<Config>),
     /// List published datasets with their versions and ledger receipts.
     List {
         #[command(flatten)]
@@ -144,7 +144,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .init();
     match cli.command {
         Command::Serve(config) => {
-            let app = Application::build(config).await?;
+            let app = Application::build(*config).await?;
             tracing::info!("barecount-flight listening on {}", app.addr());
             app.run_until_stopped().await
         }
