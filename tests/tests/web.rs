@@ -87,6 +87,7 @@ async fn rig() -> Rig {
              \"thresholds\": [{\"measure\": \"net\", \"direction\": \"above\", \"warn\": 300, \"critical\": 500}],
              \"anomaly\": {\"method\": \"mad\", \"threshold\": 3.5}}');
          SELECT * FROM barecount.kpi_materialize('net', '2022-01-01', '2023-12-31');
+         SELECT barecount.publish('net_monthly', 'kpi.net');
          SELECT barecount.tenant_create('acme', 'Acme');
          SELECT barecount.act_as_tenant('acme');
          SELECT barecount.publish('acme_secret', 'SELECT 42 AS answer');
@@ -203,6 +204,93 @@ async fn pages_and_api_of_one_tenant_behind_a_session() {
     assert_eq!(ok.status(), StatusCode::OK);
     let verified = ok.text().await.unwrap();
     assert!(verified.contains("Version 2: verified"), "{verified}");
+
+    // export buttons: refused without the export scope; with it, the export runs in the
+    // background, its page follows it, and the file downloads with the receipt's SHA-256
+    let refused = http()
+        .post(format!("{base}/datasets/sales/export"))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf(&ds).as_str()), ("format", "parquet")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        refused.status(),
+        StatusCode::FORBIDDEN,
+        "{}",
+        refused.text().await.unwrap()
+    );
+    let exporter = api_token(c, "default", &["read", "export"]).await;
+    let ex = sign_in(base, "", &exporter).await;
+    let (_, ds_ex) = get(base, &ex, "/datasets/sales").await;
+    let started = http()
+        .post(format!("{base}/datasets/sales/export"))
+        .header("cookie", &ex)
+        .form(&[
+            ("csrf", csrf(&ds_ex).as_str()),
+            ("format", "csv"),
+            ("version", "1"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), StatusCode::SEE_OTHER);
+    let job = started.headers()["location"].to_str().unwrap().to_owned();
+    assert!(job.starts_with("/exports/"), "{job}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let receipt = loop {
+        let (_, j) = get(base, &ex, &format!("/api/v1{job}")).await;
+        let j: serde_json::Value = serde_json::from_str(&j).unwrap();
+        assert!(j["error"].is_null(), "{j}");
+        if !j["receipt"].is_null() {
+            break j["receipt"].clone();
+        }
+        assert!(Instant::now() < deadline, "the export never finished: {j}");
+        tokio::task::yield_now().await;
+    };
+    assert_eq!(receipt["rows"], 40);
+    let (status, done) = get(base, &ex, &job).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        done.contains("Done: 40 rows") && !done.contains("http-equiv=\"refresh\""),
+        "{done}"
+    );
+    let file = http()
+        .get(format!("{base}{job}/file"))
+        .header("cookie", &ex)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(file.status(), StatusCode::OK);
+    let bytes = file.bytes().await.unwrap();
+    use sha2::Digest;
+    let sha: String = sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(receipt["content_hash"], sha.as_str());
+    assert!(String::from_utf8_lossy(&bytes).starts_with("id,region,amount"));
+    let (status, _) = get(base, &ex, "/exports/00000000000000000000000000000000").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let bad_format = http()
+        .post(format!("{base}/datasets/sales/export"))
+        .header("cookie", &ex)
+        .form(&[("csrf", csrf(&ds_ex).as_str()), ("format", "xlsx")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_format.status(), StatusCode::BAD_REQUEST);
+
+    // lineage drawn as a graph: the published KPI comes from its KPI table
+    let (_, lin) = get(base, &cookie, "/datasets/net_monthly").await;
+    let graph = &lin[lin
+        .find("class=\"lineage-graph\"")
+        .expect("a lineage graph")..];
+    assert!(graph.contains(">kpi.net<"), "{graph}");
+    assert!(
+        graph.contains("1 upstream") && graph.contains("class=\"edge\""),
+        "{graph}"
+    );
 
     // hostile names are text, never markup
     let (_, odd) = get(base, &cookie, "/datasets/odd").await;
@@ -462,6 +550,18 @@ async fn tenants_never_meet_and_revoked_credentials_end_sessions() {
         .await
         .unwrap();
     assert_eq!(cross.status(), StatusCode::NOT_FOUND);
+    let acme_export = http()
+        .post(format!("{base}/datasets/sales/export"))
+        .header("cookie", &acme)
+        .form(&[("csrf", csrf(&page).as_str()), ("format", "csv")])
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        [StatusCode::FORBIDDEN, StatusCode::NOT_FOUND].contains(&acme_export.status()),
+        "{}",
+        acme_export.status()
+    );
     let (_, q) = get(base, &acme, "/quality").await;
     assert!(q.contains("No batch has quarantined rows"), "{q}");
     // a sign-in posted from another site is refused

@@ -252,7 +252,8 @@ pub async fn dataset(db: &Db, tenant: &str, name: &str) -> R<Dataset> {
     }
     let lineage = |direction: &'static str| {
         let client = client.clone();
-        let (tenant, name) = (tenant.to_owned(), name.to_owned());
+        // the ledger names a published dataset published.<name>
+        let (tenant, name) = (tenant.to_owned(), format!("published.{name}"));
         async move {
             // the lineage graph's edges are ledger entries: inputs -> outputs of the tenant's
             // own receipts

@@ -13,6 +13,7 @@
 mod api;
 mod chart;
 mod data;
+mod exports;
 mod pages;
 mod session;
 
@@ -32,6 +33,7 @@ pub struct Web {
     /// Whether the pages are served over TLS (the cookie is then Secure).
     pub tls: bool,
     pub sessions: Arc<session::SignedOut>,
+    pub exports: Arc<exports::Jobs>,
 }
 
 impl Web {
@@ -40,6 +42,7 @@ impl Web {
             state,
             tls,
             sessions: Arc::default(),
+            exports: Arc::default(),
         }
     }
 }
@@ -53,6 +56,10 @@ pub fn router(web: Web) -> Router {
         .route("/catalog", get(pages::catalog))
         .route("/datasets/{name}", get(pages::dataset))
         .route("/datasets/{name}/verify", post(pages::verify))
+        .route("/datasets/{name}/export", post(exports::start))
+        .route("/exports/{id}", get(exports::page))
+        .route("/exports/{id}/file", get(exports::file))
+        .route("/api/v1/exports/{id}", get(exports::json))
         .route("/kpis/{name}", get(pages::kpi))
         .route("/evidence", get(pages::evidence))
         .route("/quality", get(pages::quality))

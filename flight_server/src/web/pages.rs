@@ -78,6 +78,7 @@ struct DatasetPage<'a> {
     v: &'a Viewer,
     d: Dataset,
     verified: Option<Vec<Verified>>,
+    lineage_svg: String,
 }
 
 pub async fn dataset(
@@ -89,6 +90,7 @@ pub async fn dataset(
     Ok(render(&DatasetPage {
         viewer: Some(&viewer),
         v: &viewer,
+        lineage_svg: chart::lineage(&d.name, &d.upstream, &d.downstream),
         d,
         verified: None,
     }))
@@ -108,6 +110,7 @@ pub async fn verify(
     Ok(render(&DatasetPage {
         viewer: Some(&viewer),
         v: &viewer,
+        lineage_svg: chart::lineage(&d.name, &d.upstream, &d.downstream),
         d,
         verified: Some(verified),
     }))
