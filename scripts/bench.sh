@@ -21,7 +21,7 @@ rm -rf "$BC_STATE/bench"
 psql -X -q "$("$ROOT/scripts/cluster.sh" url bench postgres)" -c "CREATE DATABASE bench" >/dev/null
 url="$("$ROOT/scripts/cluster.sh" url bench bench)"
 psql -X -q "$url" -c "CREATE EXTENSION barecount" >/dev/null
-bench="${1:?which benchmark: read, read10m, ingest, ingest-invalid, ledger, validate, rls, kpi, fiscal, pipeline, deliver, breach-latency or forecast}"; shift
+bench="${1:?which benchmark: read, read10m, ingest, ingest-invalid, ledger, validate, rls, kpi, fiscal, pipeline, deliver, breach-latency, forecast or web}"; shift
 if [ "$bench" = read10m ]; then
     step "build barecount-flight (release)" cargo build --quiet --release -p barecount-flight
     ROAPI_VENV="${BARECOUNT_ROAPI_VENV:-$HOME/.cache/barecount/roapi-venv}"

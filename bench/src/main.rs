@@ -26,6 +26,9 @@
 //! Every benchmark ends with machine-readable lines:
 //! `bench=<name> ours=<value> baseline=<value> ratio=<value> unit=<unit>`.
 //!
+//! `web`: the web app's catalog search over 10,000 datasets and a 5-year daily KPI chart
+//!   (see web.rs)
+//!
 //! `ledger`: evidence ledger throughput
 //!   - appends per second with 1, 4 and 16 concurrent writers (one-row ingests, one receipt each)
 //!   - `ledger_verify()` MB/s of canonical encoding hashed, beside this machine's raw SHA-256
@@ -33,6 +36,7 @@
 
 mod actions;
 mod pipelines;
+mod web;
 
 use anyhow::Context;
 use arrow::record_batch::RecordBatch;
@@ -65,6 +69,15 @@ enum Bench {
         pg_url: String,
         #[arg(long, default_value_t = 300)]
         breaches: usize,
+    },
+    /// The web app: catalog search over 10,000 datasets and a 5-year daily KPI chart.
+    Web {
+        #[arg(long, env = "BARECOUNT_BENCH_PG_URL")]
+        pg_url: String,
+        #[arg(long, default_value_t = 10_000)]
+        datasets: usize,
+        #[arg(long, default_value_t = 300)]
+        runs: usize,
     },
     /// Auto ETS over 10,000 series vs statsforecast's AutoETS; accuracy on held-out data.
     Forecast {
@@ -788,6 +801,11 @@ async fn main() -> anyhow::Result<()> {
         Bench::BreachLatency { pg_url, breaches } => {
             actions::breach_latency(pg_url, breaches.max(1)).await
         }
+        Bench::Web {
+            pg_url,
+            datasets,
+            runs,
+        } => web::web(pg_url, datasets.max(1), runs.max(1)).await,
         Bench::Forecast { series, python } => actions::forecast_bench(series.max(1), python).await,
         Bench::Ledger { pg_url, seconds } => ledger(pg_url, seconds.max(1)).await,
         Bench::Validate { pg_url, rows } => validate(pg_url, rows.max(1)).await,

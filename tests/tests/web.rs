@@ -96,14 +96,22 @@ async fn rig() -> Rig {
     .await
     .unwrap();
     // a batch of orders with one row the contract refuses (region "central")
-    c.query(
-        "SELECT barecount.contract_register($1)",
-        &[&ORDERS_CONTRACT],
-    )
-    .await
-    .unwrap();
+    // (with a warning-level quality rule: amounts up to 1000)
+    let contract = ORDERS_CONTRACT.replace(
+        "    description: One row per order.\n",
+        "    description: One row per order.\n    quality:\n      - rule: range\n        property: amount\n        max: 1000\n",
+    );
+    assert_ne!(contract, ORDERS_CONTRACT);
+    c.query("SELECT barecount.contract_register($1)", &[&contract])
+        .await
+        .unwrap();
     let batch = serde_json::json!([order("W1", "east", 5.0), order("W2", "central", 7.0)]);
     c.query("SELECT * FROM barecount.ingest('orders', $1)", &[&batch])
+        .await
+        .unwrap();
+    // a second batch whose amount breaks the quality rule (a warning: the rows land)
+    let big = serde_json::json!([order("W3", "west", 5000.0)]);
+    c.query("SELECT * FROM barecount.ingest('orders', $1)", &[&big])
         .await
         .unwrap();
     let mut config = Config::local(&db.url);
@@ -168,6 +176,8 @@ async fn pages_and_api_of_one_tenant_behind_a_session() {
     );
     let (_, kpis) = get(base, &cookie, "/catalog?kind=kpi").await;
     assert!(kpis.contains(">net<") && !kpis.contains(">sales<"));
+    let (_, team) = get(base, &cookie, "/catalog?q=retail-data").await;
+    assert!(team.contains(">orders<"), "the contract's team: {team}");
     let (_, frag) = get(base, &cookie, "/catalog?q=ale").await;
     assert!(frag.contains(">sales<"));
     let (status, _) = get(base, &cookie, "/catalog?kind=nonsense").await;
@@ -381,7 +391,7 @@ async fn pages_and_api_of_one_tenant_behind_a_session() {
     // then (contract fixed) replayed by an engineer's token
     let batch_id: i64 = c
         .query_one(
-            "SELECT batch_id FROM barecount.batches WHERE dataset = 'orders'",
+            "SELECT min(batch_id) FROM barecount.batches WHERE dataset = 'orders'",
             &[],
         )
         .await
@@ -390,6 +400,14 @@ async fn pages_and_api_of_one_tenant_behind_a_session() {
     let (status, q) = get(base, &cookie, "/quality").await;
     assert_eq!(status, StatusCode::OK);
     assert!(q.contains(&format!("/quality/batches/{batch_id}")), "{q}");
+    // the rule's results over time: passed in the first batch, 1 failing in the second
+    let timeline = &q[q.find("class=\"timeline\"").expect("a timeline")..];
+    assert!(
+        timeline.contains("orders: range")
+            && timeline.contains(">pass<")
+            && timeline.contains(">1 failing<"),
+        "{timeline}"
+    );
     let (status, held) = get(base, &cookie, &format!("/quality/batches/{batch_id}")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(
@@ -506,7 +524,7 @@ async fn tenants_never_meet_and_revoked_credentials_end_sessions() {
     // default's dataset, KPI and API URLs are not found for acme, and the reverse
     let batch_id: i64 = c
         .query_one(
-            "SELECT batch_id FROM barecount.batches WHERE dataset = 'orders'",
+            "SELECT min(batch_id) FROM barecount.batches WHERE dataset = 'orders'",
             &[],
         )
         .await
@@ -696,7 +714,16 @@ async fn a_real_browser_walks_the_app() {
     for p in shot("quality") {
         b.screenshot(&p).await;
     }
-    b.click("a[href^='/quality/batches/']").await;
+    let held: i64 =
+        r.db.client
+            .query_one(
+                "SELECT min(batch_id) FROM barecount.batches WHERE dataset = 'orders'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+    b.click(&format!("a[href='/quality/batches/{held}']")).await;
     b.wait_for_url("/quality/batches/").await;
     assert!(b.source().await.contains("central"));
     for p in shot("quality-batch") {

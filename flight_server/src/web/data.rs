@@ -47,6 +47,7 @@ WITH items AS (
     UNION ALL
     SELECT 'contract', c.contract,
            concat_ws(' ', c.document->'description'->>'purpose', c.document->'description'->>'usage',
+                     c.document->'team'->>'name', c.document->>'owner',
                      CASE WHEN jsonb_typeof(c.document->'tags') = 'array'
                           THEN (SELECT string_agg(t, ' ') FROM jsonb_array_elements_text(c.document->'tags') t) END,
                      (SELECT string_agg(o->>'name', ' ') FROM jsonb_array_elements(

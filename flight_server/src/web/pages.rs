@@ -205,6 +205,36 @@ struct QualityPage<'a> {
     viewer: Option<&'a Viewer>,
     page: Page<data::Batch>,
     dataset: &'a str,
+    /// the batches of the page, oldest first, and each rule's result per batch
+    timeline: (Vec<i64>, Vec<(String, Vec<Option<(bool, i64)>>)>),
+}
+
+/// Each quality rule's results across the page's batches, oldest first: (passed, failing)
+/// per batch, None where the rule did not run.
+fn timeline(batches: &[data::Batch]) -> (Vec<i64>, Vec<(String, Vec<Option<(bool, i64)>>)>) {
+    let ordered: Vec<&data::Batch> = batches.iter().rev().collect();
+    let mut rules: Vec<String> = ordered
+        .iter()
+        .flat_map(|b| b.rules.iter().map(|r| format!("{}: {}", b.dataset, r.rule)))
+        .collect();
+    rules.sort();
+    rules.dedup();
+    let rows = rules
+        .into_iter()
+        .map(|name| {
+            let cells = ordered
+                .iter()
+                .map(|b| {
+                    b.rules
+                        .iter()
+                        .find(|r| format!("{}: {}", b.dataset, r.rule) == name)
+                        .map(|r| (r.passed, r.failing))
+                })
+                .collect();
+            (name, cells)
+        })
+        .collect();
+    (ordered.iter().map(|b| b.batch_id).collect(), rows)
 }
 
 pub async fn quality(
@@ -215,6 +245,7 @@ pub async fn quality(
     let page = data::batches(&web.state.db, &viewer.caller.tenant, &q.dataset, q.before).await?;
     Ok(render(&QualityPage {
         viewer: Some(&viewer),
+        timeline: timeline(&page.items),
         page,
         dataset: &q.dataset,
     }))
