@@ -206,12 +206,17 @@ struct QualityPage<'a> {
     page: Page<data::Batch>,
     dataset: &'a str,
     /// the batches of the page, oldest first, and each rule's result per batch
-    timeline: (Vec<i64>, Vec<(String, Vec<Option<(bool, i64)>>)>),
+    timeline: Timeline,
 }
+
+/// A rule's (passed, failing count) per batch, None where it did not run.
+type RuleRow = (String, Vec<Option<(bool, i64)>>);
+/// The batch ids, oldest first, and a row per rule.
+type Timeline = (Vec<i64>, Vec<RuleRow>);
 
 /// Each quality rule's results across the page's batches, oldest first: (passed, failing)
 /// per batch, None where the rule did not run.
-fn timeline(batches: &[data::Batch]) -> (Vec<i64>, Vec<(String, Vec<Option<(bool, i64)>>)>) {
+fn timeline(batches: &[data::Batch]) -> Timeline {
     let ordered: Vec<&data::Batch> = batches.iter().rev().collect();
     let mut rules: Vec<String> = ordered
         .iter()
