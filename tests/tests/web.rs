@@ -100,6 +100,10 @@ async fn rig() -> Rig {
     let contract = ORDERS_CONTRACT.replace(
         "    description: One row per order.\n",
         "    description: One row per order.\n    quality:\n      - rule: range\n        property: amount\n        max: 1000\n",
+    )
+    .replace(
+        "      - name: order_id\n",
+        "      - name: order_id\n        description: The <b>till's</b> order number\n",
     );
     assert_ne!(contract, ORDERS_CONTRACT);
     c.query("SELECT barecount.contract_register($1)", &[&contract])
@@ -114,6 +118,19 @@ async fn rig() -> Rig {
     c.query("SELECT * FROM barecount.ingest('orders', $1)", &[&big])
         .await
         .unwrap();
+    // the accepted orders published under the contract's dataset name (its schema carries the
+    // contract's descriptions); a weekly KPI on the NRF retail calendar; a pipeline run that fails
+    c.batch_execute(
+        "SELECT barecount.publish('orders', $$SELECT payload->>'order_id' AS order_id, (payload->>'amount')::numeric AS amount FROM raw.orders__accepted$$);
+         SELECT barecount.calendar_create('nrf', '{\"kind\": \"retail_454\", \"year_end\": \"nearest\", \"end_month\": 1, \"weekday\": \"sat\"}');
+         SELECT barecount.kpi_define('weekly', '{\"source\": \"gdp.orders\", \"time\": \"order_date\", \"grain\": \"week\",
+             \"calendar\": \"nrf\", \"measures\": {\"net\": \"sum(amount)\"}}');
+         SELECT * FROM barecount.kpi_materialize('weekly', '2022-01-01', '2023-12-31');
+         SELECT barecount.pipeline_define('broken', '{\"steps\": [{\"name\": \"pub\", \"kind\": \"publish\", \"dataset\": \"nope\", \"source\": \"gdp.nope\"}]}');
+         SELECT * FROM barecount.pipeline_run('broken', '2024-01-01', '2024-01-31', 'k1');",
+    )
+    .await
+    .unwrap();
     let mut config = Config::local(&db.url);
     config.web_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     let flight = Flight::start_with(config).await;
@@ -178,6 +195,17 @@ async fn pages_and_api_of_one_tenant_behind_a_session() {
     assert!(kpis.contains(">net<") && !kpis.contains(">sales<"));
     let (_, team) = get(base, &cookie, "/catalog?q=retail-data").await;
     assert!(team.contains(">orders<"), "the contract's team: {team}");
+    // the contract's column descriptions on the schema, escaped (checked before a later
+    // contract version without them is registered)
+    let (_, od) = get(base, &cookie, "/datasets/orders").await;
+    assert!(
+        od.contains("order number") && !od.contains("<b>till"),
+        "{od}"
+    );
+    assert!(
+        od.contains("&lt;b&gt;till") || od.contains("&#60;b&#62;till"),
+        "{od}"
+    );
     let (_, frag) = get(base, &cookie, "/catalog?q=ale").await;
     assert!(frag.contains(">sales<"));
     let (status, _) = get(base, &cookie, "/catalog?kind=nonsense").await;
@@ -453,13 +481,24 @@ async fn pages_and_api_of_one_tenant_behind_a_session() {
     );
     assert!(after.contains("released under 1.1.0"), "{after}");
 
-    // operations: runs (none here), schedules, today's usage against the plan
-    let (status, ops) = get(base, &cookie, "/operations").await;
+    // operations: the failed run with its step and error, today's usage against the plan
+    let (status, ops) = get(base, &cookie, "/operations?failed=true").await;
     assert_eq!(status, StatusCode::OK);
     assert!(
-        ops.contains("No runs.") && ops.contains(">publish<"),
+        ops.contains(">broken<") && ops.contains(">failed<"),
         "{ops}"
     );
+    assert!(ops.contains("pub: 42P01: source "), "{ops}");
+    assert!(ops.contains(">publish<"), "{ops}");
+
+    // the retail calendar's labels
+    let (_, wk) = get(base, &cookie, "/kpis/weekly").await;
+    let svg = &wk[wk.find("<svg").unwrap()..];
+    assert!(
+        svg.contains(">FY2022-W") || svg.contains(">FY2021-W"),
+        "NRF week labels: {svg}"
+    );
+    assert!(wk.contains("on the nrf calendar"));
     let runs = http()
         .get(format!("{base}/api/v1/runs"))
         .bearer_auth(&token)

@@ -189,23 +189,32 @@ pub async fn dataset(db: &Db, tenant: &str, name: &str) -> R<Dataset> {
     };
     let contract = client
         .query_opt(
-            "SELECT c.contract, c.row_schema FROM barecount.contract_datasets c
+            "SELECT c.contract, k.document FROM barecount.contract_datasets c
                JOIN barecount.contracts k USING (tenant_id, contract)
               WHERE c.tenant_id = $1 AND c.dataset = $2 AND k.version = c.contract_version
               ORDER BY k.version_sort DESC LIMIT 1",
             &[&tenant, &name],
         )
         .await?;
-    let described = |col: &str| -> String {
-        contract
-            .as_ref()
-            .and_then(|r| r.get::<_, Option<serde_json::Value>>(1))
-            .and_then(|s| {
-                s["properties"][col]["description"]
-                    .as_str()
-                    .map(str::to_owned)
+    // the contract's (ODCS v3) schema object of this dataset: its properties' descriptions
+    let document: Option<serde_json::Value> = contract.as_ref().and_then(|r| r.get(1));
+    let properties: Vec<serde_json::Value> = document
+        .as_ref()
+        .and_then(|d| d["schema"].as_array())
+        .and_then(|objects| {
+            objects.iter().find(|o| {
+                o["name"].as_str() == Some(name) || o["physicalName"].as_str() == Some(name)
             })
+        })
+        .and_then(|o| o["properties"].as_array().cloned())
+        .unwrap_or_default();
+    let described = |col: &str| -> String {
+        properties
+            .iter()
+            .find(|p| p["name"].as_str() == Some(col))
+            .and_then(|p| p["description"].as_str())
             .unwrap_or_default()
+            .to_owned()
     };
     let cols: serde_json::Value = latest.get(10);
     let columns: Vec<Column> = cols
