@@ -23,6 +23,8 @@ pub struct Application {
     addr: SocketAddr,
     metrics_listener: Option<TcpListener>,
     web_listener: Option<TcpListener>,
+    /// The web app's TLS settings (from --tls-cert and --tls-key).
+    web_tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     /// Where ledger digests are kept, and how often one is taken (None: never).
     digests: (std::path::PathBuf, Option<std::time::Duration>),
     service: BareCountFlight,
@@ -61,6 +63,10 @@ impl Application {
             Some(a) => Some(TcpListener::bind(a).await?),
             None => None,
         };
+        let web_tls = match (&config.tls_cert, &config.tls_key, &web_listener) {
+            (Some(cert), Some(key), Some(_)) => Some(crate::web::tls_config(cert, key)?),
+            _ => None,
+        };
         let state = State {
             metrics: Arc::new(Metrics::default()),
             export_dir: config.export_dir.clone(),
@@ -90,6 +96,7 @@ impl Application {
             addr,
             metrics_listener,
             web_listener,
+            web_tls,
             digests: (
                 config.digest_dir(),
                 (config.digest_interval_secs > 0)
@@ -132,8 +139,13 @@ impl Application {
             ))
         });
         let web_task = self.web_listener.map(|l| {
-            let web = crate::web::Web::new(self.service.sql.state.clone(), self.tls.is_some());
-            tokio::spawn(crate::web::serve(l, web, std::future::pending()))
+            let web = crate::web::Web::new(self.service.sql.state.clone(), self.web_tls.is_some());
+            tokio::spawn(crate::web::serve(
+                l,
+                web,
+                self.web_tls.clone(),
+                std::future::pending(),
+            ))
         });
         let digest_task = self.digests.1.map(|every| {
             let state = &self.service.sql.state;

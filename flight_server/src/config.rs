@@ -75,8 +75,9 @@ pub struct Config {
     #[arg(long, env = "BARECOUNT_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
     /// Address of the web app (pages and the JSON API under /api/v1/, same credentials as
-    /// Flight); off if unset. It speaks plain HTTP: serve it on loopback or behind a proxy
-    /// that terminates TLS. With --tls-cert set, its session cookie is marked Secure.
+    /// Flight); off if unset. With --tls-cert and --tls-key it speaks HTTPS with the same
+    /// certificate and its session cookie is Secure; without, plain HTTP (keep it on loopback
+    /// or behind a proxy that terminates TLS).
     #[arg(long, env = "BARECOUNT_WEB_LISTEN")]
     pub web_listen: Option<SocketAddr>,
     /// Write the web app's bound port to this file once it accepts connections (for scripts).

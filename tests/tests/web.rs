@@ -583,6 +583,11 @@ async fn tenants_never_meet_and_revoked_credentials_end_sessions() {
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
         assert!(!body.contains("r1"), "{path}");
     }
+    // tenant A's pipeline runs are not in B's operations page or runs API
+    let (_, ops) = get(base, &acme, "/operations").await;
+    assert!(!ops.contains("broken") && ops.contains("No runs."), "{ops}");
+    let (_, runs) = get(base, &acme, "/api/v1/runs").await;
+    assert!(!runs.contains("broken"), "{runs}");
     let (_, ledger) = get(base, &acme, "/api/v1/ledger").await;
     let l: serde_json::Value = serde_json::from_str(&ledger).unwrap();
     assert!(
@@ -802,4 +807,53 @@ async fn a_real_browser_walks_the_app() {
     b.wait_for_url("/login").await;
     b.quit().await;
     let _ = std::fs::remove_dir_all(&profile);
+}
+
+/// With --tls-cert and --tls-key the web app speaks HTTPS with the server's certificate, its
+/// cookie is Secure, and plain HTTP gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_app_speaks_https_with_the_servers_certificate() {
+    let db = fresh_db().await;
+    let ca = std::path::PathBuf::from(std::env::var("BARECOUNT_TEST_PG_CA").unwrap());
+    let dir = ca.parent().unwrap();
+    let mut config = Config::local(&db.url);
+    config.tls_cert = Some(dir.join("server.pem"));
+    config.tls_key = Some(dir.join("server.key"));
+    config.web_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let flight = Flight::start_with(config).await;
+    let port = flight.web_addr.unwrap().port();
+    let https = Http::builder()
+        .redirect(Policy::none())
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap())
+        .build()
+        .unwrap();
+    let base = format!("https://localhost:{port}");
+    let login = https.get(format!("{base}/login")).send().await.unwrap();
+    assert_eq!(login.status(), StatusCode::OK);
+    let token = api_token(&db.client, "default", &["read"]).await;
+    let signed = https
+        .post(format!("{base}/login"))
+        .form(&[("user", ""), ("secret", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), StatusCode::SEE_OTHER);
+    let cookie = signed.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.contains("; Secure") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    let catalog = https
+        .get(format!("{base}/catalog"))
+        .header("cookie", cookie.split(';').next().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(catalog.status(), StatusCode::OK);
+    // plain HTTP on the same port gets no page
+    let plain = http()
+        .get(format!("http://127.0.0.1:{port}/login"))
+        .send()
+        .await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success());
 }

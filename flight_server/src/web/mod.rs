@@ -102,13 +102,78 @@ async fn security_headers(request: Request<axum::body::Body>, next: Next) -> Res
     response
 }
 
-/// Serves the web app on `listener` until `shutdown` completes.
+/// The TLS settings of the web app: the server's certificate chain and key (PEM), HTTP/1.1.
+pub fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("cannot read the certificates in {}: {e}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| anyhow::anyhow!("cannot read the private key in {}: {e}", key.display()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Serves the web app on `listener` until `shutdown` completes; over TLS when `tls` is given
+/// (the server's own certificate, as Flight's).
 pub async fn serve(
     listener: TcpListener,
     web: Web,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(web))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let router = router(web);
+    let Some(tls) = tls else {
+        return axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::debug!("web: accept: {e}");
+                    continue;
+                }
+            },
+            () = &mut shutdown => return Ok(()),
+        };
+        let (acceptor, router) = (acceptor.clone(), router.clone());
+        tokio::spawn(async move {
+            // a client that does not finish its handshake is dropped after 10 s
+            let stream = match tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                acceptor.accept(tcp),
+            )
+            .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!("web: TLS handshake: {e}");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let service = hyper_util::service::TowerToHyperService::new(router);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!("web: connection: {e}");
+            }
+        });
+    }
 }
