@@ -40,6 +40,17 @@ async fn sign_in(base: &str, user: &str, secret: &str) -> String {
     cookie.split(';').next().unwrap().to_owned()
 }
 
+/// A form posted with the session cookie, as a browser of this origin would.
+async fn post(base: &str, cookie: &str, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+    http()
+        .post(format!("{base}{path}"))
+        .header("cookie", cookie)
+        .form(form)
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn get(base: &str, cookie: &str, path: &str) -> (StatusCode, String) {
     let r = http()
         .get(format!("{base}{path}"))
@@ -101,6 +112,7 @@ async fn rig() -> Rig {
         "    description: One row per order.\n",
         "    description: One row per order.\n    quality:\n      - rule: range\n        property: amount\n        max: 1000\n",
     )
+    .replace("status: active\n", "status: active\ntags: [finance, pii]\n")
     .replace(
         "      - name: order_id\n",
         "      - name: order_id\n        description: The <b>till's</b> order number\n",
@@ -127,7 +139,9 @@ async fn rig() -> Rig {
              \"calendar\": \"nrf\", \"measures\": {\"net\": \"sum(amount)\"}}');
          SELECT * FROM barecount.kpi_materialize('weekly', '2022-01-01', '2023-12-31');
          SELECT barecount.pipeline_define('broken', '{\"steps\": [{\"name\": \"pub\", \"kind\": \"publish\", \"dataset\": \"nope\", \"source\": \"gdp.nope\"}]}');
-         SELECT * FROM barecount.pipeline_run('broken', '2024-01-01', '2024-01-31', 'k1');",
+         SELECT * FROM barecount.pipeline_run('broken', '2024-01-01', '2024-01-31', 'k1');
+         SELECT barecount.model_define('region_totals', 'SELECT region, sum(amount) AS total FROM gdp.orders GROUP BY region');
+         SELECT barecount.publish('zz_page_' || lpad(i::text, 2, '0'), 'SELECT 1 AS one') FROM generate_series(1, 52) i;",
     )
     .await
     .unwrap();
@@ -181,7 +195,7 @@ async fn pages_and_api_of_one_tenant_behind_a_session() {
     assert_eq!(h["x-content-type-options"], "nosniff");
     assert_eq!(h["x-frame-options"], "DENY");
     let body = page.text().await.unwrap();
-    for name in ["sales", "net", "odd"] {
+    for name in ["sales", "odd"] {
         assert!(body.contains(&format!(">{name}<")), "{name} in {body}");
     }
     assert!(!body.contains("acme_secret"));
@@ -193,6 +207,43 @@ async fn pages_and_api_of_one_tenant_behind_a_session() {
     );
     let (_, kpis) = get(base, &cookie, "/catalog?kind=kpi").await;
     assert!(kpis.contains(">net<") && !kpis.contains(">sales<"));
+    // contract tags, models, calendars, pipelines are in the catalog too
+    let (_, tagged) = get(base, &cookie, "/catalog?q=pii").await;
+    assert!(
+        tagged.contains(">orders<") && tagged.contains(">contract<"),
+        "{tagged}"
+    );
+    let (_, models) = get(base, &cookie, "/catalog?kind=model").await;
+    assert!(models.contains(">region_totals<"), "{models}");
+    let (_, others) = get(base, &cookie, "/catalog?q=nrf+OR+broken").await;
+    assert!(
+        others.contains(">nrf<") && others.contains(">broken<"),
+        "{others}"
+    );
+    // keyset pages of 50: the next page starts after the last item, nothing twice or lost
+    let (_, first) = get(base, &cookie, "/catalog?kind=dataset").await;
+    let at = first.find("rel=\"next\" href=\"").expect("a next page") + 17;
+    let next = first[at..first[at..].find('"').unwrap() + at].replace("&amp;", "&");
+    let (_, second) = get(base, &cookie, &next).await;
+    let names = |page: &str| -> Vec<String> {
+        page.split("<a href=\"/datasets/")
+            .skip(1)
+            .map(|x| x[..x.find('"').unwrap()].to_owned())
+            .collect()
+    };
+    let (a, b) = (names(&first), names(&second));
+    assert_eq!(a.len(), 50);
+    let all: std::collections::BTreeSet<String> = a.iter().chain(&b).cloned().collect();
+    assert_eq!(all.len(), a.len() + b.len(), "no item on both pages");
+    assert_eq!(
+        all.len() as i64,
+        count(
+            c,
+            "SELECT count(*) FROM barecount.datasets WHERE tenant_id = 'default'"
+        )
+        .await
+    );
+    assert!(!second.contains("rel=\"next\""));
     let (_, team) = get(base, &cookie, "/catalog?q=retail-data").await;
     assert!(team.contains(">orders<"), "the contract's team: {team}");
     // the contract's column descriptions on the schema, escaped (checked before a later
@@ -224,34 +275,34 @@ async fn pages_and_api_of_one_tenant_behind_a_session() {
         "tenant_id is implied, as over Flight"
     );
     // verify needs the form's CSRF token
-    let no_csrf = http()
-        .post(format!("{base}/datasets/sales/verify"))
-        .header("cookie", &cookie)
-        .form(&[("csrf", "0".repeat(32))])
-        .send()
-        .await
-        .unwrap();
+    let no_csrf = post(
+        base,
+        &cookie,
+        "/datasets/sales/verify",
+        &[("csrf", "0".repeat(32).as_str())],
+    )
+    .await;
     assert_eq!(no_csrf.status(), StatusCode::FORBIDDEN);
-    let ok = http()
-        .post(format!("{base}/datasets/sales/verify"))
-        .header("cookie", &cookie)
-        .form(&[("csrf", csrf(&ds))])
-        .send()
-        .await
-        .unwrap();
+    let ok = post(
+        base,
+        &cookie,
+        "/datasets/sales/verify",
+        &[("csrf", csrf(&ds).as_str())],
+    )
+    .await;
     assert_eq!(ok.status(), StatusCode::OK);
     let verified = ok.text().await.unwrap();
     assert!(verified.contains("Version 2: verified"), "{verified}");
 
     // export buttons: refused without the export scope; with it, the export runs in the
     // background, its page follows it, and the file downloads with the receipt's SHA-256
-    let refused = http()
-        .post(format!("{base}/datasets/sales/export"))
-        .header("cookie", &cookie)
-        .form(&[("csrf", csrf(&ds).as_str()), ("format", "parquet")])
-        .send()
-        .await
-        .unwrap();
+    let refused = post(
+        base,
+        &cookie,
+        "/datasets/sales/export",
+        &[("csrf", csrf(&ds).as_str()), ("format", "parquet")],
+    )
+    .await;
     assert_eq!(
         refused.status(),
         StatusCode::FORBIDDEN,
@@ -261,17 +312,17 @@ async fn pages_and_api_of_one_tenant_behind_a_session() {
     let exporter = api_token(c, "default", &["read", "export"]).await;
     let ex = sign_in(base, "", &exporter).await;
     let (_, ds_ex) = get(base, &ex, "/datasets/sales").await;
-    let started = http()
-        .post(format!("{base}/datasets/sales/export"))
-        .header("cookie", &ex)
-        .form(&[
+    let started = post(
+        base,
+        &ex,
+        "/datasets/sales/export",
+        &[
             ("csrf", csrf(&ds_ex).as_str()),
             ("format", "csv"),
             ("version", "1"),
-        ])
-        .send()
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     assert_eq!(started.status(), StatusCode::SEE_OTHER);
     let job = started.headers()["location"].to_str().unwrap().to_owned();
     assert!(job.starts_with("/exports/"), "{job}");
@@ -310,13 +361,13 @@ async fn pages_and_api_of_one_tenant_behind_a_session() {
     assert!(String::from_utf8_lossy(&bytes).starts_with("id,region,amount"));
     let (status, _) = get(base, &ex, "/exports/00000000000000000000000000000000").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let bad_format = http()
-        .post(format!("{base}/datasets/sales/export"))
-        .header("cookie", &ex)
-        .form(&[("csrf", csrf(&ds_ex).as_str()), ("format", "xlsx")])
-        .send()
-        .await
-        .unwrap();
+    let bad_format = post(
+        base,
+        &ex,
+        "/datasets/sales/export",
+        &[("csrf", csrf(&ds_ex).as_str()), ("format", "xlsx")],
+    )
+    .await;
     assert_eq!(bad_format.status(), StatusCode::BAD_REQUEST);
 
     // lineage drawn as a graph: the published KPI comes from its KPI table
@@ -373,6 +424,12 @@ async fn pages_and_api_of_one_tenant_behind_a_session() {
         .get(0);
     assert!(ev.contains(&digest));
     assert!(ev.contains("publish"));
+    let (_, only) = get(base, &cookie, "/evidence?event=kpi_define").await;
+    let rows: Vec<&str> = only.split("<tr><td>").skip(1).collect();
+    assert!(
+        !rows.is_empty() && rows.iter().all(|r| r.contains("<td>kpi_define</td>")),
+        "{only}"
+    );
 
     // the JSON API, with the token as a bearer, and its OpenAPI document
     let api = http()
@@ -442,13 +499,13 @@ async fn pages_and_api_of_one_tenant_behind_a_session() {
         held.contains("/region") && held.contains("enum") && held.contains("central"),
         "{held}"
     );
-    let read_only = http()
-        .post(format!("{base}/quality/batches/{batch_id}/replay"))
-        .header("cookie", &cookie)
-        .form(&[("csrf", csrf(&held))])
-        .send()
-        .await
-        .unwrap();
+    let read_only = post(
+        base,
+        &cookie,
+        &format!("/quality/batches/{batch_id}/replay"),
+        &[("csrf", csrf(&held).as_str())],
+    )
+    .await;
     assert_eq!(
         read_only.status(),
         StatusCode::FORBIDDEN,
@@ -466,13 +523,13 @@ async fn pages_and_api_of_one_tenant_behind_a_session() {
     let engineer = api_token(c, "default", &["read", "ingest"]).await;
     let eng = sign_in(base, "", &engineer).await;
     let (_, held) = get(base, &eng, &format!("/quality/batches/{batch_id}")).await;
-    let replayed = http()
-        .post(format!("{base}/quality/batches/{batch_id}/replay"))
-        .header("cookie", &eng)
-        .form(&[("csrf", csrf(&held))])
-        .send()
-        .await
-        .unwrap();
+    let replayed = post(
+        base,
+        &eng,
+        &format!("/quality/batches/{batch_id}/replay"),
+        &[("csrf", csrf(&held).as_str())],
+    )
+    .await;
     assert_eq!(replayed.status(), StatusCode::OK);
     let after = replayed.text().await.unwrap();
     assert!(
@@ -520,13 +577,13 @@ async fn pages_and_api_of_one_tenant_behind_a_session() {
 
     // signing out ends the session; the old cookie is refused
     let (_, catalog) = get(base, &cookie, "/catalog").await;
-    let out = http()
-        .post(format!("{base}/logout"))
-        .header("cookie", &cookie)
-        .form(&[("csrf", csrf(&catalog))])
-        .send()
-        .await
-        .unwrap();
+    let out = post(
+        base,
+        &cookie,
+        "/logout",
+        &[("csrf", csrf(&catalog).as_str())],
+    )
+    .await;
     assert_eq!(out.status(), StatusCode::SEE_OTHER);
     assert!(out.headers()["set-cookie"]
         .to_str()
@@ -604,21 +661,21 @@ async fn tenants_never_meet_and_revoked_credentials_end_sessions() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     // a verify of another tenant's dataset with a valid CSRF token: not found, nothing run
     let (_, page) = get(base, &acme, "/catalog").await;
-    let cross = http()
-        .post(format!("{base}/datasets/sales/verify"))
-        .header("cookie", &acme)
-        .form(&[("csrf", csrf(&page))])
-        .send()
-        .await
-        .unwrap();
+    let cross = post(
+        base,
+        &acme,
+        "/datasets/sales/verify",
+        &[("csrf", csrf(&page).as_str())],
+    )
+    .await;
     assert_eq!(cross.status(), StatusCode::NOT_FOUND);
-    let acme_export = http()
-        .post(format!("{base}/datasets/sales/export"))
-        .header("cookie", &acme)
-        .form(&[("csrf", csrf(&page).as_str()), ("format", "csv")])
-        .send()
-        .await
-        .unwrap();
+    let acme_export = post(
+        base,
+        &acme,
+        "/datasets/sales/export",
+        &[("csrf", csrf(&page).as_str()), ("format", "csv")],
+    )
+    .await;
     assert!(
         [StatusCode::FORBIDDEN, StatusCode::NOT_FOUND].contains(&acme_export.status()),
         "{}",

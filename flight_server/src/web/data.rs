@@ -29,6 +29,20 @@ pub struct Page<T> {
     pub next: Option<String>,
 }
 
+impl<T> Page<T> {
+    /// A page from up to PAGE + 1 fetched items: the extra one only says there is a next page,
+    /// whose cursor `cursor` makes from the page's last item.
+    fn of(mut items: Vec<T>, cursor: impl Fn(&T) -> String) -> Page<T> {
+        let next = if items.len() as i64 > PAGE {
+            items.truncate(PAGE as usize);
+            items.last().map(cursor)
+        } else {
+            None
+        };
+        Page { items, next }
+    }
+}
+
 /// The kinds the catalog lists.
 pub const KINDS: [&str; 6] = [
     "calendar", "contract", "dataset", "kpi", "model", "pipeline",
@@ -111,7 +125,7 @@ pub async fn catalog(db: &Db, tenant: &str, q: &str, kind: &str, after: &str) ->
             }
         })
         .await?;
-    let mut items: Vec<Item> = rows
+    let items: Vec<Item> = rows
         .iter()
         .map(|r| Item {
             kind: r.get(0),
@@ -121,13 +135,7 @@ pub async fn catalog(db: &Db, tenant: &str, q: &str, kind: &str, after: &str) ->
             at: r.get(4),
         })
         .collect();
-    let next = if items.len() as i64 > PAGE {
-        items.truncate(PAGE as usize);
-        items.last().map(|i| format!("{}/{}", i.kind, i.name))
-    } else {
-        None
-    };
-    Ok(Page { items, next })
+    Ok(Page::of(items, |i: &Item| format!("{}/{}", i.kind, i.name)))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -606,7 +614,7 @@ pub async fn ledger(
             }
         })
         .await?;
-    let mut items: Vec<Entry> = rows
+    let items: Vec<Entry> = rows
         .iter()
         .map(|r| Entry {
             seq: r.get(0),
@@ -617,13 +625,7 @@ pub async fn ledger(
             entry_hash: r.get(5),
         })
         .collect();
-    let next = if items.len() as i64 > PAGE {
-        items.truncate(PAGE as usize);
-        items.last().map(|e| e.seq.to_string())
-    } else {
-        None
-    };
-    Ok(Page { items, next })
+    Ok(Page::of(items, |e: &Entry| e.seq.to_string()))
 }
 
 /// The chain's state: whether the whole ledger verifies, and the latest digest to keep.
@@ -715,7 +717,7 @@ pub async fn batches(db: &Db, tenant: &str, dataset: &str, before: Option<i64>) 
             &[&tenant, &before, &dataset, &(PAGE + 1)],
         )
         .await?;
-    let mut items: Vec<Batch> = rows
+    let items: Vec<Batch> = rows
         .iter()
         .map(|r| {
             let rules: serde_json::Value = r.get(8);
@@ -744,13 +746,7 @@ pub async fn batches(db: &Db, tenant: &str, dataset: &str, before: Option<i64>) 
             }
         })
         .collect();
-    let next = if items.len() as i64 > PAGE {
-        items.truncate(PAGE as usize);
-        items.last().map(|b| b.batch_id.to_string())
-    } else {
-        None
-    };
-    Ok(Page { items, next })
+    Ok(Page::of(items, |b: &Batch| b.batch_id.to_string()))
 }
 
 /// One batch of the tenant and its quarantined rows (the first 200), each with every error.
@@ -898,7 +894,7 @@ pub async fn operations(db: &Db, tenant: &str, failed: bool, before: Option<i64>
             &[&tenant, &before, &failed, &(PAGE + 1)],
         )
         .await?;
-    let mut items: Vec<Run> = rows
+    let items: Vec<Run> = rows
         .iter()
         .map(|r| Run {
             run_id: r.get(0),
@@ -912,12 +908,6 @@ pub async fn operations(db: &Db, tenant: &str, failed: bool, before: Option<i64>
             error: r.get(8),
         })
         .collect();
-    let next = if items.len() as i64 > PAGE {
-        items.truncate(PAGE as usize);
-        items.last().map(|r| r.run_id.to_string())
-    } else {
-        None
-    };
     // pg_cron's jobs of the tenant's pipelines, when pg_cron is there and its table readable
     let schedules = match client
         .query(
@@ -966,7 +956,7 @@ pub async fn operations(db: &Db, tenant: &str, failed: bool, before: Option<i64>
         )
         .await?;
     Ok(Operations {
-        runs: Page { items, next },
+        runs: Page::of(items, |r: &Run| r.run_id.to_string()),
         schedules,
         usage,
         datasets: (d.get(0), d.get(1)),
