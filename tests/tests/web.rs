@@ -140,6 +140,7 @@ async fn rig() -> Rig {
          SELECT * FROM barecount.kpi_materialize('weekly', '2022-01-01', '2023-12-31');
          SELECT barecount.pipeline_define('broken', '{\"steps\": [{\"name\": \"pub\", \"kind\": \"publish\", \"dataset\": \"nope\", \"source\": \"gdp.nope\"}]}');
          SELECT * FROM barecount.pipeline_run('broken', '2024-01-01', '2024-01-31', 'k1');
+         SELECT barecount._pipeline_tick('broken', false);
          SELECT barecount.model_define('region_totals', 'SELECT region, sum(amount) AS total FROM gdp.orders GROUP BY region');
          SELECT barecount.publish('zz_page_' || lpad(i::text, 2, '0'), 'SELECT 1 AS one') FROM generate_series(1, 52) i;",
     )
@@ -546,6 +547,10 @@ async fn pages_and_api_of_one_tenant_behind_a_session() {
         "{ops}"
     );
     assert!(ops.contains("pub: 42P01: source "), "{ops}");
+    assert!(
+        ops.contains("<td>schedule</td>") && ops.contains("<td>manual</td>"),
+        "a scheduled and a manual run: {ops}"
+    );
     assert!(ops.contains(">publish<"), "{ops}");
 
     // the retail calendar's labels
