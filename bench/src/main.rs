@@ -228,6 +228,17 @@ async fn flight_read(url: &str, auth: &client::Auth, dataset: &str) -> anyhow::R
     Ok(batches.iter().map(RecordBatch::num_rows).sum())
 }
 
+/// An API token of the default tenant with the read scope, valid for a day.
+async fn read_token(pg: &tokio_postgres::Client) -> anyhow::Result<String> {
+    Ok(pg
+        .query_one(
+            "SELECT token FROM barecount.token_create('default', ARRAY['read'], now() + interval '1 day')",
+            &[],
+        )
+        .await?
+        .get(0))
+}
+
 async fn read(pg_url: String, rows: i64, iterations: usize) -> anyhow::Result<()> {
     let (pg, conn) = tokio_postgres::connect(&pg_url, NoTls).await?;
     tokio::spawn(conn);
@@ -236,14 +247,7 @@ async fn read(pg_url: String, rows: i64, iterations: usize) -> anyhow::Result<()
     let app = Application::build(Config::local(pg_url.clone())).await?;
     let url = format!("http://{}", app.addr());
     let server = tokio::spawn(app.run_until_stopped());
-    let token: String = pg
-        .query_one(
-            "SELECT token FROM barecount.token_create('default', ARRAY['read'], now() + interval '1 day')",
-            &[],
-        )
-        .await?
-        .get(0);
-    let auth = client::Auth::Token(token);
+    let auth = client::Auth::Token(read_token(&pg).await?);
 
     let t = Instant::now();
     let first = flight_read(&url, &auth, &dataset).await?;

@@ -6,7 +6,7 @@
 //!     anomalies, the forecast, the SVG; aim < 300 ms), beside fetching the same rows with
 //!     tokio-postgres
 
-use crate::{connect, report};
+use crate::{connect, read_token, report};
 use barecount_flight::{Application, Config};
 use std::time::{Duration, Instant};
 
@@ -52,13 +52,7 @@ pub async fn web(pg_url: String, datasets: usize, runs: usize) -> anyhow::Result
              CREATE ROLE bench_web LOGIN BYPASSRLS; GRANT barecount_admin TO bench_web; END IF; END $$;",
     )
     .await?;
-    let token: String = pg
-        .query_one(
-            "SELECT token FROM barecount.token_create('default', ARRAY['read'], now() + interval '1 day')",
-            &[],
-        )
-        .await?
-        .get(0);
+    let token = read_token(&pg).await?;
     let mut config =
         Config::local(pg_url.replacen("postgresql://postgres@", "postgresql://bench_web@", 1));
     config.web_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));

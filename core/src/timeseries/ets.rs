@@ -619,15 +619,8 @@ fn fit_with(
         let (b, _) = nelder_mead(&mut objective, &best, &step, 60 * best.len(), 1e-8);
         best = b;
     }
-    let mut params = Params {
-        alpha: 0.0,
-        beta: 0.0,
-        gamma: 0.0,
-        phi: 1.0,
-        level: 0.0,
-        slope: 0.0,
-        seasonal: seasonal.clone(),
-    };
+    // the search is done with the scratch parameters: they become the result
+    let mut params = scratch;
     decode(&best, &mut params);
     let filtered = filter(spec, &params, y);
     Ok((params, filtered))

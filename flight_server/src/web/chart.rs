@@ -379,29 +379,24 @@ pub fn lineage(center: &str, upstream: &[String], downstream: &[String]) -> Stri
         );
     };
     let cy = top(0, 1);
-    for (i, u) in upstream.iter().enumerate() {
-        let y = top(i, upstream.len());
-        let _ = write!(
-            svg,
-            r#"<line class="edge" x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" marker-end="url(#arrow)"/>"#,
-            COL[0] + BOX_W,
-            y + BOX_H / 2.0,
-            COL[1],
-            cy + BOX_H / 2.0
-        );
-        node(&mut svg, COL[0], y, u, "node");
-    }
-    for (i, d) in downstream.iter().enumerate() {
-        let y = top(i, downstream.len());
-        let _ = write!(
-            svg,
-            r#"<line class="edge" x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" marker-end="url(#arrow)"/>"#,
-            COL[1] + BOX_W,
-            cy + BOX_H / 2.0,
-            COL[2],
-            y + BOX_H / 2.0
-        );
-        node(&mut svg, COL[2], y, d, "node");
+    // edges run left to right: from what it was made from to it, from it to what was made
+    for (objects, col) in [(upstream, 0), (downstream, 2)] {
+        for (i, o) in objects.iter().enumerate() {
+            let y = top(i, objects.len());
+            let ((lx, ly), (rx, ry)) = if col == 0 {
+                ((COL[0], y), (COL[1], cy))
+            } else {
+                ((COL[1], cy), (COL[2], y))
+            };
+            let _ = write!(
+                svg,
+                r#"<line class="edge" x1="{:.1}" y1="{:.1}" x2="{rx:.1}" y2="{:.1}" marker-end="url(#arrow)"/>"#,
+                lx + BOX_W,
+                ly + BOX_H / 2.0,
+                ry + BOX_H / 2.0
+            );
+            node(&mut svg, COL[col], y, o, "node");
+        }
     }
     node(&mut svg, COL[1], cy, center, "node center");
     svg.push_str("</svg>");

@@ -332,19 +332,26 @@ pub struct Verified {
     pub detail: String,
 }
 
-/// Runs `barecount.verify_dataset` for the tenant (as the tenant, in a transaction of its own).
-pub async fn verify(db: &Db, tenant: &str, name: &str) -> R<Vec<Verified>> {
-    let mut client = db.dedicated().await?;
-    let tx = client.transaction().await?;
-    tx.execute("SELECT barecount.act_as_tenant($1)", &[&tenant])
+/// A connection of its own acting as the tenant (`barecount.act_as_tenant` holds for the
+/// session, and the session ends with the connection), for the functions that work on the
+/// current tenant.
+async fn as_tenant(db: &Db, tenant: &str) -> R<tokio_postgres::Client> {
+    let client = db.dedicated().await?;
+    client
+        .execute("SELECT barecount.act_as_tenant($1)", &[&tenant])
         .await?;
-    let rows = tx
+    Ok(client)
+}
+
+/// Runs `barecount.verify_dataset` for the tenant, as the tenant.
+pub async fn verify(db: &Db, tenant: &str, name: &str) -> R<Vec<Verified>> {
+    let rows = as_tenant(db, tenant)
+        .await?
         .query(
             "SELECT to_jsonb(v) FROM barecount.verify_dataset($1) v",
             &[&name],
         )
         .await?;
-    tx.commit().await?;
     Ok(rows
         .iter()
         .map(|r| {
@@ -550,11 +557,8 @@ async fn forecast_of(
     measure: &str,
     label: &impl Fn(&serde_json::Value) -> String,
 ) -> R<Vec<Forecast>> {
-    let mut client = db.dedicated().await?;
-    let tx = client.transaction().await?;
-    tx.execute("SELECT barecount.act_as_tenant($1)", &[&tenant])
-        .await?;
-    let rows = tx
+    let rows = as_tenant(db, tenant)
+        .await?
         .query(
             "SELECT period, to_char(period_start, 'YYYY-MM-DD'), dims, forecast, lo95, hi95
                FROM barecount.kpi_forecast($1, 6, 'auto', jsonb_build_object('measure', $2::text))
@@ -562,7 +566,6 @@ async fn forecast_of(
             &[&kpi, &measure],
         )
         .await?;
-    tx.rollback().await?;
     Ok(rows
         .iter()
         .map(|r| Forecast {
@@ -828,17 +831,13 @@ pub struct Replayed {
 /// (`barecount.quarantine_replay`), as the tenant.
 pub async fn replay(db: &Db, tenant: &str, id: i64) -> R<Replayed> {
     let b = batches_one(db, tenant, id).await?;
-    let mut client = db.dedicated().await?;
-    let tx = client.transaction().await?;
-    tx.execute("SELECT barecount.act_as_tenant($1)", &[&tenant])
-        .await?;
-    let r = tx
+    let r = as_tenant(db, tenant)
+        .await?
         .query_one(
             "SELECT released, still_quarantined, ledger_seq FROM barecount.quarantine_replay($1, $2)",
             &[&b.dataset, &id],
         )
         .await?;
-    tx.commit().await?;
     Ok(Replayed {
         released: r.get(0),
         still_quarantined: r.get(1),

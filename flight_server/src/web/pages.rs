@@ -5,7 +5,7 @@ use super::session::{render, CsrfForm, Viewer, WebError};
 use super::{chart, Web};
 use askama::Template;
 use axum::extract::{Form, Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use std::sync::Arc;
@@ -179,17 +179,13 @@ pub async fn evidence(
     let db = &web.state.db;
     let page = data::ledger(db, &viewer.caller.tenant, &q.event, &q.subject, q.before).await?;
     let chain = data::chain(db).await?;
-    Ok((
-        StatusCode::OK,
-        render(&EvidencePage {
-            viewer: Some(&viewer),
-            chain,
-            page,
-            event: &q.event,
-            subject: &q.subject,
-        }),
-    )
-        .into_response())
+    Ok(render(&EvidencePage {
+        viewer: Some(&viewer),
+        chain,
+        page,
+        event: &q.event,
+        subject: &q.subject,
+    }))
 }
 
 #[derive(Deserialize, Default)]
