@@ -362,6 +362,15 @@ async fn pages_and_api_of_one_tenant_behind_a_session() {
     assert!(String::from_utf8_lossy(&bytes).starts_with("id,region,amount"));
     let (status, _) = get(base, &ex, "/exports/00000000000000000000000000000000").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    // the export's JSON answers like the rest of the API: 401 in JSON without credentials
+    let anon = http()
+        .get(format!("{base}/api/v1{job}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anon.status(), StatusCode::UNAUTHORIZED);
+    let e: serde_json::Value = serde_json::from_str(&anon.text().await.unwrap()).unwrap();
+    assert_eq!(e["error"]["code"], "unauthenticated");
     let bad_format = post(
         base,
         &ex,
@@ -472,6 +481,7 @@ async fn pages_and_api_of_one_tenant_behind_a_session() {
     .unwrap();
     assert_eq!(doc["openapi"], "3.1.0");
     assert!(doc["paths"]["/datasets/{name}"]["get"].is_object());
+    assert!(doc["paths"]["/exports/{id}"]["get"].is_object());
 
     // quality: the batch, its held row with the error, replay refused without the ingest scope,
     // then (contract fixed) replayed by an engineer's token

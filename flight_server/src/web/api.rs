@@ -13,7 +13,7 @@ use axum::Json;
 use std::sync::Arc;
 
 /// A caller of the API: as [`Viewer`], but refused with JSON instead of the sign-in page.
-pub struct ApiViewer(Viewer);
+pub struct ApiViewer(pub(super) Viewer);
 
 pub struct ApiError(WebError);
 
@@ -155,6 +155,9 @@ pub async fn openapi() -> Response {
                 {"name": "failed", "in": "query", "required": false, "schema": {"type": "boolean"}},
                 {"name": "before", "in": "query", "required": false, "schema": {"type": "integer"}, "description": "the `next` cursor"}],
                 "responses": responses("runs, schedules, usage")}},
+            "/exports/{id}": {"get": {"summary": "An export started from a dataset page: rows so far, total, then the receipt or the error", "parameters": [
+                string("id", "path", true, "the export's id (its page is /exports/{id})")],
+                "responses": responses("the export")}},
             "/ledger": {"get": {"summary": "The tenant's ledger entries, newest first (pages of 50)", "parameters": [
                 string("event", "query", false, "one event type"), string("subject", "query", false, "subject contains"),
                 {"name": "before", "in": "query", "required": false, "schema": {"type": "integer"}, "description": "the `next` cursor of the previous page"}],

@@ -192,8 +192,12 @@ pub async fn page(
     }))
 }
 
-/// The job as JSON (for scripts polling it).
-pub async fn json(State(web): State<Arc<Web>>, viewer: Viewer, Path(id): Path<String>) -> Response {
+/// The job as JSON (for scripts polling it); errors as the API's, in JSON.
+pub async fn json(
+    State(web): State<Arc<Web>>,
+    super::api::ApiViewer(viewer): super::api::ApiViewer,
+    Path(id): Path<String>,
+) -> Response {
     match web.exports.get(&viewer.caller.tenant, &id) {
         Ok(j) => axum::Json(j).into_response(),
         Err(e) => e.json(),
