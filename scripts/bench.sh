@@ -13,7 +13,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$ROOT"
 "$ROOT/scripts/setup.sh" >/dev/null
-step "install extension" env -C pg_extension cargo pgrx install --release --pg-config "$PG_CONFIG"
+step "install extension" install_extension --release
 trap '"$ROOT/scripts/cluster.sh" stop bench' EXIT
 "$ROOT/scripts/cluster.sh" stop bench
 rm -rf "$BC_STATE/bench"

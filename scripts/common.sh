@@ -27,6 +27,17 @@ step() {
     printf '    (%s: %ss)\n' "$name" "$((SECONDS - t0))"
 }
 
+# install_extension [--release]: cargo pgrx install (the current version's script and the update
+# scripts sql/barecount--A--B.sql), then the released versions' own scripts
+# (pg_extension/sql/upgrade/), so `CREATE EXTENSION barecount VERSION '0.1.0'` and the update
+# path from it work here (tests/tests/upgrade.rs). Released scripts never change.
+install_extension() {
+    env -C "$ROOT/pg_extension" cargo pgrx install "$@" --pg-config "$PG_CONFIG"
+    local dir; dir="$("$PG_CONFIG" --sharedir)/extension"
+    local sudo=""; [ -w "$dir" ] || sudo="sudo"
+    $sudo cp "$ROOT"/pg_extension/sql/upgrade/barecount--*.sql "$dir/"
+}
+
 # A free TCP port on 127.0.0.1.
 free_port() {
     python3 - <<'PY' 2>/dev/null || echo $((20000 + RANDOM % 20000))

@@ -5,7 +5,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$ROOT"
 
 step "set-up" "$ROOT/scripts/setup.sh"
-step "build and install the extension" env -C pg_extension cargo pgrx install --pg-config "$PG_CONFIG"
+step "build and install the extension" install_extension
 step "build barecount-flight" cargo build --quiet -p barecount-flight --bin barecount-flight
 FLIGHT_BIN="$CARGO_TARGET_DIR/debug/barecount-flight"
 

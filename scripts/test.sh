@@ -43,7 +43,7 @@ $SUDO chown postgres:postgres "$BC_STATE/pgrx"
 step "pgrx #[pg_test]s" env -C pg_extension CARGO_PGRX_TEST_RUNAS=postgres \
     CARGO_PGRX_TEST_PGDATA="$BC_STATE/pgrx/data" cargo pgrx test pg15
 
-step "install extension into Postgres 15" env -C pg_extension cargo pgrx install --pg-config "$PG_CONFIG"
+step "install extension into Postgres 15" install_extension
 "$ROOT/scripts/e2e.sh"
 # the demo end to end, so it cannot break silently
 step "demo" "$ROOT/scripts/demo.sh"

@@ -76,6 +76,7 @@ impl Application {
                 config.cache_max_bytes,
                 config.memory_cache_bytes,
                 config.parallel_load_min_bytes,
+                std::time::Duration::from_secs(config.flag_max_age_secs),
             )?),
             signer: TicketSigner::new(key, config.ticket_ttl_secs, config.session_ttl_secs),
             live: Arc::default(),

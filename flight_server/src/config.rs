@@ -58,6 +58,10 @@ pub struct Config {
     /// against 6.09 s for one COPY; the later reads are the same either way.
     #[arg(long, env = "BARECOUNT_PARALLEL_LOAD_MIN_BYTES", default_value_t = 64 << 20)]
     pub parallel_load_min_bytes: u64,
+    /// How long a tenant's feature flags (`barecount.gateway_flags`) are cached, in seconds:
+    /// the bound on how stale a flag can be here (e.g. `flight.parallel_load`).
+    #[arg(long, env = "BARECOUNT_FLAG_MAX_AGE_SECS", default_value_t = 5)]
+    pub flag_max_age_secs: u64,
     /// Directory exports are written to, one subdirectory per tenant.
     #[arg(long, env = "BARECOUNT_EXPORT_DIR", default_value_os_t = default_export_dir())]
     pub export_dir: PathBuf,
@@ -119,6 +123,7 @@ impl Config {
             cache_max_bytes: 8 << 30,
             memory_cache_bytes: 2 << 30,
             parallel_load_min_bytes: 64 << 20,
+            flag_max_age_secs: 5,
             metrics_listen: None,
             web_listen: None,
             web_port_file: None,

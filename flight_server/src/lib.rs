@@ -15,6 +15,7 @@ pub mod digest;
 pub mod error;
 pub mod export;
 pub mod exporter;
+pub mod flags;
 pub mod flight_service;
 pub mod ingest;
 pub mod loader;

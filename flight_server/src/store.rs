@@ -80,6 +80,8 @@ pub struct Store {
     max_bytes: u64,
     memory_max_bytes: u64,
     parallel_min_bytes: u64,
+    /// The tenants' flags (`flight.parallel_load`), cached for a bounded time.
+    flags: crate::flags::Flags,
     hot: std::sync::Mutex<Hot>,
     index: std::sync::Mutex<Index>,
     loading: Mutex<HashMap<String, Arc<Mutex<()>>>>,
@@ -245,6 +247,7 @@ impl Store {
         max_bytes: u64,
         memory_max_bytes: u64,
         parallel_min_bytes: u64,
+        flag_max_age: std::time::Duration,
     ) -> Result<Self> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
@@ -289,6 +292,7 @@ impl Store {
             max_bytes,
             memory_max_bytes,
             parallel_min_bytes,
+            flags: crate::flags::Flags::new(flag_max_age),
             hot: std::sync::Mutex::new(Hot::default()),
             index: std::sync::Mutex::new(index),
             loading: Mutex::new(HashMap::new()),
@@ -524,8 +528,17 @@ impl Store {
     ) -> Result<(Cached, Option<Resident>)> {
         let schema = arrow_schema(v);
         let tmp = path.with_extension(format!("{:016x}.tmp", rand::random::<u64>()));
+        // the tenant's flight.parallel_load flag can turn parallel loads off (one COPY each)
+        let parallel = self
+            .flags
+            .boolean(db, &v.tenant, crate::flags::PARALLEL_LOAD, true)
+            .await;
         let plan = loader::Plan {
-            parallel_min_bytes: self.parallel_min_bytes,
+            parallel_min_bytes: if parallel {
+                self.parallel_min_bytes
+            } else {
+                u64::MAX
+            },
             parallel_max_bytes: self.memory_max_bytes,
         };
         let result = match IpcSink::create(&tmp, &schema, self.memory_max_bytes) {

@@ -287,6 +287,7 @@ fn token_authenticate(
             if !token::verify(&salt, secret, &stored) {
                 return Err(bad());
             }
+            tenant::require_active(client, &r.get::<String>(1)?.unwrap_or_default())?;
             Ok((
                 r.get::<String>(1)?.unwrap_or_default(),
                 r.get::<Vec<String>>(2)?.unwrap_or_default(),
@@ -466,6 +467,7 @@ fn usage_charge(tenant_id: &str, kind: &str, rows: i64, bytes: i64) {
         }
         privilege::as_owner(|| {
             tenant::require_exists(client, tenant_id)?;
+            tenant::require_active(client, tenant_id)?;
             tenant::lock_object(client, "usage", tenant_id, kind)?;
             match kind {
                 "read" => enforce(client, tenant_id, Limit::RowsServedPerDay, rows)?,

@@ -98,7 +98,10 @@ fn password_authenticate(
                 return Err(login_failed(role_name));
             }
             match scram::verify(&verifier, password) {
-                Ok(true) => Ok((tenant, scopes)),
+                Ok(true) => {
+                    tenant::require_active(client, &tenant)?;
+                    Ok((tenant, scopes))
+                }
                 Ok(false) => Err(login_failed(role_name)),
                 Err(e) => Err(login_failed(role_name)
                     .detail(e.to_string())
@@ -130,8 +133,8 @@ fn credential_check(
 }
 
 /// The tenant and scopes `subject` (a login role, or `token:<id>`) has now; SQLSTATE 28000
-/// when the credential is revoked, expired or no longer a BareCount login. Runs as
-/// barecount_owner.
+/// when the credential is revoked, expired or no longer a BareCount login, 55000 when its
+/// tenant is suspended. Runs as barecount_owner.
 fn grants(client: &SpiClient<'_>, subject: &str) -> Result<(String, Vec<String>), SqlError> {
     let gone = || {
         SqlError::new(
@@ -151,10 +154,9 @@ fn grants(client: &SpiClient<'_>, subject: &str) -> Result<(String, Vec<String>)
             return Err(gone());
         }
         let row = r.first();
-        return Ok((
-            row.get::<String>(1)?.unwrap_or_default(),
-            row.get::<Vec<String>>(2)?.unwrap_or_default(),
-        ));
+        let tenant = row.get::<String>(1)?.unwrap_or_default();
+        tenant::require_active(client, &tenant)?;
+        return Ok((tenant, row.get::<Vec<String>>(2)?.unwrap_or_default()));
     }
     let Some((tenant, _)) = login_role(client, subject)? else {
         return Err(gone());
@@ -163,6 +165,7 @@ fn grants(client: &SpiClient<'_>, subject: &str) -> Result<(String, Vec<String>)
     if scopes.is_empty() {
         return Err(gone());
     }
+    tenant::require_active(client, &tenant)?;
     Ok((tenant, scopes))
 }
 

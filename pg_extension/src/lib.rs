@@ -74,6 +74,13 @@ extension_sql_file!(
     name = "actions",
     requires = ["pipelines", actions::_playbooks_fire]
 );
+// 0.2.0's additions: the same file is the 0.1.0 -> 0.2.0 update script (cargo pgrx install
+// copies sql/barecount--*--*.sql), so a fresh install and an upgraded one share one source.
+extension_sql_file!(
+    "../sql/barecount--0.1.0--0.2.0.sql",
+    name = "v0_2_0",
+    requires = ["actions", "schemas", ledger::_ledger_append]
+);
 extension_sql_file!("../sql/functions.sql", name = "functions", finalize);
 
 /// Called when the library loads: registers BareCount's settings.

@@ -32,6 +32,30 @@ pub fn require_exists(client: &SpiClient<'_>, tenant_id: &str) -> Result<(), Sql
     Ok(())
 }
 
+/// Refuses a suspended tenant (55000, from `barecount._tenant_active`, which the gateways'
+/// authentications call: they resolve a tenant without `current_tenant()`). Over a 0.1.0
+/// schema (the library installed, `ALTER EXTENSION barecount UPDATE` not yet run) there is no
+/// suspension to check.
+pub fn require_active(client: &SpiClient<'_>, tenant_id: &str) -> Result<(), SqlError> {
+    let present = client
+        .select(
+            "SELECT to_regprocedure('barecount._tenant_active(text)') IS NOT NULL",
+            Some(1),
+            &[],
+        )?
+        .first()
+        .get::<bool>(1)?
+        .unwrap_or(false);
+    if present {
+        client.select(
+            "SELECT barecount._tenant_active($1)",
+            Some(1),
+            &[tenant_id.into()],
+        )?;
+    }
+    Ok(())
+}
+
 /// The error for a session of no tenant.
 pub fn no_tenant() -> SqlError {
     SqlError::new(

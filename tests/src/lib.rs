@@ -58,6 +58,12 @@ pub struct TestDb {
 pub const TEST_ADMIN: &str = "bc_test_admin";
 
 pub async fn fresh_db() -> TestDb {
+    fresh_db_with("CREATE EXTENSION barecount").await
+}
+
+/// [`fresh_db`] with another `CREATE EXTENSION` statement (an older version, for the upgrade
+/// tests).
+pub async fn fresh_db_with(create_extension: &str) -> TestDb {
     let base = base_url();
     let root = connect(&base).await;
     let name = format!("bc_e2e_{:016x}", rand::rng().random::<u64>());
@@ -70,9 +76,9 @@ pub async fn fresh_db() -> TestDb {
     };
     let superuser = connect(&url).await;
     superuser
-        .batch_execute("CREATE EXTENSION barecount")
+        .batch_execute(create_extension)
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("{create_extension}: {e}"));
     // the admin role is cluster-wide and made once by scripts/e2e.sh
     let client = connect_as(&url, TEST_ADMIN).await;
     let is_super: bool = client
