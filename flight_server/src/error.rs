@@ -31,6 +31,10 @@ pub enum FlightError {
     },
     #[error("{0}")]
     LimitExceeded(String),
+    /// The request is fine but something it needs is not in the state to serve it (a
+    /// suspended tenant): not retryable until someone changes that.
+    #[error("{0}")]
+    FailedPrecondition(String),
     #[error("catalog database unavailable: {0}")]
     Database(String),
     #[error("internal error: {0}")]
@@ -54,6 +58,7 @@ impl From<FlightError> for tonic::Status {
             FlightError::AlreadyExists(_) => tonic::Status::already_exists(msg),
             FlightError::NotFound(_) => tonic::Status::not_found(msg),
             FlightError::LimitExceeded(_) => tonic::Status::resource_exhausted(msg),
+            FlightError::FailedPrecondition(_) => tonic::Status::failed_precondition(msg),
             FlightError::Database(_) => tonic::Status::unavailable(msg),
             FlightError::Conversion { .. } | FlightError::Internal(_) => {
                 tonic::Status::internal(msg)
@@ -154,6 +159,13 @@ impl From<tokio_postgres::Error> for FlightError {
                     || db.code() == &tokio_postgres::error::SqlState::UNDEFINED_OBJECT =>
             {
                 FlightError::NotFound(with_hint(db))
+            }
+            // a suspended tenant, or another object not in the state the call needs
+            Some(db)
+                if db.code()
+                    == &tokio_postgres::error::SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE =>
+            {
+                FlightError::FailedPrecondition(with_hint(db))
             }
             // the request's data is wrong (class 22): the client must change it
             Some(db) if db.code().code().starts_with("22") => {

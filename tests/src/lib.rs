@@ -269,6 +269,7 @@ pub fn status_code(text: &str) -> tonic::Code {
         Code::InvalidArgument,
         Code::ResourceExhausted,
         Code::AlreadyExists,
+        Code::FailedPrecondition,
         Code::Unavailable,
         Code::Internal,
         Code::Unimplemented,

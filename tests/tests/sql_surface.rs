@@ -260,6 +260,13 @@ async fn functions_with_privileged_sections_never_run_in_parallel_workers() {
     .await;
     let audited = [
         "_assert_store_relation",
+        // 0.2.0, flags and suspension: plain SQL and PL/pgSQL reads of barecount.flags,
+        // flag_overrides and tenants (SECURITY DEFINER ones switch to their owner per call, as
+        // current_tenant does); no privileged section, no writes, no state
+        "_flag_bucket",
+        "_flag_check",
+        "_flag_resolve",
+        "_flag_row",
         "_is_admin",
         "_ledger_at",
         "_ledger_field",
@@ -267,6 +274,8 @@ async fn functions_with_privileged_sections_never_run_in_parallel_workers() {
         "_ledger_seq",
         "_outer_role",
         "_require_admin",
+        "_tenant_active",
+        "_tenant_required",
         "_tenant_schema",
         "_untrusted_code",
         "add_working_days",
@@ -277,6 +286,9 @@ async fn functions_with_privileged_sections_never_run_in_parallel_workers() {
         "fiscal_quarter",
         "fiscal_week",
         "fiscal_year",
+        "flag",
+        "flags_list",
+        "gateway_flags",
         "is_working_day",
         "json_schema_errors",
         "json_schema_validate",
@@ -287,6 +299,7 @@ async fn functions_with_privileged_sections_never_run_in_parallel_workers() {
         // plain SQL over row-level-secured tables, no privileged section (issue 15)
         "pipeline_runs_page",
         "previous_working_day",
+        "setting",
         "validate",
         "validate_batch",
         "validation_errors",
