@@ -332,24 +332,41 @@ CREATE FUNCTION barecount._flag_resolve(f barecount.flags, tenant_id text, OUT v
     LANGUAGE sql STABLE PARALLEL SAFE
     SET search_path = pg_catalog, pg_temp
     AS $$
-    SELECT coalesce(o.value, CASE WHEN f.rollout_value IS NOT NULL
-                                   AND (tenant_id = ANY (f.rollout_tenants)
-                                        OR barecount._flag_bucket(f.name, tenant_id) < f.rollout_percent)
-                                  THEN f.rollout_value ELSE f.default_value END),
+    SELECT coalesce(o.value, CASE WHEN r.rolled THEN f.rollout_value ELSE f.default_value END),
            CASE WHEN o.value IS NOT NULL THEN 'override'
-                WHEN f.rollout_value IS NOT NULL AND tenant_id = ANY (f.rollout_tenants) THEN 'allow-list'
-                WHEN f.rollout_value IS NOT NULL AND barecount._flag_bucket(f.name, tenant_id) < f.rollout_percent THEN 'rollout'
+                WHEN r.listed THEN 'allow-list'
+                WHEN r.rolled THEN 'rollout'
                 ELSE 'default' END
-      FROM (SELECT 1) one
+      FROM (SELECT f.rollout_value IS NOT NULL AND _flag_resolve.tenant_id = ANY (f.rollout_tenants) AS listed,
+                   f.rollout_value IS NOT NULL
+                   AND (_flag_resolve.tenant_id = ANY (f.rollout_tenants)
+                        OR barecount._flag_bucket(f.name, _flag_resolve.tenant_id) < f.rollout_percent) AS rolled) r
       LEFT JOIN barecount.flag_overrides o ON o.tenant_id = _flag_resolve.tenant_id AND o.name = f.name
 $$;
 COMMENT ON FUNCTION barecount._flag_resolve(barecount.flags, text) IS
     'Internal: a flag''s value for a tenant and its source (override, allow-list, rollout, default)';
 
+CREATE FUNCTION barecount._tenant_required() RETURNS text
+    LANGUAGE plpgsql STABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE t text := barecount.current_tenant();
+BEGIN
+    IF t IS NULL THEN
+        RAISE EXCEPTION 'this session has no BareCount tenant'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Ask an administrator to map your role to a tenant.';
+    END IF;
+    RETURN t;
+END
+$$;
+COMMENT ON FUNCTION barecount._tenant_required() IS
+    'Internal: the current tenant, or 42501 for a session of no tenant (or 55000 for a suspended one)';
+
 CREATE FUNCTION barecount.setting(name text) RETURNS jsonb
     LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
-    AS $$ SELECT (barecount._flag_resolve(barecount._flag_row(name), barecount.current_tenant())).value $$;
+    AS $$ SELECT (barecount._flag_resolve(barecount._flag_row(name), barecount._tenant_required())).value $$;
 COMMENT ON FUNCTION barecount.setting(text) IS
     'A flag or typed setting''s value for the current tenant, as jsonb of its type (42704 for an unknown name)';
 
@@ -365,7 +382,7 @@ BEGIN
             USING ERRCODE = 'datatype_mismatch',
                   HINT = 'Read it with barecount.setting(name), which returns jsonb of any type.';
     END IF;
-    RETURN (barecount._flag_resolve(f, barecount.current_tenant())).value::boolean;
+    RETURN (barecount._flag_resolve(f, barecount._tenant_required())).value::boolean;
 END
 $$;
 COMMENT ON FUNCTION barecount.flag(text) IS
@@ -377,7 +394,7 @@ CREATE FUNCTION barecount.flags_list()
     SET search_path = pg_catalog, pg_temp
     AS $$
     SELECT f.name, f.value_type, r.value, r.source, f.version, f.description
-      FROM barecount.flags f, barecount.current_tenant() t(id),
+      FROM barecount.flags f, barecount._tenant_required() t(id),
            LATERAL barecount._flag_resolve(f, t.id) r
      ORDER BY f.name
 $$;
@@ -408,6 +425,469 @@ VALUES ('flight.parallel_load', 'boolean', 'true',
         'barecount-flight loads large published versions with parallel COPYs over block ranges; off: one COPY per load',
         'barecount');
 
+-- Master data ----------------------------------------------------------------------------------
+-- Reference entities (stores, customers, products...) kept as slowly changing dimensions of
+-- type 2: every version of a record with the time it was valid from and to. A version is made
+-- only when one of the entity's tracked attributes changes (dbt snapshots' check strategy); a
+-- record missing from a full snapshot, or deleted, is end-dated, never removed. Duplicates found
+-- by declared match keys are merged into one survivor by a survivorship rule, with a receipt
+-- naming every merged record. Rows are checked against the contract of the entity's dataset.
+CREATE TABLE barecount.master_entities (
+    tenant_id    text NOT NULL REFERENCES barecount.tenants,
+    entity       text NOT NULL CHECK (entity ~ '^[a-z][a-z0-9_]{0,62}$'),
+    dataset      text NOT NULL,
+    key_columns  text[] NOT NULL CHECK (cardinality(key_columns) > 0),
+    tracked      text[] NOT NULL CHECK (cardinality(tracked) > 0),
+    match_keys   jsonb NOT NULL DEFAULT '[]',
+    survivorship jsonb NOT NULL DEFAULT '{"rule": "most_recent"}',
+    version      integer NOT NULL DEFAULT 1,
+    defined_by   name NOT NULL DEFAULT session_user,
+    defined_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, entity)
+);
+COMMENT ON TABLE barecount.master_entities IS
+    'Master entities: the contract dataset their rows follow, business key, tracked attributes (a change makes a version), match keys and survivorship rule for merging duplicates';
+CREATE TABLE barecount.master_records (
+    tenant_id       text NOT NULL,
+    entity          text NOT NULL,
+    record_key      text NOT NULL,
+    version         integer NOT NULL,
+    attributes      jsonb NOT NULL,
+    tracked_sha256  text NOT NULL,
+    source          text,
+    valid_from      timestamptz NOT NULL,
+    valid_to        timestamptz,
+    is_current      boolean GENERATED ALWAYS AS (valid_to IS NULL) STORED,
+    change          text NOT NULL CHECK (change IN ('insert', 'update', 'merge')),
+    ended_by        text CHECK (ended_by IN ('update', 'delete', 'merge')),
+    merged_into     text,
+    ledger_seq      bigint NOT NULL,
+    PRIMARY KEY (tenant_id, entity, record_key, version),
+    FOREIGN KEY (tenant_id, entity) REFERENCES barecount.master_entities,
+    CHECK (valid_to IS NULL OR valid_to >= valid_from)
+);
+CREATE UNIQUE INDEX master_records_current ON barecount.master_records (tenant_id, entity, record_key) WHERE valid_to IS NULL;
+CREATE INDEX master_records_valid_from ON barecount.master_records (tenant_id, entity, valid_from);
+COMMENT ON TABLE barecount.master_records IS
+    'Every version of every master record (SCD type 2): attributes, valid_from/valid_to, is_current, how it began and ended, the receipt that wrote it';
+ALTER TABLE barecount.master_entities OWNER TO barecount_owner;
+ALTER TABLE barecount.master_records OWNER TO barecount_owner;
+REVOKE ALL ON barecount.master_entities, barecount.master_records FROM PUBLIC;
+GRANT SELECT ON barecount.master_entities, barecount.master_records TO barecount_engineer, barecount_publisher;
+SELECT barecount._protect_table(t::regclass)
+  FROM unnest(ARRAY['barecount.master_entities', 'barecount.master_records']) t;
+
+CREATE FUNCTION barecount._master_entity(entity text, tenant_id text, lock boolean) RETURNS barecount.master_entities
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE e barecount.master_entities;
+BEGIN
+    SELECT * INTO e FROM barecount.master_entities m WHERE m.tenant_id = _master_entity.tenant_id AND m.entity = _master_entity.entity;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'master entity "%" does not exist', entity
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Define it with barecount.master_define(entity, dataset, key_columns, tracked).';
+    END IF;
+    IF lock THEN
+        PERFORM pg_advisory_xact_lock(hashtextextended('barecount.master/' || tenant_id || '/' || entity, 0));
+    END IF;
+    RETURN e;
+END
+$$;
+COMMENT ON FUNCTION barecount._master_entity(text, text, boolean) IS
+    'Internal: a master entity of the tenant (42704 if none), locked for the transaction when asked';
+
+-- The business key of a row: its key columns' values as text, joined by '|' (NULL if one is missing).
+CREATE FUNCTION barecount._master_key(keys text[], doc jsonb) RETURNS text
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT CASE WHEN bool_and(doc ? k AND jsonb_typeof(doc -> k) <> 'null')
+                THEN string_agg(doc ->> k, '|' ORDER BY o) END
+      FROM unnest(keys) WITH ORDINALITY u(k, o)
+$$;
+COMMENT ON FUNCTION barecount._master_key(text[], jsonb) IS
+    'Internal: a master row''s business key (its key columns as text joined by |), NULL if one is missing';
+
+CREATE FUNCTION barecount._master_tracked_sha256(tracked text[], doc jsonb) RETURNS text
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT encode(sha256(convert_to(coalesce(jsonb_object_agg(t, doc -> t), '{}'::jsonb)::text, 'UTF8')), 'hex')
+      FROM unnest(tracked) t
+$$;
+COMMENT ON FUNCTION barecount._master_tracked_sha256(text[], jsonb) IS
+    'Internal: SHA-256 of a row''s tracked attributes (absent and null alike), what change detection compares';
+
+CREATE FUNCTION barecount.master_define(entity text, dataset text, key_columns text[], tracked text[],
+                                        match_keys jsonb DEFAULT '[]', survivorship jsonb DEFAULT '{"rule": "most_recent"}')
+    RETURNS integer
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    t text := barecount._tenant_required();
+    e barecount.master_entities;
+    rule text;
+    bad text;
+    seq bigint;
+BEGIN
+    IF NOT (pg_has_role(session_user, 'barecount_engineer', 'MEMBER') OR barecount._is_admin()) THEN
+        RAISE EXCEPTION 'permission denied to define a master entity' USING ERRCODE = 'insufficient_privilege',
+            HINT = 'Engineers define master entities.';
+    END IF;
+    IF entity IS NULL OR entity !~ '^[a-z][a-z0-9_]{0,62}$' THEN
+        RAISE EXCEPTION 'master entity name "%" is not valid', entity USING ERRCODE = 'invalid_name',
+            HINT = 'Lower-case letters, digits and underscores, starting with a letter, at most 63 long.';
+    END IF;
+    IF dataset IS NULL OR NOT EXISTS (SELECT 1 FROM barecount.contract_datasets c WHERE c.tenant_id = t AND c.dataset = master_define.dataset) THEN
+        RAISE EXCEPTION 'master entity "%": no contract governs dataset "%"', entity, dataset USING ERRCODE = 'undefined_object',
+            HINT = 'Register a contract for the dataset first (barecount.contract_register); its rows are checked against it.';
+    END IF;
+    IF key_columns IS NULL OR cardinality(key_columns) = 0 OR array_position(key_columns, NULL) IS NOT NULL
+       OR tracked IS NULL OR cardinality(tracked) = 0 OR array_position(tracked, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'master entity "%": key_columns and tracked must each name at least one attribute', entity
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT k INTO bad FROM unnest(key_columns || tracked) k WHERE k !~ '^[A-Za-z_][A-Za-z0-9_]{0,62}$' LIMIT 1;
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'master entity "%": "%" is not an attribute name', entity, bad USING ERRCODE = 'invalid_name';
+    END IF;
+    IF match_keys IS NULL OR jsonb_typeof(match_keys) <> 'array'
+       OR EXISTS (SELECT 1 FROM jsonb_array_elements(match_keys) m
+                   WHERE jsonb_typeof(m) <> 'array' OR jsonb_array_length(m) = 0
+                      OR EXISTS (SELECT 1 FROM jsonb_array_elements(m) a WHERE jsonb_typeof(a) <> 'string')) THEN
+        RAISE EXCEPTION 'master entity "%": match_keys must be an array of non-empty arrays of attribute names', entity
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'e.g. ''[["email"], ["name", "postcode"]]'': records equal on every attribute of one list (case and spaces ignored) are duplicates.';
+    END IF;
+    rule := survivorship ->> 'rule';
+    IF survivorship IS NULL OR jsonb_typeof(survivorship) <> 'object' OR rule IS NULL
+       OR rule NOT IN ('most_recent', 'most_complete', 'source_priority')
+       OR (SELECT count(*) FROM jsonb_object_keys(survivorship) k WHERE k NOT IN ('rule', 'sources')) > 0
+       OR (rule = 'source_priority' AND (jsonb_typeof(survivorship -> 'sources') IS DISTINCT FROM 'array'
+                                         OR jsonb_array_length(survivorship -> 'sources') = 0)) THEN
+        RAISE EXCEPTION 'master entity "%": survivorship % is not valid', entity, coalesce(survivorship::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = '{"rule": "most_recent"}, {"rule": "most_complete"} or {"rule": "source_priority", "sources": ["erp", "crm"]}.';
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtextextended('barecount.master/' || t || '/' || entity, 0));
+    SELECT * INTO e FROM barecount.master_entities m WHERE m.tenant_id = t AND m.entity = master_define.entity;
+    IF FOUND THEN
+        IF e.dataset = dataset AND e.key_columns = key_columns AND e.tracked = tracked
+           AND e.match_keys = match_keys AND e.survivorship = survivorship THEN
+            RETURN e.version;
+        END IF;
+        IF e.key_columns <> key_columns AND EXISTS (SELECT 1 FROM barecount.master_records r WHERE r.tenant_id = t AND r.entity = master_define.entity) THEN
+            RAISE EXCEPTION 'master entity "%" has records: its key columns cannot change', entity
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = 'Define a new entity for the new key.';
+        END IF;
+        UPDATE barecount.master_entities m SET dataset = master_define.dataset, key_columns = master_define.key_columns,
+               tracked = master_define.tracked, match_keys = master_define.match_keys, survivorship = master_define.survivorship,
+               version = m.version + 1, defined_by = session_user, defined_at = now()
+         WHERE m.tenant_id = t AND m.entity = master_define.entity RETURNING * INTO e;
+    ELSE
+        INSERT INTO barecount.master_entities AS m (tenant_id, entity, dataset, key_columns, tracked, match_keys, survivorship)
+        VALUES (t, entity, dataset, key_columns, tracked, match_keys, survivorship) RETURNING * INTO e;
+    END IF;
+    seq := barecount._ledger_append(t, 'master_define', 'master:' || entity || '@' || e.version,
+        jsonb_build_object('inputs', jsonb_build_array('contract-dataset:' || dataset), 'outputs', '[]'::jsonb,
+                           'key_columns', to_jsonb(key_columns), 'tracked', to_jsonb(tracked),
+                           'match_keys', match_keys, 'survivorship', survivorship));
+    RETURN e.version;
+END
+$$;
+COMMENT ON FUNCTION barecount.master_define(text, text, text[], text[], jsonb, jsonb) IS
+    'Engineers: define a master entity of the tenant over a contract dataset: business key, tracked attributes (a change makes a new version), match keys and survivorship rule (most_recent, most_complete, source_priority); the same definition again is a no-op; a receipt per version';
+
+CREATE FUNCTION barecount.master_upsert(entity text, rows jsonb, source text DEFAULT NULL,
+                                        as_of timestamptz DEFAULT now(), full_snapshot boolean DEFAULT false)
+    RETURNS TABLE (inserted integer, updated integer, unchanged integer, ended integer, ledger_seq bigint)
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    t text := barecount._tenant_required();
+    e barecount.master_entities;
+    r record;
+    err record;
+    cur barecount.master_records;
+    n_ins integer := 0; n_upd integer := 0; n_same integer := 0; n_end integer := 0;
+    seq bigint;
+    latest timestamptz;
+    k text;
+    h text;
+BEGIN
+    IF NOT (pg_has_role(session_user, 'barecount_engineer', 'MEMBER') OR barecount._is_admin()) THEN
+        RAISE EXCEPTION 'permission denied to write master data' USING ERRCODE = 'insufficient_privilege',
+            HINT = 'Engineers write master data.';
+    END IF;
+    e := barecount._master_entity(entity, t, true);
+    IF rows IS NULL OR jsonb_typeof(rows) <> 'array' THEN
+        RAISE EXCEPTION 'master entity "%": rows must be a JSON array of objects', entity USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF as_of IS NULL OR full_snapshot IS NULL THEN
+        RAISE EXCEPTION 'master entity "%": as_of and full_snapshot must not be NULL', entity USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF source IS NOT NULL AND source !~ '^[A-Za-z0-9_.:-]{1,63}$' THEN
+        RAISE EXCEPTION 'master entity "%": source "%" is not valid', entity, source USING ERRCODE = 'invalid_parameter_value',
+            HINT = '1 to 63 letters, digits or _.:-';
+    END IF;
+    -- history is never rewritten: a change is dated at or after everything recorded
+    SELECT max(greatest(m.valid_from, m.valid_to)) INTO latest FROM barecount.master_records m WHERE m.tenant_id = t AND m.entity = e.entity;
+    IF latest IS NOT NULL AND as_of < latest THEN
+        RAISE EXCEPTION 'master entity "%": as_of % is before its latest change (%)', entity, as_of, latest
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Changes are recorded in time order; history is not rewritten.';
+    END IF;
+    -- every row checked before anything is written: objects, a full key, the contract
+    FOR r IN SELECT value AS item, ordinality AS n FROM jsonb_array_elements(rows) WITH ORDINALITY LOOP
+        IF jsonb_typeof(r.item) <> 'object' THEN
+            RAISE EXCEPTION 'master entity "%": row % is not a JSON object', entity, r.n USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF barecount._master_key(e.key_columns, r.item) IS NULL THEN
+            RAISE EXCEPTION 'master entity "%": row % lacks a key column (%)', entity, r.n, array_to_string(e.key_columns, ', ')
+                USING ERRCODE = 'not_null_violation';
+        END IF;
+        SELECT * INTO err FROM barecount.validation_errors(e.dataset, r.item) LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'master entity "%": row % breaks the contract of "%" at %: %', entity, r.n, e.dataset,
+                            coalesce(nullif(err.instance_path, ''), '/'), err.message
+                USING ERRCODE = 'check_violation',
+                      HINT = 'barecount.validation_errors(dataset, row) lists every error; nothing of this call was written.';
+        END IF;
+    END LOOP;
+    SELECT k2 INTO k FROM (SELECT barecount._master_key(e.key_columns, v) AS k2 FROM jsonb_array_elements(rows) v) x
+     GROUP BY k2 HAVING count(*) > 1 LIMIT 1;
+    IF k IS NOT NULL THEN
+        RAISE EXCEPTION 'master entity "%": key "%" appears more than once in one call', entity, k
+            USING ERRCODE = 'unique_violation';
+    END IF;
+    -- the receipt first: every version written by this call points at it
+    seq := barecount._ledger_append(t, 'master_upsert', 'master:' || entity,
+        jsonb_build_object('inputs', '[]'::jsonb, 'outputs', jsonb_build_array('master:' || entity),
+                           'rows', jsonb_array_length(rows), 'source', source, 'as_of', as_of,
+                           'full_snapshot', full_snapshot,
+                           'rows_sha256', encode(sha256(convert_to(rows::text, 'UTF8')), 'hex')));
+    FOR r IN SELECT value AS item FROM jsonb_array_elements(rows) LOOP
+        k := barecount._master_key(e.key_columns, r.item);
+        h := barecount._master_tracked_sha256(e.tracked, r.item);
+        SELECT * INTO cur FROM barecount.master_records m
+         WHERE m.tenant_id = t AND m.entity = e.entity AND m.record_key = k AND m.valid_to IS NULL FOR UPDATE;
+        IF NOT FOUND THEN
+            INSERT INTO barecount.master_records (tenant_id, entity, record_key, version, attributes, tracked_sha256, source, valid_from, change, ledger_seq)
+            VALUES (t, e.entity, k, coalesce((SELECT max(m.version) FROM barecount.master_records m
+                                               WHERE m.tenant_id = t AND m.entity = e.entity AND m.record_key = k), 0) + 1,
+                    r.item, h, source, as_of, 'insert', seq);
+            n_ins := n_ins + 1;
+        ELSIF cur.tracked_sha256 = h THEN
+            n_same := n_same + 1;
+        ELSE
+            UPDATE barecount.master_records m SET valid_to = as_of, ended_by = 'update'
+             WHERE m.tenant_id = t AND m.entity = e.entity AND m.record_key = k AND m.version = cur.version;
+            INSERT INTO barecount.master_records (tenant_id, entity, record_key, version, attributes, tracked_sha256, source, valid_from, change, ledger_seq)
+            VALUES (t, e.entity, k, cur.version + 1, r.item, h, source, as_of, 'update', seq);
+            n_upd := n_upd + 1;
+        END IF;
+    END LOOP;
+    IF full_snapshot THEN
+        UPDATE barecount.master_records m SET valid_to = as_of, ended_by = 'delete'
+         WHERE m.tenant_id = t AND m.entity = e.entity AND m.valid_to IS NULL
+           AND m.record_key NOT IN (SELECT barecount._master_key(e.key_columns, v) FROM jsonb_array_elements(rows) v);
+        GET DIAGNOSTICS n_end = ROW_COUNT;
+    END IF;
+    RETURN QUERY SELECT n_ins, n_upd, n_same, n_end, seq;
+END
+$$;
+COMMENT ON FUNCTION barecount.master_upsert(text, jsonb, text, timestamptz, boolean) IS
+    'Engineers: upsert rows of a master entity as of a time (default now): each row checked against the contract, a new version only when a tracked attribute changed, the current one end-dated; full_snapshot end-dates records the rows lack (deletes); all or nothing, one receipt';
+
+CREATE FUNCTION barecount.master_end(entity text, record_key text, as_of timestamptz DEFAULT now())
+    RETURNS boolean
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE t text := barecount._tenant_required(); e barecount.master_entities; cur barecount.master_records;
+BEGIN
+    IF NOT (pg_has_role(session_user, 'barecount_engineer', 'MEMBER') OR barecount._is_admin()) THEN
+        RAISE EXCEPTION 'permission denied to write master data' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    e := barecount._master_entity(entity, t, true);
+    SELECT * INTO cur FROM barecount.master_records m
+     WHERE m.tenant_id = t AND m.entity = e.entity AND m.record_key = master_end.record_key AND m.valid_to IS NULL FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    IF as_of IS NULL OR as_of < cur.valid_from THEN
+        RAISE EXCEPTION 'master record %/%: as_of % is before its current version began (%)', entity, record_key, as_of, cur.valid_from
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE barecount.master_records m SET valid_to = as_of, ended_by = 'delete'
+     WHERE m.tenant_id = t AND m.entity = e.entity AND m.record_key = cur.record_key AND m.version = cur.version;
+    PERFORM barecount._ledger_append(t, 'master_end', 'master:' || entity || '/' || record_key,
+        jsonb_build_object('inputs', '[]'::jsonb, 'outputs', jsonb_build_array('master:' || entity),
+                           'version', cur.version, 'as_of', as_of));
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION barecount.master_end(text, text, timestamptz) IS
+    'Engineers: delete a master record by end-dating its current version (history kept); false if it had none; a receipt';
+
+CREATE FUNCTION barecount.master_merge(entity text, as_of timestamptz DEFAULT now())
+    RETURNS TABLE (survivor text, merged text[], version integer, ledger_seq bigint)
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    t text := barecount._tenant_required();
+    e barecount.master_entities;
+    mk jsonb;
+    g record;
+    members barecount.master_records[];
+    win barecount.master_records;
+    attrs jsonb;
+    m barecount.master_records;
+    a text;
+    seq bigint;
+    v integer;
+    rule text;
+    latest timestamptz;
+BEGIN
+    IF NOT (pg_has_role(session_user, 'barecount_engineer', 'MEMBER') OR barecount._is_admin()) THEN
+        RAISE EXCEPTION 'permission denied to merge master data' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    e := barecount._master_entity(entity, t, true);
+    IF as_of IS NULL THEN
+        RAISE EXCEPTION 'master entity "%": as_of must not be NULL', entity USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT max(greatest(r.valid_from, r.valid_to)) INTO latest FROM barecount.master_records r WHERE r.tenant_id = t AND r.entity = e.entity;
+    IF latest IS NOT NULL AND as_of < latest THEN
+        RAISE EXCEPTION 'master entity "%": as_of % is before its latest change (%)', entity, as_of, latest
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    rule := e.survivorship ->> 'rule';
+    FOR mk IN SELECT value FROM jsonb_array_elements(e.match_keys) LOOP
+        -- current records equal on every attribute of the match key, case and spaces ignored
+        FOR g IN
+            SELECT array_agg(r ORDER BY r.record_key) AS recs
+              FROM barecount.master_records r,
+                   LATERAL (SELECT string_agg(lower(btrim(r.attributes ->> k)), chr(31) ORDER BY o) AS mv,
+                                   bool_and(nullif(btrim(r.attributes ->> k), '') IS NOT NULL) AS full
+                              FROM jsonb_array_elements_text(mk) WITH ORDINALITY x(k, o)) key
+             WHERE r.tenant_id = t AND r.entity = e.entity AND r.valid_to IS NULL AND key.full
+             GROUP BY key.mv HAVING count(*) > 1
+        LOOP
+            members := g.recs;
+            -- the survivor by the rule; ties go to the most recent, then the lowest key
+            SELECT x.* INTO win FROM unnest(members) x
+             ORDER BY CASE rule WHEN 'most_complete' THEN
+                           -(SELECT count(*) FROM jsonb_each(x.attributes) kv WHERE jsonb_typeof(kv.value) <> 'null'
+                                                                             AND kv.value <> '""'::jsonb)
+                      ELSE 0 END,
+                      CASE rule WHEN 'source_priority' THEN
+                           coalesce((SELECT o FROM jsonb_array_elements_text(e.survivorship -> 'sources') WITH ORDINALITY s(src, o)
+                                      WHERE s.src = x.source), 2147483647)
+                      ELSE 0 END,
+                      x.valid_from DESC, x.record_key
+             LIMIT 1;
+            -- attributes: the survivor's, each one it lacks filled from the others in the same order
+            attrs := win.attributes;
+            FOR m IN SELECT x.* FROM unnest(members) x
+                      WHERE x.record_key <> win.record_key
+                      ORDER BY CASE rule WHEN 'source_priority' THEN
+                                   coalesce((SELECT o FROM jsonb_array_elements_text(e.survivorship -> 'sources') WITH ORDINALITY s(src, o)
+                                              WHERE s.src = x.source), 2147483647) ELSE 0 END,
+                               x.valid_from DESC, x.record_key LOOP
+                FOR a IN SELECT key FROM jsonb_each(m.attributes) LOOP
+                    IF (NOT attrs ? a OR jsonb_typeof(attrs -> a) = 'null' OR attrs -> a = '""'::jsonb)
+                       AND jsonb_typeof(m.attributes -> a) <> 'null' AND NOT a = ANY (e.key_columns) THEN
+                        attrs := attrs || jsonb_build_object(a, m.attributes -> a);
+                    END IF;
+                END LOOP;
+            END LOOP;
+            seq := barecount._ledger_append(t, 'master_merge', 'master:' || e.entity || '/' || win.record_key,
+                jsonb_build_object(
+                    'inputs', (SELECT jsonb_agg('master:' || e.entity || '/' || x.record_key || '@' || x.version ORDER BY x.record_key) FROM unnest(members) x),
+                    'outputs', jsonb_build_array('master:' || e.entity || '/' || win.record_key),
+                    'rule', e.survivorship, 'match_key', mk, 'as_of', as_of));
+            UPDATE barecount.master_records r SET valid_to = as_of, ended_by = 'merge', merged_into = win.record_key
+             WHERE r.tenant_id = t AND r.entity = e.entity AND r.valid_to IS NULL
+               AND r.record_key IN (SELECT x.record_key FROM unnest(members) x WHERE x.record_key <> win.record_key);
+            v := win.version;
+            IF attrs <> win.attributes THEN
+                UPDATE barecount.master_records r SET valid_to = as_of, ended_by = 'update'
+                 WHERE r.tenant_id = t AND r.entity = e.entity AND r.record_key = win.record_key AND r.version = win.version;
+                v := win.version + 1;
+                INSERT INTO barecount.master_records (tenant_id, entity, record_key, version, attributes, tracked_sha256, source, valid_from, change, ledger_seq)
+                VALUES (t, e.entity, win.record_key, v, attrs, barecount._master_tracked_sha256(e.tracked, attrs), win.source, as_of, 'merge', seq);
+            END IF;
+            survivor := win.record_key;
+            merged := (SELECT array_agg(x.record_key ORDER BY x.record_key) FROM unnest(members) x WHERE x.record_key <> win.record_key);
+            version := v;
+            ledger_seq := seq;
+            RETURN NEXT;
+        END LOOP;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION barecount.master_merge(text, timestamptz) IS
+    'Engineers: merge duplicate current records (equal on a match key, case and spaces ignored) into one survivor by the entity''s survivorship rule, filling its missing attributes from the others; the others are end-dated with merged_into; a receipt per merge naming every record';
+
+CREATE FUNCTION barecount.master_as_of(entity text, at timestamptz DEFAULT now())
+    RETURNS TABLE (record_key text, attributes jsonb, version integer, valid_from timestamptz, valid_to timestamptz, source text)
+    LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE t text := barecount._tenant_required();
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM barecount.master_entities m WHERE m.tenant_id = t AND m.entity = master_as_of.entity) THEN
+        RAISE EXCEPTION 'master entity "%" does not exist', entity USING ERRCODE = 'undefined_object';
+    END IF;
+    RETURN QUERY SELECT r.record_key, r.attributes, r.version, r.valid_from, r.valid_to, r.source
+                   FROM barecount.master_records r
+                  WHERE r.tenant_id = t AND r.entity = master_as_of.entity
+                    AND r.valid_from <= at AND (r.valid_to IS NULL OR r.valid_to > at)
+                  ORDER BY r.record_key;
+END
+$$;
+COMMENT ON FUNCTION barecount.master_as_of(text, timestamptz) IS
+    'The master records of an entity as they were at a time (default now): one row per record valid then';
+
+CREATE FUNCTION barecount.master_history(entity text)
+    RETURNS TABLE (record_key text, version integer, attributes jsonb, valid_from timestamptz, valid_to timestamptz,
+                   is_current boolean, change text, ended_by text, merged_into text, source text, ledger_seq bigint)
+    LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE t text := barecount._tenant_required();
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM barecount.master_entities m WHERE m.tenant_id = t AND m.entity = master_history.entity) THEN
+        RAISE EXCEPTION 'master entity "%" does not exist', entity USING ERRCODE = 'undefined_object';
+    END IF;
+    RETURN QUERY SELECT r.record_key, r.version, r.attributes, r.valid_from, r.valid_to, r.is_current, r.change,
+                        r.ended_by, r.merged_into, r.source, r.ledger_seq
+                   FROM barecount.master_records r
+                  WHERE r.tenant_id = t AND r.entity = master_history.entity
+                  ORDER BY r.record_key, r.version;
+END
+$$;
+COMMENT ON FUNCTION barecount.master_history(text) IS
+    'Every version of every record of a master entity (the join helper: facts join the version whose [valid_from, valid_to) holds their date)';
+
+CREATE FUNCTION barecount.master_at(entity text, record_key text, at timestamptz)
+    RETURNS jsonb
+    LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT r.attributes FROM barecount.master_records r
+     WHERE r.tenant_id = barecount._tenant_required() AND r.entity = master_at.entity AND r.record_key = master_at.record_key
+       AND r.valid_from <= master_at.at AND (r.valid_to IS NULL OR r.valid_to > master_at.at)
+$$;
+COMMENT ON FUNCTION barecount.master_at(text, text, timestamptz) IS
+    'A master record''s attributes as they were at a time, NULL if it was not valid then (for a fact: master_at(''stores'', store_id, order_date))';
+
 -- Owners, grants ---------------------------------------------------------------------------------
 ALTER FUNCTION barecount.tenant_suspend(text, text) OWNER TO barecount_owner;
 ALTER FUNCTION barecount.tenant_resume(text) OWNER TO barecount_owner;
@@ -418,17 +898,39 @@ ALTER FUNCTION barecount.setting(text) OWNER TO barecount_owner;
 ALTER FUNCTION barecount.flag(text) OWNER TO barecount_owner;
 ALTER FUNCTION barecount.flags_list() OWNER TO barecount_owner;
 ALTER FUNCTION barecount.gateway_flags(text) OWNER TO barecount_owner;
+ALTER FUNCTION barecount.master_define(text, text, text[], text[], jsonb, jsonb) OWNER TO barecount_owner;
+ALTER FUNCTION barecount.master_upsert(text, jsonb, text, timestamptz, boolean) OWNER TO barecount_owner;
+ALTER FUNCTION barecount.master_end(text, text, timestamptz) OWNER TO barecount_owner;
+ALTER FUNCTION barecount.master_merge(text, timestamptz) OWNER TO barecount_owner;
+ALTER FUNCTION barecount.master_as_of(text, timestamptz) OWNER TO barecount_owner;
+ALTER FUNCTION barecount.master_history(text) OWNER TO barecount_owner;
+ALTER FUNCTION barecount.master_at(text, text, timestamptz) OWNER TO barecount_owner;
 -- As functions.sql does for the rest (in a fresh install it runs again after this file, with
 -- the same result): nothing is PUBLIC; each role gets what it calls.
-REVOKE EXECUTE ON FUNCTION barecount._tenant_active(text), barecount.tenant_suspend(text, text),
+REVOKE EXECUTE ON FUNCTION barecount._tenant_active(text), barecount._tenant_required(),
+                           barecount.tenant_suspend(text, text),
                            barecount.tenant_resume(text), barecount._flag_bucket(text, text),
                            barecount._flag_check(text, text, jsonb), barecount._flag_row(text),
                            barecount._flag_resolve(barecount.flags, text),
                            barecount.flag_define(text, text, jsonb, text),
                            barecount.flag_rollout(text, integer, text[], jsonb),
                            barecount.flag_set(text, text, jsonb), barecount.setting(text),
-                           barecount.flag(text), barecount.flags_list(), barecount.gateway_flags(text)
+                           barecount.flag(text), barecount.flags_list(), barecount.gateway_flags(text),
+                           barecount._master_entity(text, text, boolean), barecount._master_key(text[], jsonb),
+                           barecount._master_tracked_sha256(text[], jsonb),
+                           barecount.master_define(text, text, text[], text[], jsonb, jsonb),
+                           barecount.master_upsert(text, jsonb, text, timestamptz, boolean),
+                           barecount.master_end(text, text, timestamptz), barecount.master_merge(text, timestamptz),
+                           barecount.master_as_of(text, timestamptz), barecount.master_history(text),
+                           barecount.master_at(text, text, timestamptz)
     FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION barecount.master_define(text, text, text[], text[], jsonb, jsonb),
+                          barecount.master_upsert(text, jsonb, text, timestamptz, boolean),
+                          barecount.master_end(text, text, timestamptz), barecount.master_merge(text, timestamptz)
+    TO barecount_engineer;
+GRANT EXECUTE ON FUNCTION barecount.master_as_of(text, timestamptz), barecount.master_history(text),
+                          barecount.master_at(text, text, timestamptz)
+    TO barecount_engineer, barecount_publisher;
 GRANT EXECUTE ON FUNCTION barecount.setting(text), barecount.flag(text), barecount.flags_list()
     TO barecount_reader;
 GRANT EXECUTE ON FUNCTION barecount.tenant_suspend(text, text), barecount.tenant_resume(text),

@@ -272,6 +272,10 @@ async fn functions_with_privileged_sections_never_run_in_parallel_workers() {
         "_ledger_field",
         "_ledger_inputs",
         "_ledger_seq",
+        // 0.2.0, master data: pure jsonb functions, and reads of master_entities and
+        // master_records as their owner for the current tenant
+        "_master_key",
+        "_master_tracked_sha256",
         "_outer_role",
         "_require_admin",
         "_tenant_active",
@@ -292,6 +296,9 @@ async fn functions_with_privileged_sections_never_run_in_parallel_workers() {
         "is_working_day",
         "json_schema_errors",
         "json_schema_validate",
+        "master_as_of",
+        "master_at",
+        "master_history",
         "next_working_day",
         "period_end",
         "period_label",
