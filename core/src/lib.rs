@@ -19,6 +19,7 @@ pub mod lineage;
 pub mod obligation;
 pub mod parquet_rows;
 pub mod pipeline;
+pub mod policy;
 pub mod quality;
 pub mod scram;
 pub mod secrets;

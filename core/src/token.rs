@@ -8,12 +8,24 @@
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-/// Scopes a token may carry.
+/// Scopes a token may carry: these operations, and data scopes `data:<name>` (lower-case
+/// letters, digits, `_` and `-`, at most 32), which grant nothing by themselves and which
+/// policies test (`context.scopes.contains("data:pii")`).
 pub const SCOPES: &[&str] = &["read", "export", "ingest"];
+
+fn data_scope(s: &str) -> bool {
+    s.strip_prefix("data:").is_some_and(|name| {
+        (1..=32).contains(&name.len())
+            && name.starts_with(|c: char| c.is_ascii_lowercase())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+    })
+}
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum TokenError {
-    #[error("token scope \"{0}\" is unknown (known scopes: read, export, ingest)")]
+    #[error("token scope \"{0}\" is unknown (known scopes: read, export, ingest, and data:<name> for policies)")]
     UnknownScope(String),
     #[error("a token needs at least one scope")]
     NoScopes,
@@ -83,7 +95,7 @@ pub fn check_scopes(scopes: &[String]) -> Result<Vec<String>, TokenError> {
     let mut out: Vec<String> = Vec::new();
     for s in scopes {
         let s = s.trim().to_ascii_lowercase();
-        if !SCOPES.contains(&s.as_str()) {
+        if !SCOPES.contains(&s.as_str()) && !data_scope(&s) {
             return Err(TokenError::UnknownScope(s));
         }
         if !out.contains(&s) {
@@ -139,5 +151,12 @@ mod tests {
             check_scopes(&["admin".into()]),
             Err(TokenError::UnknownScope("admin".into()))
         );
+        assert_eq!(
+            check_scopes(&["read".into(), "data:pii".into()]).unwrap(),
+            vec!["data:pii", "read"]
+        );
+        for bad in ["data:", "data:PII x", "data:1x", "data:a/b", "pii"] {
+            assert!(check_scopes(&[bad.into()]).is_err(), "{bad}");
+        }
     }
 }

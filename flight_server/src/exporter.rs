@@ -12,6 +12,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use futures::stream::BoxStream;
 use futures::StreamExt;
+use serde_json::json;
 use std::sync::atomic::Ordering;
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -45,6 +46,14 @@ impl SqlService {
         if let Some(ds) = &req.dataset {
             let catalog = state.catalog(&caller.tenant).await?;
             let v = catalog.find(ds, req.version)?.clone();
+            crate::policy::decide(
+                &state.db,
+                caller,
+                "export",
+                std::slice::from_ref(&v.dataset),
+                json!({"rows": v.row_count, "format": req.format.extension()}),
+            )
+            .await?;
             let (schema, batches) = state.store.stream(&state.db, &v, 0, usize::MAX).await?;
             return Ok(Source {
                 label: format!("dataset:{}@v{}", v.dataset, v.version),
@@ -56,8 +65,16 @@ impl SqlService {
             });
         }
         let sql = req.query.clone().unwrap_or_default();
-        let ctx = state.session(&caller.tenant).await?;
+        let (ctx, catalog) = state.session_and_catalog(&caller.tenant).await?;
         let df = query::dataframe(&ctx, &sql, None).await?;
+        crate::policy::decide(
+            &state.db,
+            caller,
+            "export",
+            &crate::policy::datasets(&catalog, &query::scanned_tables(&df)),
+            json!({"format": req.format.extension()}),
+        )
+        .await?;
         let stream = df.execute_stream().await?;
         let schema = stream.schema();
         Ok(Source {

@@ -22,6 +22,7 @@ pub mod loader;
 pub mod metrics;
 pub mod pgcopy;
 pub mod pgtls;
+pub mod policy;
 pub mod prepared;
 pub mod query;
 pub mod session_options;

@@ -157,6 +157,26 @@ fn refused_part(plan: &LogicalPlan) -> Option<String> {
     }
 }
 
+/// The tables of the tenant's published schema a plan scans, subqueries included (SQL names:
+/// `sales`, `sales__v3`), once each: what policies decide reads and exports on.
+pub fn scanned_tables(df: &DataFrame) -> Vec<String> {
+    let mut out = Vec::new();
+    let _ = df.logical_plan().apply_with_subqueries(|p| {
+        if let LogicalPlan::TableScan(scan) = p {
+            let t = &scan.table_name;
+            if t.schema().is_none_or(|s| s == SCHEMA_NAME)
+                && t.catalog().is_none_or(|c| c == CATALOG_NAME)
+            {
+                out.push(t.table().to_owned());
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// Plans `sql` read-only: the one entry for client SQL (see the module comment).
 pub async fn plan(ctx: &SessionContext, sql: &str) -> Result<DataFrame> {
     let state = ctx.state();

@@ -223,6 +223,14 @@ impl SqlService {
                 if v.content_hash != content_hash {
                     return Err(FlightError::UnknownVersion { dataset, version }.into());
                 }
+                crate::policy::decide(
+                    &self.state.db,
+                    caller,
+                    "read",
+                    std::slice::from_ref(&dataset),
+                    serde_json::json!({"rows": v.row_count}),
+                )
+                .await?;
                 // Rows and bytes served count against the plan before any leave the server.
                 let (rows, bytes) = self
                     .state
@@ -251,11 +259,23 @@ impl SqlService {
         sql: &str,
         params: Option<&str>,
     ) -> Result<DoGetStream, Status> {
-        let ctx = self.state.session(&caller.tenant).await?;
+        let (ctx, catalog) = self.state.session_and_catalog(&caller.tenant).await?;
         // one plan per bound parameter row, their results one after the other
         let mut streams = Vec::new();
         let mut schema = None;
-        for df in query::dataframes(&ctx, sql, params).await? {
+        let dataframes = query::dataframes(&ctx, sql, params).await?;
+        let mut tables: Vec<String> = dataframes.iter().flat_map(query::scanned_tables).collect();
+        tables.sort();
+        tables.dedup();
+        crate::policy::decide(
+            &self.state.db,
+            caller,
+            "read",
+            &crate::policy::datasets(&catalog, &tables),
+            serde_json::json!({}),
+        )
+        .await?;
+        for df in dataframes {
             let plan = df.create_physical_plan().await.map_err(FlightError::from)?;
             schema.get_or_insert_with(|| plan.schema());
             streams.push(

@@ -888,6 +888,315 @@ $$;
 COMMENT ON FUNCTION barecount.master_at(text, text, timestamptz) IS
     'A master record''s attributes as they were at a time, NULL if it was not valid then (for a fact: master_at(''stores'', store_id, order_date))';
 
+-- Policies (Cedar) -----------------------------------------------------------------------------
+-- Per tenant, versioned documents of Cedar policies, validated against BareCount's schema when
+-- they are registered (core/src/policy.rs has the schema and the decision model: a deny-list
+-- with obligations). They decide at ingest and publish (in SQL, as the caller), at export and
+-- read over Flight and at delivery (through the gateway); every decision under policies is a
+-- receipt. The two Rust functions are declared here, not by pgrx (their Rust side says
+-- `sql = false`), so both install paths create them the same way.
+CREATE FUNCTION barecount._policy_parse(name text, body text) RETURNS integer
+    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', '_policy_parse_wrapper';
+COMMENT ON FUNCTION barecount._policy_parse(text, text) IS
+    'Internal: parse and validate a Cedar policy document against BareCount''s schema; its number of statements, or the first error with line and column (42601 syntax, 42703 unknown attribute, 42704 unknown entity type or action, 42804 type error, 0A000 templates)';
+CREATE FUNCTION barecount._policy_decide(documents jsonb, request jsonb) RETURNS jsonb
+    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', '_policy_decide_wrapper';
+COMMENT ON FUNCTION barecount._policy_decide(jsonb, jsonb) IS
+    'Internal: decide a request under policy documents: {allow, policies, reasons, obligations, errors}';
+
+CREATE TABLE barecount.policies (
+    tenant_id   text NOT NULL REFERENCES barecount.tenants,
+    name        text NOT NULL CHECK (name ~ '^[a-z][a-z0-9_-]{0,62}$'),
+    version     integer NOT NULL,
+    body        text NOT NULL,
+    body_sha256 text NOT NULL,
+    statements  integer NOT NULL,
+    active      boolean NOT NULL,
+    defined_by  name NOT NULL DEFAULT session_user,
+    defined_at  timestamptz NOT NULL DEFAULT now(),
+    ledger_seq  bigint NOT NULL,
+    PRIMARY KEY (tenant_id, name, version)
+);
+COMMENT ON TABLE barecount.policies IS
+    'Cedar policy documents per tenant, every version kept; the latest version of each name decides while active';
+CREATE TABLE barecount.dataset_tags (
+    tenant_id text NOT NULL REFERENCES barecount.tenants,
+    dataset   text NOT NULL,
+    tags      text[] NOT NULL,
+    set_by    name NOT NULL DEFAULT session_user,
+    set_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, dataset)
+);
+COMMENT ON TABLE barecount.dataset_tags IS
+    'Tags of a dataset (pii, finance, ...) that policies see as resource.tags, beside its contract''s tags';
+ALTER TABLE barecount.policies OWNER TO barecount_owner;
+ALTER TABLE barecount.dataset_tags OWNER TO barecount_owner;
+REVOKE ALL ON barecount.policies, barecount.dataset_tags FROM PUBLIC;
+GRANT SELECT ON barecount.policies, barecount.dataset_tags TO barecount_engineer, barecount_publisher;
+SELECT barecount._protect_table(t::regclass) FROM unnest(ARRAY['barecount.policies', 'barecount.dataset_tags']) t;
+
+CREATE FUNCTION barecount.policy_define(name text, body text) RETURNS integer
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE t text := barecount._tenant_required(); cur barecount.policies; n integer; v integer; seq bigint; h text;
+BEGIN
+    PERFORM barecount._require_admin('define a policy');
+    IF name IS NULL OR name !~ '^[a-z][a-z0-9_-]{0,62}$' THEN
+        RAISE EXCEPTION 'policy name "%" is not valid', name USING ERRCODE = 'invalid_name',
+            HINT = 'Lower-case letters, digits, _ and -, starting with a letter, at most 63 long.';
+    END IF;
+    IF body IS NULL THEN
+        RAISE EXCEPTION 'policy "%": a body is required', name USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    n := barecount._policy_parse(name, body);
+    h := encode(sha256(convert_to(body, 'UTF8')), 'hex');
+    PERFORM pg_advisory_xact_lock(hashtextextended('barecount.policy/' || t || '/' || name, 0));
+    SELECT * INTO cur FROM barecount.policies p WHERE p.tenant_id = t AND p.name = policy_define.name ORDER BY p.version DESC LIMIT 1;
+    IF FOUND AND cur.body_sha256 = h AND cur.active THEN
+        RETURN cur.version;
+    END IF;
+    v := coalesce(cur.version, 0) + 1;
+    seq := barecount._ledger_append(t, 'policy_define', 'policy:' || name || '@' || v,
+        jsonb_build_object('inputs', '[]'::jsonb, 'outputs', '[]'::jsonb, 'body_sha256', h, 'statements', n, 'body', body));
+    INSERT INTO barecount.policies (tenant_id, name, version, body, body_sha256, statements, active, ledger_seq)
+    VALUES (t, name, v, body, h, n, true, seq);
+    RETURN v;
+END
+$$;
+COMMENT ON FUNCTION barecount.policy_define(text, text) IS
+    'Admins (acting as the tenant): register a Cedar policy document, validated against BareCount''s schema (an error names its line and column); the same body again is a no-op; returns the version; a receipt per version';
+
+CREATE FUNCTION barecount.policy_disable(name text) RETURNS boolean
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE t text := barecount._tenant_required(); cur barecount.policies; seq bigint;
+BEGIN
+    PERFORM barecount._require_admin('disable a policy');
+    PERFORM pg_advisory_xact_lock(hashtextextended('barecount.policy/' || t || '/' || coalesce(name, ''), 0));
+    SELECT * INTO cur FROM barecount.policies p WHERE p.tenant_id = t AND p.name = policy_disable.name ORDER BY p.version DESC LIMIT 1;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'policy "%" does not exist', name USING ERRCODE = 'undefined_object';
+    END IF;
+    IF NOT cur.active THEN
+        RETURN false;
+    END IF;
+    seq := barecount._ledger_append(t, 'policy_disable', 'policy:' || name || '@' || (cur.version + 1),
+        jsonb_build_object('inputs', '[]'::jsonb, 'outputs', '[]'::jsonb, 'body_sha256', cur.body_sha256));
+    INSERT INTO barecount.policies (tenant_id, name, version, body, body_sha256, statements, active, ledger_seq)
+    VALUES (t, cur.name, cur.version + 1, cur.body, cur.body_sha256, cur.statements, false, seq);
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION barecount.policy_disable(text) IS
+    'Admins (acting as the tenant): a new version of the policy that no longer decides; false if it already did not; a receipt';
+
+CREATE FUNCTION barecount.dataset_tags_set(dataset text, tags text[]) RETURNS boolean
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE t text := barecount._tenant_required(); old text[]; bad text;
+BEGIN
+    IF NOT (pg_has_role(session_user, 'barecount_publisher', 'MEMBER') OR barecount._is_admin()) THEN
+        RAISE EXCEPTION 'permission denied to tag datasets' USING ERRCODE = 'insufficient_privilege',
+            HINT = 'Publishers and admins tag datasets.';
+    END IF;
+    IF dataset IS NULL OR dataset !~ '^[a-z_][a-z0-9_]{0,62}$' THEN
+        RAISE EXCEPTION 'dataset name "%" is not valid', dataset USING ERRCODE = 'invalid_name';
+    END IF;
+    SELECT x INTO bad FROM unnest(coalesce(tags, '{}')) x WHERE x IS NULL OR x !~ '^[a-z][a-z0-9_:-]{0,62}$' LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'tag "%" is not valid', bad USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Lower-case letters, digits and _:-, starting with a letter, at most 63 long.';
+    END IF;
+    tags := coalesce((SELECT array_agg(DISTINCT x ORDER BY x) FROM unnest(tags) x), '{}');
+    SELECT d.tags INTO old FROM barecount.dataset_tags d WHERE d.tenant_id = t AND d.dataset = dataset_tags_set.dataset FOR UPDATE;
+    IF old IS NOT DISTINCT FROM tags OR (old IS NULL AND tags = '{}') THEN
+        RETURN false;
+    END IF;
+    INSERT INTO barecount.dataset_tags AS d (tenant_id, dataset, tags) VALUES (t, dataset, tags)
+    ON CONFLICT ON CONSTRAINT dataset_tags_pkey DO UPDATE SET tags = EXCLUDED.tags, set_by = session_user, set_at = now();
+    PERFORM barecount._ledger_append(t, 'dataset_tags', 'dataset:' || dataset,
+        jsonb_build_object('inputs', '[]'::jsonb, 'outputs', '[]'::jsonb, 'from', to_jsonb(old), 'to', to_jsonb(tags)));
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION barecount.dataset_tags_set(text, text[]) IS
+    'Publishers: set a dataset''s tags (pii, finance, ...) that policies see as resource.tags; false when unchanged; a receipt';
+
+-- The request a decision is made on: the principal's BareCount roles (or a token's scopes), the
+-- dataset's tags (its own and its contract's), layer and contract, and the context with the
+-- time filled in.
+CREATE FUNCTION barecount._policy_request(tenant_id text, principal text, action text, resource text, context jsonb)
+    RETURNS jsonb
+    LANGUAGE plpgsql STABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE roles text[]; tags text[]; contract text := ''; layer text := 'raw'; attrs jsonb; now_utc timestamp := now() AT TIME ZONE 'UTC';
+BEGIN
+    IF action IS NULL OR action NOT IN ('ingest', 'publish', 'export', 'read', 'deliver') THEN
+        RAISE EXCEPTION 'unknown action "%"', action USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Policies decide ingest, publish, export, read and deliver.';
+    END IF;
+    IF context IS NOT NULL AND jsonb_typeof(context) <> 'object' THEN
+        RAISE EXCEPTION 'the context must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF principal LIKE 'token:%' THEN
+        SELECT k.scopes INTO roles FROM barecount.tokens k WHERE k.token_id = substr(principal, 7) AND k.tenant_id = _policy_request.tenant_id;
+    ELSE
+        SELECT array_agg(substr(r, 11) ORDER BY r) INTO roles
+          FROM unnest(ARRAY['barecount_reader', 'barecount_engineer', 'barecount_publisher', 'barecount_admin']) r
+         WHERE to_regrole(principal) IS NOT NULL AND pg_has_role(principal, r, 'MEMBER');
+    END IF;
+    IF action = 'deliver' THEN
+        attrs := jsonb_build_object('kind', coalesce((SELECT a.kind FROM barecount.actions a WHERE a.tenant_id = _policy_request.tenant_id
+                                                        AND a.name = resource ORDER BY a.version DESC LIMIT 1), ''),
+                                    'host', coalesce((SELECT substring(a.config ->> 'url' FROM '^[a-z]+://([^/:?#]+)') FROM barecount.actions a
+                                                      WHERE a.tenant_id = _policy_request.tenant_id AND a.name = resource
+                                                      ORDER BY a.version DESC LIMIT 1), ''));
+    ELSE
+        SELECT c.contract,
+               ARRAY(SELECT jsonb_array_elements_text(CASE WHEN jsonb_typeof(c.document -> 'tags') = 'array' THEN c.document -> 'tags' ELSE '[]' END))
+          INTO contract, tags
+          FROM barecount.contract_datasets cd JOIN barecount.contracts c
+            ON c.tenant_id = cd.tenant_id AND c.contract = cd.contract AND c.version = cd.contract_version
+         WHERE cd.tenant_id = _policy_request.tenant_id AND cd.dataset = resource
+         ORDER BY c.version_sort DESC LIMIT 1;
+        IF EXISTS (SELECT 1 FROM barecount.datasets d WHERE d.tenant_id = _policy_request.tenant_id AND d.dataset = resource) THEN
+            layer := 'published';
+        END IF;
+        tags := ARRAY(SELECT DISTINCT x FROM unnest(coalesce(tags, '{}') || coalesce((SELECT d.tags FROM barecount.dataset_tags d
+                       WHERE d.tenant_id = _policy_request.tenant_id AND d.dataset = resource), '{}')) x ORDER BY x);
+        attrs := jsonb_build_object('tags', to_jsonb(tags), 'layer', layer, 'contract', coalesce(contract, ''));
+    END IF;
+    RETURN jsonb_build_object(
+        'tenant', tenant_id, 'principal', principal, 'roles', to_jsonb(coalesce(roles, '{}')), 'action', action,
+        'resource', resource, 'resource_attrs', attrs,
+        'context', jsonb_build_object('now', extract(epoch FROM now())::bigint, 'hour', extract(hour FROM now_utc)::bigint,
+                                      'weekday', extract(isodow FROM now_utc)::bigint) || coalesce(context, '{}'));
+END
+$$;
+COMMENT ON FUNCTION barecount._policy_request(text, text, text, text, jsonb) IS
+    'Internal: the Cedar request for a decision: principal roles or token scopes, the dataset''s tags, layer and contract (or the endpoint''s kind and host), the context with now, hour and weekday';
+
+CREATE FUNCTION barecount._policy_documents(tenant_id text) RETURNS jsonb
+    LANGUAGE sql STABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT coalesce(jsonb_agg(jsonb_build_object('name', p.name, 'body', p.body, 'version', p.version) ORDER BY p.name), '[]')
+      FROM (SELECT DISTINCT ON (x.name) x.* FROM barecount.policies x WHERE x.tenant_id = _policy_documents.tenant_id
+             ORDER BY x.name, x.version DESC) p
+     WHERE p.active
+$$;
+COMMENT ON FUNCTION barecount._policy_documents(text) IS 'Internal: a tenant''s active policy documents (latest version of each)';
+
+-- Decides, records the decision as a receipt, and refuses a denial (42501) when asked to.
+CREATE FUNCTION barecount._policy_enforce(tenant_id text, principal text, action text, resource text,
+                                          context jsonb, refuse boolean)
+    RETURNS jsonb
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE docs jsonb := barecount._policy_documents(tenant_id); d jsonb; seq bigint;
+BEGIN
+    IF docs = '[]' THEN
+        RETURN jsonb_build_object('allow', true, 'policies', '[]'::jsonb, 'reasons', '[]'::jsonb, 'obligations', '[]'::jsonb, 'errors', '[]'::jsonb);
+    END IF;
+    d := barecount._policy_decide(docs, barecount._policy_request(tenant_id, principal, action, resource, context));
+    seq := barecount._ledger_append(tenant_id, 'policy_decision', 'policy:' || action || ':' || resource,
+        jsonb_build_object('inputs', '[]'::jsonb, 'outputs', '[]'::jsonb, 'principal', principal, 'action', action,
+                           'resource', resource, 'decision', CASE WHEN (d ->> 'allow')::boolean THEN 'allow' ELSE 'deny' END,
+                           'policies', d -> 'policies', 'reasons', d -> 'reasons', 'obligations', d -> 'obligations',
+                           'versions', (SELECT jsonb_object_agg(x ->> 'name', x -> 'version') FROM jsonb_array_elements(docs) x)));
+    d := d || jsonb_build_object('ledger_seq', seq);
+    IF refuse AND NOT (d ->> 'allow')::boolean THEN
+        RAISE EXCEPTION 'policy forbids % of "%": %', action, resource,
+                        (SELECT string_agg(r, '; ') FROM jsonb_array_elements_text(d -> 'reasons') r)
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('Denied by %s.', (SELECT string_agg(r, ', ') FROM jsonb_array_elements_text(d -> 'policies') r)),
+                  HINT = 'barecount.policy_check(principal, action, resource, context) explains the decision.';
+    END IF;
+    RETURN d;
+END
+$$;
+COMMENT ON FUNCTION barecount._policy_enforce(text, text, text, text, jsonb, boolean) IS
+    'Internal: decide an operation under the tenant''s policies (allow when it has none), record the decision as a receipt, and raise 42501 for a denial when asked';
+
+-- For the operations in SQL (ingest, publish): the caller and its tenant, refused on a denial.
+CREATE FUNCTION barecount._policy_enforce_caller(action text, resource text, context jsonb) RETURNS jsonb
+    LANGUAGE sql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$ SELECT barecount._policy_enforce(barecount._tenant_required(), session_user::text, action, resource,
+                                            jsonb_build_object('channel', 'sql') || coalesce(context, '{}'), true) $$;
+COMMENT ON FUNCTION barecount._policy_enforce_caller(text, text, jsonb) IS
+    'Internal (ingest, publish): decide the caller''s operation under its tenant''s policies; 42501 for a denial';
+
+CREATE FUNCTION barecount.gateway_policy_decide(tenant_id text, subject text, action text, resource text,
+                                                context jsonb DEFAULT '{}')
+    RETURNS jsonb
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    PERFORM barecount._require_admin('decide for another role');
+    IF NOT EXISTS (SELECT 1 FROM barecount.tenants t WHERE t.tenant_id = gateway_policy_decide.tenant_id) THEN
+        RAISE EXCEPTION 'tenant "%" does not exist', tenant_id USING ERRCODE = 'undefined_object';
+    END IF;
+    PERFORM barecount._tenant_active(tenant_id);
+    RETURN barecount._policy_enforce(tenant_id, subject, action, resource, coalesce(context, '{}'), false);
+END
+$$;
+COMMENT ON FUNCTION barecount.gateway_policy_decide(text, text, text, text, jsonb) IS
+    'For gateways (barecount-flight: export, read), which have authenticated the credential: the decision for its operation under its tenant''s policies, recorded as a receipt (committed even when it denies); the gateway refuses a denial';
+
+CREATE FUNCTION barecount.policy_check(principal text, action text, resource text, context jsonb DEFAULT '{}')
+    RETURNS TABLE (decision text, policies text[], reasons text[], obligations text[], errors text[], request jsonb)
+    LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE t text := barecount._tenant_required(); r jsonb; d jsonb;
+BEGIN
+    IF principal IS NULL OR resource IS NULL THEN
+        RAISE EXCEPTION 'barecount.policy_check: principal and resource are required' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF principal NOT LIKE 'token:%' AND NOT EXISTS (SELECT 1 FROM barecount.tenant_members m WHERE m.role_name = principal AND m.tenant_id = t)
+       AND NOT (to_regrole(principal) IS NOT NULL AND pg_has_role(principal, 'barecount_admin', 'MEMBER')) THEN
+        RAISE EXCEPTION 'role "%" is not a member of this tenant', principal USING ERRCODE = 'undefined_object',
+            HINT = 'Name a login role of the tenant (or an admin), or token:<id> for an API token.';
+    END IF;
+    IF principal LIKE 'token:%' AND NOT EXISTS (SELECT 1 FROM barecount.tokens k WHERE k.token_id = substr(principal, 7) AND k.tenant_id = t) THEN
+        RAISE EXCEPTION 'token "%" is not a token of this tenant', substr(principal, 7) USING ERRCODE = 'undefined_object';
+    END IF;
+    r := barecount._policy_request(t, principal, action, resource, context);
+    d := barecount._policy_decide(barecount._policy_documents(t), r);
+    RETURN QUERY SELECT CASE WHEN (d ->> 'allow')::boolean THEN 'allow' ELSE 'deny' END,
+                        ARRAY(SELECT jsonb_array_elements_text(d -> 'policies')),
+                        ARRAY(SELECT jsonb_array_elements_text(d -> 'reasons')),
+                        ARRAY(SELECT jsonb_array_elements_text(d -> 'obligations')),
+                        ARRAY(SELECT jsonb_array_elements_text(d -> 'errors')),
+                        r;
+END
+$$;
+COMMENT ON FUNCTION barecount.policy_check(text, text, text, jsonb) IS
+    'Explain how the tenant''s policies decide an operation (principal: a login role of the tenant or token:<id>; action ingest, publish, export, read, deliver; a dataset or action name; context scopes, rows, format, channel...): decision, the policies that decided, reasons, obligations, and the request as Cedar saw it. Records nothing';
+
+-- One registry: Cedar documents and the publish obligations (sql/evidence.sql), which keep their
+-- own behaviour, listed as a kind of policy.
+CREATE VIEW barecount.policy_registry WITH (security_barrier, security_invoker) AS
+    SELECT p.tenant_id, 'cedar'::text AS kind, p.name, p.version, p.active,
+           'ingest, publish, export, read, deliver'::text AS applies_to, p.body AS rule, p.defined_by, p.defined_at, p.ledger_seq
+      FROM (SELECT DISTINCT ON (x.tenant_id, x.name) x.* FROM barecount.policies x ORDER BY x.tenant_id, x.name, x.version DESC) p
+    UNION ALL
+    SELECT o.tenant_id, 'obligation', o.name, 1, true, o.event_type || ' ' || o.subject,
+           jsonb_build_object('rule', o.rule, 'severity', o.severity)::text, o.defined_by, o.defined_at, o.ledger_seq
+      FROM barecount.obligations o;
+COMMENT ON VIEW barecount.policy_registry IS
+    'Every policy of the tenant: Cedar documents (latest version) and publish obligations (evidence rules, as obligation_define made them)';
+ALTER VIEW barecount.policy_registry OWNER TO barecount_owner;
+REVOKE ALL ON barecount.policy_registry FROM PUBLIC;
+GRANT SELECT ON barecount.policy_registry TO barecount_engineer, barecount_publisher;
+
 -- Owners, grants ---------------------------------------------------------------------------------
 ALTER FUNCTION barecount.tenant_suspend(text, text) OWNER TO barecount_owner;
 ALTER FUNCTION barecount.tenant_resume(text) OWNER TO barecount_owner;
@@ -905,6 +1214,12 @@ ALTER FUNCTION barecount.master_merge(text, timestamptz) OWNER TO barecount_owne
 ALTER FUNCTION barecount.master_as_of(text, timestamptz) OWNER TO barecount_owner;
 ALTER FUNCTION barecount.master_history(text) OWNER TO barecount_owner;
 ALTER FUNCTION barecount.master_at(text, text, timestamptz) OWNER TO barecount_owner;
+ALTER FUNCTION barecount.policy_define(text, text) OWNER TO barecount_owner;
+ALTER FUNCTION barecount.policy_disable(text) OWNER TO barecount_owner;
+ALTER FUNCTION barecount.dataset_tags_set(text, text[]) OWNER TO barecount_owner;
+ALTER FUNCTION barecount._policy_enforce_caller(text, text, jsonb) OWNER TO barecount_owner;
+ALTER FUNCTION barecount.gateway_policy_decide(text, text, text, text, jsonb) OWNER TO barecount_owner;
+ALTER FUNCTION barecount.policy_check(text, text, text, jsonb) OWNER TO barecount_owner;
 -- As functions.sql does for the rest (in a fresh install it runs again after this file, with
 -- the same result): nothing is PUBLIC; each role gets what it calls.
 REVOKE EXECUTE ON FUNCTION barecount._tenant_active(text), barecount._tenant_required(),
@@ -922,8 +1237,22 @@ REVOKE EXECUTE ON FUNCTION barecount._tenant_active(text), barecount._tenant_req
                            barecount.master_upsert(text, jsonb, text, timestamptz, boolean),
                            barecount.master_end(text, text, timestamptz), barecount.master_merge(text, timestamptz),
                            barecount.master_as_of(text, timestamptz), barecount.master_history(text),
-                           barecount.master_at(text, text, timestamptz)
+                           barecount.master_at(text, text, timestamptz),
+                           barecount._policy_parse(text, text), barecount._policy_decide(jsonb, jsonb),
+                           barecount.policy_define(text, text), barecount.policy_disable(text),
+                           barecount.dataset_tags_set(text, text[]),
+                           barecount._policy_request(text, text, text, text, jsonb), barecount._policy_documents(text),
+                           barecount._policy_enforce(text, text, text, text, jsonb, boolean),
+                           barecount._policy_enforce_caller(text, text, jsonb),
+                           barecount.gateway_policy_decide(text, text, text, text, jsonb),
+                           barecount.policy_check(text, text, text, jsonb)
     FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION barecount._policy_enforce_caller(text, text, jsonb) TO barecount_reader;
+GRANT EXECUTE ON FUNCTION barecount.policy_check(text, text, text, jsonb) TO barecount_engineer, barecount_publisher;
+GRANT EXECUTE ON FUNCTION barecount.dataset_tags_set(text, text[]) TO barecount_publisher;
+GRANT EXECUTE ON FUNCTION barecount.policy_define(text, text), barecount.policy_disable(text),
+                          barecount.gateway_policy_decide(text, text, text, text, jsonb)
+    TO barecount_admin;
 GRANT EXECUTE ON FUNCTION barecount.master_define(text, text, text[], text[], jsonb, jsonb),
                           barecount.master_upsert(text, jsonb, text, timestamptz, boolean),
                           barecount.master_end(text, text, timestamptz), barecount.master_merge(text, timestamptz)

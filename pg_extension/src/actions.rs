@@ -364,25 +364,31 @@ fn fire(client: &mut SpiClient<'_>, event_ids: &[i64]) -> Result<i64, SqlError> 
                     else {
                         continue;
                     };
-                    let state = if akind == "notify" {
+                    // the tenant's policies decide the delivery (a denied one is a dead letter
+                    // with the reasons, never sent)
+                    let denied =
+                        crate::govern::policy::deliver_denied(client, &tenant_id, &pb.name, a)?;
+                    let state = if denied.is_some() {
+                        "dead"
+                    } else if akind == "notify" {
                         "delivered"
                     } else {
                         "pending"
                     };
                     let id = client
                         .update(
-                            "INSERT INTO barecount.deliveries (tenant_id, webhook_id, action, action_version, kind, playbook, event_id, payload, state, finished_at)
+                            "INSERT INTO barecount.deliveries (tenant_id, webhook_id, action, action_version, kind, playbook, event_id, payload, state, finished_at, last_error)
                              VALUES ($1, 'msg_' || replace(gen_random_uuid()::text, '-', ''), $2, $3, $4, $5, $6, $7, $8,
-                                     CASE WHEN $8 = 'delivered' THEN clock_timestamp() END)
+                                     CASE WHEN $8 <> 'pending' THEN clock_timestamp() END, $9)
                              RETURNING delivery_id",
                             Some(1),
                             &[tenant_id.as_str().into(), a.as_str().into(), version.into(), akind.as_str().into(), pb.name.as_str().into(),
-                              event_id.into(), JsonB(body.clone()).into(), state.into()],
+                              event_id.into(), JsonB(body.clone()).into(), state.into(), denied.clone().into()],
                         )?
                         .first()
                         .get::<i64>(1)?
                         .unwrap_or(0);
-                    if akind == "notify" {
+                    if akind == "notify" && denied.is_none() {
                         // LISTEN is open to every role: the payload carries ids, never data
                         let channel = config
                             .get("channel")
@@ -399,7 +405,7 @@ fn fire(client: &mut SpiClient<'_>, event_ids: &[i64]) -> Result<i64, SqlError> 
                             ],
                         )?;
                     }
-                    if akind == "webhook" {
+                    if akind == "webhook" && denied.is_none() {
                         webhooks += 1;
                     }
                     made.push(id);

@@ -208,6 +208,14 @@ fn gateway_ingest(
                 )
                 .hint("Ingest with a token made with ARRAY['ingest'] among its scopes, or as a login role that is a barecount_engineer."));
             }
+            crate::govern::policy::enforce_subject(
+                client,
+                &tenant_id,
+                subject,
+                "ingest",
+                dataset,
+                serde_json::json!({"channel": "flight", "scopes": scopes}),
+            )?;
             crate::connectors::land_sent(client, &tenant_id, dataset, rows, idempotency_key)
         })
     })

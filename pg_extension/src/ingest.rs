@@ -109,6 +109,12 @@ fn ingest_batch(dataset: &str, batch: Batch<'_>) -> Ingested {
 
 fn run(client: &mut SpiClient<'_>, dataset: &str, batch: &Batch<'_>) -> Result<Ingested, SqlError> {
     let tenant_id = tenant::current(client)?;
+    crate::govern::policy::enforce_caller(
+        client,
+        "ingest",
+        dataset,
+        serde_json::json!({"rows": batch.rows.len()}),
+    )?;
     run_for(client, &tenant_id, dataset, batch)
 }
 

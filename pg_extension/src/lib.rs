@@ -13,6 +13,7 @@ mod errors;
 mod evidence;
 mod evolution;
 mod gateway;
+mod govern;
 mod ingest;
 mod jsonarg;
 mod kpis;

@@ -158,6 +158,7 @@ type Published = (String, i32, i64, String, i64, String);
 
 fn run(client: &mut SpiClient<'_>, dataset: &str, source: &str) -> Result<Published, SqlError> {
     let tenant_id = tenant::current(client)?;
+    crate::govern::policy::enforce_caller(client, "publish", dataset, serde_json::json!({}))?;
     let query = source_query(client, dataset, source)?;
     let what = format!("source for dataset \"{dataset}\"");
     let inputs = plan_inputs(client, &what, &query)?;

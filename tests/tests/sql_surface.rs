@@ -277,6 +277,12 @@ async fn functions_with_privileged_sections_never_run_in_parallel_workers() {
         "_master_key",
         "_master_tracked_sha256",
         "_outer_role",
+        // 0.2.0, policies: pure Rust (parse, decide: Cedar in core, no SPI) and reads of the
+        // tenant's policies, tags, contracts and tokens
+        "_policy_decide",
+        "_policy_documents",
+        "_policy_parse",
+        "_policy_request",
         "_require_admin",
         "_tenant_active",
         "_tenant_required",
@@ -305,6 +311,7 @@ async fn functions_with_privileged_sections_never_run_in_parallel_workers() {
         "period_start",
         // plain SQL over row-level-secured tables, no privileged section (issue 15)
         "pipeline_runs_page",
+        "policy_check",
         "previous_working_day",
         "setting",
         "validate",
