@@ -425,6 +425,23 @@ VALUES ('flight.parallel_load', 'boolean', 'true',
         'barecount-flight loads large published versions with parallel COPYs over block ranges; off: one COPY per load',
         'barecount');
 
+-- The SECURITY DEFINER functions below check their caller's role themselves too, beside the
+-- EXECUTE grants: 42501 unless the session's login role holds it (admins hold every role).
+CREATE FUNCTION barecount._require_role(role name, action text) RETURNS void
+    LANGUAGE plpgsql STABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF NOT (pg_has_role(session_user, role, 'MEMBER') OR barecount._is_admin()) THEN
+        RAISE EXCEPTION 'permission denied to %', action
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = format('Members of %s may do this.', role);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION barecount._require_role(name, text) IS
+    'Internal: raises 42501 unless the session''s login role is a member of the role (or an admin)';
+
 -- Master data ----------------------------------------------------------------------------------
 -- Reference entities (stores, customers, products...) kept as slowly changing dimensions of
 -- type 2: every version of a record with the time it was valid from and to. A version is made
@@ -533,10 +550,7 @@ DECLARE
     bad text;
     seq bigint;
 BEGIN
-    IF NOT (pg_has_role(session_user, 'barecount_engineer', 'MEMBER') OR barecount._is_admin()) THEN
-        RAISE EXCEPTION 'permission denied to define a master entity' USING ERRCODE = 'insufficient_privilege',
-            HINT = 'Engineers define master entities.';
-    END IF;
+    PERFORM barecount._require_role('barecount_engineer', 'define a master entity');
     IF entity IS NULL OR entity !~ '^[a-z][a-z0-9_]{0,62}$' THEN
         RAISE EXCEPTION 'master entity name "%" is not valid', entity USING ERRCODE = 'invalid_name',
             HINT = 'Lower-case letters, digits and underscores, starting with a letter, at most 63 long.';
@@ -620,10 +634,7 @@ DECLARE
     k text;
     h text;
 BEGIN
-    IF NOT (pg_has_role(session_user, 'barecount_engineer', 'MEMBER') OR barecount._is_admin()) THEN
-        RAISE EXCEPTION 'permission denied to write master data' USING ERRCODE = 'insufficient_privilege',
-            HINT = 'Engineers write master data.';
-    END IF;
+    PERFORM barecount._require_role('barecount_engineer', 'write master data');
     e := barecount._master_entity(entity, t, true);
     IF rows IS NULL OR jsonb_typeof(rows) <> 'array' THEN
         RAISE EXCEPTION 'master entity "%": rows must be a JSON array of objects', entity USING ERRCODE = 'invalid_parameter_value';
@@ -711,9 +722,7 @@ CREATE FUNCTION barecount.master_end(entity text, record_key text, as_of timesta
     AS $$
 DECLARE t text := barecount._tenant_required(); e barecount.master_entities; cur barecount.master_records;
 BEGIN
-    IF NOT (pg_has_role(session_user, 'barecount_engineer', 'MEMBER') OR barecount._is_admin()) THEN
-        RAISE EXCEPTION 'permission denied to write master data' USING ERRCODE = 'insufficient_privilege';
-    END IF;
+    PERFORM barecount._require_role('barecount_engineer', 'write master data');
     e := barecount._master_entity(entity, t, true);
     SELECT * INTO cur FROM barecount.master_records m
      WHERE m.tenant_id = t AND m.entity = e.entity AND m.record_key = master_end.record_key AND m.valid_to IS NULL FOR UPDATE;
@@ -755,9 +764,7 @@ DECLARE
     rule text;
     latest timestamptz;
 BEGIN
-    IF NOT (pg_has_role(session_user, 'barecount_engineer', 'MEMBER') OR barecount._is_admin()) THEN
-        RAISE EXCEPTION 'permission denied to merge master data' USING ERRCODE = 'insufficient_privilege';
-    END IF;
+    PERFORM barecount._require_role('barecount_engineer', 'merge master data');
     e := barecount._master_entity(entity, t, true);
     IF as_of IS NULL THEN
         RAISE EXCEPTION 'master entity "%": as_of must not be NULL', entity USING ERRCODE = 'null_value_not_allowed';
@@ -998,10 +1005,7 @@ CREATE FUNCTION barecount.dataset_tags_set(dataset text, tags text[]) RETURNS bo
     AS $$
 DECLARE t text := barecount._tenant_required(); old text[]; bad text;
 BEGIN
-    IF NOT (pg_has_role(session_user, 'barecount_publisher', 'MEMBER') OR barecount._is_admin()) THEN
-        RAISE EXCEPTION 'permission denied to tag datasets' USING ERRCODE = 'insufficient_privilege',
-            HINT = 'Publishers and admins tag datasets.';
-    END IF;
+    PERFORM barecount._require_role('barecount_publisher', 'tag datasets');
     IF dataset IS NULL OR dataset !~ '^[a-z_][a-z0-9_]{0,62}$' THEN
         RAISE EXCEPTION 'dataset name "%" is not valid', dataset USING ERRCODE = 'invalid_name';
     END IF;
@@ -1223,6 +1227,7 @@ ALTER FUNCTION barecount.policy_check(text, text, text, jsonb) OWNER TO barecoun
 -- As functions.sql does for the rest (in a fresh install it runs again after this file, with
 -- the same result): nothing is PUBLIC; each role gets what it calls.
 REVOKE EXECUTE ON FUNCTION barecount._tenant_active(text), barecount._tenant_required(),
+                           barecount._require_role(name, text),
                            barecount.tenant_suspend(text, text),
                            barecount.tenant_resume(text), barecount._flag_bucket(text, text),
                            barecount._flag_check(text, text, jsonb), barecount._flag_row(text),

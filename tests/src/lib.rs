@@ -424,6 +424,22 @@ pub async fn refused(c: &Client, sql: &str) -> String {
     }
 }
 
+/// "ok", or the SQLSTATE of the error: for tables of statements and what each must come to.
+pub async fn outcome(c: &Client, sql: &str) -> String {
+    match c.batch_execute(sql).await {
+        Ok(()) => "ok".into(),
+        Err(e) => sqlstate(&e),
+    }
+}
+
+/// Whether the whole ledger chain verifies (`barecount.ledger_verify()`), as `c` sees it.
+pub async fn chain_verifies(c: &Client) -> bool {
+    c.query_one("SELECT ok FROM barecount.ledger_verify()", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// One valid row of the sample orders contract.
 pub fn order(id: &str, region: &str, amount: f64) -> serde_json::Value {
     serde_json::json!({"order_id": id, "order_date": "2024-05-01", "store_id": "S1", "region": region, "amount": amount, "quantity": 1})

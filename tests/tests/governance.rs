@@ -11,13 +11,6 @@ use barecount_tests::*;
 use sha2::{Digest, Sha256};
 use tokio_postgres::Client;
 
-async fn state_of(c: &Client, sql: &str) -> String {
-    match c.batch_execute(sql).await {
-        Ok(()) => "ok".into(),
-        Err(e) => sqlstate(&e),
-    }
-}
-
 async fn flag_for(admin: &Client, tenant: &str, flag: &str) -> serde_json::Value {
     admin
         .query_one(
@@ -155,12 +148,7 @@ async fn flags_roll_out_by_allow_list_and_stable_percentage_and_every_change_is_
         .batch_execute("SELECT barecount.act_as_tenant(NULL)")
         .await
         .unwrap();
-    let ok: bool = admin
-        .query_one("SELECT ok FROM barecount.ledger_verify()", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert!(ok);
+    assert!(chain_verifies(admin).await);
 }
 
 #[tokio::test]
@@ -237,7 +225,7 @@ async fn bad_flag_input_is_refused_by_name() {
         ("SELECT barecount.setting('ui.nosuch')", "42704"),
     ];
     for (sql, want) in cases {
-        assert_eq!(state_of(admin, sql).await, want, "{sql}");
+        assert_eq!(outcome(admin, sql).await, want, "{sql}");
     }
     // nothing half-written: still the two flags (and the built-in one), versions unchanged
     assert_eq!(
@@ -284,7 +272,7 @@ async fn tenants_cannot_change_or_peek_at_flags() {
         "SELECT barecount.tenant_suspend('rival', 'spite')",
         "SELECT barecount.tenant_resume('acme')",
     ] {
-        assert_eq!(state_of(&e, sql).await, "42501", "{sql}");
+        assert_eq!(outcome(&e, sql).await, "42501", "{sql}");
     }
     // acme sees its own value only: rival's allow-list does not show
     assert_eq!(
@@ -305,7 +293,7 @@ async fn tenants_cannot_change_or_peek_at_flags() {
         "SELECT barecount.setting('ui.beta')",
         "SELECT * FROM barecount.flags_list()",
     ] {
-        assert_eq!(state_of(&gone, sql).await, "42501", "{sql}");
+        assert_eq!(outcome(&gone, sql).await, "42501", "{sql}");
     }
 }
 
@@ -355,10 +343,10 @@ async fn a_suspended_tenant_is_refused_everywhere_keeps_its_data_and_resumes() {
         ("SELECT barecount.tenant_suspend('acme', '  ')", "22004"),
         ("SELECT barecount.tenant_resume('nosuch')", "42704"),
     ] {
-        assert_eq!(state_of(admin, sql).await, want, "{sql}");
+        assert_eq!(outcome(admin, sql).await, want, "{sql}");
     }
     assert_eq!(
-        state_of(&e, "SELECT barecount.tenant_suspend('acme', 'x')").await,
+        outcome(&e, "SELECT barecount.tenant_suspend('acme', 'x')").await,
         "42501"
     );
 
@@ -386,7 +374,7 @@ async fn a_suspended_tenant_is_refused_everywhere_keeps_its_data_and_resumes() {
         }
     }
     assert_eq!(
-        state_of(admin, "SELECT barecount.act_as_tenant('acme')").await,
+        outcome(admin, "SELECT barecount.act_as_tenant('acme')").await,
         "55000"
     );
     let err = read().await.unwrap_err();
@@ -438,12 +426,7 @@ async fn a_suspended_tenant_is_refused_everywhere_keeps_its_data_and_resumes() {
             "tenant_resume "
         ]
     );
-    let ok: bool = admin
-        .query_one("SELECT ok FROM barecount.ledger_verify()", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert!(ok);
+    assert!(chain_verifies(admin).await);
     flight.stop().await;
 }
 

@@ -28,13 +28,6 @@ schema:
         logicalType: string
 "#;
 
-async fn state_of(c: &Client, sql: &str) -> String {
-    match c.batch_execute(sql).await {
-        Ok(()) => "ok".into(),
-        Err(e) => sqlstate(&e),
-    }
-}
-
 /// (inserted, updated, unchanged, ended)
 async fn upsert(
     c: &Client,
@@ -177,7 +170,7 @@ async fn a_master_entity_keeps_its_history_and_facts_join_the_version_of_their_d
     // history is never rewritten: a change dated before the latest one is refused, nothing written
     let before = count(&e, "SELECT count(*) FROM barecount.master_records").await;
     assert_eq!(
-        state_of(&e, r#"SELECT barecount.master_upsert('stores', '[{"store_id":"S1","region":"east"}]', 'erp', '2024-05-01')"#).await,
+        outcome(&e, r#"SELECT barecount.master_upsert('stores', '[{"store_id":"S1","region":"east"}]', 'erp', '2024-05-01')"#).await,
         "22023"
     );
     assert_eq!(
@@ -199,13 +192,7 @@ async fn a_master_entity_keeps_its_history_and_facts_join_the_version_of_their_d
             "master_end master:stores/S2",
         ]
     );
-    let ok: bool = db
-        .client
-        .query_one("SELECT ok FROM barecount.ledger_verify()", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert!(ok);
+    assert!(chain_verifies(&db.client).await);
 }
 
 #[tokio::test]
@@ -360,11 +347,11 @@ async fn bad_master_input_is_refused_and_nothing_is_half_written() {
         ("SELECT * FROM barecount.master_history('nosuch')", "42704"),
     ];
     for (sql, want) in cases {
-        assert_eq!(state_of(&e, sql).await, want, "{sql}");
+        assert_eq!(outcome(&e, sql).await, want, "{sql}");
     }
     // a valid row before an invalid one: neither lands
     assert_eq!(
-        state_of(&e, "SELECT barecount.master_upsert('stores', '[{\"store_id\":\"S7\",\"region\":\"east\"},{\"store_id\":\"S8\",\"region\":7}]', 'erp', '2024-02-01')").await,
+        outcome(&e, "SELECT barecount.master_upsert('stores', '[{\"store_id\":\"S7\",\"region\":\"east\"},{\"store_id\":\"S8\",\"region\":7}]', 'erp', '2024-02-01')").await,
         "23514"
     );
     assert_eq!(
@@ -399,11 +386,11 @@ async fn master_data_stays_with_its_tenant_and_its_writers() {
     // another tenant sees no such entity, no rows, and cannot write into acme's
     let rival = tenant_with_engineer(&db, "rival").await;
     assert_eq!(
-        state_of(&rival, "SELECT * FROM barecount.master_as_of('stores')").await,
+        outcome(&rival, "SELECT * FROM barecount.master_as_of('stores')").await,
         "42704"
     );
     assert_eq!(
-        state_of(&rival, "SELECT barecount.master_at('stores', 'S1', now())").await,
+        outcome(&rival, "SELECT barecount.master_at('stores', 'S1', now())").await,
         "ok"
     );
     assert_eq!(
@@ -423,7 +410,7 @@ async fn master_data_stays_with_its_tenant_and_its_writers() {
         0
     );
     assert_eq!(
-        state_of(&rival, "SELECT barecount.master_upsert('stores', '[{\"store_id\":\"S1\",\"region\":\"west\"}]')").await,
+        outcome(&rival, "SELECT barecount.master_upsert('stores', '[{\"store_id\":\"S1\",\"region\":\"west\"}]')").await,
         "42704"
     );
     // rival defines its own "stores": a name of its own
@@ -447,7 +434,7 @@ async fn master_data_stays_with_its_tenant_and_its_writers() {
         "DELETE FROM barecount.master_records",
         "INSERT INTO barecount.master_entities (tenant_id, entity, dataset, key_columns, tracked) VALUES ('acme', 'x', 'stores', '{a}', '{a}')",
     ] {
-        assert_eq!(state_of(&e, sql).await, "42501", "{sql}");
+        assert_eq!(outcome(&e, sql).await, "42501", "{sql}");
     }
     // a reader neither writes nor reads master data
     let reader = login_role(&db.client, "md_reader", &["barecount_reader"], Some("acme")).await;
@@ -459,7 +446,7 @@ async fn master_data_stays_with_its_tenant_and_its_writers() {
         "SELECT * FROM barecount.master_as_of('stores')",
         "SELECT * FROM barecount.master_records",
     ] {
-        assert_eq!(state_of(&r, sql).await, "42501", "{sql}");
+        assert_eq!(outcome(&r, sql).await, "42501", "{sql}");
     }
     // a revoked role: its tenant mapping removed
     let gone = login_role(&db.client, "md_gone", &["barecount_engineer"], Some("acme")).await;
@@ -472,11 +459,11 @@ async fn master_data_stays_with_its_tenant_and_its_writers() {
         .unwrap();
     let g = connect_as(&db.url, &gone).await;
     assert_eq!(
-        state_of(&g, "SELECT * FROM barecount.master_as_of('stores')").await,
+        outcome(&g, "SELECT * FROM barecount.master_as_of('stores')").await,
         "42501"
     );
     assert_eq!(
-        state_of(&g, "SELECT barecount.master_upsert('stores', '[]')").await,
+        outcome(&g, "SELECT barecount.master_upsert('stores', '[]')").await,
         "42501"
     );
     // a suspended tenant
@@ -485,7 +472,7 @@ async fn master_data_stays_with_its_tenant_and_its_writers() {
         .await
         .unwrap();
     assert_eq!(
-        state_of(&e, "SELECT * FROM barecount.master_as_of('stores')").await,
+        outcome(&e, "SELECT * FROM barecount.master_as_of('stores')").await,
         "55000"
     );
 }

@@ -29,13 +29,6 @@ permit (principal, action == BareCount::Action::"export", resource)
 when { context.format == "csv" };
 "#;
 
-async fn state_of(c: &Client, sql: &str) -> String {
-    match c.batch_execute(sql).await {
-        Ok(()) => "ok".into(),
-        Err(e) => sqlstate(&e),
-    }
-}
-
 /// Tenant acme with a publisher who published `customers` (tagged pii) and `sales`.
 async fn acme(db: &TestDb) -> Client {
     db.client
@@ -203,12 +196,7 @@ async fn a_pii_policy_blocks_exports_and_reads_without_the_scope_and_every_decis
     client::export(url, &plain, &export_of(Some("customers"), None), |_, _| {})
         .await
         .unwrap();
-    let ok: bool = admin
-        .query_one("SELECT ok FROM barecount.ledger_verify()", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert!(ok);
+    assert!(chain_verifies(admin).await);
     flight.stop().await;
 }
 
@@ -408,7 +396,7 @@ async fn malformed_policies_are_refused_with_their_location_and_only_admins_defi
         ),
     ];
     for (sql, want) in &cases {
-        assert_eq!(&state_of(admin, sql).await, want, "{sql}");
+        assert_eq!(&outcome(admin, sql).await, want, "{sql}");
     }
     // nothing registered by any of them
     assert_eq!(
@@ -450,7 +438,7 @@ async fn malformed_policies_are_refused_with_their_location_and_only_admins_defi
         "INSERT INTO barecount.policies VALUES ('acme', 'x', 9, '', '', 1, true, 'x', now(), 1)"
             .to_string(),
     ] {
-        assert_eq!(state_of(&p, &sql).await, "42501", "{sql}");
+        assert_eq!(outcome(&p, &sql).await, "42501", "{sql}");
     }
     let other = login_role(&db.client, "pol_other", &["barecount_engineer"], None).await;
     admin

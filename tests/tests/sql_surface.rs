@@ -284,6 +284,7 @@ async fn functions_with_privileged_sections_never_run_in_parallel_workers() {
         "_policy_parse",
         "_policy_request",
         "_require_admin",
+        "_require_role",
         "_tenant_active",
         "_tenant_required",
         "_tenant_schema",
