@@ -174,7 +174,11 @@ impl Kpi {
         let mut measures = Vec::new();
         match o.get("measures") {
             Some(Value::Object(m)) if !m.is_empty() => {
-                for (name, def) in m {
+                // by name, whatever order the definition wrote them in (serde_json keeps
+                // insertion order where a dependency asks for it): the columns' order is stable
+                let mut named: Vec<(&String, &Value)> = m.iter().collect();
+                named.sort_by(|a, b| a.0.cmp(b.0));
+                for (name, def) in named {
                     let name = ident(name, "measure")?;
                     let measure = match def {
                         Value::String(s) => Measure::Aggregate(s.clone()),

@@ -374,6 +374,9 @@ impl Break {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
     pub checked: u64,
+    /// Entries redacted (an offboarded tenant's): their links were checked, their contents
+    /// are gone, so their hashes are taken as recorded.
+    pub redacted: u64,
     /// Bytes of canonical encoding hashed.
     pub bytes: u64,
     pub last_seq: i64,
@@ -391,6 +394,7 @@ pub struct Verifier {
     prev_hash: String,
     digest: Option<(i64, String)>,
     checked: u64,
+    redacted: u64,
     bytes: u64,
     last_seq: i64,
     first_break: Option<Break>,
@@ -403,6 +407,7 @@ impl Verifier {
             prev_hash: GENESIS_HASH.to_owned(),
             digest,
             checked: 0,
+            redacted: 0,
             bytes: 0,
             last_seq: 0,
             first_break: None,
@@ -419,6 +424,41 @@ impl Verifier {
             entry_hash,
             &digest,
         )
+    }
+
+    /// Takes a redacted entry (its contents deleted with an offboarded tenant; its sequence
+    /// number, previous hash and hash kept): its place in the sequence and its link to the
+    /// entry before are checked, its hash is taken as recorded (the next entry's link and any
+    /// kept digest still check it). Returns false once the chain is broken.
+    pub fn push_redacted(&mut self, seq: i64, prev_hash: &str, entry_hash: &str) -> bool {
+        if self.first_break.is_some() {
+            return false;
+        }
+        let brk = if seq != self.expected_seq {
+            Some(Break::Gap {
+                expected: self.expected_seq,
+                found: seq,
+            })
+        } else if prev_hash != self.prev_hash {
+            Some(Break::BrokenLink { seq })
+        } else {
+            match &self.digest {
+                Some((dseq, dhash)) if *dseq == seq && dhash != entry_hash => {
+                    Some(Break::DigestMismatch { seq })
+                }
+                _ => None,
+            }
+        };
+        if let Some(b) = brk {
+            self.first_break = Some(b);
+            return false;
+        }
+        self.redacted += 1;
+        self.last_seq = seq;
+        self.prev_hash.clear();
+        self.prev_hash.push_str(entry_hash);
+        self.expected_seq += 1;
+        true
     }
 
     /// The checks, given the entry's framing already read (sequence number and previous hash),
@@ -486,6 +526,7 @@ impl Verifier {
         }
         Report {
             checked: self.checked,
+            redacted: self.redacted,
             bytes: self.bytes,
             last_seq: self.last_seq,
             last_hash: self.prev_hash,
@@ -850,6 +891,51 @@ mod tests {
             }
         }
         v.finish()
+    }
+
+    /// An offboarded tenant's entries are redacted: kept as (seq, prev_hash, entry_hash) only.
+    /// The chain still verifies around them; a redaction that does not fit its place breaks it.
+    #[test]
+    fn redacted_entries_keep_the_chain_verifiable() {
+        let c = chain(5);
+        let run = |redacted: &[usize], fake: Option<(usize, &str)>| {
+            let mut v = Verifier::new(Some((5, c[4].entry_hash.clone())));
+            for (i, e) in c.iter().enumerate() {
+                let ok = if redacted.contains(&i) {
+                    let hash = match fake {
+                        Some((j, h)) if j == i => h.to_owned(),
+                        _ => e.entry_hash.clone(),
+                    };
+                    v.push_redacted(e.seq, &e.prev_hash, &hash)
+                } else {
+                    v.push(&e.canonical(), &e.entry_hash)
+                };
+                if !ok {
+                    break;
+                }
+            }
+            v.finish()
+        };
+        let r = run(&[1, 2], None);
+        assert_eq!(r.first_break, None);
+        assert_eq!((r.checked, r.redacted, r.last_seq), (3, 2, 5));
+        // a redaction claiming another hash: the next entry's link refuses it
+        let r = run(&[1], Some((1, "00")));
+        assert_eq!(r.first_break, Some(Break::BrokenLink { seq: 3 }));
+        // redacting the last entry under a kept digest with another hash: refused too
+        let r = run(&[4], Some((4, "00")));
+        assert_eq!(r.first_break, Some(Break::DigestMismatch { seq: 5 }));
+        // a redaction out of place
+        let mut v = Verifier::new(None);
+        assert!(v.push(&c[0].canonical(), &c[0].entry_hash));
+        assert!(!v.push_redacted(3, &c[2].prev_hash, &c[2].entry_hash));
+        assert_eq!(
+            v.finish().first_break,
+            Some(Break::Gap {
+                expected: 2,
+                found: 3
+            })
+        );
     }
 
     #[test]

@@ -114,6 +114,223 @@ $$;
 COMMENT ON FUNCTION barecount.tenant_resume(text) IS
     'Admins: resume a suspended tenant, with a receipt; false if it was not suspended';
 
+-- Offboarding a tenant ---------------------------------------------------------------------------
+-- barecount-flight offboard exports everything of a suspended tenant (Parquet of every
+-- published version, its rows of every catalog and raw table as JSON lines, its ledger slice
+-- and the chain's digest, a manifest of SHA-256s), then calls tenant_offboard, which checks the
+-- manifest against the ledger, writes the final receipt, redacts the tenant's ledger entries
+-- (their sequence numbers and hashes stay in ledger_redactions, so the chain still verifies for
+-- everyone else) and deletes the tenant's rows everywhere.
+CREATE TABLE barecount.ledger_redactions (
+    seq             bigint PRIMARY KEY,
+    prev_hash       text NOT NULL,
+    entry_hash      text NOT NULL UNIQUE,
+    redacted_at     timestamptz NOT NULL DEFAULT now(),
+    offboarding_seq bigint NOT NULL
+);
+COMMENT ON TABLE barecount.ledger_redactions IS
+    'Ledger entries of offboarded tenants: their contents deleted, their sequence number, previous hash and hash kept so ledger_verify still checks the chain around them; offboarding_seq is the receipt that redacted them';
+CREATE TRIGGER ledger_redactions_append_only BEFORE UPDATE OR DELETE ON barecount.ledger_redactions
+    FOR EACH ROW EXECUTE FUNCTION barecount._refuse_write('ledger redactions are append-only', 'They stand for deleted entries of the chain.');
+CREATE TRIGGER ledger_redactions_no_truncate BEFORE TRUNCATE ON barecount.ledger_redactions
+    FOR EACH STATEMENT EXECUTE FUNCTION barecount._refuse_write('ledger redactions are append-only', 'They stand for deleted entries of the chain.');
+COMMENT ON TRIGGER ledger_redactions_append_only ON barecount.ledger_redactions IS 'Refuses UPDATE and DELETE: redactions are append-only';
+COMMENT ON TRIGGER ledger_redactions_no_truncate ON barecount.ledger_redactions IS 'Refuses TRUNCATE: redactions are append-only';
+ALTER TABLE barecount.ledger_redactions OWNER TO barecount_owner;
+REVOKE ALL ON barecount.ledger_redactions FROM PUBLIC;
+GRANT SELECT ON barecount.ledger_redactions TO barecount_admin;
+
+-- Every table holding tenants' rows (a tenant_id column) in barecount and raw, but the tenants
+-- themselves and the ledger, which offboarding treats apart.
+CREATE FUNCTION barecount._tenant_tables() RETURNS SETOF regclass
+    LANGUAGE sql STABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT c.oid::regclass FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped
+     WHERE c.relkind IN ('r', 'p') AND c.relnamespace IN ('barecount'::regnamespace, 'raw'::regnamespace)
+       AND NOT c.relispartition
+       AND c.oid NOT IN ('barecount.tenants'::regclass, 'barecount.ledger'::regclass)
+     ORDER BY c.oid::regclass::text
+$$;
+COMMENT ON FUNCTION barecount._tenant_tables() IS
+    'Internal: every table in barecount and raw with a tenant_id column, but tenants and the ledger';
+
+CREATE FUNCTION barecount.tenant_offboard_check(tenant_id text)
+    RETURNS TABLE (relation text, row_count bigint)
+    LANGUAGE plpgsql STABLE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE since timestamptz; pins text; r regclass; n bigint; l text;
+BEGIN
+    PERFORM barecount._require_admin('offboard a tenant');
+    SELECT t.suspended_at INTO since FROM barecount.tenants t WHERE t.tenant_id = tenant_offboard_check.tenant_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenant "%" does not exist', tenant_id USING ERRCODE = 'undefined_object';
+    END IF;
+    IF tenant_id = 'default' THEN
+        RAISE EXCEPTION 'the default tenant cannot be offboarded' USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF since IS NULL THEN
+        RAISE EXCEPTION 'tenant "%" must be suspended before it is offboarded', tenant_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'barecount.tenant_suspend(tenant_id, reason) stops its reads and writes, so the export is complete.';
+    END IF;
+    SELECT string_agg(format('%s@%s (%s)', p.dataset, p.version, p.holder), ', ' ORDER BY p.dataset, p.version, p.holder) INTO pins
+      FROM barecount.dataset_pins p WHERE p.tenant_id = tenant_offboard_check.tenant_id;
+    IF pins IS NOT NULL THEN
+        RAISE EXCEPTION 'tenant "%" has pinned versions: %', tenant_id, pins
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Their holders depend on them: unpin them (barecount.dataset_unpin) before offboarding.';
+    END IF;
+    FOR r IN SELECT * FROM barecount._tenant_tables() LOOP
+        EXECUTE format('SELECT count(*) FROM %s WHERE tenant_id = $1', r) INTO n USING tenant_id;
+        IF n > 0 THEN
+            relation := r::text; row_count := n; RETURN NEXT;
+        END IF;
+    END LOOP;
+    relation := 'barecount.ledger';
+    row_count := (SELECT count(*) FROM barecount.ledger x WHERE x.tenant_id = tenant_offboard_check.tenant_id);
+    RETURN NEXT;
+    FOREACH l IN ARRAY ARRAY['gdp', 'kpi', 'published'] LOOP
+        FOR r IN SELECT c.oid::regclass FROM pg_class c WHERE c.relnamespace = to_regnamespace(l || '_' || tenant_id) AND c.relkind IN ('r', 'v', 'm', 'p') ORDER BY 1 LOOP
+            relation := r::text;
+            row_count := NULL;
+            RETURN NEXT;
+        END LOOP;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION barecount.tenant_offboard_check(text) IS
+    'Admins: what offboarding the tenant will remove (every relation with its rows; the tenant''s own schemas'' relations), or why it cannot yet: not suspended, the default tenant, pinned versions (listed)';
+
+CREATE FUNCTION barecount.tenant_export_rows(tenant_id text) RETURNS TABLE (relation text, row_data jsonb)
+    LANGUAGE plpgsql STABLE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE r regclass;
+BEGIN
+    PERFORM barecount.tenant_offboard_check(tenant_id);
+    RETURN QUERY SELECT 'barecount.tenants', to_jsonb(t) FROM barecount.tenants t WHERE t.tenant_id = tenant_export_rows.tenant_id;
+    FOR r IN SELECT * FROM barecount._tenant_tables() LOOP
+        -- secrets and keys stay behind: their ciphertexts are useless outside this database, and
+        -- token hashes are credentials
+        IF r IN ('barecount.secrets'::regclass, 'barecount.tenant_keys'::regclass) THEN
+            CONTINUE;
+        END IF;
+        RETURN QUERY EXECUTE format('SELECT %L::text, to_jsonb(x) - ''salt'' - ''secret_hash'' FROM %s x WHERE tenant_id = $1 ORDER BY 2', r::text, r)
+            USING tenant_id;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION barecount.tenant_export_rows(text) IS
+    'Admins (barecount-flight offboard): every row of a suspended tenant in every catalog and raw table, as jsonb (token hashes, secrets and keys left out)';
+
+CREATE FUNCTION barecount.tenant_ledger_slice(tenant_id text)
+    RETURNS TABLE (seq bigint, canonical bytea, entry_hash text, prev_hash text)
+    LANGUAGE plpgsql STABLE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    PERFORM barecount.tenant_offboard_check(tenant_id);
+    RETURN QUERY SELECT l.seq, l.canonical, l.entry_hash, l.prev_hash FROM barecount.ledger l
+                  WHERE l.tenant_id = tenant_ledger_slice.tenant_id ORDER BY l.seq;
+END
+$$;
+COMMENT ON FUNCTION barecount.tenant_ledger_slice(text) IS
+    'Admins (barecount-flight offboard): the tenant''s ledger entries with their canonical bytes and hashes, in order';
+
+-- The slice's fingerprint as the exporter computes it: SHA-256 of the entry hashes, one a line.
+CREATE FUNCTION barecount._ledger_slice_sha256(tenant_id text) RETURNS text
+    LANGUAGE sql STABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT encode(sha256(convert_to(coalesce(string_agg(l.entry_hash || E'\n', '' ORDER BY l.seq), ''), 'UTF8')), 'hex')
+      FROM barecount.ledger l WHERE l.tenant_id = _ledger_slice_sha256.tenant_id
+$$;
+COMMENT ON FUNCTION barecount._ledger_slice_sha256(text) IS
+    'Internal: SHA-256 of a tenant''s entry hashes in sequence order, each followed by a newline (what the offboarding manifest records)';
+
+CREATE FUNCTION barecount.tenant_offboard(tenant_id text, manifest jsonb) RETURNS bigint
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    counts jsonb := '{}';
+    c record;
+    entries bigint;
+    first_seq bigint;
+    last_seq bigint;
+    seq bigint;
+    pending regclass[];
+    failed regclass[];
+    r regclass;
+    l text;
+    rounds integer := 0;
+BEGIN
+    FOR c IN SELECT * FROM barecount.tenant_offboard_check(tenant_id) LOOP
+        IF c.row_count IS NOT NULL THEN
+            counts := counts || jsonb_build_object(c.relation, c.row_count);
+        END IF;
+    END LOOP;
+    IF manifest IS NULL OR jsonb_typeof(manifest) <> 'object' OR manifest ->> 'tenant' IS DISTINCT FROM tenant_id
+       OR jsonb_typeof(manifest -> 'files') IS DISTINCT FROM 'array' OR jsonb_array_length(manifest -> 'files') = 0 THEN
+        RAISE EXCEPTION 'tenant "%": the manifest is not an export of this tenant', tenant_id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Offboard with barecount-flight offboard, which exports first and passes its manifest.';
+    END IF;
+    SELECT count(*), min(x.seq), max(x.seq) INTO entries, first_seq, last_seq FROM barecount.ledger x WHERE x.tenant_id = tenant_offboard.tenant_id;
+    IF (manifest #>> '{ledger,entries}')::bigint IS DISTINCT FROM entries
+       OR manifest #>> '{ledger,slice_sha256}' IS DISTINCT FROM barecount._ledger_slice_sha256(tenant_id) THEN
+        RAISE EXCEPTION 'tenant "%": the manifest''s ledger slice is not the ledger''s (% entries in the ledger)', tenant_id, entries
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Something changed since the export: export again.';
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtextextended('barecount.offboard/' || tenant_id, 0));
+    -- the final receipt first, on the installation's chain: the tail stays a live entry
+    seq := barecount._ledger_append('default', 'tenant_offboard', 'tenant:' || tenant_id,
+        jsonb_build_object('inputs', '[]'::jsonb, 'outputs', '[]'::jsonb,
+                           'manifest_sha256', encode(sha256(convert_to(manifest::text, 'UTF8')), 'hex'),
+                           'files', jsonb_array_length(manifest -> 'files'),
+                           'ledger', jsonb_build_object('entries', entries, 'first_seq', first_seq, 'last_seq', last_seq,
+                                                        'slice_sha256', manifest #>> '{ledger,slice_sha256}'),
+                           'deleted', counts));
+    -- the ledger: redacted (sequence numbers and hashes kept), then deleted
+    INSERT INTO barecount.ledger_redactions (seq, prev_hash, entry_hash, offboarding_seq)
+    SELECT x.seq, x.prev_hash, x.entry_hash, seq FROM barecount.ledger x WHERE x.tenant_id = tenant_offboard.tenant_id;
+    -- every other table, children before parents (a table whose rows are still referenced waits
+    -- for the next round); their guards (append-only, immutable) are off for this delete only
+    SELECT array_agg(t) INTO pending FROM barecount._tenant_tables() t;
+    WHILE cardinality(pending) > 0 LOOP
+        rounds := rounds + 1;
+        failed := '{}';
+        FOREACH r IN ARRAY pending LOOP
+            BEGIN
+                EXECUTE format('ALTER TABLE %s DISABLE TRIGGER USER', r);
+                EXECUTE format('DELETE FROM %s WHERE tenant_id = $1', r) USING tenant_id;
+                EXECUTE format('ALTER TABLE %s ENABLE TRIGGER USER', r);
+            EXCEPTION WHEN foreign_key_violation THEN
+                failed := failed || r;
+            END;
+        END LOOP;
+        IF cardinality(failed) = cardinality(pending) OR rounds > 20 THEN
+            RAISE EXCEPTION 'tenant "%": rows of % are still referenced', tenant_id, array_to_string(failed, ', ')
+                USING ERRCODE = 'foreign_key_violation';
+        END IF;
+        pending := failed;
+    END LOOP;
+    ALTER TABLE barecount.ledger DISABLE TRIGGER ledger_append_only;
+    DELETE FROM barecount.ledger x WHERE x.tenant_id = tenant_offboard.tenant_id;
+    ALTER TABLE barecount.ledger ENABLE TRIGGER ledger_append_only;
+    FOREACH l IN ARRAY ARRAY['gdp', 'kpi', 'published'] LOOP
+        EXECUTE format('DROP SCHEMA IF EXISTS %I CASCADE', l || '_' || tenant_id);
+    END LOOP;
+    DELETE FROM barecount.tenants t WHERE t.tenant_id = tenant_offboard.tenant_id;
+    RETURN seq;
+END
+$$;
+COMMENT ON FUNCTION barecount.tenant_offboard(text, jsonb) IS
+    'Admins (barecount-flight offboard, after its export): check the manifest against the tenant''s ledger slice, write the final receipt on the default tenant''s chain, redact the tenant''s ledger entries (hashes kept) and delete its rows everywhere and its schemas; returns the receipt''s sequence number';
+
 -- Feature flags and typed settings -------------------------------------------------------------
 -- A flag has a type and a default; a staged rollout gives another value to an allow-list of
 -- tenants and to a percentage of all tenants, chosen by a stable hash of flag and tenant (so
@@ -1204,6 +1421,10 @@ GRANT SELECT ON barecount.policy_registry TO barecount_engineer, barecount_publi
 -- Owners, grants ---------------------------------------------------------------------------------
 ALTER FUNCTION barecount.tenant_suspend(text, text) OWNER TO barecount_owner;
 ALTER FUNCTION barecount.tenant_resume(text) OWNER TO barecount_owner;
+ALTER FUNCTION barecount.tenant_offboard_check(text) OWNER TO barecount_owner;
+ALTER FUNCTION barecount.tenant_export_rows(text) OWNER TO barecount_owner;
+ALTER FUNCTION barecount.tenant_ledger_slice(text) OWNER TO barecount_owner;
+ALTER FUNCTION barecount.tenant_offboard(text, jsonb) OWNER TO barecount_owner;
 ALTER FUNCTION barecount.flag_define(text, text, jsonb, text) OWNER TO barecount_owner;
 ALTER FUNCTION barecount.flag_rollout(text, integer, text[], jsonb) OWNER TO barecount_owner;
 ALTER FUNCTION barecount.flag_set(text, text, jsonb) OWNER TO barecount_owner;
@@ -1230,6 +1451,9 @@ REVOKE EXECUTE ON FUNCTION barecount._tenant_active(text), barecount._tenant_req
                            barecount._require_role(name, text),
                            barecount.tenant_suspend(text, text),
                            barecount.tenant_resume(text), barecount._flag_bucket(text, text),
+                           barecount._tenant_tables(), barecount.tenant_offboard_check(text),
+                           barecount.tenant_export_rows(text), barecount.tenant_ledger_slice(text),
+                           barecount._ledger_slice_sha256(text), barecount.tenant_offboard(text, jsonb),
                            barecount._flag_check(text, text, jsonb), barecount._flag_row(text),
                            barecount._flag_resolve(barecount.flags, text),
                            barecount.flag_define(text, text, jsonb, text),
@@ -1267,6 +1491,9 @@ GRANT EXECUTE ON FUNCTION barecount.master_as_of(text, timestamptz), barecount.m
     TO barecount_engineer, barecount_publisher;
 GRANT EXECUTE ON FUNCTION barecount.setting(text), barecount.flag(text), barecount.flags_list()
     TO barecount_reader;
+GRANT EXECUTE ON FUNCTION barecount.tenant_offboard_check(text), barecount.tenant_export_rows(text),
+                          barecount.tenant_ledger_slice(text), barecount.tenant_offboard(text, jsonb)
+    TO barecount_admin;
 GRANT EXECUTE ON FUNCTION barecount.tenant_suspend(text, text), barecount.tenant_resume(text),
                           barecount.flag_define(text, text, jsonb, text),
                           barecount.flag_rollout(text, integer, text[], jsonb),

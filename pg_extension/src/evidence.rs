@@ -65,7 +65,8 @@ fn ledger_verify(
             };
             Ok((
                 report.first_break.is_none(),
-                report.checked as i64,
+                // redacted entries (an offboarded tenant's) count: their links were checked
+                (report.checked + report.redacted) as i64,
                 report.bytes as i64,
                 report.last_seq,
                 report.last_hash,
@@ -86,21 +87,41 @@ fn in_sequence_order(
 ) -> Result<barecount_core::ledger::Report, SqlError> {
     let mut verifier = Verifier::new(digest);
     let mut after = 0i64;
+    // entries of offboarded tenants are redactions (0.2.0): in sequence with the rest
+    let redactions = client
+        .select(
+            "SELECT to_regclass('barecount.ledger_redactions') IS NOT NULL",
+            Some(1),
+            &[],
+        )?
+        .first()
+        .get::<bool>(1)?
+        .unwrap_or(false);
+    let query = if redactions {
+        "SELECT seq, canonical, entry_hash, NULL::text FROM barecount.ledger WHERE seq > $1 \
+         UNION ALL SELECT seq, NULL::bytea, entry_hash, prev_hash FROM barecount.ledger_redactions WHERE seq > $1 \
+         ORDER BY 1 LIMIT $2"
+    } else {
+        "SELECT seq, canonical, entry_hash, NULL::text FROM barecount.ledger WHERE seq > $1 ORDER BY seq LIMIT $2"
+    };
     loop {
         pgrx::check_for_interrupts!();
-        let page = client.select(
-            "SELECT seq, canonical, entry_hash FROM barecount.ledger WHERE seq > $1 ORDER BY seq LIMIT $2",
-            None,
-            &[after.into(), FETCH.into()],
-        )?;
+        let page = client.select(query, None, &[after.into(), FETCH.into()])?;
         if page.is_empty() {
             break;
         }
         for r in page {
             after = r.get::<i64>(1)?.unwrap_or(after);
-            let canonical = r.get::<&[u8]>(2)?.unwrap_or_default();
             let entry_hash = r.get::<&str>(3)?.unwrap_or_default();
-            if !verifier.push(canonical, entry_hash) {
+            let ok = match r.get::<&[u8]>(2)? {
+                Some(canonical) => verifier.push(canonical, entry_hash),
+                None => verifier.push_redacted(
+                    after,
+                    r.get::<&str>(4)?.unwrap_or_default(),
+                    entry_hash,
+                ),
+            };
+            if !ok {
                 return Ok(verifier.finish());
             }
         }

@@ -426,10 +426,12 @@ pub async fn series(db: &Db, tenant: &str, kpi: &str, measure: &str, forecast: b
         )));
     };
     let spec: serde_json::Value = def.get(0);
-    let measures: Vec<String> = spec["measures"]
+    // by name, as the KPI's columns are (core::kpi)
+    let mut measures: Vec<String> = spec["measures"]
         .as_object()
         .map(|m| m.keys().cloned().collect())
         .unwrap_or_default();
+    measures.sort();
     let measure = if measure.is_empty() {
         measures.first().cloned().unwrap_or_default()
     } else if measures.iter().any(|m| m == measure) {
