@@ -20,6 +20,7 @@ pub mod flight_service;
 pub mod ingest;
 pub mod loader;
 pub mod metrics;
+pub mod offboard;
 pub mod pgcopy;
 pub mod pgtls;
 pub mod policy;

@@ -54,6 +54,21 @@ enum Command {
     /// send them, and report each attempt (retries, dead letters) until stopped (SIGTERM or
     /// Ctrl-C lets deliveries in flight finish).
     Deliver(barecount_flight::deliver::DeliverConfig),
+    /// Offboard a suspended tenant: export all its data and evidence (Parquet of every
+    /// published version, its catalog and raw rows as JSON lines, its ledger slice and the
+    /// chain's digest, a manifest of SHA-256s) into a new directory under --out, then delete it
+    /// everywhere with a final receipt. Refused (nothing written) for an active tenant, the
+    /// default tenant or one with pinned versions.
+    Offboard {
+        /// Postgres, as a member of barecount_admin.
+        #[arg(long, env = "BARECOUNT_DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+        #[arg(long)]
+        tenant: String,
+        /// Directory the export directory is made in.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
     /// Verify the evidence ledger against the latest digest kept in the digest directory and,
     /// unless --verify-only, keep a new digest (what `serve` does on its schedule). Exits with
     /// status 1 if the ledger no longer matches.
@@ -207,6 +222,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 receipt.content_hash,
                 receipt.ledger_seq,
                 receipt.ledger_hash
+            );
+            Ok(())
+        }
+        Command::Offboard {
+            database_url,
+            tenant,
+            out,
+        } => {
+            let done = barecount_flight::offboard::run(&database_url, &tenant, &out).await?;
+            println!(
+                "tenant {tenant} offboarded: {} files and the manifest in {}, {} ledger entries exported and redacted, final receipt #{}",
+                done.files - 1,
+                done.dir.display(),
+                done.ledger_entries,
+                done.receipt_seq
             );
             Ok(())
         }

@@ -140,6 +140,25 @@ ALTER TABLE barecount.ledger_redactions OWNER TO barecount_owner;
 REVOKE ALL ON barecount.ledger_redactions FROM PUBLIC;
 GRANT SELECT ON barecount.ledger_redactions TO barecount_admin;
 
+-- As in 0.1.0 (sql/catalog.sql), with one exception: tenant_offboard deleting a suspended
+-- tenant's rows. It runs as barecount_owner (no tenant role can) and names the tenant in a
+-- transaction-local setting; only that tenant's rows pass, only for DELETE.
+CREATE OR REPLACE FUNCTION barecount._refuse_write() RETURNS trigger
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    AS $$
+DECLARE leaving text := nullif(current_setting('barecount.offboarding', true), '');
+BEGIN
+    IF TG_OP = 'DELETE' AND TG_LEVEL = 'ROW' AND leaving IS NOT NULL AND current_user = 'barecount_owner'
+       AND to_jsonb(OLD) ->> 'tenant_id' = leaving
+       AND EXISTS (SELECT 1 FROM barecount.tenants t WHERE t.tenant_id = leaving AND t.suspended_at IS NOT NULL) THEN
+        RETURN OLD;
+    END IF;
+    RAISE EXCEPTION '% on %.% is not allowed: %', TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_ARGV[0]
+        USING ERRCODE = 'modifying_sql_data_not_permitted',
+              HINT = coalesce(TG_ARGV[1], 'This object is append-only or immutable by design.');
+END
+$$;
+
 -- Every table holding tenants' rows (a tenant_id column) in barecount and raw, but the tenants
 -- themselves and the ledger, which offboarding treats apart.
 CREATE FUNCTION barecount._tenant_tables() RETURNS SETOF regclass
@@ -260,7 +279,7 @@ DECLARE
     entries bigint;
     first_seq bigint;
     last_seq bigint;
-    seq bigint;
+    receipt_seq bigint;
     pending regclass[];
     failed regclass[];
     r regclass;
@@ -287,7 +306,7 @@ BEGIN
     END IF;
     PERFORM pg_advisory_xact_lock(hashtextextended('barecount.offboard/' || tenant_id, 0));
     -- the final receipt first, on the installation's chain: the tail stays a live entry
-    seq := barecount._ledger_append('default', 'tenant_offboard', 'tenant:' || tenant_id,
+    receipt_seq := barecount._ledger_append('default', 'tenant_offboard', 'tenant:' || tenant_id,
         jsonb_build_object('inputs', '[]'::jsonb, 'outputs', '[]'::jsonb,
                            'manifest_sha256', encode(sha256(convert_to(manifest::text, 'UTF8')), 'hex'),
                            'files', jsonb_array_length(manifest -> 'files'),
@@ -296,18 +315,17 @@ BEGIN
                            'deleted', counts));
     -- the ledger: redacted (sequence numbers and hashes kept), then deleted
     INSERT INTO barecount.ledger_redactions (seq, prev_hash, entry_hash, offboarding_seq)
-    SELECT x.seq, x.prev_hash, x.entry_hash, seq FROM barecount.ledger x WHERE x.tenant_id = tenant_offboard.tenant_id;
+    SELECT x.seq, x.prev_hash, x.entry_hash, receipt_seq FROM barecount.ledger x WHERE x.tenant_id = tenant_offboard.tenant_id;
     -- every other table, children before parents (a table whose rows are still referenced waits
-    -- for the next round); their guards (append-only, immutable) are off for this delete only
+    -- for the next round); their guards (append-only, immutable) let this tenant's rows go
+    PERFORM set_config('barecount.offboarding', tenant_id, true);
     SELECT array_agg(t) INTO pending FROM barecount._tenant_tables() t;
     WHILE cardinality(pending) > 0 LOOP
         rounds := rounds + 1;
         failed := '{}';
         FOREACH r IN ARRAY pending LOOP
             BEGIN
-                EXECUTE format('ALTER TABLE %s DISABLE TRIGGER USER', r);
                 EXECUTE format('DELETE FROM %s WHERE tenant_id = $1', r) USING tenant_id;
-                EXECUTE format('ALTER TABLE %s ENABLE TRIGGER USER', r);
             EXCEPTION WHEN foreign_key_violation THEN
                 failed := failed || r;
             END;
@@ -318,14 +336,13 @@ BEGIN
         END IF;
         pending := failed;
     END LOOP;
-    ALTER TABLE barecount.ledger DISABLE TRIGGER ledger_append_only;
     DELETE FROM barecount.ledger x WHERE x.tenant_id = tenant_offboard.tenant_id;
-    ALTER TABLE barecount.ledger ENABLE TRIGGER ledger_append_only;
     FOREACH l IN ARRAY ARRAY['gdp', 'kpi', 'published'] LOOP
         EXECUTE format('DROP SCHEMA IF EXISTS %I CASCADE', l || '_' || tenant_id);
     END LOOP;
+    PERFORM set_config('barecount.offboarding', '', true);
     DELETE FROM barecount.tenants t WHERE t.tenant_id = tenant_offboard.tenant_id;
-    RETURN seq;
+    RETURN receipt_seq;
 END
 $$;
 COMMENT ON FUNCTION barecount.tenant_offboard(text, jsonb) IS

@@ -115,11 +115,9 @@ fn in_sequence_order(
             let entry_hash = r.get::<&str>(3)?.unwrap_or_default();
             let ok = match r.get::<&[u8]>(2)? {
                 Some(canonical) => verifier.push(canonical, entry_hash),
-                None => verifier.push_redacted(
-                    after,
-                    r.get::<&str>(4)?.unwrap_or_default(),
-                    entry_hash,
-                ),
+                None => {
+                    verifier.push_redacted(after, r.get::<&str>(4)?.unwrap_or_default(), entry_hash)
+                }
             };
             if !ok {
                 return Ok(verifier.finish());

@@ -272,6 +272,8 @@ async fn functions_with_privileged_sections_never_run_in_parallel_workers() {
         "_ledger_field",
         "_ledger_inputs",
         "_ledger_seq",
+        // 0.2.0, offboarding: catalog reads (the tables holding tenants' rows, a slice's hash)
+        "_ledger_slice_sha256",
         // 0.2.0, master data: pure jsonb functions, and reads of master_entities and
         // master_records as their owner for the current tenant
         "_master_key",
@@ -288,6 +290,7 @@ async fn functions_with_privileged_sections_never_run_in_parallel_workers() {
         "_tenant_active",
         "_tenant_required",
         "_tenant_schema",
+        "_tenant_tables",
         "_untrusted_code",
         "add_working_days",
         "calendar_periods",
