@@ -548,3 +548,59 @@ when { resource.kind == "webhook" && resource.host like "*.example.com" };
         ["ops deny playbook:on_publish", "audit allow playbook:on_publish"]
     );
 }
+
+/// The web app shows rows of a dataset (its page, its JSON API): the same read, decided by the
+/// same policies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_app_s_dataset_reads_are_decided_too() {
+    let db = fresh_db().await;
+    let _p = acme(&db).await;
+    let admin = &db.client;
+    admin
+        .batch_execute("SELECT barecount.act_as_tenant('acme')")
+        .await
+        .unwrap();
+    admin
+        .execute("SELECT barecount.policy_define('pii', $1)", &[&PII_POLICY])
+        .await
+        .unwrap();
+    let plain = api_token(admin, "acme", &["read"]).await;
+    let cleared = api_token(admin, "acme", &["read", "data:pii"]).await;
+    let mut config = barecount_flight::Config::local(&db.url);
+    config.web_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let flight = Flight::start_with(config).await;
+    let base = format!("http://{}", flight.web_addr.unwrap());
+    let http = reqwest::Client::new();
+    let get = |path: &str, token: &str| http.get(format!("{base}{path}")).bearer_auth(token).send();
+    let denied = get("/api/v1/datasets/customers", &plain).await.unwrap();
+    assert_eq!(denied.status(), reqwest::StatusCode::FORBIDDEN);
+    assert!(denied
+        .text()
+        .await
+        .unwrap()
+        .contains("pii datasets are read only with the data:pii scope"));
+    assert_eq!(
+        get("/api/v1/datasets/customers", &cleared)
+            .await
+            .unwrap()
+            .status(),
+        reqwest::StatusCode::OK
+    );
+    assert_eq!(
+        get("/api/v1/datasets/sales", &plain)
+            .await
+            .unwrap()
+            .status(),
+        reqwest::StatusCode::OK
+    );
+    assert_eq!(
+        strings(
+            admin,
+            "SELECT (inputs->>'decision') || ' ' || (inputs->>'resource') FROM barecount.ledger
+              WHERE event_type = 'policy_decision' AND inputs->>'action' = 'read' ORDER BY seq"
+        )
+        .await,
+        ["deny customers", "allow customers", "allow sales"]
+    );
+    flight.stop().await;
+}

@@ -53,6 +53,7 @@ pub async fn dataset(
     ApiViewer(v): ApiViewer,
     Path(name): Path<String>,
 ) -> Answer {
+    super::pages::web_read(&web, &v.caller, &name).await?;
     Ok(Json(data::dataset(&web.state.db, &v.caller.tenant, &name).await?).into_response())
 }
 

@@ -86,6 +86,8 @@ pub async fn dataset(
     viewer: Viewer,
     Path(name): Path<String>,
 ) -> Result<Response, WebError> {
+    // the page shows a preview of the rows: a read, decided by the tenant's policies
+    web_read(&web, &viewer.caller, &name).await?;
     let d = data::dataset(&web.state.db, &viewer.caller.tenant, &name).await?;
     Ok(render(&DatasetPage {
         viewer: Some(&viewer),
@@ -105,6 +107,7 @@ pub async fn verify(
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, WebError> {
     viewer.check_csrf(&form.csrf)?;
+    web_read(&web, &viewer.caller, &name).await?;
     let d = data::dataset(&web.state.db, &viewer.caller.tenant, &name).await?;
     let verified = data::verify(&web.state.db, &viewer.caller.tenant, &name).await?;
     Ok(render(&DatasetPage {
@@ -325,4 +328,22 @@ pub async fn operations(
         o,
         failed: q.failed,
     }))
+}
+
+/// A dataset page or API answer shows rows: the tenant's policies decide the read
+/// (`channel` web), as they do for Flight.
+pub(crate) async fn web_read(
+    web: &Web,
+    caller: &crate::auth::Caller,
+    dataset: &str,
+) -> Result<(), WebError> {
+    crate::policy::decide(
+        &web.state.db,
+        caller,
+        "read",
+        &[dataset.to_owned()],
+        serde_json::json!({"channel": "web"}),
+    )
+    .await
+    .map_err(WebError::from)
 }
