@@ -114,6 +114,65 @@ $$;
 COMMENT ON FUNCTION barecount.tenant_resume(text) IS
     'Admins: resume a suspended tenant, with a receipt; false if it was not suspended';
 
+-- As in 0.1.0 (sql/actions.sql), and a suspended tenant's deliveries wait until it is resumed.
+CREATE OR REPLACE FUNCTION barecount.gateway_deliveries_claim(worker text, max_deliveries integer DEFAULT 100,
+                                                   lease interval DEFAULT '30 seconds')
+    RETURNS TABLE (delivery_id bigint, tenant_id text, kind text, config text, webhook_id text, url text, body text, attempt integer,
+                   timeout_ms integer, kek_id text, wrapped_dek bytea, secret_ids bigint[], sealed bytea[],
+                   auth_secret_id bigint, auth_sealed bytea)
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF NOT pg_has_role(session_user, 'barecount_admin', 'MEMBER') THEN
+        RAISE EXCEPTION 'permission denied to claim deliveries' USING ERRCODE = '42501',
+            HINT = 'The delivery worker connects as a member of barecount_admin.';
+    END IF;
+    IF worker IS NULL OR worker !~ '^[A-Za-z0-9_.:@-]{1,100}$' THEN
+        RAISE EXCEPTION 'gateway_deliveries_claim: worker name % is invalid', coalesce(quote_literal(worker), 'NULL')
+            USING ERRCODE = '22023', HINT = '1 to 100 letters, digits or _.:@-';
+    END IF;
+    IF max_deliveries IS NULL OR max_deliveries < 1 OR max_deliveries > 10000 THEN
+        RAISE EXCEPTION 'gateway_deliveries_claim: max_deliveries must be from 1 to 10000, not %', max_deliveries
+            USING ERRCODE = '22023';
+    END IF;
+    IF lease IS NULL OR lease < interval '1 second' OR lease > interval '1 hour' THEN
+        RAISE EXCEPTION 'gateway_deliveries_claim: the lease must be from 1 second to 1 hour, not %', lease
+            USING ERRCODE = '22023';
+    END IF;
+    RETURN QUERY
+    WITH due AS (
+        SELECT d.delivery_id FROM barecount.deliveries d
+         WHERE d.state = 'pending' AND d.kind IN ('webhook', 'export') AND d.next_attempt_at <= clock_timestamp()
+           AND (d.lease_until IS NULL OR d.lease_until < clock_timestamp())
+           -- a suspended tenant's deliveries wait (0.2.0)
+           AND NOT EXISTS (SELECT 1 FROM barecount.tenants t WHERE t.tenant_id = d.tenant_id AND t.suspended_at IS NOT NULL)
+         ORDER BY d.next_attempt_at, d.delivery_id
+         LIMIT max_deliveries FOR UPDATE SKIP LOCKED),
+    leased AS (
+        UPDATE barecount.deliveries d
+           SET attempts = d.attempts + 1, lease_until = clock_timestamp() + lease, leased_by = worker
+          FROM due WHERE d.delivery_id = due.delivery_id
+        RETURNING d.*)
+    SELECT l.delivery_id, l.tenant_id, l.kind, a.config::text, l.webhook_id, a.config->>'url', l.payload::text, l.attempts,
+           coalesce((a.config->>'timeout_ms')::integer, 10000), k.kek_id, k.wrapped_dek,
+           s.ids, s.sealed, c.secret_id, c.sealed
+      FROM leased l
+      JOIN barecount.actions a ON a.tenant_id = l.tenant_id AND a.name = l.action AND a.version = l.action_version
+      LEFT JOIN barecount.tenant_keys k ON k.tenant_id = l.tenant_id
+      LEFT JOIN LATERAL (
+          SELECT array_agg(x.secret_id ORDER BY x.secret_id DESC) AS ids, array_agg(x.sealed ORDER BY x.secret_id DESC) AS sealed
+            FROM barecount.secrets x
+           WHERE x.tenant_id = l.tenant_id AND x.purpose = 'signing' AND x.name = l.action
+             AND (x.expires_at IS NULL OR x.expires_at > clock_timestamp())) s ON true
+      LEFT JOIN LATERAL (
+          SELECT x.secret_id, x.sealed FROM barecount.secrets x
+           WHERE x.tenant_id = l.tenant_id AND x.purpose = 'credential'
+             AND x.name = coalesce(a.config->>'auth_secret', a.config->>'token_secret')
+           ORDER BY x.secret_id DESC LIMIT 1) c ON true
+     ORDER BY l.delivery_id;
+END
+$$;
 -- Offboarding a tenant ---------------------------------------------------------------------------
 -- barecount-flight offboard exports everything of a suspended tenant (Parquet of every
 -- published version, its rows of every catalog and raw table as JSON lines, its ledger slice

@@ -477,3 +477,37 @@ async fn the_parallel_load_flag_switches_barecount_flight_s_loader() {
     flight.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A suspended tenant's queued deliveries wait: the delivery worker does not lease them until
+/// the tenant is resumed.
+#[tokio::test]
+async fn a_suspended_tenant_s_deliveries_wait() {
+    let db = fresh_db().await;
+    let admin = &db.client;
+    admin
+        .batch_execute(
+            "SELECT barecount.tenant_create('acme', 'Acme');
+             SELECT barecount.act_as_tenant('acme');
+             SELECT barecount.action_define('ops', 'webhook', '{\"url\": \"https://hooks.example.com/bc\"}');
+             SELECT barecount.playbook_define('on_publish', ARRAY['publish'], '{}', ARRAY['ops']);
+             SELECT barecount.publish('sales', 'SELECT 1::bigint AS n');
+             SELECT barecount.act_as_tenant(NULL)",
+        )
+        .await
+        .unwrap();
+    let claim = "SELECT count(*) FROM barecount.gateway_deliveries_claim('w1', 10, '1 second')";
+    admin
+        .batch_execute("SELECT barecount.tenant_suspend('acme', 'audit')")
+        .await
+        .unwrap();
+    assert_eq!(
+        count(admin, claim).await,
+        0,
+        "nothing leased while suspended"
+    );
+    admin
+        .batch_execute("SELECT barecount.tenant_resume('acme')")
+        .await
+        .unwrap();
+    assert_eq!(count(admin, claim).await, 1, "leased once resumed");
+}
