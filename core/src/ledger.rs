@@ -442,19 +442,29 @@ impl Verifier {
         } else if prev_hash != self.prev_hash {
             Some(Break::BrokenLink { seq })
         } else {
-            match &self.digest {
-                Some((dseq, dhash)) if *dseq == seq && dhash != entry_hash => {
-                    Some(Break::DigestMismatch { seq })
-                }
-                _ => None,
-            }
+            self.digest_break(seq, entry_hash)
         };
+        self.settle(brk, entry_hash, |v| v.redacted += 1)
+    }
+
+    /// A kept digest at `seq` with another hash than `entry_hash`.
+    fn digest_break(&self, seq: i64, entry_hash: &str) -> Option<Break> {
+        match &self.digest {
+            Some((dseq, dhash)) if *dseq == seq && dhash != entry_hash => {
+                Some(Break::DigestMismatch { seq })
+            }
+            _ => None,
+        }
+    }
+
+    /// Records a break, or takes the entry: `count` counts it, its hash is the next link.
+    fn settle(&mut self, brk: Option<Break>, entry_hash: &str, count: impl Fn(&mut Self)) -> bool {
         if let Some(b) = brk {
             self.first_break = Some(b);
             return false;
         }
-        self.redacted += 1;
-        self.last_seq = seq;
+        count(self);
+        self.last_seq = self.expected_seq;
         self.prev_hash.clear();
         self.prev_hash.push_str(entry_hash);
         self.expected_seq += 1;
@@ -492,25 +502,11 @@ impl Verifier {
                 } else if prev_hash != self.prev_hash.as_bytes() {
                     Some(Break::BrokenLink { seq })
                 } else {
-                    match &self.digest {
-                        Some((dseq, dhash)) if *dseq == seq && dhash != entry_hash => {
-                            Some(Break::DigestMismatch { seq })
-                        }
-                        _ => None,
-                    }
+                    self.digest_break(seq, entry_hash)
                 }
             }
         };
-        if let Some(b) = brk {
-            self.first_break = Some(b);
-            return false;
-        }
-        self.checked += 1;
-        self.last_seq = self.expected_seq;
-        self.prev_hash.clear();
-        self.prev_hash.push_str(entry_hash);
-        self.expected_seq += 1;
-        true
+        self.settle(brk, entry_hash, |v| v.checked += 1)
     }
 
     pub fn finish(mut self) -> Report {

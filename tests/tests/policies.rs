@@ -53,6 +53,18 @@ async fn acme(db: &TestDb) -> Client {
     p
 }
 
+/// The admin, acting as acme, registers [`PII_POLICY`].
+async fn with_pii_policy(admin: &Client) {
+    admin
+        .batch_execute("SELECT barecount.act_as_tenant('acme')")
+        .await
+        .unwrap();
+    admin
+        .execute("SELECT barecount.policy_define('pii', $1)", &[&PII_POLICY])
+        .await
+        .unwrap();
+}
+
 fn export_of(dataset: Option<&str>, query: Option<&str>) -> ExportRequest {
     ExportRequest {
         dataset: dataset.map(str::to_owned),
@@ -68,14 +80,7 @@ async fn a_pii_policy_blocks_exports_and_reads_without_the_scope_and_every_decis
     let db = fresh_db().await;
     let p = acme(&db).await;
     let admin = &db.client;
-    admin
-        .batch_execute("SELECT barecount.act_as_tenant('acme')")
-        .await
-        .unwrap();
-    admin
-        .execute("SELECT barecount.policy_define('pii', $1)", &[&PII_POLICY])
-        .await
-        .unwrap();
+    with_pii_policy(admin).await;
     let plain = Auth::Token(api_token(admin, "acme", &["read", "export"]).await);
     let cleared = Auth::Token(api_token(admin, "acme", &["read", "export", "data:pii"]).await);
     let flight = Flight::start(&db.url).await;
@@ -556,14 +561,7 @@ async fn the_web_app_s_dataset_reads_are_decided_too() {
     let db = fresh_db().await;
     let _p = acme(&db).await;
     let admin = &db.client;
-    admin
-        .batch_execute("SELECT barecount.act_as_tenant('acme')")
-        .await
-        .unwrap();
-    admin
-        .execute("SELECT barecount.policy_define('pii', $1)", &[&PII_POLICY])
-        .await
-        .unwrap();
+    with_pii_policy(admin).await;
     let plain = api_token(admin, "acme", &["read"]).await;
     let cleared = api_token(admin, "acme", &["read", "data:pii"]).await;
     let mut config = barecount_flight::Config::local(&db.url);
