@@ -38,11 +38,6 @@ fn io(what: &str, path: &Path, e: std::io::Error) -> FlightError {
     FlightError::Internal(format!("cannot {what} {}: {e}", path.display()))
 }
 
-fn sha256_file(path: &Path) -> Result<(String, u64)> {
-    let bytes = std::fs::read(path).map_err(|e| io("read", path, e))?;
-    Ok((hex::encode(Sha256::digest(&bytes)), bytes.len() as u64))
-}
-
 struct Files {
     root: PathBuf,
     listed: Vec<Value>,
@@ -51,7 +46,8 @@ struct Files {
 impl Files {
     /// Records a written file (path relative to the root) with its hash, size and rows.
     fn add(&mut self, path: &Path, rows: u64) -> Result<()> {
-        let (sha256, bytes) = sha256_file(path)?;
+        // streamed: a published version's Parquet file need not fit in memory
+        let (bytes, sha256) = crate::export::sha256_file(path)?;
         let rel = path
             .strip_prefix(&self.root)
             .unwrap_or(path)

@@ -37,16 +37,7 @@ pub fn require_exists(client: &SpiClient<'_>, tenant_id: &str) -> Result<(), Sql
 /// schema (the library installed, `ALTER EXTENSION barecount UPDATE` not yet run) there is no
 /// suspension to check.
 pub fn require_active(client: &SpiClient<'_>, tenant_id: &str) -> Result<(), SqlError> {
-    let present = client
-        .select(
-            "SELECT to_regprocedure('barecount._tenant_active(text)') IS NOT NULL",
-            Some(1),
-            &[],
-        )?
-        .first()
-        .get::<bool>(1)?
-        .unwrap_or(false);
-    if present {
+    if crate::govern::has_function(client, "barecount._tenant_active(text)")? {
         client.select(
             "SELECT barecount._tenant_active($1)",
             Some(1),

@@ -102,15 +102,10 @@ fn _policy_decide(documents: JsonB, request: JsonB) -> JsonB {
 /// Whether the database has policies at all (over a 0.1.0 schema, before `ALTER EXTENSION
 /// barecount UPDATE`, it does not, and nothing is decided).
 fn installed(client: &pgrx::spi::SpiClient<'_>) -> Result<bool, SqlError> {
-    Ok(client
-        .select(
-            "SELECT to_regprocedure('barecount._policy_enforce(text, text, text, text, jsonb, boolean)') IS NOT NULL",
-            Some(1),
-            &[],
-        )?
-        .first()
-        .get::<bool>(1)?
-        .unwrap_or(false))
+    super::has_function(
+        client,
+        "barecount._policy_enforce(text, text, text, text, jsonb, boolean)",
+    )
 }
 
 /// Decides the calling role's `action` on `resource` (ingest, publish in SQL) under its
