@@ -1590,3 +1590,7 @@ BEGIN
     END IF;
 END
 $receipt$;
+
+-- 0.2.0: auto combines the three lowest-AICc ETS models; ets is the best alone
+COMMENT ON FUNCTION barecount.kpi_forecast(text, integer, text, jsonb) IS
+    'Forecast a KPI''s measure per dimension values for the next horizon periods of its calendar and grain, with 80 and 95 percent intervals: auto (the three lowest-AICc ETS models combined by Akaike weights), ets (the lowest AICc alone), holt_winters_additive/multiplicative/damped, holt, holt_damped, ses, any ETS model as ets_<error><trend><season> (ets_mam, ets_madn, ...), seasonal_naive, naive, drift';

@@ -80,7 +80,12 @@ extension_sql_file!(
 extension_sql_file!(
     "../sql/barecount--0.1.0--0.2.0.sql",
     name = "v0_2_0",
-    requires = ["actions", "schemas", ledger::_ledger_append]
+    requires = [
+        "actions",
+        "schemas",
+        ledger::_ledger_append,
+        series::kpi_forecast
+    ]
 );
 extension_sql_file!("../sql/functions.sql", name = "functions", finalize);
 

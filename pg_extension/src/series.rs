@@ -240,8 +240,9 @@ pub(crate) fn next_periods(
 }
 
 /// Forecasts of a KPI's measure, per dimension values, for the next `horizon` periods of its
-/// calendar and grain, with 80 % and 95 % prediction intervals. Methods: auto (the ETS model
-/// with the lowest AICc), holt_winters_additive, holt_winters_multiplicative,
+/// calendar and grain, with 80 % and 95 % prediction intervals. Methods: auto (the three ETS
+/// models with the lowest AICc, combined by their Akaike weights), ets (the lowest AICc alone),
+/// holt_winters_additive, holt_winters_multiplicative,
 /// holt_winters_damped, holt, holt_damped, ses, any ETS model by its letters (ets_mam: relative
 /// errors, additive trend, multiplicative season; ets_madn, ...), seasonal_naive, naive, drift.
 #[allow(clippy::type_complexity)]

@@ -865,6 +865,23 @@ async fn anomalies_and_forecasts_from_sql() {
         .unwrap();
     assert_eq!(r.get::<_, String>(1), "ETS(M,A,A)");
     assert!((r.get::<_, f64>(0) - 1780.0).abs() < 60.0);
+    // auto combines three models by their Akaike weights; ets is the lowest AICc alone
+    let model = |method: &'static str| {
+        let c = &c;
+        async move {
+            c.query_one(&format!("SELECT model FROM barecount.kpi_forecast('visits', 1, '{method}') WHERE dims->>'store' = 'b'"), &[])
+                .await
+                .unwrap()
+                .get::<_, String>(0)
+        }
+    };
+    let (auto, ets) = (model("auto").await, model("ets").await);
+    assert_eq!(auto.matches(" + ").count(), 2, "{auto}");
+    assert!(
+        auto.starts_with(&format!("{ets} 0.")),
+        "{auto} led by {ets}"
+    );
+    assert!(ets.starts_with("ETS(") && !ets.contains('+'), "{ets}");
 }
 
 #[tokio::test]

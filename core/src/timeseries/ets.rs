@@ -7,8 +7,9 @@
 //! damping and the initial level and slope, by Nelder-Mead from R's starting values; the initial
 //! seasonal states come from a classical decomposition of the first seasons (Hyndman's
 //! heuristic) or, when `auto` compares models, of the whole series (statsforecast's), and are
-//! then optimised with the rest. `auto` is AutoETS: the lowest AICc among the
-//! models R's `ets` and statsforecast's `AutoETS` consider by default.
+//! then optimised with the rest. `ets` is AutoETS: the lowest AICc among the models R's `ets`
+//! and statsforecast's `AutoETS` consider by default. `auto` combines the three lowest by their
+//! Akaike weights (Kolassa 2011), which forecasts better than the best alone.
 //! Prediction intervals use the analytic variance of additive models (Hyndman et al. 2008,
 //! class 1); for multiplicative seasonality that variance is scaled by the season's factor, for
 //! relative errors the relative variance is scaled by the forecast (first-order approximations).
@@ -632,10 +633,6 @@ fn fit_with(
     Ok((params, filtered))
 }
 
-/// How many of `auto`'s candidates, ranked by a first fit with heuristic seasonal states, are
-/// refitted fully before the lowest AICc is chosen.
-const REFINED: usize = 1;
-
 /// How many leading seasons the heuristic initial seasonal states are taken from when a model
 /// is fitted alone.
 const HEURISTIC_SEASONS: usize = 4;
@@ -648,15 +645,17 @@ const ALL_SEASONS: usize = usize::MAX;
 /// The forecasting methods.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Method {
-    /// The ETS model with the lowest AICc among those that fit the series.
+    /// The three ETS models with the lowest AICc, combined by their Akaike weights.
     Auto,
+    /// The ETS model with the lowest AICc among those that fit the series (AutoETS).
+    BestEts,
     Ets(Spec),
     SeasonalNaive,
     Naive,
     Drift,
 }
 
-pub const METHODS: &str = "auto, ets_<error><trend><season> (error a or m, trend n, a or ad, season n, a or m: ets_mam, ets_madm, ...), ses, holt, holt_damped, holt_winters_additive, holt_winters_multiplicative, holt_winters_damped, seasonal_naive, naive, drift";
+pub const METHODS: &str = "auto, ets, ets_<error><trend><season> (error a or m, trend n, a or ad, season n, a or m: ets_mam, ets_madm, ...), ses, holt, holt_damped, holt_winters_additive, holt_winters_multiplicative, holt_winters_damped, seasonal_naive, naive, drift";
 
 /// An ETS model by Hyndman's letters after `ets_`: "mam" is ETS(M,A,M), "madn" ETS(M,Ad,N).
 fn ets_code(code: &str, m: usize) -> Option<Spec> {
@@ -696,7 +695,8 @@ impl Method {
             })
         };
         Ok(match name {
-            "auto" | "ets" => Method::Auto,
+            "auto" => Method::Auto,
+            "ets" => Method::BestEts,
             "ses" => ets(Trend::None, Season::None),
             "holt" => ets(Trend::Add, Season::None),
             "holt_damped" => ets(Trend::Damped, Season::None),
@@ -720,6 +720,113 @@ impl Method {
     }
 }
 
+/// A fitted candidate of `auto`: its AICc, the model, its parameters and its run.
+type Candidate = (f64, Spec, Params, Filtered);
+
+/// The candidates of AutoETS (Hyndman et al. 2008; R's `ets`, statsforecast's `AutoETS`):
+/// additive errors with no or an additive season and, for a positive series, relative errors
+/// with no, an additive or a multiplicative season, each with no, an additive or a damped trend;
+/// each fitted with the seasonal states of a decomposition of the whole series, lowest AICc first.
+fn auto_candidates(y: &[f64], m: usize) -> Vec<Candidate> {
+    let positive = y.iter().all(|v| *v > 0.0);
+    let mut seasons = vec![Season::None];
+    if m >= 2 && y.len() >= 2 * m {
+        seasons.push(Season::Add);
+        seasons.push(Season::Mul);
+    }
+    let mut candidates: Vec<Candidate> = Vec::new();
+    for error in [Error::Add, Error::Mul] {
+        if error == Error::Mul && !positive {
+            continue;
+        }
+        for &season in &seasons {
+            // additive errors over a multiplicative season are numerically unstable
+            // (Hyndman et al. 2008, 15.2; excluded by R's and statsforecast's defaults)
+            if season == Season::Mul && error == Error::Add {
+                continue;
+            }
+            for trend in [Trend::None, Trend::Add, Trend::Damped] {
+                let spec = Spec {
+                    error,
+                    trend,
+                    season,
+                    m,
+                };
+                let Ok((p, f)) = fit_with(&spec, y, false, Start::Small, ALL_SEASONS) else {
+                    continue;
+                };
+                let score = aicc(&spec, &f, y.len());
+                if score.is_finite() {
+                    candidates.push((score, spec, p, f));
+                }
+            }
+        }
+    }
+    candidates.sort_by(|a, b| a.0.total_cmp(&b.0));
+    candidates
+}
+
+/// The lowest-AICc candidate refitted fully, its seasonal states optimised from those of the
+/// whole series and from those of its first seasons (the higher likelihood is kept); it
+/// replaces the first candidate.
+fn refit_best(y: &[f64], candidates: &mut [Candidate]) -> Option<Candidate> {
+    let first = candidates.first_mut()?;
+    let spec = first.1;
+    if let Ok((mut p, mut f)) = fit_with(&spec, y, true, Start::Small, ALL_SEASONS) {
+        if let Ok((p2, f2)) = fit_with(&spec, y, true, Start::Small, HEURISTIC_SEASONS) {
+            if aicc(&spec, &f2, y.len()) < aicc(&spec, &f, y.len()) {
+                (p, f) = (p2, f2);
+            }
+        }
+        let score = aicc(&spec, &f, y.len());
+        if score.is_finite() {
+            *first = (score, spec, p, f);
+        }
+    }
+    Some(first.clone())
+}
+
+/// How many of `auto`'s lowest-AICc models are combined.
+const COMBINED: usize = 3;
+
+/// Forecasts combined by their Akaike weights, exp(-Δ/2) for an AICc Δ above the lowest
+/// (Kolassa 2011, "Combining exponential smoothing forecasts using Akaike weights", IJF 27).
+/// The intervals are those of the weighted mixture of the members' normal forecast
+/// distributions: its variance is Σ w (sd² + (point - combined point)²).
+fn combine(members: Vec<(f64, Forecast)>, h: usize) -> Forecast {
+    let low = members.iter().map(|m| m.0).fold(f64::INFINITY, f64::min);
+    let raw: Vec<f64> = members.iter().map(|m| (-0.5 * (m.0 - low)).exp()).collect();
+    let total: f64 = raw.iter().sum();
+    let w: Vec<f64> = raw.iter().map(|r| r / total).collect();
+    let mut point = vec![0.0; h];
+    for (wi, (_, f)) in w.iter().zip(&members) {
+        for (p, v) in point.iter_mut().zip(&f.point) {
+            *p += wi * v;
+        }
+    }
+    let sd: Vec<f64> = (0..h)
+        .map(|i| {
+            members
+                .iter()
+                .zip(&w)
+                .map(|((_, f), wi)| {
+                    let s = (f.hi95[i] - f.lo95[i]) / (2.0 * Z95);
+                    wi * (s * s + (f.point[i] - point[i]).powi(2))
+                })
+                .sum::<f64>()
+                .sqrt()
+        })
+        .collect();
+    let model = members
+        .iter()
+        .zip(&w)
+        .map(|((_, f), wi)| format!("{} {wi:.2}", f.model))
+        .collect::<Vec<_>>()
+        .join(" + ");
+    let (sse, aicc) = (members[0].1.sse, members[0].1.aicc);
+    Forecast::with_sd(model, point, &sd, sse, aicc)
+}
+
 /// Forecasts `h` steps of `y` with season length `m` (1 for none).
 pub fn forecast(y: &[f64], m: usize, h: usize, method: Method) -> Result<Forecast, SeriesError> {
     check_finite(y)?;
@@ -728,71 +835,24 @@ pub fn forecast(y: &[f64], m: usize, h: usize, method: Method) -> Result<Forecas
             let (p, f) = fit(&spec, y)?;
             Ok(predict(&spec, &p, &f, y.len(), h))
         }
-        Method::Auto => {
-            // the candidates of AutoETS (Hyndman et al. 2008; R's `ets`, statsforecast's
-            // `AutoETS`): additive errors with no or an additive season and, for a positive
-            // series, relative errors with no, an additive or a multiplicative season, each with
-            // no, an additive or a damped trend, compared by AICc on y's likelihood; each fitted
-            // first with its heuristic seasonal states, then the best refitted fully
-            let positive = y.iter().all(|v| *v > 0.0);
-            let mut seasons = vec![Season::None];
-            if m >= 2 && y.len() >= 2 * m {
-                seasons.push(Season::Add);
-                seasons.push(Season::Mul);
+        Method::Auto | Method::BestEts => {
+            let mut candidates = auto_candidates(y, m);
+            let Some((score, spec, p, f)) = refit_best(y, &mut candidates) else {
+                return Err(SeriesError::TooShort {
+                    method: "ETS".into(),
+                    need: 4,
+                    have: y.len(),
+                });
+            };
+            let best = predict(&spec, &p, &f, y.len(), h);
+            if method == Method::BestEts {
+                return Ok(best);
             }
-            let mut candidates: Vec<(f64, Spec)> = Vec::new();
-            for error in [Error::Add, Error::Mul] {
-                if error == Error::Mul && !positive {
-                    continue;
-                }
-                for &season in &seasons {
-                    // additive errors over a multiplicative season are numerically unstable
-                    // (Hyndman et al. 2008, 15.2; excluded by R's and statsforecast's defaults)
-                    if season == Season::Mul && error == Error::Add {
-                        continue;
-                    }
-                    for trend in [Trend::None, Trend::Add, Trend::Damped] {
-                        let spec = Spec {
-                            error,
-                            trend,
-                            season,
-                            m,
-                        };
-                        let Ok((_, f)) = fit_with(&spec, y, false, Start::Small, ALL_SEASONS)
-                        else {
-                            continue;
-                        };
-                        let score = aicc(&spec, &f, y.len());
-                        if score.is_finite() {
-                            candidates.push((score, spec));
-                        }
-                    }
-                }
+            let mut members = vec![(score, best)];
+            for (score, spec, p, f) in candidates.iter().skip(1).take(COMBINED - 1) {
+                members.push((*score, predict(spec, p, f, y.len(), h)));
             }
-            candidates.sort_by(|a, b| a.0.total_cmp(&b.0));
-            // the best few by that first look, refitted fully; the lowest AICc of those wins
-            let mut best: Option<(f64, Forecast)> = None;
-            for &(_, spec) in candidates.iter().take(REFINED) {
-                // refitted fully from the seasonal states of the whole series and of its first
-                // seasons; the higher likelihood is kept
-                let Ok((mut p, mut f)) = fit_with(&spec, y, true, Start::Small, ALL_SEASONS) else {
-                    continue;
-                };
-                if let Ok((p2, f2)) = fit_with(&spec, y, true, Start::Small, HEURISTIC_SEASONS) {
-                    if aicc(&spec, &f2, y.len()) < aicc(&spec, &f, y.len()) {
-                        (p, f) = (p2, f2);
-                    }
-                }
-                let score = aicc(&spec, &f, y.len());
-                if score.is_finite() && best.as_ref().is_none_or(|b| score < b.0) {
-                    best = Some((score, predict(&spec, &p, &f, y.len(), h)));
-                }
-            }
-            best.map(|b| b.1).ok_or(SeriesError::TooShort {
-                method: "ETS".into(),
-                need: 4,
-                have: y.len(),
-            })
+            Ok(combine(members, h))
         }
         Method::SeasonalNaive | Method::Naive => {
             let m = if method == Method::Naive { 1 } else { m.max(1) };
