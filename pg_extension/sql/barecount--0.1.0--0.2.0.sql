@@ -1203,6 +1203,13 @@ CREATE FUNCTION barecount._policy_decide(documents jsonb, request jsonb) RETURNS
     IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', '_policy_decide_wrapper';
 COMMENT ON FUNCTION barecount._policy_decide(jsonb, jsonb) IS
     'Internal: decide a request under policy documents: {allow, policies, reasons, obligations, errors}';
+-- A denial raises an error, which rolls back the transaction and its receipts: this one appends
+-- its receipt in a background worker's transaction of its own (govern/autonomous.rs).
+CREATE FUNCTION barecount._ledger_append_autonomous(tenant_id text, event_type text, subject text, inputs jsonb)
+    RETURNS bigint
+    VOLATILE STRICT PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', '_ledger_append_autonomous_wrapper';
+COMMENT ON FUNCTION barecount._ledger_append_autonomous(text, text, text, jsonb) IS
+    'Internal (denials): append a receipt in a transaction of its own, a background worker''s, committed whatever becomes of the caller''s; NULL when it cannot (the caller already holds the ledger''s append lock, no worker slot, or the worker failed). For barecount_owner only';
 
 CREATE TABLE barecount.policies (
     tenant_id   text NOT NULL REFERENCES barecount.tenants,
@@ -1395,25 +1402,32 @@ CREATE FUNCTION barecount._policy_enforce(tenant_id text, principal text, action
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
     AS $$
-DECLARE docs jsonb := barecount._policy_documents(tenant_id); d jsonb; seq bigint;
+DECLARE docs jsonb := barecount._policy_documents(tenant_id); d jsonb; seq bigint; receipt jsonb; kept text;
 BEGIN
     IF docs = '[]' THEN
         RETURN jsonb_build_object('allow', true, 'policies', '[]'::jsonb, 'reasons', '[]'::jsonb, 'obligations', '[]'::jsonb, 'errors', '[]'::jsonb);
     END IF;
     d := barecount._policy_decide(docs, barecount._policy_request(tenant_id, principal, action, resource, context));
-    seq := barecount._ledger_append(tenant_id, 'policy_decision', 'policy:' || action || ':' || resource,
-        jsonb_build_object('inputs', '[]'::jsonb, 'outputs', '[]'::jsonb, 'principal', principal, 'action', action,
+    receipt := jsonb_build_object('inputs', '[]'::jsonb, 'outputs', '[]'::jsonb, 'principal', principal, 'action', action,
                            'resource', resource, 'decision', CASE WHEN (d ->> 'allow')::boolean THEN 'allow' ELSE 'deny' END,
                            'policies', d -> 'policies', 'reasons', d -> 'reasons', 'obligations', d -> 'obligations',
-                           'versions', (SELECT jsonb_object_agg(x ->> 'name', x -> 'version') FROM jsonb_array_elements(docs) x)));
-    d := d || jsonb_build_object('ledger_seq', seq);
+                           'versions', (SELECT jsonb_object_agg(x ->> 'name', x -> 'version') FROM jsonb_array_elements(docs) x));
     IF refuse AND NOT (d ->> 'allow')::boolean THEN
+        -- the error below rolls back this transaction: the denial's receipt commits on its own
+        seq := barecount._ledger_append_autonomous(tenant_id, 'policy_decision', 'policy:' || action || ':' || resource, receipt);
+        IF seq IS NOT NULL THEN
+            kept := format(' The decision is receipt %s.', seq);
+        ELSE
+            kept := ' Its receipt could not be committed apart from this transaction (which already wrote receipts, or no background worker was free) and rolls back with it.';
+        END IF;
         RAISE EXCEPTION 'policy forbids % of "%": %', action, resource,
                         (SELECT string_agg(r, '; ') FROM jsonb_array_elements_text(d -> 'reasons') r)
             USING ERRCODE = 'insufficient_privilege',
-                  DETAIL = format('Denied by %s.', (SELECT string_agg(r, ', ') FROM jsonb_array_elements_text(d -> 'policies') r)),
+                  DETAIL = format('Denied by %s.%s', (SELECT string_agg(r, ', ') FROM jsonb_array_elements_text(d -> 'policies') r), kept),
                   HINT = 'barecount.policy_check(principal, action, resource, context) explains the decision.';
     END IF;
+    seq := barecount._ledger_append(tenant_id, 'policy_decision', 'policy:' || action || ':' || resource, receipt);
+    d := d || jsonb_build_object('ledger_seq', seq);
     RETURN d;
 END
 $$;
@@ -1544,6 +1558,7 @@ REVOKE EXECUTE ON FUNCTION barecount._tenant_active(text), barecount._tenant_req
                            barecount.master_as_of(text, timestamptz), barecount.master_history(text),
                            barecount.master_at(text, text, timestamptz),
                            barecount._policy_parse(text, text), barecount._policy_decide(jsonb, jsonb),
+                           barecount._ledger_append_autonomous(text, text, text, jsonb),
                            barecount.policy_define(text, text), barecount.policy_disable(text),
                            barecount.dataset_tags_set(text, text[]),
                            barecount._policy_request(text, text, text, text, jsonb), barecount._policy_documents(text),

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 /// Advisory lock key that serializes ledger appends (`hashtext('barecount.ledger')` is not
 /// stable across major versions, so the key is a constant).
-const LEDGER_LOCK_KEY: i64 = 0x4243_4c45_4447_4552; // "BCLEDGER"
+pub(crate) const LEDGER_LOCK_KEY: i64 = 0x4243_4c45_4447_4552; // "BCLEDGER"
 
 /// What an append returns: the entry's place and hash.
 #[derive(Debug, Clone)]

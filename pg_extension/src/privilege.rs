@@ -66,7 +66,7 @@ pub const OWNER_ROLE: &str = "barecount_owner";
 /// The oid of `barecount_owner`, which owns the catalog. It must not be a superuser: a
 /// section refuses to start if someone made it one (checked on every section through the
 /// role cache, so an `ALTER ROLE` takes effect at once).
-fn owner() -> Result<pg_sys::Oid, SqlError> {
+pub(crate) fn owner() -> Result<pg_sys::Oid, SqlError> {
     let oid = match OWNER.with(Cell::get) {
         Some(o) => o,
         None => {

@@ -234,21 +234,65 @@ when { context.rows > 3 };
     p.batch_execute("SELECT barecount.dataset_tags_set('sales', '{frozen}')")
         .await
         .unwrap();
-    match p
+    let e = p
         .batch_execute("SELECT barecount.publish('sales', 'SELECT 1::bigint AS n')")
         .await
-    {
-        Ok(()) => panic!("a frozen dataset was republished"),
-        Err(e) => {
-            let d = e.as_db_error().unwrap();
-            assert_eq!(d.code().code(), "42501");
-            assert_eq!(
-                d.message(),
-                "policy forbids publish of \"sales\": frozen datasets are not republished"
-            );
-            assert_eq!(d.detail(), Some("Denied by freeze#frozen."));
-        }
-    }
+        .expect_err("a frozen dataset was republished");
+    let d = e.as_db_error().unwrap();
+    assert_eq!(d.code().code(), "42501");
+    assert_eq!(
+        d.message(),
+        "policy forbids publish of \"sales\": frozen datasets are not republished"
+    );
+    // the error rolled the publish back, but not the denial's receipt: it committed apart
+    let denied: Vec<tokio_postgres::Row> = p
+        .query(
+            "SELECT seq, inputs->>'decision', inputs->>'principal', inputs->'reasons'->>0, inputs->'policies'->>0, tenant_id
+               FROM barecount.ledger WHERE event_type = 'policy_decision' AND subject = 'policy:publish:sales'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(denied.len(), 1, "the denial's receipt committed");
+    let r = &denied[0];
+    assert_eq!(
+        d.detail().map(str::to_owned),
+        Some(format!(
+            "Denied by freeze#frozen. The decision is receipt {}.",
+            r.get::<_, i64>(0)
+        ))
+    );
+    let login: String = p
+        .query_one("SELECT session_user::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        (
+            r.get::<_, String>(1),
+            r.get::<_, String>(2),
+            r.get::<_, String>(3)
+        ),
+        (
+            "deny".into(),
+            login.clone(),
+            "frozen datasets are not republished".into()
+        )
+    );
+    assert_eq!(
+        (r.get::<_, String>(4), r.get::<_, String>(5)),
+        ("freeze#frozen".into(), "acme".into())
+    );
+    // the chain verifies with the worker's entry in it; the actor is the caller's login role
+    assert!(chain_verifies(admin).await);
+    assert_eq!(
+        strings(
+            admin,
+            "SELECT actor FROM barecount.ledger WHERE event_type = 'policy_decision' AND subject = 'policy:publish:sales'"
+        )
+        .await,
+        [login.clone()]
+    );
     // still version 1; another dataset publishes, with an allow receipt
     assert_eq!(
         count(
@@ -292,6 +336,53 @@ when { context.rows > 3 };
         .unwrap_err();
     assert_eq!(sqlstate(&e), "42501");
     assert_eq!(count(&p, "SELECT count(*) FROM raw.orders").await, 2);
+    assert_eq!(
+        strings(
+            &p,
+            "SELECT inputs->>'decision' FROM barecount.ledger WHERE event_type = 'policy_decision' AND subject = 'policy:ingest:orders' ORDER BY seq"
+        )
+        .await,
+        ["allow", "deny"],
+        "the refused batch's denial committed; the allowed one with its batch"
+    );
+    // a transaction that already wrote receipts holds the ledger's append lock: the denial's
+    // receipt cannot commit apart (the worker would wait for this transaction forever), so it
+    // rolls back with the rest, and the error says so
+    let before = count(&p, "SELECT count(*) FROM barecount.ledger").await;
+    let e = p
+        .batch_execute(
+            "BEGIN;
+             SELECT barecount.publish('returns', 'SELECT 2::bigint AS n');
+             SELECT barecount.publish('sales', 'SELECT 2::bigint AS n');",
+        )
+        .await
+        .unwrap_err();
+    p.batch_execute("ROLLBACK").await.unwrap();
+    let d = e.as_db_error().unwrap();
+    assert_eq!(d.code().code(), "42501");
+    assert!(
+        d.detail()
+            .unwrap_or_default()
+            .contains("could not be committed apart from this transaction"),
+        "{:?}",
+        d.detail()
+    );
+    assert_eq!(
+        count(&p, "SELECT count(*) FROM barecount.ledger").await,
+        before
+    );
+    // nobody else appends that way: not the tenant's roles, not its admin
+    for c in [&p, admin] {
+        assert_eq!(
+            outcome(
+                c,
+                "SELECT barecount._ledger_append_autonomous('acme', 'policy_decision', 'policy:publish:x', '{}')"
+            )
+            .await,
+            "42501"
+        );
+    }
+    assert!(chain_verifies(admin).await);
 }
 
 #[tokio::test]
