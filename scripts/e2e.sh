@@ -46,7 +46,7 @@ psql -X -q -v ON_ERROR_STOP=1 "$("$ROOT/scripts/cluster.sh" url test postgres)" 
     -c "CREATE DATABASE barecount_test" >/dev/null
 export BARECOUNT_TEST_PG_URL="$("$ROOT/scripts/cluster.sh" url test barecount_test)"
 psql -X -q -v ON_ERROR_STOP=1 "$BARECOUNT_TEST_PG_URL" -c "CREATE EXTENSION barecount" \
-    -c "CREATE EXTENSION pg_cron" -c "GRANT USAGE ON SCHEMA cron TO barecount_engineer" >/dev/null
+    -c "CREATE EXTENSION pg_cron" -c "GRANT USAGE ON SCHEMA cron TO barecount_engineer, barecount_owner" >/dev/null
 # barecount-flight connects as a gateway role, as a deployment should: a member of
 # barecount_admin with BYPASSRLS, never a superuser (the harness does the same per test).
 psql -X -q -v ON_ERROR_STOP=1 "$BARECOUNT_TEST_PG_URL" >/dev/null <<'SQL'

@@ -51,7 +51,7 @@ psql -X -q -v ON_ERROR_STOP=1 "$("$ROOT/scripts/cluster.sh" url walk postgres)" 
 su_sql <<SQL
 CREATE EXTENSION barecount;
 CREATE EXTENSION pg_cron;
-GRANT USAGE ON SCHEMA cron TO barecount_engineer;
+GRANT USAGE ON SCHEMA cron TO barecount_engineer, barecount_owner;
 CREATE ROLE walk_eng LOGIN IN ROLE barecount_engineer, barecount_publisher;
 SELECT barecount.tenant_add_member('default', 'walk_eng');
 CREATE SCHEMA staging AUTHORIZATION walk_eng;

@@ -238,7 +238,7 @@ CREATE FUNCTION barecount.tenant_offboard_check(tenant_id text)
     LANGUAGE plpgsql STABLE PARALLEL UNSAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
     AS $$
-DECLARE since timestamptz; pins text; r regclass; n bigint; l text;
+DECLARE since timestamptz; pins text; jobs text; seen boolean; r regclass; n bigint; l text;
 BEGIN
     PERFORM barecount._require_admin('offboard a tenant');
     SELECT t.suspended_at INTO since FROM barecount.tenants t WHERE t.tenant_id = tenant_offboard_check.tenant_id;
@@ -260,6 +260,31 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'Their holders depend on them: unpin them (barecount.dataset_unpin) before offboarding.';
     END IF;
+    -- pg_cron's jobs belong to the roles that scheduled them, so BareCount cannot remove them;
+    -- it can see them all (barecount_owner reads past cron.job's row-level security) and refuses
+    -- to leave any behind
+    IF EXISTS (SELECT 1 FROM pg_extension x WHERE x.extname = 'pg_cron') THEN
+        -- (the table's name resolves only with USAGE on its schema: asked in that order)
+        seen := has_schema_privilege('cron', 'USAGE');
+        IF seen THEN
+            seen := has_table_privilege('cron.job', 'SELECT');
+        END IF;
+        IF NOT seen THEN
+            RAISE EXCEPTION 'tenant "%": pg_cron''s jobs cannot be checked, so offboarding could leave its schedules behind', tenant_id
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = 'A superuser runs GRANT USAGE ON SCHEMA cron TO barecount_owner.';
+        END IF;
+        EXECUTE $q$SELECT string_agg(format('%s (job %s, scheduled by %s)', j.jobname, j.jobid, j.username), ', ' ORDER BY j.jobid)
+                     FROM cron.job j
+                    WHERE left(j.jobname, length($1)) = $1
+                       OR j.username IN (SELECT m.role_name FROM barecount.tenant_members m WHERE m.tenant_id = $2)$q$
+            INTO jobs USING 'barecount:' || tenant_id || ':', tenant_id;
+        IF jobs IS NOT NULL THEN
+            RAISE EXCEPTION 'tenant "%" has pg_cron jobs: %', tenant_id, jobs
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = 'The role that scheduled each removes it (barecount.pipeline_unschedule(pipeline), or cron.unschedule(job)), or a superuser does, before offboarding.';
+        END IF;
+    END IF;
     FOR r IN SELECT * FROM barecount._tenant_tables() LOOP
         EXECUTE format('SELECT count(*) FROM %s WHERE tenant_id = $1', r) INTO n USING tenant_id;
         IF n > 0 THEN
@@ -279,7 +304,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION barecount.tenant_offboard_check(text) IS
-    'Admins: what offboarding the tenant will remove (every relation with its rows; the tenant''s own schemas'' relations), or why it cannot yet: not suspended, the default tenant, pinned versions (listed)';
+    'Admins: what offboarding the tenant will remove (every relation with its rows; the tenant''s own schemas'' relations), or why it cannot yet: not suspended, the default tenant, pinned versions or pg_cron jobs (listed)';
 
 CREATE FUNCTION barecount.tenant_export_rows(tenant_id text) RETURNS TABLE (relation text, row_data jsonb)
     LANGUAGE plpgsql STABLE PARALLEL UNSAFE SECURITY DEFINER

@@ -161,3 +161,91 @@ async fn pg_cron_starts_ordinary_runs_and_calendar_aware_ones_after_period_close
         .unwrap();
     assert_eq!(count(&e, "SELECT count(*) FROM cron.job").await, 0);
 }
+
+/// Offboarding cannot remove pg_cron's jobs (they belong to the roles that scheduled them), so
+/// it refuses while the tenant has any — its pipelines' schedules and any other job of its
+/// roles — and lists them; it refuses too when it cannot see them. Run as a barecount_admin
+/// login role, in the database where pg_cron lives.
+#[tokio::test]
+async fn offboarding_refuses_to_leave_pg_cron_jobs_behind() {
+    let url = base_url();
+    let superuser = connect(&url).await;
+    let tenant = format!("offcron{:08x}", rand::rng().random::<u32>());
+    superuser
+        .execute(
+            "SELECT barecount.tenant_create($1, 'Offboarding')",
+            &[&tenant],
+        )
+        .await
+        .unwrap();
+    let adm = login_role(&superuser, "offcron_adm", &["barecount_admin"], None).await;
+    let admin = connect_as(&url, &adm).await;
+    let eng = login_role(
+        &superuser,
+        "offcron_eng",
+        &["barecount_engineer"],
+        Some(&tenant),
+    )
+    .await;
+    let e = connect_as(&url, &eng).await;
+    e.batch_execute(
+        r#"SELECT barecount.pipeline_define('nightly', '{"steps": [{"name": "tell", "kind": "hook", "event": "tick"}]}');
+           SELECT barecount.pipeline_schedule('nightly', '0 3 * * *');
+           SELECT cron.schedule('my-own-job', '0 4 * * *', 'SELECT 1');"#,
+    )
+    .await
+    .unwrap();
+    let ids: Vec<i64> = e
+        .query("SELECT jobid FROM cron.job ORDER BY jobid", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids.len(), 2);
+    admin
+        .execute(
+            "SELECT barecount.tenant_suspend($1, 'contract ended')",
+            &[&tenant],
+        )
+        .await
+        .unwrap();
+    let check = format!("SELECT * FROM barecount.tenant_offboard_check('{tenant}')");
+    let err = admin.query(&check, &[]).await.unwrap_err();
+    let d = err.as_db_error().unwrap();
+    assert_eq!(d.code().code(), "55000");
+    assert_eq!(
+        d.message(),
+        format!(
+            "tenant \"{tenant}\" has pg_cron jobs: barecount:{tenant}:nightly (job {}, scheduled by {eng}), my-own-job (job {}, scheduled by {eng})",
+            ids[0], ids[1]
+        )
+    );
+    assert!(d.hint().unwrap_or_default().contains("pipeline_unschedule"));
+    // without USAGE on pg_cron's schema, BareCount cannot see the jobs and refuses to guess
+    superuser
+        .batch_execute("REVOKE USAGE ON SCHEMA cron FROM barecount_owner")
+        .await
+        .unwrap();
+    let blind = admin.query(&check, &[]).await.unwrap_err();
+    superuser
+        .batch_execute("GRANT USAGE ON SCHEMA cron TO barecount_owner")
+        .await
+        .unwrap();
+    assert_eq!(blind.code().map(|c| c.code()), Some("42501"));
+    assert_eq!(
+        blind.as_db_error().and_then(|d| d.hint()),
+        Some("A superuser runs GRANT USAGE ON SCHEMA cron TO barecount_owner.")
+    );
+    // the tenant is suspended: its engineer cannot unschedule through BareCount, but pg_cron's
+    // own unschedule is the job owner's
+    assert_eq!(
+        refused(&e, "SELECT barecount.pipeline_unschedule('nightly')").await,
+        "55000"
+    );
+    e.batch_execute("SELECT cron.unschedule(jobid) FROM cron.job")
+        .await
+        .unwrap();
+    assert!(!admin.query(&check, &[]).await.unwrap().is_empty());
+    assert_eq!(count(&e, "SELECT count(*) FROM cron.job").await, 0);
+}
