@@ -163,7 +163,7 @@ impl Application {
         }
         let result = builder
             .add_service(FlightServiceServer::new(self.service))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
+            .serve_with_incoming_shutdown(nodelay(TcpListenerStream::new(self.listener)), shutdown)
             .await;
         if let Some(t) = metrics_task {
             t.abort();
@@ -181,6 +181,22 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.run_until(shutdown_signal()).await
     }
+}
+
+/// Accepted connections with TCP_NODELAY, which tonic sets only on listeners it binds itself:
+/// without it a small response waits for the client's delayed ACK (Nagle), some 40 ms per
+/// exchange on Linux.
+fn nodelay(
+    incoming: TcpListenerStream,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    incoming.map(|conn| {
+        conn.inspect(|s| {
+            if let Err(e) = s.set_nodelay(true) {
+                tracing::warn!("TCP_NODELAY on an accepted connection: {e}");
+            }
+        })
+    })
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -202,5 +218,29 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use tokio_stream::StreamExt;
+
+    /// Accepted connections carry TCP_NODELAY (an accepted socket does not inherit it).
+    #[tokio::test]
+    async fn accepted_connections_have_tcp_nodelay() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut plain = TcpListenerStream::new(listener);
+        let raw = plain.next().await.unwrap().unwrap();
+        assert!(!raw.nodelay().unwrap(), "the default this fixes");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut incoming = Box::pin(nodelay(TcpListenerStream::new(listener)));
+        let conn = incoming.next().await.unwrap().unwrap();
+        assert!(conn.nodelay().unwrap());
     }
 }
