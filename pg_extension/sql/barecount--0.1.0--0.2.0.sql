@@ -1234,7 +1234,7 @@ CREATE FUNCTION barecount._ledger_append_autonomous(tenant_id text, event_type t
     RETURNS bigint
     VOLATILE STRICT PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', '_ledger_append_autonomous_wrapper';
 COMMENT ON FUNCTION barecount._ledger_append_autonomous(text, text, text, jsonb) IS
-    'Internal (denials): append a receipt in a transaction of its own, a background worker''s, committed whatever becomes of the caller''s; NULL when it cannot (the caller already holds the ledger''s append lock, no worker slot, or the worker failed). For barecount_owner only';
+    'Internal (denials): append a receipt in a transaction of its own, a background worker''s, committed whatever becomes of the caller''s: its sequence number; 0 when the caller holds the ledger''s append lock (appended as soon as the caller''s transaction ends); NULL when no worker slot is free or the worker failed. For barecount_owner only';
 
 CREATE TABLE barecount.policies (
     tenant_id   text NOT NULL REFERENCES barecount.tenants,
@@ -1440,10 +1440,12 @@ BEGIN
     IF refuse AND NOT (d ->> 'allow')::boolean THEN
         -- the error below rolls back this transaction: the denial's receipt commits on its own
         seq := barecount._ledger_append_autonomous(tenant_id, 'policy_decision', 'policy:' || action || ':' || resource, receipt);
-        IF seq IS NOT NULL THEN
+        IF seq > 0 THEN
             kept := format(' The decision is receipt %s.', seq);
+        ELSIF seq = 0 THEN
+            kept := ' Its receipt is appended as soon as this transaction ends (it holds the ledger''s append lock).';
         ELSE
-            kept := ' Its receipt could not be committed apart from this transaction (which already wrote receipts, or no background worker was free) and rolls back with it.';
+            kept := ' Its receipt could not be committed apart from this transaction (no background worker was free, see max_worker_processes) and is lost with it.';
         END IF;
         RAISE EXCEPTION 'policy forbids % of "%": %', action, resource,
                         (SELECT string_agg(r, '; ') FROM jsonb_array_elements_text(d -> 'reasons') r)

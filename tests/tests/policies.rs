@@ -345,9 +345,9 @@ when { context.rows > 3 };
         ["allow", "deny"],
         "the refused batch's denial committed; the allowed one with its batch"
     );
-    // a transaction that already wrote receipts holds the ledger's append lock: the denial's
-    // receipt cannot commit apart (the worker would wait for this transaction forever), so it
-    // rolls back with the rest, and the error says so
+    // a transaction that already wrote receipts holds the ledger's append lock: the worker
+    // cannot append before it ends, so the caller does not wait for it; the receipt is
+    // appended as soon as the transaction rolls back, and the error says so
     let before = count(&p, "SELECT count(*) FROM barecount.ledger").await;
     let e = p
         .batch_execute(
@@ -360,16 +360,23 @@ when { context.rows > 3 };
     p.batch_execute("ROLLBACK").await.unwrap();
     let d = e.as_db_error().unwrap();
     assert_eq!(d.code().code(), "42501");
-    assert!(
-        d.detail()
-            .unwrap_or_default()
-            .contains("could not be committed apart from this transaction"),
-        "{:?}",
-        d.detail()
+    assert_eq!(
+        d.detail(),
+        Some("Denied by freeze#frozen. Its receipt is appended as soon as this transaction ends (it holds the ledger's append lock).")
     );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let denials = "SELECT count(*) FROM barecount.ledger WHERE event_type = 'policy_decision' AND subject = 'policy:publish:sales'";
+    while count(&p, denials).await < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the deferred denial receipt never came"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await; // polling the ledger
+    }
+    // the publish and its allow receipt rolled back; only the denial's receipt is new
     assert_eq!(
         count(&p, "SELECT count(*) FROM barecount.ledger").await,
-        before
+        before + 1
     );
     // nobody else appends that way: not the tenant's roles, not its admin
     for c in [&p, admin] {

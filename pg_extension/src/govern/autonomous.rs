@@ -5,8 +5,14 @@
 //! own, commits and exits, while the caller waits for it (interruptibly) and then raises.
 //!
 //! The receipt travels in a dynamic shared memory segment the caller creates: a header (status,
-//! sequence number, payload length) and the payload as JSON. The worker pins its mapping so the
-//! segment stays readable across its commit, and sets the status only after the commit.
+//! mode, sequence number, payload length) and the payload as JSON. The worker sets the status
+//! only after its commit.
+//!
+//! When the caller's transaction already holds the ledger's append lock (it wrote receipts
+//! before the denial), the worker would wait for that transaction, which waits for the worker.
+//! Then the caller does not wait: it pins the segment (so it outlives the caller's detach), and
+//! the worker, once it has read the receipt, unpins it and appends as soon as the caller's
+//! transaction ends and releases the lock.
 //!
 //! Unsafe code: the shared memory segment (created, written and read within its length), the
 //! backend's identity, and the worker's exported entry point the postmaster calls by name.
@@ -18,11 +24,14 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 use std::sync::atomic::{fence, Ordering};
 
-/// The header's layout: status (u32) at 0, sequence number (i64) at 8, payload length (u32) at
-/// 16, payload from 24.
+/// The header's layout: status (u32) at 0, mode (u32) at 4, sequence number (i64) at 8, payload
+/// length (u32) at 16, payload from 24.
 const HEADER: usize = 24;
 const PENDING: u32 = 0;
 const COMMITTED: u32 = 1;
+/// Modes: the caller waits for the worker, or it does not (the segment is pinned).
+const WAITED: u32 = 0;
+const DEFERRED: u32 = 1;
 
 /// The caller's transaction already holds the ledger's append lock (it wrote a receipt before
 /// the denial): the worker would wait for it forever.
@@ -43,10 +52,10 @@ fn holds_ledger_lock(client: &pgrx::spi::SpiClient<'_>) -> Result<bool, SqlError
 }
 
 /// Appends a receipt in a transaction of its own (a background worker's), committed whatever
-/// becomes of the caller's. NULL when it cannot: the caller's transaction already holds the
-/// ledger's append lock, no background worker slot is free (max_worker_processes), or the
-/// worker failed (its error is in the server log); the caller then appends in its own
-/// transaction and says so. Only the extension owner may call it (BareCount's denials).
+/// becomes of the caller's: its sequence number; 0 when the caller's transaction holds the
+/// ledger's append lock, so the receipt is appended as soon as that transaction ends; NULL when
+/// no background worker slot is free (max_worker_processes) or the worker failed (its error is
+/// in the server log). Only the extension owner may call it (BareCount's denials).
 #[pg_extern(sql = false, volatile, parallel_unsafe)]
 fn _ledger_append_autonomous(
     tenant_id: &str,
@@ -65,9 +74,7 @@ fn _ledger_append_autonomous(
         .hint("Receipts are written by BareCount's functions only.")
         .raise();
     }
-    if pgrx::Spi::connect(|c| holds_ledger_lock(&c)).or_raise() {
-        return None;
-    }
+    let deferred = pgrx::Spi::connect(|c| holds_ledger_lock(&c)).or_raise();
     let payload = serde_json::json!({"tenant_id": tenant_id, "event_type": event_type,
                                      "subject": subject, "inputs": inputs.0})
     .to_string();
@@ -79,6 +86,7 @@ fn _ledger_append_autonomous(
     let base = unsafe { pg_sys::dsm_segment_address(seg) as *mut u8 };
     unsafe {
         (base as *mut u32).write_volatile(PENDING);
+        (base.add(4) as *mut u32).write_volatile(if deferred { DEFERRED } else { WAITED });
         (base.add(8) as *mut i64).write_volatile(0);
         (base.add(16) as *mut u32).write_volatile(payload.len() as u32);
         std::ptr::copy_nonoverlapping(payload.as_ptr(), base.add(HEADER), payload.len());
@@ -93,6 +101,11 @@ fn _ledger_append_autonomous(
             pg_sys::MyProcPid,
         )
     };
+    if deferred {
+        // SAFETY: keeps the segment past this backend's detach (at the end of its transaction)
+        // until the worker unpins it, having read the receipt
+        unsafe { pg_sys::dsm_pin_segment(seg) };
+    }
     let worker = BackgroundWorkerBuilder::new("barecount receipt")
         .set_type("barecount receipt")
         .set_library("barecount")
@@ -103,6 +116,19 @@ fn _ledger_append_autonomous(
         .set_restart_time(None)
         .set_notify_pid(pid)
         .load_dynamic();
+    if deferred {
+        return match worker {
+            Ok(_) => Some(0),
+            Err(_) => {
+                // SAFETY: pinned above, by this backend, and not handed to any worker
+                unsafe {
+                    pg_sys::dsm_unpin_segment(handle);
+                    pg_sys::dsm_detach(seg);
+                }
+                None
+            }
+        };
+    }
     let done = match worker {
         Ok(w) => w.wait_for_shutdown().is_ok(),
         Err(_) => false,
@@ -119,8 +145,9 @@ fn _ledger_append_autonomous(
     (done && status == COMMITTED).then_some(seq)
 }
 
-/// The worker: connects to the caller's database as the caller's session user, appends the
-/// receipt from the segment (as the extension owner, as every append does) and commits.
+/// The worker: connects to the caller's database as the caller's session user, reads the
+/// receipt from the segment, appends it (as the extension owner, as every append does) and
+/// commits; then it tells a waiting caller the sequence number.
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn barecount_receipt_worker(arg: pg_sys::Datum) {
@@ -137,20 +164,35 @@ pub extern "C-unwind" fn barecount_receipt_worker(arg: pg_sys::Datum) {
         Some(pg_sys::Oid::from(user)),
     );
     let handle = arg.value() as pg_sys::dsm_handle;
-    let written = BackgroundWorker::transaction(|| {
-        // SAFETY: attaches the caller's segment (NULL if it is gone); pinning the mapping keeps
-        // it past this transaction's resource owner, until the detach below.
-        let seg = unsafe { pg_sys::dsm_attach(handle) };
-        if seg.is_null() {
-            return None;
+    // SAFETY: attached outside any transaction, so the mapping lasts until the detach below
+    // (NULL if the segment is gone); reads stay within the length the caller wrote.
+    let seg = unsafe { pg_sys::dsm_attach(handle) };
+    if seg.is_null() {
+        return;
+    }
+    let base = unsafe { pg_sys::dsm_segment_address(seg) as *mut u8 };
+    fence(Ordering::SeqCst);
+    let (mode, len) = unsafe {
+        (
+            (base.add(4) as *const u32).read_volatile(),
+            (base.add(16) as *const u32).read_volatile() as usize,
+        )
+    };
+    let bytes = unsafe { std::slice::from_raw_parts(base.add(HEADER), len) }.to_vec();
+    if mode == DEFERRED {
+        // SAFETY: the caller pinned it for this worker; nobody else unpins it
+        unsafe {
+            pg_sys::dsm_unpin_segment(handle);
+            pg_sys::dsm_detach(seg);
         }
-        unsafe { pg_sys::dsm_pin_mapping(seg) };
-        let base = unsafe { pg_sys::dsm_segment_address(seg) as *mut u8 };
-        let len = unsafe { (base.add(16) as *const u32).read_volatile() } as usize;
-        let bytes = unsafe { std::slice::from_raw_parts(base.add(HEADER), len) };
-        let receipt: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    }
+    let Ok(receipt) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return;
+    };
+    let seq = BackgroundWorker::transaction(|| {
         let text = |k: &str| receipt[k].as_str().unwrap_or_default().to_owned();
-        let seq = pgrx::Spi::connect_mut(|client| {
+        // a deferred receipt waits here for the caller's transaction to release the lock
+        pgrx::Spi::connect_mut(|client| {
             crate::ledger::append(
                 client,
                 &text("tenant_id"),
@@ -160,22 +202,17 @@ pub extern "C-unwind" fn barecount_receipt_worker(arg: pg_sys::Datum) {
                 None,
             )
             .map(|r| r.seq)
-        });
-        match seq {
-            Ok(seq) => {
-                unsafe { (base.add(8) as *mut i64).write_volatile(seq) };
-                Some((seg as usize, base as usize))
-            }
-            Err(e) => e.raise(),
-        }
+        })
+        .unwrap_or_else(|e| e.raise())
     });
-    // committed: only now does the caller learn the receipt exists
-    if let Some((seg, base)) = written {
-        fence(Ordering::SeqCst);
-        // SAFETY: the mapping is pinned, so the segment is still attached.
+    if mode == WAITED {
+        // committed: only now does the caller learn the receipt exists
+        // SAFETY: still attached (a waited-for segment is detached only here)
         unsafe {
+            (base.add(8) as *mut i64).write_volatile(seq);
+            fence(Ordering::SeqCst);
             (base as *mut u32).write_volatile(COMMITTED);
-            pg_sys::dsm_detach(seg as *mut pg_sys::dsm_segment);
+            pg_sys::dsm_detach(seg);
         }
     }
 }
