@@ -238,6 +238,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 done.ledger_entries,
                 done.receipt_seq
             );
+            if !done.roles.is_empty() {
+                println!(
+                    "its login roles stay, mapped to no tenant (roles are yours: DROP ROLE them when nothing else uses them): {}",
+                    done.roles.join(", ")
+                );
+            }
             Ok(())
         }
         Command::Deliver(cfg) => {

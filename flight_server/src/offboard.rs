@@ -32,6 +32,8 @@ pub struct Offboarded {
     pub files: usize,
     pub ledger_entries: usize,
     pub receipt_seq: i64,
+    /// The login roles that mapped to the tenant: they stay, mapped to no tenant.
+    pub roles: Vec<String>,
 }
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> FlightError {
@@ -141,6 +143,14 @@ pub async fn run(database_url: &str, tenant: &str, out: &Path) -> Result<Offboar
             .or_default()
             .push(r.try_get(1)?);
     }
+    // its login roles stay (roles are the operator's): named for the operator to drop
+    let roles: Vec<String> = by_relation
+        .get("barecount.tenant_members")
+        .into_iter()
+        .flatten()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|m| m["role_name"].as_str().map(str::to_owned))
+        .collect();
     for (relation, lines) in &by_relation {
         let path = root.join("rows").join(format!("{relation}.jsonl"));
         write_lines(&path, lines)?;
@@ -222,6 +232,7 @@ pub async fn run(database_url: &str, tenant: &str, out: &Path) -> Result<Offboar
         files: files.listed.len() + 1,
         ledger_entries: lines.len(),
         receipt_seq,
+        roles,
     })
 }
 

@@ -396,7 +396,11 @@ BEGIN
                            'files', jsonb_array_length(manifest -> 'files'),
                            'ledger', jsonb_build_object('entries', entries, 'first_seq', first_seq, 'last_seq', last_seq,
                                                         'slice_sha256', manifest #>> '{ledger,slice_sha256}'),
-                           'deleted', counts));
+                           'deleted', counts,
+                           -- the login roles stay (the operator's, like every role; they map to
+                           -- no tenant now): named so they can be dropped
+                           'roles', (SELECT coalesce(jsonb_agg(m.role_name ORDER BY m.role_name), '[]')
+                                       FROM barecount.tenant_members m WHERE m.tenant_id = tenant_offboard.tenant_id)));
     -- the ledger: redacted (sequence numbers and hashes kept), then deleted
     INSERT INTO barecount.ledger_redactions (seq, prev_hash, entry_hash, offboarding_seq)
     SELECT x.seq, x.prev_hash, x.entry_hash, receipt_seq FROM barecount.ledger x WHERE x.tenant_id = tenant_offboard.tenant_id;

@@ -166,6 +166,12 @@ async fn an_offboarded_tenant_leaves_a_complete_export_and_no_row_behind() {
 
     let (ok, text) = offboard(&db.url, "acme", &out).await;
     assert!(ok, "{text}");
+    assert!(
+        text.contains(&format!(
+            "its login roles stay, mapped to no tenant (roles are yours: DROP ROLE them when nothing else uses them): {acme_publisher}"
+        )),
+        "{text}"
+    );
     let dir = std::fs::read_dir(&out)
         .unwrap()
         .next()
@@ -262,6 +268,7 @@ async fn an_offboarded_tenant_leaves_a_complete_export_and_no_row_behind() {
     assert_eq!(receipt.get::<_, String>(0), "default");
     let inputs: serde_json::Value = receipt.get(1);
     assert_eq!(inputs["ledger"]["entries"], acme_entries);
+    assert_eq!(inputs["roles"], serde_json::json!([acme_publisher]));
     assert_eq!(
         inputs["deleted"]["raw.orders"], 3,
         "two accepted rows and the quarantined one"
