@@ -291,7 +291,7 @@ when { context.rows > 3 };
             "SELECT actor FROM barecount.ledger WHERE event_type = 'policy_decision' AND subject = 'policy:publish:sales'"
         )
         .await,
-        [login.clone()]
+        [login]
     );
     // still version 1; another dataset publishes, with an allow receipt
     assert_eq!(

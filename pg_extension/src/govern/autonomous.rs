@@ -74,7 +74,7 @@ fn _ledger_append_autonomous(
         .hint("Receipts are written by BareCount's functions only.")
         .raise();
     }
-    let deferred = pgrx::Spi::connect(|c| holds_ledger_lock(&c)).or_raise();
+    let deferred = pgrx::Spi::connect(holds_ledger_lock).or_raise();
     let payload = serde_json::json!({"tenant_id": tenant_id, "event_type": event_type,
                                      "subject": subject, "inputs": inputs.0})
     .to_string();
