@@ -23,12 +23,18 @@ use thiserror::Error;
 pub const SCHEMA: &str = r#"
 namespace BareCount {
   entity Tenant;
-  // a login role or an API token; roles: the BareCount roles it holds (reader, engineer,
-  // publisher, admin), or a token's scopes
-  entity Role in [Tenant] { roles: Set<String> };
+  // a login role or an API token; name: the role's name or token:<id> (as a dataset's owners
+  // name them); roles: the BareCount roles it holds (reader, engineer, publisher, admin), or a
+  // token's scopes
+  entity Role in [Tenant] { name: String, roles: Set<String> };
   // a dataset: tags from its contract and from barecount.dataset_tags_set; layer raw,
-  // published; contract: the governing contract's id, or ""
-  entity Dataset in [Tenant] { tags: Set<String>, layer: String, contract: String };
+  // published; contract: the governing contract's id, and contract_version, domain and status
+  // from it ("" without one); owners: the contract's team (names, members' usernames) and the
+  // login role that published the latest version
+  entity Dataset in [Tenant] {
+    tags: Set<String>, layer: String, contract: String, contract_version: String,
+    domain: String, status: String, owners: Set<String>
+  };
   // where an action delivers: kind webhook, sql, notify, export; host for webhooks
   entity Endpoint in [Tenant] { kind: String, host: String };
   type Context = {
@@ -193,7 +199,8 @@ pub struct Request {
     pub action: String,
     /// a dataset name (or an endpoint for `deliver`)
     pub resource: String,
-    /// Dataset: tags, layer, contract; Endpoint: kind, host
+    /// Dataset: tags, layer, contract, contract_version, domain, status, owners (missing ones
+    /// get neutral values); Endpoint: kind, host
     pub resource_attrs: Value,
     /// now, hour, weekday, rows, scopes, channel, format (missing ones get neutral values)
     pub context: Value,
@@ -219,6 +226,18 @@ const BASE: &str = "barecount#base";
 fn uid(kind: &str, id: &str) -> Result<EntityUid, PolicyError> {
     EntityUid::from_json(json!({"type": format!("BareCount::{kind}"), "id": id}))
         .map_err(|e| PolicyError::Request(e.to_string()))
+}
+
+/// A dataset's attributes with neutral values for those not given.
+fn dataset_defaults(attrs: &Value) -> Value {
+    let mut a = json!({"tags": [], "layer": "raw", "contract": "", "contract_version": "",
+                       "domain": "", "status": "", "owners": []});
+    if let (Some(all), Some(given)) = (a.as_object_mut(), attrs.as_object()) {
+        for (k, v) in given {
+            all.insert(k.clone(), v.clone());
+        }
+    }
+    a
 }
 
 fn with_defaults(context: &Value) -> Value {
@@ -252,18 +271,18 @@ pub fn decide(documents: &[Document], request: &Request) -> Result<Decision, Pol
         set.add(p.clone())
             .map_err(|e| PolicyError::Unsupported(e.to_string()))?;
     }
-    let resource_kind = if request.action == "deliver" {
-        "Endpoint"
+    let (resource_kind, resource_attrs) = if request.action == "deliver" {
+        ("Endpoint", request.resource_attrs.clone())
     } else {
-        "Dataset"
+        ("Dataset", dataset_defaults(&request.resource_attrs))
     };
     let tenant = json!({"type": "BareCount::Tenant", "id": request.tenant});
     let entities = json!([
         {"uid": tenant, "attrs": {}, "parents": []},
         {"uid": {"type": "BareCount::Role", "id": request.principal},
-         "attrs": {"roles": request.principal_roles}, "parents": [tenant]},
+         "attrs": {"name": request.principal, "roles": request.principal_roles}, "parents": [tenant]},
         {"uid": {"type": format!("BareCount::{resource_kind}"), "id": request.resource},
-         "attrs": request.resource_attrs, "parents": [tenant]},
+         "attrs": resource_attrs, "parents": [tenant]},
     ]);
     let entities = Entities::from_json_value(entities, Some(schema()))
         .map_err(|e| PolicyError::Request(e.to_string()))?;
@@ -465,5 +484,37 @@ when { context.format == "csv" };
         r.context = json!({"hour": 10, "rows": 5});
         r.principal_roles = vec!["engineer".into()];
         assert!(!decide(&[doc], &r).unwrap().allow);
+    }
+
+    /// A dataset's owners and its contract's attributes (domain, status, version) are there to
+    /// decide on; attributes a caller leaves out are neutral ("" and empty sets).
+    #[test]
+    fn owners_and_contract_attributes_are_there_to_decide_on() {
+        let doc = parse(
+            "owned",
+            r#"@reason("only its owners export a finance dataset, and nobody a retired one")
+               forbid (principal, action == BareCount::Action::"export", resource)
+               when { (resource.domain == "finance" && !resource.owners.contains(principal.name))
+                      || resource.status == "retired" || resource.contract_version like "0.*" };"#,
+        )
+        .unwrap();
+        let mut r = export(&[], &[]);
+        r.resource_attrs = json!({"domain": "finance", "owners": ["retail-data", "alice"], "status": "active",
+                                  "contract_version": "1.2.0"});
+        r.principal = "alice".into();
+        assert!(decide(std::slice::from_ref(&doc), &r).unwrap().allow);
+        r.principal = "token:abc".into();
+        let d = decide(std::slice::from_ref(&doc), &r).unwrap();
+        assert!(!d.allow);
+        assert_eq!(d.policies, ["owned"]);
+        r.principal = "alice".into();
+        r.resource_attrs["status"] = json!("retired");
+        assert!(!decide(std::slice::from_ref(&doc), &r).unwrap().allow);
+        r.resource_attrs["status"] = json!("active");
+        r.resource_attrs["contract_version"] = json!("0.9.0");
+        assert!(!decide(std::slice::from_ref(&doc), &r).unwrap().allow);
+        // only tags given: the rest is neutral, so nothing here holds
+        r.resource_attrs = json!({"tags": []});
+        assert!(decide(&[doc], &r).unwrap().allow);
     }
 }

@@ -1240,6 +1240,12 @@ CREATE FUNCTION barecount._ledger_append_autonomous(tenant_id text, event_type t
 COMMENT ON FUNCTION barecount._ledger_append_autonomous(text, text, text, jsonb) IS
     'Internal (denials): append a receipt in a transaction of its own, a background worker''s, committed whatever becomes of the caller''s: its sequence number; 0 when the caller holds the ledger''s append lock (appended as soon as the caller''s transaction ends); NULL when no worker slot is free or the worker failed. For barecount_owner only';
 
+-- Who registered, ingested or published: the login role (as the ledger's actor), not the role
+-- BareCount's privileged sections run as (0.1.0 recorded barecount_owner; those rows stay)
+ALTER TABLE barecount.contracts ALTER COLUMN registered_by SET DEFAULT session_user;
+ALTER TABLE barecount.batches ALTER COLUMN ingested_by SET DEFAULT session_user;
+ALTER TABLE barecount.dataset_versions ALTER COLUMN published_by SET DEFAULT session_user;
+
 CREATE TABLE barecount.policies (
     tenant_id   text NOT NULL REFERENCES barecount.tenants,
     name        text NOT NULL CHECK (name ~ '^[a-z][a-z0-9_-]{0,62}$'),
@@ -1366,7 +1372,8 @@ CREATE FUNCTION barecount._policy_request(tenant_id text, principal text, action
     LANGUAGE plpgsql STABLE PARALLEL SAFE
     SET search_path = pg_catalog, pg_temp
     AS $$
-DECLARE roles text[]; tags text[]; contract text := ''; layer text := 'raw'; attrs jsonb; now_utc timestamp := now() AT TIME ZONE 'UTC';
+DECLARE roles text[]; tags text[]; contract text := ''; contract_version text := ''; doc jsonb := '{}'; owners text[];
+        layer text := 'raw'; attrs jsonb; now_utc timestamp := now() AT TIME ZONE 'UTC';
 BEGIN
     IF action IS NULL OR action NOT IN ('ingest', 'publish', 'export', 'read', 'deliver') THEN
         RAISE EXCEPTION 'unknown action "%"', action USING ERRCODE = 'invalid_parameter_value',
@@ -1389,19 +1396,40 @@ BEGIN
                                                       WHERE a.tenant_id = _policy_request.tenant_id AND a.name = resource
                                                       ORDER BY a.version DESC LIMIT 1), ''));
     ELSE
-        SELECT c.contract,
+        SELECT c.contract, c.version, c.document,
                ARRAY(SELECT jsonb_array_elements_text(CASE WHEN jsonb_typeof(c.document -> 'tags') = 'array' THEN c.document -> 'tags' ELSE '[]' END))
-          INTO contract, tags
+          INTO contract, contract_version, doc, tags
           FROM barecount.contract_datasets cd JOIN barecount.contracts c
             ON c.tenant_id = cd.tenant_id AND c.contract = cd.contract AND c.version = cd.contract_version
          WHERE cd.tenant_id = _policy_request.tenant_id AND cd.dataset = resource
          ORDER BY c.version_sort DESC LIMIT 1;
+        doc := coalesce(doc, '{}');
         IF EXISTS (SELECT 1 FROM barecount.datasets d WHERE d.tenant_id = _policy_request.tenant_id AND d.dataset = resource) THEN
             layer := 'published';
         END IF;
         tags := ARRAY(SELECT DISTINCT x FROM unnest(coalesce(tags, '{}') || coalesce((SELECT d.tags FROM barecount.dataset_tags d
                        WHERE d.tenant_id = _policy_request.tenant_id AND d.dataset = resource), '{}')) x ORDER BY x);
-        attrs := jsonb_build_object('tags', to_jsonb(tags), 'layer', layer, 'contract', coalesce(contract, ''));
+        -- owners: the contract's team (ODCS: a name, a list of members, or an object with a name
+        -- and members; a member by username or name) and the login role that published the
+        -- latest version
+        owners := ARRAY(SELECT DISTINCT o FROM (
+            SELECT CASE jsonb_typeof(m) WHEN 'string' THEN m #>> '{}' WHEN 'object' THEN coalesce(m ->> 'username', m ->> 'name') END AS o
+              FROM jsonb_array_elements(CASE jsonb_typeof(doc -> 'team')
+                                          WHEN 'string' THEN jsonb_build_array(doc -> 'team')
+                                          WHEN 'array' THEN doc -> 'team'
+                                          WHEN 'object' THEN jsonb_build_array(doc -> 'team')
+                                               || CASE WHEN jsonb_typeof(doc #> '{team,members}') = 'array' THEN doc #> '{team,members}' ELSE '[]' END
+                                          ELSE '[]' END) m
+            UNION ALL
+            SELECT v.published_by FROM barecount.datasets d JOIN barecount.dataset_versions v
+                ON v.tenant_id = d.tenant_id AND v.dataset = d.dataset AND v.version = d.latest_version
+             WHERE d.tenant_id = _policy_request.tenant_id AND d.dataset = resource) x
+            WHERE o IS NOT NULL AND o <> '' ORDER BY o);
+        attrs := jsonb_build_object('tags', to_jsonb(tags), 'layer', layer, 'contract', coalesce(contract, ''),
+                                    'contract_version', coalesce(contract_version, ''),
+                                    'domain', CASE WHEN jsonb_typeof(doc -> 'domain') = 'string' THEN doc ->> 'domain' ELSE '' END,
+                                    'status', CASE WHEN jsonb_typeof(doc -> 'status') = 'string' THEN doc ->> 'status' ELSE '' END,
+                                    'owners', to_jsonb(owners));
     END IF;
     RETURN jsonb_build_object(
         'tenant', tenant_id, 'principal', principal, 'roles', to_jsonb(coalesce(roles, '{}')), 'action', action,
@@ -1411,7 +1439,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION barecount._policy_request(text, text, text, text, jsonb) IS
-    'Internal: the Cedar request for a decision: principal roles or token scopes, the dataset''s tags, layer and contract (or the endpoint''s kind and host), the context with now, hour and weekday';
+    'Internal: the Cedar request for a decision: principal roles or token scopes, the dataset''s tags, layer, contract and its version, domain and status, owners (the contract''s team and the latest publisher), or the endpoint''s kind and host; the context with now, hour and weekday';
 
 CREATE FUNCTION barecount._policy_documents(tenant_id text) RETURNS jsonb
     LANGUAGE sql STABLE PARALLEL SAFE

@@ -45,7 +45,7 @@ CREATE TABLE barecount.contracts (
     source_text    text NOT NULL,
     source_sha256  text NOT NULL,
     unsupported    text[] NOT NULL DEFAULT '{}',
-    registered_by  text NOT NULL DEFAULT current_user,
+    registered_by  text NOT NULL DEFAULT session_user,
     registered_at  timestamptz NOT NULL DEFAULT now(),
     ledger_seq     bigint NOT NULL,
     PRIMARY KEY (tenant_id, contract, version)
@@ -101,7 +101,7 @@ CREATE TABLE barecount.batches (
     rows_accepted    bigint NOT NULL,
     rows_quarantined bigint NOT NULL,
     content_hash     text NOT NULL,
-    ingested_by      text NOT NULL DEFAULT current_user,
+    ingested_by      text NOT NULL DEFAULT session_user,
     ingested_at      timestamptz NOT NULL DEFAULT now(),
     ledger_seq       bigint NOT NULL,
     -- what raw and quarantine rows name: their batch of their tenant (checked per statement)
@@ -183,7 +183,7 @@ CREATE TABLE barecount.dataset_versions (
     bytes        bigint NOT NULL,
     content_hash text NOT NULL,
     status       text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'deprecated', 'retired')),
-    published_by text NOT NULL DEFAULT current_user,
+    published_by text NOT NULL DEFAULT session_user,
     published_at timestamptz NOT NULL DEFAULT now(),
     ledger_seq   bigint NOT NULL,
     PRIMARY KEY (tenant_id, dataset, version),

@@ -291,7 +291,7 @@ when { context.rows > 3 };
             "SELECT actor FROM barecount.ledger WHERE event_type = 'policy_decision' AND subject = 'policy:publish:sales'"
         )
         .await,
-        [login]
+        std::slice::from_ref(&login)
     );
     // still version 1; another dataset publishes, with an allow receipt
     assert_eq!(
@@ -389,6 +389,76 @@ when { context.rows > 3 };
             "42501"
         );
     }
+    // who published is the login role (0.1.0 recorded the privileged section's role)
+    assert_eq!(
+        strings(
+            &p,
+            "SELECT DISTINCT published_by FROM barecount.dataset_versions"
+        )
+        .await,
+        std::slice::from_ref(&login)
+    );
+    assert_eq!(
+        strings(&p, "SELECT DISTINCT ingested_by FROM barecount.batches").await,
+        std::slice::from_ref(&login)
+    );
+    // a dataset's owners (its contract's team, its latest publisher) and its contract's
+    // attributes are in the request, as policy_check shows
+    let attrs: serde_json::Value = p
+        .query_one(
+            "SELECT request->'resource_attrs' FROM barecount.policy_check(session_user::text, 'ingest', 'orders')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        attrs,
+        serde_json::json!({"tags": [], "layer": "raw", "contract": "orders", "contract_version": "1.0.0",
+                           "domain": "", "status": "active", "owners": ["retail-data"]})
+    );
+    let attrs: serde_json::Value = p
+        .query_one(
+            "SELECT request->'resource_attrs' FROM barecount.policy_check(session_user::text, 'publish', 'returns')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(attrs["owners"], serde_json::json!([login]));
+    // and they decide: only a dataset's owners republish it
+    admin
+        .execute(
+            "SELECT barecount.policy_define('owners', $1)",
+            &[&r#"
+@id("owners-only")
+@reason("only a dataset's owners republish it")
+forbid (principal, action == BareCount::Action::"publish", resource)
+when { resource.layer == "published" && !resource.owners.contains(principal.name) };
+"#],
+        )
+        .await
+        .unwrap();
+    let other = login_role(
+        admin,
+        "pol_pub2",
+        &["barecount_engineer", "barecount_publisher"],
+        Some("acme"),
+    )
+    .await;
+    let o = connect_as(&db.url, &other).await;
+    let e = o
+        .batch_execute("SELECT barecount.publish('returns', 'SELECT 3::bigint AS n')")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    assert_eq!(
+        e.as_db_error().map(|d| d.message()),
+        Some("policy forbids publish of \"returns\": only a dataset's owners republish it")
+    );
+    p.batch_execute("SELECT barecount.publish('returns', 'SELECT 3::bigint AS n')")
+        .await
+        .unwrap();
     assert!(chain_verifies(admin).await);
 }
 
