@@ -1477,7 +1477,7 @@ BEGIN
         ELSIF seq = 0 THEN
             kept := ' Its receipt is appended as soon as this transaction ends (it holds the ledger''s append lock).';
         ELSE
-            kept := ' Its receipt could not be committed apart from this transaction (no background worker was free, see max_worker_processes) and is lost with it.';
+            kept := ' Its receipt could not be committed apart from this transaction (no background worker could be started, see max_worker_processes, or it failed, see the server log) and is lost with it.';
         END IF;
         RAISE EXCEPTION 'policy forbids % of "%": %', action, resource,
                         (SELECT string_agg(r, '; ') FROM jsonb_array_elements_text(d -> 'reasons') r)
