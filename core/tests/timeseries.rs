@@ -599,3 +599,117 @@ fn ets_models_by_their_letters() {
     assert!(f.point.iter().all(|v| v.is_finite()));
     assert!(f.lo95[0] < f.point[0] && f.point[0] < f.hi95[0]);
 }
+
+/// A weekly pattern by week of the year (a holiday peak from week 45), over retail years of 52,
+/// 53, 52 and 52 weeks: the values and which are a 53rd week.
+fn weeks_with_a_53rd(noise: bool) -> (Vec<f64>, Vec<bool>) {
+    let pattern = |w: usize| -> f64 {
+        let base = 1000.0 + 5.0 * (w as f64 * 0.7).sin() * 10.0;
+        if w >= 45 {
+            base + 400.0 + 60.0 * (w - 45) as f64
+        } else {
+            base
+        }
+    };
+    let mut rng = barecount_core::timeseries::synthetic::Rng(53);
+    let (mut y, mut extra) = (vec![], vec![]);
+    let mut t = 0usize;
+    for weeks in [52, 53, 52, 52] {
+        for w in 1..=weeks {
+            // week 53 sits between week 52 and the next week 1
+            let v = if w == 53 { pattern(52) } else { pattern(w) };
+            let wobble = if noise { 8.0 * rng.normal() } else { 0.0 };
+            y.push(v + wobble + 0.5 * t as f64);
+            extra.push(w == 53);
+            t += 1;
+        }
+    }
+    (y, extra)
+}
+
+/// A 53rd week must not shift the season: with it marked, the seasonal detectors find exactly a
+/// spike; taking the series as plain 52-week cycles (the 53rd week unmarked) puts every week
+/// after it out of phase and calls the holiday weeks anomalies.
+#[test]
+fn a_53rd_week_keeps_the_season_in_phase_for_anomalies() {
+    use barecount_core::timeseries::anomaly::detect_calendar;
+    let (mut y, extra) = weeks_with_a_53rd(true);
+    let spike = 52 + 53 + 20;
+    y[spike] += 300.0;
+    for method in [
+        AnomalyMethod::parse("seasonal", 52, None, None, None).unwrap(),
+        AnomalyMethod::parse("esd", 52, None, None, None).unwrap(),
+    ] {
+        let marked = detect_calendar(&y, &extra, method).unwrap();
+        let found: Vec<usize> = (0..y.len()).filter(|&t| marked[t].is_anomaly).collect();
+        assert_eq!(found, [spike], "{}", method.name());
+        // the 53rd week is expected in week 52's season, near week 52's expectation
+        let w53 = 52 + 52;
+        assert!(
+            (marked[w53].expected - marked[w53 - 1].expected).abs() < 30.0,
+            "{} vs {}",
+            marked[w53].expected,
+            marked[w53 - 1].expected
+        );
+        let plain = detect(&y, method).unwrap();
+        let wrong = (0..y.len())
+            .filter(|&t| plain[t].is_anomaly && t != spike)
+            .count();
+        assert!(
+            wrong > 0,
+            "{}: unmarked, the phase shift goes unseen",
+            method.name()
+        );
+    }
+    // the same series without a 53rd week marked anywhere is the plain detector's answer
+    let m = AnomalyMethod::parse("seasonal", 52, None, None, None).unwrap();
+    assert_eq!(
+        barecount_core::timeseries::anomaly::detect_calendar(&y, &[], m).unwrap(),
+        detect(&y, m).unwrap()
+    );
+}
+
+/// Forecasting across a 53rd week: fitted without the 53rd weeks, the model's seasons stay in
+/// phase (seasonal naive repeats last year's week 1 for week 1); a 53rd week ahead repeats the
+/// week before it (week 52's season).
+#[test]
+fn a_53rd_week_keeps_the_season_in_phase_for_forecasts() {
+    use barecount_core::timeseries::ets::forecast_calendar;
+    let (y, extra) = weeks_with_a_53rd(false);
+    // the last year was 52 weeks; ahead: weeks 1..=3 of a 52-week year
+    let ahead = [false, false, false];
+    let snaive = Method::SeasonalNaive;
+    let f = forecast_calendar(&y, &extra, &ahead, 52, snaive).unwrap();
+    let n = y.len();
+    let last_year = &y[n - 52..];
+    close("seasonal naive in phase", &f.point, &last_year[..3], 1e-12);
+    // a 53rd week ahead: the history ends at week 51; ahead are 52, 53, 1, 2
+    let cut = n - 1;
+    let ahead = [false, true, false, false];
+    let f = forecast_calendar(&y[..cut], &extra[..cut], &ahead, 52, snaive).unwrap();
+    let kept: Vec<f64> = y[..cut]
+        .iter()
+        .zip(&extra[..cut])
+        .filter(|(_, e)| !**e)
+        .map(|(v, _)| *v)
+        .collect();
+    let plain = forecast(&kept, 52, 3, snaive).unwrap();
+    close(
+        "around the 53rd week",
+        &f.point,
+        &[
+            plain.point[0],
+            plain.point[0],
+            plain.point[1],
+            plain.point[2],
+        ],
+        1e-12,
+    );
+    assert!(f.lo95[1] < f.point[1] && f.point[1] < f.hi95[1]);
+    // an ETS model too: every step finite, intervals around the point
+    let a = forecast_calendar(&y[..cut], &extra[..cut], &ahead, 52, Method::Auto).unwrap();
+    assert_eq!(a.point.len(), 4);
+    assert!(a.point.iter().all(|v| v.is_finite()));
+    // a mark for every point, or none
+    assert!(forecast_calendar(&y, &extra[..10], &ahead, 52, snaive).is_err());
+}

@@ -9,8 +9,8 @@ use crate::tenant;
 use barecount_core::ident::quote_ident;
 use barecount_core::kpi::Kpi;
 use barecount_core::layer::Layer;
-use barecount_core::timeseries::anomaly::{self, detect};
-use barecount_core::timeseries::ets::{self, forecast};
+use barecount_core::timeseries::anomaly::{self, detect_calendar};
+use barecount_core::timeseries::ets::{self, forecast_calendar};
 use barecount_core::timeseries::SeriesError;
 use pgrx::datum::Date;
 use pgrx::prelude::*;
@@ -93,6 +93,15 @@ pub(crate) fn read(
         s.periods.push(Period::from_row(&r, 3)?);
     }
     Ok(out.into_values().collect())
+}
+
+/// Which periods are a 53rd week (an ISO or retail year's), when the season is 52 weeks: the
+/// seasonal methods leave them out of the season so the other weeks keep their phase.
+fn week53(periods: &[Period], m: usize) -> Vec<bool> {
+    periods
+        .iter()
+        .map(|p| m == 52 && p.label.ends_with("-W53"))
+        .collect()
 }
 
 fn opt(o: &Map<String, Value>, k: &str) -> Result<Option<f64>, SqlError> {
@@ -199,12 +208,14 @@ fn kpi_anomalies(
         let (_, k) = crate::kpis::definition(client, &tenant_id, kpi)?;
         let measure = measure_of(kpi, &k, &o)?;
         let m = anomaly_method(&k, method, &o)?;
+        let weeks = season(&k, &o)?;
         let mut out = Vec::new();
         for s in read(client, &tenant_id, kpi, &k, &measure)? {
             pgrx::check_for_interrupts!();
-            let points = detect(&s.values, m).map_err(|e| {
-                SqlError::from(e).detail(format!("KPI \"{kpi}\", dimension values {}", s.dims))
-            })?;
+            let points =
+                detect_calendar(&s.values, &week53(&s.periods, weeks), m).map_err(|e| {
+                    SqlError::from(e).detail(format!("KPI \"{kpi}\", dimension values {}", s.dims))
+                })?;
             for (period, (v, p)) in s.periods.iter().zip(s.values.iter().zip(points)) {
                 out.push((
                     period.label.clone(),
@@ -300,13 +311,18 @@ fn kpi_forecast(
             let Some(last) = s.periods.last() else {
                 continue;
             };
-            let f = forecast(&s.values, m, horizon as usize, method).map_err(|e| {
+            let ahead = next_periods(client, &k, last.date, horizon as usize)?;
+            let f = forecast_calendar(
+                &s.values,
+                &week53(&s.periods, m),
+                &week53(&ahead, m),
+                m,
+                method,
+            )
+            .map_err(|e| {
                 SqlError::from(e).detail(format!("KPI \"{kpi}\", dimension values {}", s.dims))
             })?;
-            for (i, period) in next_periods(client, &k, last.date, horizon as usize)?
-                .into_iter()
-                .enumerate()
-            {
+            for (i, period) in ahead.into_iter().enumerate() {
                 out.push((
                     period.label,
                     period.date,
@@ -358,8 +374,9 @@ pub(crate) fn watch(
     };
     if let Some((w, series)) = &watched {
         let method = anomaly_method(kpi, &w.method, &w.options)?;
+        let weeks = season(kpi, &w.options)?;
         for s in series {
-            let Ok(points) = detect(&s.values, method) else {
+            let Ok(points) = detect_calendar(&s.values, &week53(&s.periods, weeks), method) else {
                 continue;
             }; // too short yet: nothing to say
             for (period, (v, p)) in s.periods.iter().zip(s.values.iter().zip(points)) {
@@ -402,10 +419,16 @@ pub(crate) fn watch(
             let Some(last) = s.periods.last() else {
                 continue;
             };
-            let Ok(f) = forecast(&s.values, m, horizon, method) else {
+            let periods = next_periods(client, kpi, last.date, horizon)?;
+            let Ok(f) = forecast_calendar(
+                &s.values,
+                &week53(&s.periods, m),
+                &week53(&periods, m),
+                m,
+                method,
+            ) else {
                 continue;
             };
-            let periods = next_periods(client, kpi, last.date, horizon)?;
             for t in kpi.thresholds.iter().filter(|t| t.measure == w.measure) {
                 let Some((i, level)) = f
                     .point

@@ -858,6 +858,10 @@ async fn anomalies_and_forecasts_from_sql() {
     // the series is 1000 + 300 sin(2 pi i / 52) + 5 i + noise: at i = 156 that is 1780
     let f1: f64 = rows[0].get(3);
     assert!((f1 - 1780.0).abs() < 60.0, "{f1}");
+    // the 53rd week is outside the 52-week season: the model forecasts FY2024-W01 next, in
+    // phase, and week 53 (the first step, its week before observed) takes that forecast
+    assert_eq!(rows[0].get::<_, f64>(3), rows[1].get::<_, f64>(3));
+    assert_ne!(rows[1].get::<_, f64>(3), rows[2].get::<_, f64>(3));
     // any ETS model by its letters: relative errors, additive trend and season
     let r = c
         .query_one("SELECT forecast, model FROM barecount.kpi_forecast('visits', 1, 'ets_maa') WHERE dims->>'store' = 'b'", &[])

@@ -116,7 +116,55 @@ fn robust_z(v: &[f64]) -> (f64, Vec<f64>) {
 
 /// Detects anomalies in `y` (in time order).
 pub fn detect(y: &[f64], method: Method) -> Result<Vec<Point>, SeriesError> {
+    detect_calendar(y, &[], method)
+}
+
+/// What the seasonal methods expect at each point: the decomposition's trend plus season.
+/// Points marked `extra` (a 53rd week in a calendar of 52-week seasons) are left out of the
+/// decomposition, so every other week keeps its phase across a 53-week year; each is expected
+/// at the trend halfway between the weeks either side of it plus the season of the week before
+/// it (week 52's: the 53rd week continues the year's end).
+fn seasonal_expected(y: &[f64], extra: &[bool], season: usize) -> Result<Vec<f64>, SeriesError> {
+    let kept: Vec<usize> = (0..y.len())
+        .filter(|&t| !extra.get(t).copied().unwrap_or(false))
+        .collect();
+    let values: Vec<f64> = kept.iter().map(|&t| y[t]).collect();
+    let d = decompose_with(&values, season, true)?;
+    let mut expected = vec![f64::NAN; y.len()];
+    for (k, &t) in kept.iter().enumerate() {
+        expected[t] = d.trend[k] + d.seasonal[k];
+    }
+    for (t, slot) in expected.iter_mut().enumerate() {
+        if slot.is_nan() {
+            let before = kept.iter().rposition(|&k| k < t);
+            let after = kept.iter().position(|&k| k > t);
+            let trend = match (before, after) {
+                (Some(b), Some(a)) => (d.trend[b] + d.trend[a]) / 2.0,
+                (Some(k), None) | (None, Some(k)) => d.trend[k],
+                (None, None) => f64::NAN,
+            };
+            *slot = trend + before.or(after).map_or(0.0, |k| d.seasonal[k]);
+        }
+    }
+    Ok(expected)
+}
+
+/// As [`detect`], on a calendar whose weeks repeat every 52 but some years have 53: `extra`
+/// marks the 53rd weeks (empty: none). The seasonal methods decompose the series without them
+/// ([`seasonal_expected`]) and score every point, the 53rd weeks included, on its residual from
+/// what they expected.
+pub fn detect_calendar(
+    y: &[f64],
+    extra: &[bool],
+    method: Method,
+) -> Result<Vec<Point>, SeriesError> {
     check_finite(y)?;
+    if !extra.is_empty() && extra.len() != y.len() {
+        return Err(SeriesError::BadOption {
+            option: "extra".into(),
+            problem: format!("marks {} points of a series of {}", extra.len(), y.len()),
+        });
+    }
     match method {
         Method::Mad { threshold } => {
             if y.len() < 3 {
@@ -136,12 +184,13 @@ pub fn detect(y: &[f64], method: Method) -> Result<Vec<Point>, SeriesError> {
                 .collect())
         }
         Method::Seasonal { season, threshold } => {
-            let d = decompose_with(y, season, true)?;
-            let (_, z) = robust_z(&d.resid);
+            let expected = seasonal_expected(y, extra, season)?;
+            let resid: Vec<f64> = y.iter().zip(&expected).map(|(v, e)| v - e).collect();
+            let (_, z) = robust_z(&resid);
             Ok(z.into_iter()
                 .enumerate()
                 .map(|(t, score)| Point {
-                    expected: d.trend[t] + d.seasonal[t],
+                    expected: expected[t],
                     score,
                     is_anomaly: score.abs() > threshold,
                 })
@@ -163,15 +212,9 @@ pub fn detect(y: &[f64], method: Method) -> Result<Vec<Point>, SeriesError> {
             // S-H-ESD removes the season and the median only, which misses spikes on a trend);
             // without: the deviation from the median
             let (expected, resid): (Vec<f64>, Vec<f64>) = if season >= 2 {
-                let d = decompose_with(y, season, true)?;
-                (
-                    d.trend
-                        .iter()
-                        .zip(&d.seasonal)
-                        .map(|(t, s)| t + s)
-                        .collect(),
-                    d.resid,
-                )
+                let expected = seasonal_expected(y, extra, season)?;
+                let resid = y.iter().zip(&expected).map(|(v, e)| v - e).collect();
+                (expected, resid)
             } else {
                 let med = median(y);
                 (vec![med; y.len()], y.iter().map(|v| v - med).collect())

@@ -827,6 +827,64 @@ fn combine(members: Vec<(f64, Forecast)>, h: usize) -> Forecast {
     Forecast::with_sd(model, point, &sd, sse, aicc)
 }
 
+/// As [`forecast`], on a calendar whose weeks repeat every `m` = 52 but some years have 53:
+/// `extra` marks the 53rd weeks of `y`, `ahead` those of the `ahead.len()` periods to forecast.
+/// The model is fitted to the series without its 53rd weeks (so every other week keeps its
+/// phase, as the seasonal states expect) and forecasts the other weeks; a 53rd week ahead
+/// repeats the forecast and intervals of the week before it (it continues week 52's season),
+/// or, as the first step, when that week is observed, takes the week after's.
+pub fn forecast_calendar(
+    y: &[f64],
+    extra: &[bool],
+    ahead: &[bool],
+    m: usize,
+    method: Method,
+) -> Result<Forecast, SeriesError> {
+    if !extra.iter().chain(ahead).any(|e| *e) {
+        return forecast(y, m, ahead.len(), method);
+    }
+    if extra.len() != y.len() {
+        return Err(SeriesError::BadOption {
+            option: "extra".into(),
+            problem: format!("marks {} points of a series of {}", extra.len(), y.len()),
+        });
+    }
+    let kept: Vec<f64> = y
+        .iter()
+        .zip(extra)
+        .filter(|(_, e)| !**e)
+        .map(|(v, _)| *v)
+        .collect();
+    // one step more than the ordinary weeks ahead: a 53rd week first has a week after it
+    let ordinary = ahead.iter().filter(|e| !**e).count();
+    let f = forecast(&kept, m, ordinary + 1, method)?;
+    let mut out = Forecast {
+        model: f.model.clone(),
+        sse: f.sse,
+        aicc: f.aicc,
+        ..Forecast::default()
+    };
+    let mut next: usize = 0;
+    for &is_extra in ahead {
+        let pick = |v: &[f64]| -> f64 {
+            if is_extra {
+                v[next.saturating_sub(1)]
+            } else {
+                v[next]
+            }
+        };
+        out.point.push(pick(&f.point));
+        out.lo80.push(pick(&f.lo80));
+        out.hi80.push(pick(&f.hi80));
+        out.lo95.push(pick(&f.lo95));
+        out.hi95.push(pick(&f.hi95));
+        if !is_extra {
+            next += 1;
+        }
+    }
+    Ok(out)
+}
+
 /// Forecasts `h` steps of `y` with season length `m` (1 for none).
 pub fn forecast(y: &[f64], m: usize, h: usize, method: Method) -> Result<Forecast, SeriesError> {
     check_finite(y)?;
