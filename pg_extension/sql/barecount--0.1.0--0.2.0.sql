@@ -1238,7 +1238,7 @@ CREATE FUNCTION barecount._ledger_append_autonomous(tenant_id text, event_type t
     RETURNS bigint
     VOLATILE STRICT PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', '_ledger_append_autonomous_wrapper';
 COMMENT ON FUNCTION barecount._ledger_append_autonomous(text, text, text, jsonb) IS
-    'Internal (denials): append a receipt in a transaction of its own, a background worker''s, committed whatever becomes of the caller''s: its sequence number; 0 when the caller holds the ledger''s append lock (appended as soon as the caller''s transaction ends); NULL when no worker slot is free or the worker failed. For barecount_owner only';
+    'Internal (denials): append a receipt in a transaction of its own, a background worker''s, committed whatever becomes of the caller''s: its sequence number; 0 when the caller holds the ledger''s append lock (appended as soon as the caller''s transaction ends); the receipts of one transaction''s denials share one worker; NULL when no worker could be started, it failed, or the transaction''s denials overflow their segment. For barecount_owner only';
 
 -- Who registered, ingested or published: the login role (as the ledger's actor), not the role
 -- BareCount's privileged sections run as (0.1.0 recorded barecount_owner; those rows stay)
@@ -1477,7 +1477,7 @@ BEGIN
         ELSIF seq = 0 THEN
             kept := ' Its receipt is appended as soon as this transaction ends (it holds the ledger''s append lock).';
         ELSE
-            kept := ' Its receipt could not be committed apart from this transaction (no background worker could be started, see max_worker_processes, or it failed, see the server log) and is lost with it.';
+            kept := ' Its receipt could not be committed apart from this transaction (no background worker could be started, see max_worker_processes; it failed, see the server log; or this transaction''s denials overflowed their segment) and is lost with it.';
         END IF;
         RAISE EXCEPTION 'policy forbids % of "%": %', action, resource,
                         (SELECT string_agg(r, '; ') FROM jsonb_array_elements_text(d -> 'reasons') r)

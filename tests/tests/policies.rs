@@ -378,6 +378,45 @@ when { context.rows > 3 };
         count(&p, "SELECT count(*) FROM barecount.ledger").await,
         before + 1
     );
+    // a transaction that loops over caught denials starts one worker, not one per denial: their
+    // receipts share its segment and are appended together, in one transaction of its own
+    p.batch_execute(
+        "BEGIN;
+         SELECT barecount.publish('returns', 'SELECT 2::bigint AS n');
+         DO $$ BEGIN
+           FOR i IN 1..5 LOOP
+             BEGIN
+               PERFORM barecount.publish('sales', 'SELECT 2::bigint AS n');
+             EXCEPTION WHEN insufficient_privilege THEN NULL;
+             END;
+           END LOOP;
+         END $$;
+         ROLLBACK;",
+    )
+    .await
+    .unwrap();
+    while count(&p, denials).await < 7 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the looped denials' receipts never came"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await; // polling the ledger
+    }
+    assert_eq!(
+        count(
+            &p,
+            "SELECT count(DISTINCT at) FROM (SELECT at FROM barecount.ledger WHERE event_type = 'policy_decision'
+               AND subject = 'policy:publish:sales' ORDER BY seq DESC LIMIT 5) x"
+        )
+        .await,
+        1,
+        "one worker's transaction"
+    );
+    assert_eq!(count(&p, denials).await, 7);
+    assert_eq!(
+        count(&p, "SELECT count(*) FROM barecount.ledger").await,
+        before + 6
+    );
     // nobody else appends that way: not the tenant's roles, not its admin
     for c in [&p, admin] {
         assert_eq!(

@@ -4,15 +4,18 @@
 //! the caller's session user, appends the receipt as the extension owner in a transaction of its
 //! own, commits and exits, while the caller waits for it (interruptibly) and then raises.
 //!
-//! The receipt travels in a dynamic shared memory segment the caller creates: a header (status,
-//! mode, sequence number, payload length) and the payload as JSON. The worker sets the status
-//! only after its commit.
+//! The receipts travel in a dynamic shared memory segment the caller creates: a header and the
+//! receipts as length-prefixed JSON. The worker sets the status only after its commit.
 //!
 //! When the caller's transaction already holds the ledger's append lock (it wrote receipts
 //! before the denial), the worker would wait for that transaction, which waits for the worker.
-//! Then the caller does not wait: it pins the segment (so it outlives the caller's detach), and
-//! the worker, once it has read the receipt, unpins it and appends as soon as the caller's
-//! transaction ends and releases the lock.
+//! Then the caller does not wait: it pins the segment (so it outlives the caller's mapping) and
+//! the worker first takes the ledger's lock — which it gets once the caller's transaction ends —
+//! then closes the segment, reads the receipts, unpins it and appends them. Further denials of
+//! the same transaction add their receipts to that open segment instead of starting workers of
+//! their own, so a transaction looping over denials cannot fill the server's worker slots. The
+//! segment's state word (open, being written, closed) keeps the caller's additions and the
+//! worker's reading apart.
 //!
 //! Unsafe code: the shared memory segment (created, written and read within its length), the
 //! backend's identity, and the worker's exported entry point the postmaster calls by name.
@@ -22,19 +25,31 @@ use crate::errors::SqlError;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::prelude::*;
 use pgrx::JsonB;
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::{fence, AtomicU32, Ordering};
 
-/// The header's layout: status (u32) at 0, mode (u32) at 4, sequence number (i64) at 8, payload
-/// length (u32) at 16, payload from 24.
-const HEADER: usize = 24;
+/// The header: status (u32) at 0, mode (u32) at 4, sequence number (i64) at 8, receipt count
+/// (u32) at 16, bytes used (u32) at 20, state (atomic u32) at 24, capacity (u32) at 28; the
+/// receipts from 32, each a u32 length and its JSON.
+const HEADER: usize = 32;
 const PENDING: u32 = 0;
 const COMMITTED: u32 = 1;
 /// Modes: the caller waits for the worker, or it does not (the segment is pinned).
 const WAITED: u32 = 0;
 const DEFERRED: u32 = 1;
+/// States of a deferred segment.
+const OPEN: u32 = 0;
+const CLOSED: u32 = 1;
+const WRITING: u32 = 2;
+/// Room for the receipts of one transaction's denials while its worker waits (some hundreds).
+const DEFERRED_CAPACITY: usize = 512 * 1024;
+
+thread_local! {
+    /// The top-level transaction whose deferred segment is open, and the segment.
+    static DEFERRED_FOR: std::cell::Cell<(u32, pg_sys::dsm_handle)> = const { std::cell::Cell::new((0, 0)) };
+}
 
 /// The caller's transaction already holds the ledger's append lock (it wrote a receipt before
-/// the denial): the worker would wait for it forever.
+/// the denial): a worker would wait for it.
 fn holds_ledger_lock(client: &pgrx::spi::SpiClient<'_>) -> Result<bool, SqlError> {
     let key = crate::ledger::LEDGER_LOCK_KEY;
     let (class, obj) = ((key >> 32) as u32, (key & 0xffff_ffff) as u32);
@@ -51,11 +66,54 @@ fn holds_ledger_lock(client: &pgrx::spi::SpiClient<'_>) -> Result<bool, SqlError
         .unwrap_or(false))
 }
 
+/// The segment's state word.
+///
+/// # Safety
+/// `base` is a mapped segment of at least [`HEADER`] bytes (aligned: DSM segments are).
+unsafe fn state<'a>(base: *mut u8) -> &'a AtomicU32 {
+    unsafe { &*(base.add(24) as *const AtomicU32) }
+}
+
+/// Appends `receipt` to an open deferred segment; false when it is closed (its worker has
+/// read it) or full.
+///
+/// # Safety
+/// `base` is a mapped deferred segment.
+unsafe fn add(base: *mut u8, receipt: &[u8]) -> bool {
+    let st = unsafe { state(base) };
+    if st
+        .compare_exchange(OPEN, WRITING, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return false;
+    }
+    let (count, used, capacity) = unsafe {
+        (
+            (base.add(16) as *const u32).read_volatile(),
+            (base.add(20) as *const u32).read_volatile() as usize,
+            (base.add(28) as *const u32).read_volatile() as usize,
+        )
+    };
+    let fits = used + 4 + receipt.len() <= capacity;
+    if fits {
+        unsafe {
+            let at = base.add(HEADER + used);
+            (at as *mut u32).write_unaligned(receipt.len() as u32);
+            std::ptr::copy_nonoverlapping(receipt.as_ptr(), at.add(4), receipt.len());
+            (base.add(20) as *mut u32).write_volatile((used + 4 + receipt.len()) as u32);
+            (base.add(16) as *mut u32).write_volatile(count + 1);
+        }
+    }
+    st.store(OPEN, Ordering::Release);
+    fits
+}
+
 /// Appends a receipt in a transaction of its own (a background worker's), committed whatever
 /// becomes of the caller's: its sequence number; 0 when the caller's transaction holds the
 /// ledger's append lock, so the receipt is appended as soon as that transaction ends; NULL when
-/// no background worker slot is free (max_worker_processes) or the worker failed (its error is
-/// in the server log). Only the extension owner may call it (BareCount's denials).
+/// no background worker could be started (max_worker_processes), the worker failed (its error
+/// is in the server log), or a transaction's deferred receipts overflow their segment. Only the
+/// extension owner may call it (BareCount's denials).
 #[pg_extern(sql = false, volatile, parallel_unsafe)]
 fn _ledger_append_autonomous(
     tenant_id: &str,
@@ -75,21 +133,60 @@ fn _ledger_append_autonomous(
         .raise();
     }
     let deferred = pgrx::Spi::connect(holds_ledger_lock).or_raise();
-    let payload = serde_json::json!({"tenant_id": tenant_id, "event_type": event_type,
+    let receipt = serde_json::json!({"tenant_id": tenant_id, "event_type": event_type,
                                      "subject": subject, "inputs": inputs.0})
     .to_string();
-    let len = HEADER + payload.len();
-    // SAFETY: dsm_create errors out (ERROR) on failure with DSM_CREATE_NULL_IF_MAXSEGMENTS
-    // unset; the segment is len bytes, the writes below stay inside it. The caller's resource
-    // owner detaches it at the end of the transaction if an error comes first.
-    let seg = unsafe { pg_sys::dsm_create(len, 0) };
+    // SAFETY: reads backend-local state (with the lock held the transaction has an id)
+    let xid = unsafe { pg_sys::GetTopTransactionIdIfAny() }.into_inner();
+    if deferred && xid != 0 {
+        let (open_xid, handle) = DEFERRED_FOR.with(std::cell::Cell::get);
+        if open_xid == xid {
+            // this transaction's segment: still pinned until its worker has read it
+            // SAFETY: a mapping of this backend's is reused; otherwise the segment is
+            // attached (NULL if its worker has unpinned it and it is gone) and detached here
+            let mapped = unsafe { pg_sys::dsm_find_mapping(handle) };
+            let seg = if mapped.is_null() {
+                unsafe { pg_sys::dsm_attach(handle) }
+            } else {
+                mapped
+            };
+            if !seg.is_null() {
+                let added = unsafe {
+                    add(
+                        pg_sys::dsm_segment_address(seg) as *mut u8,
+                        receipt.as_bytes(),
+                    )
+                };
+                if mapped.is_null() {
+                    unsafe { pg_sys::dsm_detach(seg) };
+                }
+                if added {
+                    return Some(0);
+                }
+            }
+            // closed (its worker got the lock: the lock was a subtransaction's) or full: a
+            // worker of its own
+        }
+    }
+    let capacity = if deferred {
+        DEFERRED_CAPACITY.max(receipt.len() + 4)
+    } else {
+        receipt.len() + 4
+    };
+    // SAFETY: dsm_create errors out (ERROR) on failure; the segment is HEADER + capacity bytes
+    // and the writes below stay inside it. The caller's resource owner detaches it at the end
+    // of the transaction if an error comes first.
+    let seg = unsafe { pg_sys::dsm_create(HEADER + capacity, 0) };
     let base = unsafe { pg_sys::dsm_segment_address(seg) as *mut u8 };
     unsafe {
         (base as *mut u32).write_volatile(PENDING);
         (base.add(4) as *mut u32).write_volatile(if deferred { DEFERRED } else { WAITED });
         (base.add(8) as *mut i64).write_volatile(0);
-        (base.add(16) as *mut u32).write_volatile(payload.len() as u32);
-        std::ptr::copy_nonoverlapping(payload.as_ptr(), base.add(HEADER), payload.len());
+        (base.add(16) as *mut u32).write_volatile(0);
+        (base.add(20) as *mut u32).write_volatile(0);
+        state(base).store(OPEN, Ordering::Release);
+        (base.add(28) as *mut u32).write_volatile(capacity as u32);
+        add(base, receipt.as_bytes());
     }
     fence(Ordering::SeqCst);
     // SAFETY: backend-local state.
@@ -102,8 +199,8 @@ fn _ledger_append_autonomous(
         )
     };
     if deferred {
-        // SAFETY: keeps the segment past this backend's detach (at the end of its transaction)
-        // until the worker unpins it, having read the receipt
+        // SAFETY: keeps the segment past this backend's mapping until the worker unpins it,
+        // having read the receipts
         unsafe { pg_sys::dsm_pin_segment(seg) };
     }
     let worker = BackgroundWorkerBuilder::new("barecount receipt")
@@ -118,7 +215,10 @@ fn _ledger_append_autonomous(
         .load_dynamic();
     if deferred {
         return match worker {
-            Ok(_) => Some(0),
+            Ok(_) => {
+                DEFERRED_FOR.with(|d| d.set((xid, handle)));
+                Some(0)
+            }
             Err(_) => {
                 // SAFETY: pinned above, by this backend, and not handed to any worker
                 unsafe {
@@ -146,7 +246,7 @@ fn _ledger_append_autonomous(
 }
 
 /// The worker: connects to the caller's database as the caller's session user, reads the
-/// receipt from the segment, appends it (as the extension owner, as every append does) and
+/// receipts from the segment, appends them (as the extension owner, as every append does) and
 /// commits; then it tells a waiting caller the sequence number.
 #[pg_guard]
 #[unsafe(no_mangle)]
@@ -165,54 +265,86 @@ pub extern "C-unwind" fn barecount_receipt_worker(arg: pg_sys::Datum) {
     );
     let handle = arg.value() as pg_sys::dsm_handle;
     // SAFETY: attached outside any transaction, so the mapping lasts until the detach below
-    // (NULL if the segment is gone); reads stay within the length the caller wrote.
+    // (NULL if the segment is gone); reads stay within the lengths the caller wrote.
     let seg = unsafe { pg_sys::dsm_attach(handle) };
     if seg.is_null() {
         return;
     }
     let base = unsafe { pg_sys::dsm_segment_address(seg) as *mut u8 };
-    fence(Ordering::SeqCst);
-    let (mode, len) = unsafe {
-        (
-            (base.add(4) as *const u32).read_volatile(),
-            (base.add(16) as *const u32).read_volatile() as usize,
-        )
-    };
-    let bytes = unsafe { std::slice::from_raw_parts(base.add(HEADER), len) }.to_vec();
-    if mode == DEFERRED {
-        // SAFETY: the caller pinned it for this worker; nobody else unpins it
-        unsafe {
-            pg_sys::dsm_unpin_segment(handle);
-            pg_sys::dsm_detach(seg);
-        }
-    }
-    let Ok(receipt) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-        return;
-    };
+    let mode = unsafe { (base.add(4) as *const u32).read_volatile() };
     let seq = BackgroundWorker::transaction(|| {
-        let text = |k: &str| receipt[k].as_str().unwrap_or_default().to_owned();
-        // a deferred receipt waits here for the caller's transaction to release the lock
         pgrx::Spi::connect_mut(|client| {
-            crate::ledger::append(
-                client,
-                &text("tenant_id"),
-                &text("event_type"),
-                &text("subject"),
-                &receipt["inputs"],
-                None,
-            )
-            .map(|r| r.seq)
+            if mode == DEFERRED {
+                // the caller's transaction holds this lock: wait for it to end, then take the
+                // receipts its denials left (no more can come: the segment is closed)
+                client.update(
+                    "SELECT pg_advisory_xact_lock($1)",
+                    None,
+                    &[crate::ledger::LEDGER_LOCK_KEY.into()],
+                )?;
+            }
+            let receipts = unsafe { close_and_read(base, mode) };
+            if mode == DEFERRED {
+                // SAFETY: the caller pinned it for this worker; nobody else unpins it
+                unsafe { pg_sys::dsm_unpin_segment(handle) };
+            }
+            let mut last = 0;
+            for receipt in receipts {
+                let text = |k: &str| receipt[k].as_str().unwrap_or_default().to_owned();
+                last = crate::ledger::append(
+                    client,
+                    &text("tenant_id"),
+                    &text("event_type"),
+                    &text("subject"),
+                    &receipt["inputs"],
+                    None,
+                )?
+                .seq;
+            }
+            Ok::<_, SqlError>(last)
         })
         .unwrap_or_else(|e| e.raise())
     });
-    if mode == WAITED {
-        // committed: only now does the caller learn the receipt exists
-        // SAFETY: still attached (a waited-for segment is detached only here)
-        unsafe {
-            (base.add(8) as *mut i64).write_volatile(seq);
-            fence(Ordering::SeqCst);
-            (base as *mut u32).write_volatile(COMMITTED);
-            pg_sys::dsm_detach(seg);
+    // committed: only now does a waiting caller learn the receipt exists
+    // SAFETY: still attached
+    unsafe {
+        (base.add(8) as *mut i64).write_volatile(seq);
+        fence(Ordering::SeqCst);
+        (base as *mut u32).write_volatile(COMMITTED);
+        pg_sys::dsm_detach(seg);
+    }
+}
+
+/// Closes a deferred segment (waiting out a caller's addition in progress) and reads its
+/// receipts; a waited-for segment holds one and is not shared.
+///
+/// # Safety
+/// `base` is a mapped segment the caller initialised.
+unsafe fn close_and_read(base: *mut u8, mode: u32) -> Vec<serde_json::Value> {
+    if mode == DEFERRED {
+        let st = unsafe { state(base) };
+        while st
+            .compare_exchange(OPEN, CLOSED, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            std::hint::spin_loop();
         }
     }
+    let (count, used) = unsafe {
+        (
+            (base.add(16) as *const u32).read_volatile() as usize,
+            (base.add(20) as *const u32).read_volatile() as usize,
+        )
+    };
+    let mut out = Vec::with_capacity(count);
+    let mut at = 0;
+    while at + 4 <= used && out.len() < count {
+        let len = unsafe { (base.add(HEADER + at) as *const u32).read_unaligned() } as usize;
+        let bytes = unsafe { std::slice::from_raw_parts(base.add(HEADER + at + 4), len) };
+        if let Ok(v) = serde_json::from_slice(bytes) {
+            out.push(v);
+        }
+        at += 4 + len;
+    }
+    out
 }
