@@ -228,26 +228,30 @@ fn uid(kind: &str, id: &str) -> Result<EntityUid, PolicyError> {
         .map_err(|e| PolicyError::Request(e.to_string()))
 }
 
-/// A dataset's attributes with neutral values for those not given.
-fn dataset_defaults(attrs: &Value) -> Value {
-    let mut a = json!({"tags": [], "layer": "raw", "contract": "", "contract_version": "",
-                       "domain": "", "status": "", "owners": []});
-    if let (Some(all), Some(given)) = (a.as_object_mut(), attrs.as_object()) {
+/// `given`'s fields over `neutral`'s: what a caller leaves out gets a neutral value.
+fn over(mut neutral: Value, given: &Value) -> Value {
+    if let (Some(all), Some(given)) = (neutral.as_object_mut(), given.as_object()) {
         for (k, v) in given {
             all.insert(k.clone(), v.clone());
         }
     }
-    a
+    neutral
+}
+
+/// A dataset's attributes with neutral values for those not given.
+fn dataset_defaults(attrs: &Value) -> Value {
+    over(
+        json!({"tags": [], "layer": "raw", "contract": "", "contract_version": "",
+               "domain": "", "status": "", "owners": []}),
+        attrs,
+    )
 }
 
 fn with_defaults(context: &Value) -> Value {
-    let mut c = json!({"now": 0, "hour": 0, "weekday": 1, "rows": 0, "scopes": [], "channel": "sql", "format": ""});
-    if let (Some(all), Some(given)) = (c.as_object_mut(), context.as_object()) {
-        for (k, v) in given {
-            all.insert(k.clone(), v.clone());
-        }
-    }
-    c
+    over(
+        json!({"now": 0, "hour": 0, "weekday": 1, "rows": 0, "scopes": [], "channel": "sql", "format": ""}),
+        context,
+    )
 }
 
 /// Decides `request` under a tenant's policy documents.

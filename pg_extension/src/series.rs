@@ -208,12 +208,11 @@ fn kpi_anomalies(
         let (_, k) = crate::kpis::definition(client, &tenant_id, kpi)?;
         let measure = measure_of(kpi, &k, &o)?;
         let m = anomaly_method(&k, method, &o)?;
-        let weeks = season(&k, &o)?;
         let mut out = Vec::new();
         for s in read(client, &tenant_id, kpi, &k, &measure)? {
             pgrx::check_for_interrupts!();
             let points =
-                detect_calendar(&s.values, &week53(&s.periods, weeks), m).map_err(|e| {
+                detect_calendar(&s.values, &week53(&s.periods, m.season()), m).map_err(|e| {
                     SqlError::from(e).detail(format!("KPI \"{kpi}\", dimension values {}", s.dims))
                 })?;
             for (period, (v, p)) in s.periods.iter().zip(s.values.iter().zip(points)) {
@@ -374,9 +373,10 @@ pub(crate) fn watch(
     };
     if let Some((w, series)) = &watched {
         let method = anomaly_method(kpi, &w.method, &w.options)?;
-        let weeks = season(kpi, &w.options)?;
         for s in series {
-            let Ok(points) = detect_calendar(&s.values, &week53(&s.periods, weeks), method) else {
+            let Ok(points) =
+                detect_calendar(&s.values, &week53(&s.periods, method.season()), method)
+            else {
                 continue;
             }; // too short yet: nothing to say
             for (period, (v, p)) in s.periods.iter().zip(s.values.iter().zip(points)) {

@@ -84,6 +84,14 @@ impl Method {
         }
     }
 
+    /// The season length the method works with (1 for `mad`, which has none).
+    pub fn season(&self) -> usize {
+        match self {
+            Method::Mad { .. } => 1,
+            Method::Seasonal { season, .. } | Method::Esd { season, .. } => *season,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Method::Mad { .. } => "mad",
@@ -159,12 +167,7 @@ pub fn detect_calendar(
     method: Method,
 ) -> Result<Vec<Point>, SeriesError> {
     check_finite(y)?;
-    if !extra.is_empty() && extra.len() != y.len() {
-        return Err(SeriesError::BadOption {
-            option: "extra".into(),
-            problem: format!("marks {} points of a series of {}", extra.len(), y.len()),
-        });
-    }
+    super::check_marks(extra, y.len())?;
     match method {
         Method::Mad { threshold } => {
             if y.len() < 3 {

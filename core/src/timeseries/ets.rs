@@ -766,11 +766,12 @@ fn auto_candidates(y: &[f64], m: usize) -> Vec<Candidate> {
     candidates
 }
 
-/// The lowest-AICc candidate refitted fully, its seasonal states optimised from those of the
-/// whole series and from those of its first seasons (the higher likelihood is kept); it
-/// replaces the first candidate.
-fn refit_best(y: &[f64], candidates: &mut [Candidate]) -> Option<Candidate> {
-    let first = candidates.first_mut()?;
+/// Refits the lowest-AICc candidate fully, its seasonal states optimised from those of the
+/// whole series and from those of its first seasons (the higher likelihood is kept), in place.
+fn refit_best(y: &[f64], candidates: &mut [Candidate]) {
+    let Some(first) = candidates.first_mut() else {
+        return;
+    };
     let spec = first.1;
     if let Ok((mut p, mut f)) = fit_with(&spec, y, true, Start::Small, ALL_SEASONS) {
         if let Ok((p2, f2)) = fit_with(&spec, y, true, Start::Small, HEURISTIC_SEASONS) {
@@ -783,7 +784,6 @@ fn refit_best(y: &[f64], candidates: &mut [Candidate]) -> Option<Candidate> {
             *first = (score, spec, p, f);
         }
     }
-    Some(first.clone())
 }
 
 /// How many of `auto`'s lowest-AICc models are combined.
@@ -843,12 +843,7 @@ pub fn forecast_calendar(
     if !extra.iter().chain(ahead).any(|e| *e) {
         return forecast(y, m, ahead.len(), method);
     }
-    if extra.len() != y.len() {
-        return Err(SeriesError::BadOption {
-            option: "extra".into(),
-            problem: format!("marks {} points of a series of {}", extra.len(), y.len()),
-        });
-    }
+    super::check_marks(extra, y.len())?;
     let kept: Vec<f64> = y
         .iter()
         .zip(extra)
@@ -895,18 +890,19 @@ pub fn forecast(y: &[f64], m: usize, h: usize, method: Method) -> Result<Forecas
         }
         Method::Auto | Method::BestEts => {
             let mut candidates = auto_candidates(y, m);
-            let Some((score, spec, p, f)) = refit_best(y, &mut candidates) else {
+            refit_best(y, &mut candidates);
+            let Some((score, spec, p, f)) = candidates.first() else {
                 return Err(SeriesError::TooShort {
                     method: "ETS".into(),
                     need: 4,
                     have: y.len(),
                 });
             };
-            let best = predict(&spec, &p, &f, y.len(), h);
+            let best = predict(spec, p, f, y.len(), h);
             if method == Method::BestEts {
                 return Ok(best);
             }
-            let mut members = vec![(score, best)];
+            let mut members = vec![(*score, best)];
             for (score, spec, p, f) in candidates.iter().skip(1).take(COMBINED - 1) {
                 members.push((*score, predict(spec, p, f, y.len(), h)));
             }

@@ -46,6 +46,17 @@ pub enum SeriesError {
     BadOption { option: String, problem: String },
 }
 
+/// `extra` marks the 53rd weeks of a series of `n` points: one mark per point, or none.
+pub(crate) fn check_marks(extra: &[bool], n: usize) -> Result<(), SeriesError> {
+    if extra.is_empty() || extra.len() == n {
+        return Ok(());
+    }
+    Err(SeriesError::BadOption {
+        option: "extra".into(),
+        problem: format!("marks {} points of a series of {n}", extra.len()),
+    })
+}
+
 pub(crate) fn check_finite(y: &[f64]) -> Result<(), SeriesError> {
     match y.iter().position(|v| !v.is_finite()) {
         Some(i) => Err(SeriesError::NotFinite(i)),
