@@ -1460,6 +1460,7 @@ CREATE FUNCTION barecount._policy_enforce(tenant_id text, principal text, action
     SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE docs jsonb := barecount._policy_documents(tenant_id); d jsonb; seq bigint; receipt jsonb; kept text;
+        subject text := 'policy:' || action || ':' || resource;
 BEGIN
     IF docs = '[]' THEN
         RETURN jsonb_build_object('allow', true, 'policies', '[]'::jsonb, 'reasons', '[]'::jsonb, 'obligations', '[]'::jsonb, 'errors', '[]'::jsonb);
@@ -1471,7 +1472,7 @@ BEGIN
                            'versions', (SELECT jsonb_object_agg(x ->> 'name', x -> 'version') FROM jsonb_array_elements(docs) x));
     IF refuse AND NOT (d ->> 'allow')::boolean THEN
         -- the error below rolls back this transaction: the denial's receipt commits on its own
-        seq := barecount._ledger_append_autonomous(tenant_id, 'policy_decision', 'policy:' || action || ':' || resource, receipt);
+        seq := barecount._ledger_append_autonomous(tenant_id, 'policy_decision', subject, receipt);
         IF seq > 0 THEN
             kept := format(' The decision is receipt %s.', seq);
         ELSIF seq = 0 THEN
@@ -1485,7 +1486,7 @@ BEGIN
                   DETAIL = format('Denied by %s.%s', (SELECT string_agg(r, ', ') FROM jsonb_array_elements_text(d -> 'policies') r), kept),
                   HINT = 'barecount.policy_check(principal, action, resource, context) explains the decision.';
     END IF;
-    seq := barecount._ledger_append(tenant_id, 'policy_decision', 'policy:' || action || ':' || resource, receipt);
+    seq := barecount._ledger_append(tenant_id, 'policy_decision', subject, receipt);
     d := d || jsonb_build_object('ledger_seq', seq);
     RETURN d;
 END
@@ -1665,6 +1666,7 @@ BEGIN
 END
 $receipt$;
 
--- 0.2.0: auto combines the three lowest-AICc ETS models; ets is the best alone
+-- 0.2.0: auto combines the three lowest-AICc ETS models; ets is the best alone (the comment's
+-- one source: functions.sql, an install's last part, leaves it to this file)
 COMMENT ON FUNCTION barecount.kpi_forecast(text, integer, text, jsonb) IS
     'Forecast a KPI''s measure per dimension values for the next horizon periods of its calendar and grain, with 80 and 95 percent intervals: auto (the three lowest-AICc ETS models combined by Akaike weights), ets (the lowest AICc alone), holt_winters_additive/multiplicative/damped, holt, holt_damped, ses, any ETS model as ets_<error><trend><season> (ets_mam, ets_madn, ...), seasonal_naive, naive, drift';

@@ -99,8 +99,7 @@ COMMENT ON FUNCTION barecount.ingest_file(text, text, text) IS
     'Ingest a CSV, JSON Lines or Parquet file named relative to barecount.load_directory, as one batch (CSV cells typed by the contract, Parquet columns by their own types); the same file content again is recognised and not ingested twice';
 COMMENT ON FUNCTION barecount.kpi_anomalies(text, text, jsonb) IS
     'Anomalies in a KPI''s materialized series per dimension values: method seasonal (decomposition residuals, season from the grain), mad (robust z-score) or esd (generalized ESD, S-H-ESD); options measure, threshold, max_share, alpha, season. One row per period with value, expected, score and verdict';
-COMMENT ON FUNCTION barecount.kpi_forecast(text, integer, text, jsonb) IS
-    'Forecast a KPI''s measure per dimension values for the next horizon periods of its calendar and grain, with 80 and 95 percent intervals: auto (the three lowest-AICc ETS models combined by Akaike weights), ets (the lowest AICc alone), holt_winters_additive/multiplicative/damped, holt, holt_damped, ses, any ETS model as ets_<error><trend><season> (ets_mam, ets_madn, ...), seasonal_naive, naive, drift';
+-- barecount.kpi_forecast's comment: barecount--0.1.0--0.2.0.sql (both install paths run it)
 COMMENT ON FUNCTION barecount.action_define(text, text, jsonb) IS
     'Define an action (kinds webhook {url, timeout_ms, retry_schedule_s, auth_secret}, sql {function}, notify {channel}) or a new version of it; the same definition again returns its version; a receipt per version';
 COMMENT ON FUNCTION barecount.playbook_define(text, text[], jsonb, text[], interval, interval) IS

@@ -25,12 +25,27 @@ use crate::errors::SqlError;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::prelude::*;
 use pgrx::JsonB;
-use std::sync::atomic::{fence, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 
-/// The header: status (u32) at 0, mode (u32) at 4, sequence number (i64) at 8, receipt count
-/// (u32) at 16, bytes used (u32) at 20, state (atomic u32) at 24, capacity (u32) at 28; the
-/// receipts from 32, each a u32 length and its JSON.
-const HEADER: usize = 32;
+/// The segment's header; the receipts follow it, each a u32 length and its JSON. Every field is
+/// an atomic: the caller and the worker are two processes.
+#[repr(C)]
+struct Header {
+    /// PENDING, or COMMITTED once the worker's transaction has committed
+    status: AtomicU32,
+    /// WAITED or DEFERRED
+    mode: AtomicU32,
+    /// the last receipt's sequence number, once committed
+    seq: AtomicI64,
+    /// receipts, and the bytes they take after the header
+    count: AtomicU32,
+    used: AtomicU32,
+    /// OPEN, WRITING or CLOSED (a deferred segment)
+    state: AtomicU32,
+    /// the bytes after the header
+    capacity: AtomicU32,
+}
+const HEADER: usize = std::mem::size_of::<Header>();
 const PENDING: u32 = 0;
 const COMMITTED: u32 = 1;
 /// Modes: the caller waits for the worker, or it does not (the segment is pinned).
@@ -66,12 +81,12 @@ fn holds_ledger_lock(client: &pgrx::spi::SpiClient<'_>) -> Result<bool, SqlError
         .unwrap_or(false))
 }
 
-/// The segment's state word.
+/// A mapped segment's header.
 ///
 /// # Safety
 /// `base` is a mapped segment of at least [`HEADER`] bytes (aligned: DSM segments are).
-unsafe fn state<'a>(base: *mut u8) -> &'a AtomicU32 {
-    unsafe { &*(base.add(24) as *const AtomicU32) }
+unsafe fn header<'a>(base: *mut u8) -> &'a Header {
+    unsafe { &*(base as *const Header) }
 }
 
 /// Appends `receipt` to an open deferred segment; false when it is closed (its worker has
@@ -80,31 +95,26 @@ unsafe fn state<'a>(base: *mut u8) -> &'a AtomicU32 {
 /// # Safety
 /// `base` is a mapped deferred segment.
 unsafe fn add(base: *mut u8, receipt: &[u8]) -> bool {
-    let st = unsafe { state(base) };
-    if st
+    let h = unsafe { header(base) };
+    if h.state
         .compare_exchange(OPEN, WRITING, Ordering::AcqRel, Ordering::Acquire)
         .is_err()
     {
         return false;
     }
-    let (count, used, capacity) = unsafe {
-        (
-            (base.add(16) as *const u32).read_volatile(),
-            (base.add(20) as *const u32).read_volatile() as usize,
-            (base.add(28) as *const u32).read_volatile() as usize,
-        )
-    };
-    let fits = used + 4 + receipt.len() <= capacity;
+    let used = h.used.load(Ordering::Acquire) as usize;
+    let fits = used + 4 + receipt.len() <= h.capacity.load(Ordering::Acquire) as usize;
     if fits {
         unsafe {
             let at = base.add(HEADER + used);
             (at as *mut u32).write_unaligned(receipt.len() as u32);
             std::ptr::copy_nonoverlapping(receipt.as_ptr(), at.add(4), receipt.len());
-            (base.add(20) as *mut u32).write_volatile((used + 4 + receipt.len()) as u32);
-            (base.add(16) as *mut u32).write_volatile(count + 1);
         }
+        h.used
+            .store((used + 4 + receipt.len()) as u32, Ordering::Release);
+        h.count.fetch_add(1, Ordering::AcqRel);
     }
-    st.store(OPEN, Ordering::Release);
+    h.state.store(OPEN, Ordering::Release);
     fits
 }
 
@@ -178,17 +188,16 @@ fn _ledger_append_autonomous(
     // of the transaction if an error comes first.
     let seg = unsafe { pg_sys::dsm_create(HEADER + capacity, 0) };
     let base = unsafe { pg_sys::dsm_segment_address(seg) as *mut u8 };
-    unsafe {
-        (base as *mut u32).write_volatile(PENDING);
-        (base.add(4) as *mut u32).write_volatile(if deferred { DEFERRED } else { WAITED });
-        (base.add(8) as *mut i64).write_volatile(0);
-        (base.add(16) as *mut u32).write_volatile(0);
-        (base.add(20) as *mut u32).write_volatile(0);
-        state(base).store(OPEN, Ordering::Release);
-        (base.add(28) as *mut u32).write_volatile(capacity as u32);
-        add(base, receipt.as_bytes());
-    }
-    fence(Ordering::SeqCst);
+    let h = unsafe { header(base) };
+    h.status.store(PENDING, Ordering::Release);
+    h.mode
+        .store(if deferred { DEFERRED } else { WAITED }, Ordering::Release);
+    h.seq.store(0, Ordering::Release);
+    h.count.store(0, Ordering::Release);
+    h.used.store(0, Ordering::Release);
+    h.state.store(OPEN, Ordering::Release);
+    h.capacity.store(capacity as u32, Ordering::Release);
+    unsafe { add(base, receipt.as_bytes()) };
     // SAFETY: backend-local state.
     let (handle, db, user, pid) = unsafe {
         (
@@ -233,14 +242,11 @@ fn _ledger_append_autonomous(
         Ok(w) => w.wait_for_shutdown().is_ok(),
         Err(_) => false,
     };
-    fence(Ordering::SeqCst);
-    // SAFETY: the segment is still mapped here (detached just below).
-    let (status, seq) = unsafe {
-        (
-            (base as *const u32).read_volatile(),
-            (base.add(8) as *const i64).read_volatile(),
-        )
-    };
+    let (status, seq) = (
+        h.status.load(Ordering::Acquire),
+        h.seq.load(Ordering::Acquire),
+    );
+    // SAFETY: mapped since dsm_create; `h` is not used after this
     unsafe { pg_sys::dsm_detach(seg) };
     (done && status == COMMITTED).then_some(seq)
 }
@@ -271,7 +277,8 @@ pub extern "C-unwind" fn barecount_receipt_worker(arg: pg_sys::Datum) {
         return;
     }
     let base = unsafe { pg_sys::dsm_segment_address(seg) as *mut u8 };
-    let mode = unsafe { (base.add(4) as *const u32).read_volatile() };
+    let h = unsafe { header(base) };
+    let mode = h.mode.load(Ordering::Acquire);
     let seq = BackgroundWorker::transaction(|| {
         pgrx::Spi::connect_mut(|client| {
             if mode == DEFERRED {
@@ -306,13 +313,10 @@ pub extern "C-unwind" fn barecount_receipt_worker(arg: pg_sys::Datum) {
         .unwrap_or_else(|e| e.raise())
     });
     // committed: only now does a waiting caller learn the receipt exists
-    // SAFETY: still attached
-    unsafe {
-        (base.add(8) as *mut i64).write_volatile(seq);
-        fence(Ordering::SeqCst);
-        (base as *mut u32).write_volatile(COMMITTED);
-        pg_sys::dsm_detach(seg);
-    }
+    h.seq.store(seq, Ordering::Release);
+    h.status.store(COMMITTED, Ordering::Release);
+    // SAFETY: attached above; `h` is not used after this
+    unsafe { pg_sys::dsm_detach(seg) };
 }
 
 /// Closes a deferred segment (waiting out a caller's addition in progress) and reads its
@@ -321,21 +325,20 @@ pub extern "C-unwind" fn barecount_receipt_worker(arg: pg_sys::Datum) {
 /// # Safety
 /// `base` is a mapped segment the caller initialised.
 unsafe fn close_and_read(base: *mut u8, mode: u32) -> Vec<serde_json::Value> {
+    let h = unsafe { header(base) };
     if mode == DEFERRED {
-        let st = unsafe { state(base) };
-        while st
+        while h
+            .state
             .compare_exchange(OPEN, CLOSED, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
             std::hint::spin_loop();
         }
     }
-    let (count, used) = unsafe {
-        (
-            (base.add(16) as *const u32).read_volatile() as usize,
-            (base.add(20) as *const u32).read_volatile() as usize,
-        )
-    };
+    let (count, used) = (
+        h.count.load(Ordering::Acquire) as usize,
+        h.used.load(Ordering::Acquire) as usize,
+    );
     let mut out = Vec::with_capacity(count);
     let mut at = 0;
     while at + 4 <= used && out.len() < count {
